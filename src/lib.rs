@@ -1,0 +1,14 @@
+//! infergate: claims about LLM inference backends, turned into gated tests.
+//!
+//! Data flows one way: gate file ([`gate`]) → runner ([`runner`]) → backend ([`backend`]) →
+//! measurement ([`measure`]) → statistics ([`stats`]) → verdict ([`gate::Verdict`]) → report ([`report`]).
+
+pub mod assets;
+pub mod error;
+pub mod model;
+
+/// Generated from `proto/onnx.proto` by `build.rs`.
+#[allow(clippy::all, missing_docs)]
+pub mod onnx_proto {
+    include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
+}

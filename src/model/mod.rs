@@ -1,0 +1,9 @@
+//! The model: GGUF file, LLaMA config, tokenizer, fp32 weights, ONNX export and a reference forward.
+
+pub mod config;
+pub mod gguf;
+pub mod weights;
+
+pub use config::LlamaConfig;
+pub use gguf::GgufFile;
+pub use weights::LlamaWeights;
