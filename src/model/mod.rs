@@ -7,3 +7,6 @@ pub mod weights;
 pub use config::LlamaConfig;
 pub use gguf::GgufFile;
 pub use weights::LlamaWeights;
+pub mod onnx_export;
+pub mod reference;
+pub mod catalog;

@@ -1,0 +1,70 @@
+//! Backends: one trait, one file per engine.
+//!
+//! A backend runs a fixed-length greedy generation and reports per-phase timings measured at its own
+//! boundary (the harness's clock for in-process engines, the engine's own timings for servers), and,
+//! where it can, next-token logits for perplexity.
+
+use ndarray::Array2;
+use serde::{Deserialize, Serialize};
+
+use crate::error::BackendError;
+
+pub mod ort;
+
+/// What a backend is and where it came from (goes into the manifest and the report).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackendInfo {
+    /// Stable id used in trial names, e.g. `ort-cpu`.
+    pub id: String,
+    /// Engine name, e.g. `onnxruntime`.
+    pub engine: String,
+    /// Engine version as the engine itself reports it.
+    pub engine_version: String,
+    /// Where the engine library/binary was found.
+    pub location: String,
+    /// Device the computation is requested on (`cpu`, `cuda:0`).
+    pub device: String,
+    /// Weight precision label (`fp32`, `q4_1` …).
+    pub precision: String,
+}
+
+/// Whose clock measured the phases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimingSource {
+    /// `std::time::Instant` around the engine calls in this process.
+    Harness,
+    /// Durations reported by the engine (e.g. llama.cpp `timings`, Ollama `*_duration`).
+    Engine,
+}
+
+/// One fixed-length greedy generation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Generation {
+    pub prompt_tokens: usize,
+    /// Generated token ids; EOS does not stop generation.
+    pub tokens: Vec<u32>,
+    /// One forward over the prompt (produces the first generated token).
+    pub prefill_ms: f64,
+    /// The cached decode loop that produces the remaining tokens.
+    pub decode_ms: f64,
+    /// Whole generation as seen from outside: ≥ prefill + decode.
+    pub e2e_ms: f64,
+    /// Forward passes in the decode loop.
+    pub decode_steps: usize,
+    pub timing_source: TimingSource,
+}
+
+/// An inference engine under test.
+pub trait Backend: Send {
+    fn info(&self) -> &BackendInfo;
+
+    /// Greedy generation of exactly `gen_tokens` tokens after `prompt` (EOS ignored), timed per phase.
+    fn generate(&mut self, prompt: &[u32], gen_tokens: usize) -> Result<Generation, BackendError>;
+
+    /// Logits `[tokens.len(), vocab]` of one causal forward over `tokens` (for perplexity).
+    fn logits(&mut self, tokens: &[u32]) -> Result<Array2<f32>, BackendError> {
+        let _ = tokens;
+        Err(BackendError::Unsupported { backend: self.info().id.clone(), feature: "full-sequence logits".into() })
+    }
+}

@@ -1,0 +1,417 @@
+//! Writes a LLaMA decoder with KV cache as an ONNX model in the standard exported-decoder form:
+//! inputs `input_ids`, `attention_mask`, `position_ids`, `past_key_values.N.key/value`;
+//! outputs `logits`, `present.N.key/value` (shapes `[batch, kv_heads, seq, head_dim]`).
+//!
+//! The graph uses plain ONNX ops (opset 17), so ONNX Runtime's optimizer has real work to do
+//! (RMSNorm → SimplifiedLayerNormalization, MatMul+Add fusions) and that work is visible as evidence.
+//! Protobuf types come from ONNX's own `onnx.proto` (see build.rs). Weights go to one external-data
+//! file, so the `.onnx` stays small and ONNX Runtime can map the weights.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array2, ArrayView1, ArrayView2};
+use prost::Message;
+
+use super::weights::LlamaWeights;
+use crate::error::ModelError;
+use crate::onnx_proto::{
+    attribute_proto::AttributeType, tensor_proto::DataLocation, tensor_proto::DataType, tensor_shape_proto,
+    type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
+    TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+};
+
+/// Bumped whenever the emitted graph changes, so cached exports are rebuilt.
+pub const EXPORTER_VERSION: u32 = 1;
+const OPSET: i64 = 17;
+const EXTERNAL_ALIGN: u64 = 64 * 1024;
+const INLINE_LIMIT: usize = 1024;
+
+/// How the weight matrices are stored in the exported graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightFormat {
+    /// Every weight as fp32 (dequantized from the GGUF).
+    Fp32,
+}
+
+impl WeightFormat {
+    pub fn label(self) -> &'static str {
+        match self {
+            WeightFormat::Fp32 => "fp32",
+        }
+    }
+}
+
+/// Names of the graph's inputs and outputs for layer `i`.
+pub fn past_key_name(i: usize) -> String {
+    format!("past_key_values.{i}.key")
+}
+pub fn past_value_name(i: usize) -> String {
+    format!("past_key_values.{i}.value")
+}
+pub fn present_key_name(i: usize) -> String {
+    format!("present.{i}.key")
+}
+pub fn present_value_name(i: usize) -> String {
+    format!("present.{i}.value")
+}
+
+/// What was written.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ExportedModel {
+    pub model_path: PathBuf,
+    pub data_path: PathBuf,
+    pub node_count: usize,
+    pub initializer_bytes: u64,
+}
+
+/// Export `weights` to `<dir>/model.onnx` + `<dir>/model.onnx.data`.
+pub fn export(weights: &LlamaWeights, format: WeightFormat, dir: &Path, metadata: &[(&str, String)]) -> Result<ExportedModel, ModelError> {
+    let model_path = dir.join("model.onnx");
+    let data_file = "model.onnx.data";
+    let data_path = dir.join(data_file);
+    let err = |detail: String| ModelError::Export { path: model_path.clone(), detail };
+    fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+    let data = BufWriter::new(File::create(&data_path).map_err(|e| err(e.to_string()))?);
+    let mut g = GraphBuilder::new(data, data_file);
+    build_decoder(&mut g, weights, format).map_err(|e| err(e.to_string()))?;
+    let (graph, initializer_bytes) = g.finish().map_err(|e| err(e.to_string()))?;
+    let node_count = graph.node.len();
+    let mut props: Vec<StringStringEntryProto> = metadata
+        .iter()
+        .map(|(k, v)| StringStringEntryProto { key: Some(k.to_string()), value: Some(v.clone()) })
+        .collect();
+    props.push(StringStringEntryProto { key: Some("infergate.exporter_version".into()), value: Some(EXPORTER_VERSION.to_string()) });
+    props.push(StringStringEntryProto { key: Some("infergate.weight_format".into()), value: Some(format.label().into()) });
+    let model = ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(OPSET) }],
+        producer_name: Some("infergate".into()),
+        producer_version: Some(env!("CARGO_PKG_VERSION").into()),
+        graph: Some(graph),
+        metadata_props: props,
+        ..Default::default()
+    };
+    fs::write(&model_path, model.encode_to_vec()).map_err(|e| err(e.to_string()))?;
+    Ok(ExportedModel { model_path, data_path, node_count, initializer_bytes })
+}
+
+/// Builds graph nodes with unique names and streams large initializers to the external-data file.
+struct GraphBuilder<W: Write> {
+    graph: GraphProto,
+    data: W,
+    data_file: String,
+    data_offset: u64,
+    counter: usize,
+}
+
+impl<W: Write> GraphBuilder<W> {
+    fn new(data: W, data_file: &str) -> Self {
+        GraphBuilder { graph: GraphProto { name: Some("llama_decoder".into()), ..Default::default() }, data, data_file: data_file.into(), data_offset: 0, counter: 0 }
+    }
+
+    fn fresh(&mut self, hint: &str) -> String {
+        self.counter += 1;
+        format!("{hint}_{}", self.counter)
+    }
+
+    /// Add a node with one output; returns the output name.
+    fn op(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
+        let out = self.fresh(&op.to_lowercase());
+        self.op_named(op, inputs, &[&out], attrs);
+        out
+    }
+
+    fn op_named(&mut self, op: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) {
+        let name = self.fresh(op);
+        self.graph.node.push(NodeProto {
+            op_type: Some(op.into()),
+            name: Some(name),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.iter().map(|s| s.to_string()).collect(),
+            attribute: attrs,
+            ..Default::default()
+        });
+    }
+
+    fn initializer(&mut self, name: &str, dims: &[usize], data_type: DataType, bytes: &[u8]) -> std::io::Result<String> {
+        let mut t = TensorProto {
+            name: Some(name.into()),
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: Some(data_type as i32),
+            ..Default::default()
+        };
+        if bytes.len() <= INLINE_LIMIT {
+            t.raw_data = Some(bytes.to_vec());
+        } else {
+            let pad = self.data_offset.next_multiple_of(EXTERNAL_ALIGN) - self.data_offset;
+            self.data.write_all(&vec![0u8; pad as usize])?;
+            self.data_offset += pad;
+            self.data.write_all(bytes)?;
+            t.data_location = Some(DataLocation::External as i32);
+            t.external_data = vec![
+                kv("location", &self.data_file),
+                kv("offset", &self.data_offset.to_string()),
+                kv("length", &bytes.len().to_string()),
+            ];
+            self.data_offset += bytes.len() as u64;
+        }
+        self.graph.initializer.push(t);
+        Ok(name.into())
+    }
+
+    fn f32_tensor(&mut self, name: &str, dims: &[usize], values: &[f32]) -> std::io::Result<String> {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.initializer(name, dims, DataType::Float, &bytes)
+    }
+
+    fn i64_const(&mut self, name: &str, values: &[i64]) -> std::io::Result<String> {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.initializer(name, &[values.len()], DataType::Int64, &bytes)
+    }
+
+    fn f32_scalar(&mut self, name: &str, v: f32) -> std::io::Result<String> {
+        self.initializer(name, &[], DataType::Float, &v.to_le_bytes())
+    }
+
+    /// `W` is `[out, in]`; stores `Wᵀ` (`[in, out]`) so the graph computes `x · Wᵀ` with MatMul.
+    fn linear_weight(&mut self, name: &str, w: ArrayView2<f32>) -> std::io::Result<String> {
+        let t = w.t().as_standard_layout().to_owned();
+        let (rows, cols) = t.dim();
+        self.f32_tensor(name, &[rows, cols], t.as_slice().expect("standard layout"))
+    }
+
+    fn vector(&mut self, name: &str, v: ArrayView1<f32>) -> std::io::Result<String> {
+        let owned = v.to_owned();
+        self.f32_tensor(name, &[owned.len()], owned.as_slice().expect("contiguous"))
+    }
+
+    fn input(&mut self, name: &str, elem: DataType, dims: &[Dim]) {
+        self.graph.input.push(value_info(name, elem, dims));
+    }
+
+    fn output(&mut self, name: &str, elem: DataType, dims: &[Dim]) {
+        self.graph.output.push(value_info(name, elem, dims));
+    }
+
+    fn finish(mut self) -> std::io::Result<(GraphProto, u64)> {
+        self.data.flush()?;
+        Ok((self.graph, self.data_offset))
+    }
+}
+
+enum Dim {
+    Fixed(usize),
+    Symbolic(&'static str),
+}
+
+fn value_info(name: &str, elem: DataType, dims: &[Dim]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|d| tensor_shape_proto::Dimension {
+            value: Some(match d {
+                Dim::Fixed(n) => tensor_shape_proto::dimension::Value::DimValue(*n as i64),
+                Dim::Symbolic(s) => tensor_shape_proto::dimension::Value::DimParam(s.to_string()),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(elem as i32),
+                shape: Some(TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn kv(k: &str, v: &str) -> StringStringEntryProto {
+    StringStringEntryProto { key: Some(k.into()), value: Some(v.into()) }
+}
+
+fn attr_int(name: &str, v: i64) -> AttributeProto {
+    AttributeProto { name: Some(name.into()), r#type: Some(AttributeType::Int as i32), i: Some(v), ..Default::default() }
+}
+fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto { name: Some(name.into()), r#type: Some(AttributeType::Ints as i32), ints: v.to_vec(), ..Default::default() }
+}
+fn attr_float(name: &str, v: f32) -> AttributeProto {
+    AttributeProto { name: Some(name.into()), r#type: Some(AttributeType::Float as i32), f: Some(v), ..Default::default() }
+}
+
+/// RMSNorm as primitive ops (Pow, ReduceMean, Add, Sqrt, Div, Mul): the pattern ORT fuses.
+fn rms_norm<W: Write>(g: &mut GraphBuilder<W>, x: &str, weight: &str, eps: &str, two: &str) -> String {
+    let sq = g.op("Pow", &[x, two], vec![]);
+    let mean = g.op("ReduceMean", &[&sq], vec![attr_ints("axes", &[-1]), attr_int("keepdims", 1)]);
+    let plus = g.op("Add", &[&mean, eps], vec![]);
+    let root = g.op("Sqrt", &[&plus], vec![]);
+    let normed = g.op("Div", &[x, &root], vec![]);
+    g.op("Mul", &[&normed, weight], vec![])
+}
+
+/// Hugging Face rotate-half RoPE: `x·cos + rotate_half(x)·sin`, with `rotate_half(x) = [-x₂, x₁]`.
+fn rope<W: Write>(g: &mut GraphBuilder<W>, x: &str, cos: &str, sin: &str, halves: &str) -> String {
+    let (x1, x2) = (g.fresh("rope_x1"), g.fresh("rope_x2"));
+    g.op_named("Split", &[x, halves], &[&x1, &x2], vec![attr_int("axis", -1)]);
+    let neg = g.op("Neg", &[&x2], vec![]);
+    let rotated = g.op("Concat", &[&neg, &x1], vec![attr_int("axis", -1)]);
+    let a = g.op("Mul", &[x, cos], vec![]);
+    let b = g.op("Mul", &[&rotated, sin], vec![]);
+    g.op("Add", &[&a, &b], vec![])
+}
+
+fn build_decoder<W: Write>(g: &mut GraphBuilder<W>, w: &LlamaWeights, format: WeightFormat) -> std::io::Result<()> {
+    let WeightFormat::Fp32 = format;
+    let c = &w.config;
+    let (d, hd, n_kv, n_heads) = (c.d_model, c.head_dim(), c.n_kv_heads, c.n_heads);
+    let groups = n_heads / n_kv;
+
+    g.input("input_ids", DataType::Int64, &[Dim::Symbolic("batch"), Dim::Symbolic("sequence")]);
+    g.input("attention_mask", DataType::Int64, &[Dim::Symbolic("batch"), Dim::Symbolic("total_sequence")]);
+    g.input("position_ids", DataType::Int64, &[Dim::Symbolic("batch"), Dim::Symbolic("sequence")]);
+    for i in 0..c.n_layers {
+        for name in [past_key_name(i), past_value_name(i)] {
+            g.input(&name, DataType::Float, &[Dim::Symbolic("batch"), Dim::Fixed(n_kv), Dim::Symbolic("past_sequence"), Dim::Fixed(hd)]);
+        }
+    }
+
+    // Constants.
+    let two = g.f32_scalar("const_two", 2.0)?;
+    let eps = g.f32_scalar("const_rms_eps", c.rms_norm_eps)?;
+    let scale = g.f32_scalar("const_attn_scale", 1.0 / (hd as f32).sqrt())?;
+    let zero_f = g.f32_scalar("const_zero_f", 0.0)?;
+    let neg_big = g.f32_scalar("const_mask_value", f32::MIN)?;
+    let halves = g.i64_const("const_rope_halves", &[hd as i64 / 2, hd as i64 / 2])?;
+    let axis0 = g.i64_const("const_axis0", &[0])?;
+    let axis1 = g.i64_const("const_axis1", &[1])?;
+    let axis2 = g.i64_const("const_axis2", &[2])?;
+    let axis_last = g.i64_const("const_axis_last", &[-1])?;
+    let axes_123 = g.i64_const("const_axes_123", &[1, 2, 3])?;
+    let one_i = g.initializer("const_one_i", &[], DataType::Int64, &1i64.to_le_bytes())?;
+    let idx1 = g.initializer("const_idx1", &[], DataType::Int64, &1i64.to_le_bytes())?;
+    let idx2 = g.initializer("const_idx2", &[], DataType::Int64, &2i64.to_le_bytes())?;
+    let zero_i = g.initializer("const_zero_i", &[], DataType::Int64, &0i64.to_le_bytes())?;
+    let inv_freq: Vec<f32> = (0..hd / 2).map(|i| 1.0 / c.rope_theta.powf(2.0 * i as f32 / hd as f32)).collect();
+    let inv_freq = g.f32_tensor("rope_inv_freq", &[hd / 2], &inv_freq)?;
+    let q_shape = g.i64_const("shape_q", &[0, 0, n_kv as i64, groups as i64, hd as i64])?;
+    let kv_shape = g.i64_const("shape_kv", &[0, 0, n_kv as i64, hd as i64])?;
+    let merge_shape = g.i64_const("shape_merge", &[0, 0, d as i64])?;
+    let flat_shape = g.i64_const("shape_flat", &[-1, d as i64])?;
+    let vocab = g.i64_const("const_vocab", &[c.vocab_size as i64])?;
+
+    // RoPE tables from position_ids: [B, S, hd] → unsqueezed for q ([B,1,1,S,hd]) and k ([B,1,S,hd]).
+    let pos = g.op("Cast", &["position_ids"], vec![attr_int("to", DataType::Float as i64)]);
+    let pos = g.op("Unsqueeze", &[&pos, &axis_last], vec![]);
+    let freqs = g.op("Mul", &[&pos, &inv_freq], vec![]);
+    let emb = g.op("Concat", &[&freqs, &freqs], vec![attr_int("axis", -1)]);
+    let (cos, sin) = (g.op("Cos", &[&emb], vec![]), g.op("Sin", &[&emb], vec![]));
+    let cos_k = g.op("Unsqueeze", &[&cos, &axis1], vec![]);
+    let sin_k = g.op("Unsqueeze", &[&sin, &axis1], vec![]);
+    let cos_q = g.op("Unsqueeze", &[&cos_k, &axis1], vec![]);
+    let sin_q = g.op("Unsqueeze", &[&sin_k, &axis1], vec![]);
+
+    // Additive mask [B,1,1,S,T]: key j visible to query i iff j ≤ past + i and attention_mask[b, j] = 1.
+    let mask_shape = g.op("Shape", &["attention_mask"], vec![]);
+    let total = g.op("Gather", &[&mask_shape, &idx1], vec![attr_int("axis", 0)]);
+    let past_shape = g.op("Shape", &[&past_key_name(0)], vec![]);
+    let past = g.op("Gather", &[&past_shape, &idx2], vec![attr_int("axis", 0)]);
+    let key_idx = g.op("Range", &[&zero_i, &total, &one_i], vec![]);
+    let query_pos = g.op("Range", &[&past, &total, &one_i], vec![]);
+    let key_row = g.op("Unsqueeze", &[&key_idx, &axis0], vec![]);
+    let query_col = g.op("Unsqueeze", &[&query_pos, &axis1], vec![]);
+    let causal = g.op("LessOrEqual", &[&key_row, &query_col], vec![]);
+    let padding = g.op("Cast", &["attention_mask"], vec![attr_int("to", DataType::Bool as i64)]);
+    let padding = g.op("Unsqueeze", &[&padding, &axes_123], vec![]); // [B,1,1,1,T]
+    let allowed = g.op("And", &[&causal, &padding], vec![]);
+    let mask = g.op("Where", &[&allowed, &zero_f, &neg_big], vec![]);
+
+    let embed = g.linear_weight_free("model.embed_tokens.weight", w.token_embd.view())?;
+    let mut x = g.op("Gather", &[&embed, "input_ids"], vec![attr_int("axis", 0)]);
+
+    for (i, l) in w.layers.iter().enumerate() {
+        let p = |s: &str| format!("model.layers.{i}.{s}");
+        let attn_norm = g.vector(&p("input_layernorm.weight"), l.attn_norm.view())?;
+        let wq = g.linear_weight(&p("self_attn.q_proj.weight_t"), l.wq.view())?;
+        let wk = g.linear_weight(&p("self_attn.k_proj.weight_t"), l.wk.view())?;
+        let wv = g.linear_weight(&p("self_attn.v_proj.weight_t"), l.wv.view())?;
+        let wo = g.linear_weight(&p("self_attn.o_proj.weight_t"), l.wo.view())?;
+        let ffn_norm = g.vector(&p("post_attention_layernorm.weight"), l.ffn_norm.view())?;
+        let w_gate = g.linear_weight(&p("mlp.gate_proj.weight_t"), l.w_gate.view())?;
+        let w_up = g.linear_weight(&p("mlp.up_proj.weight_t"), l.w_up.view())?;
+        let w_down = g.linear_weight(&p("mlp.down_proj.weight_t"), l.w_down.view())?;
+
+        let h = rms_norm(g, &x, &attn_norm, &eps, &two);
+        let q = g.op("MatMul", &[&h, &wq], vec![]);
+        let k = g.op("MatMul", &[&h, &wk], vec![]);
+        let v = g.op("MatMul", &[&h, &wv], vec![]);
+        let q = g.op("Reshape", &[&q, &q_shape], vec![]); // [B,S,kv,g,hd]
+        let q = g.op("Transpose", &[&q], vec![attr_ints("perm", &[0, 2, 3, 1, 4])]); // [B,kv,g,S,hd]
+        let k = g.op("Reshape", &[&k, &kv_shape], vec![]);
+        let k = g.op("Transpose", &[&k], vec![attr_ints("perm", &[0, 2, 1, 3])]); // [B,kv,S,hd]
+        let v = g.op("Reshape", &[&v, &kv_shape], vec![]);
+        let v = g.op("Transpose", &[&v], vec![attr_ints("perm", &[0, 2, 1, 3])]);
+        let q = rope(g, &q, &cos_q, &sin_q, &halves);
+        let k = rope(g, &k, &cos_k, &sin_k, &halves);
+        let (present_k, present_v) = (present_key_name(i), present_value_name(i));
+        g.op_named("Concat", &[&past_key_name(i), &k], &[&present_k], vec![attr_int("axis", 2)]);
+        g.op_named("Concat", &[&past_value_name(i), &v], &[&present_v], vec![attr_int("axis", 2)]);
+        // Grouped-query attention by broadcasting: q [B,kv,g,S,hd] · kᵀ [B,kv,1,hd,T].
+        let q = g.op("Mul", &[&q, &scale], vec![]);
+        let k5 = g.op("Unsqueeze", &[&present_k, &axis2], vec![]);
+        let kt = g.op("Transpose", &[&k5], vec![attr_ints("perm", &[0, 1, 2, 4, 3])]);
+        let scores = g.op("MatMul", &[&q, &kt], vec![]);
+        let scores = g.op("Add", &[&scores, &mask], vec![]);
+        let probs = g.op("Softmax", &[&scores], vec![attr_int("axis", -1)]);
+        let v5 = g.op("Unsqueeze", &[&present_v, &axis2], vec![]);
+        let attn = g.op("MatMul", &[&probs, &v5], vec![]); // [B,kv,g,S,hd]
+        let attn = g.op("Transpose", &[&attn], vec![attr_ints("perm", &[0, 3, 1, 2, 4])]);
+        let attn = g.op("Reshape", &[&attn, &merge_shape], vec![]);
+        let o = g.op("MatMul", &[&attn, &wo], vec![]);
+        let hres = g.op("Add", &[&x, &o], vec![]);
+
+        let h2 = rms_norm(g, &hres, &ffn_norm, &eps, &two);
+        let gate = g.op("MatMul", &[&h2, &w_gate], vec![]);
+        let up = g.op("MatMul", &[&h2, &w_up], vec![]);
+        let sig = g.op("Sigmoid", &[&gate], vec![]);
+        let silu = g.op("Mul", &[&gate, &sig], vec![]);
+        let act = g.op("Mul", &[&silu, &up], vec![]);
+        let down = g.op("MatMul", &[&act, &w_down], vec![]);
+        x = g.op("Add", &[&hres, &down], vec![]);
+    }
+
+    let final_norm = g.vector("model.norm.weight", w.final_norm.view())?;
+    let x = rms_norm(g, &x, &final_norm, &eps, &two);
+    // logits = x · Eᵀ through Gemm(transB=1), so a tied head shares the embedding initializer.
+    let head = match &w.lm_head {
+        None => embed,
+        Some(m) => g.linear_weight_free("lm_head.weight", m.view())?,
+    };
+    let flat = g.op("Reshape", &[&x, &flat_shape], vec![]);
+    let logits = g.op("Gemm", &[&flat, &head], vec![attr_int("transB", 1), attr_float("alpha", 1.0)]);
+    let ids_shape = g.op("Shape", &["input_ids"], vec![]);
+    let out_shape = g.op("Concat", &[&ids_shape, &vocab], vec![attr_int("axis", 0)]);
+    g.op_named("Reshape", &[&logits, &out_shape], &["logits"], vec![]);
+
+    g.output("logits", DataType::Float, &[Dim::Symbolic("batch"), Dim::Symbolic("sequence"), Dim::Fixed(c.vocab_size)]);
+    for i in 0..c.n_layers {
+        for name in [present_key_name(i), present_value_name(i)] {
+            g.output(&name, DataType::Float, &[Dim::Symbolic("batch"), Dim::Fixed(n_kv), Dim::Symbolic("total_sequence"), Dim::Fixed(hd)]);
+        }
+    }
+    Ok(())
+}
+
+impl<W: Write> GraphBuilder<W> {
+    /// A `[rows, cols]` matrix stored as is (no transpose).
+    fn linear_weight_free(&mut self, name: &str, m: ArrayView2<f32>) -> std::io::Result<String> {
+        let owned: Array2<f32> = m.as_standard_layout().to_owned();
+        let (rows, cols) = owned.dim();
+        self.f32_tensor(name, &[rows, cols], owned.as_slice().expect("standard layout"))
+    }
+}
