@@ -3,10 +3,17 @@
 //! Data flows one way: gate file ([`gate`]) → runner ([`runner`]) → backend ([`backend`]) →
 //! measurement ([`measure`]) → statistics ([`stats`]) → verdict ([`gate::Verdict`]) → report ([`report`]).
 
+pub mod accuracy;
 pub mod assets;
 pub mod backend;
 pub mod error;
+pub mod measure;
+pub mod gate;
+pub mod manifest;
 pub mod model;
+pub mod report;
+pub mod runner;
+pub mod workload;
 
 /// Generated from `proto/onnx.proto` by `build.rs`.
 #[allow(clippy::all, missing_docs)]

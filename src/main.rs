@@ -1,8 +1,154 @@
-fn main() {
-    for a in infergate::assets::ALL {
-        match infergate::assets::ensure(&a) {
-            Ok(p) => println!("{}: {}", a.name, p.display()),
-            Err(e) => println!("ERR {e}"),
+//! `infergate`: run the gate suite outside `cargo test`, inspect backends, fetch pinned assets.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use infergate::backend::registry::{self, Availability};
+use infergate::gate::Verdict;
+use infergate::runner::{verdict_line, Runner, RunnerConfig};
+
+#[derive(Parser)]
+#[command(name = "infergate", version, about = "Claims about LLM inference backends, gated by measurement")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run gates and write target/infergate/<run-id>/ (runs.jsonl, results.jsonl, manifest.json, summary.json).
+    Run {
+        /// Checkout root (gate files in <repo>/gates, artifacts in <repo>/target/infergate).
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        /// Gate-file directory (default <repo>/gates).
+        #[arg(long)]
+        gates: Option<PathBuf>,
+        /// Repetition profile defined in every gate file.
+        #[arg(long, default_value = "full")]
+        profile: String,
+        /// Only trials whose gate id contains this.
+        #[arg(long)]
+        gate: Option<String>,
+        /// Only trials on this backend.
+        #[arg(long)]
+        backend: Option<String>,
+        /// Only trials of this scenario.
+        #[arg(long)]
+        scenario: Option<String>,
+    },
+    /// List the trials and whether each can run here.
+    List {
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+    },
+    /// For every backend: usable or not, version, where it was found, and how to fix it.
+    Doctor,
+    /// Fetch and verify every pinned asset (runtime library, model, texts) into the cache.
+    Fetch,
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Run { repo, gates, profile, gate, backend, scenario } => {
+            let mut config = RunnerConfig::from_env(&repo, &profile);
+            config.profile = profile;
+            if let Some(g) = gates {
+                config.gates_dir = g;
+            }
+            run(config, gate, backend, scenario)
+        }
+        Command::List { repo } => list(RunnerConfig::from_env(&repo, "full")),
+        Command::Doctor => doctor(),
+        Command::Fetch => fetch(),
+    }
+}
+
+fn load(config: RunnerConfig) -> Result<Runner, ExitCode> {
+    Runner::new(config).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn run(config: RunnerConfig, gate: Option<String>, backend: Option<String>, scenario: Option<String>) -> ExitCode {
+    let runner = match load(config) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let plans: Vec<_> = runner
+        .plan()
+        .into_iter()
+        .filter(|p| gate.as_ref().is_none_or(|g| runner.specs[p.gate].id.contains(g.as_str())))
+        .filter(|p| backend.as_ref().is_none_or(|b| &p.backend == b))
+        .filter(|p| scenario.as_ref().is_none_or(|s| p.scenario.is_some_and(|x| x.name == s)))
+        .collect();
+    if plans.is_empty() {
+        eprintln!("error: no trial matches the filters");
+        return ExitCode::from(2);
+    }
+    let dir = runner.config.run_dir();
+    if let Err(e) = runner.write_manifest() {
+        eprintln!("error: cannot write the manifest in {}: {e}", dir.display());
+        return ExitCode::from(2);
+    }
+    eprintln!("infergate: run {} ({} trials, profile {}) → {}", runner.config.run_id, plans.len(), runner.config.profile, dir.display());
+    let mut results = Vec::new();
+    for (i, plan) in plans.iter().enumerate() {
+        eprintln!("[{}/{}] {} …", i + 1, plans.len(), plan.name);
+        let r = runner.run_trial(plan);
+        println!("{}", verdict_line(&r));
+        results.push(r);
+    }
+    match infergate::report::write_summary(&dir, &results) {
+        Ok(p) => eprintln!("infergate: summary → {}", p.display()),
+        Err(e) => eprintln!("error: cannot write the summary: {e}"),
+    }
+    let failed = results.iter().filter(|r| matches!(r.verdict, Verdict::Fail { .. })).count();
+    let passed = results.iter().filter(|r| matches!(r.verdict, Verdict::Pass { .. })).count();
+    eprintln!("infergate: {passed} passed, {failed} failed, {} skipped", results.len() - passed - failed);
+    if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn list(config: RunnerConfig) -> ExitCode {
+    let runner = match load(config) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    for plan in runner.plan() {
+        match runner.skip_reason(&plan) {
+            None => println!("{}", plan.name),
+            Some(reason) => println!("{} (ignored: {reason})", plan.name),
         }
     }
+    ExitCode::SUCCESS
+}
+
+fn doctor() -> ExitCode {
+    for id in registry::known_ids() {
+        match registry::probe(id) {
+            Availability::Available { detail } => println!("{id:<14} usable   {detail}"),
+            Availability::Absent { reason, fix } => println!("{id:<14} ABSENT   {reason}\n{:<24}fix: {fix}", ""),
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn fetch() -> ExitCode {
+    let mut code = ExitCode::SUCCESS;
+    for asset in infergate::assets::ALL {
+        match infergate::assets::ensure(&asset) {
+            Ok(p) => println!("ok     {} → {}", asset.name, p.display()),
+            Err(e) => {
+                println!("FAILED {e}");
+                code = ExitCode::FAILURE;
+            }
+        }
+    }
+    code
 }

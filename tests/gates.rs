@@ -1,1 +1,63 @@
-fn main(){}
+//! The gate runner: every gate × backend × scenario in `gates/` becomes one libtest-mimic trial named
+//! `<gate-id>::<backend>[::<scenario>]`. Absent backends are ignored trials whose reason is printed;
+//! a failed gate fails `cargo test`. Works with `--list`, `--exact`, name filters and cargo-nextest.
+//!
+//! Profile: `INFERGATE_PROFILE` (default `ci`). Trials run one at a time (timing gates must not share
+//! the CPU) unless `--test-threads` says otherwise.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use infergate::gate::Verdict;
+use infergate::runner::{verdict_line, Runner, RunnerConfig};
+use libtest_mimic::{Arguments, Failed, Trial};
+
+fn main() -> ExitCode {
+    let mut args = Arguments::from_args();
+    let config = RunnerConfig::from_env(Path::new(env!("CARGO_MANIFEST_DIR")), "ci");
+    let runner = match Runner::new(config) {
+        Ok(r) => Arc::new(r),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(101);
+        }
+    };
+    if args.test_threads.is_none() {
+        args.test_threads = Some(1);
+    }
+    let mut skipped = Vec::new();
+    let trials: Vec<Trial> = runner
+        .plan()
+        .into_iter()
+        .map(|plan| {
+            let skip = runner.skip_reason(&plan);
+            if let Some(reason) = &skip {
+                skipped.push(format!("  {}: {reason}", plan.name));
+            }
+            let runner = Arc::clone(&runner);
+            let name = plan.name.clone();
+            Trial::test(name, move || {
+                let result = runner.run_trial(&plan);
+                println!("{}", verdict_line(&result));
+                match result.verdict {
+                    Verdict::Pass { .. } => Ok(()),
+                    Verdict::Fail { reason } => Err(Failed::from(reason)),
+                    // Reached only with --ignored / --include-ignored: running a skipped trial is a failure.
+                    Verdict::Skip { reason } => Err(Failed::from(format!("cannot run: {reason}"))),
+                }
+            })
+            .with_ignored_flag(skip.is_some())
+        })
+        .collect();
+    if !skipped.is_empty() {
+        eprintln!("infergate: {} trial(s) ignored because their backend is absent:\n{}", skipped.len(), skipped.join("\n"));
+    }
+    if !args.list {
+        match runner.write_manifest() {
+            Ok(p) => eprintln!("infergate: run {} → {}", runner.config.run_id, p.parent().unwrap_or(Path::new(".")).display()),
+            Err(e) => eprintln!("infergate: cannot write the manifest: {e}"),
+        }
+    }
+    libtest_mimic::run(&args, trials).exit_code()
+}

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::BackendError;
 
 pub mod ort;
+pub mod registry;
 
 /// What a backend is and where it came from (goes into the manifest and the report).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,6 +62,18 @@ pub trait Backend: Send {
 
     /// Greedy generation of exactly `gen_tokens` tokens after `prompt` (EOS ignored), timed per phase.
     fn generate(&mut self, prompt: &[u32], gen_tokens: usize) -> Result<Generation, BackendError>;
+
+    /// Parameters in the weights the engine actually loaded (not what a config says), if it can tell.
+    fn loaded_parameter_count(&self) -> Option<u64> {
+        None
+    }
+
+    /// Greedy tokens by recomputing the whole sequence at every step (no cache), where supported:
+    /// the check that the KV-cached loop computes the same thing.
+    fn full_recompute_tokens(&mut self, prompt: &[u32], gen_tokens: usize) -> Option<Result<Vec<u32>, BackendError>> {
+        let _ = (prompt, gen_tokens);
+        None
+    }
 
     /// Logits `[tokens.len(), vocab]` of one causal forward over `tokens` (for perplexity).
     fn logits(&mut self, tokens: &[u32]) -> Result<Array2<f32>, BackendError> {

@@ -118,6 +118,23 @@ pub struct OrtBackend {
     info: BackendInfo,
     session: Session,
     config: LlamaConfig,
+    loaded_parameters: Option<u64>,
+}
+
+/// Parameters in the graph's weight initializers (`model.*`, `lm_head.*`; helper constants excluded),
+/// read from the `.onnx` the session loaded.
+pub fn onnx_weight_parameter_count(model_path: &Path) -> Option<u64> {
+    use prost::Message;
+    let bytes = std::fs::read(model_path).ok()?;
+    let model = crate::onnx_proto::ModelProto::decode(bytes.as_slice()).ok()?;
+    let graph = model.graph?;
+    let count = graph
+        .initializer
+        .iter()
+        .filter(|t| t.name.as_deref().is_some_and(|n| n.starts_with("model.") || n.starts_with("lm_head.")))
+        .map(|t| t.dims.iter().product::<i64>().max(0) as u64)
+        .sum();
+    Some(count)
 }
 
 fn default_threads() -> usize {
@@ -156,7 +173,8 @@ impl OrtBackend {
             device: "cpu".into(),
             precision: options.precision.clone(),
         };
-        Ok(OrtBackend { info, session, config: options.config })
+        let loaded_parameters = onnx_weight_parameter_count(&options.model_path);
+        Ok(OrtBackend { info, session, config: options.config, loaded_parameters })
     }
 
     fn err(&self, phase: &str, e: impl std::fmt::Display) -> BackendError {
@@ -221,8 +239,7 @@ impl OrtBackend {
         argmax(ndarray::ArrayView1::from(last)) as u32
     }
 
-    /// Greedy tokens by recomputing the whole sequence at every step (no cache): the check that the
-    /// KV-cached loop computes the same thing.
+    /// Greedy tokens by recomputing the whole sequence at every step (no cache).
     pub fn generate_full_recompute(&mut self, prompt: &[u32], gen_tokens: usize) -> Result<Vec<u32>, BackendError> {
         let mut seq = prompt.to_vec();
         let mut out = Vec::with_capacity(gen_tokens);
@@ -267,6 +284,14 @@ impl Backend for OrtBackend {
             decode_steps: gen_tokens - 1,
             timing_source: TimingSource::Harness,
         })
+    }
+
+    fn loaded_parameter_count(&self) -> Option<u64> {
+        self.loaded_parameters
+    }
+
+    fn full_recompute_tokens(&mut self, prompt: &[u32], gen_tokens: usize) -> Option<Result<Vec<u32>, BackendError>> {
+        Some(self.generate_full_recompute(prompt, gen_tokens))
     }
 
     fn logits(&mut self, tokens: &[u32]) -> Result<Array2<f32>, BackendError> {

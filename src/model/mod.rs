@@ -10,3 +10,4 @@ pub use weights::LlamaWeights;
 pub mod onnx_export;
 pub mod reference;
 pub mod catalog;
+pub mod tokenizer;

@@ -1,0 +1,167 @@
+//! Gates: specs (parsed gate files) and verdicts. Each check kind lives in its own file and turns
+//! one trial's measurements into a [`Verdict`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::Backend;
+use crate::error::{BackendError, ModelError};
+use crate::measure::{RunLog, RunOutcome, RunPhase, RunRecord};
+use crate::model::catalog::CatalogModel;
+use crate::workload::Scenario;
+
+pub mod decode_fraction;
+pub mod degraded_runs;
+pub mod model_identity;
+pub mod spec;
+
+pub use spec::{Check, GateSpec, ProfileSettings};
+
+/// The outcome of one trial.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    Pass { summary: String },
+    Fail { reason: String },
+    /// Not run, with the reason (absent backend, no baseline …). Never counted as a pass.
+    Skip { reason: String },
+}
+
+impl Verdict {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Verdict::Pass { .. } => "PASS",
+            Verdict::Fail { .. } => "FAIL",
+            Verdict::Skip { .. } => "SKIP",
+        }
+    }
+    pub fn message(&self) -> &str {
+        match self {
+            Verdict::Pass { summary } => summary,
+            Verdict::Fail { reason } | Verdict::Skip { reason } => reason,
+        }
+    }
+}
+
+/// Counts of recorded runs by status (warmup included), against the count the plan stated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunCounts {
+    pub stated: usize,
+    pub recorded: usize,
+    pub ok: usize,
+    pub degraded: usize,
+    pub error: usize,
+    pub warmup: usize,
+}
+
+impl RunCounts {
+    pub fn of(stated: usize, records: &[RunRecord]) -> Self {
+        let mut c = RunCounts { stated, recorded: records.len(), ..Default::default() };
+        for r in records {
+            match r.outcome {
+                RunOutcome::Ok(_) => c.ok += 1,
+                RunOutcome::Degraded { .. } => c.degraded += 1,
+                RunOutcome::Error { .. } => c.error += 1,
+            }
+            if r.phase == RunPhase::Warmup {
+                c.warmup += 1;
+            }
+        }
+        c
+    }
+    pub fn success_rate(&self) -> f64 {
+        if self.recorded == 0 {
+            0.0
+        } else {
+            self.ok as f64 / self.recorded as f64
+        }
+    }
+}
+
+/// Everything a trial reports: the verdict and the numbers behind it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialResult {
+    pub trial: String,
+    pub gate: String,
+    pub backend: String,
+    pub scenario: Option<String>,
+    pub verdict: Verdict,
+    /// Named measurements (`decode_fraction_median`, `perplexity` …), for reports and baselines.
+    pub metrics: BTreeMap<String, f64>,
+    pub runs: RunCounts,
+    /// Distinct reasons of degraded or failed runs.
+    pub degraded_reasons: Vec<String>,
+}
+
+/// Opens the backend under test; injectable so tests can hand in a backend that cannot load.
+pub type Opener<'a> = &'a (dyn Fn() -> Result<Box<dyn Backend>, BackendError> + Sync);
+
+/// What a check needs to run one trial.
+pub struct TrialContext<'a> {
+    pub run_id: &'a str,
+    pub trial: &'a str,
+    pub spec: &'a GateSpec,
+    pub backend_id: &'a str,
+    pub scenario: Option<Scenario>,
+    pub profile: ProfileSettings,
+    pub model: CatalogModel,
+    pub encode: &'a (dyn Fn(&str) -> Result<Vec<u32>, ModelError> + Sync),
+    pub open: Opener<'a>,
+    /// The same backend pointed at a missing model: the negative control for degraded runs.
+    pub open_broken: Opener<'a>,
+    pub run_log: &'a RunLog,
+}
+
+impl TrialContext<'_> {
+    fn result(&self, verdict: Verdict, metrics: BTreeMap<String, f64>, records: &[RunRecord], stated: usize) -> TrialResult {
+        let mut reasons: Vec<String> = records
+            .iter()
+            .filter_map(|r| match &r.outcome {
+                RunOutcome::Degraded { reason } => Some(reason.clone()),
+                RunOutcome::Error { message } => Some(message.clone()),
+                RunOutcome::Ok(_) => None,
+            })
+            .collect();
+        reasons.sort();
+        reasons.dedup();
+        TrialResult {
+            trial: self.trial.to_string(),
+            gate: self.spec.id.clone(),
+            backend: self.backend_id.to_string(),
+            scenario: self.scenario.map(|s| s.name.to_string()),
+            verdict,
+            metrics,
+            runs: RunCounts::of(stated, records),
+            degraded_reasons: reasons,
+        }
+    }
+
+    fn log(&self, records: &[RunRecord]) -> Result<(), String> {
+        self.run_log.append(records).map_err(|e| format!("cannot write {}: {e}", self.run_log.path().display()))
+    }
+}
+
+/// Run one trial of a gate.
+pub fn evaluate(ctx: &TrialContext<'_>) -> TrialResult {
+    match &ctx.spec.check {
+        Check::DecodeFraction { gen_tokens, min_median_decode_fraction, check_kv_equals_recompute } => {
+            decode_fraction::evaluate(ctx, *gen_tokens, *min_median_decode_fraction, *check_kv_equals_recompute)
+        }
+        Check::ModelIdentity { sanity_tokens, context, untrained_fraction } => {
+            model_identity::evaluate(ctx, *sanity_tokens, *context, *untrained_fraction)
+        }
+        Check::DegradedRuns { gen_tokens } => degraded_runs::evaluate(ctx, *gen_tokens),
+    }
+}
+
+/// Median (type-7 quantile at 0.5).
+pub(crate) fn median(xs: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    Some(if v.len() % 2 == 1 { v[mid] } else { (v[mid - 1] + v[mid]) / 2.0 })
+}

@@ -1,0 +1,89 @@
+//! The run manifest: what machine, which runtimes, which code, which gate files. Everything a reader
+//! needs to tell whether two runs are comparable.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Machine {
+    pub cpu_model: String,
+    /// Logical CPUs this process may use.
+    pub available_cores: usize,
+    pub os: String,
+    pub kernel: String,
+    pub hostname: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateFileRef {
+    pub id: String,
+    pub path: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub run_id: String,
+    pub started_utc: String,
+    pub profile: String,
+    pub machine: Machine,
+    /// Runtime name → version as the runtime reports it (e.g. `onnxruntime` → `1.31.1`).
+    pub runtimes: BTreeMap<String, String>,
+    /// Resolved versions of infergate's direct dependencies (cargo_metadata at build time).
+    pub crate_versions: BTreeMap<String, String>,
+    pub git_commit: Option<String>,
+    pub git_dirty: Option<bool>,
+    pub gate_files: Vec<GateFileRef>,
+    /// Model name → sha256 of its weights file.
+    pub models: BTreeMap<String, String>,
+}
+
+pub fn crate_versions() -> BTreeMap<String, String> {
+    serde_json::from_str(include_str!(concat!(env!("OUT_DIR"), "/crate_versions.json"))).unwrap_or_default()
+}
+
+fn first_line_of(path: &str, key: &str) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_once([':', '='])).map(|(_, v)| v.trim().trim_matches('"').to_string())
+}
+
+pub fn machine() -> Machine {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_else(|_| std::env::consts::OS.into());
+    Machine {
+        cpu_model: first_line_of("/proc/cpuinfo", "model name").unwrap_or_else(|| std::env::consts::ARCH.into()),
+        available_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        os: first_line_of("/etc/os-release", "PRETTY_NAME").unwrap_or_else(|| std::env::consts::OS.into()),
+        kernel,
+        hostname: std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default(),
+    }
+}
+
+/// `(commit, dirty)` of the git checkout at `dir`, if it is one and git is installed.
+pub fn git_state(dir: &Path) -> (Option<String>, Option<bool>) {
+    let run = |args: &[&str]| Command::new("git").args(args).current_dir(dir).output().ok().filter(|o| o.status.success());
+    let commit = run(&["rev-parse", "HEAD"]).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let dirty = run(&["status", "--porcelain", "--untracked-files=no"]).map(|o| !o.stdout.is_empty());
+    (commit, dirty)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crate_versions_include_the_engines_bindings() {
+        let v = crate_versions();
+        assert_eq!(v.get("ort").map(String::as_str), Some("2.0.0-rc.15"));
+        assert!(v.contains_key("infergate"));
+    }
+
+    #[test]
+    fn machine_reports_at_least_one_core() {
+        let m = machine();
+        assert!(m.available_cores >= 1);
+        assert!(!m.cpu_model.is_empty());
+    }
+}

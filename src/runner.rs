@@ -1,0 +1,242 @@
+//! The runner: gate files × backends × scenarios → trials; runs one trial; writes the run's
+//! artifacts under `target/infergate/<run-id>/`. Shared by `tests/gates.rs` and `infergate run`.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use crate::backend::registry::{self, Availability};
+use crate::error::{GateFileError, ModelError};
+use crate::gate::{self, GateSpec, TrialContext, TrialResult, Verdict};
+use crate::manifest::{self, GateFileRef, Manifest};
+use crate::measure::RunLog;
+use crate::model::catalog;
+use crate::workload::{self, Scenario};
+
+/// Type of a tokenizer's `encode`.
+pub type Encoder = Box<dyn Fn(&str) -> Result<Vec<u32>, ModelError> + Send + Sync>;
+
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    pub gates_dir: PathBuf,
+    /// `ci` (few repetitions) or `full`.
+    pub profile: String,
+    /// Artifacts go to `<out_root>/<run_id>/`.
+    pub out_root: PathBuf,
+    pub run_id: String,
+    /// The checkout (for the git commit in the manifest).
+    pub repo_dir: PathBuf,
+}
+
+impl RunnerConfig {
+    /// Defaults for a checkout at `repo_dir`: gate files from `INFERGATE_GATES_DIR` (else
+    /// `repo_dir/gates`), `INFERGATE_PROFILE` (else `default_profile`),
+    /// `INFERGATE_RUN_ID` or nextest's `NEXTEST_RUN_ID` (so parallel processes share one run
+    /// directory), `CARGO_TARGET_DIR` for the artifacts root.
+    pub fn from_env(repo_dir: &Path, default_profile: &str) -> Self {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let run_id = var("INFERGATE_RUN_ID").or_else(|| var("NEXTEST_RUN_ID")).unwrap_or_else(new_run_id);
+        let target = var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_dir.join("target"));
+        RunnerConfig {
+            gates_dir: var("INFERGATE_GATES_DIR").map(PathBuf::from).unwrap_or_else(|| repo_dir.join("gates")),
+            profile: var("INFERGATE_PROFILE").unwrap_or_else(|| default_profile.to_string()),
+            out_root: target.join("infergate"),
+            run_id,
+            repo_dir: repo_dir.to_path_buf(),
+        }
+    }
+    pub fn run_dir(&self) -> PathBuf {
+        self.out_root.join(&self.run_id)
+    }
+}
+
+/// `YYYYmmdd-HHMMSS-<pid>` in UTC.
+pub fn new_run_id() -> String {
+    format!("{}-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S"), std::process::id())
+}
+
+/// One gate × backend × scenario.
+#[derive(Debug, Clone)]
+pub struct TrialPlan {
+    /// `<gate-id>::<backend>[::<scenario>]`
+    pub name: String,
+    pub gate: usize,
+    pub backend: String,
+    pub scenario: Option<Scenario>,
+}
+
+pub struct Runner {
+    pub config: RunnerConfig,
+    pub specs: Vec<GateSpec>,
+    availability: Mutex<BTreeMap<String, Availability>>,
+    encoder: OnceLock<Result<Encoder, String>>,
+    run_log: RunLog,
+}
+
+impl Runner {
+    pub fn new(config: RunnerConfig) -> Result<Self, GateFileError> {
+        let specs = gate::spec::load_dir(&config.gates_dir)?;
+        if !config.profile.is_empty() && !specs.iter().all(|s| s.profile(&config.profile).is_some()) {
+            let s = specs.iter().find(|s| s.profile(&config.profile).is_none()).expect("checked above");
+            return Err(GateFileError::Invalid { path: s.path.clone(), detail: format!("profile `{}` is not defined (INFERGATE_PROFILE)", config.profile) });
+        }
+        let run_log = RunLog::new(config.run_dir().join("runs.jsonl"));
+        Ok(Runner { config, specs, availability: Mutex::new(BTreeMap::new()), encoder: OnceLock::new(), run_log })
+    }
+
+    pub fn run_log(&self) -> &RunLog {
+        &self.run_log
+    }
+
+    /// Every trial, in gate-file order.
+    pub fn plan(&self) -> Vec<TrialPlan> {
+        let mut out = Vec::new();
+        for (gi, spec) in self.specs.iter().enumerate() {
+            for backend in &spec.backends {
+                if spec.scenarios.is_empty() {
+                    out.push(TrialPlan { name: format!("{}::{backend}", spec.id), gate: gi, backend: backend.clone(), scenario: None });
+                }
+                for s in &spec.scenarios {
+                    let scenario = workload::scenario(s).expect("validated when the gate file was loaded");
+                    out.push(TrialPlan { name: format!("{}::{backend}::{s}", spec.id), gate: gi, backend: backend.clone(), scenario: Some(scenario) });
+                }
+            }
+        }
+        out
+    }
+
+    /// Probe a backend once per process.
+    pub fn availability(&self, backend: &str) -> Availability {
+        let mut cache = self.availability.lock().unwrap_or_else(|e| e.into_inner());
+        cache.entry(backend.to_string()).or_insert_with(|| registry::probe(backend)).clone()
+    }
+
+    /// Why a trial will not run, if it will not.
+    pub fn skip_reason(&self, plan: &TrialPlan) -> Option<String> {
+        match self.availability(&plan.backend) {
+            Availability::Available { .. } => None,
+            Availability::Absent { reason, fix } => Some(format!("{} absent: {reason} (fix: {fix})", plan.backend)),
+        }
+    }
+
+    fn encoder(&self) -> Result<&Encoder, String> {
+        self.encoder.get_or_init(|| load_encoder().map_err(|e| e.to_string())).as_ref().map_err(Clone::clone)
+    }
+
+    /// Run one trial; records go to `runs.jsonl`, the result to `results.jsonl`.
+    pub fn run_trial(&self, plan: &TrialPlan) -> TrialResult {
+        let spec = &self.specs[plan.gate];
+        let skipped = |verdict: Verdict| TrialResult {
+            trial: plan.name.clone(),
+            gate: spec.id.clone(),
+            backend: plan.backend.clone(),
+            scenario: plan.scenario.map(|s| s.name.to_string()),
+            verdict,
+            metrics: BTreeMap::new(),
+            runs: Default::default(),
+            degraded_reasons: vec![],
+        };
+        let result = if let Some(reason) = self.skip_reason(plan) {
+            skipped(Verdict::Skip { reason })
+        } else {
+            match (self.encoder(), catalog::lookup(&spec.model), spec.profile(&self.config.profile)) {
+                (Err(e), _, _) => skipped(Verdict::Fail { reason: format!("tokenizer unavailable: {e}") }),
+                (_, None, _) => skipped(Verdict::Fail { reason: format!("{}: model `{}` is not in the catalog", spec.path.display(), spec.model) }),
+                (_, _, None) => skipped(Verdict::Fail { reason: format!("{}: no profile `{}`", spec.path.display(), self.config.profile) }),
+                (Ok(encode), Some(model), Some(profile)) => {
+                    let backend = plan.backend.as_str();
+                    let open = || registry::open(backend, &model);
+                    let open_broken = || registry::open_broken(backend, &model);
+                    let ctx = TrialContext {
+                        run_id: &self.config.run_id,
+                        trial: &plan.name,
+                        spec,
+                        backend_id: backend,
+                        scenario: plan.scenario,
+                        profile,
+                        model,
+                        encode: encode.as_ref(),
+                        open: &open,
+                        open_broken: &open_broken,
+                        run_log: &self.run_log,
+                    };
+                    gate::evaluate(&ctx)
+                }
+            }
+        };
+        if let Err(e) = self.append_result(&result) {
+            eprintln!("infergate: cannot record the result of {}: {e}", plan.name);
+        }
+        result
+    }
+
+    fn append_result(&self, r: &TrialResult) -> std::io::Result<()> {
+        let dir = self.config.run_dir();
+        std::fs::create_dir_all(&dir)?;
+        let mut line = serde_json::to_vec(r).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        let mut f = OpenOptions::new().create(true).append(true).open(dir.join("results.jsonl"))?;
+        f.lock()?;
+        f.write_all(&line)
+    }
+
+    /// Write `manifest.json` once per run directory (parallel processes of one run share it).
+    pub fn write_manifest(&self) -> std::io::Result<PathBuf> {
+        let dir = self.config.run_dir();
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("manifest.json");
+        if path.exists() {
+            return Ok(path);
+        }
+        let m = self.manifest();
+        let tmp = dir.join(format!(".manifest.{}.tmp", std::process::id()));
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&m).map_err(std::io::Error::other)?)?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(path)
+    }
+
+    pub fn manifest(&self) -> Manifest {
+        let (git_commit, git_dirty) = manifest::git_state(&self.config.repo_dir);
+        let mut runtimes = BTreeMap::new();
+        if let Ok(rt) = crate::backend::ort::runtime() {
+            runtimes.insert("onnxruntime".to_string(), rt.version.clone());
+        }
+        let models = self
+            .specs
+            .iter()
+            .filter_map(|s| catalog::lookup(&s.model))
+            .map(|m| (m.name.to_string(), m.asset.member_sha256.to_string()))
+            .collect();
+        Manifest {
+            run_id: self.config.run_id.clone(),
+            started_utc: chrono::Utc::now().to_rfc3339(),
+            profile: self.config.profile.clone(),
+            machine: manifest::machine(),
+            runtimes,
+            crate_versions: manifest::crate_versions(),
+            git_commit,
+            git_dirty,
+            gate_files: self
+                .specs
+                .iter()
+                .map(|s| GateFileRef { id: s.id.clone(), path: s.path.display().to_string(), sha256: s.file_sha256.clone() })
+                .collect(),
+            models,
+        }
+    }
+}
+
+/// The tokenizer of the catalog model, built from its GGUF.
+pub fn load_encoder() -> Result<Encoder, ModelError> {
+    let path = crate::assets::ensure(&catalog::SMOLLM2_135M.asset)?;
+    let gguf = crate::model::GgufFile::open(&path)?;
+    let tokenizer = crate::model::tokenizer::Tokenizer::from_gguf(&gguf)?;
+    Ok(Box::new(move |text: &str| tokenizer.encode(text)))
+}
+
+/// One line per verdict, as printed by `infergate run` and the test runner.
+pub fn verdict_line(r: &TrialResult) -> String {
+    format!("{:<4} {}: {}", r.verdict.label(), r.trial, r.verdict.message())
+}
