@@ -38,3 +38,24 @@ fn kv_cached_greedy_tokens_equal_full_recompute_tokens() {
     let recomputed = ort.generate_full_recompute(&prompt, 64).unwrap();
     assert_eq!(cached.tokens, recomputed);
 }
+
+#[test]
+#[ignore = "exploration: prints how far each ORT variant is from the reference"]
+fn explore_variants() {
+    use infergate::backend::registry;
+    let source = WeightSource::catalog(&catalog::SMOLLM2_135M);
+    let weights = source.load_weights().unwrap();
+    let tokens: Vec<u32> = vec![504, 2365, 6354, 16438, 27003, 690, 260, 23790, 3290, 30, 378, 5248];
+    let expected = reference::forward(&weights, &tokens).unwrap();
+    for id in ["ort-cpu", "ort-cpu-q4", "ort-cpu-int8", "ort-cpu-fp16"] {
+        match registry::open(id, &catalog::SMOLLM2_135M).and_then(|mut b| b.logits(&tokens)) {
+            Ok(actual) => {
+                let max_abs_ref = expected.iter().fold(0f32, |a, &b| a.max(b.abs()));
+                let max_diff = actual.iter().zip(expected.iter()).fold(0f32, |a, (&x, &y)| a.max((x - y).abs()));
+                let agree = reference::argmax_rows(&actual).iter().zip(reference::argmax_rows(&expected)).filter(|(a, b)| **a == *b).count();
+                eprintln!("{id}: rel {:e}, top1 {agree}/{}", max_diff / max_abs_ref, tokens.len());
+            }
+            Err(e) => eprintln!("{id}: ERROR {e}"),
+        }
+    }
+}

@@ -121,19 +121,28 @@ pub struct OrtBackend {
     loaded_parameters: Option<u64>,
 }
 
-/// Parameters in the graph's weight initializers (`model.*`, `lm_head.*`; helper constants excluded),
-/// read from the `.onnx` the session loaded.
+/// Parameters in the weights of the graph the session loaded: plain weight initializers
+/// (`model.*`, `lm_head.*`) by element count, `MatMulNBits` weights by their `N·K` attributes; a
+/// quantized copy of a tied head (`*tied_to*`) is the embedding again and is not counted twice.
 pub fn onnx_weight_parameter_count(model_path: &Path) -> Option<u64> {
     use prost::Message;
     let bytes = std::fs::read(model_path).ok()?;
-    let model = crate::onnx_proto::ModelProto::decode(bytes.as_slice()).ok()?;
-    let graph = model.graph?;
-    let count = graph
+    let graph = crate::onnx_proto::ModelProto::decode(bytes.as_slice()).ok()?.graph?;
+    let mut quantized_inputs = std::collections::HashSet::new();
+    let mut count = 0u64;
+    for node in graph.node.iter().filter(|n| n.op_type.as_deref() == Some("MatMulNBits")) {
+        let attr = |name: &str| node.attribute.iter().find(|a| a.name.as_deref() == Some(name)).and_then(|a| a.i);
+        quantized_inputs.extend(node.input.iter().cloned());
+        if !node.input.first().is_some_and(|_| node.input.get(1).is_some_and(|b| b.contains("tied_to"))) {
+            count += (attr("N")? * attr("K")?).max(0) as u64;
+        }
+    }
+    count += graph
         .initializer
         .iter()
-        .filter(|t| t.name.as_deref().is_some_and(|n| n.starts_with("model.") || n.starts_with("lm_head.")))
+        .filter(|t| t.name.as_deref().is_some_and(|n| (n.starts_with("model.") || n.starts_with("lm_head.")) && !quantized_inputs.contains(n)))
         .map(|t| t.dims.iter().product::<i64>().max(0) as u64)
-        .sum();
+        .sum::<u64>();
     Some(count)
 }
 
@@ -206,9 +215,15 @@ impl OrtBackend {
                 }
             }
             None => {
+                let fp16 = self.info.precision == "fp16";
                 for i in 0..n_layers {
                     for name in [past_key_name(i), past_value_name(i)] {
-                        let empty = Tensor::<f32>::from_array(([1usize, n_kv, 0, hd], Vec::<f32>::new())).map(|t| SessionInputValue::from(t.into_dyn()));
+                        let shape = [1usize, n_kv, 0, hd];
+                        let empty = if fp16 {
+                            Tensor::<half::f16>::from_array((shape, Vec::new())).map(|t| SessionInputValue::from(t.into_dyn()))
+                        } else {
+                            Tensor::<f32>::from_array((shape, Vec::new())).map(|t| SessionInputValue::from(t.into_dyn()))
+                        };
                         inputs.push((name.into(), mk(empty)?));
                     }
                 }

@@ -23,7 +23,20 @@ impl Availability {
 }
 
 /// Every backend id, in report order.
-const IDS: &[&str] = &["ort-cpu"];
+const IDS: &[&str] = &["ort-cpu", "ort-cpu-ref", "ort-cpu-int8", "ort-cpu-q4", "ort-cpu-fp16"];
+
+/// The ONNX Runtime CPU variants: weight format and graph optimization level.
+fn ort_variant(id: &str) -> Option<(WeightFormat, OptLevel)> {
+    Some(match id {
+        "ort-cpu" => (WeightFormat::Fp32, OptLevel::All),
+        // The accuracy reference: fp32 with every graph optimization disabled.
+        "ort-cpu-ref" => (WeightFormat::Fp32, OptLevel::Disabled),
+        "ort-cpu-int8" => (WeightFormat::Int8WeightOnly, OptLevel::All),
+        "ort-cpu-q4" => (WeightFormat::GgufQ4_1, OptLevel::All),
+        "ort-cpu-fp16" => (WeightFormat::Fp16, OptLevel::All),
+        _ => return None,
+    })
+}
 
 pub fn known_ids() -> Vec<&'static str> {
     IDS.to_vec()
@@ -36,7 +49,7 @@ pub fn is_known(id: &str) -> bool {
 /// Probe without running a model. May fetch a pinned runtime from its registry (cached afterwards).
 pub fn probe(id: &str) -> Availability {
     match id {
-        "ort-cpu" => match super::ort::runtime() {
+        id if ort_variant(id).is_some() => match super::ort::runtime() {
             Ok(rt) => Availability::Available { detail: format!("ONNX Runtime {} at {}", rt.version, rt.library_path.display()) },
             Err(e) => Availability::Absent {
                 reason: e.to_string(),
@@ -49,26 +62,28 @@ pub fn probe(id: &str) -> Availability {
 
 /// What a backend needs prepared for a model (exports are cached, so this is cheap after the first time).
 pub fn open(id: &str, model: &CatalogModel) -> Result<Box<dyn Backend>, BackendError> {
-    match id {
-        "ort-cpu" => {
-            let prepared = catalog::ensure_onnx(&WeightSource::catalog(model), WeightFormat::Fp32)?;
-            let opts = OrtOptions::cpu(id, prepared.model_path, prepared.config, "fp32", OptLevel::All);
-            Ok(Box::new(OrtBackend::open(opts)?))
-        }
-        other => Err(BackendError::Unavailable { backend: other.into(), reason: "unknown backend".into() }),
+    match ort_variant(id) {
+        Some((format, opt)) => open_ort(id, &WeightSource::catalog(model), format, opt),
+        None => Err(BackendError::Unavailable { backend: id.into(), reason: "unknown backend".into() }),
     }
+}
+
+/// An ONNX Runtime CPU session over the cached export of `source` in `format`.
+pub fn open_ort(id: &str, source: &WeightSource, format: WeightFormat, opt: OptLevel) -> Result<Box<dyn Backend>, BackendError> {
+    let prepared = catalog::ensure_onnx(source, format)?;
+    let opts = OrtOptions::cpu(id, prepared.model_path, prepared.config, format.label(), opt);
+    Ok(Box::new(OrtBackend::open(opts)?))
 }
 
 /// A backend of the same kind pointed at a model file that does not exist: the negative control
 /// for degraded-run handling (must yield degraded runs with the reason, never a number).
 pub fn open_broken(id: &str, model: &CatalogModel) -> Result<Box<dyn Backend>, BackendError> {
     let missing = std::env::temp_dir().join("infergate-negative-control").join("missing-model.onnx");
-    match id {
-        "ort-cpu" => {
+    match ort_variant(id) {
+        Some((format, opt)) => {
             let config = catalog::ensure_onnx(&WeightSource::catalog(model), WeightFormat::Fp32)?.config;
-            let opts = OrtOptions::cpu(id, missing, config, "fp32", OptLevel::All);
-            Ok(Box::new(OrtBackend::open(opts)?))
+            Ok(Box::new(OrtBackend::open(OrtOptions::cpu(id, missing, config, format.label(), opt))?))
         }
-        other => Err(BackendError::Unsupported { backend: other.into(), feature: "a broken-model negative control".into() }),
+        None => Err(BackendError::Unsupported { backend: id.into(), feature: "a broken-model negative control".into() }),
     }
 }

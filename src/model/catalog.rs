@@ -110,7 +110,15 @@ pub fn ensure_onnx(source: &WeightSource, format: WeightFormat) -> Result<Prepar
     let weights = source.load_weights()?;
     let tmp = tempfile::tempdir_in(&root).map_err(|e| io(&root, e))?;
     let meta = [("infergate.weight_source", serde_json::to_string(source).unwrap_or_default())];
-    let exported = onnx_export::export(&weights, format, tmp.path(), &meta)?;
+    let gguf = match (format, source) {
+        (WeightFormat::GgufQ4_1, WeightSource::Gguf { model, fault_scale_layer: None, .. }) => {
+            let m = lookup(model).ok_or_else(|| ModelError::Config(format!("unknown model `{model}`")))?;
+            Some(GgufFile::open(&assets::ensure(&m.asset)?)?)
+        }
+        (WeightFormat::GgufQ4_1, _) => return Err(ModelError::Config("the q4_1 format needs an unmodified catalog GGUF".into())),
+        _ => None,
+    };
+    let exported = onnx_export::export(&weights, format, gguf.as_ref(), tmp.path(), &meta)?;
     let prepared = PreparedOnnx {
         model_path: dir.join("model.onnx"),
         config: weights.config.clone(),

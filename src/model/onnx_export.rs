@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use ndarray::{Array2, ArrayView1, ArrayView2};
 use prost::Message;
 
-use super::weights::LlamaWeights;
+use super::gguf::{GgmlType, GgufFile, Q4_1Block};
+use super::weights::{hf_row_order, layer_tensor_name, LlamaWeights};
 use crate::error::ModelError;
 use crate::onnx_proto::{
     attribute_proto::AttributeType, tensor_proto::DataLocation, tensor_proto::DataType, tensor_shape_proto,
@@ -23,10 +24,11 @@ use crate::onnx_proto::{
 };
 
 /// Bumped whenever the emitted graph changes, so cached exports are rebuilt.
-pub const EXPORTER_VERSION: u32 = 1;
+pub const EXPORTER_VERSION: u32 = 2;
 const OPSET: i64 = 17;
 const EXTERNAL_ALIGN: u64 = 64 * 1024;
 const INLINE_LIMIT: usize = 1024;
+const MS_DOMAIN: &str = "com.microsoft";
 
 /// How the weight matrices are stored in the exported graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -34,15 +36,36 @@ const INLINE_LIMIT: usize = 1024;
 pub enum WeightFormat {
     /// Every weight as fp32 (dequantized from the GGUF).
     Fp32,
+    /// Linear layers and the head as symmetric 8-bit blocks of 32 (`MatMulNBits` bits=8, zero point
+    /// 128, scale = absmax/127 per block), quantized from the fp32 weights; activations stay fp32.
+    Int8WeightOnly,
+    /// Linear layers as `MatMulNBits` bits=4 built from the GGUF's own Q4_1 blocks (scale d, float
+    /// zero point −m/d, so `x = d·q + m` exactly); the head from its Q8_0 blocks (8-bit, exact).
+    GgufQ4_1,
+    /// Every weight and activation in fp16 (KV cache fp16; logits cast back to fp32).
+    Fp16,
 }
 
 impl WeightFormat {
     pub fn label(self) -> &'static str {
         match self {
             WeightFormat::Fp32 => "fp32",
+            WeightFormat::Int8WeightOnly => "int8",
+            WeightFormat::GgufQ4_1 => "q4_1",
+            WeightFormat::Fp16 => "fp16",
+        }
+    }
+    /// Element type of activations and of the KV cache.
+    pub fn activation_type(self) -> DataType {
+        match self {
+            WeightFormat::Fp16 => DataType::Float16,
+            _ => DataType::Float,
         }
     }
 }
+
+/// Block size of every `MatMulNBits` weight (GGUF's Q4_1 and Q8_0 blocks are 32 wide).
+const QUANT_BLOCK: usize = 32;
 
 /// Names of the graph's inputs and outputs for layer `i`.
 pub fn past_key_name(i: usize) -> String {
@@ -68,15 +91,19 @@ pub struct ExportedModel {
 }
 
 /// Export `weights` to `<dir>/model.onnx` + `<dir>/model.onnx.data`.
-pub fn export(weights: &LlamaWeights, format: WeightFormat, dir: &Path, metadata: &[(&str, String)]) -> Result<ExportedModel, ModelError> {
+/// `gguf` supplies the raw quantized blocks for [`WeightFormat::GgufQ4_1`] (ignored otherwise).
+pub fn export(weights: &LlamaWeights, format: WeightFormat, gguf: Option<&GgufFile>, dir: &Path, metadata: &[(&str, String)]) -> Result<ExportedModel, ModelError> {
     let model_path = dir.join("model.onnx");
     let data_file = "model.onnx.data";
     let data_path = dir.join(data_file);
     let err = |detail: String| ModelError::Export { path: model_path.clone(), detail };
     fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
     let data = BufWriter::new(File::create(&data_path).map_err(|e| err(e.to_string()))?);
-    let mut g = GraphBuilder::new(data, data_file);
-    build_decoder(&mut g, weights, format).map_err(|e| err(e.to_string()))?;
+    let mut g = GraphBuilder::new(data, data_file, format);
+    if format == WeightFormat::GgufQ4_1 && gguf.is_none() {
+        return Err(err("the q4_1 format needs the GGUF's raw blocks".into()));
+    }
+    build_decoder(&mut g, weights, gguf).map_err(|e| err(e.to_string()))?;
     let (graph, initializer_bytes) = g.finish().map_err(|e| err(e.to_string()))?;
     let node_count = graph.node.len();
     let mut props: Vec<StringStringEntryProto> = metadata
@@ -87,7 +114,10 @@ pub fn export(weights: &LlamaWeights, format: WeightFormat, dir: &Path, metadata
     props.push(StringStringEntryProto { key: Some("infergate.weight_format".into()), value: Some(format.label().into()) });
     let model = ModelProto {
         ir_version: Some(8),
-        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(OPSET) }],
+        opset_import: vec![
+            OperatorSetIdProto { domain: Some(String::new()), version: Some(OPSET) },
+            OperatorSetIdProto { domain: Some(MS_DOMAIN.into()), version: Some(1) },
+        ],
         producer_name: Some("infergate".into()),
         producer_version: Some(env!("CARGO_PKG_VERSION").into()),
         graph: Some(graph),
@@ -101,6 +131,7 @@ pub fn export(weights: &LlamaWeights, format: WeightFormat, dir: &Path, metadata
 /// Builds graph nodes with unique names and streams large initializers to the external-data file.
 struct GraphBuilder<W: Write> {
     graph: GraphProto,
+    format: WeightFormat,
     data: W,
     data_file: String,
     data_offset: u64,
@@ -108,8 +139,8 @@ struct GraphBuilder<W: Write> {
 }
 
 impl<W: Write> GraphBuilder<W> {
-    fn new(data: W, data_file: &str) -> Self {
-        GraphBuilder { graph: GraphProto { name: Some("llama_decoder".into()), ..Default::default() }, data, data_file: data_file.into(), data_offset: 0, counter: 0 }
+    fn new(data: W, data_file: &str, format: WeightFormat) -> Self {
+        GraphBuilder { graph: GraphProto { name: Some("llama_decoder".into()), ..Default::default() }, format, data, data_file: data_file.into(), data_offset: 0, counter: 0 }
     }
 
     fn fresh(&mut self, hint: &str) -> String {
@@ -126,8 +157,10 @@ impl<W: Write> GraphBuilder<W> {
 
     fn op_named(&mut self, op: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) {
         let name = self.fresh(op);
+        let domain = (op == "MatMulNBits").then(|| MS_DOMAIN.to_string());
         self.graph.node.push(NodeProto {
             op_type: Some(op.into()),
+            domain,
             name: Some(name),
             input: inputs.iter().map(|s| s.to_string()).collect(),
             output: outputs.iter().map(|s| s.to_string()).collect(),
@@ -162,7 +195,17 @@ impl<W: Write> GraphBuilder<W> {
         Ok(name.into())
     }
 
+    /// A float tensor in the activation type (fp32, or fp16 for the fp16 format).
     fn f32_tensor(&mut self, name: &str, dims: &[usize], values: &[f32]) -> std::io::Result<String> {
+        if self.format.activation_type() == DataType::Float16 {
+            let bytes: Vec<u8> = values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect();
+            return self.initializer(name, dims, DataType::Float16, &bytes);
+        }
+        self.exact_f32_tensor(name, dims, values)
+    }
+
+    /// A float tensor that stays fp32 whatever the format (quantization scales).
+    fn exact_f32_tensor(&mut self, name: &str, dims: &[usize], values: &[f32]) -> std::io::Result<String> {
         let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.initializer(name, dims, DataType::Float, &bytes)
     }
@@ -173,14 +216,51 @@ impl<W: Write> GraphBuilder<W> {
     }
 
     fn f32_scalar(&mut self, name: &str, v: f32) -> std::io::Result<String> {
-        self.initializer(name, &[], DataType::Float, &v.to_le_bytes())
+        self.f32_tensor(name, &[], &[v])
     }
 
-    /// `W` is `[out, in]`; stores `Wᵀ` (`[in, out]`) so the graph computes `x · Wᵀ` with MatMul.
-    fn linear_weight(&mut self, name: &str, w: ArrayView2<f32>) -> std::io::Result<String> {
-        let t = w.t().as_standard_layout().to_owned();
-        let (rows, cols) = t.dim();
-        self.f32_tensor(name, &[rows, cols], t.as_slice().expect("standard layout"))
+    /// `x · Wᵀ` for `W` = `[out, in]`, in the builder's weight format: MatMul over a stored `Wᵀ`,
+    /// or MatMulNBits over blocks (`q4` = the GGUF's raw Q4_1 bytes of W, rows in HF order).
+    fn linear(&mut self, x: &str, name: &str, w: ArrayView2<f32>, q4: Option<Vec<u8>>) -> std::io::Result<String> {
+        let (n, k) = w.dim();
+        match (self.format, q4) {
+            (WeightFormat::GgufQ4_1, Some(raw)) => {
+                let (blob, scales, zps) = q4_1_to_matmul_nbits(&raw, n, k).map_err(std::io::Error::other)?;
+                let b = self.initializer(&format!("{name}.qweight"), &[n, k / QUANT_BLOCK, QUANT_BLOCK / 2], DataType::Uint8, &blob)?;
+                let s = self.exact_f32_tensor(&format!("{name}.scales"), &[n, k / QUANT_BLOCK], &scales)?;
+                let z = self.exact_f32_tensor(&format!("{name}.zero_points"), &[n, k / QUANT_BLOCK], &zps)?;
+                Ok(self.matmul_nbits(x, &b, &s, &z, n, k, 4))
+            }
+            (WeightFormat::Int8WeightOnly, _) | (WeightFormat::GgufQ4_1, None) => {
+                let (blob, scales) = symmetric_int8_blocks(w);
+                self.int8_linear(x, name, &blob, &scales, n, k)
+            }
+            _ => {
+                let t = w.t().as_standard_layout().to_owned();
+                let wt = self.f32_tensor(&format!("{name}_t"), &[k, n], t.as_slice().expect("standard layout"))?;
+                Ok(self.op("MatMul", &[x, &wt], vec![]))
+            }
+        }
+    }
+
+    /// MatMulNBits bits=8 with zero point 128 over `[n, k/32, 32]` unsigned bytes.
+    fn int8_linear(&mut self, x: &str, name: &str, blob: &[u8], scales: &[f32], n: usize, k: usize) -> std::io::Result<String> {
+        let b = self.initializer(&format!("{name}.qweight"), &[n, k / QUANT_BLOCK, QUANT_BLOCK], DataType::Uint8, blob)?;
+        let s = self.exact_f32_tensor(&format!("{name}.scales"), &[n, k / QUANT_BLOCK], scales)?;
+        let z = self.initializer(&format!("{name}.zero_points"), &[n, k / QUANT_BLOCK], DataType::Uint8, &vec![128u8; scales.len()])?;
+        Ok(self.matmul_nbits(x, &b, &s, &z, n, k, 8))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_nbits(&mut self, x: &str, b: &str, scales: &str, zero_points: &str, n: usize, k: usize, bits: i64) -> String {
+        let attrs = vec![
+            attr_int("K", k as i64),
+            attr_int("N", n as i64),
+            attr_int("bits", bits),
+            attr_int("block_size", QUANT_BLOCK as i64),
+            attr_int("accuracy_level", 0),
+        ];
+        self.op("MatMulNBits", &[x, b, scales, zero_points], attrs)
     }
 
     fn vector(&mut self, name: &str, v: ArrayView1<f32>) -> std::io::Result<String> {
@@ -266,9 +346,18 @@ fn rope<W: Write>(g: &mut GraphBuilder<W>, x: &str, cos: &str, sin: &str, halves
     g.op("Add", &[&a, &b], vec![])
 }
 
-fn build_decoder<W: Write>(g: &mut GraphBuilder<W>, w: &LlamaWeights, format: WeightFormat) -> std::io::Result<()> {
-    let WeightFormat::Fp32 = format;
+fn build_decoder<W: Write>(g: &mut GraphBuilder<W>, w: &LlamaWeights, gguf: Option<&GgufFile>) -> std::io::Result<()> {
     let c = &w.config;
+    let act = g.format.activation_type();
+    let format = g.format;
+    let q4 = |name: &str, order: Option<&[usize]>| -> std::io::Result<Option<Vec<u8>>> {
+        match (format, gguf) {
+            (WeightFormat::GgufQ4_1, Some(f)) => q4_1_rows(f, name, order).map(Some).map_err(std::io::Error::other),
+            _ => Ok(None),
+        }
+    };
+    let q_order = hf_row_order(c.n_heads, c.head_dim());
+    let k_order = hf_row_order(c.n_kv_heads, c.head_dim());
     let (d, hd, n_kv, n_heads) = (c.d_model, c.head_dim(), c.n_kv_heads, c.n_heads);
     let groups = n_heads / n_kv;
 
@@ -277,7 +366,7 @@ fn build_decoder<W: Write>(g: &mut GraphBuilder<W>, w: &LlamaWeights, format: We
     g.input("position_ids", DataType::Int64, &[Dim::Symbolic("batch"), Dim::Symbolic("sequence")]);
     for i in 0..c.n_layers {
         for name in [past_key_name(i), past_value_name(i)] {
-            g.input(&name, DataType::Float, &[Dim::Symbolic("batch"), Dim::Fixed(n_kv), Dim::Symbolic("past_sequence"), Dim::Fixed(hd)]);
+            g.input(&name, act, &[Dim::Symbolic("batch"), Dim::Fixed(n_kv), Dim::Symbolic("past_sequence"), Dim::Fixed(hd)]);
         }
     }
 
@@ -286,7 +375,8 @@ fn build_decoder<W: Write>(g: &mut GraphBuilder<W>, w: &LlamaWeights, format: We
     let eps = g.f32_scalar("const_rms_eps", c.rms_norm_eps)?;
     let scale = g.f32_scalar("const_attn_scale", 1.0 / (hd as f32).sqrt())?;
     let zero_f = g.f32_scalar("const_zero_f", 0.0)?;
-    let neg_big = g.f32_scalar("const_mask_value", f32::MIN)?;
+    let mask_value = if act == DataType::Float16 { half::f16::MIN.to_f32() } else { f32::MIN };
+    let neg_big = g.f32_scalar("const_mask_value", mask_value)?;
     let halves = g.i64_const("const_rope_halves", &[hd as i64 / 2, hd as i64 / 2])?;
     let axis0 = g.i64_const("const_axis0", &[0])?;
     let axis1 = g.i64_const("const_axis1", &[1])?;
@@ -302,11 +392,9 @@ fn build_decoder<W: Write>(g: &mut GraphBuilder<W>, w: &LlamaWeights, format: We
     let q_shape = g.i64_const("shape_q", &[0, 0, n_kv as i64, groups as i64, hd as i64])?;
     let kv_shape = g.i64_const("shape_kv", &[0, 0, n_kv as i64, hd as i64])?;
     let merge_shape = g.i64_const("shape_merge", &[0, 0, d as i64])?;
-    let flat_shape = g.i64_const("shape_flat", &[-1, d as i64])?;
-    let vocab = g.i64_const("const_vocab", &[c.vocab_size as i64])?;
 
     // RoPE tables from position_ids: [B, S, hd] → unsqueezed for q ([B,1,1,S,hd]) and k ([B,1,S,hd]).
-    let pos = g.op("Cast", &["position_ids"], vec![attr_int("to", DataType::Float as i64)]);
+    let pos = g.op("Cast", &["position_ids"], vec![attr_int("to", act as i64)]);
     let pos = g.op("Unsqueeze", &[&pos, &axis_last], vec![]);
     let freqs = g.op("Mul", &[&pos, &inv_freq], vec![]);
     let emb = g.op("Concat", &[&freqs, &freqs], vec![attr_int("axis", -1)]);
@@ -337,19 +425,16 @@ fn build_decoder<W: Write>(g: &mut GraphBuilder<W>, w: &LlamaWeights, format: We
     for (i, l) in w.layers.iter().enumerate() {
         let p = |s: &str| format!("model.layers.{i}.{s}");
         let attn_norm = g.vector(&p("input_layernorm.weight"), l.attn_norm.view())?;
-        let wq = g.linear_weight(&p("self_attn.q_proj.weight_t"), l.wq.view())?;
-        let wk = g.linear_weight(&p("self_attn.k_proj.weight_t"), l.wk.view())?;
-        let wv = g.linear_weight(&p("self_attn.v_proj.weight_t"), l.wv.view())?;
-        let wo = g.linear_weight(&p("self_attn.o_proj.weight_t"), l.wo.view())?;
         let ffn_norm = g.vector(&p("post_attention_layernorm.weight"), l.ffn_norm.view())?;
-        let w_gate = g.linear_weight(&p("mlp.gate_proj.weight_t"), l.w_gate.view())?;
-        let w_up = g.linear_weight(&p("mlp.up_proj.weight_t"), l.w_up.view())?;
-        let w_down = g.linear_weight(&p("mlp.down_proj.weight_t"), l.w_down.view())?;
+        let gguf_name = |part: &str| layer_tensor_name(i, part);
 
         let h = rms_norm(g, &x, &attn_norm, &eps, &two);
-        let q = g.op("MatMul", &[&h, &wq], vec![]);
-        let k = g.op("MatMul", &[&h, &wk], vec![]);
-        let v = g.op("MatMul", &[&h, &wv], vec![]);
+        let raw = q4(&gguf_name("attn_q"), Some(&q_order))?;
+        let q = g.linear(&h, &p("self_attn.q_proj.weight"), l.wq.view(), raw)?;
+        let raw = q4(&gguf_name("attn_k"), Some(&k_order))?;
+        let k = g.linear(&h, &p("self_attn.k_proj.weight"), l.wk.view(), raw)?;
+        let raw = q4(&gguf_name("attn_v"), None)?;
+        let v = g.linear(&h, &p("self_attn.v_proj.weight"), l.wv.view(), raw)?;
         let q = g.op("Reshape", &[&q, &q_shape], vec![]); // [B,S,kv,g,hd]
         let q = g.op("Transpose", &[&q], vec![attr_ints("perm", &[0, 2, 3, 1, 4])]); // [B,kv,g,S,hd]
         let k = g.op("Reshape", &[&k, &kv_shape], vec![]);
@@ -372,36 +457,65 @@ fn build_decoder<W: Write>(g: &mut GraphBuilder<W>, w: &LlamaWeights, format: We
         let attn = g.op("MatMul", &[&probs, &v5], vec![]); // [B,kv,g,S,hd]
         let attn = g.op("Transpose", &[&attn], vec![attr_ints("perm", &[0, 3, 1, 2, 4])]);
         let attn = g.op("Reshape", &[&attn, &merge_shape], vec![]);
-        let o = g.op("MatMul", &[&attn, &wo], vec![]);
+        let raw = q4(&gguf_name("attn_output"), None)?;
+        let o = g.linear(&attn, &p("self_attn.o_proj.weight"), l.wo.view(), raw)?;
         let hres = g.op("Add", &[&x, &o], vec![]);
 
         let h2 = rms_norm(g, &hres, &ffn_norm, &eps, &two);
-        let gate = g.op("MatMul", &[&h2, &w_gate], vec![]);
-        let up = g.op("MatMul", &[&h2, &w_up], vec![]);
+        let raw = q4(&gguf_name("ffn_gate"), None)?;
+        let gate = g.linear(&h2, &p("mlp.gate_proj.weight"), l.w_gate.view(), raw)?;
+        let raw = q4(&gguf_name("ffn_up"), None)?;
+        let up = g.linear(&h2, &p("mlp.up_proj.weight"), l.w_up.view(), raw)?;
         let sig = g.op("Sigmoid", &[&gate], vec![]);
         let silu = g.op("Mul", &[&gate, &sig], vec![]);
-        let act = g.op("Mul", &[&silu, &up], vec![]);
-        let down = g.op("MatMul", &[&act, &w_down], vec![]);
+        let gated = g.op("Mul", &[&silu, &up], vec![]);
+        let raw = q4(&gguf_name("ffn_down"), None)?;
+        let down = g.linear(&gated, &p("mlp.down_proj.weight"), l.w_down.view(), raw)?;
         x = g.op("Add", &[&hres, &down], vec![]);
     }
 
     let final_norm = g.vector("model.norm.weight", w.final_norm.view())?;
     let x = rms_norm(g, &x, &final_norm, &eps, &two);
-    // logits = x · Eᵀ through Gemm(transB=1), so a tied head shares the embedding initializer.
-    let head = match &w.lm_head {
-        None => embed,
-        Some(m) => g.linear_weight_free("lm_head.weight", m.view())?,
+    let logits = match g.format {
+        // x · Eᵀ through Gemm(transB=1) over a flattened x, so a tied head shares the embedding.
+        WeightFormat::Fp32 | WeightFormat::Fp16 => {
+            let head = match &w.lm_head {
+                None => embed,
+                Some(m) => g.linear_weight_free("lm_head.weight", m.view())?,
+            };
+            let flat_shape = g.i64_const("shape_flat", &[-1, d as i64])?;
+            let vocab = g.i64_const("const_vocab", &[c.vocab_size as i64])?;
+            let flat = g.op("Reshape", &[&x, &flat_shape], vec![]);
+            let logits = g.op("Gemm", &[&flat, &head], vec![attr_int("transB", 1), attr_float("alpha", 1.0)]);
+            let ids_shape = g.op("Shape", &["input_ids"], vec![]);
+            let out_shape = g.op("Concat", &[&ids_shape, &vocab], vec![attr_int("axis", 0)]);
+            g.op("Reshape", &[&logits, &out_shape], vec![])
+        }
+        // A quantized copy of the head; a tied head is named so the parameter count skips it.
+        WeightFormat::Int8WeightOnly | WeightFormat::GgufQ4_1 => {
+            let (name, matrix, gguf_name) = match &w.lm_head {
+                None => ("lm_head.tied_to_embed_tokens", &w.token_embd, "token_embd.weight"),
+                Some(m) => ("lm_head.weight", m, "output.weight"),
+            };
+            let exact = match (g.format, gguf) {
+                (WeightFormat::GgufQ4_1, Some(f)) => q8_0_blocks(f, gguf_name).map_err(std::io::Error::other)?,
+                _ => None,
+            };
+            let (blob, scales) = exact.unwrap_or_else(|| symmetric_int8_blocks(matrix.view()));
+            let (n, k) = matrix.dim();
+            g.int8_linear(&x, name, &blob, &scales, n, k)?
+        }
     };
-    let flat = g.op("Reshape", &[&x, &flat_shape], vec![]);
-    let logits = g.op("Gemm", &[&flat, &head], vec![attr_int("transB", 1), attr_float("alpha", 1.0)]);
-    let ids_shape = g.op("Shape", &["input_ids"], vec![]);
-    let out_shape = g.op("Concat", &[&ids_shape, &vocab], vec![attr_int("axis", 0)]);
-    g.op_named("Reshape", &[&logits, &out_shape], &["logits"], vec![]);
+    if act == DataType::Float16 {
+        g.op_named("Cast", &[&logits], &["logits"], vec![attr_int("to", DataType::Float as i64)]);
+    } else {
+        g.op_named("Identity", &[&logits], &["logits"], vec![]);
+    }
 
     g.output("logits", DataType::Float, &[Dim::Symbolic("batch"), Dim::Symbolic("sequence"), Dim::Fixed(c.vocab_size)]);
     for i in 0..c.n_layers {
         for name in [present_key_name(i), present_value_name(i)] {
-            g.output(&name, DataType::Float, &[Dim::Symbolic("batch"), Dim::Fixed(n_kv), Dim::Symbolic("total_sequence"), Dim::Fixed(hd)]);
+            g.output(&name, act, &[Dim::Symbolic("batch"), Dim::Fixed(n_kv), Dim::Symbolic("total_sequence"), Dim::Fixed(hd)]);
         }
     }
     Ok(())
@@ -413,5 +527,112 @@ impl<W: Write> GraphBuilder<W> {
         let owned: Array2<f32> = m.as_standard_layout().to_owned();
         let (rows, cols) = owned.dim();
         self.f32_tensor(name, &[rows, cols], owned.as_slice().expect("standard layout"))
+    }
+}
+
+/// Symmetric 8-bit blocks of 32 along each row of `w` (`[n, k]`): `x ≈ (u − 128) · s`, `s = absmax/127`.
+fn symmetric_int8_blocks(w: ArrayView2<f32>) -> (Vec<u8>, Vec<f32>) {
+    let (n, k) = w.dim();
+    let mut blob = Vec::with_capacity(n * k);
+    let mut scales = Vec::with_capacity(n * k / QUANT_BLOCK);
+    for row in w.rows() {
+        let row = row.to_vec();
+        for block in row.chunks(QUANT_BLOCK) {
+            let amax = block.iter().fold(0f32, |a, &v| a.max(v.abs()));
+            let scale = if amax > 0.0 { amax / 127.0 } else { 1.0 };
+            scales.push(scale);
+            blob.extend(block.iter().map(|&v| ((v / scale).round().clamp(-127.0, 127.0) as i32 + 128) as u8));
+        }
+    }
+    (blob, scales)
+}
+
+/// Raw Q4_1 bytes of a GGUF tensor with rows reordered (`order[i]` = source row of row i).
+fn q4_1_rows(gguf: &GgufFile, name: &str, order: Option<&[usize]>) -> Result<Vec<u8>, String> {
+    let info = gguf.tensor_info(name).map_err(|e| e.to_string())?;
+    if info.ggml_type != GgmlType::Q4_1 {
+        return Err(format!("{name} is {:?}, not Q4_1", info.ggml_type));
+    }
+    let bytes = gguf.tensor_bytes(info).map_err(|e| e.to_string())?;
+    let shape = info.shape_row_major();
+    let row_bytes = shape[1] / QUANT_BLOCK * 20;
+    Ok(match order {
+        None => bytes.to_vec(),
+        Some(order) => order.iter().flat_map(|&r| bytes[r * row_bytes..(r + 1) * row_bytes].iter().copied()).collect(),
+    })
+}
+
+/// Q4_1 blocks → MatMulNBits 4-bit: packed nibbles (element 2j low, 2j+1 high nibble of byte j),
+/// scale `d`, float zero point `−m/d` (ORT computes `q·s − s·zp`).
+fn q4_1_to_matmul_nbits(raw: &[u8], n: usize, k: usize) -> Result<(Vec<u8>, Vec<f32>, Vec<f32>), String> {
+    let blocks = n * k / QUANT_BLOCK;
+    if raw.len() != blocks * 20 {
+        return Err(format!("{} bytes of Q4_1 for a {n}×{k} matrix", raw.len()));
+    }
+    let mut blob = Vec::with_capacity(blocks * 16);
+    let (mut scales, mut zps) = (Vec::with_capacity(blocks), Vec::with_capacity(blocks));
+    for b in raw.chunks_exact(20) {
+        let q = Q4_1Block::parse(b);
+        blob.extend(q.q.chunks_exact(2).map(|p| p[0] | (p[1] << 4)));
+        if q.d != 0.0 {
+            scales.push(q.d);
+            zps.push(-q.m / q.d);
+        } else {
+            // d = 0: every element is m whatever q is; represent x = 1·(q − (q − m)) for the block's q.
+            if q.q.iter().any(|&v| v != q.q[0]) {
+                return Err("a Q4_1 block with d = 0 has differing quants".into());
+            }
+            scales.push(1.0);
+            zps.push(q.q[0] as f32 - q.m);
+        }
+    }
+    Ok((blob, scales, zps))
+}
+
+/// A GGUF Q8_0 tensor as MatMulNBits 8-bit with zero point 128 (`u = q + 128`, scale `d`): exact.
+/// `None` when the tensor is not Q8_0.
+#[allow(clippy::type_complexity)]
+fn q8_0_blocks(gguf: &GgufFile, name: &str) -> Result<Option<(Vec<u8>, Vec<f32>)>, String> {
+    let info = gguf.tensor_info(name).map_err(|e| e.to_string())?;
+    if info.ggml_type != GgmlType::Q8_0 {
+        return Ok(None);
+    }
+    let bytes = gguf.tensor_bytes(info).map_err(|e| e.to_string())?;
+    let mut blob = Vec::with_capacity(bytes.len() / 34 * 32);
+    let mut scales = Vec::with_capacity(bytes.len() / 34);
+    for b in bytes.chunks_exact(34) {
+        scales.push(half::f16::from_le_bytes([b[0], b[1]]).to_f32());
+        blob.extend(b[2..].iter().map(|&q| (q as i8 as i32 + 128) as u8));
+    }
+    Ok(Some((blob, scales)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symmetric_int8_round_trips_within_half_a_step() {
+        let w = ndarray::Array2::from_shape_fn((2, 64), |(r, c)| ((r * 64 + c) as f32 * 0.37).sin());
+        let (blob, scales) = symmetric_int8_blocks(w.view());
+        for (i, v) in w.iter().enumerate() {
+            let back = (blob[i] as f32 - 128.0) * scales[i / QUANT_BLOCK];
+            assert!((back - v).abs() <= scales[i / QUANT_BLOCK] / 2.0 + 1e-7);
+        }
+    }
+
+    #[test]
+    fn q4_1_repacking_reproduces_ggml_dequantization() {
+        let mut raw = vec![];
+        raw.extend_from_slice(&half::f16::from_f32(0.25).to_le_bytes());
+        raw.extend_from_slice(&half::f16::from_f32(-1.5).to_le_bytes());
+        raw.extend((0..16u8).map(|i| i | ((15 - i) << 4)));
+        let expected = crate::model::gguf::dequantize(GgmlType::Q4_1, &raw).unwrap();
+        let (blob, scales, zps) = q4_1_to_matmul_nbits(&raw, 1, 32).unwrap();
+        for (i, e) in expected.iter().enumerate() {
+            let nibble = if i % 2 == 0 { blob[i / 2] & 0x0f } else { blob[i / 2] >> 4 };
+            let ort = nibble as f32 * scales[0] - scales[0] * zps[0];
+            assert!((ort - e).abs() < 1e-6, "element {i}: {ort} vs {e}");
+        }
     }
 }
