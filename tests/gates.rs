@@ -7,7 +7,7 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use infergate::gate::Verdict;
 use infergate::runner::{verdict_line, Runner, RunnerConfig};
@@ -26,6 +26,7 @@ fn main() -> ExitCode {
     if args.test_threads.is_none() {
         args.test_threads = Some(1);
     }
+    let verdicts = Arc::new(Mutex::new(Vec::new()));
     let mut skipped = Vec::new();
     let trials: Vec<Trial> = runner
         .plan()
@@ -36,10 +37,11 @@ fn main() -> ExitCode {
                 skipped.push(format!("  {}: {reason}", plan.name));
             }
             let runner = Arc::clone(&runner);
+            let verdicts = Arc::clone(&verdicts);
             let name = plan.name.clone();
             Trial::test(name, move || {
                 let result = runner.run_trial(&plan);
-                println!("{}", verdict_line(&result));
+                verdicts.lock().unwrap_or_else(|e| e.into_inner()).push(verdict_line(&result));
                 match result.verdict {
                     Verdict::Pass { .. } => Ok(()),
                     Verdict::Fail { reason } => Err(Failed::from(reason)),
@@ -59,5 +61,10 @@ fn main() -> ExitCode {
             Err(e) => eprintln!("infergate: cannot write the manifest: {e}"),
         }
     }
-    libtest_mimic::run(&args, trials).exit_code()
+    let conclusion = libtest_mimic::run(&args, trials);
+    let lines = verdicts.lock().unwrap_or_else(|e| e.into_inner());
+    if !lines.is_empty() {
+        println!("infergate verdicts ({}):\n{}", runner.config.run_dir().display(), lines.join("\n"));
+    }
+    conclusion.exit_code()
 }
