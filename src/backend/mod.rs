@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::BackendError;
 
+pub mod llama_cpp;
 pub mod ort;
 pub mod registry;
 

@@ -1,0 +1,3 @@
+//! llama.cpp: the engine inside Ollama. `setup` builds it; the server backend drives `llama-server`.
+
+pub mod setup;
