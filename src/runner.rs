@@ -149,6 +149,7 @@ impl Runner {
                     let backend = plan.backend.as_str();
                     let open = || registry::open(backend, &model);
                     let open_broken = || registry::open_broken(backend, &model);
+                    let open_named = |id: &str| registry::open(id, &model);
                     let ctx = TrialContext {
                         run_id: &self.config.run_id,
                         trial: &plan.name,
@@ -160,6 +161,7 @@ impl Runner {
                         encode: encode.as_ref(),
                         open: &open,
                         open_broken: &open_broken,
+                        open_named: &open_named,
                         run_log: &self.run_log,
                     };
                     gate::evaluate(&ctx)

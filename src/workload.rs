@@ -1,7 +1,7 @@
 //! Workloads: the prompt scenarios (TR118 §2.2: micro 8, short 11, medium 20, long 27 prompt tokens,
 //! batch 1) and the held-out texts for perplexity.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::assets;
 use crate::error::ModelError;
@@ -51,7 +51,7 @@ pub fn prompt_ids(scenario: &Scenario, encode: impl Fn(&str) -> Result<Vec<u32>,
 }
 
 /// A held-out text for perplexity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Corpus {
     /// English Wikipedia articles (exllamav2's `wiki.utf8`), `<doc>` markup removed.

@@ -76,6 +76,13 @@ pub trait Backend: Send {
         None
     }
 
+    /// Perplexity computed by the engine's own tool on `text` under `protocol`, for engines that do
+    /// not expose logits (llama.cpp's `llama-perplexity`). `None` = use [`Backend::logits`].
+    fn perplexity_native(&mut self, text: &str, protocol: crate::accuracy::PerplexityProtocol) -> Option<Result<crate::accuracy::PerplexityResult, BackendError>> {
+        let _ = (text, protocol);
+        None
+    }
+
     /// Logits `[tokens.len(), vocab]` of one causal forward over `tokens` (for perplexity).
     fn logits(&mut self, tokens: &[u32]) -> Result<Array2<f32>, BackendError> {
         let _ = tokens;

@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use super::llama_cpp::server::LlamaCppBackend;
+use super::llama_cpp::setup;
 use super::ort::{OptLevel, OrtBackend, OrtOptions};
 use super::Backend;
 use crate::error::BackendError;
@@ -23,7 +25,7 @@ impl Availability {
 }
 
 /// Every backend id, in report order.
-const IDS: &[&str] = &["ort-cpu", "ort-cpu-ref", "ort-cpu-int8", "ort-cpu-q4", "ort-cpu-fp16"];
+const IDS: &[&str] = &["ort-cpu", "ort-cpu-ref", "ort-cpu-int8", "ort-cpu-q4", "ort-cpu-fp16", "llama-cpp"];
 
 /// The ONNX Runtime CPU variants: weight format and graph optimization level.
 fn ort_variant(id: &str) -> Option<(WeightFormat, OptLevel)> {
@@ -56,16 +58,29 @@ pub fn probe(id: &str) -> Availability {
                 fix: "run `infergate fetch` with PyPI reachable, or set ORT_DYLIB_PATH=/path/to/libonnxruntime.so.1.31.1".into(),
             },
         },
+        "llama-cpp" => match setup::locate() {
+            Some(b) => Availability::Available { detail: format!("llama.cpp {} at {}", b.version, b.bin_dir.display()) },
+            None => Availability::Absent {
+                reason: "llama.cpp is not built on this machine".into(),
+                fix: format!("run `cargo run --release -- build-llama-cpp` (about 6 min on 2 cores, cached) or set {}", setup::ENV_BIN),
+            },
+        },
         other => Availability::Absent { reason: format!("unknown backend `{other}`"), fix: format!("use one of: {}", IDS.join(", ")) },
     }
 }
 
 /// What a backend needs prepared for a model (exports are cached, so this is cheap after the first time).
 pub fn open(id: &str, model: &CatalogModel) -> Result<Box<dyn Backend>, BackendError> {
-    match ort_variant(id) {
-        Some((format, opt)) => open_ort(id, &WeightSource::catalog(model), format, opt),
-        None => Err(BackendError::Unavailable { backend: id.into(), reason: "unknown backend".into() }),
+    match (ort_variant(id), id) {
+        (Some((format, opt)), _) => open_ort(id, &WeightSource::catalog(model), format, opt),
+        (None, "llama-cpp") => open_llama_cpp(id, &crate::assets::ensure(&model.asset).map_err(crate::error::ModelError::from)?),
+        (None, _) => Err(BackendError::Unavailable { backend: id.into(), reason: "unknown backend".into() }),
     }
+}
+
+fn open_llama_cpp(id: &str, gguf: &std::path::Path) -> Result<Box<dyn Backend>, BackendError> {
+    let build = setup::locate().ok_or_else(|| BackendError::Unavailable { backend: id.into(), reason: "llama.cpp is not built".into() })?;
+    Ok(Box::new(LlamaCppBackend::open(id, &build, gguf, "q4_1")?))
 }
 
 /// An ONNX Runtime CPU session over the cached export of `source` in `format`.
@@ -84,6 +99,7 @@ pub fn open_broken(id: &str, model: &CatalogModel) -> Result<Box<dyn Backend>, B
             let config = catalog::ensure_onnx(&WeightSource::catalog(model), WeightFormat::Fp32)?.config;
             Ok(Box::new(OrtBackend::open(OrtOptions::cpu(id, missing, config, format.label(), opt))?))
         }
+        None if id == "llama-cpp" => open_llama_cpp(id, &missing.with_extension("gguf")),
         None => Err(BackendError::Unsupported { backend: id.into(), feature: "a broken-model negative control".into() }),
     }
 }

@@ -14,6 +14,7 @@ use crate::workload::Scenario;
 pub mod decode_fraction;
 pub mod degraded_runs;
 pub mod model_identity;
+pub mod perplexity_delta;
 pub mod spec;
 
 pub use spec::{Check, GateSpec, ProfileSettings};
@@ -110,6 +111,8 @@ pub struct TrialContext<'a> {
     pub open: Opener<'a>,
     /// The same backend pointed at a missing model: the negative control for degraded runs.
     pub open_broken: Opener<'a>,
+    /// Any backend by id, on the gate's model (e.g. an accuracy reference).
+    pub open_named: &'a (dyn Fn(&str) -> Result<Box<dyn Backend>, BackendError> + Sync),
     pub run_log: &'a RunLog,
 }
 
@@ -152,6 +155,7 @@ pub fn evaluate(ctx: &TrialContext<'_>) -> TrialResult {
             model_identity::evaluate(ctx, *sanity_tokens, *context, *untrained_fraction)
         }
         Check::DegradedRuns { gen_tokens } => degraded_runs::evaluate(ctx, *gen_tokens),
+        Check::PerplexityDelta(p) => perplexity_delta::evaluate(ctx, p),
     }
 }
 

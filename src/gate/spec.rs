@@ -40,6 +40,8 @@ pub enum Check {
     },
     /// Failures are visible, never placeholders.
     DegradedRuns { gen_tokens: usize },
+    /// Accuracy against a reference backend on the same weights and text.
+    PerplexityDelta(super::perplexity_delta::PerplexityDeltaParams),
 }
 
 fn yes() -> bool {

@@ -1,3 +1,4 @@
 //! llama.cpp: the engine inside Ollama. `setup` builds it; the server backend drives `llama-server`.
 
+pub mod server;
 pub mod setup;

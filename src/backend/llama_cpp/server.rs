@@ -1,0 +1,231 @@
+//! `llama-server` as a backend: started on 127.0.0.1 on a free port, health-checked, always stopped
+//! (on drop, so also on failure or panic; and the kernel kills it if this process dies, via
+//! `PR_SET_PDEATHSIG`). Generation through `/completion` with the prompt as token ids, temperature
+//! 0, a fixed seed, prompt cache off and a fixed `n_predict` with EOS ignored; prefill and decode
+//! times are the server's own `timings` (`prompt_ms`, `predicted_ms`).
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use super::setup::LlamaCppBuild;
+use crate::backend::{Backend, BackendInfo, Generation, TimingSource};
+use crate::error::BackendError;
+
+const SEED: u64 = 42;
+
+/// A running `llama-server`; stopped when dropped.
+pub struct LlamaServer {
+    child: Child,
+    base_url: String,
+    client: reqwest::blocking::Client,
+    log_path: PathBuf,
+    _log_dir: tempfile::TempDir,
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl LlamaServer {
+    pub fn start(build: &LlamaCppBuild, model: &Path, threads: usize, context: usize, id: &str) -> Result<Self, BackendError> {
+        let load = |d: String| BackendError::load(id, d);
+        let port = free_port().map_err(|e| load(format!("no free port on 127.0.0.1: {e}")))?;
+        let log_dir = tempfile::tempdir().map_err(|e| load(e.to_string()))?;
+        let log_path = log_dir.path().join("llama-server.log");
+        let log = std::fs::File::create(&log_path).map_err(|e| load(e.to_string()))?;
+        let mut cmd = Command::new(build.binary("llama-server"));
+        cmd.arg("-m")
+            .arg(model)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["-t", &threads.to_string(), "-c", &context.to_string(), "--parallel", "1", "--no-webui"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| load(e.to_string()))?)
+            .stderr(log);
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL the child when this
+        // process exits, so a crashed or killed test leaves no server behind.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|e| load(format!("cannot start {}: {e}", build.binary("llama-server").display())))?;
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(300))
+            .build()
+            .map_err(|e| load(e.to_string()))?;
+        let mut server = LlamaServer { child, base_url: format!("http://127.0.0.1:{port}"), client, log_path, _log_dir: log_dir };
+        server.wait_healthy(Duration::from_secs(120)).map_err(load)?;
+        Ok(server)
+    }
+
+    fn log_tail(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log_path) {
+            let _ = f.read_to_string(&mut s);
+        }
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    fn wait_healthy(&mut self, limit: Duration) -> Result<(), String> {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("llama-server exited ({status}) before becoming healthy:\n{}", self.log_tail()));
+            }
+            let ok = self.client.get(format!("{}/health", self.base_url)).timeout(Duration::from_secs(2)).send().is_ok_and(|r| r.status().is_success());
+            if ok {
+                return Ok(());
+            }
+            if start.elapsed() > limit {
+                return Err(format!("llama-server not healthy after {limit:?}:\n{}", self.log_tail()));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn post(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, String> {
+        let resp = self.client.post(format!("{}{path}", self.base_url)).json(body).send().map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let text = resp.text().map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("{path} returned {status}: {text}"));
+        }
+        serde_json::from_str(&text).map_err(|e| format!("{path}: invalid JSON ({e}): {text}"))
+    }
+
+    fn get(&self, path: &str) -> Result<serde_json::Value, String> {
+        let resp = self.client.get(format!("{}{path}", self.base_url)).send().map_err(|e| e.to_string())?;
+        resp.json().map_err(|e| e.to_string())
+    }
+}
+
+impl Drop for LlamaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `timings` object of a `/completion` response.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerTimings {
+    pub prompt_n: usize,
+    pub prompt_ms: f64,
+    pub predicted_n: usize,
+    pub predicted_ms: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CompletionResponse {
+    #[serde(default)]
+    pub tokens: Vec<u32>,
+    pub timings: ServerTimings,
+}
+
+/// Turn a `/completion` response into a [`Generation`]; `wall_ms` is the HTTP round trip.
+pub fn generation_from(resp: &CompletionResponse, gen_tokens: usize, wall_ms: f64) -> Generation {
+    let t = &resp.timings;
+    Generation {
+        prompt_tokens: t.prompt_n,
+        tokens: resp.tokens.clone(),
+        prefill_ms: t.prompt_ms,
+        decode_ms: t.predicted_ms,
+        e2e_ms: wall_ms.max(t.prompt_ms + t.predicted_ms),
+        decode_steps: t.predicted_n.saturating_sub(1).min(gen_tokens),
+        timing_source: TimingSource::Engine,
+    }
+}
+
+pub struct LlamaCppBackend {
+    info: BackendInfo,
+    server: LlamaServer,
+    n_params: Option<u64>,
+}
+
+impl LlamaCppBackend {
+    pub fn open(id: &str, build: &LlamaCppBuild, gguf: &Path, precision: &str) -> Result<Self, BackendError> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let server = LlamaServer::start(build, gguf, threads, 2048, id)?;
+        let n_params = server.get("/v1/models").ok().and_then(|v| v["data"][0]["meta"]["n_params"].as_u64());
+        let info = BackendInfo {
+            id: id.into(),
+            engine: "llama.cpp".into(),
+            engine_version: build.version.clone(),
+            location: build.bin_dir.display().to_string(),
+            device: "cpu".into(),
+            precision: precision.into(),
+        };
+        Ok(LlamaCppBackend { info, server, n_params })
+    }
+
+    pub fn server(&self) -> &LlamaServer {
+        &self.server
+    }
+}
+
+impl Backend for LlamaCppBackend {
+    fn info(&self) -> &BackendInfo {
+        &self.info
+    }
+
+    fn generate(&mut self, prompt: &[u32], gen_tokens: usize) -> Result<Generation, BackendError> {
+        let body = serde_json::json!({
+            "prompt": prompt,
+            "n_predict": gen_tokens,
+            "temperature": 0.0,
+            "top_k": 1,
+            "seed": SEED,
+            "cache_prompt": false,
+            "ignore_eos": true,
+            "return_tokens": true,
+            "stream": false,
+        });
+        let start = Instant::now();
+        let value = self.server.post("/completion", &body).map_err(|e| BackendError::run(&self.info.id, "generate", e))?;
+        let wall_ms = start.elapsed().as_secs_f64() * 1e3;
+        let resp: CompletionResponse = serde_json::from_value(value).map_err(|e| BackendError::run(&self.info.id, "generate", format!("unexpected /completion response: {e}")))?;
+        if resp.timings.prompt_n != prompt.len() {
+            return Err(BackendError::Invariant {
+                backend: self.info.id.clone(),
+                detail: format!("server evaluated {} prompt tokens, sent {} (prompt cache must be off)", resp.timings.prompt_n, prompt.len()),
+            });
+        }
+        Ok(generation_from(&resp, gen_tokens, wall_ms))
+    }
+
+    fn loaded_parameter_count(&self) -> Option<u64> {
+        self.n_params
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completion_timings_become_engine_phases() {
+        let body = r#"{"content":"x","tokens":[1,2,3],"timings":{"prompt_n":8,"prompt_ms":12.5,"prompt_per_token_ms":1.5,"predicted_n":3,"predicted_ms":30.0}}"#;
+        let r: CompletionResponse = serde_json::from_str(body).unwrap();
+        let g = generation_from(&r, 3, 50.0);
+        assert_eq!((g.prompt_tokens, g.prefill_ms, g.decode_ms, g.e2e_ms, g.decode_steps), (8, 12.5, 30.0, 50.0, 2));
+        assert_eq!(g.timing_source, TimingSource::Engine);
+    }
+}
