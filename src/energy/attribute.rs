@@ -21,6 +21,11 @@
 //!
 //! Energy is the unwrapped counter linearly interpolated to `start` and `end`, subtracted.
 //!
+//! Even for an event ≥ `W`, averaged readings near its start still carry pre-event power, which
+//! is one more reason the counter is preferred where it is good.
+//!
+//! Duration comparisons allow 1 ns of slack for f64 rounding of `end − start`.
+//!
 //! In both, `gross` is the measured energy and `net = gross − idle_mean × duration` (so net ≤ gross
 //! for any valid baseline; net can be negative when the event drew less than the idle mean, and
 //! is not clamped). [`EnergyResult::preferred`] takes the counter when it is good (it does not lag
@@ -165,7 +170,9 @@ impl EnergyResult {
     pub fn summary(&self, tokens: Option<u64>) -> EventEnergySummary {
         let preferred = self.preferred();
         let (gross_j, net_j, mean_power_w) = match preferred.map(|m| &m.outcome) {
-            Some(EnergyOutcome::Good { gross_j, net_j, mean_power_w }) => (Some(*gross_j), Some(*net_j), Some(*mean_power_w)),
+            Some(EnergyOutcome::Good { gross_j, net_j, mean_power_w }) => {
+                (Some(*gross_j), Some(*net_j), Some(*mean_power_w))
+            }
             _ => (None, None, None),
         };
         let per_token = tokens.map(|t| energy_per_token(self, t));
@@ -213,12 +220,14 @@ pub fn energy_per_token(result: &EnergyResult, tokens: u64) -> EnergyPerToken {
         return EnergyPerToken::NoData { reason: "0 tokens in the event".into() };
     }
     match result.preferred() {
-        Some(MethodEnergy { method, outcome: EnergyOutcome::Good { gross_j, net_j, .. }, .. }) => EnergyPerToken::Good {
-            method: *method,
-            tokens,
-            gross_j_per_token: gross_j / tokens as f64,
-            net_j_per_token: net_j / tokens as f64,
-        },
+        Some(MethodEnergy { method, outcome: EnergyOutcome::Good { gross_j, net_j, .. }, .. }) => {
+            EnergyPerToken::Good {
+                method: *method,
+                tokens,
+                gross_j_per_token: gross_j / tokens as f64,
+                net_j_per_token: net_j / tokens as f64,
+            }
+        }
         _ => EnergyPerToken::NoData {
             reason: result.no_data_reason().unwrap_or_else(|| "no energy for the event".into()),
         },
@@ -255,7 +264,11 @@ impl std::fmt::Display for EventEnergySummary {
         write!(f, "{} [{:.3} s, {:.1} ms]: ", self.label, self.start_s, self.duration_s * 1e3)?;
         match (self.method, self.gross_j, self.net_j) {
             (Some(method), Some(gross), Some(net)) => {
-                write!(f, "good via {method} ({} in-window samples): gross {gross:.4} J, net {net:.4} J", self.in_window_samples)?;
+                write!(
+                    f,
+                    "good via {method} ({} in-window samples): gross {gross:.4} J, net {net:.4} J",
+                    self.in_window_samples
+                )?;
                 if let (Some(g), Some(n), Some(t)) = (self.gross_j_per_token, self.net_j_per_token, self.tokens) {
                     write!(f, "; {t} tokens: {g:.5} J/token gross, {n:.5} J/token net")?;
                 }
@@ -291,7 +304,11 @@ pub fn attribute(event: &EventWindow, trace: &PowerTrace, baseline: &IdleBaselin
                 in_window_samples: 0,
                 outcome: EnergyOutcome::NoData { reason: reason.clone() },
             },
-            MethodEnergy { method: EnergyMethod::PowerTrace, in_window_samples: 0, outcome: EnergyOutcome::NoData { reason } },
+            MethodEnergy {
+                method: EnergyMethod::PowerTrace,
+                in_window_samples: 0,
+                outcome: EnergyOutcome::NoData { reason },
+            },
         ),
         None => (counter_energy(event, trace, baseline.mean_w), power_trace_energy(event, trace, baseline.mean_w)),
     };
@@ -307,7 +324,9 @@ pub fn attribute(event: &EventWindow, trace: &PowerTrace, baseline: &IdleBaselin
 
 fn good(gross_j: f64, duration_s: f64, idle_mean_w: f64) -> EnergyOutcome {
     if !gross_j.is_finite() {
-        return EnergyOutcome::NoData { reason: format!("non-finite energy {gross_j} from the readings in the window") };
+        return EnergyOutcome::NoData {
+            reason: format!("non-finite energy {gross_j} from the readings in the window"),
+        };
     }
     EnergyOutcome::Good { gross_j, net_j: gross_j - idle_mean_w * duration_s, mean_power_w: gross_j / duration_s }
 }
@@ -390,7 +409,8 @@ fn power_trace_energy(event: &EventWindow, trace: &PowerTrace, idle_mean_w: f64)
         reasons.push(format!("no power sample at or before the event start (trace starts at {:.3} s)", times[0]));
     }
     if p_end.is_none() {
-        reasons.push(format!("no power sample at or after the event end (trace ends at {:.3} s)", times[times.len() - 1]));
+        reasons
+            .push(format!("no power sample at or after the event end (trace ends at {:.3} s)", times[times.len() - 1]));
     }
     let (Some(p_start), Some(p_end), true) = (p_start, p_end, reasons.is_empty()) else {
         return no_data(reasons.join("; "));
@@ -400,7 +420,11 @@ fn power_trace_energy(event: &EventWindow, trace: &PowerTrace, idle_mean_w: f64)
     points.extend(in_window.iter().filter(|&&i| times[i] > start && times[i] < end).map(|&i| (times[i], watts[i])));
     points.push((end, p_end));
     let gross_j: f64 = points.windows(2).map(|w| 0.5 * (w[0].1 + w[1].1) * (w[1].0 - w[0].0)).sum();
-    MethodEnergy { method: EnergyMethod::PowerTrace, in_window_samples: n, outcome: good(gross_j, duration, idle_mean_w) }
+    MethodEnergy {
+        method: EnergyMethod::PowerTrace,
+        in_window_samples: n,
+        outcome: good(gross_j, duration, idle_mean_w),
+    }
 }
 
 fn counter_energy(event: &EventWindow, trace: &PowerTrace, idle_mean_w: f64) -> MethodEnergy {
@@ -473,7 +497,8 @@ fn counter_energy(event: &EventWindow, trace: &PowerTrace, idle_mean_w: f64) -> 
     if !reasons.is_empty() {
         return no_data(reasons.join("; "));
     }
-    let (Some(e_start), Some(e_end)) = (interpolate(&times, &cumulative, start), interpolate(&times, &cumulative, end)) else {
+    let (Some(e_start), Some(e_end)) = (interpolate(&times, &cumulative, start), interpolate(&times, &cumulative, end))
+    else {
         return no_data("counter interpolation failed at the event boundaries".into());
     };
     let delta = e_end - e_start;

@@ -137,7 +137,11 @@ mod tests {
 
     #[test]
     fn power_baseline_is_mean_and_sample_std() {
-        let power = [20.0, 22.0, 18.0, 20.0].iter().enumerate().map(|(i, &w)| PowerSample { t_s: i as f64 * 0.1, watts: w }).collect();
+        let power = [20.0, 22.0, 18.0, 20.0]
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| PowerSample { t_s: i as f64 * 0.1, watts: w })
+            .collect();
         let t = PowerTrace::from_samples(info(true, None), 0.1, power, vec![]);
         let b = IdleBaseline::from_trace(&t).expect("4 samples");
         assert_eq!(b.n, 4);
@@ -150,7 +154,8 @@ mod tests {
     #[test]
     fn counter_baseline_unwraps() {
         // 10 W steady, counter wraps at 100 J.
-        let counter = (0..6).map(|i| CounterSample { t_s: i as f64, joules: (95.0 + 10.0 * i as f64) % 100.0 }).collect();
+        let counter =
+            (0..6).map(|i| CounterSample { t_s: i as f64, joules: (95.0 + 10.0 * i as f64) % 100.0 }).collect();
         let t = PowerTrace::from_samples(info(false, Some(100.0)), 1.0, vec![], counter);
         let b = IdleBaseline::from_trace(&t).expect("5 deltas");
         assert_eq!(b.n, 5);

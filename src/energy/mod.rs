@@ -7,7 +7,7 @@
 //!   clock ([`now_s`]); [`PowerTrace`] with [`CadenceStats`] (median period, p99 gap, missed
 //!   samples) for the run's artifacts.
 //! - [`calibrate_idle`] / [`IdleBaseline`]: idle power mean, std, n.
-//! - [`attribute`]: per-event energy by counter and by power trace, each gated, gross and net of
+//! - [`attribute()`]: per-event energy by counter and by power trace, each gated, gross and net of
 //!   idle, or `no_data` with the reason (gating and edge handling: see [`attribute`](mod@attribute)).
 //! - [`energy_per_token`], [`EventEnergySummary`] for reports; [`doctor_lines`] for `infergate doctor`.
 //!
@@ -79,11 +79,17 @@ pub fn doctor_lines() -> Vec<String> {
                     .averaging_window()
                     .map(|w| format!(" and events ≥ {} ms (averaging window)", w.as_millis()))
                     .unwrap_or_default();
-                rules.push(format!("power trace needs ≥ 2 samples in the event (≥ ~{:.0} ms at {period_ms:.0} ms polling){w}", 2.0 * period_ms));
+                rules.push(format!(
+                    "power trace needs ≥ 2 samples in the event (≥ ~{:.0} ms at {period_ms:.0} ms polling){w}",
+                    2.0 * period_ms
+                ));
             }
             if let Some(p) = s.counter_update_period() {
                 let resolution_ms = (p.as_secs_f64() * 1e3).max(period_ms);
-                rules.push(format!("counter needs events ≥ {:.0} ms (2 × max(update period, poll period))", 2.0 * resolution_ms));
+                rules.push(format!(
+                    "counter needs events ≥ {:.0} ms (2 × max(update period, poll period))",
+                    2.0 * resolution_ms
+                ));
             }
             lines.push(format!("energy: gating with {} at {period_ms:.0} ms polling: {}", s.name(), rules.join("; ")));
         }

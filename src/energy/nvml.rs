@@ -154,7 +154,8 @@ impl NvmlSensor {
     /// library, the driver or the device is missing, or when the device reads no power at all.
     pub fn open(config: NvmlConfig) -> Result<Self, EnergyError> {
         let name = format!("nvml:{}", config.device_index);
-        let lib = config.lib_path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "libnvidia-ml.so.1".into());
+        let lib =
+            config.lib_path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "libnvidia-ml.so.1".into());
         let index = config.device_index;
         let unavailable = |reason: String| EnergyError::Unavailable { sensor: format!("nvml:{index}"), reason };
         let nvml = match &config.lib_path {
@@ -191,7 +192,9 @@ impl NvmlSensor {
         let averaging_window = match (config.averaging_window, config.power_source) {
             (AveragingWindowSetting::Fixed(w), _) => w,
             (AveragingWindowSetting::Auto, NvmlPowerSource::InstantField) => None,
-            (AveragingWindowSetting::Auto, NvmlPowerSource::PowerUsage) => default_averaging_window(&device_name, arch.as_ref()),
+            (AveragingWindowSetting::Auto, NvmlPowerSource::PowerUsage) => {
+                default_averaging_window(&device_name, arch.as_ref())
+            }
         };
         let sensor = NvmlSensor { nvml, config, name, device_name, arch, averaging_window, counter };
         if let Err(power_err) = sensor.read_power_w() {
@@ -340,10 +343,8 @@ mod tests {
 
     #[test]
     fn missing_library_is_a_reason_not_a_panic() {
-        let config = NvmlConfig {
-            lib_path: Some(PathBuf::from("/nonexistent/libnvidia-ml.so.1")),
-            ..NvmlConfig::default()
-        };
+        let config =
+            NvmlConfig { lib_path: Some(PathBuf::from("/nonexistent/libnvidia-ml.so.1")), ..NvmlConfig::default() };
         let err = NvmlSensor::open(config).expect_err("a nonexistent library cannot load");
         let msg = err.to_string();
         assert!(msg.contains("/nonexistent/libnvidia-ml.so.1"), "{msg}");

@@ -295,7 +295,8 @@ impl PowerPoller {
             };
             std::mem::take(&mut *guard)
         };
-        let mut trace = PowerTrace::from_samples(self.sensor.info(), self.period.as_secs_f64(), taken.power, taken.counter);
+        let mut trace =
+            PowerTrace::from_samples(self.sensor.info(), self.period.as_secs_f64(), taken.power, taken.counter);
         trace.started_s = self.started_s.min(trace.started_s);
         trace.stopped_s = now_s().max(trace.stopped_s);
         trace.read_errors = taken.read_errors;
