@@ -84,3 +84,22 @@ pub enum GateFileError {
     #[error("{path}: {detail}")]
     Invalid { path: PathBuf, detail: String },
 }
+
+/// Reading a power or energy sensor (NVML, RAPL), or computing energy from its readings.
+#[derive(Debug, thiserror::Error)]
+pub enum EnergyError {
+    #[error("{sensor}: unavailable: {reason}")]
+    Unavailable { sensor: String, reason: String },
+    #[error("{sensor}: reading {what} failed: {detail}")]
+    Read { sensor: String, what: String, detail: String },
+    #[error("{sensor}: {what} is not supported: {reason}")]
+    NotSupported { sensor: String, what: String, reason: String },
+    #[error("{sensor}: {what} returned an invalid value {value}; the sensor or driver is misbehaving")]
+    InvalidReading { sensor: String, what: String, value: f64 },
+    #[error("idle baseline: {0}")]
+    Baseline(String),
+    #[error("power poller: {0}")]
+    Poller(String),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
