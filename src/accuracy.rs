@@ -4,8 +4,9 @@
 //! Protocol (llama.cpp's): tokenize the whole text without BOS (the GGUF's `add_bos_token` is false),
 //! take the first `max_tokens` tokens, cut them into non-overlapping chunks of `context` tokens
 //! (a trailing partial chunk is dropped), run each chunk as one causal forward from position 0, and
-//! score the second half of each chunk: the predictions of tokens `context/2 .. context`, so every
-//! scored token has at least `context/2` tokens of context.
+//! score the second half of each chunk: tokens `context/2 + 1 .. context − 1`, each predicted from
+//! the logits of the position before it (255 tokens per 512-token chunk), so every scored token has
+//! more than `context/2` tokens of context. This is exactly what `llama-perplexity` scores.
 
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
@@ -28,7 +29,7 @@ impl PerplexityProtocol {
         available.min(self.max_tokens) / self.context
     }
     pub fn scored_tokens(&self, available: usize) -> usize {
-        self.chunks(available) * (self.context - 1 - self.first_scored() + 1)
+        self.chunks(available) * (self.context - 1 - self.first_scored())
     }
 }
 
@@ -46,9 +47,10 @@ pub struct PerplexityResult {
     pub protocol: PerplexityProtocol,
 }
 
-/// Per-token negative log-likelihoods of the scored positions of one chunk's logits.
+/// Negative log-likelihoods of tokens `first_scored + 1 ..` of one chunk (logits row `i − 1`
+/// predicts token `i`).
 pub fn chunk_nll(logits: &Array2<f32>, chunk: &[u32], first_scored: usize) -> Vec<f64> {
-    (first_scored.max(1)..chunk.len()).map(|i| -log_softmax(logits.row(i - 1))[chunk[i] as usize]).collect()
+    (first_scored + 1..chunk.len()).map(|i| -log_softmax(logits.row(i - 1))[chunk[i] as usize]).collect()
 }
 
 pub fn summarize_nll(nll: &[f64], chunks: usize, protocol: PerplexityProtocol) -> PerplexityResult {
@@ -105,7 +107,7 @@ pub fn score(backend: &mut dyn Backend, tokens: &[u32], protocol: PerplexityProt
         let logits = backend.logits(chunk)?;
         vocab = logits.ncols();
         nll.extend(chunk_nll(&logits, chunk, protocol.first_scored()));
-        for i in protocol.first_scored().max(1)..chunk.len() {
+        for i in protocol.first_scored() + 1..chunk.len() {
             if kept_rows == keep {
                 break;
             }
@@ -154,11 +156,12 @@ mod tests {
         let chunk: Vec<u32> = (0..8).map(|i| i % vocab as u32).collect();
         let logits = Array2::<f32>::zeros((8, vocab));
         let nll = chunk_nll(&logits, &chunk, 4);
-        assert_eq!(nll.len(), 4);
+        assert_eq!(nll.len(), 3);
         let p = PerplexityProtocol { context: 8, max_tokens: 8 };
         let r = summarize_nll(&nll, 1, p);
         assert!((r.perplexity - vocab as f64).abs() < 1e-9);
-        assert_eq!(p.scored_tokens(8), 4);
+        assert_eq!(p.scored_tokens(8), 3);
+        assert_eq!(PerplexityProtocol { context: 512, max_tokens: 4096 }.scored_tokens(5000), 8 * 255);
     }
 
     #[test]
