@@ -4,6 +4,7 @@
 //! measurement ([`measure`]) → statistics ([`stats`]) → verdict ([`gate::Verdict`]) → report ([`report`]).
 
 pub mod assets;
+pub mod backend;
 pub mod error;
 pub mod model;
 
