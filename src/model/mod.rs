@@ -2,8 +2,10 @@
 
 pub mod config;
 pub mod gguf;
+pub mod tokenizer;
 pub mod weights;
 
 pub use config::LlamaConfig;
 pub use gguf::GgufFile;
+pub use tokenizer::Tokenizer;
 pub use weights::LlamaWeights;

