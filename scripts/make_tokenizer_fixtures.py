@@ -67,6 +67,7 @@ CASES = [
     "text<|im_end|>more<|im_start|>",
     "<|im_start|> <|im_end|>  <|endoftext|>\n",
     "<|im_start| almost special <im_end|>",
+    "<repo_name>infergate<file_sep>src/main.rs\n<jupyter_code>print(1)<empty_output><gh_stars>10",
 ]
 
 WIKI_PREFIX_CHARS = 20_000
