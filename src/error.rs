@@ -21,6 +21,10 @@ pub enum AssetError {
     Archive { asset: String, archive: PathBuf, detail: String },
     #[error("{asset}: build failed: {detail}")]
     Build { asset: String, detail: String },
+    #[error("{asset}: {step} failed; last lines of the log {log}:\n{tail}\nfix: {fix}")]
+    BuildFailed { asset: String, step: String, log: PathBuf, tail: String, fix: String },
+    #[error("{asset}: {tool} is missing; fix: {fix}")]
+    ToolMissing { asset: String, tool: String, fix: String },
 }
 
 /// Reading a model: GGUF, config, tokenizer, export.

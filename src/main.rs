@@ -64,7 +64,7 @@ fn main() -> ExitCode {
         Command::List { repo } => list(RunnerConfig::from_env(&repo, "full")),
         Command::Doctor => doctor(),
         Command::Fetch => fetch(),
-        Command::BuildLlamaCpp => match infergate::backend::llama_cpp::setup::ensure_built() {
+        Command::BuildLlamaCpp => match infergate::backend::llama_cpp::setup::ensure_built_reporting(&mut std::io::stderr()) {
             Ok(b) => {
                 println!("llama.cpp {} → {}", b.version, b.bin_dir.display());
                 ExitCode::SUCCESS

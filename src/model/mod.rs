@@ -2,12 +2,13 @@
 
 pub mod config;
 pub mod gguf;
+pub mod tokenizer;
 pub mod weights;
 
 pub use config::LlamaConfig;
 pub use gguf::GgufFile;
+pub use tokenizer::Tokenizer;
 pub use weights::LlamaWeights;
 pub mod onnx_export;
 pub mod reference;
 pub mod catalog;
-pub mod tokenizer;

@@ -40,7 +40,7 @@ impl LlamaServer {
         let log_dir = tempfile::tempdir().map_err(|e| load(e.to_string()))?;
         let log_path = log_dir.path().join("llama-server.log");
         let log = std::fs::File::create(&log_path).map_err(|e| load(e.to_string()))?;
-        let mut cmd = Command::new(build.binary("llama-server"));
+        let mut cmd = Command::new(&build.llama_server);
         cmd.arg("-m")
             .arg(model)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
@@ -58,7 +58,7 @@ impl LlamaServer {
                 Ok(())
             });
         }
-        let child = cmd.spawn().map_err(|e| load(format!("cannot start {}: {e}", build.binary("llama-server").display())))?;
+        let child = cmd.spawn().map_err(|e| load(format!("cannot start {}: {e}", build.llama_server.display())))?;
         let client = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(300))
             .build()
@@ -231,7 +231,7 @@ pub fn llama_perplexity(build: &LlamaCppBuild, gguf: &Path, text: &str, protocol
     std::fs::write(&text_path, text).map_err(|e| e.to_string())?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunks = protocol.max_tokens / protocol.context;
-    let out = Command::new(build.binary("llama-perplexity"))
+    let out = Command::new(&build.llama_perplexity)
         .arg("-m")
         .arg(gguf)
         .arg("-f")
