@@ -6,6 +6,7 @@
 pub mod assets;
 pub mod error;
 pub mod model;
+pub mod stats;
 
 /// Generated from `proto/onnx.proto` by `build.rs`.
 #[allow(clippy::all, missing_docs)]
