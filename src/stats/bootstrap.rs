@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::describe::{quantile_sorted, sorted_copy};
+use super::describe::quantile_sorted;
 use super::{check_finite, check_level, check_positive, Result, StatsError};
 
 /// A confidence interval `[lo, hi]` at confidence `level`, with the point estimate it belongs to.
@@ -66,13 +66,13 @@ pub fn bootstrap_ci(
 ) -> Result<Interval> {
     check_finite("bootstrap sample", xs)?;
     check_resamples(level, resamples)?;
-    let point = finite("bootstrap", "the full sample", statistic(xs))?;
+    let point = finite(statistic(xs), || "the full sample".into())?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut buf = vec![0.0; xs.len()];
     let mut stats = Vec::with_capacity(resamples);
     for r in 0..resamples {
         resample_into(xs, &mut buf, &mut rng);
-        stats.push(finite("bootstrap", &format!("resample {r}"), statistic(&buf))?);
+        stats.push(finite(statistic(&buf), || format!("resample {r}"))?);
     }
     percentile_interval(stats, point, level)
 }
@@ -87,17 +87,30 @@ pub fn bootstrap_ci_two(
     resamples: usize,
     seed: u64,
 ) -> Result<Interval> {
+    bootstrap_two_in_place(a, b, |a, b| statistic(a, b), level, resamples, seed)
+}
+
+/// [`bootstrap_ci_two`] with a statistic that may reorder its (freshly drawn) inputs in place,
+/// e.g. a median by selection; the point estimate is computed on copies of `a` and `b`.
+fn bootstrap_two_in_place(
+    a: &[f64],
+    b: &[f64],
+    mut statistic: impl FnMut(&mut [f64], &mut [f64]) -> f64,
+    level: f64,
+    resamples: usize,
+    seed: u64,
+) -> Result<Interval> {
     check_finite("bootstrap sample a", a)?;
     check_finite("bootstrap sample b", b)?;
     check_resamples(level, resamples)?;
-    let point = finite("bootstrap", "the full samples", statistic(a, b))?;
+    let (mut buf_a, mut buf_b) = (a.to_vec(), b.to_vec());
+    let point = finite(statistic(&mut buf_a, &mut buf_b), || "the full samples".into())?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let (mut buf_a, mut buf_b) = (vec![0.0; a.len()], vec![0.0; b.len()]);
     let mut stats = Vec::with_capacity(resamples);
     for r in 0..resamples {
         resample_into(a, &mut buf_a, &mut rng);
         resample_into(b, &mut buf_b, &mut rng);
-        stats.push(finite("bootstrap", &format!("resample {r}"), statistic(&buf_a, &buf_b))?);
+        stats.push(finite(statistic(&mut buf_a, &mut buf_b), || format!("resample {r}"))?);
     }
     percentile_interval(stats, point, level)
 }
@@ -116,18 +129,21 @@ pub fn ratio_of_medians_ci(
 ) -> Result<Interval> {
     check_positive("current sample", current, "a ratio of medians")?;
     check_positive("baseline sample", baseline, "a ratio of medians")?;
-    let ratio = |a: &[f64], b: &[f64]| median_of(a) / median_of(b);
-    bootstrap_ci_two(current, baseline, ratio, level, resamples, seed)
+    let ratio = |a: &mut [f64], b: &mut [f64]| median_in_place(a) / median_in_place(b);
+    bootstrap_two_in_place(current, baseline, ratio, level, resamples, seed)
 }
 
-/// Type-7 median of a finite, non-empty slice (sorts a copy).
-fn median_of(xs: &[f64]) -> f64 {
-    let s = sorted_copy(xs);
-    let m = s.len() / 2;
-    if s.len() % 2 == 1 {
-        s[m]
+/// Type-7 median of a finite, non-empty slice by selection (reorders the slice).
+fn median_in_place(xs: &mut [f64]) -> f64 {
+    let (n, m) = (xs.len(), xs.len() / 2);
+    let (left, mid, _) = xs.select_nth_unstable_by(m, f64::total_cmp);
+    let upper = *mid;
+    if n % 2 == 1 {
+        upper
     } else {
-        0.5 * (s[m - 1] + s[m])
+        // The largest of the lower half is the other middle value.
+        let lower = left.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        0.5 * (lower + upper)
     }
 }
 
@@ -137,11 +153,12 @@ fn resample_into(xs: &[f64], buf: &mut [f64], rng: &mut ChaCha8Rng) {
     }
 }
 
-fn finite(what: &str, on: &str, value: f64) -> Result<f64> {
+/// `value` if finite, else an error naming where it came from (`on` is built only on error).
+fn finite(value: f64, on: impl FnOnce() -> String) -> Result<f64> {
     if value.is_finite() {
         Ok(value)
     } else {
-        Err(StatsError::NonFiniteStatistic { what: what.into(), on: on.into(), value })
+        Err(StatsError::NonFiniteStatistic { what: "bootstrap".into(), on: on(), value })
     }
 }
 
@@ -189,14 +206,8 @@ mod tests {
     fn bad_parameters_are_errors() {
         let xs = [1.0, 2.0, 3.0];
         assert!(matches!(bootstrap_ci(&[], mean, 0.95, 100, 1), Err(StatsError::Empty { .. })));
-        assert!(matches!(
-            bootstrap_ci(&xs, mean, 1.0, 100, 1),
-            Err(StatsError::InvalidParameter { .. })
-        ));
-        assert!(matches!(
-            bootstrap_ci(&xs, mean, 0.95, 39, 1),
-            Err(StatsError::InvalidParameter { .. })
-        ));
+        assert!(matches!(bootstrap_ci(&xs, mean, 1.0, 100, 1), Err(StatsError::InvalidParameter { .. })));
+        assert!(matches!(bootstrap_ci(&xs, mean, 0.95, 39, 1), Err(StatsError::InvalidParameter { .. })));
         assert!(bootstrap_ci(&xs, mean, 0.95, 40, 1).is_ok());
         assert!(matches!(
             bootstrap_ci(&xs, |_| f64::NAN, 0.95, 100, 1),
@@ -216,9 +227,9 @@ mod tests {
     }
 
     #[test]
-    fn median_of_matches_describe() {
-        let xs = [5.0, 1.0, 4.0, 2.0];
-        assert_eq!(median_of(&xs), super::super::median(&xs).unwrap());
-        assert_eq!(median_of(&xs[..3]), super::super::median(&xs[..3]).unwrap());
+    fn median_in_place_matches_describe() {
+        for xs in [&[5.0, 1.0, 4.0, 2.0][..], &[5.0, 1.0, 4.0], &[3.0], &[2.0, 2.0, 1.0, 9.0, 9.0, 0.5]] {
+            assert_eq!(median_in_place(&mut xs.to_vec()), super::super::median(xs).unwrap());
+        }
     }
 }

@@ -101,7 +101,7 @@ pub fn summarize(xs: &[f64]) -> Result<Summary> {
 }
 
 /// Ascending copy (callers have checked that every value is finite).
-pub(crate) fn sorted_copy(xs: &[f64]) -> Vec<f64> {
+fn sorted_copy(xs: &[f64]) -> Vec<f64> {
     let mut v = xs.to_vec();
     v.sort_by(f64::total_cmp);
     v
@@ -125,16 +125,10 @@ mod tests {
     #[test]
     fn bad_input_is_an_error() {
         assert!(matches!(quantile(&[], 0.5), Err(StatsError::Empty { .. })));
-        assert!(matches!(
-            quantile(&[1.0, f64::NAN], 0.5),
-            Err(StatsError::NotFinite { index: 1, .. })
-        ));
+        assert!(matches!(quantile(&[1.0, f64::NAN], 0.5), Err(StatsError::NotFinite { index: 1, .. })));
         assert!(matches!(quantile(&[1.0], 1.5), Err(StatsError::InvalidParameter { .. })));
         assert!(matches!(quantile(&[1.0], f64::NAN), Err(StatsError::InvalidParameter { .. })));
-        assert!(matches!(
-            geometric_mean(&[1.0, 0.0]),
-            Err(StatsError::NonPositive { index: 1, .. })
-        ));
+        assert!(matches!(geometric_mean(&[1.0, 0.0]), Err(StatsError::NonPositive { index: 1, .. })));
         assert!(matches!(std_dev(&[1.0]), Err(StatsError::TooFewPoints { .. })));
         assert!(matches!(mean(&[f64::INFINITY]), Err(StatsError::NotFinite { .. })));
     }

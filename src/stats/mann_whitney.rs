@@ -171,7 +171,8 @@ mod tests {
         let f = exact_counts(4, 6);
         assert_eq!(f.iter().sum::<u64>(), 210); // C(10, 4)
         assert!(f.iter().eq(f.iter().rev()));
-        assert_eq!(exact_counts(30, 30).iter().sum::<u64>(), 118_264_581_564_861_424); // C(60, 30)
+        assert_eq!(exact_counts(30, 30).iter().sum::<u64>(), 118_264_581_564_861_424);
+        // C(60, 30)
     }
 
     #[test]

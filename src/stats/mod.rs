@@ -10,7 +10,7 @@
 //! - [`bootstrap`]: percentile bootstrap CI of any statistic, CI of a ratio of medians
 //!   (current / baseline) as used by the regression rule, [`Interval`].
 //! - [`mann_whitney`]: two-sided Mann–Whitney U, exact or normal approximation.
-//! - [`ols`]: OLS with t-based and pairs-bootstrap slope CIs and the TR121 identifiability rule.
+//! - [`mod@ols`]: OLS with t-based and pairs-bootstrap slope CIs and the TR121 identifiability rule.
 //!
 //! Distributions come from `statrs`, linear algebra from `nalgebra`; what is hand-written here
 //! (quantiles, resampling loops, the exact U distribution) is a few lines each, and no crate offers
@@ -24,9 +24,7 @@ pub mod ols;
 
 pub use crate::error::StatsError;
 pub use bootstrap::{bootstrap_ci, bootstrap_ci_two, ratio_of_medians_ci, Interval};
-pub use describe::{
-    geometric_mean, mean, median, quantile, quantile_sorted, std_dev, summarize, Summary,
-};
+pub use describe::{geometric_mean, mean, median, quantile, quantile_sorted, std_dev, summarize, Summary};
 pub use mann_whitney::{mann_whitney_u, mann_whitney_u_with, MannWhitney, MannWhitneyMethod};
 pub use ols::{
     identifiability, identify_slopes, ols, ols_simple, pairs_bootstrap_slope_cis, FitVerdict,

@@ -15,6 +15,8 @@
 //! The gate requires both CIs to agree: [`identify_slopes`] gives both verdicts per slope and
 //! whether they agree; [`SlopeVerdict::is_actionable`] is true only when both say actionable.
 
+use std::cmp::Ordering;
+
 use nalgebra::{DMatrix, DVector};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -175,7 +177,8 @@ impl Identifiability {
 
 /// Actionable iff `r_squared ≥ min_r2` and `ci` excludes zero.
 pub fn identifiability(r_squared: f64, min_r2: f64, ci: &Interval) -> Identifiability {
-    let low_r_squared = !(r_squared >= min_r2);
+    // NaN on either side counts as "too low": never actionable by accident.
+    let low_r_squared = !matches!(r_squared.partial_cmp(&min_r2), Some(Ordering::Greater | Ordering::Equal));
     let ci_includes_zero = ci.contains(0.0);
     if low_r_squared || ci_includes_zero {
         Identifiability::NotIdentifiable { low_r_squared, ci_includes_zero }
@@ -232,7 +235,15 @@ pub fn identify_slopes(
             let by_t = identifiability(fit.r_squared, min_r2, &t_ci);
             let by_bootstrap = identifiability(fit.r_squared, min_r2, &bootstrap_ci);
             let agree = by_t.is_actionable() == by_bootstrap.is_actionable();
-            Ok(SlopeVerdict { regressor: j, slope: t_ci.point, t_ci, bootstrap_ci, by_t, by_bootstrap, agree })
+            Ok(SlopeVerdict {
+                regressor: j,
+                slope: t_ci.point,
+                t_ci,
+                bootstrap_ci,
+                by_t,
+                by_bootstrap,
+                agree,
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(FitVerdict { fit, slopes, bootstrap, min_r2 })
