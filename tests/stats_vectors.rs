@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use approx::assert_relative_eq;
+use approx::{assert_relative_eq, relative_eq};
 use infergate::stats::{self, MannWhitneyMethod};
 use serde::Deserialize;
 
@@ -71,15 +71,17 @@ fn vectors() -> Vectors {
 }
 
 fn close(actual: f64, expected: f64, rel: f64, what: &str) {
-    assert_relative_eq!(actual, expected, max_relative = rel, epsilon = ABS);
-    let _ = what;
+    assert!(
+        relative_eq!(actual, expected, max_relative = rel, epsilon = ABS),
+        "{what}: got {actual}, numpy/scipy/statsmodels say {expected}"
+    );
 }
 
 fn close_all(actual: &[f64], expected: &[f64], rel: f64, what: &str) {
     assert_eq!(actual.len(), expected.len(), "{what}: length");
     for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
         assert!(
-            approx::relative_eq!(*a, *e, max_relative = rel, epsilon = ABS),
+            relative_eq!(*a, *e, max_relative = rel, epsilon = ABS),
             "{what}[{i}]: got {a}, numpy/scipy/statsmodels say {e}"
         );
     }
@@ -93,10 +95,10 @@ fn describe_matches_numpy_and_scipy() {
         let name = &c.name;
         let qs: Vec<f64> = c.qs.iter().map(|&q| stats::quantile(&c.xs, q).unwrap()).collect();
         close_all(&qs, &c.quantiles, REL, &format!("{name} quantiles"));
-        close(stats::median(&c.xs).unwrap(), c.median, REL, name);
-        close(stats::mean(&c.xs).unwrap(), c.mean, REL, name);
+        close(stats::median(&c.xs).unwrap(), c.median, REL, &format!("{name} median"));
+        close(stats::mean(&c.xs).unwrap(), c.mean, REL, &format!("{name} mean"));
         match c.gmean {
-            Some(g) => close(stats::geometric_mean(&c.xs).unwrap(), g, REL, name),
+            Some(g) => close(stats::geometric_mean(&c.xs).unwrap(), g, REL, &format!("{name} gmean")),
             None => assert!(stats::geometric_mean(&c.xs).is_err(), "{name}: gmean of non-positive data"),
         }
         let s = stats::summarize(&c.xs).unwrap();
@@ -110,7 +112,7 @@ fn describe_matches_numpy_and_scipy() {
         let at = |q: f64| c.qs.iter().position(|&x| x == q).map(|i| c.quantiles[i]).unwrap();
         close_all(&[s.p95, s.p99], &[at(0.95), at(0.99)], REL, &format!("{name} p95/p99"));
         match (s.std, c.std) {
-            (Some(a), Some(e)) => close(a, e, REL, name),
+            (Some(a), Some(e)) => close(a, e, REL, &format!("{name} std")),
             (None, None) => {}
             (a, e) => panic!("{name}: std {a:?} vs numpy {e:?}"),
         }
@@ -132,7 +134,7 @@ fn mann_whitney_matches_scipy() {
         let n1n2 = (c.x.len() * c.y.len()) as f64;
         assert_eq!(r.ties, c.ties, "{}", c.name);
         assert!(
-            approx::relative_eq!(r.u1, c.u1, max_relative = REL, epsilon = ABS),
+            relative_eq!(r.u1, c.u1, max_relative = REL, epsilon = ABS),
             "{}: U1 {} vs {}",
             c.name,
             r.u1,
@@ -140,7 +142,7 @@ fn mann_whitney_matches_scipy() {
         );
         assert_relative_eq!(r.u1 + r.u2, n1n2);
         assert!(
-            approx::relative_eq!(r.p_value, c.p_value, max_relative = REL_P, epsilon = ABS),
+            relative_eq!(r.p_value, c.p_value, max_relative = REL_P, epsilon = ABS),
             "{}: p {} vs scipy {}",
             c.name,
             r.p_value,
@@ -164,9 +166,9 @@ fn ols_matches_statsmodels() {
         let fit = stats::ols(&c.y, &c.xs).unwrap();
         close_all(&fit.coefficients, &c.coefficients, REL, &format!("{name} coefficients"));
         close_all(&fit.std_errors, &c.std_errors, REL, &format!("{name} std errors"));
-        close(fit.r_squared, c.r_squared, REL, name);
-        close(fit.adj_r_squared, c.adj_r_squared, REL, name);
-        close(fit.sigma, c.sigma, REL, name);
+        close(fit.r_squared, c.r_squared, REL, &format!("{name} r_squared"));
+        close(fit.adj_r_squared, c.adj_r_squared, REL, &format!("{name} adj_r_squared"));
+        close(fit.sigma, c.sigma, REL, &format!("{name} sigma"));
         assert_eq!(fit.residual_df, c.residual_df, "{name}");
         assert_eq!(c.t_ci.len(), 2, "{name}: two levels");
         for (level, ci) in &c.t_ci {
