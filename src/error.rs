@@ -107,3 +107,31 @@ pub enum EnergyError {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 }
+
+/// Bad input to a statistic in [`crate::stats`]. Every variant names the input (`what`) so the
+/// caller can tell which sample or regressor to fix.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StatsError {
+    #[error("{what}: the sample is empty; at least one value is needed")]
+    Empty { what: String },
+    #[error("{what}: value {value} at index {index} is not finite; drop NaN/infinite measurements (degraded runs) before aggregating")]
+    NotFinite { what: String, index: usize, value: f64 },
+    #[error("{what}: value {value} at index {index} is not positive; {why} needs strictly positive values")]
+    NonPositive { what: String, index: usize, value: f64, why: String },
+    #[error("{what}: {needed} points are needed, got {got}")]
+    TooFewPoints { what: String, needed: usize, got: usize },
+    #[error("{what}: all values are equal (zero variance), so {why}")]
+    ZeroVariance { what: String, why: String },
+    #[error("{what}: length {got} differs from the {expected} values of y")]
+    LengthMismatch { what: String, expected: usize, got: usize },
+    #[error("regressors are linearly dependent (regressor {index} is a combination of the intercept and the others); drop one of them")]
+    Collinear { index: usize },
+    #[error("parameter `{name}` = {value} is out of range: expected {expected}")]
+    InvalidParameter { name: String, value: f64, expected: String },
+    #[error("{what}: ties are present, so the exact Mann-Whitney distribution does not apply; use the normal approximation")]
+    TiesInExactTest { what: String },
+    #[error("{what}: the statistic returned {value} on {on}; it must be finite on the sample and on every resample")]
+    NonFiniteStatistic { what: String, on: String, value: f64 },
+    #[error("bootstrap: {usable} of {resamples} resamples gave a usable fit (need at least {needed}); with so few distinct points the slope is not identifiable: add points")]
+    TooManyDegenerateResamples { resamples: usize, usable: usize, needed: usize },
+}

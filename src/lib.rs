@@ -15,6 +15,7 @@ pub mod model;
 pub mod report;
 pub mod runner;
 pub mod workload;
+pub mod stats;
 
 /// Generated from `proto/onnx.proto` by `build.rs`.
 #[allow(clippy::all, missing_docs)]

@@ -159,13 +159,7 @@ pub fn evaluate(ctx: &TrialContext<'_>) -> TrialResult {
     }
 }
 
-/// Median (type-7 quantile at 0.5).
+/// Median (type-7 quantile at 0.5, [`crate::stats::median`]); `None` for an empty sample.
 pub(crate) fn median(xs: &[f64]) -> Option<f64> {
-    let mut v: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    Some(if v.len() % 2 == 1 { v[mid] } else { (v[mid - 1] + v[mid]) / 2.0 })
+    crate::stats::median(xs).ok()
 }
