@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use super::ollama::{OllamaBackend, OllamaConfig};
 use super::ort::{OptLevel, OrtBackend, OrtOptions};
 use super::Backend;
 use crate::error::BackendError;
@@ -23,7 +24,7 @@ impl Availability {
 }
 
 /// Every backend id, in report order.
-const IDS: &[&str] = &["ort-cpu", "ort-cpu-ref", "ort-cpu-int8", "ort-cpu-q4", "ort-cpu-fp16"];
+const IDS: &[&str] = &["ort-cpu", "ort-cpu-ref", "ort-cpu-int8", "ort-cpu-q4", "ort-cpu-fp16", "ollama"];
 
 /// The ONNX Runtime CPU variants: weight format and graph optimization level.
 fn ort_variant(id: &str) -> Option<(WeightFormat, OptLevel)> {
@@ -56,6 +57,10 @@ pub fn probe(id: &str) -> Availability {
                 fix: "run `infergate fetch` with PyPI reachable, or set ORT_DYLIB_PATH=/path/to/libonnxruntime.so.1.31.1".into(),
             },
         },
+        "ollama" => match OllamaConfig::from_env() {
+            Ok(config) => super::ollama::probe(&config),
+            Err(reason) => Availability::Absent { reason, fix: "set OLLAMA_HOST to host:port or http://host:port".into() },
+        },
         other => Availability::Absent { reason: format!("unknown backend `{other}`"), fix: format!("use one of: {}", IDS.join(", ")) },
     }
 }
@@ -64,8 +69,20 @@ pub fn probe(id: &str) -> Availability {
 pub fn open(id: &str, model: &CatalogModel) -> Result<Box<dyn Backend>, BackendError> {
     match ort_variant(id) {
         Some((format, opt)) => open_ort(id, &WeightSource::catalog(model), format, opt),
+        None if id == "ollama" => open_ollama(ollama_config()?, model),
         None => Err(BackendError::Unavailable { backend: id.into(), reason: "unknown backend".into() }),
     }
+}
+
+fn ollama_config() -> Result<OllamaConfig, BackendError> {
+    OllamaConfig::from_env().map_err(|reason| BackendError::Unavailable { backend: "ollama".into(), reason })
+}
+
+/// The Ollama server's model, with the catalog model's tokenizer to turn workload ids into text.
+pub fn open_ollama(config: OllamaConfig, model: &CatalogModel) -> Result<Box<dyn Backend>, BackendError> {
+    let gguf = crate::model::GgufFile::open(&crate::assets::ensure(&model.asset).map_err(crate::error::ModelError::from)?)?;
+    let tokenizer = crate::model::tokenizer::Tokenizer::from_gguf(&gguf)?;
+    Ok(Box::new(OllamaBackend::open(config, tokenizer)?))
 }
 
 /// An ONNX Runtime CPU session over the cached export of `source` in `format`.
@@ -84,6 +101,8 @@ pub fn open_broken(id: &str, model: &CatalogModel) -> Result<Box<dyn Backend>, B
             let config = catalog::ensure_onnx(&WeightSource::catalog(model), WeightFormat::Fp32)?.config;
             Ok(Box::new(OrtBackend::open(OrtOptions::cpu(id, missing, config, format.label(), opt))?))
         }
+        // A model name no server has: opening fails with the `ollama pull` fix (or "no server").
+        None if id == "ollama" => open_ollama(OllamaConfig { model: "infergate-negative-control:missing".into(), ..ollama_config()? }, model),
         None => Err(BackendError::Unsupported { backend: id.into(), feature: "a broken-model negative control".into() }),
     }
 }
