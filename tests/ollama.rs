@@ -236,6 +236,7 @@ fn probe_finds_the_double_and_reports_a_closed_port() {
         Availability::Available { detail } => assert!(detail.contains("0.12.6") && detail.contains(ollama::DEFAULT_MODEL), "{detail}"),
         other => panic!("expected available, got {other:?}"),
     }
+    assert_eq!(ollama::server_version(&fake.config()).as_deref(), Some("0.12.6"));
     // A port nothing listens on: bind one, note it, close it.
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
     let closed = OllamaConfig::new(ollama::parse_host(&format!("127.0.0.1:{port}")).unwrap(), ollama::DEFAULT_MODEL);
@@ -246,6 +247,7 @@ fn probe_finds_the_double_and_reports_a_closed_port() {
         }
         other => panic!("expected absent, got {other:?}"),
     }
+    assert_eq!(ollama::server_version(&closed), None);
     let e = OllamaBackend::open(closed, tokenizer()).err().expect("open fails");
     assert!(matches!(e, BackendError::Unavailable { .. }) && e.to_string().contains("ollama serve"), "{e:?}");
 }

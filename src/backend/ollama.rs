@@ -312,13 +312,18 @@ pub fn generation_from_response(
         }
         None
     };
-    let decode_ms = decode_measured_ms / generated as f64 * requested as f64;
+    let (decode_ms, e2e_ms) = if generated < requested {
+        let projected = decode_measured_ms / generated as f64 * requested as f64;
+        (projected, e2e_measured_ms + (projected - decode_measured_ms))
+    } else {
+        (decode_measured_ms, e2e_measured_ms)
+    };
     Ok(Generation {
         prompt_tokens: prompt_tokens as usize,
         tokens,
         prefill_ms,
         decode_ms,
-        e2e_ms: e2e_measured_ms + (decode_ms - decode_measured_ms),
+        e2e_ms,
         decode_steps: requested - 1,
         timing_source: TimingSource::Engine,
         cold_start_ms: reply.load_duration.map(ns_to_ms),
@@ -354,12 +359,13 @@ impl OllamaClient {
         self.config.base_url.join(endpoint).map_err(|e| BackendError::run(&self.config.id, endpoint, format!("bad URL: {e}")))
     }
 
-    /// Send, and return the body of a 2xx reply; anything else becomes a typed, actionable error.
-    fn exchange(&self, endpoint: &str, request: RequestBuilder) -> Result<String, BackendError> {
+    /// Send within `timeout`, and return the body of a 2xx reply; anything else becomes a typed,
+    /// actionable error.
+    fn exchange(&self, endpoint: &str, request: RequestBuilder, timeout: Duration) -> Result<String, BackendError> {
         let id = &self.config.id;
-        let response = request.send().map_err(|e| self.transport_error(endpoint, &e))?;
+        let response = request.timeout(timeout).send().map_err(|e| self.transport_error(endpoint, &e, timeout))?;
         let status = response.status();
-        let body = response.text().map_err(|e| self.transport_error(endpoint, &e))?;
+        let body = response.text().map_err(|e| self.transport_error(endpoint, &e, timeout))?;
         if status.is_success() {
             return Ok(body);
         }
@@ -379,7 +385,7 @@ impl OllamaClient {
         })
     }
 
-    fn transport_error(&self, endpoint: &str, e: &reqwest::Error) -> BackendError {
+    fn transport_error(&self, endpoint: &str, e: &reqwest::Error, timeout: Duration) -> BackendError {
         let id = &self.config.id;
         if e.is_connect() {
             BackendError::Unavailable {
@@ -387,8 +393,7 @@ impl OllamaClient {
                 reason: format!("no Ollama server at {} ({}): start `ollama serve` or set {HOST_ENV}", self.config.host(), chain(e)),
             }
         } else if e.is_timeout() {
-            let limit = if endpoint == "api/generate" { self.config.request_timeout } else { self.config.request_timeout.min(self.config.connect_timeout * 5) };
-            BackendError::run(id, endpoint, format!("no complete answer from {} within {limit:?} (timed out)", self.config.host()))
+            BackendError::run(id, endpoint, format!("no complete answer from {} within {timeout:?} (timed out)", self.config.host()))
         } else {
             BackendError::run(id, endpoint, chain(e))
         }
@@ -404,19 +409,22 @@ impl OllamaClient {
         })
     }
 
-    fn get<T: for<'de> Deserialize<'de>>(&self, endpoint: &str, timeout: Duration) -> Result<T, BackendError> {
-        let body = self.exchange(endpoint, self.http.get(self.url(endpoint)?).timeout(timeout))?;
+    /// A metadata GET: answered at once by a live server, so it gets a few connect timeouts, not the
+    /// generation limit.
+    fn get<T: for<'de> Deserialize<'de>>(&self, endpoint: &str) -> Result<T, BackendError> {
+        let timeout = self.config.request_timeout.min(self.config.connect_timeout * 5);
+        let body = self.exchange(endpoint, self.http.get(self.url(endpoint)?), timeout)?;
         self.parse(endpoint, &body)
     }
 
     /// `GET /api/version`: the server's version string.
     pub fn version(&self) -> Result<String, BackendError> {
-        self.get::<VersionResponse>("api/version", self.config.connect_timeout * 5).map(|v| v.version)
+        self.get::<VersionResponse>("api/version").map(|v| v.version)
     }
 
     /// `GET /api/tags`: the models the server has.
     pub fn tags(&self) -> Result<TagsResponse, BackendError> {
-        self.get("api/tags", self.config.connect_timeout * 5)
+        self.get("api/tags")
     }
 
     /// The request [`generate`](Self::generate) sends.
@@ -434,23 +442,20 @@ impl OllamaClient {
     /// `POST /api/generate`, non-streaming, greedy, at most `num_predict` tokens.
     pub fn generate(&self, prompt_text: &str, num_predict: usize) -> Result<GenerateResponse, BackendError> {
         let request = self.generate_request(prompt_text, num_predict);
-        let body = self.exchange("api/generate", self.http.post(self.url("api/generate")?).json(&request))?;
+        let body = self.exchange("api/generate", self.http.post(self.url("api/generate")?).json(&request), self.config.request_timeout)?;
         self.parse("api/generate", &body)
     }
 }
 
-/// Cheap availability check: a TCP connect within [`PROBE_CONNECT_TIMEOUT`], then `/api/version`, then
-/// whether `/api/tags` lists the model. Loads nothing.
-pub fn probe(config: &OllamaConfig) -> Availability {
+/// A TCP connect within [`PROBE_CONNECT_TIMEOUT`], then `/api/version` with short timeouts: a client
+/// and the server's version, or why there is neither.
+fn reach(config: &OllamaConfig) -> Result<(OllamaClient, String), Availability> {
     let host = config.host();
     let absent_server = |why: String| Availability::Absent {
         reason: format!("no Ollama server at {host} ({why})"),
         fix: format!("start `ollama serve` or set {HOST_ENV}"),
     };
-    let addrs: Vec<_> = match host.to_socket_addrs() {
-        Ok(a) => a.collect(),
-        Err(e) => return absent_server(format!("cannot resolve: {e}")),
-    };
+    let addrs: Vec<_> = host.to_socket_addrs().map_err(|e| absent_server(format!("cannot resolve: {e}")))?.collect();
     let mut last_error = "it resolves to no address".to_string();
     let connected = addrs.iter().any(|a| match TcpStream::connect_timeout(a, PROBE_CONNECT_TIMEOUT) {
         Ok(_) => true,
@@ -460,22 +465,30 @@ pub fn probe(config: &OllamaConfig) -> Availability {
         }
     });
     if !connected {
-        return absent_server(last_error);
+        return Err(absent_server(last_error));
     }
     let quick = OllamaConfig { connect_timeout: PROBE_CONNECT_TIMEOUT, request_timeout: Duration::from_secs(3), ..config.clone() };
-    let client = match OllamaClient::new(quick) {
-        Ok(c) => c,
-        Err(e) => return Availability::Absent { reason: e.to_string(), fix: "report this: the HTTP client could not be built".into() },
+    let client = OllamaClient::new(quick)
+        .map_err(|e| Availability::Absent { reason: e.to_string(), fix: "report this: the HTTP client could not be built".into() })?;
+    let version = client.version().map_err(|e| Availability::Absent {
+        reason: format!("{host} accepts connections but /api/version failed: {e}"),
+        fix: format!("point {HOST_ENV} at an Ollama server (`ollama serve`)"),
+    })?;
+    Ok((client, version))
+}
+
+/// The version of the server `config` names, if one answers (for the run manifest).
+pub fn server_version(config: &OllamaConfig) -> Option<String> {
+    reach(config).ok().map(|(_, version)| version)
+}
+
+/// Cheap availability check: [`reach`] the server, then whether `/api/tags` lists the model. Loads nothing.
+pub fn probe(config: &OllamaConfig) -> Availability {
+    let (client, version) = match reach(config) {
+        Ok(reached) => reached,
+        Err(absent) => return absent,
     };
-    let version = match client.version() {
-        Ok(v) => v,
-        Err(e) => {
-            return Availability::Absent {
-                reason: format!("{host} accepts connections but /api/version failed: {e}"),
-                fix: format!("point {HOST_ENV} at an Ollama server (`ollama serve`)"),
-            }
-        }
-    };
+    let host = config.host();
     match client.tags() {
         Ok(tags) if tags.find(&config.model).is_some() => {
             Availability::Available { detail: format!("Ollama {version} at {host}, model {}", config.model) }

@@ -5,7 +5,7 @@ use serde::Serialize;
 use super::ollama::{OllamaBackend, OllamaConfig};
 use super::ort::{OptLevel, OrtBackend, OrtOptions};
 use super::Backend;
-use crate::error::BackendError;
+use crate::error::{BackendError, ModelError};
 use crate::model::catalog::{self, CatalogModel, WeightSource};
 use crate::model::onnx_export::WeightFormat;
 
@@ -80,8 +80,8 @@ fn ollama_config() -> Result<OllamaConfig, BackendError> {
 
 /// The Ollama server's model, with the catalog model's tokenizer to turn workload ids into text.
 pub fn open_ollama(config: OllamaConfig, model: &CatalogModel) -> Result<Box<dyn Backend>, BackendError> {
-    let gguf = crate::model::GgufFile::open(&crate::assets::ensure(&model.asset).map_err(crate::error::ModelError::from)?)?;
-    let tokenizer = crate::model::tokenizer::Tokenizer::from_gguf(&gguf)?;
+    let path = crate::assets::ensure(&model.asset).map_err(ModelError::from)?;
+    let tokenizer = crate::model::tokenizer::Tokenizer::from_gguf(&crate::model::GgufFile::open(&path)?)?;
     Ok(Box::new(OllamaBackend::open(config, tokenizer)?))
 }
 
