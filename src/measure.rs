@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, Generation, TimingSource};
+use crate::backend::{Backend, DecodeProjection, Generation, TimingSource};
 use crate::error::BackendError;
 
 /// Warmup runs are kept in the record but excluded from every aggregate.
@@ -32,6 +32,13 @@ pub struct RunTimings {
     pub e2e_ms: f64,
     pub decode_steps: usize,
     pub timing_source: TimingSource,
+    /// See [`Generation`]: engine-reported load time, prompt-cache reuse, early-stop projection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cold_start_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_prompt_tokens: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projection: Option<DecodeProjection>,
 }
 
 impl RunTimings {
@@ -124,8 +131,12 @@ fn unix_ms() -> u64 {
 }
 
 fn timings_of(g: &Generation, gen_tokens: usize) -> Result<RunTimings, String> {
-    if g.tokens.len() != gen_tokens {
-        return Err(format!("generated {} tokens, asked for {gen_tokens}", g.tokens.len()));
+    match &g.projection {
+        None if g.tokens.len() != gen_tokens => return Err(format!("generated {} tokens, asked for {gen_tokens}", g.tokens.len())),
+        Some(p) if p.requested_tokens != gen_tokens => {
+            return Err(format!("decode projected to {} tokens, asked for {gen_tokens}", p.requested_tokens));
+        }
+        _ => {}
     }
     let finite = [g.prefill_ms, g.decode_ms, g.e2e_ms].iter().all(|v| v.is_finite() && *v > 0.0);
     if !finite || g.e2e_ms + 1e-9 < g.prefill_ms + g.decode_ms - 1e-6 * g.e2e_ms {
@@ -133,12 +144,15 @@ fn timings_of(g: &Generation, gen_tokens: usize) -> Result<RunTimings, String> {
     }
     Ok(RunTimings {
         prompt_tokens: g.prompt_tokens,
-        gen_tokens: g.tokens.len(),
+        gen_tokens,
         prefill_ms: g.prefill_ms,
         decode_ms: g.decode_ms,
         e2e_ms: g.e2e_ms,
         decode_steps: g.decode_steps,
         timing_source: g.timing_source,
+        cold_start_ms: g.cold_start_ms,
+        cached_prompt_tokens: g.cached_prompt_tokens,
+        projection: g.projection.clone(),
     })
 }
 

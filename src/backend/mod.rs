@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::BackendError;
 
 pub mod llama_cpp;
+pub mod ollama;
 pub mod ort;
 pub mod registry;
 
@@ -55,6 +56,32 @@ pub struct Generation {
     /// Forward passes in the decode loop.
     pub decode_steps: usize,
     pub timing_source: TimingSource,
+    /// Model load time the engine reported for this request (Ollama `load_duration`), kept out of the
+    /// phases. `None` where the engine reports none (in-process backends load once, before timing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cold_start_ms: Option<f64>,
+    /// Prompt tokens the engine reused from its prompt cache: `prefill_ms` covers only the others.
+    /// `None` where nothing was reused or the engine cannot reuse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_prompt_tokens: Option<usize>,
+    /// Set when the engine stopped before `gen_tokens` and `decode_ms`/`e2e_ms` are projected to the
+    /// requested length (TR121 fixed-length equivalence), not measured at it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projection: Option<DecodeProjection>,
+}
+
+/// What an early-stopped generation really measured, and how its decode time was projected:
+/// `decode_ms = measured_decode_ms / generated_tokens × requested_tokens` (TR121).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecodeProjection {
+    /// Tokens the engine generated (its own count, e.g. Ollama `eval_count`).
+    pub generated_tokens: usize,
+    /// Tokens the workload asked for.
+    pub requested_tokens: usize,
+    pub measured_decode_ms: f64,
+    pub measured_e2e_ms: f64,
+    /// Why the engine stopped (Ollama `done_reason`, e.g. `stop` for end-of-sequence).
+    pub stop_reason: String,
 }
 
 /// An inference engine under test.

@@ -298,6 +298,9 @@ impl Backend for OrtBackend {
             e2e_ms: ms(end - start),
             decode_steps: gen_tokens - 1,
             timing_source: TimingSource::Harness,
+            cold_start_ms: None,
+            cached_prompt_tokens: None,
+            projection: None,
         })
     }
 

@@ -4,9 +4,10 @@ use serde::Serialize;
 
 use super::llama_cpp::server::LlamaCppBackend;
 use super::llama_cpp::setup;
+use super::ollama::{OllamaBackend, OllamaConfig};
 use super::ort::{OptLevel, OrtBackend, OrtOptions};
 use super::Backend;
-use crate::error::BackendError;
+use crate::error::{BackendError, ModelError};
 use crate::model::catalog::{self, CatalogModel, WeightSource};
 use crate::model::onnx_export::WeightFormat;
 
@@ -25,7 +26,7 @@ impl Availability {
 }
 
 /// Every backend id, in report order.
-const IDS: &[&str] = &["ort-cpu", "ort-cpu-ref", "ort-cpu-int8", "ort-cpu-q4", "ort-cpu-fp16", "llama-cpp"];
+const IDS: &[&str] = &["ort-cpu", "ort-cpu-ref", "ort-cpu-int8", "ort-cpu-q4", "ort-cpu-fp16", "llama-cpp", "ollama"];
 
 /// The ONNX Runtime CPU variants: weight format and graph optimization level.
 fn ort_variant(id: &str) -> Option<(WeightFormat, OptLevel)> {
@@ -59,11 +60,15 @@ pub fn probe(id: &str) -> Availability {
             },
         },
         "llama-cpp" => match setup::locate() {
-            Some(b) => Availability::Available { detail: format!("llama.cpp {} at {}", b.version, b.bin_dir.display()) },
+            Some(b) => Availability::Available { detail: format!("{} at {}", b.version, b.bin_dir.display()) },
             None => Availability::Absent {
                 reason: "llama.cpp is not built on this machine".into(),
                 fix: format!("run `cargo run --release -- build-llama-cpp` (about 6 min on 2 cores, cached) or set {}", setup::ENV_BIN),
             },
+        },
+        "ollama" => match OllamaConfig::from_env() {
+            Ok(config) => super::ollama::probe(&config),
+            Err(reason) => Availability::Absent { reason, fix: "set OLLAMA_HOST to host:port or http://host:port".into() },
         },
         other => Availability::Absent { reason: format!("unknown backend `{other}`"), fix: format!("use one of: {}", IDS.join(", ")) },
     }
@@ -71,16 +76,28 @@ pub fn probe(id: &str) -> Availability {
 
 /// What a backend needs prepared for a model (exports are cached, so this is cheap after the first time).
 pub fn open(id: &str, model: &CatalogModel) -> Result<Box<dyn Backend>, BackendError> {
-    match (ort_variant(id), id) {
-        (Some((format, opt)), _) => open_ort(id, &WeightSource::catalog(model), format, opt),
-        (None, "llama-cpp") => open_llama_cpp(id, &crate::assets::ensure(&model.asset).map_err(crate::error::ModelError::from)?),
-        (None, _) => Err(BackendError::Unavailable { backend: id.into(), reason: "unknown backend".into() }),
+    match ort_variant(id) {
+        Some((format, opt)) => open_ort(id, &WeightSource::catalog(model), format, opt),
+        None if id == "llama-cpp" => open_llama_cpp(id, &crate::assets::ensure(&model.asset).map_err(ModelError::from)?),
+        None if id == "ollama" => open_ollama(ollama_config()?, model),
+        None => Err(BackendError::Unavailable { backend: id.into(), reason: "unknown backend".into() }),
     }
 }
 
 fn open_llama_cpp(id: &str, gguf: &std::path::Path) -> Result<Box<dyn Backend>, BackendError> {
     let build = setup::locate().ok_or_else(|| BackendError::Unavailable { backend: id.into(), reason: "llama.cpp is not built".into() })?;
     Ok(Box::new(LlamaCppBackend::open(id, &build, gguf, "q4_1")?))
+}
+
+fn ollama_config() -> Result<OllamaConfig, BackendError> {
+    OllamaConfig::from_env().map_err(|reason| BackendError::Unavailable { backend: "ollama".into(), reason })
+}
+
+/// The Ollama server's model, with the catalog model's tokenizer to turn workload ids into text.
+pub fn open_ollama(config: OllamaConfig, model: &CatalogModel) -> Result<Box<dyn Backend>, BackendError> {
+    let path = crate::assets::ensure(&model.asset).map_err(ModelError::from)?;
+    let tokenizer = crate::model::tokenizer::Tokenizer::from_gguf(&crate::model::GgufFile::open(&path)?)?;
+    Ok(Box::new(OllamaBackend::open(config, tokenizer)?))
 }
 
 /// An ONNX Runtime CPU session over the cached export of `source` in `format`.
@@ -100,6 +117,8 @@ pub fn open_broken(id: &str, model: &CatalogModel) -> Result<Box<dyn Backend>, B
             Ok(Box::new(OrtBackend::open(OrtOptions::cpu(id, missing, config, format.label(), opt))?))
         }
         None if id == "llama-cpp" => open_llama_cpp(id, &missing.with_extension("gguf")),
+        // A model name no server has: opening fails with the `ollama pull` fix (or "no server").
+        None if id == "ollama" => open_ollama(OllamaConfig { model: "infergate-negative-control:missing".into(), ..ollama_config()? }, model),
         None => Err(BackendError::Unsupported { backend: id.into(), feature: "a broken-model negative control".into() }),
     }
 }

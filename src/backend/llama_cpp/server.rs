@@ -152,6 +152,9 @@ pub fn generation_from(resp: &CompletionResponse, gen_tokens: usize, wall_ms: f6
         e2e_ms: wall_ms.max(t.prompt_ms + t.predicted_ms),
         decode_steps: t.predicted_n.saturating_sub(1).min(gen_tokens),
         timing_source: TimingSource::Engine,
+        cold_start_ms: None,
+        cached_prompt_tokens: None,
+        projection: None,
     }
 }
 
