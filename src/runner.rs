@@ -63,6 +63,8 @@ pub struct TrialPlan {
     /// `<gate-id>::<backend>[::<scenario>]`
     pub name: String,
     pub gate: usize,
+    /// The unit in the trial name: a backend id, or a check's case name.
+    pub unit: String,
     pub backend: String,
     pub scenario: Option<Scenario>,
 }
@@ -94,13 +96,13 @@ impl Runner {
     pub fn plan(&self) -> Vec<TrialPlan> {
         let mut out = Vec::new();
         for (gi, spec) in self.specs.iter().enumerate() {
-            for backend in &spec.backends {
+            for (unit, backend) in spec.units() {
                 if spec.scenarios.is_empty() {
-                    out.push(TrialPlan { name: format!("{}::{backend}", spec.id), gate: gi, backend: backend.clone(), scenario: None });
+                    out.push(TrialPlan { name: format!("{}::{unit}", spec.id), gate: gi, unit: unit.clone(), backend: backend.clone(), scenario: None });
                 }
                 for s in &spec.scenarios {
                     let scenario = workload::scenario(s).expect("validated when the gate file was loaded");
-                    out.push(TrialPlan { name: format!("{}::{backend}::{s}", spec.id), gate: gi, backend: backend.clone(), scenario: Some(scenario) });
+                    out.push(TrialPlan { name: format!("{}::{unit}::{s}", spec.id), gate: gi, unit: unit.clone(), backend: backend.clone(), scenario: Some(scenario) });
                 }
             }
         }
@@ -131,7 +133,7 @@ impl Runner {
         let skipped = |verdict: Verdict| TrialResult {
             trial: plan.name.clone(),
             gate: spec.id.clone(),
-            backend: plan.backend.clone(),
+            backend: plan.unit.clone(),
             scenario: plan.scenario.map(|s| s.name.to_string()),
             verdict,
             metrics: BTreeMap::new(),
@@ -150,6 +152,7 @@ impl Runner {
                     let open = || registry::open(backend, &model);
                     let open_broken = || registry::open_broken(backend, &model);
                     let open_named = |id: &str| registry::open(id, &model);
+                    let open_evidence = |id: &str, extra| registry::open_for_evidence(id, &model, extra);
                     let ctx = TrialContext {
                         run_id: &self.config.run_id,
                         trial: &plan.name,
@@ -162,6 +165,8 @@ impl Runner {
                         open: &open,
                         open_broken: &open_broken,
                         open_named: &open_named,
+                        open_evidence: &open_evidence,
+                        unit: &plan.unit,
                         run_log: &self.run_log,
                     };
                     gate::evaluate(&ctx)

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::BackendError;
 
+pub mod evidence;
 pub mod llama_cpp;
 pub mod ollama;
 pub mod ort;
@@ -100,6 +101,12 @@ pub trait Backend: Send {
     /// the check that the KV-cached loop computes the same thing.
     fn full_recompute_tokens(&mut self, prompt: &[u32], gen_tokens: usize) -> Option<Result<Vec<u32>, BackendError>> {
         let _ = (prompt, gen_tokens);
+        None
+    }
+
+    /// Runtime evidence of what this session actually executes, where the engine can tell
+    /// (backends opened for evidence collection; see `registry::open_for_evidence`).
+    fn evidence(&mut self) -> Option<Result<evidence::Evidence, BackendError>> {
         None
     }
 

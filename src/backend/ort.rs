@@ -15,6 +15,9 @@ use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor};
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
+use super::evidence::{is_compute_op, Evidence, GraphOptimization};
 use super::{Backend, BackendInfo, Generation, TimingSource};
 use crate::error::BackendError;
 use crate::model::onnx_export::{past_key_name, past_value_name, present_key_name, present_value_name};
@@ -110,8 +113,57 @@ pub struct OrtOptions {
     pub precision: String,
     pub opt_level: OptLevel,
     pub intra_threads: usize,
-    /// Write the optimized graph here (evidence that optimization happened).
-    pub optimized_model_path: Option<PathBuf>,
+    /// Execution providers to request before the CPU provider (ONNX Runtime falls back silently
+    /// when one cannot register: only [`Backend::evidence`] tells).
+    pub providers: Vec<RequestedProvider>,
+    /// Open for evidence: profile every node and write the optimized graph (slower; not for timing).
+    pub collect_evidence: bool,
+}
+
+/// An execution provider to request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "provider", rename_all = "snake_case")]
+pub enum RequestedProvider {
+    Cuda { device_id: i32 },
+    /// TensorRT with an engine cache and explicit shape profiles (`name:dims,...` strings).
+    TensorRt { device_id: i32, engine_cache_dir: PathBuf, profile_min_shapes: String, profile_opt_shapes: String, profile_max_shapes: String },
+}
+
+impl RequestedProvider {
+    pub fn ort_name(&self) -> &'static str {
+        match self {
+            RequestedProvider::Cuda { .. } => "CUDAExecutionProvider",
+            RequestedProvider::TensorRt { .. } => "TensorrtExecutionProvider",
+        }
+    }
+    fn dispatch(&self) -> ort::ep::ExecutionProviderDispatch {
+        match self {
+            RequestedProvider::Cuda { device_id } => ort::ep::CUDA::default().with_device_id(*device_id).build(),
+            RequestedProvider::TensorRt { device_id, engine_cache_dir, profile_min_shapes, profile_opt_shapes, profile_max_shapes } => ort::ep::TensorRT::default()
+                .with_device_id(*device_id)
+                .with_engine_cache(true)
+                .with_engine_cache_path(engine_cache_dir.display())
+                .with_profile_min_shapes(profile_min_shapes)
+                .with_profile_opt_shapes(profile_opt_shapes)
+                .with_profile_max_shapes(profile_max_shapes)
+                .build(),
+        }
+    }
+}
+
+/// Providers compiled into the loaded ONNX Runtime library.
+pub fn runtime_providers() -> Vec<String> {
+    let mut found = Vec::new();
+    for (name, available) in [
+        ("CPUExecutionProvider", Ok(true)),
+        ("CUDAExecutionProvider", <ort::ep::CUDA as ort::ep::ExecutionProvider>::is_available()),
+        ("TensorrtExecutionProvider", <ort::ep::TensorRT as ort::ep::ExecutionProvider>::is_available()),
+    ] {
+        if matches!(available, Ok(true)) {
+            found.push(name.to_string());
+        }
+    }
+    found
 }
 
 pub struct OrtBackend {
@@ -119,6 +171,15 @@ pub struct OrtBackend {
     session: Session,
     config: LlamaConfig,
     loaded_parameters: Option<u64>,
+    /// Set when opened for evidence: where the profile and optimized graph go, what was asked for.
+    evidence_setup: Option<EvidenceSetup>,
+}
+
+struct EvidenceSetup {
+    dir: tempfile::TempDir,
+    requested: Vec<String>,
+    opt_level: OptLevel,
+    exported_model: PathBuf,
 }
 
 /// Parameters in the weights of the graph the session loaded: plain weight initializers
@@ -152,7 +213,16 @@ fn default_threads() -> usize {
 
 impl OrtOptions {
     pub fn cpu(id: &str, model_path: PathBuf, config: LlamaConfig, precision: &str, opt_level: OptLevel) -> Self {
-        OrtOptions { id: id.into(), model_path, config, precision: precision.into(), opt_level, intra_threads: default_threads(), optimized_model_path: None }
+        OrtOptions {
+            id: id.into(),
+            model_path,
+            config,
+            precision: precision.into(),
+            opt_level,
+            intra_threads: default_threads(),
+            providers: Vec::new(),
+            collect_evidence: false,
+        }
     }
 }
 
@@ -170,20 +240,37 @@ impl OrtBackend {
             .map_err(|e| load(e.into()))?
             .with_intra_threads(options.intra_threads)
             .map_err(|e| load(e.into()))?;
-        if let Some(p) = &options.optimized_model_path {
-            builder = builder.with_optimized_model_path(p).map_err(|e| load(e.into()))?;
+        if !options.providers.is_empty() {
+            let eps: Vec<_> = options.providers.iter().map(RequestedProvider::dispatch).collect();
+            builder = builder.with_execution_providers(eps).map_err(|e| load(e.into()))?;
         }
+        let evidence_setup = if options.collect_evidence {
+            let dir = tempfile::tempdir().map_err(|e| BackendError::load(&id, e))?;
+            builder = builder
+                .with_optimized_model_path(dir.path().join("optimized.onnx"))
+                .map_err(|e| load(e.into()))?
+                .with_profiling(dir.path().join("profile"))
+                .map_err(|e| load(e.into()))?;
+            let mut requested: Vec<String> = options.providers.iter().map(|p| p.ort_name().to_string()).collect();
+            requested.push("CPUExecutionProvider".into());
+            Some(EvidenceSetup { dir, requested, opt_level: options.opt_level, exported_model: options.model_path.clone() })
+        } else {
+            None
+        };
         let session = builder.commit_from_file(&options.model_path).map_err(load)?;
         let info = BackendInfo {
             id: options.id.clone(),
             engine: "onnxruntime".into(),
             engine_version: rt.version.clone(),
             location: rt.library_path.display().to_string(),
-            device: "cpu".into(),
+            device: match options.providers.first() {
+                Some(RequestedProvider::Cuda { device_id } | RequestedProvider::TensorRt { device_id, .. }) => format!("cuda:{device_id}"),
+                None => "cpu".into(),
+            },
             precision: options.precision.clone(),
         };
         let loaded_parameters = onnx_weight_parameter_count(&options.model_path);
-        Ok(OrtBackend { info, session, config: options.config, loaded_parameters })
+        Ok(OrtBackend { info, session, config: options.config, loaded_parameters, evidence_setup })
     }
 
     fn err(&self, phase: &str, e: impl std::fmt::Display) -> BackendError {
@@ -254,6 +341,39 @@ impl OrtBackend {
         argmax(ndarray::ArrayView1::from(last)) as u32
     }
 
+    fn collect_evidence(&mut self) -> Result<Evidence, BackendError> {
+        let id = self.info.id.clone();
+        let err = |e: String| BackendError::run(&id, "evidence", e);
+        self.forward(&[1, 2, 3, 4], 0, None, "evidence")?;
+        let profile = self.session.end_profiling().map_err(|e| err(e.to_string()))?;
+        let setup = self.evidence_setup.as_ref().expect("checked by the caller");
+        let profile_text = std::fs::read_to_string(&profile)
+            .or_else(|_| std::fs::read_to_string(setup.dir.path().join(&profile)))
+            .map_err(|e| err(format!("cannot read the profile {profile}: {e}")))?;
+        let (executed_on, compute_executed_on) = parse_profile(&profile_text).map_err(err)?;
+        let exported = graph_op_histogram(&setup.exported_model).ok_or_else(|| err("cannot read the exported graph".into()))?;
+        let optimized_path = setup.dir.path().join("optimized.onnx");
+        let graph_optimization = graph_op_histogram(&optimized_path).map(|optimized| GraphOptimization {
+            level_requested: format!("{:?}", setup.opt_level).to_lowercase(),
+            exported_nodes: exported.values().sum(),
+            optimized_nodes: optimized.values().sum(),
+            fused_ops: optimized.into_iter().filter(|(op, _)| !exported.contains_key(op)).collect(),
+        });
+        let mut notes = Vec::new();
+        if graph_optimization.is_none() {
+            notes.push(format!("no optimized graph was written to {}", optimized_path.display()));
+        }
+        Ok(Evidence {
+            requested: setup.requested.clone(),
+            runtime_providers: runtime_providers(),
+            executed_on,
+            compute_executed_on,
+            output_dtypes: Default::default(),
+            graph_optimization,
+            notes,
+        })
+    }
+
     /// Greedy tokens by recomputing the whole sequence at every step (no cache).
     pub fn generate_full_recompute(&mut self, prompt: &[u32], gen_tokens: usize) -> Result<Vec<u32>, BackendError> {
         let mut seq = prompt.to_vec();
@@ -312,10 +432,56 @@ impl Backend for OrtBackend {
         Some(self.generate_full_recompute(prompt, gen_tokens))
     }
 
+    /// Runs one short forward, ends profiling and reads back where every node ran and what the
+    /// optimizer wrote. Only for sessions opened with `collect_evidence`.
+    fn evidence(&mut self) -> Option<Result<Evidence, BackendError>> {
+        self.evidence_setup.as_ref()?;
+        Some(self.collect_evidence())
+    }
+
     fn logits(&mut self, tokens: &[u32]) -> Result<Array2<f32>, BackendError> {
         let (logits, _) = self.forward(tokens, 0, None, "logits")?;
         Array2::from_shape_vec((tokens.len(), self.config.vocab_size), logits).map_err(|e| self.err("logits", e))
     }
+}
+
+/// Node counts per provider from an ONNX Runtime profile (JSON array of trace events; node events
+/// have `cat = "Node"` and `args.provider`, `args.op_name`): all nodes, and heavy compute nodes.
+#[allow(clippy::type_complexity)]
+pub fn parse_profile(text: &str) -> Result<(BTreeMap<String, usize>, BTreeMap<String, usize>), String> {
+    let events: Vec<serde_json::Value> = serde_json::from_str(text).map_err(|e| format!("profile is not a JSON event array: {e}"))?;
+    let mut seen = std::collections::BTreeSet::new();
+    let (mut all, mut compute) = (BTreeMap::new(), BTreeMap::new());
+    for e in &events {
+        if e["cat"] != "Node" {
+            continue;
+        }
+        let (Some(name), Some(provider)) = (e["name"].as_str(), e["args"]["provider"].as_str()) else { continue };
+        let node = name.trim_end_matches("_kernel_time").trim_end_matches("_fence_before").trim_end_matches("_fence_after");
+        if !seen.insert(node.to_string()) {
+            continue;
+        }
+        *all.entry(provider.to_string()).or_insert(0) += 1;
+        if e["args"]["op_name"].as_str().is_some_and(is_compute_op) {
+            *compute.entry(provider.to_string()).or_insert(0) += 1;
+        }
+    }
+    if all.is_empty() {
+        return Err("the profile holds no node events".into());
+    }
+    Ok((all, compute))
+}
+
+/// Op type → count of an ONNX file's graph (weights are external, so this reads only the graph).
+pub fn graph_op_histogram(path: &Path) -> Option<BTreeMap<String, usize>> {
+    use prost::Message;
+    let bytes = std::fs::read(path).ok()?;
+    let graph = crate::onnx_proto::ModelProto::decode(bytes.as_slice()).ok()?.graph?;
+    let mut h = BTreeMap::new();
+    for n in &graph.node {
+        *h.entry(n.op_type.clone().unwrap_or_default()).or_insert(0) += 1;
+    }
+    Some(h)
 }
 
 fn ms(d: std::time::Duration) -> f64 {

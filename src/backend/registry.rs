@@ -5,7 +5,7 @@ use serde::Serialize;
 use super::llama_cpp::server::LlamaCppBackend;
 use super::llama_cpp::setup;
 use super::ollama::{OllamaBackend, OllamaConfig};
-use super::ort::{OptLevel, OrtBackend, OrtOptions};
+use super::ort::{OptLevel, OrtBackend, OrtOptions, RequestedProvider};
 use super::Backend;
 use crate::error::{BackendError, ModelError};
 use crate::model::catalog::{self, CatalogModel, WeightSource};
@@ -26,7 +26,7 @@ impl Availability {
 }
 
 /// Every backend id, in report order.
-const IDS: &[&str] = &["ort-cpu", "ort-cpu-ref", "ort-cpu-int8", "ort-cpu-q4", "ort-cpu-fp16", "llama-cpp", "ollama"];
+const IDS: &[&str] = &["ort-cpu", "ort-cpu-ref", "ort-cpu-int8", "ort-cpu-q4", "ort-cpu-fp16", "ort-cuda", "ort-cuda-fp16", "ort-tensorrt", "llama-cpp", "ollama"];
 
 /// The ONNX Runtime CPU variants: weight format and graph optimization level.
 fn ort_variant(id: &str) -> Option<(WeightFormat, OptLevel)> {
@@ -37,6 +37,8 @@ fn ort_variant(id: &str) -> Option<(WeightFormat, OptLevel)> {
         "ort-cpu-int8" => (WeightFormat::Int8WeightOnly, OptLevel::All),
         "ort-cpu-q4" => (WeightFormat::GgufQ4_1, OptLevel::All),
         "ort-cpu-fp16" => (WeightFormat::Fp16, OptLevel::All),
+        "ort-cuda" | "ort-tensorrt" => (WeightFormat::Fp32, OptLevel::All),
+        "ort-cuda-fp16" => (WeightFormat::Fp16, OptLevel::All),
         _ => return None,
     })
 }
@@ -52,6 +54,19 @@ pub fn is_known(id: &str) -> bool {
 /// Probe without running a model. May fetch a pinned runtime from its registry (cached afterwards).
 pub fn probe(id: &str) -> Availability {
     match id {
+        id if ort_provider(id).is_some() => {
+            let wanted = ort_provider(id).map(|p| p.ort_name()).unwrap_or_default();
+            match super::ort::runtime() {
+                Ok(rt) if super::ort::runtime_providers().iter().any(|p| p == wanted) => {
+                    Availability::Available { detail: format!("ONNX Runtime {} with {wanted} at {}", rt.version, rt.library_path.display()) }
+                }
+                Ok(rt) => Availability::Absent {
+                    reason: format!("the ONNX Runtime at {} has no {wanted} (providers: {})", rt.library_path.display(), super::ort::runtime_providers().join(", ")),
+                    fix: "point ORT_DYLIB_PATH at an onnxruntime-gpu 1.31 build with its provider libraries and CUDA 13 (see docs/gpu.md); TensorRT also needs libnvinfer.so.10".into(),
+                },
+                Err(e) => Availability::Absent { reason: e.to_string(), fix: "set ORT_DYLIB_PATH".into() },
+            }
+        }
         id if ort_variant(id).is_some() => match super::ort::runtime() {
             Ok(rt) => Availability::Available { detail: format!("ONNX Runtime {} at {}", rt.version, rt.library_path.display()) },
             Err(e) => Availability::Absent {
@@ -100,11 +115,47 @@ pub fn open_ollama(config: OllamaConfig, model: &CatalogModel) -> Result<Box<dyn
     Ok(Box::new(OllamaBackend::open(config, tokenizer)?))
 }
 
-/// An ONNX Runtime CPU session over the cached export of `source` in `format`.
+/// The execution provider an ORT backend id requests (none for the CPU variants).
+pub fn ort_provider(id: &str) -> Option<RequestedProvider> {
+    match id {
+        "ort-cuda" | "ort-cuda-fp16" => Some(RequestedProvider::Cuda { device_id: 0 }),
+        "ort-tensorrt" => Some(tensorrt_request()),
+        _ => None,
+    }
+}
+
+/// TensorRT with an engine cache under the infergate cache and a shape profile covering every
+/// scenario (batch 1, prompt up to 32 tokens, cache up to 128 positions).
+pub fn tensorrt_request() -> RequestedProvider {
+    RequestedProvider::TensorRt {
+        device_id: 0,
+        engine_cache_dir: crate::assets::cache_root().join("tensorrt-engines"),
+        profile_min_shapes: "input_ids:1x1,attention_mask:1x1,position_ids:1x1".into(),
+        profile_opt_shapes: "input_ids:1x1,attention_mask:1x64,position_ids:1x1".into(),
+        profile_max_shapes: "input_ids:1x32,attention_mask:1x128,position_ids:1x32".into(),
+    }
+}
+
+/// An ONNX Runtime session over the cached export of `source` in `format`.
 pub fn open_ort(id: &str, source: &WeightSource, format: WeightFormat, opt: OptLevel) -> Result<Box<dyn Backend>, BackendError> {
+    open_ort_with(id, source, format, opt, ort_provider(id), false)
+}
+
+fn open_ort_with(id: &str, source: &WeightSource, format: WeightFormat, opt: OptLevel, provider: Option<RequestedProvider>, evidence: bool) -> Result<Box<dyn Backend>, BackendError> {
     let prepared = catalog::ensure_onnx(source, format)?;
-    let opts = OrtOptions::cpu(id, prepared.model_path, prepared.config, format.label(), opt);
+    let mut opts = OrtOptions::cpu(id, prepared.model_path, prepared.config, format.label(), opt);
+    opts.providers.extend(provider);
+    opts.collect_evidence = evidence;
     Ok(Box::new(OrtBackend::open(opts)?))
+}
+
+/// A backend opened to collect runtime evidence (profiling on, optimized graph written), with an
+/// extra execution provider requested on top of what the id implies (the silent-fallback control).
+pub fn open_for_evidence(id: &str, model: &CatalogModel, extra: Option<RequestedProvider>) -> Result<Box<dyn Backend>, BackendError> {
+    match ort_variant(id) {
+        Some((format, opt)) => open_ort_with(id, &WeightSource::catalog(model), format, opt, extra.or_else(|| ort_provider(id)), true),
+        None => open(id, model),
+    }
 }
 
 /// A backend of the same kind pointed at a model file that does not exist: the negative control

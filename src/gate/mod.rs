@@ -11,6 +11,7 @@ use crate::measure::{RunLog, RunOutcome, RunPhase, RunRecord};
 use crate::model::catalog::CatalogModel;
 use crate::workload::Scenario;
 
+pub mod compile_real;
 pub mod decode_fraction;
 pub mod degraded_runs;
 pub mod model_identity;
@@ -111,6 +112,10 @@ pub struct TrialContext<'a> {
     pub open: Opener<'a>,
     /// The same backend pointed at a missing model: the negative control for degraded runs.
     pub open_broken: Opener<'a>,
+    /// A backend opened for runtime evidence, with an optional extra provider requested.
+    pub open_evidence: &'a (dyn Fn(&str, Option<crate::backend::ort::RequestedProvider>) -> Result<Box<dyn Backend>, BackendError> + Sync),
+    /// The trial's unit name (the backend id, or a check's case name).
+    pub unit: &'a str,
     /// Any backend by id, on the gate's model (e.g. an accuracy reference).
     pub open_named: &'a (dyn Fn(&str) -> Result<Box<dyn Backend>, BackendError> + Sync),
     pub run_log: &'a RunLog,
@@ -131,7 +136,7 @@ impl TrialContext<'_> {
         TrialResult {
             trial: self.trial.to_string(),
             gate: self.spec.id.clone(),
-            backend: self.backend_id.to_string(),
+            backend: self.unit.to_string(),
             scenario: self.scenario.map(|s| s.name.to_string()),
             verdict,
             metrics,
@@ -156,6 +161,10 @@ pub fn evaluate(ctx: &TrialContext<'_>) -> TrialResult {
         }
         Check::DegradedRuns { gen_tokens } => degraded_runs::evaluate(ctx, *gen_tokens),
         Check::PerplexityDelta(p) => perplexity_delta::evaluate(ctx, p),
+        Check::CompileReal(p) => match p.cases.iter().find(|c| c.name == ctx.unit) {
+            Some(case) => compile_real::evaluate(ctx, p, case),
+            None => ctx.result(Verdict::Fail { reason: format!("no case `{}` in {}", ctx.unit, ctx.spec.path.display()) }, BTreeMap::new(), &[], 0),
+        },
     }
 }
 

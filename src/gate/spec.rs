@@ -42,6 +42,8 @@ pub enum Check {
     DegradedRuns { gen_tokens: usize },
     /// Accuracy against a reference backend on the same weights and text.
     PerplexityDelta(super::perplexity_delta::PerplexityDeltaParams),
+    /// Every backend label proven by runtime evidence; negative controls must be caught.
+    CompileReal(super::compile_real::CompileRealParams),
 }
 
 fn yes() -> bool {
@@ -94,8 +96,8 @@ impl GateSpec {
         if self.backends.is_empty() {
             return invalid("`backends` is empty".into());
         }
-        for b in &self.backends {
-            if !crate::backend::registry::is_known(b) {
+        for (_, b) in self.units() {
+            if !crate::backend::registry::is_known(&b) {
                 return invalid(format!("backend `{b}` is unknown (known: {})", crate::backend::registry::known_ids().join(", ")));
             }
         }
@@ -112,6 +114,14 @@ impl GateSpec {
             }
         }
         Ok(())
+    }
+
+    /// The trials' `(name, backend id)` pairs before scenarios: the backends, or a check's own cases.
+    pub fn units(&self) -> Vec<(String, String)> {
+        match &self.check {
+            Check::CompileReal(p) => p.cases.iter().map(|c| (c.name.clone(), c.backend.clone())).collect(),
+            _ => self.backends.iter().map(|b| (b.clone(), b.clone())).collect(),
+        }
     }
 
     /// Settings for a profile; the validator guarantees `ci` and `full` exist.
