@@ -130,7 +130,8 @@ fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-fn timings_of(g: &Generation, gen_tokens: usize) -> Result<RunTimings, String> {
+/// A generation's timings as a run record's, or why they are not plausible.
+pub fn timings_of(g: &Generation, gen_tokens: usize) -> Result<RunTimings, String> {
     match &g.projection {
         None if g.tokens.len() != gen_tokens => return Err(format!("generated {} tokens, asked for {gen_tokens}", g.tokens.len())),
         Some(p) if p.requested_tokens != gen_tokens => {

@@ -14,6 +14,7 @@ use crate::workload::Scenario;
 pub mod compile_real;
 pub mod decode_fraction;
 pub mod degraded_runs;
+pub mod energy_gating;
 pub mod model_identity;
 pub mod perplexity_delta;
 pub mod spec;
@@ -161,6 +162,7 @@ pub fn evaluate(ctx: &TrialContext<'_>) -> TrialResult {
         }
         Check::DegradedRuns { gen_tokens } => degraded_runs::evaluate(ctx, *gen_tokens),
         Check::PerplexityDelta(p) => perplexity_delta::evaluate(ctx, p),
+        Check::EnergyGating(p) => energy_gating::evaluate(ctx, p),
         Check::CompileReal(p) => match p.cases.iter().find(|c| c.name == ctx.unit) {
             Some(case) => compile_real::evaluate(ctx, p, case),
             None => ctx.result(Verdict::Fail { reason: format!("no case `{}` in {}", ctx.unit, ctx.spec.path.display()) }, BTreeMap::new(), &[], 0),

@@ -42,6 +42,8 @@ pub enum Check {
     DegradedRuns { gen_tokens: usize },
     /// Accuracy against a reference backend on the same weights and text.
     PerplexityDelta(super::perplexity_delta::PerplexityDeltaParams),
+    /// Energy attributed to prefill/decode events only where the sensor can see them.
+    EnergyGating(super::energy_gating::EnergyGatingParams),
     /// Every backend label proven by runtime evidence; negative controls must be caught.
     CompileReal(super::compile_real::CompileRealParams),
 }
