@@ -117,8 +117,12 @@ impl Runner {
 
     /// Why a trial will not run, if it will not.
     pub fn skip_reason(&self, plan: &TrialPlan) -> Option<String> {
+        let spec = &self.specs[plan.gate];
         match self.availability(&plan.backend) {
-            Availability::Available { .. } => None,
+            Availability::Available { .. } => gate::precondition(spec, &plan.unit),
+            // Recording an absent backend's runs honestly (degraded, with the reason) is the point
+            // of the degraded-runs gate: it runs anyway.
+            Availability::Absent { .. } if matches!(spec.check, gate::Check::DegradedRuns { .. }) => None,
             Availability::Absent { reason, fix } => Some(format!("{} absent: {reason} (fix: {fix})", plan.backend)),
         }
     }

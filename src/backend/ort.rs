@@ -118,6 +118,9 @@ pub struct OrtOptions {
     pub providers: Vec<RequestedProvider>,
     /// Open for evidence: profile every node and write the optimized graph (slower; not for timing).
     pub collect_evidence: bool,
+    /// A requested provider that cannot register is an error (default). Off only for the
+    /// silent-fallback negative control, which must show what ONNX Runtime does on its own.
+    pub strict_providers: bool,
 }
 
 /// An execution provider to request.
@@ -136,7 +139,16 @@ impl RequestedProvider {
             RequestedProvider::TensorRt { .. } => "TensorrtExecutionProvider",
         }
     }
-    fn dispatch(&self) -> ort::ep::ExecutionProviderDispatch {
+    fn dispatch(&self, strict: bool) -> ort::ep::ExecutionProviderDispatch {
+        let d = self.dispatch_lenient();
+        if strict {
+            d.error_on_failure()
+        } else {
+            d
+        }
+    }
+
+    fn dispatch_lenient(&self) -> ort::ep::ExecutionProviderDispatch {
         match self {
             RequestedProvider::Cuda { device_id } => ort::ep::CUDA::default().with_device_id(*device_id).build(),
             RequestedProvider::TensorRt { device_id, engine_cache_dir, profile_min_shapes, profile_opt_shapes, profile_max_shapes } => ort::ep::TensorRT::default()
@@ -168,6 +180,8 @@ pub fn runtime_providers() -> Vec<String> {
 
 pub struct OrtBackend {
     info: BackendInfo,
+    /// TensorRT: the engine cache and the largest shapes its profile covers.
+    tensorrt: Option<(PathBuf, String)>,
     session: Session,
     config: LlamaConfig,
     loaded_parameters: Option<u64>,
@@ -222,6 +236,7 @@ impl OrtOptions {
             intra_threads: default_threads(),
             providers: Vec::new(),
             collect_evidence: false,
+            strict_providers: true,
         }
     }
 }
@@ -241,8 +256,11 @@ impl OrtBackend {
             .with_intra_threads(options.intra_threads)
             .map_err(|e| load(e.into()))?;
         if !options.providers.is_empty() {
-            let eps: Vec<_> = options.providers.iter().map(RequestedProvider::dispatch).collect();
-            builder = builder.with_execution_providers(eps).map_err(|e| load(e.into()))?;
+            let eps: Vec<_> = options.providers.iter().map(|p| p.dispatch(options.strict_providers)).collect();
+            builder = builder.with_execution_providers(eps).map_err(|e| {
+                let names: Vec<&str> = options.providers.iter().map(RequestedProvider::ort_name).collect();
+                BackendError::Unavailable { backend: id.clone(), reason: format!("{} could not be registered: {e}", names.join(", ")) }
+            })?;
         }
         let evidence_setup = if options.collect_evidence {
             let dir = tempfile::tempdir().map_err(|e| BackendError::load(&id, e))?;
@@ -270,7 +288,11 @@ impl OrtBackend {
             precision: options.precision.clone(),
         };
         let loaded_parameters = onnx_weight_parameter_count(&options.model_path);
-        Ok(OrtBackend { info, session, config: options.config, loaded_parameters, evidence_setup })
+        let tensorrt = options.providers.iter().find_map(|p| match p {
+            RequestedProvider::TensorRt { engine_cache_dir, profile_max_shapes, .. } => Some((engine_cache_dir.clone(), profile_max_shapes.clone())),
+            _ => None,
+        });
+        Ok(OrtBackend { info, tensorrt, session, config: options.config, loaded_parameters, evidence_setup })
     }
 
     fn err(&self, phase: &str, e: impl std::fmt::Display) -> BackendError {
@@ -397,6 +419,17 @@ impl Backend for OrtBackend {
         if prompt.is_empty() || gen_tokens == 0 {
             return Err(self.err("generate", "prompt and gen_tokens must be non-empty"));
         }
+        if let Some((_, max_shapes)) = &self.tensorrt {
+            let total = prompt.len() + gen_tokens;
+            for (input, len) in [("input_ids", prompt.len()), ("attention_mask", total)] {
+                if !profile_covers(max_shapes, input, len) {
+                    return Err(BackendError::Invariant {
+                        backend: self.info.id.clone(),
+                        detail: format!("profile_mismatch: {input} needs length {len}, the TensorRT profile's max shapes are `{max_shapes}`"),
+                    });
+                }
+            }
+        }
         let start = Instant::now();
         let (logits, mut cache) = self.forward(prompt, 0, None, "prefill")?;
         let mut next = self.last_argmax(&logits);
@@ -410,6 +443,12 @@ impl Backend for OrtBackend {
             tokens.push(next);
         }
         let end = Instant::now();
+        if let Some((cache, _)) = &self.tensorrt {
+            let engines = std::fs::read_dir(cache).map(|d| d.filter_map(|e| e.ok()).filter(|e| e.path().extension().is_some_and(|x| x == "engine")).count()).unwrap_or(0);
+            if engines == 0 {
+                return Err(BackendError::Invariant { backend: self.info.id.clone(), detail: format!("TensorRT built no engine: {} holds no .engine file", cache.display()) });
+            }
+        }
         Ok(Generation {
             prompt_tokens: prompt.len(),
             tokens,
@@ -443,6 +482,17 @@ impl Backend for OrtBackend {
         let (logits, _) = self.forward(tokens, 0, None, "logits")?;
         Array2::from_shape_vec((tokens.len(), self.config.vocab_size), logits).map_err(|e| self.err("logits", e))
     }
+}
+
+/// Whether a TensorRT shape-profile string (`name:1x32,other:1x128`) allows `input`'s last dimension
+/// to reach `len`.
+pub fn profile_covers(max_shapes: &str, input: &str, len: usize) -> bool {
+    max_shapes
+        .split(',')
+        .filter_map(|entry| entry.split_once(':'))
+        .find(|(name, _)| name.trim() == input)
+        .and_then(|(_, dims)| dims.split('x').last().and_then(|d| d.trim().parse::<usize>().ok()))
+        .is_some_and(|max| len <= max)
 }
 
 /// Node counts per provider from an ONNX Runtime profile (JSON array of trace events; node events
@@ -486,4 +536,33 @@ pub fn graph_op_histogram(path: &Path) -> Option<BTreeMap<String, usize>> {
 
 fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1e3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tensorrt_profiles_cover_only_what_they_declare() {
+        let max = "input_ids:1x32,attention_mask:1x128,position_ids:1x32";
+        assert!(profile_covers(max, "input_ids", 27));
+        assert!(!profile_covers(max, "input_ids", 33));
+        assert!(profile_covers(max, "attention_mask", 91));
+        assert!(!profile_covers(max, "past_key_values.0.key", 1), "an input the profile does not name is not covered");
+    }
+
+    #[test]
+    fn profile_events_are_counted_per_provider_once_per_node() {
+        let text = r#"[
+            {"cat":"Session","name":"model_run","args":{}},
+            {"cat":"Node","name":"MatMul_1_kernel_time","args":{"op_name":"MatMul","provider":"CUDAExecutionProvider"}},
+            {"cat":"Node","name":"MatMul_1_kernel_time","args":{"op_name":"MatMul","provider":"CUDAExecutionProvider"}},
+            {"cat":"Node","name":"Shape_2_kernel_time","args":{"op_name":"Shape","provider":"CPUExecutionProvider"}}
+        ]"#;
+        let (all, compute) = parse_profile(text).unwrap();
+        assert_eq!(all["CUDAExecutionProvider"], 1);
+        assert_eq!(all["CPUExecutionProvider"], 1);
+        assert_eq!(compute.get("CPUExecutionProvider"), None);
+        assert!(parse_profile("[]").is_err());
+    }
 }

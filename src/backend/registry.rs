@@ -146,6 +146,8 @@ fn open_ort_with(id: &str, source: &WeightSource, format: WeightFormat, opt: Opt
     let mut opts = OrtOptions::cpu(id, prepared.model_path, prepared.config, format.label(), opt);
     opts.providers.extend(provider);
     opts.collect_evidence = evidence;
+    // Evidence sessions keep ONNX Runtime's own (lenient) behaviour: the fallback is what they expose.
+    opts.strict_providers = !evidence;
     Ok(Box::new(OrtBackend::open(opts)?))
 }
 

@@ -110,6 +110,15 @@ pub fn check_claims(claims: &Claims, evidence: &Evidence, min_fraction: f64) -> 
     }
 }
 
+/// A silent-fallback negative control is one only where the requested provider cannot register.
+pub fn precondition(case: &Case) -> Option<String> {
+    let (Expect::Fail, Some(name)) = (case.expect, &case.request_provider) else { return None };
+    let wanted = requested(name).map(|r| r.ort_name().to_string()).unwrap_or_default();
+    crate::backend::ort::runtime_providers()
+        .contains(&wanted)
+        .then(|| format!("not a negative control on this machine: {wanted} is present in this ONNX Runtime, so requesting it is honest here"))
+}
+
 fn requested(name: &str) -> Result<RequestedProvider, String> {
     match name {
         "cuda" => Ok(RequestedProvider::Cuda { device_id: 0 }),
@@ -120,12 +129,8 @@ fn requested(name: &str) -> Result<RequestedProvider, String> {
 
 pub fn evaluate(ctx: &TrialContext<'_>, p: &CompileRealParams, case: &Case) -> TrialResult {
     let done = |verdict, metrics| ctx.result(verdict, metrics, &[], 0);
-    if let (Expect::Fail, Some(name)) = (case.expect, &case.request_provider) {
-        let wanted = requested(name).map(|r| r.ort_name().to_string()).unwrap_or_default();
-        if crate::backend::ort::runtime_providers().contains(&wanted) {
-            let reason = format!("not a negative control on this machine: {wanted} is present in this ONNX Runtime, so requesting it is honest here");
-            return done(Verdict::Skip { reason }, BTreeMap::new());
-        }
+    if let Some(reason) = precondition(case) {
+        return done(Verdict::Skip { reason }, BTreeMap::new());
     }
     // The inner verdict: do the label's claims hold?
     let inner: Result<(String, Evidence), String> = (|| {

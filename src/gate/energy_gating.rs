@@ -107,7 +107,7 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &EnergyGatingParams) -> TrialResult {
             scenario: plan.scenario.clone(),
             index: plan.warmup + rep,
             phase: RunPhase::Measured,
-            started_unix_ms: 0,
+            started_unix_ms: crate::measure::unix_ms(),
             outcome,
         });
     }

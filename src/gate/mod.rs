@@ -151,6 +151,20 @@ impl TrialContext<'_> {
     }
 }
 
+/// Why a trial of this gate cannot run on this machine, known before running it (so the trial is
+/// ignored with the reason rather than failing): a missing sensor, a negative control that does
+/// not apply here.
+pub fn precondition(spec: &GateSpec, unit: &str) -> Option<String> {
+    match &spec.check {
+        Check::EnergyGating(_) => {
+            let detected = crate::energy::detect_sensors();
+            detected.readable.is_empty().then(|| format!("no readable power sensor: {}", detected.unreadable_summary()))
+        }
+        Check::CompileReal(p) => p.cases.iter().find(|c| c.name == unit).and_then(compile_real::precondition),
+        _ => None,
+    }
+}
+
 /// Run one trial of a gate.
 pub fn evaluate(ctx: &TrialContext<'_>) -> TrialResult {
     match &ctx.spec.check {
