@@ -11,6 +11,8 @@ use crate::error::BackendError;
 
 pub mod ort;
 pub mod registry;
+#[cfg(feature = "torch")]
+pub mod tch;
 
 /// What a backend is and where it came from (goes into the manifest and the report).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
