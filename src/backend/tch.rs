@@ -343,6 +343,9 @@ impl Tally {
         let kind = t.f_kind().map(kind_label).unwrap_or_else(|e| format!("unknown ({e})"));
         *self.0.entry((device_label(t.device()), kind)).or_default() += amount;
     }
+    fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
     fn to_vec(&self) -> Vec<Placement> {
         self.0.iter().map(|((device, dtype), &count)| Placement { device: device.clone(), dtype: dtype.clone(), count }).collect()
     }
@@ -363,7 +366,50 @@ struct Layer {
     w_down: Tensor,
 }
 
-/// Per-layer K and V, `[n_kv, capacity, head_dim]`, filled up to `len`.
+/// The model's tensors on the device, in the model dtype.
+struct Weights {
+    embed: Tensor,
+    layers: Vec<Layer>,
+    final_norm: Tensor,
+    /// `None` when tied to `embed`.
+    lm_head: Option<Tensor>,
+}
+
+impl Weights {
+    /// Convert each matrix once (fusing Q/K/V and gate/up), tallying device, dtype and elements.
+    fn upload(w: &LlamaWeights, device: Device, kind: Kind, seen: &mut Tally) -> TchResult<Self> {
+        let mut put = |host: Tensor| -> TchResult<Tensor> {
+            let t = host.f_to_kind(kind)?.f_to_device(device)?;
+            seen.add(&t, t.size().iter().product::<i64>() as u64);
+            Ok(t)
+        };
+        let mut layers = Vec::with_capacity(w.layers.len());
+        for l in &w.layers {
+            let wqkv = Tensor::f_cat(&[matrix(&l.wq)?, matrix(&l.wk)?, matrix(&l.wv)?], 0)?;
+            let w_gate_up = Tensor::f_cat(&[matrix(&l.w_gate)?, matrix(&l.w_up)?], 0)?;
+            layers.push(Layer {
+                attn_norm: put(vector(&l.attn_norm)?)?,
+                wqkv: put(wqkv)?,
+                wo: put(matrix(&l.wo)?)?,
+                ffn_norm: put(vector(&l.ffn_norm)?)?,
+                w_gate_up: put(w_gate_up)?,
+                w_down: put(matrix(&l.w_down)?)?,
+            });
+        }
+        Ok(Weights {
+            embed: put(matrix(&w.token_embd)?)?,
+            layers,
+            final_norm: put(vector(&w.final_norm)?)?,
+            lm_head: w.lm_head.as_ref().map(|m| matrix(m).and_then(&mut put)).transpose()?,
+        })
+    }
+
+    fn head(&self) -> &Tensor {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+}
+
+/// Per-layer K and V, `[n_kv, capacity, head_dim]`.
 struct KvCache {
     k: Vec<Tensor>,
     v: Vec<Tensor>,
@@ -375,15 +421,10 @@ pub struct TchBackend {
     config: LlamaConfig,
     device: Device,
     kind: Kind,
-    embed: Tensor,
-    layers: Vec<Layer>,
-    final_norm: Tensor,
-    /// `None` when tied to `embed`.
-    lm_head: Option<Tensor>,
+    weights: Weights,
     /// RoPE tables `[context_length, head_dim / 2]` in the model dtype.
     cos: Tensor,
     sin: Tensor,
-    parameters: u64,
     weights_seen: Tally,
     outputs_seen: Tally,
 }
@@ -408,8 +449,7 @@ impl TchBackend {
         let kind = options.dtype.kind();
         let load = |e: tch::TchError| BackendError::load(&id, format!("moving weights to {} {}: {e}", options.device.label(), options.dtype.label()));
         let mut weights_seen = Tally::default();
-        let (model, parameters) = tch::no_grad(|| Self::upload(weights, device, kind, &mut weights_seen)).map_err(load)?;
-        let (embed, layers, final_norm, lm_head) = model;
+        let on_device = tch::no_grad(|| Weights::upload(weights, device, kind, &mut weights_seen)).map_err(load)?;
         let (cos, sin) = rope_tables(&weights.config, device, kind).map_err(load)?;
         let info = BackendInfo {
             id: options.id.clone(),
@@ -419,50 +459,7 @@ impl TchBackend {
             device: options.device.label(),
             precision: options.dtype.label().into(),
         };
-        Ok(TchBackend {
-            info,
-            config: weights.config.clone(),
-            device,
-            kind,
-            embed,
-            layers,
-            final_norm,
-            lm_head,
-            cos,
-            sin,
-            parameters,
-            weights_seen,
-            outputs_seen: Tally::default(),
-        })
-    }
-
-    #[allow(clippy::type_complexity)]
-    fn upload(w: &LlamaWeights, device: Device, kind: Kind, seen: &mut Tally) -> TchResult<((Tensor, Vec<Layer>, Tensor, Option<Tensor>), u64)> {
-        let mut parameters = 0u64;
-        let mut put = |host: Tensor| -> TchResult<Tensor> {
-            let t = host.f_to_kind(kind)?.f_to_device(device)?;
-            let n = t.size().iter().product::<i64>() as u64;
-            parameters += n;
-            seen.add(&t, n);
-            Ok(t)
-        };
-        let mut layers = Vec::with_capacity(w.layers.len());
-        for l in &w.layers {
-            let wqkv = Tensor::f_cat(&[matrix(&l.wq)?, matrix(&l.wk)?, matrix(&l.wv)?], 0)?;
-            let w_gate_up = Tensor::f_cat(&[matrix(&l.w_gate)?, matrix(&l.w_up)?], 0)?;
-            layers.push(Layer {
-                attn_norm: put(vector(&l.attn_norm)?)?,
-                wqkv: put(wqkv)?,
-                wo: put(matrix(&l.wo)?)?,
-                ffn_norm: put(vector(&l.ffn_norm)?)?,
-                w_gate_up: put(w_gate_up)?,
-                w_down: put(matrix(&l.w_down)?)?,
-            });
-        }
-        let embed = put(matrix(&w.token_embd)?)?;
-        let final_norm = put(vector(&w.final_norm)?)?;
-        let lm_head = w.lm_head.as_ref().map(|m| matrix(m).and_then(&mut put)).transpose()?;
-        Ok(((embed, layers, final_norm, lm_head), parameters))
+        Ok(TchBackend { info, config: weights.config.clone(), device, kind, weights: on_device, cos, sin, weights_seen, outputs_seen: Tally::default() })
     }
 
     /// What this backend's tensors and libtorch's CUDA state really are.
@@ -559,8 +556,8 @@ impl TchBackend {
         };
         let is_causal = s > 1 && past == 0;
 
-        let mut x = self.embed.f_index_select(0, &ids)?; // [s, d]
-        for (i, layer) in self.layers.iter().enumerate() {
+        let mut x = self.weights.embed.f_index_select(0, &ids)?; // [s, d]
+        for (i, layer) in self.weights.layers.iter().enumerate() {
             let h = rms_norm(&x, &layer.attn_norm, c.rms_norm_eps)?;
             let qkv = h.f_linear(&layer.wqkv, None::<Tensor>)?;
             let heads = |t: Tensor, n: i64| t.f_reshape([s, n, hd])?.f_transpose(0, 1); // [n, s, hd]
@@ -595,8 +592,8 @@ impl TchBackend {
         if last_only {
             x = x.f_narrow(0, s - 1, 1)?;
         }
-        let x = rms_norm(&x, &self.final_norm, c.rms_norm_eps)?;
-        x.f_linear(self.lm_head.as_ref().unwrap_or(&self.embed), None::<Tensor>)
+        let x = rms_norm(&x, &self.weights.final_norm, c.rms_norm_eps)?;
+        x.f_linear(self.weights.head(), None::<Tensor>)
     }
 
     /// Greedy next token from `[1, vocab]` logits (first index among equal maxima, as the reference).
@@ -718,8 +715,9 @@ impl Backend for TchBackend {
         })
     }
 
+    /// Elements of the weight tensors on the device (the tied head is one tensor, counted once).
     fn loaded_parameter_count(&self) -> Option<u64> {
-        Some(self.parameters)
+        Some(self.weights_seen.total())
     }
 
     fn full_recompute_tokens(&mut self, prompt: &[u32], gen_tokens: usize) -> Option<Result<Vec<u32>, BackendError>> {
@@ -805,6 +803,25 @@ mod tests {
         let tail = to_host(&b.forward(&tokens[3..], 3, Some(&mut cache), false).unwrap()).unwrap();
         let diff = tail.iter().zip(full.slice(ndarray::s![3.., ..]).iter()).fold(0f32, |a, (&x, &y)| a.max((x - y).abs()));
         assert!(diff < 1e-4, "max |Δ| {diff}");
+    }
+
+    #[test]
+    fn half_precision_paths_run_in_their_dtype_on_cpu() {
+        // The CUDA dtypes go through the same code; here they run on the CPU (slowly) so the dtype
+        // plumbing (fp32 RMSNorm statistics, RoPE tables, KV cache) is exercised without a GPU.
+        let w = LlamaWeights::random(&tiny(), 8).unwrap();
+        let tokens = [2u32, 71, 18, 28, 18, 28];
+        let expected = reference::forward(&w, &tokens).unwrap();
+        for dtype in [TchDtype::Bf16, TchDtype::Fp16] {
+            let mut b = TchBackend::open(TchOptions::new("tch-cpu-half", TchDevice::Cpu, dtype), &w).unwrap();
+            let actual = b.logits(&tokens).unwrap();
+            let max_ref = expected.iter().fold(0f32, |a, &v| a.max(v.abs()));
+            let max_diff = actual.iter().zip(&expected).fold(0f32, |a, (&x, &y)| a.max((x - y).abs()));
+            assert!(max_diff / max_ref < 0.05, "{dtype:?}: relative difference {}", max_diff / max_ref);
+            let g = b.generate(&tokens, 4).unwrap();
+            assert_eq!(g.tokens.len(), 4);
+            assert!(b.evidence().all_on("cpu", dtype.label()), "{:?}", b.evidence());
+        }
     }
 
     #[test]
