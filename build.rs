@@ -1,6 +1,9 @@
 //! 1. Compiles ONNX's own schema (`proto/onnx.proto`, copied verbatim from the PyPI `onnx==1.20.1`
 //!    wheel) into Rust types with prost; protox is a pure-Rust protobuf compiler, so no `protoc`.
 //! 2. Records the resolved versions of this crate's dependencies (cargo_metadata) for the manifest.
+//! 3. With feature `torch`: an rpath to libtorch's lib dir (from torch-sys's `DEP_TCH_LIBTORCH_LIB`) on
+//!    this crate's binaries and tests, so they run without LD_LIBRARY_PATH; tch's own rpath does not
+//!    reach downstream binaries. On another machine, LD_LIBRARY_PATH still wins over this RUNPATH.
 use std::collections::BTreeMap;
 
 fn main() {
@@ -16,6 +19,24 @@ fn main() {
     });
     std::fs::write(out.join("crate_versions.json"), serde_json::to_string_pretty(&versions).expect("json"))
         .expect("write crate_versions.json");
+    libtorch_rpath();
+}
+
+/// Feature `torch`: link libtorch's lib dir into the RUNPATH of binaries and tests, and record it.
+fn libtorch_rpath() {
+    if std::env::var_os("CARGO_FEATURE_TORCH").is_none() {
+        return;
+    }
+    println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+    match std::env::var("DEP_TCH_LIBTORCH_LIB") {
+        Ok(dir) => {
+            println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
+            println!("cargo:rustc-env=INFERGATE_LIBTORCH_LIB={dir}");
+        }
+        Err(_) => println!(
+            "cargo:warning=feature `torch`: torch-sys did not report DEP_TCH_LIBTORCH_LIB; binaries need LD_LIBRARY_PATH=$LIBTORCH/lib"
+        ),
+    }
 }
 
 /// Direct dependencies of this crate → resolved version.

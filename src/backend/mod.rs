@@ -14,6 +14,8 @@ pub mod llama_cpp;
 pub mod ollama;
 pub mod ort;
 pub mod registry;
+#[cfg(feature = "torch")]
+pub mod tch;
 
 /// What a backend is and where it came from (goes into the manifest and the report).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -26,7 +26,11 @@ impl Availability {
 }
 
 /// Every backend id, in report order.
-const IDS: &[&str] = &["ort-cpu", "ort-cpu-ref", "ort-cpu-int8", "ort-cpu-q4", "ort-cpu-fp16", "ort-cuda", "ort-cuda-fp16", "ort-tensorrt", "llama-cpp", "ollama"];
+const IDS: &[&str] = &["ort-cpu", "ort-cpu-ref", "ort-cpu-int8", "ort-cpu-q4", "ort-cpu-fp16", "ort-cuda", "ort-cuda-fp16", "ort-tensorrt", "llama-cpp", "ollama", "tch-cpu", "tch-cuda", "tch-cuda-bf16", "tch-cuda-fp16"];
+
+/// The fix for every `tch-*` id when this build has no libtorch backend.
+pub const TCH_FEATURE_FIX: &str = "build with --features torch after scripts/setup-libtorch.sh \
+(it prints `export LIBTORCH=~/.cache/infergate/libtorch-2.11.0`; run it as `eval \"$(scripts/setup-libtorch.sh)\"`)";
 
 /// The ONNX Runtime CPU variants: weight format and graph optimization level.
 fn ort_variant(id: &str) -> Option<(WeightFormat, OptLevel)> {
@@ -85,9 +89,53 @@ pub fn probe(id: &str) -> Availability {
             Ok(config) => super::ollama::probe(&config),
             Err(reason) => Availability::Absent { reason, fix: "set OLLAMA_HOST to host:port or http://host:port".into() },
         },
+        id if id.starts_with("tch-") && is_known(id) => tch_probe(id),
         other => Availability::Absent { reason: format!("unknown backend `{other}`"), fix: format!("use one of: {}", IDS.join(", ")) },
     }
 }
+/// Device and dtype of each `tch-*` id.
+#[cfg(feature = "torch")]
+fn tch_options(id: &str) -> Option<super::tch::TchOptions> {
+    use super::tch::{TchDevice, TchDtype, TchOptions};
+    let (device, dtype) = match id {
+        "tch-cpu" => (TchDevice::Cpu, TchDtype::Fp32),
+        "tch-cuda" => (TchDevice::Cuda(0), TchDtype::Fp32),
+        "tch-cuda-bf16" => (TchDevice::Cuda(0), TchDtype::Bf16),
+        "tch-cuda-fp16" => (TchDevice::Cuda(0), TchDtype::Fp16),
+        _ => return None,
+    };
+    Some(TchOptions::new(id, device, dtype))
+}
+
+#[cfg(feature = "torch")]
+fn tch_probe(id: &str) -> Availability {
+    use super::tch::{runtime, TchDevice, CUDA_FIX};
+    let rt = runtime();
+    let location = rt.libtorch_path.as_ref().map_or_else(|| "an unknown path".into(), |p| p.display().to_string());
+    match tch_options(id).map(|o| o.device) {
+        Some(TchDevice::Cpu) => Availability::Available { detail: format!("libtorch {} at {location}", rt.libtorch_version) },
+        Some(TchDevice::Cuda(_)) => match rt.cuda_unavailable_reason() {
+            None => Availability::Available {
+                detail: format!(
+                    "libtorch {} at {location}, {}, {} CUDA device(s), cuDNN {}",
+                    rt.libtorch_version,
+                    rt.libtorch_cuda.reason,
+                    rt.cuda_device_count,
+                    if rt.cudnn_available { "available" } else { "unavailable" }
+                ),
+            },
+            Some(reason) => Availability::Absent { reason, fix: CUDA_FIX.into() },
+        },
+        None => Availability::Absent { reason: format!("unknown backend `{id}`"), fix: format!("use one of: {}", IDS.join(", ")) },
+    }
+}
+
+#[cfg(not(feature = "torch"))]
+fn tch_probe(_id: &str) -> Availability {
+    Availability::Absent { reason: "this build has no libtorch backend (cargo feature `torch` is off)".into(), fix: TCH_FEATURE_FIX.into() }
+}
+
+
 
 /// What a backend needs prepared for a model (exports are cached, so this is cheap after the first time).
 pub fn open(id: &str, model: &CatalogModel) -> Result<Box<dyn Backend>, BackendError> {
@@ -95,9 +143,27 @@ pub fn open(id: &str, model: &CatalogModel) -> Result<Box<dyn Backend>, BackendE
         Some((format, opt)) => open_ort(id, &WeightSource::catalog(model), format, opt),
         None if id == "llama-cpp" => open_llama_cpp(id, &crate::assets::ensure(&model.asset).map_err(ModelError::from)?),
         None if id == "ollama" => open_ollama(ollama_config()?, model),
+        None if id.starts_with("tch-") && is_known(id) => open_tch(id, model),
         None => Err(BackendError::Unavailable { backend: id.into(), reason: "unknown backend".into() }),
     }
 }
+
+#[cfg(feature = "torch")]
+fn open_tch(id: &str, model: &CatalogModel) -> Result<Box<dyn Backend>, BackendError> {
+    let options = tch_options(id).ok_or_else(|| BackendError::Unavailable { backend: id.into(), reason: "unknown backend".into() })?;
+    if let Availability::Absent { reason, fix } = tch_probe(id) {
+        return Err(BackendError::Unavailable { backend: id.into(), reason: format!("{reason}; fix: {fix}") });
+    }
+    let weights = WeightSource::catalog(model).load_weights()?;
+    Ok(Box::new(super::tch::TchBackend::open(options, &weights)?))
+}
+
+#[cfg(not(feature = "torch"))]
+fn open_tch(id: &str, _model: &CatalogModel) -> Result<Box<dyn Backend>, BackendError> {
+    Err(BackendError::Unavailable { backend: id.into(), reason: format!("cargo feature `torch` is off; fix: {TCH_FEATURE_FIX}") })
+}
+
+
 
 fn open_llama_cpp(id: &str, gguf: &std::path::Path) -> Result<Box<dyn Backend>, BackendError> {
     let build = setup::locate().ok_or_else(|| BackendError::Unavailable { backend: id.into(), reason: "llama.cpp is not built".into() })?;
@@ -173,5 +239,33 @@ pub fn open_broken(id: &str, model: &CatalogModel) -> Result<Box<dyn Backend>, B
         // A model name no server has: opening fails with the `ollama pull` fix (or "no server").
         None if id == "ollama" => open_ollama(OllamaConfig { model: "infergate-negative-control:missing".into(), ..ollama_config()? }, model),
         None => Err(BackendError::Unsupported { backend: id.into(), feature: "a broken-model negative control".into() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tch_ids_are_known_and_an_absent_one_says_how_to_fix_it() {
+        for id in ["tch-cpu", "tch-cuda", "tch-cuda-bf16", "tch-cuda-fp16"] {
+            assert!(is_known(id), "{id}");
+            match probe(id) {
+                Availability::Absent { reason, fix } => {
+                    assert!(!reason.is_empty());
+                    if cfg!(feature = "torch") {
+                        assert_ne!(id, "tch-cpu", "tch-cpu is absent in a torch build: {reason}");
+                    } else {
+                        assert!(fix.contains("--features torch") && fix.contains("setup-libtorch.sh"), "{fix}");
+                    }
+                }
+                Availability::Available { .. } => {
+                    if !cfg!(feature = "torch") {
+                        panic!("{id} available without the torch feature");
+                    }
+                }
+            }
+        }
+        assert!(!is_known("tch-gpu"));
     }
 }
