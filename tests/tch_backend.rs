@@ -46,7 +46,7 @@ fn tch_cpu_fp32_logits_match_the_reference_forward_within_1e_4_relative() {
     let rel = relative_max_diff(&actual, expected);
     assert!(rel < 1e-4, "relative max difference {rel:e} ≥ 1e-4");
     assert_eq!(reference::argmax_rows(&actual), reference::argmax_rows(expected));
-    let ev = tch.evidence();
+    let ev = tch.tch_evidence();
     assert!(ev.all_on("cpu", "fp32"), "{ev:?}");
     assert_eq!(ev.outputs.iter().map(|p| p.count).sum::<u64>(), 1, "one forward, one output tensor");
 }
@@ -133,7 +133,7 @@ fn tch_cuda_fp32_bf16_fp16_run_on_the_gpu_in_their_dtype() {
             assert_eq!(agree, TOKENS.len(), "{id}: fp32 argmax differs from the reference");
             assert_eq!(gen.tokens, b.generate_full_recompute(&PROMPT, 64).unwrap(), "{id}: cached ≠ full recompute");
         }
-        let ev = b.evidence();
+        let ev = b.tch_evidence();
         eprintln!("{id}: {ev:?}");
         assert!(ev.cuda_available && ev.libtorch_cuda_loaded);
         assert!(ev.all_on("cuda:0", dtype.label()), "{id}: tensors not all on cuda:0 in {}: {ev:?}", dtype.label());

@@ -26,7 +26,7 @@ impl Availability {
 }
 
 /// Every backend id, in report order.
-const IDS: &[&str] = &["ort-cpu", "ort-cpu-ref", "ort-cpu-int8", "ort-cpu-q4", "ort-cpu-fp16", "ort-cuda", "ort-cuda-fp16", "ort-tensorrt", "llama-cpp", "ollama", "tch-cpu", "tch-cuda", "tch-cuda-bf16", "tch-cuda-fp16"];
+const IDS: &[&str] = &["ort-cpu", "ort-cpu-ref", "ort-cpu-int8", "ort-cpu-q4", "ort-cpu-fp16", "ort-cuda", "ort-cuda-fp16", "ort-tensorrt", "llama-cpp", "ollama", "tch-cpu", "tch-auto", "tch-cuda", "tch-cuda-bf16", "tch-cuda-fp16"];
 
 /// The fix for every `tch-*` id when this build has no libtorch backend.
 pub const TCH_FEATURE_FIX: &str = "build with --features torch after scripts/setup-libtorch.sh \
@@ -99,6 +99,9 @@ fn tch_options(id: &str) -> Option<super::tch::TchOptions> {
     use super::tch::{TchDevice, TchDtype, TchOptions};
     let (device, dtype) = match id {
         "tch-cpu" => (TchDevice::Cpu, TchDtype::Fp32),
+        // `cuda if available, else cpu`: the silent-fallback pattern behind TR117's "gpu" labels.
+        "tch-auto" if super::tch::runtime().cuda_unavailable_reason().is_none() => (TchDevice::Cuda(0), TchDtype::Fp32),
+        "tch-auto" => (TchDevice::Cpu, TchDtype::Fp32),
         "tch-cuda" => (TchDevice::Cuda(0), TchDtype::Fp32),
         "tch-cuda-bf16" => (TchDevice::Cuda(0), TchDtype::Bf16),
         "tch-cuda-fp16" => (TchDevice::Cuda(0), TchDtype::Fp16),

@@ -463,7 +463,7 @@ impl TchBackend {
     }
 
     /// What this backend's tensors and libtorch's CUDA state really are.
-    pub fn evidence(&self) -> TchEvidence {
+    pub fn tch_evidence(&self) -> TchEvidence {
         let rt = runtime();
         TchEvidence {
             backend_id: self.info.id.clone(),
@@ -683,6 +683,23 @@ impl Backend for TchBackend {
         &self.info
     }
 
+    /// Runs one short forward so outputs are seen, then reports where outputs and weights live.
+    fn evidence(&mut self) -> Option<Result<crate::backend::evidence::Evidence, BackendError>> {
+        if let Err(e) = self.logits(&[1, 2, 3, 4]) {
+            return Some(Err(e));
+        }
+        let t = self.tch_evidence();
+        let mut e = crate::backend::evidence::Evidence { requested: vec![format!("{} {}", t.requested_device, t.requested_dtype)], ..Default::default() };
+        for p in &t.outputs {
+            *e.executed_on.entry(p.device.clone()).or_insert(0) += p.count as usize;
+            *e.output_dtypes.entry(p.dtype.clone()).or_insert(0) += p.count as usize;
+        }
+        let weight_devices: std::collections::BTreeSet<&str> = t.weights.iter().map(|p| p.device.as_str()).collect();
+        e.notes.push(format!("weights on {weight_devices:?}"));
+        e.notes.push(format!("libtorch {} CUDA available: {} ({} device(s)); libtorch_cuda: {}", t.libtorch_version, t.cuda_available, t.cuda_device_count, t.libtorch_cuda_reason));
+        Some(Ok(e))
+    }
+
     fn generate(&mut self, prompt: &[u32], gen_tokens: usize) -> Result<Generation, BackendError> {
         if prompt.is_empty() || gen_tokens == 0 {
             return Err(self.err("generate", "prompt and gen_tokens must be non-empty"));
@@ -712,6 +729,9 @@ impl Backend for TchBackend {
             e2e_ms: ms(end - start),
             decode_steps: gen_tokens - 1,
             timing_source: TimingSource::Harness,
+            cold_start_ms: None,
+            cached_prompt_tokens: None,
+            projection: None,
         })
     }
 
@@ -786,7 +806,7 @@ mod tests {
         let max_ref = expected.iter().fold(0f32, |a, &v| a.max(v.abs()));
         let max_diff = actual.iter().zip(&expected).fold(0f32, |a, (&x, &y)| a.max((x - y).abs()));
         assert!(max_diff / max_ref < 1e-4, "relative difference {}", max_diff / max_ref);
-        let ev = b.evidence();
+        let ev = b.tch_evidence();
         assert!(ev.all_on("cpu", "fp32"), "{ev:?}");
         assert_eq!(ev.weights.iter().map(|p| p.count).sum::<u64>(), w.parameter_count());
     }
@@ -820,7 +840,7 @@ mod tests {
             assert!(max_diff / max_ref < 0.05, "{dtype:?}: relative difference {}", max_diff / max_ref);
             let g = b.generate(&tokens, 4).unwrap();
             assert_eq!(g.tokens.len(), 4);
-            assert!(b.evidence().all_on("cpu", dtype.label()), "{:?}", b.evidence());
+            assert!(b.tch_evidence().all_on("cpu", dtype.label()), "{:?}", b.tch_evidence());
         }
     }
 
@@ -832,7 +852,7 @@ mod tests {
         assert!(b.logits(&[101]).is_err(), "token outside the vocabulary");
         assert!(b.generate(&[1, 2], 0).is_err());
         assert!(b.generate(&[1; 60], 10).is_err(), "beyond the context length");
-        assert!(b.evidence().outputs.is_empty(), "no forward ran");
+        assert!(b.tch_evidence().outputs.is_empty(), "no forward ran");
     }
 
     #[test]

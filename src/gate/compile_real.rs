@@ -44,6 +44,10 @@ pub struct Case {
     /// An extra execution provider to request on top (`cuda`): the silent-fallback control.
     #[serde(default)]
     pub request_provider: Option<String>,
+    /// A negative control that applies only where this backend is absent (where it is present,
+    /// the case's label is honest and the trial is skipped with that reason).
+    #[serde(default)]
+    pub unless_available: Option<String>,
     pub claims: Claims,
     pub expect: Expect,
 }
@@ -110,13 +114,12 @@ pub fn check_claims(claims: &Claims, evidence: &Evidence, min_fraction: f64) -> 
     }
 }
 
-/// A silent-fallback negative control is one only where the requested provider cannot register.
+/// A silent-fallback negative control is one only where the real thing is absent.
 pub fn precondition(case: &Case) -> Option<String> {
-    let (Expect::Fail, Some(name)) = (case.expect, &case.request_provider) else { return None };
-    let wanted = requested(name).map(|r| r.ort_name().to_string()).unwrap_or_default();
-    crate::backend::ort::runtime_providers()
-        .contains(&wanted)
-        .then(|| format!("not a negative control on this machine: {wanted} is present in this ONNX Runtime, so requesting it is honest here"))
+    let other = case.unless_available.as_deref()?;
+    crate::backend::registry::probe(other)
+        .is_available()
+        .then(|| format!("not a negative control on this machine: `{other}` is available here, so the label is honest"))
 }
 
 fn requested(name: &str) -> Result<RequestedProvider, String> {
