@@ -31,7 +31,7 @@ enum Command {
         /// Only trials whose gate id contains this.
         #[arg(long)]
         gate: Option<String>,
-        /// Only trials on this backend.
+        /// Only trials on these backends (comma-separated ids).
         #[arg(long)]
         backend: Option<String>,
         /// Only trials of this scenario.
@@ -96,7 +96,7 @@ fn run(config: RunnerConfig, gate: Option<String>, backend: Option<String>, scen
         .plan()
         .into_iter()
         .filter(|p| gate.as_ref().is_none_or(|g| runner.specs[p.gate].id.contains(g.as_str())))
-        .filter(|p| backend.as_ref().is_none_or(|b| &p.backend == b))
+        .filter(|p| backend.as_ref().is_none_or(|b| b.split(',').any(|b| b.trim() == p.backend)))
         .filter(|p| scenario.as_ref().is_none_or(|s| p.scenario.is_some_and(|x| x.name == s)))
         .collect();
     if plans.is_empty() {
