@@ -71,7 +71,8 @@ pub fn inspect() -> Doctor {
     let cache_root = assets::cache_root();
     let assets = assets::ALL.iter().map(|a| AssetStatus { asset: *a, found: assets::locate(a) }).collect();
     let derived = derived(&cache_root);
-    let backends = registry::known_ids().into_iter().map(|id| BackendStatus { id: id.to_string(), availability: registry::probe(id) }).collect();
+    let backends =
+        registry::known_ids().into_iter().map(|id| BackendStatus { id: id.to_string(), availability: registry::probe(id) }).collect();
     Doctor { cache_origin: cache_origin(), cache_root, assets, derived, backends, energy: crate::energy::doctor_lines() }
 }
 
@@ -140,11 +141,17 @@ mod tests {
         Doctor {
             cache_root: PathBuf::from("/c"),
             cache_origin: "default".into(),
-            assets: vec![AssetStatus { asset: assets::MOBY_DICK, found: None }, AssetStatus { asset: assets::WIKI_TEXT, found: Some(PathBuf::from("/c/wiki.utf8")) }],
+            assets: vec![
+                AssetStatus { asset: assets::MOBY_DICK, found: None },
+                AssetStatus { asset: assets::WIKI_TEXT, found: Some(PathBuf::from("/c/wiki.utf8")) },
+            ],
             derived: vec![],
             backends: vec![
                 BackendStatus { id: DEFAULT_BACKEND.into(), availability: default },
-                BackendStatus { id: "llama-cpp".into(), availability: Availability::Absent { reason: "not built".into(), fix: "run `infergate build-llama-cpp`".into() } },
+                BackendStatus {
+                    id: "llama-cpp".into(),
+                    availability: Availability::Absent { reason: "not built".into(), fix: "run `infergate build-llama-cpp`".into() },
+                },
             ],
             energy: vec!["energy: no readable sensor".into()],
         }

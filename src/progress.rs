@@ -48,11 +48,7 @@ pub fn trial_started(position: usize, total: usize, trial: &str) {
 
 /// `[3/12] PASS   phase.decode_fraction::ort-cpu::short (4.2 s, run total 31.0 s)`
 pub fn trial_finished(position: usize, total: usize, trial: &str, label: &str, took: Duration, run_elapsed: Duration) {
-    emit(&format!(
-        "[{position}/{total}] {label:<6} {trial} ({}, run total {})",
-        format_elapsed(took),
-        format_elapsed(run_elapsed)
-    ));
+    emit(&format!("[{position}/{total}] {label:<6} {trial} ({}, run total {})", format_elapsed(took), format_elapsed(run_elapsed)));
 }
 
 /// One run of a series finished: printed only for series of [`LONG_SERIES`] runs or more.

@@ -75,7 +75,8 @@ pub fn write_all(data: &RunData) -> Result<Written, ReportError> {
 
     let rows = analysis::latency_rows(&data.runs);
     let latency_plots = plots::write_latency_plots(dir, &rows)?;
-    let fits: Vec<Result<scaling::ScalingFit, String>> = data.trials.iter().filter_map(|t| scaling::ScalingFit::from_trial(&t.result)).collect();
+    let fits: Vec<Result<scaling::ScalingFit, String>> =
+        data.trials.iter().filter_map(|t| scaling::ScalingFit::from_trial(&t.result)).collect();
     let drawable: Vec<scaling::ScalingFit> = fits.iter().filter_map(|f| f.as_ref().ok().cloned()).collect();
     let scaling_plots = plots::write_scaling_plots(dir, &drawable)?;
 

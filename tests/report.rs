@@ -18,6 +18,7 @@ const FAIL_REASON: &str = "|delta| 0.0123 > 0.005 for ort-cpu-fp16 <fp16> & \"qu
 const DEGRADED_REASON: &str = "ort-cpu-int8 failed to load the model: export missing";
 const ERROR_MESSAGE: &str = "ort-cpu failed during decode: session aborted";
 const NO_DATA_REASON: &str = "1 in-window sample (< 2) at 100 ms polling";
+const ENERGY_NO_DATA: &str = "energy term no_data for every backend (ort-cpu: no readable sensor): compute-only cost";
 
 fn trial(gate: &str, backend: &str, scenario: Option<&str>, verdict: Verdict, metrics: &[(&str, f64)]) -> serde_json::Value {
     let name = match scenario {
@@ -40,7 +41,16 @@ fn trial(gate: &str, backend: &str, scenario: Option<&str>, verdict: Verdict, me
 }
 
 fn run(trial: &str, backend: &str, scenario: &str, index: usize, phase: RunPhase, outcome: RunOutcome) -> RunRecord {
-    RunRecord { run_id: RUN_ID.into(), trial: trial.into(), backend: backend.into(), scenario: scenario.into(), index, phase, started_unix_ms: 0, outcome }
+    RunRecord {
+        run_id: RUN_ID.into(),
+        trial: trial.into(),
+        backend: backend.into(),
+        scenario: scenario.into(),
+        index,
+        phase,
+        started_unix_ms: 0,
+        outcome,
+    }
 }
 
 fn ok(prefill: f64, decode: f64) -> RunOutcome {
@@ -67,29 +77,63 @@ fn jsonl<T: serde::Serialize>(path: &Path, items: &[T]) {
 /// names the repository's real gate files, and an energy sidecar with a no_data event.
 fn fixture(dir: &Path) {
     let results = vec![
-        trial("phase.decode_fraction", "ort-cpu", Some("short"), Verdict::Pass { summary: "median decode fraction 0.9700 > 0.9 (6 runs)".into() }, &[("decode_fraction_median", 0.97)]),
+        trial(
+            "phase.decode_fraction",
+            "ort-cpu",
+            Some("short"),
+            Verdict::Pass { summary: "median decode fraction 0.9700 > 0.9 (6 runs)".into() },
+            &[("decode_fraction_median", 0.97)],
+        ),
         trial("phase.decode_fraction", "llama-cpp", Some("short"), Verdict::Skip { reason: SKIP_REASON.into() }, &[]),
-        trial("accuracy.perplexity_delta", "ort-cpu-fp16", None, Verdict::Fail { reason: FAIL_REASON.into() }, &[("perplexity_delta", 0.0123)]),
-        trial("accuracy.perplexity_delta", "ort-cpu", None, Verdict::Pass { summary: "|delta| 0.00001 ≤ 0.001".into() }, &[("perplexity_delta", 1e-5)]),
+        trial(
+            "accuracy.perplexity_delta",
+            "ort-cpu-fp16",
+            None,
+            Verdict::Fail { reason: FAIL_REASON.into() },
+            &[("perplexity_delta", 0.0123)],
+        ),
+        trial(
+            "accuracy.perplexity_delta",
+            "ort-cpu",
+            None,
+            Verdict::Pass { summary: "|delta| 0.00001 ≤ 0.001".into() },
+            &[("perplexity_delta", 1e-5)],
+        ),
         trial(
             "scaling.fit_ci",
             "ort-cpu",
             None,
             Verdict::Pass { summary: "slope 0.48 [0.31, 0.66], R² 0.93: actionable".into() },
             &[
-                ("point.l2-d256.params", 4.0e6),
-                ("point.l2-d256.latency_ms", 40.0),
-                ("point.l6-d512.params", 3.0e7),
-                ("point.l6-d512.latency_ms", 110.0),
-                ("point.smollm2-135m.params", 1.345e8),
-                ("point.smollm2-135m.latency_ms", 230.0),
-                ("slope", 0.48),
-                ("slope_ci_low", 0.31),
-                ("slope_ci_high", 0.66),
-                ("r_squared", 0.93),
+                ("l2-d256::parameters", 1.41e7),
+                ("l2-d256::e2e_ms_geomean", 40.0),
+                ("l6-d512::parameters", 4.39e7),
+                ("l6-d512::e2e_ms_geomean", 110.0),
+                ("l3-d768::parameters", 5.9e7),
+                ("l3-d768::e2e_ms_geomean", 150.0),
+                ("params_only_log_params_slope", 0.48),
+                ("params_only_log_params_t_ci_lo", 0.33),
+                ("params_only_log_params_t_ci_hi", 0.66),
+                ("params_only_log_params_bootstrap_ci_lo", 0.31),
+                ("params_only_log_params_bootstrap_ci_hi", 0.64),
+                ("params_only_log_params_actionable", 1.0),
+                ("params_only_r_squared", 0.93),
             ],
         ),
-        trial("economics.cost", "ort-cpu", Some("short"), Verdict::Pass { summary: "ordering invariant".into() }, &[("usd_per_1m.spot", 0.8125), ("usd_per_1m.on_demand", 2.4375)]),
+        trial(
+            "economics.cost",
+            "ort-cpu+ort-cpu-q4",
+            None,
+            Verdict::Pass { summary: format!("cheapest first ort-cpu-q4 < ort-cpu under all 2 tiers; {ENERGY_NO_DATA}") },
+            &[
+                ("ort-cpu::spot::usd_per_1m", 0.8125),
+                ("ort-cpu::on_demand::usd_per_1m", 2.4375),
+                ("ort-cpu::tokens_per_s_geomean", 100.0),
+                ("ort-cpu-q4::spot::usd_per_1m", 0.5),
+                ("ort-cpu-q4::on_demand::usd_per_1m", 1.5),
+                ("ort-cpu-q4::tokens_per_s_geomean", 162.5),
+            ],
+        ),
     ];
     jsonl(&dir.join("results.jsonl"), &results);
 
@@ -101,8 +145,22 @@ fn fixture(dir: &Path) {
             runs.push(run(&name, backend, scenario, i, RunPhase::Measured, ok(30.0 + i as f64, decode + 10.0 * i as f64)));
         }
     }
-    runs.push(run("phase.decode_fraction::ort-cpu-int8::short", "ort-cpu-int8", "short", 0, RunPhase::Measured, RunOutcome::Degraded { reason: DEGRADED_REASON.into() }));
-    runs.push(run("phase.decode_fraction::ort-cpu::short", "ort-cpu", "short", 7, RunPhase::Measured, RunOutcome::Error { message: ERROR_MESSAGE.into() }));
+    runs.push(run(
+        "phase.decode_fraction::ort-cpu-int8::short",
+        "ort-cpu-int8",
+        "short",
+        0,
+        RunPhase::Measured,
+        RunOutcome::Degraded { reason: DEGRADED_REASON.into() },
+    ));
+    runs.push(run(
+        "phase.decode_fraction::ort-cpu::short",
+        "ort-cpu",
+        "short",
+        7,
+        RunPhase::Measured,
+        RunOutcome::Error { message: ERROR_MESSAGE.into() },
+    ));
     // A record of another run in the same file must be ignored.
     let mut other = run("phase.decode_fraction::ort-cpu::short", "ort-cpu", "short", 0, RunPhase::Measured, ok(1.0, 1.0));
     other.run_id = "another-run".into();
@@ -124,7 +182,13 @@ fn fixture(dir: &Path) {
         run_id: RUN_ID.into(),
         started_utc: "2026-01-01T00:00:00Z".into(),
         profile: "ci".into(),
-        machine: Machine { cpu_model: "Test CPU".into(), available_cores: 2, os: "Test OS".into(), kernel: "6.0".into(), hostname: "h".into() },
+        machine: Machine {
+            cpu_model: "Test CPU".into(),
+            available_cores: 2,
+            os: "Test OS".into(),
+            kernel: "6.0".into(),
+            hostname: "h".into(),
+        },
         runtimes: BTreeMap::from([("onnxruntime".to_string(), "1.31.1".to_string())]),
         crate_versions: BTreeMap::new(),
         git_commit: Some("0123456789abcdef".into()),
@@ -166,7 +230,7 @@ fn junit_counts(xml: &str) -> (usize, usize, usize, Vec<String>) {
                     for a in e.attributes() {
                         let a = a.unwrap();
                         if a.key.as_ref() == b"message" {
-                            messages.push(a.unescape_value().unwrap().into_owned());
+                            messages.push(a.normalized_value(quick_xml::XmlVersion::Implicit1_0).unwrap().into_owned());
                         }
                     }
                 }
@@ -203,25 +267,32 @@ fn report_rebuilds_the_decision_card_junit_and_plots_from_a_run_directory() {
     assert_eq!(out.status.code(), Some(1), "a failed gate in the run makes `report` exit 1: {t}");
 
     let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
-    for reason in [SKIP_REASON, DEGRADED_REASON, ERROR_MESSAGE, NO_DATA_REASON] {
+    for reason in [SKIP_REASON, DEGRADED_REASON, ERROR_MESSAGE, NO_DATA_REASON, ENERGY_NO_DATA] {
         assert!(md.contains(&md_cell(reason)), "report.md lacks the reason `{reason}`:\n{md}");
     }
     assert!(md.contains(&md_cell(FAIL_REASON)), "the failure's evidence is in the claim table:\n{md}");
     // Claim table: one row per gate, in order, with its verdict and the claim from the gate file.
     let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| C") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit)).collect();
     assert_eq!(rows.len(), 4, "{md}");
-    assert!(rows[0].starts_with("| C1 | Decode dominates") && rows[0].contains("**PASS (1 of 2 trials passed, 1 skipped)**"), "{}", rows[0]);
+    assert!(
+        rows[0].starts_with("| C1 | Decode dominates") && rows[0].contains("**PASS (1 of 2 trials passed, 1 skipped)**"),
+        "{}",
+        rows[0]
+    );
     assert!(rows[1].contains("`accuracy.perplexity_delta`") && rows[1].contains("**FAIL (1 of 2 trials failed)**"), "{}", rows[1]);
     assert!(rows[2].contains("(claim not recorded: gate file unavailable)"), "{}", rows[2]);
     // Manifest summary on top, distributions from measured ok runs of this run id only.
     assert!(md.contains("Test CPU, 2 cores") && md.contains("onnxruntime 1.31.1") && md.contains("`0123456789abcdef`"), "{md}");
     let short = md.lines().find(|l| l.starts_with("| ort-cpu | short |")).expect("latency row ort-cpu · short");
     let cells: Vec<&str> = short.split('|').map(str::trim).collect();
-    assert_eq!(cells[5], "6", "6 measured ok runs (warmup, error and the other run id excluded): {short}");
+    assert_eq!(cells[6], "6", "6 measured ok runs (warmup, error and the other run id excluded): {short}");
     // Routing: two decode-heavy backends on the shared workload `short`; q4 is clearly faster.
     assert!(md.contains("route decode-heavy work to `ort-cpu-q4`"), "{md}");
-    assert!(md.contains("| ort-cpu | short | 0.8125 | 2.4375 |") || md.contains("| ort-cpu | short | 2.4375 | 0.8125 |"), "cost by tier:\n{md}");
-    assert!(md.contains("| scaling.fit_ci::ort-cpu | 3 | 0.480 | [0.310, 0.660] | 0.930 | actionable |"), "{md}");
+    assert!(
+        md.contains("| ort-cpu | 100.0 | 2.4375 | 0.8125 |") && md.contains("| ort-cpu-q4 | 162.5 | 1.5000 | 0.5000 |"),
+        "cost by tier:\n{md}"
+    );
+    assert!(md.contains("| scaling.fit_ci::ort-cpu | 3 | 0.480 | [0.330, 0.660] | [0.310, 0.640] | 0.930 | actionable |"), "{md}");
 
     let xml = std::fs::read_to_string(dir.path().join("junit.xml")).unwrap();
     let (cases, failures, skipped, messages) = junit_counts(&xml);

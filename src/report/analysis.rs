@@ -23,6 +23,9 @@ pub const DECODE_HEAVY_FRACTION: f64 = 0.9;
 pub struct LatencyRow {
     pub backend: String,
     pub scenario: String,
+    /// What the trial name says beyond gate, backend and scenario: a model variant such as the
+    /// scaling gate's `l4-d384` shapes. Empty for the gate's own (catalog) model.
+    pub variant: String,
     pub prompt_tokens: usize,
     pub gen_tokens: usize,
     /// e2e_ms of every measured ok run, in record order.
@@ -51,19 +54,29 @@ fn backend_rank(id: &str) -> usize {
     crate::backend::registry::known_ids().iter().position(|b| *b == id).unwrap_or(usize::MAX)
 }
 
-/// One row per backend × scenario × gen_tokens with at least one measured ok run.
+/// The part of a record's trial name that is neither the gate id, nor its backend(s), nor its
+/// scenario: `scaling.fit_ci::ort-cpu::l4-d384` → `l4-d384`; `phase.decode_fraction::ort-cpu::short` → ``.
+pub fn variant_of(r: &RunRecord) -> String {
+    let mut parts = r.trial.split("::");
+    parts.next(); // gate id
+    parts.filter(|p| *p != r.scenario && *p != r.backend && !p.split('+').any(|b| b == r.backend)).collect::<Vec<_>>().join("::")
+}
+
+/// One row per backend × scenario × gen_tokens × variant with at least one measured ok run.
 pub fn latency_rows(runs: &[RunRecord]) -> Vec<LatencyRow> {
-    let mut groups: BTreeMap<(usize, String, usize, String, usize), Vec<&crate::measure::RunTimings>> = BTreeMap::new();
+    type Key = (usize, String, String, usize, String, usize);
+    let mut groups: BTreeMap<Key, Vec<&crate::measure::RunTimings>> = BTreeMap::new();
     for r in runs.iter().filter(|r| r.phase == RunPhase::Measured) {
         if let RunOutcome::Ok(t) = &r.outcome {
-            let key = (backend_rank(&r.backend), r.backend.clone(), scenario_rank(&r.scenario), r.scenario.clone(), t.gen_tokens);
+            let key =
+                (backend_rank(&r.backend), r.backend.clone(), variant_of(r), scenario_rank(&r.scenario), r.scenario.clone(), t.gen_tokens);
             groups.entry(key).or_default().push(t);
         }
     }
     let med = |xs: &[f64]| stats::median(xs).unwrap_or(f64::NAN);
     groups
         .into_iter()
-        .filter_map(|((_, backend, _, scenario, gen_tokens), ts)| {
+        .filter_map(|((_, backend, variant, _, scenario, gen_tokens), ts)| {
             let e2e_ms: Vec<f64> = ts.iter().map(|t| t.e2e_ms).collect();
             let e2e = stats::summarize(&e2e_ms).ok()?;
             let col = |f: fn(&crate::measure::RunTimings) -> f64| ts.iter().map(|t| f(t)).collect::<Vec<f64>>();
@@ -77,6 +90,7 @@ pub fn latency_rows(runs: &[RunRecord]) -> Vec<LatencyRow> {
                 decode_tokens_per_s: tps,
                 backend,
                 scenario,
+                variant,
                 gen_tokens,
                 e2e_ms,
                 e2e,
@@ -101,9 +115,11 @@ pub struct DecodeFractionRow {
     pub decode_tokens_per_s_geomean: f64,
 }
 
+/// Per backend and generation length, over the gate's own model (variants such as the scaling
+/// gate's synthetic shapes are left out: they are not the model being deployed).
 pub fn decode_fraction_rows(rows: &[LatencyRow]) -> Vec<DecodeFractionRow> {
     let mut groups: BTreeMap<(usize, String, usize), Vec<&LatencyRow>> = BTreeMap::new();
-    for r in rows {
+    for r in rows.iter().filter(|r| r.variant.is_empty()) {
         groups.entry((backend_rank(&r.backend), r.backend.clone(), r.gen_tokens)).or_default().push(r);
     }
     groups
@@ -143,8 +159,9 @@ const SEED: u64 = 0x1f_2026;
 
 /// Decision card: decode-heavy → the backend with the highest decode throughput (geometric mean
 /// over the scenarios every candidate measured), checked scenario by scenario with a 95 % CI of the
-/// ratio of median decode tokens/s against the runner-up.
+/// ratio of median decode tokens/s against the runner-up. Only the gate's own model counts.
 pub fn routing(rows: &[LatencyRow]) -> Routing {
+    let rows: Vec<&LatencyRow> = rows.iter().filter(|r| r.variant.is_empty()).collect();
     let classification = rows
         .iter()
         .map(|r| {
@@ -159,7 +176,7 @@ pub fn routing(rows: &[LatencyRow]) -> Routing {
             format!("{} · {} · gen {}: {class} ({why})", r.backend, r.scenario, r.gen_tokens)
         })
         .collect();
-    let heavy: Vec<&LatencyRow> = rows.iter().filter(|r| r.decode_heavy() && !r.decode_tokens_per_s.is_empty()).collect();
+    let heavy: Vec<&LatencyRow> = rows.iter().copied().filter(|r| r.decode_heavy() && !r.decode_tokens_per_s.is_empty()).collect();
     let mut backends: Vec<&str> = heavy.iter().map(|r| r.backend.as_str()).collect();
     backends.sort_by_key(|b| backend_rank(b));
     backends.dedup();
@@ -173,9 +190,12 @@ pub fn routing(rows: &[LatencyRow]) -> Routing {
     };
     let batched = rows.iter().filter(|r| crate::workload::scenario(&r.scenario).is_some_and(|s| s.batch > 1)).count();
     let prefill_heavy = if batched == 0 {
-        "No prefill-heavy workload (batch > 1 with minimal decode) was measured in this run: the prefill-heavy route is not evaluated.".to_string()
+        "No prefill-heavy workload (batch > 1 with minimal decode) was measured in this run: the prefill-heavy route is not evaluated."
+            .to_string()
     } else {
-        format!("{batched} batched workload(s) measured; compare their prefill medians in the latency table before routing prefill-heavy work.")
+        format!(
+            "{batched} batched workload(s) measured; compare their prefill medians in the latency table before routing prefill-heavy work."
+        )
     };
     Routing { decode_heavy, prefill_heavy, classification }
 }
@@ -235,27 +255,33 @@ fn compare_decode(heavy: &[&LatencyRow], backends: &[&str]) -> String {
     format!("Decode throughput, geometric mean over {} shared workload(s): {ranking}. Ratio best / runner-up per workload: {}. Verdict: {verdict}.", common.len(), detail.join("; "))
 }
 
-/// Cost per 1M tokens of one trial under one pricing tier (metrics of the `economics.cost` gate:
-/// `usd_per_1m.<tier>`, also read as `usd_per_1m_<tier>` or `usd_per_1m_tokens_<tier>`).
+/// Cost per 1M tokens of one backend under one pricing tier, as the `economics.cost` gate writes it
+/// (`<backend>::<tier>::usd_per_1m`, with `<backend>::tokens_per_s_geomean` beside it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CostRow {
     pub trial: String,
     pub backend: String,
-    pub scenario: Option<String>,
     pub tier: String,
     pub usd_per_1m: f64,
+    pub tokens_per_s: Option<f64>,
 }
 
 pub fn cost_rows(trials: &[TrialRecord]) -> Vec<CostRow> {
     let mut out = Vec::new();
     for t in trials.iter().map(|t| &t.result) {
         for (k, &v) in &t.metrics {
-            let Some(rest) = k.strip_prefix("usd_per_1m") else { continue };
-            let tier = rest.trim_start_matches("_tokens").trim_start_matches(['.', '_']);
-            if tier.is_empty() || !v.is_finite() {
+            let Some(rest) = k.strip_suffix("::usd_per_1m") else { continue };
+            let Some((backend, tier)) = rest.rsplit_once("::") else { continue };
+            if !v.is_finite() {
                 continue;
             }
-            out.push(CostRow { trial: t.trial.clone(), backend: t.backend.clone(), scenario: t.scenario.clone(), tier: tier.to_string(), usd_per_1m: v });
+            out.push(CostRow {
+                trial: t.trial.clone(),
+                backend: backend.to_string(),
+                tier: tier.to_string(),
+                usd_per_1m: v,
+                tokens_per_s: t.metrics.get(&format!("{backend}::tokens_per_s_geomean")).copied(),
+            });
         }
     }
     out
@@ -302,6 +328,10 @@ pub fn issues(data: &RunData) -> Vec<Issue> {
     for t in &data.trials {
         if let Verdict::Skip { reason } = &t.result.verdict {
             *grouped.entry((IssueKind::Skip, t.result.trial.clone(), reason.clone())).or_default() += 1;
+        }
+        // A gate that reports a no_data outcome in words (e.g. the cost gate's energy term).
+        for part in t.result.verdict.message().split("; ").filter(|p| p.contains("no_data")) {
+            *grouped.entry((IssueKind::NoData, t.result.trial.clone(), part.trim().to_string())).or_default() += 1;
         }
     }
     for r in &data.runs {
@@ -452,7 +482,8 @@ mod tests {
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].e2e.n, 2);
         assert_eq!(rows[0].e2e.median, 150.0);
-        assert!((rows[0].decode_fraction_median - 0.92).abs() < 1e-12, "{}", rows[0].decode_fraction_median);
+        // Per-run fractions 90/100 and 190/200: the median of 0.90 and 0.95.
+        assert!((rows[0].decode_fraction_median - 0.925).abs() < 1e-12, "{}", rows[0].decode_fraction_median);
     }
 
     #[test]
@@ -467,7 +498,12 @@ mod tests {
         assert!(r.decode_heavy.contains("route decode-heavy work to `llama-cpp`"), "{}", r.decode_heavy);
         // Equal backends: the lead is not clear.
         let tie: Vec<RunRecord> = (0..6)
-            .flat_map(|i| [ok("ort-cpu", "short", 64, 10.0, 100.0 + i as f64, RunPhase::Measured), ok("llama-cpp", "short", 64, 10.0, 100.0 + i as f64, RunPhase::Measured)])
+            .flat_map(|i| {
+                [
+                    ok("ort-cpu", "short", 64, 10.0, 100.0 + i as f64, RunPhase::Measured),
+                    ok("llama-cpp", "short", 64, 10.0, 100.0 + i as f64, RunPhase::Measured),
+                ]
+            })
             .collect();
         let r = routing(&latency_rows(&tie));
         assert!(r.decode_heavy.contains("not a supported routing change"), "{}", r.decode_heavy);
@@ -481,23 +517,41 @@ mod tests {
     }
 
     #[test]
-    fn cost_metrics_are_read_by_tier() {
+    fn cost_metrics_are_read_by_backend_and_tier() {
         let mut r = TrialRecord::from(crate::gate::TrialResult {
-            trial: "economics.cost::ort-cpu".into(),
+            trial: "economics.cost::ort-cpu+llama-cpp".into(),
             gate: "economics.cost".into(),
-            backend: "ort-cpu".into(),
+            backend: "ort-cpu+llama-cpp".into(),
             scenario: None,
             verdict: Verdict::Pass { summary: String::new() },
             metrics: BTreeMap::new(),
             runs: Default::default(),
             degraded_reasons: vec![],
         });
-        r.result.metrics.insert("usd_per_1m.spot".into(), 0.5);
-        r.result.metrics.insert("usd_per_1m_tokens_on_demand".into(), 1.5);
-        r.result.metrics.insert("tokens_per_s".into(), 100.0);
+        r.result.metrics.insert("ort-cpu::spot::usd_per_1m".into(), 0.5);
+        r.result.metrics.insert("ort-cpu::on_demand::usd_per_1m".into(), 1.5);
+        r.result.metrics.insert("ort-cpu::on_demand::usd_per_1k_requests".into(), 9.0);
+        r.result.metrics.insert("ort-cpu::tokens_per_s_geomean".into(), 100.0);
         let rows = cost_rows(&[r]);
-        let tiers: Vec<(&str, f64)> = rows.iter().map(|c| (c.tier.as_str(), c.usd_per_1m)).collect();
-        assert_eq!(tiers, [("on_demand", 1.5), ("spot", 0.5)]);
+        let tiers: Vec<(&str, &str, f64, Option<f64>)> =
+            rows.iter().map(|c| (c.backend.as_str(), c.tier.as_str(), c.usd_per_1m, c.tokens_per_s)).collect();
+        assert_eq!(tiers, [("ort-cpu", "on_demand", 1.5, Some(100.0)), ("ort-cpu", "spot", 0.5, Some(100.0))]);
+    }
+
+    #[test]
+    fn a_variant_is_what_the_trial_name_adds_and_it_stays_out_of_routing() {
+        let mut shape = ok("ort-cpu", "short", 64, 10.0, 10.0, RunPhase::Measured);
+        shape.trial = "scaling.fit_ci::ort-cpu::l4-d384".into();
+        assert_eq!(variant_of(&shape), "l4-d384");
+        let mut cost = ok("llama-cpp", "short", 64, 10.0, 10.0, RunPhase::Measured);
+        cost.trial = "economics.cost::ort-cpu+llama-cpp".into();
+        assert_eq!(variant_of(&cost), "");
+        let own = ok("ort-cpu", "short", 64, 10.0, 100.0, RunPhase::Measured);
+        assert_eq!(variant_of(&own), "");
+        let rows = latency_rows(&[shape, own]);
+        assert_eq!(rows.len(), 2, "a shape never shares a row with the real model");
+        assert_eq!(decode_fraction_rows(&rows).len(), 1);
+        assert_eq!(routing(&rows).classification.len(), 1);
     }
 
     #[test]

@@ -35,7 +35,13 @@ pub fn render(data: &RunData, fits: &[Result<ScalingFit, String>], files: &Attac
     let rows = analysis::latency_rows(&data.runs);
     let issues = analysis::issues(data);
     let (passed, failed, skipped) = claims.iter().fold((0, 0, 0), |(p, f, s), c| (p + c.passed, f + c.failed, s + c.skipped));
-    let overall = if failed > 0 { "FAIL" } else if passed > 0 { "PASS" } else { "NO VERDICT (nothing ran)" };
+    let overall = if failed > 0 {
+        "FAIL"
+    } else if passed > 0 {
+        "PASS"
+    } else {
+        "NO VERDICT (nothing ran)"
+    };
 
     let _ = writeln!(md, "# infergate decision card: run `{}`\n", data.run_id);
     let _ = writeln!(
@@ -94,7 +100,11 @@ fn manifest_section(md: &mut String, data: &RunData) {
         "none recorded".to_string()
     } else {
         // A version string that already names its runtime (`llama.cpp 0.6.0 (…)`) is shown as is.
-        m.runtimes.iter().map(|(k, v)| if v.starts_with(k.as_str()) { v.clone() } else { format!("{k} {v}") }).collect::<Vec<_>>().join("; ")
+        m.runtimes
+            .iter()
+            .map(|(k, v)| if v.starts_with(k.as_str()) { v.clone() } else { format!("{k} {v}") })
+            .collect::<Vec<_>>()
+            .join("; ")
     };
     let commit = match (&m.git_commit, m.git_dirty) {
         (Some(c), Some(true)) => format!("`{c}` (with uncommitted changes)"),
@@ -105,7 +115,15 @@ fn manifest_section(md: &mut String, data: &RunData) {
     let mc = &m.machine;
     let _ = writeln!(md, "| | |\n| --- | --- |");
     let _ = writeln!(md, "| run | `{}`, profile `{}`, started {} |", m.run_id, m.profile, m.started_utc);
-    let _ = writeln!(md, "| machine | {}, {} cores; {}; kernel {}; host `{}` |", cell(&mc.cpu_model), mc.available_cores, cell(&mc.os), mc.kernel, mc.hostname);
+    let _ = writeln!(
+        md,
+        "| machine | {}, {} cores; {}; kernel {}; host `{}` |",
+        cell(&mc.cpu_model),
+        mc.available_cores,
+        cell(&mc.os),
+        mc.kernel,
+        mc.hostname
+    );
     let _ = writeln!(md, "| runtimes | {} |", cell(&runtimes));
     let _ = writeln!(md, "| commit | {commit} |");
     let _ = writeln!(md, "| gate files | {} (sha256 of each in `manifest.json`) |", m.gate_files.len());
@@ -146,14 +164,15 @@ fn latency_section(md: &mut String, rows: &[analysis::LatencyRow], files: &Attac
         let _ = writeln!(md, "No timed run was recorded in this run (the gates that ran measure no latency, or every run degraded).\n");
         return;
     }
-    let _ = writeln!(md, "| backend | scenario | prompt tokens | gen tokens | n | e2e median ms | e2e p95 ms | e2e p99 ms | e2e mean ms | prefill median ms | decode median ms |");
-    let _ = writeln!(md, "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(md, "| backend | scenario | model | prompt tokens | gen tokens | n | e2e median ms | e2e p95 ms | e2e p99 ms | e2e mean ms | prefill median ms | decode median ms |");
+    let _ = writeln!(md, "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for r in rows {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.backend,
             r.scenario,
+            if r.variant.is_empty() { "gate model" } else { r.variant.as_str() },
             r.prompt_tokens,
             r.gen_tokens,
             r.e2e.n,
@@ -168,7 +187,7 @@ fn latency_section(md: &mut String, rows: &[analysis::LatencyRow], files: &Attac
     let small = rows.iter().map(|r| r.e2e.n).min().unwrap_or(0);
     let _ = writeln!(
         md,
-        "\nPercentiles are type-7 (linear interpolation); with {small} run(s) in the smallest cell, p95 and p99 lie between the largest observed values, not beyond them. Warmup runs and non-ok runs are excluded.\n"
+        "\nPercentiles are type-7 (linear interpolation); with {small} run(s) in the smallest cell, p95 and p99 lie between the largest observed values, not beyond them. Warmup runs and non-ok runs are excluded. \"gate model\" is the model the gate file names; other models (e.g. the scaling gate's synthetic shapes) are labelled and never enter the routing below.\n"
     );
     for p in &files.latency_plots {
         let _ = writeln!(md, "![e2e latency distribution]({p})\n");
@@ -212,20 +231,24 @@ fn cost_section(md: &mut String, data: &RunData) {
     let mut tiers: Vec<&str> = rows.iter().map(|r| r.tier.as_str()).collect();
     tiers.sort_unstable();
     tiers.dedup();
-    let mut trials: Vec<&str> = rows.iter().map(|r| r.trial.as_str()).collect();
-    trials.dedup();
-    let _ = writeln!(md, "Compute-hour model: `usd_per_1M = (1e6 / tokens_per_s) / 3600 × usd_per_hour` (shadow prices, not a bill).\n");
-    let _ = writeln!(md, "| backend | scenario | {} |", tiers.iter().map(|t| format!("{t} USD/1M")).collect::<Vec<_>>().join(" | "));
-    let _ = writeln!(md, "| --- | --- |{}", " ---: |".repeat(tiers.len()));
-    for t in trials {
-        let of_trial: Vec<_> = rows.iter().filter(|r| r.trial == t).collect();
-        let first = of_trial[0];
+    let mut keys: Vec<(&str, &str)> = rows.iter().map(|r| (r.trial.as_str(), r.backend.as_str())).collect();
+    keys.dedup();
+    let _ = writeln!(md, "Compute-hour model (TR119, Appendix A): `usd_per_1M = (1e6 / tokens_per_s) / 3600 × usd_per_hour` (+ the energy term where a sensor measured it); shadow prices, not a bill.\n");
+    let _ = writeln!(
+        md,
+        "| backend | tokens/s (geometric mean) | {} |",
+        tiers.iter().map(|t| format!("{t} USD/1M")).collect::<Vec<_>>().join(" | ")
+    );
+    let _ = writeln!(md, "| --- | ---: |{}", " ---: |".repeat(tiers.len()));
+    for (trial, backend) in keys {
+        let of: Vec<_> = rows.iter().filter(|r| r.trial == trial && r.backend == backend).collect();
+        let tps = of.iter().find_map(|r| r.tokens_per_s).map_or("—".to_string(), |t| format!("{t:.1}"));
         let values = tiers
             .iter()
-            .map(|tier| of_trial.iter().find(|r| r.tier == *tier).map_or("—".to_string(), |r| format!("{:.4}", r.usd_per_1m)))
+            .map(|tier| of.iter().find(|r| r.tier == *tier).map_or("—".to_string(), |r| format!("{:.4}", r.usd_per_1m)))
             .collect::<Vec<_>>()
             .join(" | ");
-        let _ = writeln!(md, "| {} | {} | {values} |", first.backend, first.scenario.as_deref().unwrap_or("—"));
+        let _ = writeln!(md, "| {backend} | {tps} | {values} |");
     }
     md.push('\n');
 }
@@ -236,26 +259,27 @@ fn scaling_section(md: &mut String, fits: &[Result<ScalingFit, String>], files: 
         let _ = writeln!(md, "Not measured in this run (no `scaling.fit_ci` metrics in `results.jsonl`).\n");
         return;
     }
-    let _ = writeln!(md, "OLS of ln(latency) on ln(params); actionable only if R² ≥ 0.2 and the slope's 95 % CI excludes 0 (TR121).\n");
-    let _ = writeln!(md, "| trial | points | slope | 95 % CI | R² | verdict |");
-    let _ = writeln!(md, "| --- | ---: | ---: | --- | ---: | --- |");
+    let _ = writeln!(md, "OLS of ln(latency) on ln(params), one point per model shape; actionable only if R² ≥ 0.2 and the slope's 95 % CIs exclude 0 (TR121). The plot's band spans both CIs.\n");
+    let _ = writeln!(md, "| trial | points | slope | t 95 % CI | bootstrap 95 % CI | R² | verdict |");
+    let _ = writeln!(md, "| --- | ---: | ---: | --- | --- | ---: | --- |");
+    let ci = |c: Option<(f64, f64)>| c.map_or_else(|| "—".to_string(), |(lo, hi)| format!("[{lo:.3}, {hi:.3}]"));
     for f in fits {
         match f {
             Ok(f) => {
                 let r2 = f.r_squared.map_or_else(|| "n/a".to_string(), |r| format!("{r:.3}"));
                 let _ = writeln!(
                     md,
-                    "| {} | {} | {:.3} | [{:.3}, {:.3}] | {r2} | {} |",
+                    "| {} | {} | {:.3} | {} | {} | {r2} | {} |",
                     f.trial,
                     f.points.len(),
                     f.slope,
-                    f.slope_ci.0,
-                    f.slope_ci.1,
+                    ci(f.t_ci),
+                    ci(f.bootstrap_ci),
                     f.verdict_words()
                 );
             }
             Err(why) => {
-                let _ = writeln!(md, "| — | — | — | — | — | cannot draw the fit: {} |", cell(why));
+                let _ = writeln!(md, "| — | — | — | — | — | — | cannot draw the fit: {} |", cell(why));
             }
         }
     }

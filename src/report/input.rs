@@ -68,8 +68,11 @@ impl RunData {
         let manifest_path = dir.join("manifest.json");
         if manifest_path.exists() {
             let text = read(&manifest_path)?;
-            let m: Manifest = serde_json::from_str(&text)
-                .map_err(|e| ReportError::Malformed { path: manifest_path.clone(), line: e.line(), detail: e.to_string() })?;
+            let m: Manifest = serde_json::from_str(&text).map_err(|e| ReportError::Malformed {
+                path: manifest_path.clone(),
+                line: e.line(),
+                detail: e.to_string(),
+            })?;
             data.run_id = m.run_id.clone();
             data.manifest = Some(m);
         } else {
@@ -109,7 +112,9 @@ pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>,
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| serde_json::from_str(l).map_err(|e| ReportError::Malformed { path: path.to_path_buf(), line: i + 1, detail: e.to_string() }))
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| ReportError::Malformed { path: path.to_path_buf(), line: i + 1, detail: e.to_string() })
+        })
         .collect()
 }
 
@@ -127,7 +132,11 @@ fn read_results(path: &Path, notes: &mut Vec<String>) -> Result<Vec<TrialRecord>
                 notes.push(format!("{trial}: metric `{k}` is not a number (NaN) and is left out"));
             }
         }
-        let record = serde_json::from_value(v).map_err(|e| ReportError::Malformed { path: path.to_path_buf(), line: i + 1, detail: e.to_string() })?;
+        let record = serde_json::from_value(v).map_err(|e| ReportError::Malformed {
+            path: path.to_path_buf(),
+            line: i + 1,
+            detail: e.to_string(),
+        })?;
         out.push(record);
     }
     Ok(out)
@@ -136,7 +145,8 @@ fn read_results(path: &Path, notes: &mut Vec<String>) -> Result<Vec<TrialRecord>
 /// `(file name, value)` for every line of every `*.jsonl` in `dir`, sorted by file name.
 fn read_all_jsonl(dir: &Path) -> Result<Vec<(String, serde_json::Value)>, ReportError> {
     let entries = std::fs::read_dir(dir).map_err(|source| ReportError::Read { path: dir.to_path_buf(), source })?;
-    let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "jsonl")).collect();
+    let mut files: Vec<PathBuf> =
+        entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "jsonl")).collect();
     files.sort();
     let mut out = Vec::new();
     for f in files {

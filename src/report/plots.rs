@@ -27,7 +27,10 @@ fn plot_err(path: &Path, e: impl std::fmt::Display) -> ReportError {
 
 /// File-name-safe form of a trial name (`scaling.fit_ci::ort-cpu` → `scaling.fit_ci--ort-cpu`).
 pub fn file_stem(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' { c } else { '-' }).collect::<String>().replace("--", "-")
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' { c } else { '-' })
+        .collect::<String>()
+        .replace("--", "-")
 }
 
 /// One latency plot per generation length; returns the files written.
@@ -48,9 +51,19 @@ pub fn write_latency_plots(dir: &Path, rows: &[LatencyRow]) -> Result<Vec<PathBu
 
 fn latency_svg(rows: &[&LatencyRow], gen: usize) -> Result<String, Box<dyn std::error::Error>> {
     let n = rows.len();
-    let labels: Vec<String> = rows.iter().map(|r| format!("{} · {}", r.backend, r.scenario)).collect();
+    let labels: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            if r.variant.is_empty() {
+                format!("{} · {}", r.backend, r.scenario)
+            } else {
+                format!("{} · {} · {}", r.backend, r.scenario, r.variant)
+            }
+        })
+        .collect();
     let width = (180 + 150 * n).max(640) as u32;
-    let (lo, hi) = rows.iter().flat_map(|r| r.e2e_ms.iter().copied()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    let (lo, hi) =
+        rows.iter().flat_map(|r| r.e2e_ms.iter().copied()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
     let pad = ((hi - lo) * 0.08).max(hi.abs() * 0.02).max(1e-3);
     let mut svg = String::new();
     {
@@ -95,7 +108,12 @@ fn latency_svg(rows: &[&LatencyRow], gen: usize) -> Result<String, Box<dyn std::
             }
             // Strip: every run, spread deterministically to the right of the box.
             let k = r.e2e_ms.len().max(1) as f64;
-            chart.draw_series(r.e2e_ms.iter().enumerate().map(|(j, &v)| Circle::new((x + 0.08 + 0.14 * (j as f64 + 0.5) / k, v), 3, DOT.mix(0.8).filled())))?;
+            chart.draw_series(
+                r.e2e_ms
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &v)| Circle::new((x + 0.08 + 0.14 * (j as f64 + 0.5) / k, v), 3, DOT.mix(0.8).filled())),
+            )?;
         }
         root.present()?;
     }
@@ -131,7 +149,7 @@ fn scaling_svg(f: &ScalingFit) -> Result<String, Box<dyn std::error::Error>> {
     let ypad = ((y1 - y0) * 0.08).max(0.05);
     let r2 = f.r_squared.map_or_else(|| "n/a".to_string(), |r| format!("{r:.2}"));
     let title = format!(
-        "{}: slope {:.3}, 95% CI [{:.3}, {:.3}], R² {r2}: {}",
+        "{}: slope {:.3}, 95% CIs span [{:.3}, {:.3}], R² {r2}: {}",
         f.trial,
         f.slope,
         f.slope_ci.0,
@@ -151,7 +169,10 @@ fn scaling_svg(f: &ScalingFit) -> Result<String, Box<dyn std::error::Error>> {
         chart.configure_mesh().x_desc("ln(parameters)").y_desc("ln(latency ms)").draw()?;
         let mut outline: Vec<(f64, f64)> = grid.iter().zip(&band).map(|(&x, &(lo, _))| (x, lo)).collect();
         outline.extend(grid.iter().zip(&band).rev().map(|(&x, &(_, hi))| (x, hi)));
-        chart.draw_series([Polygon::new(outline, BOX.mix(0.18).filled())])?.label("slope 95% CI band").legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], BOX.mix(0.3).filled()));
+        chart
+            .draw_series([Polygon::new(outline, BOX.mix(0.18).filled())])?
+            .label("slope 95% CIs (t and bootstrap)")
+            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], BOX.mix(0.3).filled()));
         chart
             .draw_series(LineSeries::new(grid.iter().map(|&x| (x, f.line(x))), BOX.stroke_width(2)))?
             .label("OLS fit")
@@ -160,7 +181,9 @@ fn scaling_svg(f: &ScalingFit) -> Result<String, Box<dyn std::error::Error>> {
             .draw_series(xs.iter().zip(&ys).map(|(&x, &y)| Circle::new((x, y), 5, DOT.filled())))?
             .label("models")
             .legend(|(x, y)| Circle::new((x + 7, y), 4, DOT.filled()));
-        chart.draw_series(f.points.iter().zip(xs.iter().zip(&ys)).map(|(p, (&x, &y))| Text::new(p.label.clone(), (x, y), ("sans-serif", 12))))?;
+        chart.draw_series(
+            f.points.iter().zip(xs.iter().zip(&ys)).map(|(p, (&x, &y))| Text::new(p.label.clone(), (x, y), ("sans-serif", 12))),
+        )?;
         chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.9)).draw()?;
         root.present()?;
     }
