@@ -2,6 +2,9 @@
 //! summary — manifest, claim table (C1…), operational defaults with the routing the data supports,
 //! latency distributions, decode fraction, cost, scaling, and every skip, degraded run and no_data.
 //! Every number in it comes from the run directory; nothing is written by hand.
+//!
+//! The Markdown is written with `write!`: its tables need only `|`, `<` and line breaks escaped
+//! ([`cell`]), which is less than a Markdown crate's API would take.
 
 use std::fmt::Write;
 
