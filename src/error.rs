@@ -135,3 +135,20 @@ pub enum StatsError {
     #[error("bootstrap: {usable} of {resamples} resamples gave a usable fit (need at least {needed}); with so few distinct points the slope is not identifiable: add points")]
     TooManyDegenerateResamples { resamples: usize, usable: usize, needed: usize },
 }
+
+/// Building a run's report (`report.md`, `junit.xml`, plots) from its run directory.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("{dir} is not a run directory: {file} is missing; run `infergate run` (or `cargo test --test gates`) first, or pass target/infergate/<run-id>")]
+    NotARunDir { dir: PathBuf, file: String },
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}:{line}: not a valid record: {detail}")]
+    Malformed { path: PathBuf, line: usize, detail: String },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("plot {path}: {detail}")]
+    Plot { path: PathBuf, detail: String },
+    #[error("junit.xml: {0}")]
+    Junit(String),
+}

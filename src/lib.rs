@@ -6,12 +6,14 @@
 pub mod accuracy;
 pub mod assets;
 pub mod backend;
+pub mod doctor;
 pub mod energy;
 pub mod error;
 pub mod measure;
 pub mod gate;
 pub mod manifest;
 pub mod model;
+pub mod progress;
 pub mod report;
 pub mod runner;
 pub mod workload;

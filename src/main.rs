@@ -1,10 +1,10 @@
 //! `infergate`: run the gate suite outside `cargo test`, inspect backends, fetch pinned assets.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use infergate::backend::registry::{self, Availability};
 use infergate::gate::Verdict;
 use infergate::runner::{verdict_line, Runner, RunnerConfig};
 
@@ -17,7 +17,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run gates and write target/infergate/<run-id>/ (runs.jsonl, results.jsonl, manifest.json, summary.json).
+    /// Run gates and write target/infergate/<run-id>/ (runs.jsonl, results.jsonl, manifest.json, summary.json,
+    /// report.md, junit.xml, SVG plots). Exits 1 if a gate fails, 2 if nothing could run.
     Run {
         /// Checkout root (gate files in <repo>/gates, artifacts in <repo>/target/infergate).
         #[arg(long, default_value = ".")]
@@ -43,8 +44,15 @@ enum Command {
         #[arg(long, default_value = ".")]
         repo: PathBuf,
     },
-    /// For every backend: usable or not, version, where it was found, and how to fix it.
+    /// For every backend: usable or not, version, where it was found, and how to fix it; the cache,
+    /// its assets and the energy sensors. Exits 1 only if the default backend (ort-cpu) is unusable.
     Doctor,
+    /// Rebuild report.md, junit.xml, summary.json and the plots from a run directory's files (e.g.
+    /// after `cargo nextest run`, where every trial is its own process). Exits 1 if a gate failed.
+    Report {
+        /// The run directory, e.g. target/infergate/<run-id>.
+        run_dir: PathBuf,
+    },
     /// Fetch and verify every pinned asset (runtime library, model, texts) into the cache.
     Fetch,
     /// Print every scenario's prompt token ids as JSON (for external baselines on the same prompts).
@@ -56,6 +64,8 @@ enum Command {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run { repo, gates, profile, gate, backend, scenario } => {
+            // Absolute paths in the manifest, so `infergate report` finds the gate files from anywhere.
+            let repo = repo.canonicalize().unwrap_or(repo);
             let mut config = RunnerConfig::from_env(&repo, &profile);
             config.profile = profile;
             if let Some(g) = gates {
@@ -65,6 +75,7 @@ fn main() -> ExitCode {
         }
         Command::List { repo } => list(RunnerConfig::from_env(&repo, "full")),
         Command::Doctor => doctor(),
+        Command::Report { run_dir } => report(&run_dir),
         Command::Fetch => fetch(),
         Command::Prompts => prompts(),
         Command::BuildLlamaCpp => match infergate::backend::llama_cpp::setup::ensure_built_reporting(&mut std::io::stderr()) {
@@ -109,16 +120,25 @@ fn run(config: RunnerConfig, gate: Option<String>, backend: Option<String>, scen
         return ExitCode::from(2);
     }
     eprintln!("infergate: run {} ({} trials, profile {}) → {}", runner.config.run_id, plans.len(), runner.config.profile, dir.display());
+    infergate::progress::set_enabled(true);
+    let run_clock = Instant::now();
     let mut results = Vec::new();
     for (i, plan) in plans.iter().enumerate() {
-        eprintln!("[{}/{}] {} …", i + 1, plans.len(), plan.name);
+        infergate::progress::trial_started(i + 1, plans.len(), &plan.name);
+        let trial_clock = Instant::now();
         let r = runner.run_trial(plan);
+        infergate::progress::trial_finished(i + 1, plans.len(), &plan.name, r.verdict.label(), trial_clock.elapsed(), run_clock.elapsed());
         println!("{}", verdict_line(&r));
         results.push(r);
     }
-    match infergate::report::write_summary(&dir, &results) {
-        Ok(p) => eprintln!("infergate: summary → {}", p.display()),
-        Err(e) => eprintln!("error: cannot write the summary: {e}"),
+    match infergate::report::RunData::load(&dir).map(|d| d.with_specs(&runner.specs)).and_then(|d| infergate::report::write_all(&d)) {
+        Ok(w) => eprintln!("infergate: report → {} (junit.xml, summary.json, {} plot(s) beside it)", w.report_md.display(), w.plots.len()),
+        Err(e) => {
+            eprintln!("error: cannot write the report: {e}");
+            if let Err(e) = infergate::report::write_summary(&dir, &results) {
+                eprintln!("error: cannot write the summary either: {e}");
+            }
+        }
     }
     let failed = results.iter().filter(|r| matches!(r.verdict, Verdict::Fail { .. })).count();
     let passed = results.iter().filter(|r| matches!(r.verdict, Verdict::Pass { .. })).count();
@@ -145,13 +165,38 @@ fn list(config: RunnerConfig) -> ExitCode {
 }
 
 fn doctor() -> ExitCode {
-    for id in registry::known_ids() {
-        match registry::probe(id) {
-            Availability::Available { detail } => println!("{id:<14} usable   {detail}"),
-            Availability::Absent { reason, fix } => println!("{id:<14} ABSENT   {reason}\n{:<24}fix: {fix}", ""),
+    let d = infergate::doctor::inspect();
+    println!("{}", d.render());
+    if d.default_usable() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn report(run_dir: &Path) -> ExitCode {
+    match infergate::report::rebuild(run_dir) {
+        Ok((data, w)) => {
+            let failed = data.trials.iter().filter(|t| matches!(t.result.verdict, Verdict::Fail { .. })).count();
+            let passed = data.trials.iter().filter(|t| matches!(t.result.verdict, Verdict::Pass { .. })).count();
+            println!("{}", w.report_md.display());
+            println!("{}", w.junit.display());
+            println!("{}", w.summary.display());
+            for p in &w.plots {
+                println!("{}", p.display());
+            }
+            eprintln!("infergate: {passed} passed, {failed} failed, {} skipped", data.trials.len() - passed - failed);
+            if failed > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
         }
     }
-    ExitCode::SUCCESS
 }
 
 fn prompts() -> ExitCode {

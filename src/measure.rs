@@ -168,6 +168,7 @@ pub fn run_series(backend: &mut Result<Box<dyn Backend>, BackendError>, plan: &S
     for index in 0..plan.stated_runs() {
         let phase = if index < plan.warmup { RunPhase::Warmup } else { RunPhase::Measured };
         let started_unix_ms = unix_ms();
+        let clock = std::time::Instant::now();
         let outcome = match backend {
             Err(e) => RunOutcome::from_error(e),
             Ok(b) => match b.generate(&plan.prompt, plan.gen_tokens) {
@@ -178,6 +179,8 @@ pub fn run_series(backend: &mut Result<Box<dyn Backend>, BackendError>, plan: &S
                 Err(e) => RunOutcome::from_error(&e),
             },
         };
+        let phase_label = if phase == RunPhase::Warmup { "warmup" } else { "measured" };
+        crate::progress::series_run(&plan.trial, index + 1, plan.stated_runs(), phase_label, outcome.label(), clock.elapsed());
         records.push(RunRecord {
             run_id: plan.run_id.clone(),
             trial: plan.trial.clone(),

@@ -133,6 +133,7 @@ impl Runner {
 
     /// Run one trial; records go to `runs.jsonl`, the result to `results.jsonl`.
     pub fn run_trial(&self, plan: &TrialPlan) -> TrialResult {
+        let clock = std::time::Instant::now();
         let spec = &self.specs[plan.gate];
         let skipped = |verdict: Verdict| TrialResult {
             trial: plan.name.clone(),
@@ -177,26 +178,35 @@ impl Runner {
                 }
             }
         };
-        if let Err(e) = self.append_result(&result) {
+        if let Err(e) = self.append_result(&result, clock.elapsed().as_secs_f64()) {
             eprintln!("infergate: cannot record the result of {}: {e}", plan.name);
         }
         result
     }
 
-    fn append_result(&self, r: &TrialResult) -> std::io::Result<()> {
+    /// One line of `results.jsonl`: the [`TrialResult`] plus `elapsed_s` and `finished_utc` (read back
+    /// by [`crate::report::input`] for JUnit times).
+    fn append_result(&self, r: &TrialResult, elapsed_s: f64) -> std::io::Result<()> {
         let dir = self.config.run_dir();
         std::fs::create_dir_all(&dir)?;
-        let mut line = serde_json::to_vec(r).map_err(std::io::Error::other)?;
+        let mut value = serde_json::to_value(r).map_err(std::io::Error::other)?;
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert("elapsed_s".into(), serde_json::json!(elapsed_s));
+            obj.insert("finished_utc".into(), serde_json::json!(chrono::Utc::now().to_rfc3339()));
+        }
+        let mut line = serde_json::to_vec(&value).map_err(std::io::Error::other)?;
         line.push(b'\n');
         let mut f = OpenOptions::new().create(true).append(true).open(dir.join("results.jsonl"))?;
         f.lock()?;
         f.write_all(&line)
     }
 
-    /// Write `manifest.json` once per run directory (parallel processes of one run share it).
+    /// Write `manifest.json` once per run directory (parallel processes of one run share it), and
+    /// create an empty `runs.jsonl` so a run whose gates time nothing still says "no runs".
     pub fn write_manifest(&self) -> std::io::Result<PathBuf> {
         let dir = self.config.run_dir();
         std::fs::create_dir_all(&dir)?;
+        OpenOptions::new().create(true).append(true).open(self.run_log.path())?;
         let path = dir.join("manifest.json");
         if path.exists() {
             return Ok(path);
@@ -213,6 +223,9 @@ impl Runner {
         let mut runtimes = BTreeMap::new();
         if let Ok(rt) = crate::backend::ort::runtime() {
             runtimes.insert("onnxruntime".to_string(), rt.version.clone());
+        }
+        if let Some(build) = crate::backend::llama_cpp::setup::locate() {
+            runtimes.insert("llama.cpp".to_string(), build.version.clone());
         }
         let models = self
             .specs

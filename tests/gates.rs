@@ -2,6 +2,8 @@
 //! `<gate-id>::<backend>[::<scenario>]`. Absent backends are ignored trials whose reason is printed;
 //! a failed gate fails `cargo test`. Works with `--list`, `--exact`, name filters and cargo-nextest.
 //!
+//! After the trials, the run directory's report (`report.md`, `junit.xml`, plots) is rebuilt.
+//!
 //! Profile: `INFERGATE_PROFILE` (default `ci`). Trials run one at a time (timing gates must not share
 //! the CPU) unless `--test-threads` says otherwise.
 
@@ -65,6 +67,13 @@ fn main() -> ExitCode {
     let lines = verdicts.lock().unwrap_or_else(|e| e.into_inner());
     if !lines.is_empty() {
         println!("infergate verdicts ({}):\n{}", runner.config.run_dir().display(), lines.join("\n"));
+        // The decision card of the run directory so far (under nextest, every trial's process
+        // rebuilds it, so the last one covers the whole run).
+        let dir = runner.config.run_dir();
+        match infergate::report::RunData::load(&dir).map(|d| d.with_specs(&runner.specs)).and_then(|d| infergate::report::write_all(&d)) {
+            Ok(w) => println!("infergate decision card: {}", w.report_md.display()),
+            Err(e) => eprintln!("infergate: cannot write the report of {}: {e}", dir.display()),
+        }
     }
     conclusion.exit_code()
 }

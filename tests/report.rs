@@ -1,0 +1,347 @@
+//! Reports from the outside: `infergate report <dir>` on a fixture run directory (every skip,
+//! degraded run, error and no_data reason in report.md; the claim table's verdicts; junit.xml parsed
+//! independently with quick-xml; SVGs that parse), and `infergate run` end to end on a fast gate.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use infergate::backend::TimingSource;
+use infergate::gate::{RunCounts, TrialResult, Verdict};
+use infergate::manifest::{GateFileRef, Machine, Manifest};
+use infergate::measure::{RunOutcome, RunPhase, RunRecord, RunTimings};
+use quick_xml::events::Event;
+
+const RUN_ID: &str = "fixture-run";
+const SKIP_REASON: &str = "llama-cpp absent: llama.cpp is not built on this machine (fix: run `cargo run --release -- build-llama-cpp`)";
+const FAIL_REASON: &str = "|delta| 0.0123 > 0.005 for ort-cpu-fp16 <fp16> & \"quoted\"";
+const DEGRADED_REASON: &str = "ort-cpu-int8 failed to load the model: export missing";
+const ERROR_MESSAGE: &str = "ort-cpu failed during decode: session aborted";
+const NO_DATA_REASON: &str = "1 in-window sample (< 2) at 100 ms polling";
+const ENERGY_NO_DATA: &str = "energy term no_data for every backend (ort-cpu: no readable sensor): compute-only cost";
+
+fn trial(gate: &str, backend: &str, scenario: Option<&str>, verdict: Verdict, metrics: &[(&str, f64)]) -> serde_json::Value {
+    let name = match scenario {
+        Some(s) => format!("{gate}::{backend}::{s}"),
+        None => format!("{gate}::{backend}"),
+    };
+    let r = TrialResult {
+        trial: name,
+        gate: gate.into(),
+        backend: backend.into(),
+        scenario: scenario.map(String::from),
+        verdict,
+        metrics: metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        runs: RunCounts::default(),
+        degraded_reasons: vec![],
+    };
+    let mut v = serde_json::to_value(&r).unwrap();
+    v["elapsed_s"] = serde_json::json!(2.5);
+    v
+}
+
+fn run(trial: &str, backend: &str, scenario: &str, index: usize, phase: RunPhase, outcome: RunOutcome) -> RunRecord {
+    RunRecord {
+        run_id: RUN_ID.into(),
+        trial: trial.into(),
+        backend: backend.into(),
+        scenario: scenario.into(),
+        index,
+        phase,
+        started_unix_ms: 0,
+        outcome,
+    }
+}
+
+fn ok(prefill: f64, decode: f64) -> RunOutcome {
+    RunOutcome::Ok(RunTimings {
+        prompt_tokens: 11,
+        gen_tokens: 64,
+        prefill_ms: prefill,
+        decode_ms: decode,
+        e2e_ms: prefill + decode,
+        decode_steps: 63,
+        timing_source: TimingSource::Harness,
+        cold_start_ms: None,
+        cached_prompt_tokens: None,
+        projection: None,
+    })
+}
+
+fn jsonl<T: serde::Serialize>(path: &Path, items: &[T]) {
+    let text: String = items.iter().map(|i| serde_json::to_string(i).unwrap() + "\n").collect();
+    std::fs::write(path, text).unwrap();
+}
+
+/// A run directory as a nextest run leaves it: results from several trials, runs, a manifest that
+/// names the repository's real gate files, and an energy sidecar with a no_data event.
+fn fixture(dir: &Path) {
+    let results = vec![
+        trial(
+            "phase.decode_fraction",
+            "ort-cpu",
+            Some("short"),
+            Verdict::Pass { summary: "median decode fraction 0.9700 > 0.9 (6 runs)".into() },
+            &[("decode_fraction_median", 0.97)],
+        ),
+        trial("phase.decode_fraction", "llama-cpp", Some("short"), Verdict::Skip { reason: SKIP_REASON.into() }, &[]),
+        trial(
+            "accuracy.perplexity_delta",
+            "ort-cpu-fp16",
+            None,
+            Verdict::Fail { reason: FAIL_REASON.into() },
+            &[("perplexity_delta", 0.0123)],
+        ),
+        trial(
+            "accuracy.perplexity_delta",
+            "ort-cpu",
+            None,
+            Verdict::Pass { summary: "|delta| 0.00001 ≤ 0.001".into() },
+            &[("perplexity_delta", 1e-5)],
+        ),
+        trial(
+            "scaling.fit_ci",
+            "ort-cpu",
+            None,
+            Verdict::Pass { summary: "slope 0.48 [0.31, 0.66], R² 0.93: actionable".into() },
+            &[
+                ("l2-d256::parameters", 1.41e7),
+                ("l2-d256::e2e_ms_geomean", 40.0),
+                ("l6-d512::parameters", 4.39e7),
+                ("l6-d512::e2e_ms_geomean", 110.0),
+                ("l3-d768::parameters", 5.9e7),
+                ("l3-d768::e2e_ms_geomean", 150.0),
+                ("params_only_log_params_slope", 0.48),
+                ("params_only_log_params_t_ci_lo", 0.33),
+                ("params_only_log_params_t_ci_hi", 0.66),
+                ("params_only_log_params_bootstrap_ci_lo", 0.31),
+                ("params_only_log_params_bootstrap_ci_hi", 0.64),
+                ("params_only_log_params_actionable", 1.0),
+                ("params_only_r_squared", 0.93),
+            ],
+        ),
+        trial(
+            "economics.cost",
+            "ort-cpu+ort-cpu-q4",
+            None,
+            Verdict::Pass { summary: format!("cheapest first ort-cpu-q4 < ort-cpu under all 2 tiers; {ENERGY_NO_DATA}") },
+            &[
+                ("ort-cpu::spot::usd_per_1m", 0.8125),
+                ("ort-cpu::on_demand::usd_per_1m", 2.4375),
+                ("ort-cpu::tokens_per_s_geomean", 100.0),
+                ("ort-cpu-q4::spot::usd_per_1m", 0.5),
+                ("ort-cpu-q4::on_demand::usd_per_1m", 1.5),
+                ("ort-cpu-q4::tokens_per_s_geomean", 162.5),
+            ],
+        ),
+    ];
+    jsonl(&dir.join("results.jsonl"), &results);
+
+    let mut runs = Vec::new();
+    for (backend, scenario, decode) in [("ort-cpu", "short", 900.0), ("ort-cpu", "long", 950.0), ("ort-cpu-q4", "short", 600.0)] {
+        let name = format!("phase.decode_fraction::{backend}::{scenario}");
+        runs.push(run(&name, backend, scenario, 0, RunPhase::Warmup, ok(500.0, 5000.0)));
+        for i in 1..=6 {
+            runs.push(run(&name, backend, scenario, i, RunPhase::Measured, ok(30.0 + i as f64, decode + 10.0 * i as f64)));
+        }
+    }
+    runs.push(run(
+        "phase.decode_fraction::ort-cpu-int8::short",
+        "ort-cpu-int8",
+        "short",
+        0,
+        RunPhase::Measured,
+        RunOutcome::Degraded { reason: DEGRADED_REASON.into() },
+    ));
+    runs.push(run(
+        "phase.decode_fraction::ort-cpu::short",
+        "ort-cpu",
+        "short",
+        7,
+        RunPhase::Measured,
+        RunOutcome::Error { message: ERROR_MESSAGE.into() },
+    ));
+    // A record of another run in the same file must be ignored.
+    let mut other = run("phase.decode_fraction::ort-cpu::short", "ort-cpu", "short", 0, RunPhase::Measured, ok(1.0, 1.0));
+    other.run_id = "another-run".into();
+    runs.push(other);
+    jsonl(&dir.join("runs.jsonl"), &runs);
+
+    let energy = serde_json::json!({"trial": "energy.gating::ort-cpu", "events": [{"energy": {"quality": "no_data", "reason": NO_DATA_REASON}}, {"energy": {"quality": "good", "joules": 1.0}}]});
+    jsonl(&dir.join("energy.jsonl"), &[energy]);
+
+    let gates = Path::new(env!("CARGO_MANIFEST_DIR")).join("gates");
+    let gate_files = ["phase.decode_fraction", "accuracy.perplexity_delta"]
+        .iter()
+        .map(|id| {
+            let path = gates.join(format!("{id}.toml"));
+            GateFileRef { id: id.to_string(), sha256: infergate::assets::sha256_file(&path).unwrap(), path: path.display().to_string() }
+        })
+        .collect();
+    let manifest = Manifest {
+        run_id: RUN_ID.into(),
+        started_utc: "2026-01-01T00:00:00Z".into(),
+        profile: "ci".into(),
+        machine: Machine {
+            cpu_model: "Test CPU".into(),
+            available_cores: 2,
+            os: "Test OS".into(),
+            kernel: "6.0".into(),
+            hostname: "h".into(),
+        },
+        runtimes: BTreeMap::from([("onnxruntime".to_string(), "1.31.1".to_string())]),
+        crate_versions: BTreeMap::new(),
+        git_commit: Some("0123456789abcdef".into()),
+        git_dirty: Some(false),
+        gate_files,
+        models: BTreeMap::from([("smollm2-135m-instruct".to_string(), "b179c9523d0e6a0f".to_string())]),
+    };
+    std::fs::write(dir.join("manifest.json"), serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+}
+
+fn infergate(args: &[&str], envs: &[(&str, &Path)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_infergate"));
+    cmd.args(args);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// How report.md writes text in a table cell.
+fn md_cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('<', "\\<")
+}
+
+/// JUnit counts read with a generic XML parser: (testcases, failures, skipped, failure messages).
+fn junit_counts(xml: &str) -> (usize, usize, usize, Vec<String>) {
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let (mut cases, mut failures, mut skipped, mut messages) = (0, 0, 0, Vec::new());
+    loop {
+        match reader.read_event().expect("junit.xml is well-formed XML") {
+            Event::Start(e) | Event::Empty(e) => match e.name().as_ref() {
+                b"testcase" => cases += 1,
+                b"failure" => {
+                    failures += 1;
+                    for a in e.attributes() {
+                        let a = a.unwrap();
+                        if a.key.as_ref() == b"message" {
+                            messages.push(a.normalized_value(quick_xml::XmlVersion::Implicit1_0).unwrap().into_owned());
+                        }
+                    }
+                }
+                b"skipped" => skipped += 1,
+                _ => {}
+            },
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    (cases, failures, skipped, messages)
+}
+
+/// The root element's name of an XML document.
+fn xml_root(xml: &str) -> String {
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut root = None;
+    loop {
+        match reader.read_event().expect("well-formed XML") {
+            Event::Start(e) if root.is_none() => root = Some(String::from_utf8_lossy(e.name().as_ref()).into_owned()),
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    root.unwrap_or_default()
+}
+
+#[test]
+fn report_rebuilds_the_decision_card_junit_and_plots_from_a_run_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    fixture(dir.path());
+    let out = infergate(&["report", dir.path().to_str().unwrap()], &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "a failed gate in the run makes `report` exit 1: {t}");
+
+    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    for reason in [SKIP_REASON, DEGRADED_REASON, ERROR_MESSAGE, NO_DATA_REASON, ENERGY_NO_DATA] {
+        assert!(md.contains(&md_cell(reason)), "report.md lacks the reason `{reason}`:\n{md}");
+    }
+    assert!(md.contains(&md_cell(FAIL_REASON)), "the failure's evidence is in the claim table:\n{md}");
+    // Claim table: one row per gate, in order, with its verdict and the claim from the gate file.
+    let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| C") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit)).collect();
+    assert_eq!(rows.len(), 4, "{md}");
+    assert!(
+        rows[0].starts_with("| C1 | Decode dominates") && rows[0].contains("**PASS (1 of 2 trials passed, 1 skipped)**"),
+        "{}",
+        rows[0]
+    );
+    assert!(rows[1].contains("`accuracy.perplexity_delta`") && rows[1].contains("**FAIL (1 of 2 trials failed)**"), "{}", rows[1]);
+    assert!(rows[2].contains("(claim not recorded: gate file unavailable)"), "{}", rows[2]);
+    // Manifest summary on top, distributions from measured ok runs of this run id only.
+    assert!(md.contains("Test CPU, 2 cores") && md.contains("onnxruntime 1.31.1") && md.contains("`0123456789abcdef`"), "{md}");
+    let short = md.lines().find(|l| l.starts_with("| ort-cpu | short |")).expect("latency row ort-cpu · short");
+    let cells: Vec<&str> = short.split('|').map(str::trim).collect();
+    assert_eq!(cells[6], "6", "6 measured ok runs (warmup, error and the other run id excluded): {short}");
+    // Routing: two decode-heavy backends on the shared workload `short`; q4 is clearly faster.
+    assert!(md.contains("route decode-heavy work to `ort-cpu-q4`"), "{md}");
+    assert!(
+        md.contains("| ort-cpu | 100.0 | 2.4375 | 0.8125 |") && md.contains("| ort-cpu-q4 | 162.5 | 1.5000 | 0.5000 |"),
+        "cost by tier:\n{md}"
+    );
+    assert!(md.contains("| scaling.fit_ci::ort-cpu | 3 | 0.480 | [0.330, 0.660] | [0.310, 0.640] | 0.930 | actionable |"), "{md}");
+
+    let xml = std::fs::read_to_string(dir.path().join("junit.xml")).unwrap();
+    let (cases, failures, skipped, messages) = junit_counts(&xml);
+    assert_eq!((cases, failures, skipped), (6, 1, 1), "{xml}");
+    assert_eq!(messages, [FAIL_REASON], "the failure message survives XML escaping");
+
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("summary.json")).unwrap()).unwrap();
+    assert_eq!((summary["passed"].as_u64(), summary["failed"].as_u64(), summary["skipped"].as_u64()), (Some(4), Some(1), Some(1)));
+
+    for name in ["latency_e2e_gen64.svg", "scaling_scaling.fit_ci-ort-cpu.svg"] {
+        let svg = std::fs::read_to_string(dir.path().join(name)).unwrap_or_else(|e| panic!("{name}: {e}\n{t}"));
+        assert_eq!(xml_root(&svg), "svg", "{name}");
+        assert!(md.contains(&format!("]({name})")), "report.md links {name}");
+    }
+    let latency = std::fs::read_to_string(dir.path().join("latency_e2e_gen64.svg")).unwrap();
+    assert!(latency.contains("ort-cpu-q4 · short"), "category labels on the axis");
+    assert_eq!(latency.matches("<circle").count(), 18, "one dot per measured ok run");
+}
+
+#[test]
+fn report_on_a_directory_that_is_not_a_run_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = infergate(&["report", dir.path().to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("results.jsonl is missing; run `infergate run`"), "{}", text(&out));
+}
+
+#[test]
+fn run_writes_every_file_of_the_run_directory() {
+    let target = tempfile::tempdir().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = infergate(
+        &["run", "--repo", repo.to_str().unwrap(), "--gate", "integrity.model_identity"],
+        &[("CARGO_TARGET_DIR", target.path()), ("INFERGATE_RUN_ID", Path::new("e2e"))],
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("[1/1] start  integrity.model_identity::ort-cpu") && t.contains("[1/1] PASS"), "progress on stderr: {t}");
+    let dir = target.path().join("infergate").join("e2e");
+    for f in ["runs.jsonl", "results.jsonl", "manifest.json", "summary.json", "report.md", "junit.xml"] {
+        assert!(dir.join(f).is_file(), "{f} missing in {}: {t}", dir.display());
+    }
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(md.contains("**Overall: PASS**") && md.contains("| C1 | The loaded model is the declared SmolLM2-135M-Instruct"), "{md}");
+    assert!(md.contains("No timed run was recorded"), "model identity times nothing: {md}");
+    let (cases, failures, skipped, _) = junit_counts(&std::fs::read_to_string(dir.join("junit.xml")).unwrap());
+    assert_eq!((cases, failures, skipped), (1, 0, 0));
+    // Rebuilding from the files gives the same card.
+    let again = infergate(&["report", dir.to_str().unwrap()], &[]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert_eq!(std::fs::read_to_string(dir.join("report.md")).unwrap(), md);
+}
