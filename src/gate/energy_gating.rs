@@ -26,6 +26,9 @@ pub struct EnergyGatingParams {
     pub gen_tokens: usize,
     pub poll_period_ms: u64,
     pub idle_seconds: f64,
+    /// Pause before the idle calibration so a GPU busy with the previous trial returns to idle clocks.
+    #[serde(default)]
+    pub settle_seconds: f64,
     /// Expected quality of every prefill event (TR122: `no_data` at 100 ms polling), if asserted.
     #[serde(default)]
     pub expect_prefill: Option<EnergyQuality>,
@@ -59,6 +62,7 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &EnergyGatingParams) -> TrialResult {
         Err(e) => return fail(format!("cannot build the prompt: {e}"), &[]),
     };
     let period = Duration::from_millis(p.poll_period_ms.max(1));
+    std::thread::sleep(Duration::from_secs_f64(p.settle_seconds.max(0.0)));
     let (idle, idle_trace) = match calibrate_idle(sensor.clone(), Duration::from_secs_f64(p.idle_seconds), period) {
         Ok(x) => x,
         Err(e) => return fail(format!("idle baseline: {e}"), &[]),

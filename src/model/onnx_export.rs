@@ -24,7 +24,7 @@ use crate::onnx_proto::{
 };
 
 /// Bumped whenever the emitted graph changes, so cached exports are rebuilt.
-pub const EXPORTER_VERSION: u32 = 2;
+pub const EXPORTER_VERSION: u32 = 3;
 const OPSET: i64 = 17;
 const EXTERNAL_ALIGN: u64 = 64 * 1024;
 const INLINE_LIMIT: usize = 1024;

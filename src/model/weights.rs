@@ -153,11 +153,13 @@ impl LlamaWeights {
         (self.token_embd.len() + layer + self.final_norm.len() + self.lm_head.as_ref().map_or(0, |m| m.len())) as u64
     }
 
-    /// Multiply one layer's tensor by a factor: the planted fault for negative accuracy tests.
+    /// Multiply every weight matrix of one layer by a factor: the planted fault for negative
+    /// accuracy tests.
     pub fn scale_layer(&mut self, layer: usize, factor: f32) -> Result<(), ModelError> {
         let l = self.layers.get_mut(layer).ok_or_else(|| ModelError::Config(format!("no layer {layer}")))?;
-        l.wo.mapv_inplace(|x| x * factor);
-        l.w_down.mapv_inplace(|x| x * factor);
+        for m in [&mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.w_gate, &mut l.w_up, &mut l.w_down] {
+            m.mapv_inplace(|x| x * factor);
+        }
         Ok(())
     }
 }
