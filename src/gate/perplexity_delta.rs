@@ -54,12 +54,13 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &PerplexityDeltaParams) -> TrialResul
     let Some(&threshold) = p.max_abs_delta.get(ctx.backend_id) else {
         return fail(format!("{}: no max_abs_delta for backend `{}`", ctx.spec.path.display(), ctx.backend_id));
     };
-    let protocol = PerplexityProtocol { context: p.context, max_tokens: p.max_tokens };
+    let max_tokens = ctx.profile.perplexity_tokens.unwrap_or(p.max_tokens);
+    let protocol = PerplexityProtocol { context: p.context, max_tokens };
     let text = match p.corpus.text() {
         Ok(t) => t,
         Err(e) => return fail(format!("cannot load the {:?} text: {e}", p.corpus)),
     };
-    let tokens = match leading_tokens(&text, p.max_tokens, ctx.encode) {
+    let tokens = match leading_tokens(&text, max_tokens, ctx.encode) {
         Ok(t) => t,
         Err(e) => return fail(format!("cannot tokenize the text: {e}")),
     };

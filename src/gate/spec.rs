@@ -16,6 +16,10 @@ use crate::workload;
 pub struct ProfileSettings {
     pub warmup: usize,
     pub repetitions: usize,
+    /// Tokens scored by perplexity checks in this profile (default: the check's `max_tokens`), so
+    /// the CI profile can score a shorter span than the main job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perplexity_tokens: Option<usize>,
 }
 
 /// The check a gate performs, with its parameters.
