@@ -1,5 +1,7 @@
-//! The accuracy gate's planted fault: the same weights with one layer's output projections scaled by
-//! 1.05 must FAIL `accuracy.perplexity_delta`, with a message that gives the delta and the threshold.
+//! The accuracy gate's planted fault: the same weights with layer 0's seven weight matrices scaled
+//! by 1.05 must FAIL `accuracy.perplexity_delta`, with a message that gives the delta and the
+//! threshold. Measured on this span: +1.15 % for layer 0; a middle layer (10) moves it only ~0.1 %
+//! and the sign flips with the span, too close to the 0.1 % threshold to be a reliable fault.
 
 use std::path::Path;
 
@@ -22,7 +24,10 @@ fn a_planted_weight_fault_fails_the_perplexity_delta_gate_with_delta_and_thresho
     params.max_abs_delta.insert("ort-cpu-fault".into(), 0.001);
 
     let model = catalog::SMOLLM2_135M;
-    let faulty = WeightSource::Gguf { model: model.name.into(), gguf_sha256: model.asset.member_sha256.into(), fault_scale_layer: Some((10, 1.05)) };
+    // The CI profile's token budget would override the span above; this test pins its own.
+    let mut profile = spec.profile("ci").unwrap();
+    profile.perplexity_tokens = None;
+    let faulty = WeightSource::Gguf { model: model.name.into(), gguf_sha256: model.asset.member_sha256.into(), fault_scale_layer: Some((0, 1.05)) };
     let encode = infergate::runner::load_encoder().expect("tokenizer");
     let open = || registry::open_ort("ort-cpu-fault", &faulty, WeightFormat::Fp32, OptLevel::All);
     let open_named = |id: &str| registry::open(id, &model);
@@ -35,7 +40,7 @@ fn a_planted_weight_fault_fails_the_perplexity_delta_gate_with_delta_and_thresho
         spec: &spec,
         backend_id: "ort-cpu-fault",
         scenario: None,
-        profile: spec.profile("ci").unwrap(),
+        profile,
         model,
         encode: encode.as_ref(),
         open: &open,
