@@ -135,3 +135,21 @@ pub enum StatsError {
     #[error("bootstrap: {usable} of {resamples} resamples gave a usable fit (need at least {needed}); with so few distinct points the slope is not identifiable: add points")]
     TooManyDegenerateResamples { resamples: usize, usable: usize, needed: usize },
 }
+
+/// Bad input to a cost formula in [`crate::cost`]; the message names the quantity (and backend).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CostError {
+    #[error("{what} = {value} must be a finite number > 0")]
+    NotPositive { what: String, value: f64 },
+    #[error("{backend}: {source}")]
+    Backend { backend: String, source: Box<CostError> },
+    #[error("no pricing tier given: add at least one [[check.tiers]] with name and usd_per_hour")]
+    NoTiers,
+}
+
+impl CostError {
+    /// The same error, naming the backend it is about.
+    pub fn for_backend(self, backend: &str) -> CostError {
+        CostError::Backend { backend: backend.to_string(), source: Box::new(self) }
+    }
+}

@@ -6,6 +6,7 @@
 pub mod accuracy;
 pub mod assets;
 pub mod backend;
+pub mod cost;
 pub mod energy;
 pub mod error;
 pub mod measure;

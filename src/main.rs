@@ -93,7 +93,7 @@ fn run(config: RunnerConfig, gate: Option<String>, backend: Option<String>, scen
         .plan()
         .into_iter()
         .filter(|p| gate.as_ref().is_none_or(|g| runner.specs[p.gate].id.contains(g.as_str())))
-        .filter(|p| backend.as_ref().is_none_or(|b| &p.backend == b))
+        .filter(|p| backend.as_ref().is_none_or(|b| p.backend.split('+').any(|x| x == b)))
         .filter(|p| scenario.as_ref().is_none_or(|s| p.scenario.is_some_and(|x| x.name == s)))
         .collect();
     if plans.is_empty() {

@@ -94,9 +94,13 @@ impl Runner {
     pub fn plan(&self) -> Vec<TrialPlan> {
         let mut out = Vec::new();
         for (gi, spec) in self.specs.iter().enumerate() {
-            for backend in &spec.backends {
-                if spec.scenarios.is_empty() {
+            // A cross-backend check is one trial over all backends (ids joined by `+`); a check that
+            // aggregates scenarios is one trial per backend over all of them.
+            let backends = if spec.check.spans_backends() { vec![spec.backends.join("+")] } else { spec.backends.clone() };
+            for backend in &backends {
+                if spec.scenarios.is_empty() || spec.check.aggregates_scenarios() {
                     out.push(TrialPlan { name: format!("{}::{backend}", spec.id), gate: gi, backend: backend.clone(), scenario: None });
+                    continue;
                 }
                 for s in &spec.scenarios {
                     let scenario = workload::scenario(s).expect("validated when the gate file was loaded");
@@ -114,11 +118,16 @@ impl Runner {
     }
 
     /// Why a trial will not run, if it will not.
+    /// A cross-backend trial (`a+b+…`) runs when at least one of its backends is available.
     pub fn skip_reason(&self, plan: &TrialPlan) -> Option<String> {
-        match self.availability(&plan.backend) {
-            Availability::Available { .. } => None,
-            Availability::Absent { reason, fix } => Some(format!("{} absent: {reason} (fix: {fix})", plan.backend)),
+        let mut reasons = Vec::new();
+        for backend in plan.backend.split('+') {
+            match self.availability(backend) {
+                Availability::Available { .. } => return None,
+                Availability::Absent { reason, fix } => reasons.push(format!("{backend} absent: {reason} (fix: {fix})")),
+            }
         }
+        Some(reasons.join("; "))
     }
 
     fn encoder(&self) -> Result<&Encoder, String> {

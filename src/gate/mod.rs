@@ -13,9 +13,13 @@ use crate::workload::Scenario;
 
 pub mod decode_fraction;
 pub mod degraded_runs;
+pub mod distribution;
+pub mod economics;
 pub mod model_identity;
 pub mod perplexity_delta;
+pub mod scaling_fit;
 pub mod spec;
+pub mod warmup_ratio;
 
 pub use spec::{Check, GateSpec, ProfileSettings};
 
@@ -156,6 +160,10 @@ pub fn evaluate(ctx: &TrialContext<'_>) -> TrialResult {
         }
         Check::DegradedRuns { gen_tokens } => degraded_runs::evaluate(ctx, *gen_tokens),
         Check::PerplexityDelta(p) => perplexity_delta::evaluate(ctx, p),
+        Check::ScalingFit(p) => scaling_fit::evaluate(ctx, p),
+        Check::WarmupRatio(p) => warmup_ratio::evaluate(ctx, p),
+        Check::Distribution(p) => distribution::evaluate(ctx, p),
+        Check::EconomicsCost(p) => economics::evaluate(ctx, p),
     }
 }
 

@@ -42,6 +42,31 @@ pub enum Check {
     DegradedRuns { gen_tokens: usize },
     /// Accuracy against a reference backend on the same weights and text.
     PerplexityDelta(super::perplexity_delta::PerplexityDeltaParams),
+    /// TR121 (C4/C5, §10.2 rule 1): log latency on log params (and + log layers) over a synthetic
+    /// model family, scenario-aggregated; each slope actionable or not identifiable.
+    ScalingFit(super::scaling_fit::ScalingFitParams),
+    /// §10.2 rule 4: cold (first run after open) median / steady median; above the threshold flags
+    /// "warm pool required".
+    WarmupRatio(super::warmup_ratio::WarmupRatioParams),
+    /// TR117 / §3.10 / §10.2 rule 5: median, p95, p99, mean, n per backend × scenario; a winner only
+    /// from the scenario-aggregated geometric mean.
+    Distribution(super::distribution::DistributionParams),
+    /// TR119 / C3 / Appendix A: cost per 1M tokens per pricing tier (energy as a second term where
+    /// measured); backend ordering invariant under the tier.
+    EconomicsCost(super::economics::EconomicsParams),
+}
+
+impl Check {
+    /// One trial compares all of the gate's backends (named `<gate>::<b1>+<b2>+…`) instead of one
+    /// trial per backend.
+    pub fn spans_backends(&self) -> bool {
+        matches!(self, Check::Distribution(_) | Check::EconomicsCost(_))
+    }
+
+    /// The gate's `scenarios` are aggregated inside one trial instead of one trial per scenario.
+    pub fn aggregates_scenarios(&self) -> bool {
+        matches!(self, Check::ScalingFit(_) | Check::Distribution(_) | Check::EconomicsCost(_))
+    }
 }
 
 fn yes() -> bool {
