@@ -166,10 +166,7 @@ pub fn cost_table(backends: &[BackendThroughput], tier: &PricingTier, usd_per_kw
 pub fn ordering(costs: &[BackendCost]) -> Vec<String> {
     let mut v: Vec<&BackendCost> = costs.iter().collect();
     v.sort_by(|a, b| {
-        a.total_usd_per_1m
-            .total_cmp(&b.total_usd_per_1m)
-            .then(b.tokens_per_s.total_cmp(&a.tokens_per_s))
-            .then(a.backend.cmp(&b.backend))
+        a.total_usd_per_1m.total_cmp(&b.total_usd_per_1m).then(b.tokens_per_s.total_cmp(&a.tokens_per_s)).then(a.backend.cmp(&b.backend))
     });
     v.into_iter().map(|c| c.backend.clone()).collect()
 }
@@ -186,10 +183,8 @@ pub fn ordering_is_tier_invariant(backends: &[BackendThroughput], tiers: &[Prici
     if tiers.is_empty() {
         return Err(CostError::NoTiers);
     }
-    let orderings = tiers
-        .iter()
-        .map(|t| Ok((t.name.clone(), ordering(&cost_table(backends, t, usd_per_kwh)?))))
-        .collect::<Result<Vec<_>, CostError>>()?;
+    let orderings =
+        tiers.iter().map(|t| Ok((t.name.clone(), ordering(&cost_table(backends, t, usd_per_kwh)?)))).collect::<Result<Vec<_>, CostError>>()?;
     let invariant = orderings.windows(2).all(|w| w[0].1 == w[1].1);
     Ok(TierOrderings { orderings, invariant })
 }

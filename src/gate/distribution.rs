@@ -95,16 +95,16 @@ impl ScenarioRuns {
     }
 }
 
-/// Opens a backend once and runs one series per scenario on it (warmup per the profile, labelled).
-/// `each` wraps every series (e.g. an energy window around it); records go to the run log.
+/// Runs one series per scenario on an opened backend (warmup per the profile, labelled); a backend
+/// that failed to open yields degraded runs with the reason. `each` wraps every series (e.g. an
+/// energy window around it); records go to the run log.
 pub(crate) fn measure_backend(
     ctx: &TrialContext<'_>,
-    open: impl FnOnce() -> Result<Box<dyn Backend>, BackendError>,
+    mut opened: Result<Box<dyn Backend>, BackendError>,
     prompts: &[(Scenario, Vec<u32>)],
     gen_tokens: usize,
     mut each: impl FnMut(&str, &mut dyn FnMut() -> Vec<RunRecord>) -> Vec<RunRecord>,
 ) -> Result<Vec<ScenarioRuns>, String> {
-    let mut opened = open();
     let mut out = Vec::with_capacity(prompts.len());
     for (s, prompt) in prompts {
         let plan = SeriesPlan {
@@ -209,7 +209,7 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &DistributionParams) -> TrialResult {
             absent.push(reason);
             continue;
         }
-        let runs = match measure_backend(ctx, || (ctx.open_named)(&backend), &prompts, p.gen_tokens, |_, run| run()) {
+        let runs = match measure_backend(ctx, (ctx.open_named)(&backend), &prompts, p.gen_tokens, |_, run| run()) {
             Ok(r) => r,
             Err(e) => return fail(e),
         };
@@ -249,10 +249,7 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &DistributionParams) -> TrialResult {
     let bests: Vec<(&String, &String, f64)> = scenarios
         .iter()
         .filter_map(|s| {
-            measured_backends
-                .iter()
-                .filter_map(|b| medians.get(&(b.clone(), s.clone())).map(|m| (s, b, *m)))
-                .min_by(|a, b| a.2.total_cmp(&b.2))
+            measured_backends.iter().filter_map(|b| medians.get(&(b.clone(), s.clone())).map(|m| (s, b, *m))).min_by(|a, b| a.2.total_cmp(&b.2))
         })
         .collect();
     let hints: Vec<String> = bests.iter().map(|(s, b, m)| format!("{s}: {b} {m:.1} ms")).collect();
@@ -282,11 +279,18 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &DistributionParams) -> TrialResult {
         notes.push(format!("not compared: {}", absent.join("; ")));
     }
 
-    let table: Vec<String> = cells
+    let table: Vec<String> = measured_backends
         .iter()
-        .map(|c| {
-            let s = &c.e2e_ms;
-            format!("{}×{} median {:.1} p95 {:.1} p99 {:.1} mean {:.1} n {}", c.backend, c.scenario, s.median, s.p95, s.p99, s.mean, s.n)
+        .map(|b| {
+            let per_scenario: Vec<String> = cells
+                .iter()
+                .filter(|c| &c.backend == b)
+                .map(|c| {
+                    let s = &c.e2e_ms;
+                    format!("{} {:.1}/{:.1}/{:.1}/{:.1} n={}", c.scenario, s.median, s.p95, s.p99, s.mean, s.n)
+                })
+                .collect();
+            format!("{b}: {}", per_scenario.join(", "))
         })
         .collect();
     let claim_text = match &claim {
@@ -301,7 +305,7 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &DistributionParams) -> TrialResult {
         WinnerClaim::NoClaim { reason } => format!("no winner claimed: {reason}"),
     };
     let body = format!(
-        "e2e ms at {} generated tokens: {}; {claim_text}; per-scenario bests (routing hints): {}{}",
+        "e2e ms (median/p95/p99/mean) at {} generated tokens — {}; {claim_text}; per-scenario bests (routing hints): {}{}",
         p.gen_tokens,
         table.join("; "),
         hints.join(", "),
@@ -367,6 +371,42 @@ mod tests {
         let partial = table(&[("a", "micro", 10.0), ("a", "long", 20.0), ("b", "micro", 1.0)]);
         assert!(matches!(winner_claim(&partial, &names(&["a", "b"]), &s, 0.05), WinnerClaim::NoClaim { .. }));
         assert_eq!(scenario_geomeans(&partial, &names(&["a", "b"]), &s).len(), 1);
+    }
+
+    #[test]
+    fn the_runner_plans_one_trial_across_backends_and_scenarios() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = |id: &str, backends: &str, check: &str| {
+            format!(
+                "id = \"{id}\"\nclaim = \"c\"\nsource = \"s\"\nmodel = \"smollm2-135m-instruct\"\nbackends = [{backends}]\n\
+                 scenarios = [\"micro\", \"long\"]\n[profiles.ci]\nwarmup = 1\nrepetitions = 2\n[profiles.full]\nwarmup = 1\nrepetitions = 2\n\
+                 [check]\n{check}\n"
+            )
+        };
+        let write = |name: &str, text: String| std::fs::write(dir.path().join(name), text).unwrap();
+        write(
+            "a.toml",
+            gate("stats.distribution", "\"ort-cpu\", \"llama-cpp\"", "kind = \"distribution\"\ngen_tokens = 8\nmin_winner_margin = 0.05"),
+        );
+        write(
+            "b.toml",
+            gate("warmup.ratio", "\"ort-cpu\", \"llama-cpp\"", "kind = \"warmup_ratio\"\ngen_tokens = 8\nflag_ratio = 10.0\nflag_phases = [\"e2e\"]"),
+        );
+        let mut config = crate::runner::RunnerConfig::from_env(dir.path(), "ci");
+        config.gates_dir = dir.path().to_path_buf();
+        config.profile = "ci".into();
+        let runner = crate::runner::Runner::new(config).unwrap();
+        let names: Vec<String> = runner.plan().into_iter().map(|p| p.name).collect();
+        assert_eq!(
+            names,
+            [
+                "stats.distribution::ort-cpu+llama-cpp",
+                "warmup.ratio::ort-cpu::micro",
+                "warmup.ratio::ort-cpu::long",
+                "warmup.ratio::llama-cpp::micro",
+                "warmup.ratio::llama-cpp::long"
+            ]
+        );
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! backend's cost exceeds `max_energy_share` (C3: energy is a small fraction), or when a present
 //! backend yields no successful run.
 //!
-//! Energy (TR119's second term, TR122's gates): with a readable sensor, the idle baseline is
+//! Energy (TR119's second term, TR122's gates): with a readable CPU package sensor (RAPL; TR119
+//! uses CPU package power for CPU backends, and every backend here runs on the CPU), the idle baseline is
 //! calibrated once, a poller runs around each backend × scenario series, and the series window's
 //! gross energy ([`crate::energy::attribute`], counter preferred) divided by the tokens generated in
 //! it gives J/token (geometric mean over scenarios per backend). Gross, not net: a dedicated
@@ -64,12 +65,14 @@ enum EnergySetup {
     None { reason: String },
 }
 
+/// The CPU package sensor (TR119 attributes CPU backends to CPU package power, GPU backends to GPU
+/// power; every backend this gate can name runs on the CPU), calibrated at idle.
 fn energy_setup(p: &EconomicsParams) -> EnergySetup {
     let detected = energy::detect_sensors();
-    if detected.readable.is_empty() {
-        return EnergySetup::None { reason: format!("no readable power sensor ({})", detected.unreadable_summary()) };
-    }
-    let sensor = detected.best();
+    let Some(sensor) = detected.readable.iter().find(|s| s.name().starts_with("rapl")).cloned() else {
+        let rapl = detected.unreadable.iter().find(|u| u.kind == "RAPL").map_or("no RAPL zone found".to_string(), |u| u.reason.clone());
+        return EnergySetup::None { reason: format!("no readable CPU package power sensor (RAPL: {rapl})") };
+    };
     let period = Duration::from_millis(p.poll_period_ms.max(1));
     match energy::calibrate_idle(sensor.clone(), Duration::from_secs_f64(p.idle_calibration_s.max(0.0)), period) {
         Ok((baseline, _)) => EnergySetup::Sensor { sensor, baseline, period },
@@ -142,7 +145,7 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &EconomicsParams) -> TrialResult {
             continue;
         }
         let mut energies = Vec::new();
-        let runs = measure_backend(ctx, || (ctx.open_named)(&backend), &prompts, p.gen_tokens, |scenario, run| match &setup {
+        let runs = measure_backend(ctx, (ctx.open_named)(&backend), &prompts, p.gen_tokens, |scenario, run| match &setup {
             EnergySetup::Sensor { sensor, baseline, period } => {
                 let (records, e) = with_energy(sensor, baseline, *period, &format!("{backend}::{scenario}"), run);
                 energies.push(e);
@@ -180,7 +183,12 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &EconomicsParams) -> TrialResult {
     }
     let stated = all_records.len();
     if throughputs.is_empty() && failures.is_empty() {
-        return ctx.result(Verdict::Skip { reason: format!("no backend of the gate is available: {}", absent.join("; ")) }, metrics, &all_records, stated);
+        return ctx.result(
+            Verdict::Skip { reason: format!("no backend of the gate is available: {}", absent.join("; ")) },
+            metrics,
+            &all_records,
+            stated,
+        );
     }
 
     let orderings = match cost::ordering_is_tier_invariant(&throughputs, &p.tiers, p.usd_per_kwh) {
@@ -266,7 +274,8 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &EconomicsParams) -> TrialResult {
         p.tokens_per_month,
         if absent.is_empty() { String::new() } else { format!("; not compared: {}", absent.join("; ")) }
     );
-    let verdict = if failures.is_empty() { Verdict::Pass { summary: body } } else { Verdict::Fail { reason: format!("{}; {body}", failures.join("; ")) } };
+    let verdict =
+        if failures.is_empty() { Verdict::Pass { summary: body } } else { Verdict::Fail { reason: format!("{}; {body}", failures.join("; ")) } };
     ctx.result(verdict, metrics, &all_records, stated)
 }
 

@@ -128,7 +128,7 @@ impl SlopeClass {
             return SlopeClass::Actionable { positive: v.slope > 0.0 };
         }
         let mut why = Vec::new();
-        if !(r_squared >= min_r2) {
+        if !matches!(r_squared.partial_cmp(&min_r2), Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)) {
             why.push(format!("R² {r_squared:.3} < {min_r2}"));
         }
         if matches!(v.by_t, Identifiability::NotIdentifiable { ci_includes_zero: true, .. }) {
@@ -221,7 +221,12 @@ pub fn judge(points: &[ShapePoint], p: &ScalingFitParams) -> Vec<JudgedSlope> {
                 .collect(),
             Err(e) => names
                 .iter()
-                .map(|&name| JudgedSlope { name, verdict: None, r_squared: f64::NAN, class: SlopeClass::NotIdentifiable { why: format!("no fit: {e}") } })
+                .map(|&name| JudgedSlope {
+                    name,
+                    verdict: None,
+                    r_squared: f64::NAN,
+                    class: SlopeClass::NotIdentifiable { why: format!("no fit: {e}") },
+                })
                 .collect(),
         }
     };
@@ -250,7 +255,11 @@ pub fn fold_ids(ids: &[u32], vocab: usize) -> (Vec<u32>, bool) {
 pub fn evaluate(ctx: &TrialContext<'_>, p: &ScalingFitParams) -> TrialResult {
     let fail = |reason: String| ctx.result(Verdict::Fail { reason }, BTreeMap::new(), &[], 0);
     let Some((format, opt)) = ort_setup(ctx.backend_id) else {
-        return fail(format!("{}: scaling.fit_ci runs the synthetic ONNX family on ort-cpu, ort-cpu-ref, ort-cpu-int8 or ort-cpu-fp16, not `{}`", ctx.spec.path.display(), ctx.backend_id));
+        return fail(format!(
+            "{}: scaling.fit_ci runs the synthetic ONNX family on ort-cpu, ort-cpu-ref, ort-cpu-int8 or ort-cpu-fp16, not `{}`",
+            ctx.spec.path.display(),
+            ctx.backend_id
+        ));
     };
     if p.shapes.len() < 4 {
         return fail(format!("{}: {} shapes; the params + layers fit needs at least 4 (TR121 used 7)", ctx.spec.path.display(), p.shapes.len()));
@@ -287,7 +296,11 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &ScalingFitParams) -> TrialResult {
             }
         };
         if prepared.parameter_count != config.parameter_count() {
-            failures.push(format!("{label}: exported weights hold {} parameters, the config implies {}", prepared.parameter_count, config.parameter_count()));
+            failures.push(format!(
+                "{label}: exported weights hold {} parameters, the config implies {}",
+                prepared.parameter_count,
+                config.parameter_count()
+            ));
             continue;
         }
         let mut backend = registry::open_ort(ctx.backend_id, &source, format, opt);
@@ -361,11 +374,8 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &ScalingFitParams) -> TrialResult {
         metrics.insert("params_only_r_squared".into(), a.r_squared);
         metrics.insert("multivariate_r_squared".into(), b.r_squared);
     }
-    let shapes = points
-        .iter()
-        .map(|pt| format!("{} {:.1}M {:.0} ms", pt.shape, pt.parameters as f64 / 1e6, pt.e2e_ms_geomean))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let shapes =
+        points.iter().map(|pt| format!("{} {:.1}M {:.0} ms", pt.shape, pt.parameters as f64 / 1e6, pt.e2e_ms_geomean)).collect::<Vec<_>>().join(", ");
     let body = format!(
         "{} shapes × {} scenarios, {} tokens, geomean of median e2e: {shapes}{}; {}",
         points.len(),
@@ -374,11 +384,8 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &ScalingFitParams) -> TrialResult {
         if folded { " (prompt ids folded into the vocabulary)" } else { "" },
         judged.iter().map(JudgedSlope::describe).collect::<Vec<_>>().join("; ")
     );
-    let verdict = if mismatches.is_empty() {
-        Verdict::Pass { summary: body }
-    } else {
-        Verdict::Fail { reason: format!("{}; {body}", mismatches.join("; ")) }
-    };
+    let verdict =
+        if mismatches.is_empty() { Verdict::Pass { summary: body } } else { Verdict::Fail { reason: format!("{}; {body}", mismatches.join("; ")) } };
     ctx.result(verdict, metrics, &records, stated)
 }
 

@@ -154,12 +154,8 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &WarmupRatioParams) -> TrialResult {
             RunOutcome::Error { message } => Some(message.clone()),
             RunOutcome::Ok(_) => None,
         });
-        let reason = format!(
-            "{} successful cold and {} successful steady runs: {}",
-            warm.len(),
-            steady.len(),
-            why.unwrap_or_else(|| "no runs".into())
-        );
+        let reason =
+            format!("{} successful cold and {} successful steady runs: {}", warm.len(), steady.len(), why.unwrap_or_else(|| "no runs".into()));
         return ctx.result(Verdict::Fail { reason }, BTreeMap::new(), &records, stated);
     }
     let ratios = phase_ratios(&warm, &steady);
@@ -179,7 +175,8 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &WarmupRatioParams) -> TrialResult {
     metrics.insert("cold_runs".into(), warm.len() as f64);
     metrics.insert("steady_runs".into(), steady.len() as f64);
 
-    let describe = |r: &PhaseRatio| format!("{} {:.2}× ({:.1} ms cold / {:.1} ms steady)", r.phase.name(), r.ratio, r.warmup_median_ms, r.steady_median_ms);
+    let describe =
+        |r: &PhaseRatio| format!("{} {:.2}× ({:.1} ms cold / {:.1} ms steady)", r.phase.name(), r.ratio, r.warmup_median_ms, r.steady_median_ms);
     let listed = ratios.iter().map(describe).collect::<Vec<_>>().join(", ");
     let flag = if flagged.is_empty() {
         format!("no warm pool flag (every {} ratio ≤ {})", p.flag_phases.iter().map(|p| p.name()).collect::<Vec<_>>().join("/"), p.flag_ratio)
