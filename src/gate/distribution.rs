@@ -227,7 +227,8 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &DistributionParams) -> TrialResult {
             }
         }
     }
-    let stated = all_records.len();
+    // What the plan states: every measured backend × scenario × ctx.profile.warmup + ctx.profile.repetitions.
+    let stated = measured_backends.len() * prompts.len() * (ctx.profile.warmup + ctx.profile.repetitions);
     let key = |c: &Cell| (c.backend.clone(), c.scenario.clone());
     let medians: BTreeMap<_, _> = cells.iter().map(|c| (key(c), c.e2e_ms.median)).collect();
     let means: BTreeMap<_, _> = cells.iter().map(|c| (key(c), c.e2e_ms.mean)).collect();

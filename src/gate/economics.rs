@@ -138,6 +138,7 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &EconomicsParams) -> TrialResult {
     let mut absent = Vec::new();
     let mut failures = Vec::new();
     let mut throughputs = Vec::new();
+    let mut measured = 0usize;
     let mut metrics = BTreeMap::new();
     for (backend, availability) in backend_availability(ctx) {
         if let Err(reason) = availability {
@@ -160,6 +161,7 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &EconomicsParams) -> TrialResult {
             Ok(r) => r,
             Err(e) => return fail(e),
         };
+        measured += 1;
         let mut medians = Vec::new();
         for r in &runs {
             all_records.extend(r.records.iter().cloned());
@@ -181,7 +183,8 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &EconomicsParams) -> TrialResult {
             }
         }
     }
-    let stated = all_records.len();
+    // What the plan states: every measured backend × scenario × (warmup + repetitions).
+    let stated = measured * prompts.len() * (ctx.profile.warmup + ctx.profile.repetitions);
     if throughputs.is_empty() && failures.is_empty() {
         return ctx.result(
             Verdict::Skip { reason: format!("no backend of the gate is available: {}", absent.join("; ")) },

@@ -284,6 +284,7 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &ScalingFitParams) -> TrialResult {
     let mut records: Vec<RunRecord> = Vec::new();
     let mut points = Vec::new();
     let mut failures = Vec::new();
+    let mut run_shapes = 0usize;
     for shape in &p.shapes {
         let config = shape.config(p.vocab_size);
         let source = WeightSource::Synthetic { config: config.clone(), seed: p.seed };
@@ -304,6 +305,7 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &ScalingFitParams) -> TrialResult {
             continue;
         }
         let mut backend = registry::open_ort(ctx.backend_id, &source, format, opt);
+        run_shapes += 1;
         let trial = format!("{}::{label}", ctx.trial);
         let mut medians = Vec::new();
         for (s, prompt) in &prompts {
@@ -343,7 +345,8 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &ScalingFitParams) -> TrialResult {
             }
         }
     }
-    let stated = records.len();
+    // What the plan states: every shape that reached the run stage × scenario × (warmup + repetitions).
+    let stated = run_shapes * prompts.len() * (ctx.profile.warmup + ctx.profile.repetitions);
     let mut metrics = BTreeMap::new();
     for pt in &points {
         metrics.insert(format!("{}::e2e_ms_geomean", pt.shape), pt.e2e_ms_geomean);
