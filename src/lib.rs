@@ -6,18 +6,19 @@
 pub mod accuracy;
 pub mod assets;
 pub mod backend;
+pub mod cost;
 pub mod doctor;
 pub mod energy;
 pub mod error;
-pub mod measure;
 pub mod gate;
 pub mod manifest;
+pub mod measure;
 pub mod model;
 pub mod progress;
 pub mod report;
 pub mod runner;
-pub mod workload;
 pub mod stats;
+pub mod workload;
 
 /// Generated from `proto/onnx.proto` by `build.rs`.
 #[allow(clippy::all, missing_docs)]

@@ -9,7 +9,11 @@ use infergate::gate::Verdict;
 use infergate::runner::{verdict_line, Runner, RunnerConfig};
 
 #[derive(Parser)]
-#[command(name = "infergate", version, about = "Claims about LLM inference backends, gated by measurement")]
+#[command(
+    name = "infergate",
+    version,
+    about = "Claims about LLM inference backends, gated by measurement"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -63,7 +67,14 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Run { repo, gates, profile, gate, backend, scenario } => {
+        Command::Run {
+            repo,
+            gates,
+            profile,
+            gate,
+            backend,
+            scenario,
+        } => {
             // Absolute paths in the manifest, so `infergate report` finds the gate files from anywhere.
             let repo = repo.canonicalize().unwrap_or(repo);
             let mut config = RunnerConfig::from_env(&repo, &profile);
@@ -78,16 +89,20 @@ fn main() -> ExitCode {
         Command::Report { run_dir } => report(&run_dir),
         Command::Fetch => fetch(),
         Command::Prompts => prompts(),
-        Command::BuildLlamaCpp => match infergate::backend::llama_cpp::setup::ensure_built_reporting(&mut std::io::stderr()) {
-            Ok(b) => {
-                println!("llama.cpp {} → {}", b.version, b.bin_dir.display());
-                ExitCode::SUCCESS
+        Command::BuildLlamaCpp => {
+            match infergate::backend::llama_cpp::setup::ensure_built_reporting(
+                &mut std::io::stderr(),
+            ) {
+                Ok(b) => {
+                    println!("llama.cpp {} → {}", b.version, b.bin_dir.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
     }
 }
 
@@ -98,7 +113,12 @@ fn load(config: RunnerConfig) -> Result<Runner, ExitCode> {
     })
 }
 
-fn run(config: RunnerConfig, gate: Option<String>, backend: Option<String>, scenario: Option<String>) -> ExitCode {
+fn run(
+    config: RunnerConfig,
+    gate: Option<String>,
+    backend: Option<String>,
+    scenario: Option<String>,
+) -> ExitCode {
     let runner = match load(config) {
         Ok(r) => r,
         Err(code) => return code,
@@ -106,9 +126,21 @@ fn run(config: RunnerConfig, gate: Option<String>, backend: Option<String>, scen
     let plans: Vec<_> = runner
         .plan()
         .into_iter()
-        .filter(|p| gate.as_ref().is_none_or(|g| runner.specs[p.gate].id.contains(g.as_str())))
-        .filter(|p| backend.as_ref().is_none_or(|b| b.split(',').any(|b| b.trim() == p.backend)))
-        .filter(|p| scenario.as_ref().is_none_or(|s| p.scenario.is_some_and(|x| x.name == s)))
+        .filter(|p| {
+            gate.as_ref()
+                .is_none_or(|g| runner.specs[p.gate].id.contains(g.as_str()))
+        })
+        .filter(|p| {
+            backend.as_ref().is_none_or(|b| {
+                b.split(',')
+                    .any(|b| p.backend.split('+').any(|x| x == b.trim()))
+            })
+        })
+        .filter(|p| {
+            scenario
+                .as_ref()
+                .is_none_or(|s| p.scenario.is_some_and(|x| x.name == s))
+        })
         .collect();
     if plans.is_empty() {
         eprintln!("error: no trial matches the filters");
@@ -119,7 +151,13 @@ fn run(config: RunnerConfig, gate: Option<String>, backend: Option<String>, scen
         eprintln!("error: cannot write the manifest in {}: {e}", dir.display());
         return ExitCode::from(2);
     }
-    eprintln!("infergate: run {} ({} trials, profile {}) → {}", runner.config.run_id, plans.len(), runner.config.profile, dir.display());
+    eprintln!(
+        "infergate: run {} ({} trials, profile {}) → {}",
+        runner.config.run_id,
+        plans.len(),
+        runner.config.profile,
+        dir.display()
+    );
     infergate::progress::set_enabled(true);
     let run_clock = Instant::now();
     let mut results = Vec::new();
@@ -127,12 +165,26 @@ fn run(config: RunnerConfig, gate: Option<String>, backend: Option<String>, scen
         infergate::progress::trial_started(i + 1, plans.len(), &plan.name);
         let trial_clock = Instant::now();
         let r = runner.run_trial(plan);
-        infergate::progress::trial_finished(i + 1, plans.len(), &plan.name, r.verdict.label(), trial_clock.elapsed(), run_clock.elapsed());
+        infergate::progress::trial_finished(
+            i + 1,
+            plans.len(),
+            &plan.name,
+            r.verdict.label(),
+            trial_clock.elapsed(),
+            run_clock.elapsed(),
+        );
         println!("{}", verdict_line(&r));
         results.push(r);
     }
-    match infergate::report::RunData::load(&dir).map(|d| d.with_specs(&runner.specs)).and_then(|d| infergate::report::write_all(&d)) {
-        Ok(w) => eprintln!("infergate: report → {} (junit.xml, summary.json, {} plot(s) beside it)", w.report_md.display(), w.plots.len()),
+    match infergate::report::RunData::load(&dir)
+        .map(|d| d.with_specs(&runner.specs))
+        .and_then(|d| infergate::report::write_all(&d))
+    {
+        Ok(w) => eprintln!(
+            "infergate: report → {} (junit.xml, summary.json, {} plot(s) beside it)",
+            w.report_md.display(),
+            w.plots.len()
+        ),
         Err(e) => {
             eprintln!("error: cannot write the report: {e}");
             if let Err(e) = infergate::report::write_summary(&dir, &results) {
@@ -140,9 +192,18 @@ fn run(config: RunnerConfig, gate: Option<String>, backend: Option<String>, scen
             }
         }
     }
-    let failed = results.iter().filter(|r| matches!(r.verdict, Verdict::Fail { .. })).count();
-    let passed = results.iter().filter(|r| matches!(r.verdict, Verdict::Pass { .. })).count();
-    eprintln!("infergate: {passed} passed, {failed} failed, {} skipped", results.len() - passed - failed);
+    let failed = results
+        .iter()
+        .filter(|r| matches!(r.verdict, Verdict::Fail { .. }))
+        .count();
+    let passed = results
+        .iter()
+        .filter(|r| matches!(r.verdict, Verdict::Pass { .. }))
+        .count();
+    eprintln!(
+        "infergate: {passed} passed, {failed} failed, {} skipped",
+        results.len() - passed - failed
+    );
     if failed > 0 {
         ExitCode::FAILURE
     } else {
@@ -177,15 +238,26 @@ fn doctor() -> ExitCode {
 fn report(run_dir: &Path) -> ExitCode {
     match infergate::report::rebuild(run_dir) {
         Ok((data, w)) => {
-            let failed = data.trials.iter().filter(|t| matches!(t.result.verdict, Verdict::Fail { .. })).count();
-            let passed = data.trials.iter().filter(|t| matches!(t.result.verdict, Verdict::Pass { .. })).count();
+            let failed = data
+                .trials
+                .iter()
+                .filter(|t| matches!(t.result.verdict, Verdict::Fail { .. }))
+                .count();
+            let passed = data
+                .trials
+                .iter()
+                .filter(|t| matches!(t.result.verdict, Verdict::Pass { .. }))
+                .count();
             println!("{}", w.report_md.display());
             println!("{}", w.junit.display());
             println!("{}", w.summary.display());
             for p in &w.plots {
                 println!("{}", p.display());
             }
-            eprintln!("infergate: {passed} passed, {failed} failed, {} skipped", data.trials.len() - passed - failed);
+            eprintln!(
+                "infergate: {passed} passed, {failed} failed, {} skipped",
+                data.trials.len() - passed - failed
+            );
             if failed > 0 {
                 ExitCode::FAILURE
             } else {

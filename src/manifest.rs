@@ -42,30 +42,52 @@ pub struct Manifest {
 }
 
 pub fn crate_versions() -> BTreeMap<String, String> {
-    serde_json::from_str(include_str!(concat!(env!("OUT_DIR"), "/crate_versions.json"))).unwrap_or_default()
+    serde_json::from_str(include_str!(concat!(
+        env!("OUT_DIR"),
+        "/crate_versions.json"
+    )))
+    .unwrap_or_default()
 }
 
 fn first_line_of(path: &str, key: &str) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
-    text.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_once([':', '='])).map(|(_, v)| v.trim().trim_matches('"').to_string())
+    text.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_once([':', '=']))
+        .map(|(_, v)| v.trim().trim_matches('"').to_string())
 }
 
 pub fn machine() -> Machine {
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_else(|_| std::env::consts::OS.into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| std::env::consts::OS.into());
     Machine {
-        cpu_model: first_line_of("/proc/cpuinfo", "model name").unwrap_or_else(|| std::env::consts::ARCH.into()),
+        cpu_model: first_line_of("/proc/cpuinfo", "model name")
+            .unwrap_or_else(|| std::env::consts::ARCH.into()),
         available_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        os: first_line_of("/etc/os-release", "PRETTY_NAME").unwrap_or_else(|| std::env::consts::OS.into()),
+        os: first_line_of("/etc/os-release", "PRETTY_NAME")
+            .unwrap_or_else(|| std::env::consts::OS.into()),
         kernel,
-        hostname: std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default(),
+        hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
     }
 }
 
 /// `(commit, dirty)` of the git checkout at `dir`, if it is one and git is installed.
 pub fn git_state(dir: &Path) -> (Option<String>, Option<bool>) {
-    let run = |args: &[&str]| Command::new("git").args(args).current_dir(dir).output().ok().filter(|o| o.status.success());
-    let commit = run(&["rev-parse", "HEAD"]).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    let dirty = run(&["status", "--porcelain", "--untracked-files=no"]).map(|o| !o.stdout.is_empty());
+    let run = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+    };
+    let commit =
+        run(&["rev-parse", "HEAD"]).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let dirty =
+        run(&["status", "--porcelain", "--untracked-files=no"]).map(|o| !o.stdout.is_empty());
     (commit, dirty)
 }
 

@@ -62,16 +62,24 @@ impl RunTimings {
 pub enum RunOutcome {
     Ok(RunTimings),
     /// The backend could not run the workload as specified (absent, failed to load, broke an invariant).
-    Degraded { reason: String },
+    Degraded {
+        reason: String,
+    },
     /// The run started and failed.
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 impl RunOutcome {
     pub fn from_error(e: &BackendError) -> Self {
         match e {
-            BackendError::Run { .. } => RunOutcome::Error { message: e.to_string() },
-            _ => RunOutcome::Degraded { reason: e.to_string() },
+            BackendError::Run { .. } => RunOutcome::Error {
+                message: e.to_string(),
+            },
+            _ => RunOutcome::Degraded {
+                reason: e.to_string(),
+            },
         }
     }
     pub fn label(&self) -> &'static str {
@@ -127,21 +135,36 @@ impl SeriesPlan {
 }
 
 pub fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A generation's timings as a run record's, or why they are not plausible.
 pub fn timings_of(g: &Generation, gen_tokens: usize) -> Result<RunTimings, String> {
     match &g.projection {
-        None if g.tokens.len() != gen_tokens => return Err(format!("generated {} tokens, asked for {gen_tokens}", g.tokens.len())),
+        None if g.tokens.len() != gen_tokens => {
+            return Err(format!(
+                "generated {} tokens, asked for {gen_tokens}",
+                g.tokens.len()
+            ))
+        }
         Some(p) if p.requested_tokens != gen_tokens => {
-            return Err(format!("decode projected to {} tokens, asked for {gen_tokens}", p.requested_tokens));
+            return Err(format!(
+                "decode projected to {} tokens, asked for {gen_tokens}",
+                p.requested_tokens
+            ));
         }
         _ => {}
     }
-    let finite = [g.prefill_ms, g.decode_ms, g.e2e_ms].iter().all(|v| v.is_finite() && *v > 0.0);
+    let finite = [g.prefill_ms, g.decode_ms, g.e2e_ms]
+        .iter()
+        .all(|v| v.is_finite() && *v > 0.0);
     if !finite || g.e2e_ms + 1e-9 < g.prefill_ms + g.decode_ms - 1e-6 * g.e2e_ms {
-        return Err(format!("implausible timings: prefill {} ms, decode {} ms, e2e {} ms", g.prefill_ms, g.decode_ms, g.e2e_ms));
+        return Err(format!(
+            "implausible timings: prefill {} ms, decode {} ms, e2e {} ms",
+            g.prefill_ms, g.decode_ms, g.e2e_ms
+        ));
     }
     Ok(RunTimings {
         prompt_tokens: g.prompt_tokens,
@@ -159,14 +182,21 @@ pub fn timings_of(g: &Generation, gen_tokens: usize) -> Result<RunTimings, Strin
 
 /// Run `plan` on a backend that may have failed to open. A backend that could not be opened yields
 /// `stated_runs()` degraded records carrying the reason, never a number.
-pub fn run_series(backend: &mut Result<Box<dyn Backend>, BackendError>, plan: &SeriesPlan) -> Vec<RunRecord> {
+pub fn run_series(
+    backend: &mut Result<Box<dyn Backend>, BackendError>,
+    plan: &SeriesPlan,
+) -> Vec<RunRecord> {
     let mut records = Vec::with_capacity(plan.stated_runs());
     let backend_id = match &backend {
         Ok(b) => b.info().id.clone(),
         Err(e) => backend_id_of(e),
     };
     for index in 0..plan.stated_runs() {
-        let phase = if index < plan.warmup { RunPhase::Warmup } else { RunPhase::Measured };
+        let phase = if index < plan.warmup {
+            RunPhase::Warmup
+        } else {
+            RunPhase::Measured
+        };
         let started_unix_ms = unix_ms();
         let clock = std::time::Instant::now();
         let outcome = match backend {
@@ -174,13 +204,26 @@ pub fn run_series(backend: &mut Result<Box<dyn Backend>, BackendError>, plan: &S
             Ok(b) => match b.generate(&plan.prompt, plan.gen_tokens) {
                 Ok(g) => match timings_of(&g, plan.gen_tokens) {
                     Ok(t) => RunOutcome::Ok(t),
-                    Err(reason) => RunOutcome::Degraded { reason: format!("invariant violated: {reason}") },
+                    Err(reason) => RunOutcome::Degraded {
+                        reason: format!("invariant violated: {reason}"),
+                    },
                 },
                 Err(e) => RunOutcome::from_error(&e),
             },
         };
-        let phase_label = if phase == RunPhase::Warmup { "warmup" } else { "measured" };
-        crate::progress::series_run(&plan.trial, index + 1, plan.stated_runs(), phase_label, outcome.label(), clock.elapsed());
+        let phase_label = if phase == RunPhase::Warmup {
+            "warmup"
+        } else {
+            "measured"
+        };
+        crate::progress::series_run(
+            &plan.trial,
+            index + 1,
+            plan.stated_runs(),
+            phase_label,
+            outcome.label(),
+            clock.elapsed(),
+        );
         records.push(RunRecord {
             run_id: plan.run_id.clone(),
             trial: plan.trial.clone(),
@@ -208,7 +251,11 @@ fn backend_id_of(e: &BackendError) -> String {
 
 /// Measured (non-warmup) ok timings.
 pub fn measured_ok(records: &[RunRecord]) -> Vec<&RunTimings> {
-    records.iter().filter(|r| r.phase == RunPhase::Measured).filter_map(RunRecord::timings).collect()
+    records
+        .iter()
+        .filter(|r| r.phase == RunPhase::Measured)
+        .filter_map(RunRecord::timings)
+        .collect()
 }
 
 /// Appends records to a JSONL file; safe across threads and processes (one locked write per batch).
@@ -233,7 +280,10 @@ impl RunLog {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let mut f: File = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        let mut f: File = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
         f.lock()?;
         f.write_all(&buf)?;
         f.flush()
@@ -250,7 +300,8 @@ pub fn read_jsonl(path: &Path) -> std::io::Result<Vec<RunRecord>> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| std::io::Error::other(format!("{}:{}: {e}", path.display(), i + 1)))
+            serde_json::from_str(l)
+                .map_err(|e| std::io::Error::other(format!("{}:{}: {e}", path.display(), i + 1)))
         })
         .collect()
 }
@@ -269,7 +320,9 @@ mod tests {
             index: 0,
             phase: RunPhase::Measured,
             started_unix_ms: 1,
-            outcome: RunOutcome::Degraded { reason: "no runtime".into() },
+            outcome: RunOutcome::Degraded {
+                reason: "no runtime".into(),
+            },
         };
         let v: serde_json::Value = serde_json::to_value(&r).unwrap();
         assert_eq!(v["status"], "degraded");
@@ -283,11 +336,22 @@ mod tests {
     #[test]
     fn unloadable_backend_gives_stated_count_of_degraded_runs() {
         let mut err = Err(BackendError::load("ort-cpu", "model file missing"));
-        let plan = SeriesPlan { run_id: "r".into(), trial: "t".into(), scenario: "s".into(), prompt: vec![1], gen_tokens: 4, warmup: 2, repetitions: 3 };
+        let plan = SeriesPlan {
+            run_id: "r".into(),
+            trial: "t".into(),
+            scenario: "s".into(),
+            prompt: vec![1],
+            gen_tokens: 4,
+            warmup: 2,
+            repetitions: 3,
+        };
         let recs = run_series(&mut err, &plan);
         assert_eq!(recs.len(), plan.stated_runs());
         assert!(recs.iter().all(|r| matches!(&r.outcome, RunOutcome::Degraded { reason } if reason.contains("model file missing"))));
-        assert_eq!(recs.iter().filter(|r| r.phase == RunPhase::Warmup).count(), 2);
+        assert_eq!(
+            recs.iter().filter(|r| r.phase == RunPhase::Warmup).count(),
+            2
+        );
         assert!(measured_ok(&recs).is_empty());
     }
 }

@@ -47,15 +47,36 @@ pub fn trial_started(position: usize, total: usize, trial: &str) {
 }
 
 /// `[3/12] PASS   phase.decode_fraction::ort-cpu::short (4.2 s, run total 31.0 s)`
-pub fn trial_finished(position: usize, total: usize, trial: &str, label: &str, took: Duration, run_elapsed: Duration) {
-    emit(&format!("[{position}/{total}] {label:<6} {trial} ({}, run total {})", format_elapsed(took), format_elapsed(run_elapsed)));
+pub fn trial_finished(
+    position: usize,
+    total: usize,
+    trial: &str,
+    label: &str,
+    took: Duration,
+    run_elapsed: Duration,
+) {
+    emit(&format!(
+        "[{position}/{total}] {label:<6} {trial} ({}, run total {})",
+        format_elapsed(took),
+        format_elapsed(run_elapsed)
+    ));
 }
 
 /// One run of a series finished: printed only for series of [`LONG_SERIES`] runs or more.
 /// `run` counts from 1; `phase` is `warmup` or `measured`; `outcome` is `ok`, `degraded`, `error`.
-pub fn series_run(trial: &str, run: usize, total: usize, phase: &str, outcome: &str, took: Duration) {
+pub fn series_run(
+    trial: &str,
+    run: usize,
+    total: usize,
+    phase: &str,
+    outcome: &str,
+    took: Duration,
+) {
     if total >= LONG_SERIES {
-        emit(&format!("      {trial}: run {run}/{total} ({phase}) {outcome} in {}", format_elapsed(took)));
+        emit(&format!(
+            "      {trial}: run {run}/{total} ({phase}) {outcome} in {}",
+            format_elapsed(took)
+        ));
     }
 }
 

@@ -37,10 +37,16 @@ impl RunnerConfig {
     /// directory), `CARGO_TARGET_DIR` for the artifacts root.
     pub fn from_env(repo_dir: &Path, default_profile: &str) -> Self {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let run_id = var("INFERGATE_RUN_ID").or_else(|| var("NEXTEST_RUN_ID")).unwrap_or_else(new_run_id);
-        let target = var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_dir.join("target"));
+        let run_id = var("INFERGATE_RUN_ID")
+            .or_else(|| var("NEXTEST_RUN_ID"))
+            .unwrap_or_else(new_run_id);
+        let target = var("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_dir.join("target"));
         RunnerConfig {
-            gates_dir: var("INFERGATE_GATES_DIR").map(PathBuf::from).unwrap_or_else(|| repo_dir.join("gates")),
+            gates_dir: var("INFERGATE_GATES_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| repo_dir.join("gates")),
             profile: var("INFERGATE_PROFILE").unwrap_or_else(|| default_profile.to_string()),
             out_root: target.join("infergate"),
             run_id,
@@ -54,7 +60,11 @@ impl RunnerConfig {
 
 /// `YYYYmmdd-HHMMSS-<pid>` in UTC.
 pub fn new_run_id() -> String {
-    format!("{}-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S"), std::process::id())
+    format!(
+        "{}-{}",
+        chrono::Utc::now().format("%Y%m%d-%H%M%S"),
+        std::process::id()
+    )
 }
 
 /// One gate × backend × scenario.
@@ -80,12 +90,28 @@ pub struct Runner {
 impl Runner {
     pub fn new(config: RunnerConfig) -> Result<Self, GateFileError> {
         let specs = gate::spec::load_dir(&config.gates_dir)?;
-        if !config.profile.is_empty() && !specs.iter().all(|s| s.profile(&config.profile).is_some()) {
-            let s = specs.iter().find(|s| s.profile(&config.profile).is_none()).expect("checked above");
-            return Err(GateFileError::Invalid { path: s.path.clone(), detail: format!("profile `{}` is not defined (INFERGATE_PROFILE)", config.profile) });
+        if !config.profile.is_empty() && !specs.iter().all(|s| s.profile(&config.profile).is_some())
+        {
+            let s = specs
+                .iter()
+                .find(|s| s.profile(&config.profile).is_none())
+                .expect("checked above");
+            return Err(GateFileError::Invalid {
+                path: s.path.clone(),
+                detail: format!(
+                    "profile `{}` is not defined (INFERGATE_PROFILE)",
+                    config.profile
+                ),
+            });
         }
         let run_log = RunLog::new(config.run_dir().join("runs.jsonl"));
-        Ok(Runner { config, specs, availability: Mutex::new(BTreeMap::new()), encoder: OnceLock::new(), run_log })
+        Ok(Runner {
+            config,
+            specs,
+            availability: Mutex::new(BTreeMap::new()),
+            encoder: OnceLock::new(),
+            run_log,
+        })
     }
 
     pub fn run_log(&self) -> &RunLog {
@@ -96,13 +122,29 @@ impl Runner {
     pub fn plan(&self) -> Vec<TrialPlan> {
         let mut out = Vec::new();
         for (gi, spec) in self.specs.iter().enumerate() {
+            // A cross-backend check is one unit over all backends (ids joined by `+`); a check that
+            // aggregates scenarios is one trial per unit over all of them.
             for (unit, backend) in spec.units() {
-                if spec.scenarios.is_empty() {
-                    out.push(TrialPlan { name: format!("{}::{unit}", spec.id), gate: gi, unit: unit.clone(), backend: backend.clone(), scenario: None });
+                if spec.scenarios.is_empty() || spec.check.aggregates_scenarios() {
+                    out.push(TrialPlan {
+                        name: format!("{}::{unit}", spec.id),
+                        gate: gi,
+                        unit: unit.clone(),
+                        backend: backend.clone(),
+                        scenario: None,
+                    });
+                    continue;
                 }
                 for s in &spec.scenarios {
-                    let scenario = workload::scenario(s).expect("validated when the gate file was loaded");
-                    out.push(TrialPlan { name: format!("{}::{unit}::{s}", spec.id), gate: gi, unit: unit.clone(), backend: backend.clone(), scenario: Some(scenario) });
+                    let scenario =
+                        workload::scenario(s).expect("validated when the gate file was loaded");
+                    out.push(TrialPlan {
+                        name: format!("{}::{unit}::{s}", spec.id),
+                        gate: gi,
+                        unit: unit.clone(),
+                        backend: backend.clone(),
+                        scenario: Some(scenario),
+                    });
                 }
             }
         }
@@ -112,23 +154,40 @@ impl Runner {
     /// Probe a backend once per process.
     pub fn availability(&self, backend: &str) -> Availability {
         let mut cache = self.availability.lock().unwrap_or_else(|e| e.into_inner());
-        cache.entry(backend.to_string()).or_insert_with(|| registry::probe(backend)).clone()
+        cache
+            .entry(backend.to_string())
+            .or_insert_with(|| registry::probe(backend))
+            .clone()
     }
 
     /// Why a trial will not run, if it will not.
+    /// A cross-backend trial (`a+b+…`) runs when at least one of its backends is available.
     pub fn skip_reason(&self, plan: &TrialPlan) -> Option<String> {
         let spec = &self.specs[plan.gate];
-        match self.availability(&plan.backend) {
-            Availability::Available { .. } => gate::precondition(spec, &plan.unit),
-            // Recording an absent backend's runs honestly (degraded, with the reason) is the point
-            // of the degraded-runs gate: it runs anyway.
-            Availability::Absent { .. } if matches!(spec.check, gate::Check::DegradedRuns { .. }) => None,
-            Availability::Absent { reason, fix } => Some(format!("{} absent: {reason} (fix: {fix})", plan.backend)),
+        let mut reasons = Vec::new();
+        for backend in plan.backend.split('+') {
+            match self.availability(backend) {
+                Availability::Available { .. } => return gate::precondition(spec, &plan.unit),
+                // Recording an absent backend's runs honestly (degraded, with the reason) is the
+                // point of the degraded-runs gate: it runs anyway.
+                Availability::Absent { .. }
+                    if matches!(spec.check, gate::Check::DegradedRuns { .. }) =>
+                {
+                    return None
+                }
+                Availability::Absent { reason, fix } => {
+                    reasons.push(format!("{backend} absent: {reason} (fix: {fix})"))
+                }
+            }
         }
+        Some(reasons.join("; "))
     }
 
     fn encoder(&self) -> Result<&Encoder, String> {
-        self.encoder.get_or_init(|| load_encoder().map_err(|e| e.to_string())).as_ref().map_err(Clone::clone)
+        self.encoder
+            .get_or_init(|| load_encoder().map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// Run one trial; records go to `runs.jsonl`, the result to `results.jsonl`.
@@ -148,16 +207,35 @@ impl Runner {
         let result = if let Some(reason) = self.skip_reason(plan) {
             skipped(Verdict::Skip { reason })
         } else {
-            match (self.encoder(), catalog::lookup(&spec.model), spec.profile(&self.config.profile)) {
-                (Err(e), _, _) => skipped(Verdict::Fail { reason: format!("tokenizer unavailable: {e}") }),
-                (_, None, _) => skipped(Verdict::Fail { reason: format!("{}: model `{}` is not in the catalog", spec.path.display(), spec.model) }),
-                (_, _, None) => skipped(Verdict::Fail { reason: format!("{}: no profile `{}`", spec.path.display(), self.config.profile) }),
+            match (
+                self.encoder(),
+                catalog::lookup(&spec.model),
+                spec.profile(&self.config.profile),
+            ) {
+                (Err(e), _, _) => skipped(Verdict::Fail {
+                    reason: format!("tokenizer unavailable: {e}"),
+                }),
+                (_, None, _) => skipped(Verdict::Fail {
+                    reason: format!(
+                        "{}: model `{}` is not in the catalog",
+                        spec.path.display(),
+                        spec.model
+                    ),
+                }),
+                (_, _, None) => skipped(Verdict::Fail {
+                    reason: format!(
+                        "{}: no profile `{}`",
+                        spec.path.display(),
+                        self.config.profile
+                    ),
+                }),
                 (Ok(encode), Some(model), Some(profile)) => {
                     let backend = plan.backend.as_str();
                     let open = || registry::open(backend, &model);
                     let open_broken = || registry::open_broken(backend, &model);
                     let open_named = |id: &str| registry::open(id, &model);
-                    let open_evidence = |id: &str, extra| registry::open_for_evidence(id, &model, extra);
+                    let open_evidence =
+                        |id: &str, extra| registry::open_for_evidence(id, &model, extra);
                     let ctx = TrialContext {
                         run_id: &self.config.run_id,
                         trial: &plan.name,
@@ -192,11 +270,17 @@ impl Runner {
         let mut value = serde_json::to_value(r).map_err(std::io::Error::other)?;
         if let Some(obj) = value.as_object_mut() {
             obj.insert("elapsed_s".into(), serde_json::json!(elapsed_s));
-            obj.insert("finished_utc".into(), serde_json::json!(chrono::Utc::now().to_rfc3339()));
+            obj.insert(
+                "finished_utc".into(),
+                serde_json::json!(chrono::Utc::now().to_rfc3339()),
+            );
         }
         let mut line = serde_json::to_vec(&value).map_err(std::io::Error::other)?;
         line.push(b'\n');
-        let mut f = OpenOptions::new().create(true).append(true).open(dir.join("results.jsonl"))?;
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("results.jsonl"))?;
         f.lock()?;
         f.write_all(&line)
     }
@@ -206,14 +290,20 @@ impl Runner {
     pub fn write_manifest(&self) -> std::io::Result<PathBuf> {
         let dir = self.config.run_dir();
         std::fs::create_dir_all(&dir)?;
-        OpenOptions::new().create(true).append(true).open(self.run_log.path())?;
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.run_log.path())?;
         let path = dir.join("manifest.json");
         if path.exists() {
             return Ok(path);
         }
         let m = self.manifest();
         let tmp = dir.join(format!(".manifest.{}.tmp", std::process::id()));
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&m).map_err(std::io::Error::other)?)?;
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(&m).map_err(std::io::Error::other)?,
+        )?;
         std::fs::rename(&tmp, &path)?;
         Ok(path)
     }
@@ -245,7 +335,11 @@ impl Runner {
             gate_files: self
                 .specs
                 .iter()
-                .map(|s| GateFileRef { id: s.id.clone(), path: s.path.display().to_string(), sha256: s.file_sha256.clone() })
+                .map(|s| GateFileRef {
+                    id: s.id.clone(),
+                    path: s.path.display().to_string(),
+                    sha256: s.file_sha256.clone(),
+                })
                 .collect(),
             models,
         }
@@ -262,5 +356,10 @@ pub fn load_encoder() -> Result<Encoder, ModelError> {
 
 /// One line per verdict, as printed by `infergate run` and the test runner.
 pub fn verdict_line(r: &TrialResult) -> String {
-    format!("{:<4} {}: {}", r.verdict.label(), r.trial, r.verdict.message())
+    format!(
+        "{:<4} {}: {}",
+        r.verdict.label(),
+        r.trial,
+        r.verdict.message()
+    )
 }

@@ -17,10 +17,30 @@ pub struct Scenario {
 }
 
 pub const SCENARIOS: [Scenario; 4] = [
-    Scenario { name: "micro", prompt_tokens: 8, batch: 1, description: "minimal prompt (TR118 single_micro)" },
-    Scenario { name: "short", prompt_tokens: 11, batch: 1, description: "short prompt (TR118 single_short)" },
-    Scenario { name: "medium", prompt_tokens: 20, batch: 1, description: "medium prompt (TR118 single_medium)" },
-    Scenario { name: "long", prompt_tokens: 27, batch: 1, description: "long prompt (TR118 single_long)" },
+    Scenario {
+        name: "micro",
+        prompt_tokens: 8,
+        batch: 1,
+        description: "minimal prompt (TR118 single_micro)",
+    },
+    Scenario {
+        name: "short",
+        prompt_tokens: 11,
+        batch: 1,
+        description: "short prompt (TR118 single_short)",
+    },
+    Scenario {
+        name: "medium",
+        prompt_tokens: 20,
+        batch: 1,
+        description: "medium prompt (TR118 single_medium)",
+    },
+    Scenario {
+        name: "long",
+        prompt_tokens: 27,
+        batch: 1,
+        description: "long prompt (TR118 single_long)",
+    },
 ];
 
 /// English prose long enough for the longest scenario.
@@ -37,7 +57,10 @@ pub fn scenario_names() -> Vec<&'static str> {
 }
 
 /// Token ids of a scenario's prompt, from any tokenizer's `encode`.
-pub fn prompt_ids(scenario: &Scenario, encode: impl Fn(&str) -> Result<Vec<u32>, ModelError>) -> Result<Vec<u32>, ModelError> {
+pub fn prompt_ids(
+    scenario: &Scenario,
+    encode: impl Fn(&str) -> Result<Vec<u32>, ModelError>,
+) -> Result<Vec<u32>, ModelError> {
     let ids = encode(PROMPT_PASSAGE)?;
     if ids.len() < scenario.prompt_tokens {
         return Err(ModelError::Tokenizer(format!(
@@ -67,8 +90,15 @@ impl Corpus {
             Corpus::MobyDick => (assets::MOBY_DICK, false),
         };
         let path = assets::ensure(&asset)?;
-        let raw = std::fs::read_to_string(&path).map_err(|e| ModelError::Io { path: path.clone(), source: e })?;
-        Ok(if strip_docs { strip_doc_tags(&raw) } else { raw })
+        let raw = std::fs::read_to_string(&path).map_err(|e| ModelError::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+        Ok(if strip_docs {
+            strip_doc_tags(&raw)
+        } else {
+            raw
+        })
     }
 }
 
@@ -95,7 +125,8 @@ mod tests {
 
     #[test]
     fn doc_tags_are_removed_and_text_kept() {
-        let raw = "<doc id=\"1\" title=\"A\">\nAlpha text.\n</doc>\n<doc id=\"2\">\nBeta.\n</doc>\n";
+        let raw =
+            "<doc id=\"1\" title=\"A\">\nAlpha text.\n</doc>\n<doc id=\"2\">\nBeta.\n</doc>\n";
         assert_eq!(strip_doc_tags(raw), "Alpha text.\n\nBeta.");
     }
 
@@ -110,16 +141,26 @@ mod tests {
 /// The first `n` tokens of `text`, tokenizing only a prefix long enough to hold them (whole-text
 /// tokenization of a 2 MB corpus is wasted work). The prefix grows until it yields `n + 1` tokens, so
 /// the last kept token is never cut by the prefix boundary.
-pub fn leading_tokens(text: &str, n: usize, encode: impl Fn(&str) -> Result<Vec<u32>, ModelError>) -> Result<Vec<u32>, ModelError> {
+pub fn leading_tokens(
+    text: &str,
+    n: usize,
+    encode: impl Fn(&str) -> Result<Vec<u32>, ModelError>,
+) -> Result<Vec<u32>, ModelError> {
     let mut chars = (n * 8).max(64);
     loop {
-        let end = text.char_indices().nth(chars).map_or(text.len(), |(i, _)| i);
+        let end = text
+            .char_indices()
+            .nth(chars)
+            .map_or(text.len(), |(i, _)| i);
         let ids = encode(&text[..end])?;
         if ids.len() > n + 16 {
             return Ok(ids[..n].to_vec());
         }
         if end == text.len() {
-            return Err(ModelError::Tokenizer(format!("the text has only {} tokens; {n} were requested", ids.len())));
+            return Err(ModelError::Tokenizer(format!(
+                "the text has only {} tokens; {n} were requested",
+                ids.len()
+            )));
         }
         chars *= 2;
     }

@@ -17,7 +17,9 @@ fn a_planted_weight_fault_fails_the_perplexity_delta_gate_with_delta_and_thresho
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("gates/accuracy.perplexity_delta.toml");
     let mut spec = GateSpec::load(&path).expect("the shipped gate file parses");
     // A smaller span than the gate's (4 chunks of 256) keeps the test quick; the fault is large.
-    let Check::PerplexityDelta(params) = &mut spec.check else { panic!("unexpected check kind") };
+    let Check::PerplexityDelta(params) = &mut spec.check else {
+        panic!("unexpected check kind")
+    };
     params.context = 256;
     params.max_tokens = 1024;
     params.distribution_positions = 64;
@@ -27,7 +29,11 @@ fn a_planted_weight_fault_fails_the_perplexity_delta_gate_with_delta_and_thresho
     // The CI profile's token budget would override the span above; this test pins its own.
     let mut profile = spec.profile("ci").unwrap();
     profile.perplexity_tokens = None;
-    let faulty = WeightSource::Gguf { model: model.name.into(), gguf_sha256: model.asset.member_sha256.into(), fault_scale_layer: Some((0, 1.05)) };
+    let faulty = WeightSource::Gguf {
+        model: model.name.into(),
+        gguf_sha256: model.asset.member_sha256.into(),
+        fault_scale_layer: Some((0, 1.05)),
+    };
     let encode = infergate::runner::load_encoder().expect("tokenizer");
     let open = || registry::open_ort("ort-cpu-fault", &faulty, WeightFormat::Fp32, OptLevel::All);
     let open_named = |id: &str| registry::open(id, &model);
@@ -51,9 +57,14 @@ fn a_planted_weight_fault_fails_the_perplexity_delta_gate_with_delta_and_thresho
         run_log: &log,
     };
     let result = gate::evaluate(&ctx);
-    let Verdict::Fail { reason } = &result.verdict else { panic!("the planted fault was not caught: {:?}", result.verdict) };
+    let Verdict::Fail { reason } = &result.verdict else {
+        panic!("the planted fault was not caught: {:?}", result.verdict)
+    };
     eprintln!("{reason}");
-    assert!(reason.contains("perplexity delta") && reason.contains("exceeds ±0.10%"), "{reason}");
+    assert!(
+        reason.contains("perplexity delta") && reason.contains("exceeds ±0.10%"),
+        "{reason}"
+    );
     let delta = result.metrics["perplexity_delta"];
     assert!(delta.abs() >= 0.001, "delta {delta}");
 }

@@ -43,7 +43,10 @@ fn main() -> ExitCode {
             let name = plan.name.clone();
             Trial::test(name, move || {
                 let result = runner.run_trial(&plan);
-                verdicts.lock().unwrap_or_else(|e| e.into_inner()).push(verdict_line(&result));
+                verdicts
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(verdict_line(&result));
                 match result.verdict {
                     Verdict::Pass { .. } => Ok(()),
                     Verdict::Fail { reason } => Err(Failed::from(reason)),
@@ -55,24 +58,42 @@ fn main() -> ExitCode {
         })
         .collect();
     if !skipped.is_empty() {
-        eprintln!("infergate: {} trial(s) ignored because their backend is absent:\n{}", skipped.len(), skipped.join("\n"));
+        eprintln!(
+            "infergate: {} trial(s) ignored because their backend is absent:\n{}",
+            skipped.len(),
+            skipped.join("\n")
+        );
     }
     if !args.list {
         match runner.write_manifest() {
-            Ok(p) => eprintln!("infergate: run {} → {}", runner.config.run_id, p.parent().unwrap_or(Path::new(".")).display()),
+            Ok(p) => eprintln!(
+                "infergate: run {} → {}",
+                runner.config.run_id,
+                p.parent().unwrap_or(Path::new(".")).display()
+            ),
             Err(e) => eprintln!("infergate: cannot write the manifest: {e}"),
         }
     }
     let conclusion = libtest_mimic::run(&args, trials);
     let lines = verdicts.lock().unwrap_or_else(|e| e.into_inner());
     if !lines.is_empty() {
-        println!("infergate verdicts ({}):\n{}", runner.config.run_dir().display(), lines.join("\n"));
+        println!(
+            "infergate verdicts ({}):\n{}",
+            runner.config.run_dir().display(),
+            lines.join("\n")
+        );
         // The decision card of the run directory so far (under nextest, every trial's process
         // rebuilds it, so the last one covers the whole run).
         let dir = runner.config.run_dir();
-        match infergate::report::RunData::load(&dir).map(|d| d.with_specs(&runner.specs)).and_then(|d| infergate::report::write_all(&d)) {
+        match infergate::report::RunData::load(&dir)
+            .map(|d| d.with_specs(&runner.specs))
+            .and_then(|d| infergate::report::write_all(&d))
+        {
             Ok(w) => println!("infergate decision card: {}", w.report_md.display()),
-            Err(e) => eprintln!("infergate: cannot write the report of {}: {e}", dir.display()),
+            Err(e) => eprintln!(
+                "infergate: cannot write the report of {}: {e}",
+                dir.display()
+            ),
         }
     }
     conclusion.exit_code()

@@ -55,7 +55,9 @@ impl FakeOllama {
                 let mut body = String::new();
                 let _ = request.as_reader().read_to_string(&mut body);
                 let (status, reply) = match (request.method(), request.url()) {
-                    (tiny_http::Method::Get, "/api/version") if version_status == 200 => (200, VERSION),
+                    (tiny_http::Method::Get, "/api/version") if version_status == 200 => {
+                        (200, VERSION)
+                    }
                     (tiny_http::Method::Get, "/api/tags") => (200, TAGS),
                     (tiny_http::Method::Post, "/api/generate") => {
                         let _ = tx.send(body);
@@ -69,21 +71,38 @@ impl FakeOllama {
                     }
                     _ => (404, "404 page not found"),
                 };
-                let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]).expect("valid header");
-                let _ = request.respond(tiny_http::Response::from_string(reply).with_status_code(status).with_header(header));
+                let header =
+                    tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..])
+                        .expect("valid header");
+                let _ = request.respond(
+                    tiny_http::Response::from_string(reply)
+                        .with_status_code(status)
+                        .with_header(header),
+                );
             }
         });
-        FakeOllama { server, port, generate_bodies, thread: Some(thread) }
+        FakeOllama {
+            server,
+            port,
+            generate_bodies,
+            thread: Some(thread),
+        }
     }
 
     fn config(&self) -> OllamaConfig {
-        let mut c = OllamaConfig::new(ollama::parse_host(&format!("127.0.0.1:{}", self.port)).expect("host"), ollama::DEFAULT_MODEL);
+        let mut c = OllamaConfig::new(
+            ollama::parse_host(&format!("127.0.0.1:{}", self.port)).expect("host"),
+            ollama::DEFAULT_MODEL,
+        );
         c.request_timeout = Duration::from_secs(20);
         c
     }
 
     fn last_generate_body(&self) -> serde_json::Value {
-        let body = self.generate_bodies.recv_timeout(Duration::from_secs(5)).expect("the client sent /api/generate");
+        let body = self
+            .generate_bodies
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the client sent /api/generate");
         serde_json::from_str(&body).expect("the request body is JSON")
     }
 }
@@ -107,7 +126,10 @@ fn micro_prompt() -> &'static [u32] {
     static IDS: OnceLock<Vec<u32>> = OnceLock::new();
     IDS.get_or_init(|| {
         let t = tokenizer();
-        workload::prompt_ids(&workload::scenario("micro").expect("micro"), |s| t.encode(s)).expect("prompt ids")
+        workload::prompt_ids(&workload::scenario("micro").expect("micro"), |s| {
+            t.encode(s)
+        })
+        .expect("prompt ids")
     })
 }
 
@@ -116,7 +138,15 @@ fn open(fake: &FakeOllama) -> OllamaBackend {
 }
 
 fn plan(gen_tokens: usize) -> SeriesPlan {
-    SeriesPlan { run_id: "t".into(), trial: "ollama-test".into(), scenario: "micro".into(), prompt: micro_prompt().to_vec(), gen_tokens, warmup: 0, repetitions: 2 }
+    SeriesPlan {
+        run_id: "t".into(),
+        trial: "ollama-test".into(),
+        scenario: "micro".into(),
+        prompt: micro_prompt().to_vec(),
+        gen_tokens,
+        warmup: 0,
+        repetitions: 2,
+    }
 }
 
 #[test]
@@ -157,12 +187,27 @@ fn an_early_stop_run_is_recorded_as_projected() {
     let records = run_series(&mut opened, &plan(64));
     assert_eq!(records.len(), 2);
     for r in &records {
-        let t = r.timings().unwrap_or_else(|| panic!("an ok record, got {:?}", r.outcome));
-        let p = t.projection.as_ref().expect("the record says the decode was projected");
-        assert_eq!((p.generated_tokens, p.requested_tokens, p.stop_reason.as_str()), (8, 64, "stop"));
+        let t = r
+            .timings()
+            .unwrap_or_else(|| panic!("an ok record, got {:?}", r.outcome));
+        let p = t
+            .projection
+            .as_ref()
+            .expect("the record says the decode was projected");
+        assert_eq!(
+            (
+                p.generated_tokens,
+                p.requested_tokens,
+                p.stop_reason.as_str()
+            ),
+            (8, 64, "stop")
+        );
         assert_eq!(t.gen_tokens, 64);
         let line = serde_json::to_value(r).unwrap();
-        assert_eq!(line["projection"]["requested_tokens"], 64, "the projection reaches runs.jsonl");
+        assert_eq!(
+            line["projection"]["requested_tokens"], 64,
+            "the projection reaches runs.jsonl"
+        );
     }
 }
 
@@ -183,8 +228,13 @@ fn a_prompt_cache_hit_is_a_degraded_run_with_the_reason() {
 fn a_model_the_server_lacks_fails_with_the_pull_fix() {
     // Not in /api/tags: refused when opening.
     let fake = FakeOllama::start(GenerateReply::Body(200, NORMAL), 200);
-    let config = OllamaConfig { model: "nonexistent:1b".into(), ..fake.config() };
-    let e = OllamaBackend::open(config.clone(), tokenizer()).err().expect("open fails");
+    let config = OllamaConfig {
+        model: "nonexistent:1b".into(),
+        ..fake.config()
+    };
+    let e = OllamaBackend::open(config.clone(), tokenizer())
+        .err()
+        .expect("open fails");
     assert!(matches!(e, BackendError::Load { .. }), "{e:?}");
     assert!(e.to_string().contains("ollama pull nonexistent:1b"), "{e}");
     match ollama::probe(&config) {
@@ -198,7 +248,10 @@ fn a_model_the_server_lacks_fails_with_the_pull_fix() {
     let gone = FakeOllama::start(GenerateReply::Body(404, NOT_FOUND), 200);
     let e = open(&gone).generate(micro_prompt(), 16).unwrap_err();
     assert!(matches!(e, BackendError::Load { .. }), "{e:?}");
-    assert!(e.to_string().contains("not found") && e.to_string().contains("ollama pull"), "{e}");
+    assert!(
+        e.to_string().contains("not found") && e.to_string().contains("ollama pull"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -206,14 +259,22 @@ fn a_server_error_is_a_run_error_carrying_ollamas_message() {
     let fake = FakeOllama::start(GenerateReply::Body(500, RUNNER_FAILED), 200);
     let e = open(&fake).generate(micro_prompt(), 16).unwrap_err();
     assert!(matches!(e, BackendError::Run { .. }), "{e:?}");
-    assert!(e.to_string().contains("500") && e.to_string().contains("error was encountered while running the model"), "{e}");
+    assert!(
+        e.to_string().contains("500")
+            && e.to_string()
+                .contains("error was encountered while running the model"),
+        "{e}"
+    );
     assert_eq!(RunOutcome::from_error(&e).label(), "error");
 }
 
 #[test]
 fn a_server_that_never_answers_times_out() {
     let fake = FakeOllama::start(GenerateReply::Hang, 200);
-    let config = OllamaConfig { request_timeout: Duration::from_millis(300), ..fake.config() };
+    let config = OllamaConfig {
+        request_timeout: Duration::from_millis(300),
+        ..fake.config()
+    };
     let mut backend = OllamaBackend::open(config, tokenizer()).expect("open");
     let e = backend.generate(micro_prompt(), 16).unwrap_err();
     assert!(matches!(e, BackendError::Run { .. }), "{e:?}");
@@ -223,33 +284,61 @@ fn a_server_that_never_answers_times_out() {
 #[test]
 fn a_server_that_is_not_ollama_is_unavailable() {
     let fake = FakeOllama::start(GenerateReply::Body(200, NORMAL), 404);
-    let e = OllamaBackend::open(fake.config(), tokenizer()).err().expect("open fails");
+    let e = OllamaBackend::open(fake.config(), tokenizer())
+        .err()
+        .expect("open fails");
     assert!(matches!(e, BackendError::Unavailable { .. }), "{e:?}");
     assert!(e.to_string().contains("not an Ollama server"), "{e}");
-    assert!(matches!(ollama::probe(&fake.config()), Availability::Absent { .. }));
+    assert!(matches!(
+        ollama::probe(&fake.config()),
+        Availability::Absent { .. }
+    ));
 }
 
 #[test]
 fn probe_finds_the_double_and_reports_a_closed_port() {
     let fake = FakeOllama::start(GenerateReply::Body(200, NORMAL), 200);
     match ollama::probe(&fake.config()) {
-        Availability::Available { detail } => assert!(detail.contains("0.12.6") && detail.contains(ollama::DEFAULT_MODEL), "{detail}"),
+        Availability::Available { detail } => assert!(
+            detail.contains("0.12.6") && detail.contains(ollama::DEFAULT_MODEL),
+            "{detail}"
+        ),
         other => panic!("expected available, got {other:?}"),
     }
-    assert_eq!(ollama::server_version(&fake.config()).as_deref(), Some("0.12.6"));
+    assert_eq!(
+        ollama::server_version(&fake.config()).as_deref(),
+        Some("0.12.6")
+    );
     // A port nothing listens on: bind one, note it, close it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-    let closed = OllamaConfig::new(ollama::parse_host(&format!("127.0.0.1:{port}")).unwrap(), ollama::DEFAULT_MODEL);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let closed = OllamaConfig::new(
+        ollama::parse_host(&format!("127.0.0.1:{port}")).unwrap(),
+        ollama::DEFAULT_MODEL,
+    );
     match ollama::probe(&closed) {
         Availability::Absent { reason, fix } => {
-            assert!(reason.starts_with(&format!("no Ollama server at 127.0.0.1:{port}")), "{reason}");
-            assert!(fix.contains("ollama serve") && fix.contains("OLLAMA_HOST"), "{fix}");
+            assert!(
+                reason.starts_with(&format!("no Ollama server at 127.0.0.1:{port}")),
+                "{reason}"
+            );
+            assert!(
+                fix.contains("ollama serve") && fix.contains("OLLAMA_HOST"),
+                "{fix}"
+            );
         }
         other => panic!("expected absent, got {other:?}"),
     }
     assert_eq!(ollama::server_version(&closed), None);
-    let e = OllamaBackend::open(closed, tokenizer()).err().expect("open fails");
-    assert!(matches!(e, BackendError::Unavailable { .. }) && e.to_string().contains("ollama serve"), "{e:?}");
+    let e = OllamaBackend::open(closed, tokenizer())
+        .err()
+        .expect("open fails");
+    assert!(
+        matches!(e, BackendError::Unavailable { .. }) && e.to_string().contains("ollama serve"),
+        "{e:?}"
+    );
 }
 
 /// Runs only where an Ollama server answers at OLLAMA_HOST with INFERGATE_OLLAMA_MODEL pulled.

@@ -18,9 +18,16 @@ const FAIL_REASON: &str = "|delta| 0.0123 > 0.005 for ort-cpu-fp16 <fp16> & \"qu
 const DEGRADED_REASON: &str = "ort-cpu-int8 failed to load the model: export missing";
 const ERROR_MESSAGE: &str = "ort-cpu failed during decode: session aborted";
 const NO_DATA_REASON: &str = "1 in-window sample (< 2) at 100 ms polling";
-const ENERGY_NO_DATA: &str = "energy term no_data for every backend (ort-cpu: no readable sensor): compute-only cost";
+const ENERGY_NO_DATA: &str =
+    "energy term no_data for every backend (ort-cpu: no readable sensor): compute-only cost";
 
-fn trial(gate: &str, backend: &str, scenario: Option<&str>, verdict: Verdict, metrics: &[(&str, f64)]) -> serde_json::Value {
+fn trial(
+    gate: &str,
+    backend: &str,
+    scenario: Option<&str>,
+    verdict: Verdict,
+    metrics: &[(&str, f64)],
+) -> serde_json::Value {
     let name = match scenario {
         Some(s) => format!("{gate}::{backend}::{s}"),
         None => format!("{gate}::{backend}"),
@@ -40,7 +47,14 @@ fn trial(gate: &str, backend: &str, scenario: Option<&str>, verdict: Verdict, me
     v
 }
 
-fn run(trial: &str, backend: &str, scenario: &str, index: usize, phase: RunPhase, outcome: RunOutcome) -> RunRecord {
+fn run(
+    trial: &str,
+    backend: &str,
+    scenario: &str,
+    index: usize,
+    phase: RunPhase,
+    outcome: RunOutcome,
+) -> RunRecord {
     RunRecord {
         run_id: RUN_ID.into(),
         trial: trial.into(),
@@ -69,7 +83,10 @@ fn ok(prefill: f64, decode: f64) -> RunOutcome {
 }
 
 fn jsonl<T: serde::Serialize>(path: &Path, items: &[T]) {
-    let text: String = items.iter().map(|i| serde_json::to_string(i).unwrap() + "\n").collect();
+    let text: String = items
+        .iter()
+        .map(|i| serde_json::to_string(i).unwrap() + "\n")
+        .collect();
     std::fs::write(path, text).unwrap();
 }
 
@@ -81,29 +98,45 @@ fn fixture(dir: &Path) {
             "phase.decode_fraction",
             "ort-cpu",
             Some("short"),
-            Verdict::Pass { summary: "median decode fraction 0.9700 > 0.9 (6 runs)".into() },
+            Verdict::Pass {
+                summary: "median decode fraction 0.9700 > 0.9 (6 runs)".into(),
+            },
             &[("decode_fraction_median", 0.97)],
         ),
-        trial("phase.decode_fraction", "llama-cpp", Some("short"), Verdict::Skip { reason: SKIP_REASON.into() }, &[]),
+        trial(
+            "phase.decode_fraction",
+            "llama-cpp",
+            Some("short"),
+            Verdict::Skip {
+                reason: SKIP_REASON.into(),
+            },
+            &[],
+        ),
         trial(
             "accuracy.perplexity_delta",
             "ort-cpu-fp16",
             None,
-            Verdict::Fail { reason: FAIL_REASON.into() },
+            Verdict::Fail {
+                reason: FAIL_REASON.into(),
+            },
             &[("perplexity_delta", 0.0123)],
         ),
         trial(
             "accuracy.perplexity_delta",
             "ort-cpu",
             None,
-            Verdict::Pass { summary: "|delta| 0.00001 ≤ 0.001".into() },
+            Verdict::Pass {
+                summary: "|delta| 0.00001 ≤ 0.001".into(),
+            },
             &[("perplexity_delta", 1e-5)],
         ),
         trial(
             "scaling.fit_ci",
             "ort-cpu",
             None,
-            Verdict::Pass { summary: "slope 0.48 [0.31, 0.66], R² 0.93: actionable".into() },
+            Verdict::Pass {
+                summary: "slope 0.48 [0.31, 0.66], R² 0.93: actionable".into(),
+            },
             &[
                 ("l2-d256::parameters", 1.41e7),
                 ("l2-d256::e2e_ms_geomean", 40.0),
@@ -124,7 +157,11 @@ fn fixture(dir: &Path) {
             "economics.cost",
             "ort-cpu+ort-cpu-q4",
             None,
-            Verdict::Pass { summary: format!("cheapest first ort-cpu-q4 < ort-cpu under all 2 tiers; {ENERGY_NO_DATA}") },
+            Verdict::Pass {
+                summary: format!(
+                    "cheapest first ort-cpu-q4 < ort-cpu under all 2 tiers; {ENERGY_NO_DATA}"
+                ),
+            },
             &[
                 ("ort-cpu::spot::usd_per_1m", 0.8125),
                 ("ort-cpu::on_demand::usd_per_1m", 2.4375),
@@ -138,11 +175,29 @@ fn fixture(dir: &Path) {
     jsonl(&dir.join("results.jsonl"), &results);
 
     let mut runs = Vec::new();
-    for (backend, scenario, decode) in [("ort-cpu", "short", 900.0), ("ort-cpu", "long", 950.0), ("ort-cpu-q4", "short", 600.0)] {
+    for (backend, scenario, decode) in [
+        ("ort-cpu", "short", 900.0),
+        ("ort-cpu", "long", 950.0),
+        ("ort-cpu-q4", "short", 600.0),
+    ] {
         let name = format!("phase.decode_fraction::{backend}::{scenario}");
-        runs.push(run(&name, backend, scenario, 0, RunPhase::Warmup, ok(500.0, 5000.0)));
+        runs.push(run(
+            &name,
+            backend,
+            scenario,
+            0,
+            RunPhase::Warmup,
+            ok(500.0, 5000.0),
+        ));
         for i in 1..=6 {
-            runs.push(run(&name, backend, scenario, i, RunPhase::Measured, ok(30.0 + i as f64, decode + 10.0 * i as f64)));
+            runs.push(run(
+                &name,
+                backend,
+                scenario,
+                i,
+                RunPhase::Measured,
+                ok(30.0 + i as f64, decode + 10.0 * i as f64),
+            ));
         }
     }
     runs.push(run(
@@ -151,7 +206,9 @@ fn fixture(dir: &Path) {
         "short",
         0,
         RunPhase::Measured,
-        RunOutcome::Degraded { reason: DEGRADED_REASON.into() },
+        RunOutcome::Degraded {
+            reason: DEGRADED_REASON.into(),
+        },
     ));
     runs.push(run(
         "phase.decode_fraction::ort-cpu::short",
@@ -159,10 +216,19 @@ fn fixture(dir: &Path) {
         "short",
         7,
         RunPhase::Measured,
-        RunOutcome::Error { message: ERROR_MESSAGE.into() },
+        RunOutcome::Error {
+            message: ERROR_MESSAGE.into(),
+        },
     ));
     // A record of another run in the same file must be ignored.
-    let mut other = run("phase.decode_fraction::ort-cpu::short", "ort-cpu", "short", 0, RunPhase::Measured, ok(1.0, 1.0));
+    let mut other = run(
+        "phase.decode_fraction::ort-cpu::short",
+        "ort-cpu",
+        "short",
+        0,
+        RunPhase::Measured,
+        ok(1.0, 1.0),
+    );
     other.run_id = "another-run".into();
     runs.push(other);
     jsonl(&dir.join("runs.jsonl"), &runs);
@@ -175,7 +241,11 @@ fn fixture(dir: &Path) {
         .iter()
         .map(|id| {
             let path = gates.join(format!("{id}.toml"));
-            GateFileRef { id: id.to_string(), sha256: infergate::assets::sha256_file(&path).unwrap(), path: path.display().to_string() }
+            GateFileRef {
+                id: id.to_string(),
+                sha256: infergate::assets::sha256_file(&path).unwrap(),
+                path: path.display().to_string(),
+            }
         })
         .collect();
     let manifest = Manifest {
@@ -194,9 +264,16 @@ fn fixture(dir: &Path) {
         git_commit: Some("0123456789abcdef".into()),
         git_dirty: Some(false),
         gate_files,
-        models: BTreeMap::from([("smollm2-135m-instruct".to_string(), "b179c9523d0e6a0f".to_string())]),
+        models: BTreeMap::from([(
+            "smollm2-135m-instruct".to_string(),
+            "b179c9523d0e6a0f".to_string(),
+        )]),
     };
-    std::fs::write(dir.join("manifest.json"), serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
 }
 
 fn infergate(args: &[&str], envs: &[(&str, &Path)]) -> Output {
@@ -209,7 +286,11 @@ fn infergate(args: &[&str], envs: &[(&str, &Path)]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// How report.md writes text in a table cell.
@@ -230,7 +311,11 @@ fn junit_counts(xml: &str) -> (usize, usize, usize, Vec<String>) {
                     for a in e.attributes() {
                         let a = a.unwrap();
                         if a.key.as_ref() == b"message" {
-                            messages.push(a.normalized_value(quick_xml::XmlVersion::Implicit1_0).unwrap().into_owned());
+                            messages.push(
+                                a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                                    .unwrap()
+                                    .into_owned(),
+                            );
                         }
                     }
                 }
@@ -250,7 +335,9 @@ fn xml_root(xml: &str) -> String {
     let mut root = None;
     loop {
         match reader.read_event().expect("well-formed XML") {
-            Event::Start(e) if root.is_none() => root = Some(String::from_utf8_lossy(e.name().as_ref()).into_owned()),
+            Event::Start(e) if root.is_none() => {
+                root = Some(String::from_utf8_lossy(e.name().as_ref()).into_owned())
+            }
             Event::Eof => break,
             _ => {}
         }
@@ -264,32 +351,76 @@ fn report_rebuilds_the_decision_card_junit_and_plots_from_a_run_directory() {
     fixture(dir.path());
     let out = infergate(&["report", dir.path().to_str().unwrap()], &[]);
     let t = text(&out);
-    assert_eq!(out.status.code(), Some(1), "a failed gate in the run makes `report` exit 1: {t}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed gate in the run makes `report` exit 1: {t}"
+    );
 
     let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
-    for reason in [SKIP_REASON, DEGRADED_REASON, ERROR_MESSAGE, NO_DATA_REASON, ENERGY_NO_DATA] {
-        assert!(md.contains(&md_cell(reason)), "report.md lacks the reason `{reason}`:\n{md}");
+    for reason in [
+        SKIP_REASON,
+        DEGRADED_REASON,
+        ERROR_MESSAGE,
+        NO_DATA_REASON,
+        ENERGY_NO_DATA,
+    ] {
+        assert!(
+            md.contains(&md_cell(reason)),
+            "report.md lacks the reason `{reason}`:\n{md}"
+        );
     }
-    assert!(md.contains(&md_cell(FAIL_REASON)), "the failure's evidence is in the claim table:\n{md}");
+    assert!(
+        md.contains(&md_cell(FAIL_REASON)),
+        "the failure's evidence is in the claim table:\n{md}"
+    );
     // Claim table: one row per gate, in order, with its verdict and the claim from the gate file.
-    let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| C") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit)).collect();
+    let rows: Vec<&str> = md
+        .lines()
+        .filter(|l| l.starts_with("| C") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .collect();
     assert_eq!(rows.len(), 4, "{md}");
     assert!(
-        rows[0].starts_with("| C1 | Decode dominates") && rows[0].contains("**PASS (1 of 2 trials passed, 1 skipped)**"),
+        rows[0].starts_with("| C1 | Decode dominates")
+            && rows[0].contains("**PASS (1 of 2 trials passed, 1 skipped)**"),
         "{}",
         rows[0]
     );
-    assert!(rows[1].contains("`accuracy.perplexity_delta`") && rows[1].contains("**FAIL (1 of 2 trials failed)**"), "{}", rows[1]);
-    assert!(rows[2].contains("(claim not recorded: gate file unavailable)"), "{}", rows[2]);
-    // Manifest summary on top, distributions from measured ok runs of this run id only.
-    assert!(md.contains("Test CPU, 2 cores") && md.contains("onnxruntime 1.31.1") && md.contains("`0123456789abcdef`"), "{md}");
-    let short = md.lines().find(|l| l.starts_with("| ort-cpu | short |")).expect("latency row ort-cpu · short");
-    let cells: Vec<&str> = short.split('|').map(str::trim).collect();
-    assert_eq!(cells[6], "6", "6 measured ok runs (warmup, error and the other run id excluded): {short}");
-    // Routing: two decode-heavy backends on the shared workload `short`; q4 is clearly faster.
-    assert!(md.contains("route decode-heavy work to `ort-cpu-q4`"), "{md}");
     assert!(
-        md.contains("| ort-cpu | 100.0 | 2.4375 | 0.8125 |") && md.contains("| ort-cpu-q4 | 162.5 | 1.5000 | 0.5000 |"),
+        rows[1].contains("`accuracy.perplexity_delta`")
+            && rows[1].contains("**FAIL (1 of 2 trials failed)**"),
+        "{}",
+        rows[1]
+    );
+    assert!(
+        rows[2].contains("(claim not recorded: gate file unavailable)"),
+        "{}",
+        rows[2]
+    );
+    // Manifest summary on top, distributions from measured ok runs of this run id only.
+    assert!(
+        md.contains("Test CPU, 2 cores")
+            && md.contains("onnxruntime 1.31.1")
+            && md.contains("`0123456789abcdef`"),
+        "{md}"
+    );
+    let short = md
+        .lines()
+        .find(|l| l.starts_with("| ort-cpu | short |"))
+        .expect("latency row ort-cpu · short");
+    let cells: Vec<&str> = short.split('|').map(str::trim).collect();
+    assert_eq!(
+        cells[6], "6",
+        "6 measured ok runs (warmup, error and the other run id excluded): {short}"
+    );
+    // Routing: two decode-heavy backends on the shared workload `short`; q4 is clearly faster.
+    assert!(
+        md.contains("route decode-heavy work to `ort-cpu-q4`"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| ort-cpu | 100.0 | 2.4375 | 0.8125 |")
+            && md.contains("| ort-cpu-q4 | 162.5 | 1.5000 | 0.5000 |"),
         "cost by tier:\n{md}"
     );
     assert!(md.contains("| scaling.fit_ci::ort-cpu | 3 | 0.480 | [0.330, 0.660] | [0.310, 0.640] | 0.930 | actionable |"), "{md}");
@@ -297,19 +428,42 @@ fn report_rebuilds_the_decision_card_junit_and_plots_from_a_run_directory() {
     let xml = std::fs::read_to_string(dir.path().join("junit.xml")).unwrap();
     let (cases, failures, skipped, messages) = junit_counts(&xml);
     assert_eq!((cases, failures, skipped), (6, 1, 1), "{xml}");
-    assert_eq!(messages, [FAIL_REASON], "the failure message survives XML escaping");
+    assert_eq!(
+        messages,
+        [FAIL_REASON],
+        "the failure message survives XML escaping"
+    );
 
-    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("summary.json")).unwrap()).unwrap();
-    assert_eq!((summary["passed"].as_u64(), summary["failed"].as_u64(), summary["skipped"].as_u64()), (Some(4), Some(1), Some(1)));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("summary.json")).unwrap()).unwrap();
+    assert_eq!(
+        (
+            summary["passed"].as_u64(),
+            summary["failed"].as_u64(),
+            summary["skipped"].as_u64()
+        ),
+        (Some(4), Some(1), Some(1))
+    );
 
-    for name in ["latency_e2e_gen64.svg", "scaling_scaling.fit_ci-ort-cpu.svg"] {
-        let svg = std::fs::read_to_string(dir.path().join(name)).unwrap_or_else(|e| panic!("{name}: {e}\n{t}"));
+    for name in [
+        "latency_e2e_gen64.svg",
+        "scaling_scaling.fit_ci-ort-cpu.svg",
+    ] {
+        let svg = std::fs::read_to_string(dir.path().join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}\n{t}"));
         assert_eq!(xml_root(&svg), "svg", "{name}");
         assert!(md.contains(&format!("]({name})")), "report.md links {name}");
     }
     let latency = std::fs::read_to_string(dir.path().join("latency_e2e_gen64.svg")).unwrap();
-    assert!(latency.contains("ort-cpu-q4 · short"), "category labels on the axis");
-    assert_eq!(latency.matches("<circle").count(), 18, "one dot per measured ok run");
+    assert!(
+        latency.contains("ort-cpu-q4 · short"),
+        "category labels on the axis"
+    );
+    assert_eq!(
+        latency.matches("<circle").count(),
+        18,
+        "one dot per measured ok run"
+    );
 }
 
 #[test]
@@ -317,7 +471,11 @@ fn report_on_a_directory_that_is_not_a_run_says_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let out = infergate(&["report", dir.path().to_str().unwrap()], &[]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out).contains("results.jsonl is missing; run `infergate run`"), "{}", text(&out));
+    assert!(
+        text(&out).contains("results.jsonl is missing; run `infergate run`"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -325,20 +483,51 @@ fn run_writes_every_file_of_the_run_directory() {
     let target = tempfile::tempdir().unwrap();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = infergate(
-        &["run", "--repo", repo.to_str().unwrap(), "--gate", "integrity.model_identity"],
-        &[("CARGO_TARGET_DIR", target.path()), ("INFERGATE_RUN_ID", Path::new("e2e"))],
+        &[
+            "run",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--gate",
+            "integrity.model_identity",
+        ],
+        &[
+            ("CARGO_TARGET_DIR", target.path()),
+            ("INFERGATE_RUN_ID", Path::new("e2e")),
+        ],
     );
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");
-    assert!(t.contains("[1/1] start  integrity.model_identity::ort-cpu") && t.contains("[1/1] PASS"), "progress on stderr: {t}");
+    assert!(
+        t.contains("[1/1] start  integrity.model_identity::ort-cpu") && t.contains("[1/1] PASS"),
+        "progress on stderr: {t}"
+    );
     let dir = target.path().join("infergate").join("e2e");
-    for f in ["runs.jsonl", "results.jsonl", "manifest.json", "summary.json", "report.md", "junit.xml"] {
-        assert!(dir.join(f).is_file(), "{f} missing in {}: {t}", dir.display());
+    for f in [
+        "runs.jsonl",
+        "results.jsonl",
+        "manifest.json",
+        "summary.json",
+        "report.md",
+        "junit.xml",
+    ] {
+        assert!(
+            dir.join(f).is_file(),
+            "{f} missing in {}: {t}",
+            dir.display()
+        );
     }
     let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
-    assert!(md.contains("**Overall: PASS**") && md.contains("| C1 | The loaded model is the declared SmolLM2-135M-Instruct"), "{md}");
-    assert!(md.contains("No timed run was recorded"), "model identity times nothing: {md}");
-    let (cases, failures, skipped, _) = junit_counts(&std::fs::read_to_string(dir.join("junit.xml")).unwrap());
+    assert!(
+        md.contains("**Overall: PASS**")
+            && md.contains("| C1 | The loaded model is the declared SmolLM2-135M-Instruct"),
+        "{md}"
+    );
+    assert!(
+        md.contains("No timed run was recorded"),
+        "model identity times nothing: {md}"
+    );
+    let (cases, failures, skipped, _) =
+        junit_counts(&std::fs::read_to_string(dir.join("junit.xml")).unwrap());
     assert_eq!((cases, failures, skipped), (1, 0, 0));
     // Rebuilding from the files gives the same card.
     let again = infergate(&["report", dir.to_str().unwrap()], &[]);

@@ -34,7 +34,10 @@ fn gate_dir(files: &[(&str, String)]) -> tempfile::TempDir {
 fn infergate(args: &[&str], gates: &Path, envs: &[(&str, &str)]) -> Output {
     let out_root = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_infergate"));
-    cmd.args(args).arg("--gates").arg(gates).env("CARGO_TARGET_DIR", out_root.path());
+    cmd.args(args)
+        .arg("--gates")
+        .arg(gates)
+        .env("CARGO_TARGET_DIR", out_root.path());
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -42,12 +45,21 @@ fn infergate(args: &[&str], gates: &Path, envs: &[(&str, &str)]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 #[test]
 fn a_gate_file_naming_a_missing_model_fails_naming_the_file() {
-    let dir = gate_dir(&[("bad.toml", IDENTITY.replace("smollm2-135m-instruct", "gpt2").replace("UNTRAINED", "0.5"))]);
+    let dir = gate_dir(&[(
+        "bad.toml",
+        IDENTITY
+            .replace("smollm2-135m-instruct", "gpt2")
+            .replace("UNTRAINED", "0.5"),
+    )]);
     let out = infergate(&["run", "--profile", "ci"], dir.path(), &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let t = text(&out);
@@ -61,22 +73,34 @@ fn a_failed_gate_makes_the_run_exit_non_zero_with_the_number_and_threshold() {
     let out = infergate(&["run", "--profile", "ci"], dir.path(), &[]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
-    assert!(t.contains("FAIL integrity.model_identity::ort-cpu") && t.contains("above 5"), "{t}");
+    assert!(
+        t.contains("FAIL integrity.model_identity::ort-cpu") && t.contains("above 5"),
+        "{t}"
+    );
 }
 
 #[test]
 fn an_absent_backend_is_skipped_with_its_reason_and_fix() {
     let dir = gate_dir(&[("g.toml", IDENTITY.replace("UNTRAINED", "0.5"))]);
-    let out = infergate(&["run", "--profile", "ci"], dir.path(), &[("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")]);
+    let out = infergate(
+        &["run", "--profile", "ci"],
+        dir.path(),
+        &[("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")],
+    );
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "a skip is not a failure: {t}");
-    assert!(t.contains("SKIP integrity.model_identity::ort-cpu") && t.contains("ORT_DYLIB_PATH"), "{t}");
+    assert!(
+        t.contains("SKIP integrity.model_identity::ort-cpu") && t.contains("ORT_DYLIB_PATH"),
+        "{t}"
+    );
 }
 
 /// The `gates` test binary, run through cargo like a user would.
 fn cargo_gates(args: &[&str], gates: &Path, envs: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["test", "--quiet", "--test", "gates", "--"]).args(args).current_dir(env!("CARGO_MANIFEST_DIR"));
+    cmd.args(["test", "--quiet", "--test", "gates", "--"])
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
     cmd.env("INFERGATE_GATES_DIR", gates);
     for (k, v) in envs {
         cmd.env(k, v);
@@ -86,25 +110,55 @@ fn cargo_gates(args: &[&str], gates: &Path, envs: &[(&str, &str)]) -> Output {
 
 #[test]
 fn gates_binary_lists_filters_and_fails_like_libtest() {
-    let failing = IDENTITY.replace("UNTRAINED", "0.0001").replace("integrity.model_identity", "integrity.model_identity_strict");
-    let dir = gate_dir(&[("a.toml", IDENTITY.replace("UNTRAINED", "0.5")), ("b.toml", failing)]);
+    let failing = IDENTITY.replace("UNTRAINED", "0.0001").replace(
+        "integrity.model_identity",
+        "integrity.model_identity_strict",
+    );
+    let dir = gate_dir(&[
+        ("a.toml", IDENTITY.replace("UNTRAINED", "0.5")),
+        ("b.toml", failing),
+    ]);
     let list = cargo_gates(&["--list"], dir.path(), &[]);
     let t = String::from_utf8_lossy(&list.stdout).to_string();
-    assert!(t.contains("integrity.model_identity::ort-cpu: test") && t.contains("integrity.model_identity_strict::ort-cpu: test"), "{}", text(&list));
+    assert!(
+        t.contains("integrity.model_identity::ort-cpu: test")
+            && t.contains("integrity.model_identity_strict::ort-cpu: test"),
+        "{}",
+        text(&list)
+    );
 
-    let exact = cargo_gates(&["--exact", "integrity.model_identity::ort-cpu"], dir.path(), &[]);
+    let exact = cargo_gates(
+        &["--exact", "integrity.model_identity::ort-cpu"],
+        dir.path(),
+        &[],
+    );
     let t = text(&exact);
     assert!(exact.status.success(), "{t}");
-    assert!(t.contains("1 passed") && t.contains("1 filtered out"), "{t}");
+    assert!(
+        t.contains("1 passed") && t.contains("1 filtered out"),
+        "{t}"
+    );
 
     let all = cargo_gates(&[], dir.path(), &[]);
     let t = text(&all);
-    assert!(!all.status.success(), "a failing gate must fail cargo test: {t}");
-    assert!(t.contains("integrity.model_identity_strict::ort-cpu") && t.contains("FAILED"), "{t}");
+    assert!(
+        !all.status.success(),
+        "a failing gate must fail cargo test: {t}"
+    );
+    assert!(
+        t.contains("integrity.model_identity_strict::ort-cpu") && t.contains("FAILED"),
+        "{t}"
+    );
 
-    let absent = cargo_gates(&[], dir.path(), &[("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")]);
+    let absent = cargo_gates(
+        &[],
+        dir.path(),
+        &[("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")],
+    );
     let t = text(&absent);
     assert!(absent.status.success(), "{t}");
-    assert!(t.contains("2 ignored") && t.contains("ORT_DYLIB_PATH"), "ignored with the reason printed: {t}");
+    assert!(
+        t.contains("2 ignored") && t.contains("ORT_DYLIB_PATH"),
+        "ignored with the reason printed: {t}"
+    );
 }
-

@@ -30,12 +30,17 @@ fn bootstrap_ci_of_the_mean_covers_the_true_mean_about_95_percent_of_the_time() 
     let covered = (0..trials)
         .filter(|&t| {
             let xs = normals(&mut rng, 60, true_mean, 3.0);
-            stats::bootstrap_ci(&xs, mean, 0.95, 1000, t as u64).unwrap().contains(true_mean)
+            stats::bootstrap_ci(&xs, mean, 0.95, 1000, t as u64)
+                .unwrap()
+                .contains(true_mean)
         })
         .count();
     let rate = covered as f64 / trials as f64;
     eprintln!("coverage {rate}");
-    assert!((0.88..=0.99).contains(&rate), "coverage {rate} outside 88–99 %");
+    assert!(
+        (0.88..=0.99).contains(&rate),
+        "coverage {rate} outside 88–99 %"
+    );
 }
 
 #[test]
@@ -45,15 +50,25 @@ fn ratio_of_medians_ci_covers_the_true_ratio_of_independent_scaled_samples() {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let covered = (0..trials)
         .filter(|&t| {
-            let base: Vec<f64> = normals(&mut rng, 31, 0.0, 0.2).iter().map(|z| 20.0 * z.exp()).collect();
-            let cur: Vec<f64> =
-                normals(&mut rng, 31, 0.0, 0.2).iter().map(|z| ratio * 20.0 * z.exp()).collect();
-            stats::ratio_of_medians_ci(&cur, &base, 0.95, 500, t as u64).unwrap().contains(ratio)
+            let base: Vec<f64> = normals(&mut rng, 31, 0.0, 0.2)
+                .iter()
+                .map(|z| 20.0 * z.exp())
+                .collect();
+            let cur: Vec<f64> = normals(&mut rng, 31, 0.0, 0.2)
+                .iter()
+                .map(|z| ratio * 20.0 * z.exp())
+                .collect();
+            stats::ratio_of_medians_ci(&cur, &base, 0.95, 500, t as u64)
+                .unwrap()
+                .contains(ratio)
         })
         .count();
     let rate = covered as f64 / trials as f64;
     eprintln!("coverage {rate}");
-    assert!((0.88..=0.995).contains(&rate), "coverage {rate} outside 88–99.5 %");
+    assert!(
+        (0.88..=0.995).contains(&rate),
+        "coverage {rate} outside 88–99.5 %"
+    );
 }
 
 #[test]
@@ -64,7 +79,11 @@ fn t_and_bootstrap_slope_cis_cover_the_true_slope() {
     for t in 0..trials {
         let x: Vec<f64> = (0..30).map(|i| i as f64).collect();
         let noise = normals(&mut rng, 30, 0.0, 2.0);
-        let y: Vec<f64> = x.iter().zip(&noise).map(|(x, e)| 1.0 + slope * x + e).collect();
+        let y: Vec<f64> = x
+            .iter()
+            .zip(&noise)
+            .map(|(x, e)| 1.0 + slope * x + e)
+            .collect();
         let v = stats::identify_slopes(&y, &[x], MIN_R_SQUARED, 0.95, 400, t).unwrap();
         by_t += v.slopes[0].t_ci.contains(slope) as usize;
         by_boot += v.slopes[0].bootstrap_ci.contains(slope) as usize;
@@ -72,7 +91,10 @@ fn t_and_bootstrap_slope_cis_cover_the_true_slope() {
     for (name, covered) in [("t", by_t), ("pairs bootstrap", by_boot)] {
         let rate = covered as f64 / trials as f64;
         eprintln!("{name} coverage {rate}");
-        assert!((0.88..=0.99).contains(&rate), "{name} coverage {rate} outside 88–99 %");
+        assert!(
+            (0.88..=0.99).contains(&rate),
+            "{name} coverage {rate} outside 88–99 %"
+        );
     }
 }
 
@@ -80,12 +102,25 @@ fn t_and_bootstrap_slope_cis_cover_the_true_slope() {
 fn scaling_verdicts_follow_tr121_rule() {
     // Strong log-log relation over 6 shapes → actionable and positive by both CIs.
     let mut rng = ChaCha8Rng::seed_from_u64(5);
-    let log_params: Vec<f64> =
-        [0.135e9, 0.36e9, 0.5e9, 1.1e9, 1.5e9, 3.0e9].iter().map(|p: &f64| p.ln()).collect();
+    let log_params: Vec<f64> = [0.135e9, 0.36e9, 0.5e9, 1.1e9, 1.5e9, 3.0e9]
+        .iter()
+        .map(|p: &f64| p.ln())
+        .collect();
     let noise = normals(&mut rng, 6, 0.0, 0.05);
-    let y: Vec<f64> = log_params.iter().zip(&noise).map(|(x, e)| -9.0 + 0.65 * x + e).collect();
-    let v =
-        stats::identify_slopes(&y, std::slice::from_ref(&log_params), MIN_R_SQUARED, 0.95, 2000, 1).unwrap();
+    let y: Vec<f64> = log_params
+        .iter()
+        .zip(&noise)
+        .map(|(x, e)| -9.0 + 0.65 * x + e)
+        .collect();
+    let v = stats::identify_slopes(
+        &y,
+        std::slice::from_ref(&log_params),
+        MIN_R_SQUARED,
+        0.95,
+        2000,
+        1,
+    )
+    .unwrap();
     let s = &v.slopes[0];
     assert!(s.is_actionable() && s.agree && s.slope > 0.0, "{s:?}");
     assert!(s.t_ci.is_above(0.0) && s.bootstrap_ci.is_above(0.0));

@@ -93,13 +93,34 @@ fn describe_matches_numpy_and_scipy() {
     assert!(v.describe.len() >= 5);
     for c in &v.describe {
         let name = &c.name;
-        let qs: Vec<f64> = c.qs.iter().map(|&q| stats::quantile(&c.xs, q).unwrap()).collect();
+        let qs: Vec<f64> =
+            c.qs.iter()
+                .map(|&q| stats::quantile(&c.xs, q).unwrap())
+                .collect();
         close_all(&qs, &c.quantiles, REL, &format!("{name} quantiles"));
-        close(stats::median(&c.xs).unwrap(), c.median, REL, &format!("{name} median"));
-        close(stats::mean(&c.xs).unwrap(), c.mean, REL, &format!("{name} mean"));
+        close(
+            stats::median(&c.xs).unwrap(),
+            c.median,
+            REL,
+            &format!("{name} median"),
+        );
+        close(
+            stats::mean(&c.xs).unwrap(),
+            c.mean,
+            REL,
+            &format!("{name} mean"),
+        );
         match c.gmean {
-            Some(g) => close(stats::geometric_mean(&c.xs).unwrap(), g, REL, &format!("{name} gmean")),
-            None => assert!(stats::geometric_mean(&c.xs).is_err(), "{name}: gmean of non-positive data"),
+            Some(g) => close(
+                stats::geometric_mean(&c.xs).unwrap(),
+                g,
+                REL,
+                &format!("{name} gmean"),
+            ),
+            None => assert!(
+                stats::geometric_mean(&c.xs).is_err(),
+                "{name}: gmean of non-positive data"
+            ),
         }
         let s = stats::summarize(&c.xs).unwrap();
         assert_eq!(s.n, c.xs.len(), "{name}");
@@ -109,8 +130,18 @@ fn describe_matches_numpy_and_scipy() {
             REL,
             &format!("{name} summary"),
         );
-        let at = |q: f64| c.qs.iter().position(|&x| x == q).map(|i| c.quantiles[i]).unwrap();
-        close_all(&[s.p95, s.p99], &[at(0.95), at(0.99)], REL, &format!("{name} p95/p99"));
+        let at = |q: f64| {
+            c.qs.iter()
+                .position(|&x| x == q)
+                .map(|i| c.quantiles[i])
+                .unwrap()
+        };
+        close_all(
+            &[s.p95, s.p99],
+            &[at(0.95), at(0.99)],
+            REL,
+            &format!("{name} p95/p99"),
+        );
         match (s.std, c.std) {
             (Some(a), Some(e)) => close(a, e, REL, &format!("{name} std")),
             (None, None) => {}
@@ -123,7 +154,10 @@ fn describe_matches_numpy_and_scipy() {
 fn mann_whitney_matches_scipy() {
     let v = vectors();
     assert!(v.mann_whitney.iter().any(|c| c.method == "exact"));
-    assert!(v.mann_whitney.iter().any(|c| c.method == "asymptotic" && c.ties));
+    assert!(v
+        .mann_whitney
+        .iter()
+        .any(|c| c.method == "asymptotic" && c.ties));
     for c in &v.mann_whitney {
         let method = match c.method.as_str() {
             "exact" => MannWhitneyMethod::Exact,
@@ -151,8 +185,11 @@ fn mann_whitney_matches_scipy() {
         // The automatic choice: exact for small samples without ties, else the normal approximation.
         let auto = stats::mann_whitney_u(&c.x, &c.y).unwrap();
         let small = c.x.len().max(c.y.len()) <= stats::mann_whitney::EXACT_AUTO_MAX;
-        let expected =
-            if small && !c.ties { MannWhitneyMethod::Exact } else { MannWhitneyMethod::NormalApprox };
+        let expected = if small && !c.ties {
+            MannWhitneyMethod::Exact
+        } else {
+            MannWhitneyMethod::NormalApprox
+        };
         assert_eq!(auto.method, expected, "{}", c.name);
     }
 }
@@ -164,16 +201,38 @@ fn ols_matches_statsmodels() {
     for c in &v.ols {
         let name = &c.name;
         let fit = stats::ols(&c.y, &c.xs).unwrap();
-        close_all(&fit.coefficients, &c.coefficients, REL, &format!("{name} coefficients"));
-        close_all(&fit.std_errors, &c.std_errors, REL, &format!("{name} std errors"));
-        close(fit.r_squared, c.r_squared, REL, &format!("{name} r_squared"));
-        close(fit.adj_r_squared, c.adj_r_squared, REL, &format!("{name} adj_r_squared"));
+        close_all(
+            &fit.coefficients,
+            &c.coefficients,
+            REL,
+            &format!("{name} coefficients"),
+        );
+        close_all(
+            &fit.std_errors,
+            &c.std_errors,
+            REL,
+            &format!("{name} std errors"),
+        );
+        close(
+            fit.r_squared,
+            c.r_squared,
+            REL,
+            &format!("{name} r_squared"),
+        );
+        close(
+            fit.adj_r_squared,
+            c.adj_r_squared,
+            REL,
+            &format!("{name} adj_r_squared"),
+        );
         close(fit.sigma, c.sigma, REL, &format!("{name} sigma"));
         assert_eq!(fit.residual_df, c.residual_df, "{name}");
         assert_eq!(c.t_ci.len(), 2, "{name}: two levels");
         for (level, ci) in &c.t_ci {
             let level: f64 = level.parse().unwrap();
-            let ours: Vec<_> = (0..fit.coefficients.len()).map(|i| fit.t_ci(i, level).unwrap()).collect();
+            let ours: Vec<_> = (0..fit.coefficients.len())
+                .map(|i| fit.t_ci(i, level).unwrap())
+                .collect();
             let lo: Vec<f64> = ours.iter().map(|i| i.lo).collect();
             let hi: Vec<f64> = ours.iter().map(|i| i.hi).collect();
             close_all(&lo, &ci.lo, REL, &format!("{name} t CI lo at {level}"));

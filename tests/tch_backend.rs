@@ -12,12 +12,18 @@ use infergate::model::catalog::{self, WeightSource};
 use infergate::model::{reference, LlamaWeights};
 use ndarray::Array2;
 
-const TOKENS: [u32; 12] = [504, 2365, 6354, 16438, 27003, 690, 260, 23790, 3290, 30, 378, 5248];
+const TOKENS: [u32; 12] = [
+    504, 2365, 6354, 16438, 27003, 690, 260, 23790, 3290, 30, 378, 5248,
+];
 const PROMPT: [u32; 8] = [504, 2365, 6354, 16438, 27003, 690, 260, 23790];
 
 fn weights() -> &'static LlamaWeights {
     static W: OnceLock<LlamaWeights> = OnceLock::new();
-    W.get_or_init(|| WeightSource::catalog(&catalog::SMOLLM2_135M).load_weights().expect("SmolLM2 weights"))
+    W.get_or_init(|| {
+        WeightSource::catalog(&catalog::SMOLLM2_135M)
+            .load_weights()
+            .expect("SmolLM2 weights")
+    })
 }
 
 fn reference_logits() -> &'static Array2<f32> {
@@ -33,8 +39,14 @@ fn open(id: &str, device: TchDevice, dtype: TchDtype) -> Result<TchBackend, Back
 fn relative_max_diff(actual: &Array2<f32>, expected: &Array2<f32>) -> f32 {
     assert_eq!(actual.dim(), expected.dim());
     let max_abs_ref = expected.iter().fold(0f32, |a, &b| a.max(b.abs()));
-    let max_diff = actual.iter().zip(expected.iter()).fold(0f32, |a, (&x, &y)| a.max((x - y).abs()));
-    eprintln!("max |Δ| = {max_diff:e}, max |ref| = {max_abs_ref}, relative = {:e}", max_diff / max_abs_ref);
+    let max_diff = actual
+        .iter()
+        .zip(expected.iter())
+        .fold(0f32, |a, (&x, &y)| a.max((x - y).abs()));
+    eprintln!(
+        "max |Δ| = {max_diff:e}, max |ref| = {max_abs_ref}, relative = {:e}",
+        max_diff / max_abs_ref
+    );
     max_diff / max_abs_ref
 }
 
@@ -45,19 +57,40 @@ fn tch_cpu_fp32_logits_match_the_reference_forward_within_1e_4_relative() {
     let expected = reference_logits();
     let rel = relative_max_diff(&actual, expected);
     assert!(rel < 1e-4, "relative max difference {rel:e} ≥ 1e-4");
-    assert_eq!(reference::argmax_rows(&actual), reference::argmax_rows(expected));
+    assert_eq!(
+        reference::argmax_rows(&actual),
+        reference::argmax_rows(expected)
+    );
     let ev = tch.tch_evidence();
     assert!(ev.all_on("cpu", "fp32"), "{ev:?}");
-    assert_eq!(ev.outputs.iter().map(|p| p.count).sum::<u64>(), 1, "one forward, one output tensor");
+    assert_eq!(
+        ev.outputs.iter().map(|p| p.count).sum::<u64>(),
+        1,
+        "one forward, one output tensor"
+    );
 }
 
 #[test]
 fn tch_loaded_parameters_are_the_declared_count() {
     let tch = open("tch-cpu", TchDevice::Cpu, TchDtype::Fp32).unwrap();
-    assert_eq!(tch.loaded_parameter_count(), Some(catalog::SMOLLM2_135M.declared_parameters));
+    assert_eq!(
+        tch.loaded_parameter_count(),
+        Some(catalog::SMOLLM2_135M.declared_parameters)
+    );
     let info = tch.info();
-    assert_eq!((info.engine.as_str(), info.device.as_str(), info.precision.as_str()), ("libtorch", "cpu", "fp32"));
-    assert!(info.engine_version.starts_with("2.11.0"), "{}", info.engine_version);
+    assert_eq!(
+        (
+            info.engine.as_str(),
+            info.device.as_str(),
+            info.precision.as_str()
+        ),
+        ("libtorch", "cpu", "fp32")
+    );
+    assert!(
+        info.engine_version.starts_with("2.11.0"),
+        "{}",
+        info.engine_version
+    );
 }
 
 #[test]
@@ -70,7 +103,11 @@ fn tch_kv_cached_greedy_tokens_equal_full_recompute_tokens() {
     let recomputed = tch.generate_full_recompute(&PROMPT, 64).unwrap();
     assert_eq!(cached.tokens, recomputed);
     let distinct: std::collections::BTreeSet<_> = cached.tokens.iter().collect();
-    assert!(distinct.len() > 1, "a trained model does not repeat one token 64 times: {:?}", cached.tokens);
+    assert!(
+        distinct.len() > 1,
+        "a trained model does not repeat one token 64 times: {:?}",
+        cached.tokens
+    );
 }
 
 #[test]
@@ -82,21 +119,34 @@ fn tch_fp32_logits_agree_with_onnx_runtime_fp32_within_1e_4_relative() {
     let tch_logits = tch.logits(&TOKENS).unwrap();
     let rel = relative_max_diff(&tch_logits, &ort_logits);
     assert!(rel < 1e-4, "relative max difference {rel:e} ≥ 1e-4");
-    assert_eq!(reference::argmax_rows(&tch_logits), reference::argmax_rows(&ort_logits));
+    assert_eq!(
+        reference::argmax_rows(&tch_logits),
+        reference::argmax_rows(&ort_logits)
+    );
 }
 
 #[test]
 fn tch_registry_ids_probe_truthfully() {
-    assert!(registry::probe("tch-cpu").is_available(), "{:?}", registry::probe("tch-cpu"));
+    assert!(
+        registry::probe("tch-cpu").is_available(),
+        "{:?}",
+        registry::probe("tch-cpu")
+    );
     for id in ["tch-cuda", "tch-cuda-bf16", "tch-cuda-fp16"] {
         match (registry::probe(id), runtime().cuda_available) {
             (Availability::Available { .. }, true) => {}
             (Availability::Absent { reason, fix }, false) => {
-                assert!(reason.contains("libtorch_cuda") || reason.contains("device"), "{reason}");
+                assert!(
+                    reason.contains("libtorch_cuda") || reason.contains("device"),
+                    "{reason}"
+                );
                 assert!(fix.contains("libtorch_cuda.so"), "{fix}");
                 // The negative control for the compile-is-real gate: a cuda label cannot open here.
                 match registry::open(id, &catalog::SMOLLM2_135M) {
-                    Err(BackendError::Unavailable { reason, .. }) => assert!(reason.contains("libtorch_cuda") || reason.contains("device"), "{reason}"),
+                    Err(BackendError::Unavailable { reason, .. }) => assert!(
+                        reason.contains("libtorch_cuda") || reason.contains("device"),
+                        "{reason}"
+                    ),
                     Err(e) => panic!("{id}: expected Unavailable, got {e}"),
                     Ok(_) => panic!("{id} opened without CUDA"),
                 }
@@ -115,28 +165,63 @@ fn tch_cuda_fp32_bf16_fp16_run_on_the_gpu_in_their_dtype() {
         eprintln!("skipping the CUDA check: {reason}");
         return;
     }
-    eprintln!("libtorch {} at {:?}; {}; cudnn {}", rt.libtorch_version, rt.libtorch_path, rt.libtorch_cuda.reason, rt.cudnn_available);
+    eprintln!(
+        "libtorch {} at {:?}; {}; cudnn {}",
+        rt.libtorch_version, rt.libtorch_path, rt.libtorch_cuda.reason, rt.cudnn_available
+    );
     let expected = reference_logits();
     // Sanity bounds, not accuracy gates (those are perplexity-based): fp32 must be near-exact, the
     // half types within a few percent of the largest logit.
-    for (id, dtype, max_rel) in [("tch-cuda", TchDtype::Fp32, 1e-3f32), ("tch-cuda-bf16", TchDtype::Bf16, 0.1), ("tch-cuda-fp16", TchDtype::Fp16, 0.05)] {
+    for (id, dtype, max_rel) in [
+        ("tch-cuda", TchDtype::Fp32, 1e-3f32),
+        ("tch-cuda-bf16", TchDtype::Bf16, 0.1),
+        ("tch-cuda-fp16", TchDtype::Fp16, 0.05),
+    ] {
         let mut b = open(id, TchDevice::Cuda(0), dtype).unwrap();
         let logits = b.logits(&TOKENS).unwrap();
-        assert!(logits.iter().all(|v| v.is_finite()), "{id}: non-finite logits");
+        assert!(
+            logits.iter().all(|v| v.is_finite()),
+            "{id}: non-finite logits"
+        );
         let rel = relative_max_diff(&logits, expected);
-        assert!(rel < max_rel, "{id}: relative max difference {rel:e} ≥ {max_rel:e}");
-        let agree = reference::argmax_rows(&logits).iter().zip(reference::argmax_rows(expected)).filter(|(a, b)| *a == b).count();
-        eprintln!("{id}: argmax agrees with the fp32 reference at {agree}/{} positions", TOKENS.len());
+        assert!(
+            rel < max_rel,
+            "{id}: relative max difference {rel:e} ≥ {max_rel:e}"
+        );
+        let agree = reference::argmax_rows(&logits)
+            .iter()
+            .zip(reference::argmax_rows(expected))
+            .filter(|(a, b)| *a == b)
+            .count();
+        eprintln!(
+            "{id}: argmax agrees with the fp32 reference at {agree}/{} positions",
+            TOKENS.len()
+        );
         let gen = b.generate(&PROMPT, 64).unwrap();
-        eprintln!("{id}: prefill {:.2} ms, decode {:.2} ms for 63 steps", gen.prefill_ms, gen.decode_ms);
+        eprintln!(
+            "{id}: prefill {:.2} ms, decode {:.2} ms for 63 steps",
+            gen.prefill_ms, gen.decode_ms
+        );
         if dtype == TchDtype::Fp32 {
-            assert_eq!(agree, TOKENS.len(), "{id}: fp32 argmax differs from the reference");
-            assert_eq!(gen.tokens, b.generate_full_recompute(&PROMPT, 64).unwrap(), "{id}: cached ≠ full recompute");
+            assert_eq!(
+                agree,
+                TOKENS.len(),
+                "{id}: fp32 argmax differs from the reference"
+            );
+            assert_eq!(
+                gen.tokens,
+                b.generate_full_recompute(&PROMPT, 64).unwrap(),
+                "{id}: cached ≠ full recompute"
+            );
         }
         let ev = b.tch_evidence();
         eprintln!("{id}: {ev:?}");
         assert!(ev.cuda_available && ev.libtorch_cuda_loaded);
-        assert!(ev.all_on("cuda:0", dtype.label()), "{id}: tensors not all on cuda:0 in {}: {ev:?}", dtype.label());
+        assert!(
+            ev.all_on("cuda:0", dtype.label()),
+            "{id}: tensors not all on cuda:0 in {}: {ev:?}",
+            dtype.label()
+        );
     }
 }
 

@@ -62,12 +62,22 @@ fn ids_equal_llama_cpp_for_every_fixture() {
     let tok = tokenizer();
     let mut failures = Vec::new();
     for case in fixture().cases {
-        let ours = tok.encode(&case.text).unwrap_or_else(|e| panic!("{:?}: {e}", case.text));
+        let ours = tok
+            .encode(&case.text)
+            .unwrap_or_else(|e| panic!("{:?}: {e}", case.text));
         if ours != case.ids {
-            failures.push(format!("{:?}\n  llama.cpp: {:?}\n  ours:      {:?}", case.text, case.ids, ours));
+            failures.push(format!(
+                "{:?}\n  llama.cpp: {:?}\n  ours:      {:?}",
+                case.text, case.ids, ours
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} cases differ:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} cases differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -75,9 +85,15 @@ fn decode_of_encode_round_trips() {
     let tok = tokenizer();
     for case in fixture().cases {
         let ids = tok.encode(&case.text).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(tok.decode(&ids).unwrap_or_else(|e| panic!("{e}")), case.text);
+        assert_eq!(
+            tok.decode(&ids).unwrap_or_else(|e| panic!("{e}")),
+            case.text
+        );
         // llama.cpp's ids decode to the same text too.
-        assert_eq!(tok.decode(&case.ids).unwrap_or_else(|e| panic!("{e}")), case.text);
+        assert_eq!(
+            tok.decode(&case.ids).unwrap_or_else(|e| panic!("{e}")),
+            case.text
+        );
     }
 }
 
@@ -87,7 +103,9 @@ fn wiki_prefix_matches_llama_cpp_token_count_and_ids() {
     let path = assets::ensure(&assets::WIKI_TEXT).unwrap_or_else(|e| panic!("{e}"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
     let prefix: String = text.chars().take(f.wiki_prefix.chars).collect();
-    let ids = tokenizer().encode(&prefix).unwrap_or_else(|e| panic!("{e}"));
+    let ids = tokenizer()
+        .encode(&prefix)
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(ids.len(), f.wiki_prefix.token_count);
     assert_eq!(ids_sha256(&ids), f.wiki_prefix.ids_sha256);
 }
@@ -101,7 +119,10 @@ fn special_ids_and_vocabulary_come_from_the_gguf() {
     assert_eq!(tok.encode("<|im_start|>").unwrap_or_default(), vec![1]);
     assert_eq!(tok.encode("<|im_end|>").unwrap_or_default(), vec![2]);
     assert_eq!(tok.encode("<|endoftext|>").unwrap_or_default(), vec![0]);
-    assert!(tok.decode(&[49_152]).is_err(), "an id past the vocabulary must be an error");
+    assert!(
+        tok.decode(&[49_152]).is_err(),
+        "an id past the vocabulary must be an error"
+    );
 }
 
 /// Live comparison with `llama-tokenize` on the first ~100 KB of the wiki text. Builds llama.cpp if it
@@ -113,10 +134,13 @@ fn wiki_100kb_matches_live_llama_tokenize() {
     use std::io::Write;
     use std::process::{Command, Stdio};
 
-    let build = infergate::backend::llama_cpp::setup::ensure_built().unwrap_or_else(|e| panic!("{e}"));
+    let build =
+        infergate::backend::llama_cpp::setup::ensure_built().unwrap_or_else(|e| panic!("{e}"));
     let gguf = assets::ensure(&assets::SMOLLM2_GGUF).unwrap_or_else(|e| panic!("{e}"));
-    let text = std::fs::read_to_string(assets::ensure(&assets::WIKI_TEXT).unwrap_or_else(|e| panic!("{e}")))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let text = std::fs::read_to_string(
+        assets::ensure(&assets::WIKI_TEXT).unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let mut end = 100_000.min(text.len());
     while !text.is_char_boundary(end) {
         end -= 1;
@@ -126,22 +150,45 @@ fn wiki_100kb_matches_live_llama_tokenize() {
     let mut child = Command::new(&build.llama_tokenize)
         .arg("-m")
         .arg(&gguf)
-        .args(["--stdin", "--no-escape", "--ids", "--no-bos", "--log-disable"])
+        .args([
+            "--stdin",
+            "--no-escape",
+            "--ids",
+            "--no-bos",
+            "--log-disable",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("{}: {e}", build.llama_tokenize.display()));
-    child.stdin.take().map(|mut s| s.write_all(prefix.as_bytes())).transpose().unwrap_or_else(|e| panic!("{e}"));
+    child
+        .stdin
+        .take()
+        .map(|mut s| s.write_all(prefix.as_bytes()))
+        .transpose()
+        .unwrap_or_else(|e| panic!("{e}"));
     let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().find(|l| l.starts_with('[')).unwrap_or_else(|| panic!("no id list in {stdout}"));
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with('['))
+        .unwrap_or_else(|| panic!("no id list in {stdout}"));
     let theirs: Vec<u32> = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}"));
 
     let ours = tokenizer().encode(prefix).unwrap_or_else(|e| panic!("{e}"));
     let first_diff = ours.iter().zip(&theirs).position(|(a, b)| a != b);
-    eprintln!("wiki prefix: {} bytes, llama.cpp {} tokens, ours {} tokens", prefix.len(), theirs.len(), ours.len());
+    eprintln!(
+        "wiki prefix: {} bytes, llama.cpp {} tokens, ours {} tokens",
+        prefix.len(),
+        theirs.len(),
+        ours.len()
+    );
     assert_eq!(first_diff, None, "first difference at token {first_diff:?}");
     assert_eq!(ours.len(), theirs.len());
 }

@@ -40,7 +40,11 @@ pub struct Evidence {
 impl Evidence {
     /// Fraction of heavy compute nodes (or outputs) that ran on `provider`.
     pub fn compute_fraction_on(&self, provider: &str) -> f64 {
-        let source = if self.compute_executed_on.is_empty() { &self.executed_on } else { &self.compute_executed_on };
+        let source = if self.compute_executed_on.is_empty() {
+            &self.executed_on
+        } else {
+            &self.compute_executed_on
+        };
         let total: usize = source.values().sum();
         if total == 0 {
             return 0.0;
@@ -53,7 +57,18 @@ impl Evidence {
 pub fn is_compute_op(op: &str) -> bool {
     matches!(
         op,
-        "MatMul" | "Gemm" | "MatMulNBits" | "FusedMatMul" | "Attention" | "MultiHeadAttention" | "GroupQueryAttention" | "Softmax" | "SimplifiedLayerNormalization" | "SkipSimplifiedLayerNormalization" | "LayerNormalization" | "SkipLayerNormalization"
+        "MatMul"
+            | "Gemm"
+            | "MatMulNBits"
+            | "FusedMatMul"
+            | "Attention"
+            | "MultiHeadAttention"
+            | "GroupQueryAttention"
+            | "Softmax"
+            | "SimplifiedLayerNormalization"
+            | "SkipSimplifiedLayerNormalization"
+            | "LayerNormalization"
+            | "SkipLayerNormalization"
     )
 }
 
@@ -64,10 +79,15 @@ mod tests {
     #[test]
     fn compute_fraction_counts_only_the_named_provider() {
         let mut e = Evidence::default();
-        e.compute_executed_on.insert("CPUExecutionProvider".into(), 3);
-        e.compute_executed_on.insert("CUDAExecutionProvider".into(), 1);
+        e.compute_executed_on
+            .insert("CPUExecutionProvider".into(), 3);
+        e.compute_executed_on
+            .insert("CUDAExecutionProvider".into(), 1);
         assert_eq!(e.compute_fraction_on("CUDAExecutionProvider"), 0.25);
         assert_eq!(e.compute_fraction_on("TensorrtExecutionProvider"), 0.0);
-        assert_eq!(Evidence::default().compute_fraction_on("CPUExecutionProvider"), 0.0);
+        assert_eq!(
+            Evidence::default().compute_fraction_on("CPUExecutionProvider"),
+            0.0
+        );
     }
 }

@@ -101,7 +101,11 @@ pub trait Backend: Send {
 
     /// Greedy tokens by recomputing the whole sequence at every step (no cache), where supported:
     /// the check that the KV-cached loop computes the same thing.
-    fn full_recompute_tokens(&mut self, prompt: &[u32], gen_tokens: usize) -> Option<Result<Vec<u32>, BackendError>> {
+    fn full_recompute_tokens(
+        &mut self,
+        prompt: &[u32],
+        gen_tokens: usize,
+    ) -> Option<Result<Vec<u32>, BackendError>> {
         let _ = (prompt, gen_tokens);
         None
     }
@@ -114,7 +118,11 @@ pub trait Backend: Send {
 
     /// Perplexity computed by the engine's own tool on `text` under `protocol`, for engines that do
     /// not expose logits (llama.cpp's `llama-perplexity`). `None` = use [`Backend::logits`].
-    fn perplexity_native(&mut self, text: &str, protocol: crate::accuracy::PerplexityProtocol) -> Option<Result<crate::accuracy::PerplexityResult, BackendError>> {
+    fn perplexity_native(
+        &mut self,
+        text: &str,
+        protocol: crate::accuracy::PerplexityProtocol,
+    ) -> Option<Result<crate::accuracy::PerplexityResult, BackendError>> {
         let _ = (text, protocol);
         None
     }
@@ -122,6 +130,9 @@ pub trait Backend: Send {
     /// Logits `[tokens.len(), vocab]` of one causal forward over `tokens` (for perplexity).
     fn logits(&mut self, tokens: &[u32]) -> Result<Array2<f32>, BackendError> {
         let _ = tokens;
-        Err(BackendError::Unsupported { backend: self.info().id.clone(), feature: "full-sequence logits".into() })
+        Err(BackendError::Unsupported {
+            backend: self.info().id.clone(),
+            feature: "full-sequence logits".into(),
+        })
     }
 }

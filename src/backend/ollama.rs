@@ -86,10 +86,18 @@ impl OllamaConfig {
 
     /// `OLLAMA_HOST` (default `127.0.0.1:11434`) and `INFERGATE_OLLAMA_MODEL` (default `smollm2:135m`).
     pub fn from_env() -> Result<Self, String> {
-        let var = |name: &str| std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let var = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
         let host = var(HOST_ENV).unwrap_or_else(|| DEFAULT_HOST.into());
         let base_url = parse_host(&host).map_err(|e| format!("{HOST_ENV}: {e}"))?;
-        Ok(OllamaConfig::new(base_url, var(MODEL_ENV).unwrap_or_else(|| DEFAULT_MODEL.into())))
+        Ok(OllamaConfig::new(
+            base_url,
+            var(MODEL_ENV).unwrap_or_else(|| DEFAULT_MODEL.into()),
+        ))
     }
 
     /// `host:port` for messages.
@@ -113,15 +121,21 @@ pub fn parse_host(raw: &str) -> Result<Url, String> {
     if scheme != "http" {
         return Err(format!("`{raw}`: scheme `{scheme}` is not supported (this client speaks plain http): use host:port or http://host:port"));
     }
-    let rest = if rest.is_empty() || rest.starts_with(':') { format!("127.0.0.1{rest}") } else { rest.to_string() };
+    let rest = if rest.is_empty() || rest.starts_with(':') {
+        format!("127.0.0.1{rest}")
+    } else {
+        rest.to_string()
+    };
     let authority = rest.split('/').next().unwrap_or_default();
-    let mut url = Url::parse(&format!("http://{rest}")).map_err(|e| format!("`{raw}` is not host:port or http://host:port ({e})"))?;
+    let mut url = Url::parse(&format!("http://{rest}"))
+        .map_err(|e| format!("`{raw}` is not host:port or http://host:port ({e})"))?;
     if url.host_str().is_none_or(str::is_empty) {
         return Err(format!("`{raw}` names no host"));
     }
     // `Url` drops an explicit `:80` (http's default), so look at what was written.
     if url.port().is_none() && !authority.ends_with(":80") {
-        url.set_port(Some(DEFAULT_PORT)).map_err(|()| format!("`{raw}`: cannot set a port"))?;
+        url.set_port(Some(DEFAULT_PORT))
+            .map_err(|()| format!("`{raw}`: cannot set a port"))?;
     }
     if !url.path().ends_with('/') {
         let path = format!("{}/", url.path());
@@ -226,7 +240,13 @@ pub struct ErrorBody {
 impl TagsResponse {
     /// The entry for `model`; a name without a tag means `:latest`, as in Ollama.
     pub fn find(&self, model: &str) -> Option<&LocalModel> {
-        let norm = |n: &str| if n.contains(':') { n.to_string() } else { format!("{n}:latest") };
+        let norm = |n: &str| {
+            if n.contains(':') {
+                n.to_string()
+            } else {
+                format!("{n}:latest")
+            }
+        };
         let want = norm(model);
         self.models.iter().find(|m| norm(&m.name) == want)
     }
@@ -267,12 +287,21 @@ pub fn generation_from_response(
     requested: usize,
     encode: impl Fn(&str) -> Result<Vec<u32>, ModelError>,
 ) -> Result<Generation, BackendError> {
-    let broken = |detail: String| BackendError::Invariant { backend: backend.into(), detail };
+    let broken = |detail: String| BackendError::Invariant {
+        backend: backend.into(),
+        detail,
+    };
     if requested == 0 {
-        return Err(BackendError::run(backend, "generate", "gen_tokens must be at least 1"));
+        return Err(BackendError::run(
+            backend,
+            "generate",
+            "gen_tokens must be at least 1",
+        ));
     }
     if !reply.done {
-        return Err(broken("Ollama answered a non-streaming request with done=false".into()));
+        return Err(broken(
+            "Ollama answered a non-streaming request with done=false".into(),
+        ));
     }
     let Some(prompt_tokens) = reply.prompt_eval_count.filter(|&n| n > 0) else {
         return Err(broken(
@@ -282,13 +311,21 @@ pub fn generation_from_response(
                 .into(),
         ));
     };
-    let positive = |v: Option<u64>, name: &str| v.filter(|&n| n > 0).ok_or_else(|| broken(format!("the reply has no {name}")));
-    let prefill_ms = ns_to_ms(positive(reply.prompt_eval_duration, "prompt_eval_duration")?);
+    let positive = |v: Option<u64>, name: &str| {
+        v.filter(|&n| n > 0)
+            .ok_or_else(|| broken(format!("the reply has no {name}")))
+    };
+    let prefill_ms = ns_to_ms(positive(
+        reply.prompt_eval_duration,
+        "prompt_eval_duration",
+    )?);
     let generated = positive(reply.eval_count, "eval_count (no token was generated)")? as usize;
     let decode_measured_ms = ns_to_ms(positive(reply.eval_duration, "eval_duration")?);
     let e2e_measured_ms = ns_to_ms(positive(reply.total_duration, "total_duration")?);
     if generated > requested {
-        return Err(broken(format!("Ollama generated {generated} tokens with num_predict = {requested}")));
+        return Err(broken(format!(
+            "Ollama generated {generated} tokens with num_predict = {requested}"
+        )));
     }
     let tokens = encode(&reply.response)?;
     // Stopped by the model (EOS or a stop string): the text holds fewer tokens than `eval_count`, which
@@ -300,7 +337,10 @@ pub fn generation_from_response(
             requested_tokens: requested,
             measured_decode_ms: decode_measured_ms,
             measured_e2e_ms: e2e_measured_ms,
-            stop_reason: reply.done_reason.clone().unwrap_or_else(|| "unreported".into()),
+            stop_reason: reply
+                .done_reason
+                .clone()
+                .unwrap_or_else(|| "unreported".into()),
         })
     } else {
         if tokens.len() != generated {
@@ -314,7 +354,10 @@ pub fn generation_from_response(
     };
     let (decode_ms, e2e_ms) = if generated < requested {
         let projected = decode_measured_ms / generated as f64 * requested as f64;
-        (projected, e2e_measured_ms + (projected - decode_measured_ms))
+        (
+            projected,
+            e2e_measured_ms + (projected - decode_measured_ms),
+        )
     } else {
         (decode_measured_ms, e2e_measured_ms)
     };
@@ -327,7 +370,10 @@ pub fn generation_from_response(
         decode_steps: requested - 1,
         timing_source: TimingSource::Engine,
         cold_start_ms: reply.load_duration.map(ns_to_ms),
-        cached_prompt_tokens: reply.prompt_eval_cached_count.filter(|&n| n > 0).map(|n| n as usize),
+        cached_prompt_tokens: reply
+            .prompt_eval_cached_count
+            .filter(|&n| n > 0)
+            .map(|n| n as usize),
         projection,
     })
 }
@@ -347,7 +393,10 @@ impl OllamaClient {
             // The server is local (or named by OLLAMA_HOST): never route it through a proxy from the environment.
             .no_proxy()
             .build()
-            .map_err(|e| BackendError::Unavailable { backend: config.id.clone(), reason: format!("HTTP client: {}", chain(&e)) })?;
+            .map_err(|e| BackendError::Unavailable {
+                backend: config.id.clone(),
+                reason: format!("HTTP client: {}", chain(&e)),
+            })?;
         Ok(OllamaClient { config, http })
     }
 
@@ -356,20 +405,35 @@ impl OllamaClient {
     }
 
     fn url(&self, endpoint: &str) -> Result<Url, BackendError> {
-        self.config.base_url.join(endpoint).map_err(|e| BackendError::run(&self.config.id, endpoint, format!("bad URL: {e}")))
+        self.config
+            .base_url
+            .join(endpoint)
+            .map_err(|e| BackendError::run(&self.config.id, endpoint, format!("bad URL: {e}")))
     }
 
     /// Send within `timeout`, and return the body of a 2xx reply; anything else becomes a typed,
     /// actionable error.
-    fn exchange(&self, endpoint: &str, request: RequestBuilder, timeout: Duration) -> Result<String, BackendError> {
+    fn exchange(
+        &self,
+        endpoint: &str,
+        request: RequestBuilder,
+        timeout: Duration,
+    ) -> Result<String, BackendError> {
         let id = &self.config.id;
-        let response = request.timeout(timeout).send().map_err(|e| self.transport_error(endpoint, &e, timeout))?;
+        let response = request
+            .timeout(timeout)
+            .send()
+            .map_err(|e| self.transport_error(endpoint, &e, timeout))?;
         let status = response.status();
-        let body = response.text().map_err(|e| self.transport_error(endpoint, &e, timeout))?;
+        let body = response
+            .text()
+            .map_err(|e| self.transport_error(endpoint, &e, timeout))?;
         if status.is_success() {
             return Ok(body);
         }
-        let message = serde_json::from_str::<ErrorBody>(&body).map(|b| b.error).unwrap_or_else(|_| body.chars().take(300).collect());
+        let message = serde_json::from_str::<ErrorBody>(&body)
+            .map(|b| b.error)
+            .unwrap_or_else(|_| body.chars().take(300).collect());
         Err(match status {
             StatusCode::NOT_FOUND if endpoint == "api/generate" && message.contains("not found") => {
                 BackendError::load(id, format!("{message}: {}", pull_fix(&self.config.model)))
@@ -385,25 +449,48 @@ impl OllamaClient {
         })
     }
 
-    fn transport_error(&self, endpoint: &str, e: &reqwest::Error, timeout: Duration) -> BackendError {
+    fn transport_error(
+        &self,
+        endpoint: &str,
+        e: &reqwest::Error,
+        timeout: Duration,
+    ) -> BackendError {
         let id = &self.config.id;
         if e.is_connect() {
             BackendError::Unavailable {
                 backend: id.clone(),
-                reason: format!("no Ollama server at {} ({}): start `ollama serve` or set {HOST_ENV}", self.config.host(), chain(e)),
+                reason: format!(
+                    "no Ollama server at {} ({}): start `ollama serve` or set {HOST_ENV}",
+                    self.config.host(),
+                    chain(e)
+                ),
             }
         } else if e.is_timeout() {
-            BackendError::run(id, endpoint, format!("no complete answer from {} within {timeout:?} (timed out)", self.config.host()))
+            BackendError::run(
+                id,
+                endpoint,
+                format!(
+                    "no complete answer from {} within {timeout:?} (timed out)",
+                    self.config.host()
+                ),
+            )
         } else {
             BackendError::run(id, endpoint, chain(e))
         }
     }
 
-    fn parse<T: for<'de> Deserialize<'de>>(&self, endpoint: &str, body: &str) -> Result<T, BackendError> {
+    fn parse<T: for<'de> Deserialize<'de>>(
+        &self,
+        endpoint: &str,
+        body: &str,
+    ) -> Result<T, BackendError> {
         serde_json::from_str(body).map_err(|e| {
             let detail = match serde_json::from_str::<ErrorBody>(body) {
                 Ok(b) => format!("Ollama error: {}", b.error),
-                Err(_) => format!("unexpected reply ({e}): {}", body.chars().take(200).collect::<String>()),
+                Err(_) => format!(
+                    "unexpected reply ({e}): {}",
+                    body.chars().take(200).collect::<String>()
+                ),
             };
             BackendError::run(&self.config.id, endpoint, detail)
         })
@@ -412,14 +499,18 @@ impl OllamaClient {
     /// A metadata GET: answered at once by a live server, so it gets a few connect timeouts, not the
     /// generation limit.
     fn get<T: for<'de> Deserialize<'de>>(&self, endpoint: &str) -> Result<T, BackendError> {
-        let timeout = self.config.request_timeout.min(self.config.connect_timeout * 5);
+        let timeout = self
+            .config
+            .request_timeout
+            .min(self.config.connect_timeout * 5);
         let body = self.exchange(endpoint, self.http.get(self.url(endpoint)?), timeout)?;
         self.parse(endpoint, &body)
     }
 
     /// `GET /api/version`: the server's version string.
     pub fn version(&self) -> Result<String, BackendError> {
-        self.get::<VersionResponse>("api/version").map(|v| v.version)
+        self.get::<VersionResponse>("api/version")
+            .map(|v| v.version)
     }
 
     /// `GET /api/tags`: the models the server has.
@@ -435,14 +526,27 @@ impl OllamaClient {
             raw: true,
             stream: false,
             keep_alive: self.config.keep_alive.clone(),
-            options: GenerateOptions { num_predict, temperature: 0.0, seed: self.config.seed, top_k: 1 },
+            options: GenerateOptions {
+                num_predict,
+                temperature: 0.0,
+                seed: self.config.seed,
+                top_k: 1,
+            },
         }
     }
 
     /// `POST /api/generate`, non-streaming, greedy, at most `num_predict` tokens.
-    pub fn generate(&self, prompt_text: &str, num_predict: usize) -> Result<GenerateResponse, BackendError> {
+    pub fn generate(
+        &self,
+        prompt_text: &str,
+        num_predict: usize,
+    ) -> Result<GenerateResponse, BackendError> {
         let request = self.generate_request(prompt_text, num_predict);
-        let body = self.exchange("api/generate", self.http.post(self.url("api/generate")?).json(&request), self.config.request_timeout)?;
+        let body = self.exchange(
+            "api/generate",
+            self.http.post(self.url("api/generate")?).json(&request),
+            self.config.request_timeout,
+        )?;
         self.parse("api/generate", &body)
     }
 }
@@ -455,21 +559,36 @@ fn reach(config: &OllamaConfig) -> Result<(OllamaClient, String), Availability> 
         reason: format!("no Ollama server at {host} ({why})"),
         fix: format!("start `ollama serve` or set {HOST_ENV}"),
     };
-    let addrs: Vec<_> = host.to_socket_addrs().map_err(|e| absent_server(format!("cannot resolve: {e}")))?.collect();
+    let addrs: Vec<_> = host
+        .to_socket_addrs()
+        .map_err(|e| absent_server(format!("cannot resolve: {e}")))?
+        .collect();
     let mut last_error = "it resolves to no address".to_string();
-    let connected = addrs.iter().any(|a| match TcpStream::connect_timeout(a, PROBE_CONNECT_TIMEOUT) {
-        Ok(_) => true,
-        Err(e) => {
-            last_error = format!("TCP connect within {} ms: {e}", PROBE_CONNECT_TIMEOUT.as_millis());
-            false
-        }
-    });
+    let connected =
+        addrs.iter().any(
+            |a| match TcpStream::connect_timeout(a, PROBE_CONNECT_TIMEOUT) {
+                Ok(_) => true,
+                Err(e) => {
+                    last_error = format!(
+                        "TCP connect within {} ms: {e}",
+                        PROBE_CONNECT_TIMEOUT.as_millis()
+                    );
+                    false
+                }
+            },
+        );
     if !connected {
         return Err(absent_server(last_error));
     }
-    let quick = OllamaConfig { connect_timeout: PROBE_CONNECT_TIMEOUT, request_timeout: Duration::from_secs(3), ..config.clone() };
-    let client = OllamaClient::new(quick)
-        .map_err(|e| Availability::Absent { reason: e.to_string(), fix: "report this: the HTTP client could not be built".into() })?;
+    let quick = OllamaConfig {
+        connect_timeout: PROBE_CONNECT_TIMEOUT,
+        request_timeout: Duration::from_secs(3),
+        ..config.clone()
+    };
+    let client = OllamaClient::new(quick).map_err(|e| Availability::Absent {
+        reason: e.to_string(),
+        fix: "report this: the HTTP client could not be built".into(),
+    })?;
     let version = client.version().map_err(|e| Availability::Absent {
         reason: format!("{host} accepts connections but /api/version failed: {e}"),
         fix: format!("point {HOST_ENV} at an Ollama server (`ollama serve`)"),
@@ -490,14 +609,21 @@ pub fn probe(config: &OllamaConfig) -> Availability {
     };
     let host = config.host();
     match client.tags() {
-        Ok(tags) if tags.find(&config.model).is_some() => {
-            Availability::Available { detail: format!("Ollama {version} at {host}, model {}", config.model) }
-        }
+        Ok(tags) if tags.find(&config.model).is_some() => Availability::Available {
+            detail: format!("Ollama {version} at {host}, model {}", config.model),
+        },
         Ok(tags) => Availability::Absent {
-            reason: format!("Ollama {version} at {host} does not have model `{}` (it has: {})", config.model, tags.names().join(", ")),
+            reason: format!(
+                "Ollama {version} at {host} does not have model `{}` (it has: {})",
+                config.model,
+                tags.names().join(", ")
+            ),
             fix: pull_fix(&config.model),
         },
-        Err(e) => Availability::Absent { reason: format!("Ollama {version} at {host}: /api/tags failed: {e}"), fix: "check the server's log".into() },
+        Err(e) => Availability::Absent {
+            reason: format!("Ollama {version} at {host}: /api/tags failed: {e}"),
+            fix: "check the server's log".into(),
+        },
     }
 }
 
@@ -520,18 +646,38 @@ impl OllamaBackend {
         let version = client.version()?;
         let tags = client.tags()?;
         let local = tags.find(&config.model).ok_or_else(|| {
-            BackendError::load(&config.id, format!("Ollama {version} at {} does not have model `{}`: {}", config.host(), config.model, pull_fix(&config.model)))
+            BackendError::load(
+                &config.id,
+                format!(
+                    "Ollama {version} at {} does not have model `{}`: {}",
+                    config.host(),
+                    config.model,
+                    pull_fix(&config.model)
+                ),
+            )
         })?;
         let details = local.details.as_ref();
         let info = BackendInfo {
             id: config.id.clone(),
             engine: ENGINE.into(),
             engine_version: version,
-            location: format!("{} model {} ({})", config.base_url, local.name, local.digest.as_deref().unwrap_or("no digest")),
+            location: format!(
+                "{} model {} ({})",
+                config.base_url,
+                local.name,
+                local.digest.as_deref().unwrap_or("no digest")
+            ),
             device: "chosen by the Ollama server".into(),
-            precision: details.and_then(|d| d.quantization_level.clone()).unwrap_or_else(|| "unreported".into()),
+            precision: details
+                .and_then(|d| d.quantization_level.clone())
+                .unwrap_or_else(|| "unreported".into()),
         };
-        Ok(OllamaBackend { info, client, tokenizer, last_reply: None })
+        Ok(OllamaBackend {
+            info,
+            client,
+            tokenizer,
+            last_reply: None,
+        })
     }
 
     pub fn client(&self) -> &OllamaClient {
@@ -544,12 +690,22 @@ impl OllamaBackend {
     }
 
     /// Generate `gen_tokens` tokens after `prompt_text`; `prompt_tokens` is Ollama's own count.
-    pub fn generate_text(&mut self, prompt_text: &str, gen_tokens: usize) -> Result<Generation, BackendError> {
+    pub fn generate_text(
+        &mut self,
+        prompt_text: &str,
+        gen_tokens: usize,
+    ) -> Result<Generation, BackendError> {
         if prompt_text.is_empty() || gen_tokens == 0 {
-            return Err(BackendError::run(&self.info.id, "generate", "prompt and gen_tokens must be non-empty"));
+            return Err(BackendError::run(
+                &self.info.id,
+                "generate",
+                "prompt and gen_tokens must be non-empty",
+            ));
         }
         let reply = self.client.generate(prompt_text, gen_tokens)?;
-        let generation = generation_from_response(&self.info.id, &reply, gen_tokens, |t| self.tokenizer.encode(t));
+        let generation = generation_from_response(&self.info.id, &reply, gen_tokens, |t| {
+            self.tokenizer.encode(t)
+        });
         self.last_reply = Some(reply);
         generation
     }
@@ -599,7 +755,8 @@ mod tests {
         static TOKENIZER: std::sync::OnceLock<Tokenizer> = std::sync::OnceLock::new();
         TOKENIZER.get_or_init(|| {
             let path = crate::assets::ensure(&crate::assets::SMOLLM2_GGUF).expect("SmolLM2 GGUF");
-            Tokenizer::from_gguf(&crate::model::GgufFile::open(&path).expect("GGUF")).expect("tokenizer")
+            Tokenizer::from_gguf(&crate::model::GgufFile::open(&path).expect("GGUF"))
+                .expect("tokenizer")
         })
     }
 
@@ -620,9 +777,15 @@ mod tests {
             ("http://host:1234/ollama", "http://host:1234/ollama/"),
             ("[::1]:11434", "http://[::1]:11434/"),
         ] {
-            assert_eq!(parse_host(raw).map(|u| u.to_string()), Ok(want.to_string()), "{raw}");
+            assert_eq!(
+                parse_host(raw).map(|u| u.to_string()),
+                Ok(want.to_string()),
+                "{raw}"
+            );
         }
-        assert!(parse_host("https://host:443").unwrap_err().contains("not supported"));
+        assert!(parse_host("https://host:443")
+            .unwrap_err()
+            .contains("not supported"));
         assert!(parse_host("http://exa mple:1").is_err());
     }
 
@@ -652,16 +815,25 @@ mod tests {
         let g = generation_from_response("ollama", &r, requested, encode).unwrap();
         let measured = r.eval_duration.unwrap() as f64 / 1e6;
         let p = g.projection.clone().expect("marked as projected");
-        assert_eq!((p.generated_tokens, p.requested_tokens), (generated, requested));
+        assert_eq!(
+            (p.generated_tokens, p.requested_tokens),
+            (generated, requested)
+        );
         assert_eq!(p.stop_reason, "stop");
         assert_eq!(p.measured_decode_ms, measured);
         assert!((g.decode_ms - measured / generated as f64 * requested as f64).abs() < 1e-9);
         assert!((g.e2e_ms - (p.measured_e2e_ms + g.decode_ms - measured)).abs() < 1e-9);
         assert_eq!(g.decode_steps, requested - 1);
-        assert!(g.tokens.len() < requested, "the tokens are what was generated, not padded");
+        assert!(
+            g.tokens.len() < requested,
+            "the tokens are what was generated, not padded"
+        );
         // Stopped by EOS exactly at the requested count: marked, with a projection factor of 1.
         let exact = generation_from_response("ollama", &r, generated, encode).unwrap();
-        assert_eq!(exact.projection.map(|p| p.requested_tokens), Some(generated));
+        assert_eq!(
+            exact.projection.map(|p| p.requested_tokens),
+            Some(generated)
+        );
         assert_eq!(exact.decode_ms, measured);
         assert_eq!(exact.e2e_ms, r.total_duration.unwrap() as f64 / 1e6);
     }
@@ -670,19 +842,30 @@ mod tests {
     fn cache_hit_without_prompt_count_is_refused_not_invented() {
         let r = reply(CACHE_HIT);
         assert_eq!(r.prompt_eval_count, None);
-        assert!(r.prompt_eval_duration.is_some(), "the fixture keeps the duration, as ollama/ollama#2068 shows");
-        let e = generation_from_response("ollama", &r, r.eval_count.unwrap() as usize, encode).unwrap_err();
+        assert!(
+            r.prompt_eval_duration.is_some(),
+            "the fixture keeps the duration, as ollama/ollama#2068 shows"
+        );
+        let e = generation_from_response("ollama", &r, r.eval_count.unwrap() as usize, encode)
+            .unwrap_err();
         assert!(matches!(e, BackendError::Invariant { .. }), "{e:?}");
         assert!(e.to_string().contains("prompt cache"), "{e}");
         // It becomes a degraded run carrying the reason, with no latency.
-        assert_eq!(crate::measure::RunOutcome::from_error(&e).label(), "degraded");
+        assert_eq!(
+            crate::measure::RunOutcome::from_error(&e).label(),
+            "degraded"
+        );
     }
 
     #[test]
     fn reused_prompt_tokens_are_recorded() {
         let r = reply(CACHED_PREFIX);
-        let g = generation_from_response("ollama", &r, r.eval_count.unwrap() as usize, encode).unwrap();
-        assert_eq!(g.cached_prompt_tokens, r.prompt_eval_cached_count.map(|n| n as usize));
+        let g =
+            generation_from_response("ollama", &r, r.eval_count.unwrap() as usize, encode).unwrap();
+        assert_eq!(
+            g.cached_prompt_tokens,
+            r.prompt_eval_cached_count.map(|n| n as usize)
+        );
         assert!(g.cached_prompt_tokens.is_some());
         assert_eq!(g.prompt_tokens as u64, r.prompt_eval_count.unwrap());
     }
@@ -694,11 +877,23 @@ mod tests {
         let too_many = generation_from_response("ollama", &r, n - 1, encode).unwrap_err();
         assert!(too_many.to_string().contains("num_predict"), "{too_many}");
         let mismatch = generation_from_response("ollama", &r, n, |_| Ok(vec![1, 2])).unwrap_err();
-        assert!(mismatch.to_string().contains("re-tokenizes to 2"), "{mismatch}");
-        let not_done = GenerateResponse { done: false, ..r.clone() };
+        assert!(
+            mismatch.to_string().contains("re-tokenizes to 2"),
+            "{mismatch}"
+        );
+        let not_done = GenerateResponse {
+            done: false,
+            ..r.clone()
+        };
         assert!(generation_from_response("ollama", &not_done, n, encode).is_err());
-        let no_eval = GenerateResponse { eval_count: None, ..r };
-        assert!(generation_from_response("ollama", &no_eval, n, encode).unwrap_err().to_string().contains("eval_count"));
+        let no_eval = GenerateResponse {
+            eval_count: None,
+            ..r
+        };
+        assert!(generation_from_response("ollama", &no_eval, n, encode)
+            .unwrap_err()
+            .to_string()
+            .contains("eval_count"));
     }
 
     #[test]
@@ -706,18 +901,32 @@ mod tests {
         let v: VersionResponse = serde_json::from_str(VERSION).unwrap();
         assert!(!v.version.is_empty());
         let tags: TagsResponse = serde_json::from_str(TAGS).unwrap();
-        let m = tags.find(DEFAULT_MODEL).expect("the fixture lists the default model");
-        assert!(m.details.as_ref().and_then(|d| d.quantization_level.as_deref()).is_some());
+        let m = tags
+            .find(DEFAULT_MODEL)
+            .expect("the fixture lists the default model");
+        assert!(m
+            .details
+            .as_ref()
+            .and_then(|d| d.quantization_level.as_deref())
+            .is_some());
         assert!(tags.find("smollm2:1.7b").is_none());
         let e: ErrorBody = serde_json::from_str(ERROR).unwrap();
         assert!(e.error.contains("not found"));
-        assert!(serde_json::from_str::<GenerateResponse>(ERROR).is_err(), "an error body is not a reply");
+        assert!(
+            serde_json::from_str::<GenerateResponse>(ERROR).is_err(),
+            "an error body is not a reply"
+        );
     }
 
     #[test]
     fn untagged_names_mean_latest() {
         let tags = TagsResponse {
-            models: vec![LocalModel { name: "llama3:latest".into(), digest: None, size: None, details: None }],
+            models: vec![LocalModel {
+                name: "llama3:latest".into(),
+                digest: None,
+                size: None,
+                details: None,
+            }],
         };
         assert!(tags.find("llama3").is_some());
         assert!(tags.find("llama3:8b").is_none());
@@ -725,7 +934,8 @@ mod tests {
 
     #[test]
     fn the_request_is_greedy_raw_and_non_streaming() {
-        let client = OllamaClient::new(OllamaConfig::new(parse_host(DEFAULT_HOST).unwrap(), "m:1")).unwrap();
+        let client =
+            OllamaClient::new(OllamaConfig::new(parse_host(DEFAULT_HOST).unwrap(), "m:1")).unwrap();
         let v = serde_json::to_value(client.generate_request("hello", 7)).unwrap();
         assert_eq!(v["raw"], true);
         assert_eq!(v["stream"], false);

@@ -20,7 +20,9 @@ use std::collections::BTreeMap;
 use super::evidence::{is_compute_op, Evidence, GraphOptimization};
 use super::{Backend, BackendInfo, Generation, TimingSource};
 use crate::error::BackendError;
-use crate::model::onnx_export::{past_key_name, past_value_name, present_key_name, present_value_name};
+use crate::model::onnx_export::{
+    past_key_name, past_value_name, present_key_name, present_value_name,
+};
 use crate::model::reference::argmax;
 use crate::model::LlamaConfig;
 
@@ -43,7 +45,10 @@ pub fn runtime() -> Result<&'static OrtRuntime, BackendError> {
     RUNTIME
         .get_or_init(|| load_runtime().map_err(|e| e.to_string()))
         .as_ref()
-        .map_err(|reason| BackendError::Unavailable { backend: "onnxruntime".into(), reason: reason.clone() })
+        .map_err(|reason| BackendError::Unavailable {
+            backend: "onnxruntime".into(),
+            reason: reason.clone(),
+        })
 }
 
 fn load_runtime() -> Result<OrtRuntime, String> {
@@ -54,8 +59,16 @@ fn load_runtime() -> Result<OrtRuntime, String> {
     let builder = ort::init_from(&library_path).map_err(|e| {
         format!("cannot load ONNX Runtime from {}: {e}\n  fix: set ORT_DYLIB_PATH to a libonnxruntime.so of version 1.31 (this build uses ort's api-31)", library_path.display())
     })?;
-    let environment = builder.with_name("infergate").build().map_err(|e| format!("ONNX Runtime environment: {e}"))?;
-    Ok(OrtRuntime { library_path, version, build_info: ort::info().to_string(), environment })
+    let environment = builder
+        .with_name("infergate")
+        .build()
+        .map_err(|e| format!("ONNX Runtime environment: {e}"))?;
+    Ok(OrtRuntime {
+        library_path,
+        version,
+        build_info: ort::info().to_string(),
+        environment,
+    })
 }
 
 /// Ask the library itself for its version; does not depend on the file name.
@@ -66,17 +79,21 @@ fn library_version(path: &Path) -> Result<String, String> {
         get_version_string: unsafe extern "C" fn() -> *const std::ffi::c_char,
     }
     // SAFETY: loading the ONNX Runtime shared library runs its initializers, which is what ort does too.
-    let lib = unsafe { libloading::Library::new(path) }.map_err(|e| format!("cannot dlopen {}: {e}", path.display()))?;
+    let lib = unsafe { libloading::Library::new(path) }
+        .map_err(|e| format!("cannot dlopen {}: {e}", path.display()))?;
     // SAFETY: `OrtGetApiBase` has this signature in every ONNX Runtime release (onnxruntime_c_api.h).
     let get_base: libloading::Symbol<unsafe extern "C" fn() -> *const OrtApiBase> =
-        unsafe { lib.get(b"OrtGetApiBase") }.map_err(|e| format!("{} is not ONNX Runtime: {e}", path.display()))?;
+        unsafe { lib.get(b"OrtGetApiBase") }
+            .map_err(|e| format!("{} is not ONNX Runtime: {e}", path.display()))?;
     // SAFETY: the base struct is static in the library; GetVersionString returns a static C string.
     let version = unsafe {
         let base = get_base();
         if base.is_null() {
             return Err("OrtGetApiBase returned null".into());
         }
-        std::ffi::CStr::from_ptr(((*base).get_version_string)()).to_string_lossy().into_owned()
+        std::ffi::CStr::from_ptr(((*base).get_version_string)())
+            .to_string_lossy()
+            .into_owned()
     };
     std::mem::forget(lib); // ort keeps the library loaded for the life of the process anyway
     Ok(version)
@@ -127,9 +144,17 @@ pub struct OrtOptions {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "provider", rename_all = "snake_case")]
 pub enum RequestedProvider {
-    Cuda { device_id: i32 },
+    Cuda {
+        device_id: i32,
+    },
     /// TensorRT with an engine cache and explicit shape profiles (`name:dims,...` strings).
-    TensorRt { device_id: i32, engine_cache_dir: PathBuf, profile_min_shapes: String, profile_opt_shapes: String, profile_max_shapes: String },
+    TensorRt {
+        device_id: i32,
+        engine_cache_dir: PathBuf,
+        profile_min_shapes: String,
+        profile_opt_shapes: String,
+        profile_max_shapes: String,
+    },
 }
 
 impl RequestedProvider {
@@ -150,8 +175,16 @@ impl RequestedProvider {
 
     fn dispatch_lenient(&self) -> ort::ep::ExecutionProviderDispatch {
         match self {
-            RequestedProvider::Cuda { device_id } => ort::ep::CUDA::default().with_device_id(*device_id).build(),
-            RequestedProvider::TensorRt { device_id, engine_cache_dir, profile_min_shapes, profile_opt_shapes, profile_max_shapes } => ort::ep::TensorRT::default()
+            RequestedProvider::Cuda { device_id } => {
+                ort::ep::CUDA::default().with_device_id(*device_id).build()
+            }
+            RequestedProvider::TensorRt {
+                device_id,
+                engine_cache_dir,
+                profile_min_shapes,
+                profile_opt_shapes,
+                profile_max_shapes,
+            } => ort::ep::TensorRT::default()
                 .with_device_id(*device_id)
                 .with_engine_cache(true)
                 .with_engine_cache_path(engine_cache_dir.display())
@@ -168,8 +201,14 @@ pub fn runtime_providers() -> Vec<String> {
     let mut found = Vec::new();
     for (name, available) in [
         ("CPUExecutionProvider", Ok(true)),
-        ("CUDAExecutionProvider", <ort::ep::CUDA as ort::ep::ExecutionProvider>::is_available()),
-        ("TensorrtExecutionProvider", <ort::ep::TensorRT as ort::ep::ExecutionProvider>::is_available()),
+        (
+            "CUDAExecutionProvider",
+            <ort::ep::CUDA as ort::ep::ExecutionProvider>::is_available(),
+        ),
+        (
+            "TensorrtExecutionProvider",
+            <ort::ep::TensorRT as ort::ep::ExecutionProvider>::is_available(),
+        ),
     ] {
         if matches!(available, Ok(true)) {
             found.push(name.to_string());
@@ -202,20 +241,40 @@ struct EvidenceSetup {
 pub fn onnx_weight_parameter_count(model_path: &Path) -> Option<u64> {
     use prost::Message;
     let bytes = std::fs::read(model_path).ok()?;
-    let graph = crate::onnx_proto::ModelProto::decode(bytes.as_slice()).ok()?.graph?;
+    let graph = crate::onnx_proto::ModelProto::decode(bytes.as_slice())
+        .ok()?
+        .graph?;
     let mut quantized_inputs = std::collections::HashSet::new();
     let mut count = 0u64;
-    for node in graph.node.iter().filter(|n| n.op_type.as_deref() == Some("MatMulNBits")) {
-        let attr = |name: &str| node.attribute.iter().find(|a| a.name.as_deref() == Some(name)).and_then(|a| a.i);
+    for node in graph
+        .node
+        .iter()
+        .filter(|n| n.op_type.as_deref() == Some("MatMulNBits"))
+    {
+        let attr = |name: &str| {
+            node.attribute
+                .iter()
+                .find(|a| a.name.as_deref() == Some(name))
+                .and_then(|a| a.i)
+        };
         quantized_inputs.extend(node.input.iter().cloned());
-        if !node.input.first().is_some_and(|_| node.input.get(1).is_some_and(|b| b.contains("tied_to"))) {
+        if !node
+            .input
+            .first()
+            .is_some_and(|_| node.input.get(1).is_some_and(|b| b.contains("tied_to")))
+        {
             count += (attr("N")? * attr("K")?).max(0) as u64;
         }
     }
     count += graph
         .initializer
         .iter()
-        .filter(|t| t.name.as_deref().is_some_and(|n| (n.starts_with("model.") || n.starts_with("lm_head.")) && !quantized_inputs.contains(n)))
+        .filter(|t| {
+            t.name.as_deref().is_some_and(|n| {
+                (n.starts_with("model.") || n.starts_with("lm_head."))
+                    && !quantized_inputs.contains(n)
+            })
+        })
         .map(|t| t.dims.iter().product::<i64>().max(0) as u64)
         .sum::<u64>();
     Some(count)
@@ -226,7 +285,13 @@ fn default_threads() -> usize {
 }
 
 impl OrtOptions {
-    pub fn cpu(id: &str, model_path: PathBuf, config: LlamaConfig, precision: &str, opt_level: OptLevel) -> Self {
+    pub fn cpu(
+        id: &str,
+        model_path: PathBuf,
+        config: LlamaConfig,
+        precision: &str,
+        opt_level: OptLevel,
+    ) -> Self {
         OrtOptions {
             id: id.into(),
             model_path,
@@ -245,9 +310,14 @@ impl OrtBackend {
     pub fn open(options: OrtOptions) -> Result<Self, BackendError> {
         let rt = runtime()?;
         let id = options.id.clone();
-        let load = |e: ort::Error| BackendError::load(&id, format!("{} ({e})", options.model_path.display()));
+        let load = |e: ort::Error| {
+            BackendError::load(&id, format!("{} ({e})", options.model_path.display()))
+        };
         if !options.model_path.exists() {
-            return Err(BackendError::load(&id, format!("model file {} does not exist", options.model_path.display())));
+            return Err(BackendError::load(
+                &id,
+                format!("model file {} does not exist", options.model_path.display()),
+            ));
         }
         let mut builder = Session::builder(&rt.environment)
             .map_err(load)?
@@ -256,10 +326,21 @@ impl OrtBackend {
             .with_intra_threads(options.intra_threads)
             .map_err(|e| load(e.into()))?;
         if !options.providers.is_empty() {
-            let eps: Vec<_> = options.providers.iter().map(|p| p.dispatch(options.strict_providers)).collect();
+            let eps: Vec<_> = options
+                .providers
+                .iter()
+                .map(|p| p.dispatch(options.strict_providers))
+                .collect();
             builder = builder.with_execution_providers(eps).map_err(|e| {
-                let names: Vec<&str> = options.providers.iter().map(RequestedProvider::ort_name).collect();
-                BackendError::Unavailable { backend: id.clone(), reason: format!("{} could not be registered: {e}", names.join(", ")) }
+                let names: Vec<&str> = options
+                    .providers
+                    .iter()
+                    .map(RequestedProvider::ort_name)
+                    .collect();
+                BackendError::Unavailable {
+                    backend: id.clone(),
+                    reason: format!("{} could not be registered: {e}", names.join(", ")),
+                }
             })?;
         }
         let evidence_setup = if options.collect_evidence {
@@ -269,30 +350,55 @@ impl OrtBackend {
                 .map_err(|e| load(e.into()))?
                 .with_profiling(dir.path().join("profile"))
                 .map_err(|e| load(e.into()))?;
-            let mut requested: Vec<String> = options.providers.iter().map(|p| p.ort_name().to_string()).collect();
+            let mut requested: Vec<String> = options
+                .providers
+                .iter()
+                .map(|p| p.ort_name().to_string())
+                .collect();
             requested.push("CPUExecutionProvider".into());
-            Some(EvidenceSetup { dir, requested, opt_level: options.opt_level, exported_model: options.model_path.clone() })
+            Some(EvidenceSetup {
+                dir,
+                requested,
+                opt_level: options.opt_level,
+                exported_model: options.model_path.clone(),
+            })
         } else {
             None
         };
-        let session = builder.commit_from_file(&options.model_path).map_err(load)?;
+        let session = builder
+            .commit_from_file(&options.model_path)
+            .map_err(load)?;
         let info = BackendInfo {
             id: options.id.clone(),
             engine: "onnxruntime".into(),
             engine_version: rt.version.clone(),
             location: rt.library_path.display().to_string(),
             device: match options.providers.first() {
-                Some(RequestedProvider::Cuda { device_id } | RequestedProvider::TensorRt { device_id, .. }) => format!("cuda:{device_id}"),
+                Some(
+                    RequestedProvider::Cuda { device_id }
+                    | RequestedProvider::TensorRt { device_id, .. },
+                ) => format!("cuda:{device_id}"),
                 None => "cpu".into(),
             },
             precision: options.precision.clone(),
         };
         let loaded_parameters = onnx_weight_parameter_count(&options.model_path);
         let tensorrt = options.providers.iter().find_map(|p| match p {
-            RequestedProvider::TensorRt { engine_cache_dir, profile_max_shapes, .. } => Some((engine_cache_dir.clone(), profile_max_shapes.clone())),
+            RequestedProvider::TensorRt {
+                engine_cache_dir,
+                profile_max_shapes,
+                ..
+            } => Some((engine_cache_dir.clone(), profile_max_shapes.clone())),
             _ => None,
         });
-        Ok(OrtBackend { info, tensorrt, session, config: options.config, loaded_parameters, evidence_setup })
+        Ok(OrtBackend {
+            info,
+            tensorrt,
+            session,
+            config: options.config,
+            loaded_parameters,
+            evidence_setup,
+        })
     }
 
     fn err(&self, phase: &str, e: impl std::fmt::Display) -> BackendError {
@@ -301,25 +407,56 @@ impl OrtBackend {
 
     /// One forward: `tokens` at positions `past_len..`, with `past` (None = empty cache).
     /// Returns logits of every position `[tokens.len(), vocab]` and the new cache.
-    fn forward(&mut self, tokens: &[u32], past_len: usize, past: Option<Vec<DynValue>>, phase: &str) -> Result<(Vec<f32>, Vec<DynValue>), BackendError> {
+    fn forward(
+        &mut self,
+        tokens: &[u32],
+        past_len: usize,
+        past: Option<Vec<DynValue>>,
+        phase: &str,
+    ) -> Result<(Vec<f32>, Vec<DynValue>), BackendError> {
         let c = &self.config;
         let (n_layers, n_kv, hd) = (c.n_layers, c.n_kv_heads, c.head_dim());
         let s = tokens.len();
         let total = past_len + s;
         let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
-        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(3 + 2 * n_layers);
-        let tensor_i64 = |shape: [usize; 2], v: Vec<i64>| Tensor::from_array((shape, v)).map(|t| SessionInputValue::from(t.into_dyn()));
-        let mk = |r: Result<SessionInputValue<'static>, ort::Error>| r.map_err(|e| BackendError::run(&self.info.id, phase, e));
+        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
+            Vec::with_capacity(3 + 2 * n_layers);
+        let tensor_i64 = |shape: [usize; 2], v: Vec<i64>| {
+            Tensor::from_array((shape, v)).map(|t| SessionInputValue::from(t.into_dyn()))
+        };
+        let mk = |r: Result<SessionInputValue<'static>, ort::Error>| {
+            r.map_err(|e| BackendError::run(&self.info.id, phase, e))
+        };
         inputs.push(("input_ids".into(), mk(tensor_i64([1, s], ids))?));
-        inputs.push(("attention_mask".into(), mk(tensor_i64([1, total], vec![1; total]))?));
-        inputs.push(("position_ids".into(), mk(tensor_i64([1, s], (past_len as i64..total as i64).collect()))?));
+        inputs.push((
+            "attention_mask".into(),
+            mk(tensor_i64([1, total], vec![1; total]))?,
+        ));
+        inputs.push((
+            "position_ids".into(),
+            mk(tensor_i64(
+                [1, s],
+                (past_len as i64..total as i64).collect(),
+            ))?,
+        ));
         match past {
             Some(values) => {
                 if values.len() != 2 * n_layers {
-                    return Err(self.err(phase, format!("cache has {} tensors, expected {}", values.len(), 2 * n_layers)));
+                    return Err(self.err(
+                        phase,
+                        format!(
+                            "cache has {} tensors, expected {}",
+                            values.len(),
+                            2 * n_layers
+                        ),
+                    ));
                 }
                 for (i, v) in values.into_iter().enumerate() {
-                    let name = if i % 2 == 0 { past_key_name(i / 2) } else { past_value_name(i / 2) };
+                    let name = if i % 2 == 0 {
+                        past_key_name(i / 2)
+                    } else {
+                        past_value_name(i / 2)
+                    };
                     inputs.push((name.into(), SessionInputValue::from(v)));
                 }
             }
@@ -329,9 +466,11 @@ impl OrtBackend {
                     for name in [past_key_name(i), past_value_name(i)] {
                         let shape = [1usize, n_kv, 0, hd];
                         let empty = if fp16 {
-                            Tensor::<half::f16>::from_array((shape, Vec::new())).map(|t| SessionInputValue::from(t.into_dyn()))
+                            Tensor::<half::f16>::from_array((shape, Vec::new()))
+                                .map(|t| SessionInputValue::from(t.into_dyn()))
                         } else {
-                            Tensor::<f32>::from_array((shape, Vec::new())).map(|t| SessionInputValue::from(t.into_dyn()))
+                            Tensor::<f32>::from_array((shape, Vec::new()))
+                                .map(|t| SessionInputValue::from(t.into_dyn()))
                         };
                         inputs.push((name.into(), mk(empty)?));
                     }
@@ -341,17 +480,26 @@ impl OrtBackend {
         let id = self.info.id.clone();
         let run_err = |e: ort::Error| BackendError::run(&id, phase, e);
         let mut outputs = self.session.run(inputs).map_err(run_err)?;
-        let logits = outputs.remove("logits").ok_or_else(|| BackendError::run(&id, phase, "no `logits` output"))?;
+        let logits = outputs
+            .remove("logits")
+            .ok_or_else(|| BackendError::run(&id, phase, "no `logits` output"))?;
         let (shape, data) = logits.try_extract_tensor::<f32>().map_err(run_err)?;
         let expect = [1, s as i64, c.vocab_size as i64];
         if **shape != expect {
-            return Err(BackendError::Invariant { backend: id, detail: format!("logits shape {:?}, expected {expect:?}", &**shape) });
+            return Err(BackendError::Invariant {
+                backend: id,
+                detail: format!("logits shape {:?}, expected {expect:?}", &**shape),
+            });
         }
         let logits = data.to_vec();
         let mut cache = Vec::with_capacity(2 * n_layers);
         for i in 0..n_layers {
             for name in [present_key_name(i), present_value_name(i)] {
-                cache.push(outputs.remove(&name).ok_or_else(|| BackendError::run(&id, phase, format!("no `{name}` output")))?);
+                cache.push(
+                    outputs.remove(&name).ok_or_else(|| {
+                        BackendError::run(&id, phase, format!("no `{name}` output"))
+                    })?,
+                );
             }
         }
         Ok((logits, cache))
@@ -367,23 +515,34 @@ impl OrtBackend {
         let id = self.info.id.clone();
         let err = |e: String| BackendError::run(&id, "evidence", e);
         self.forward(&[1, 2, 3, 4], 0, None, "evidence")?;
-        let profile = self.session.end_profiling().map_err(|e| err(e.to_string()))?;
+        let profile = self
+            .session
+            .end_profiling()
+            .map_err(|e| err(e.to_string()))?;
         let setup = self.evidence_setup.as_ref().expect("checked by the caller");
         let profile_text = std::fs::read_to_string(&profile)
             .or_else(|_| std::fs::read_to_string(setup.dir.path().join(&profile)))
             .map_err(|e| err(format!("cannot read the profile {profile}: {e}")))?;
         let (executed_on, compute_executed_on) = parse_profile(&profile_text).map_err(err)?;
-        let exported = graph_op_histogram(&setup.exported_model).ok_or_else(|| err("cannot read the exported graph".into()))?;
+        let exported = graph_op_histogram(&setup.exported_model)
+            .ok_or_else(|| err("cannot read the exported graph".into()))?;
         let optimized_path = setup.dir.path().join("optimized.onnx");
-        let graph_optimization = graph_op_histogram(&optimized_path).map(|optimized| GraphOptimization {
-            level_requested: format!("{:?}", setup.opt_level).to_lowercase(),
-            exported_nodes: exported.values().sum(),
-            optimized_nodes: optimized.values().sum(),
-            fused_ops: optimized.into_iter().filter(|(op, _)| !exported.contains_key(op)).collect(),
-        });
+        let graph_optimization =
+            graph_op_histogram(&optimized_path).map(|optimized| GraphOptimization {
+                level_requested: format!("{:?}", setup.opt_level).to_lowercase(),
+                exported_nodes: exported.values().sum(),
+                optimized_nodes: optimized.values().sum(),
+                fused_ops: optimized
+                    .into_iter()
+                    .filter(|(op, _)| !exported.contains_key(op))
+                    .collect(),
+            });
         let mut notes = Vec::new();
         if graph_optimization.is_none() {
-            notes.push(format!("no optimized graph was written to {}", optimized_path.display()));
+            notes.push(format!(
+                "no optimized graph was written to {}",
+                optimized_path.display()
+            ));
         }
         Ok(Evidence {
             requested: setup.requested.clone(),
@@ -397,7 +556,11 @@ impl OrtBackend {
     }
 
     /// Greedy tokens by recomputing the whole sequence at every step (no cache).
-    pub fn generate_full_recompute(&mut self, prompt: &[u32], gen_tokens: usize) -> Result<Vec<u32>, BackendError> {
+    pub fn generate_full_recompute(
+        &mut self,
+        prompt: &[u32],
+        gen_tokens: usize,
+    ) -> Result<Vec<u32>, BackendError> {
         let mut seq = prompt.to_vec();
         let mut out = Vec::with_capacity(gen_tokens);
         for _ in 0..gen_tokens {
@@ -444,9 +607,21 @@ impl Backend for OrtBackend {
         }
         let end = Instant::now();
         if let Some((cache, _)) = &self.tensorrt {
-            let engines = std::fs::read_dir(cache).map(|d| d.filter_map(|e| e.ok()).filter(|e| e.path().extension().is_some_and(|x| x == "engine")).count()).unwrap_or(0);
+            let engines = std::fs::read_dir(cache)
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .filter(|e| e.path().extension().is_some_and(|x| x == "engine"))
+                        .count()
+                })
+                .unwrap_or(0);
             if engines == 0 {
-                return Err(BackendError::Invariant { backend: self.info.id.clone(), detail: format!("TensorRT built no engine: {} holds no .engine file", cache.display()) });
+                return Err(BackendError::Invariant {
+                    backend: self.info.id.clone(),
+                    detail: format!(
+                        "TensorRT built no engine: {} holds no .engine file",
+                        cache.display()
+                    ),
+                });
             }
         }
         Ok(Generation {
@@ -467,7 +642,11 @@ impl Backend for OrtBackend {
         self.loaded_parameters
     }
 
-    fn full_recompute_tokens(&mut self, prompt: &[u32], gen_tokens: usize) -> Option<Result<Vec<u32>, BackendError>> {
+    fn full_recompute_tokens(
+        &mut self,
+        prompt: &[u32],
+        gen_tokens: usize,
+    ) -> Option<Result<Vec<u32>, BackendError>> {
         Some(self.generate_full_recompute(prompt, gen_tokens))
     }
 
@@ -480,7 +659,8 @@ impl Backend for OrtBackend {
 
     fn logits(&mut self, tokens: &[u32]) -> Result<Array2<f32>, BackendError> {
         let (logits, _) = self.forward(tokens, 0, None, "logits")?;
-        Array2::from_shape_vec((tokens.len(), self.config.vocab_size), logits).map_err(|e| self.err("logits", e))
+        Array2::from_shape_vec((tokens.len(), self.config.vocab_size), logits)
+            .map_err(|e| self.err("logits", e))
     }
 }
 
@@ -491,23 +671,36 @@ pub fn profile_covers(max_shapes: &str, input: &str, len: usize) -> bool {
         .split(',')
         .filter_map(|entry| entry.split_once(':'))
         .find(|(name, _)| name.trim() == input)
-        .and_then(|(_, dims)| dims.split('x').last().and_then(|d| d.trim().parse::<usize>().ok()))
+        .and_then(|(_, dims)| {
+            dims.split('x')
+                .last()
+                .and_then(|d| d.trim().parse::<usize>().ok())
+        })
         .is_some_and(|max| len <= max)
 }
 
 /// Node counts per provider from an ONNX Runtime profile (JSON array of trace events; node events
 /// have `cat = "Node"` and `args.provider`, `args.op_name`): all nodes, and heavy compute nodes.
 #[allow(clippy::type_complexity)]
-pub fn parse_profile(text: &str) -> Result<(BTreeMap<String, usize>, BTreeMap<String, usize>), String> {
-    let events: Vec<serde_json::Value> = serde_json::from_str(text).map_err(|e| format!("profile is not a JSON event array: {e}"))?;
+pub fn parse_profile(
+    text: &str,
+) -> Result<(BTreeMap<String, usize>, BTreeMap<String, usize>), String> {
+    let events: Vec<serde_json::Value> = serde_json::from_str(text)
+        .map_err(|e| format!("profile is not a JSON event array: {e}"))?;
     let mut seen = std::collections::BTreeSet::new();
     let (mut all, mut compute) = (BTreeMap::new(), BTreeMap::new());
     for e in &events {
         if e["cat"] != "Node" {
             continue;
         }
-        let (Some(name), Some(provider)) = (e["name"].as_str(), e["args"]["provider"].as_str()) else { continue };
-        let node = name.trim_end_matches("_kernel_time").trim_end_matches("_fence_before").trim_end_matches("_fence_after");
+        let (Some(name), Some(provider)) = (e["name"].as_str(), e["args"]["provider"].as_str())
+        else {
+            continue;
+        };
+        let node = name
+            .trim_end_matches("_kernel_time")
+            .trim_end_matches("_fence_before")
+            .trim_end_matches("_fence_after");
         if !seen.insert(node.to_string()) {
             continue;
         }
@@ -526,7 +719,9 @@ pub fn parse_profile(text: &str) -> Result<(BTreeMap<String, usize>, BTreeMap<St
 pub fn graph_op_histogram(path: &Path) -> Option<BTreeMap<String, usize>> {
     use prost::Message;
     let bytes = std::fs::read(path).ok()?;
-    let graph = crate::onnx_proto::ModelProto::decode(bytes.as_slice()).ok()?.graph?;
+    let graph = crate::onnx_proto::ModelProto::decode(bytes.as_slice())
+        .ok()?
+        .graph?;
     let mut h = BTreeMap::new();
     for n in &graph.node {
         *h.entry(n.op_type.clone().unwrap_or_default()).or_insert(0) += 1;
@@ -548,7 +743,10 @@ mod tests {
         assert!(profile_covers(max, "input_ids", 27));
         assert!(!profile_covers(max, "input_ids", 33));
         assert!(profile_covers(max, "attention_mask", 91));
-        assert!(!profile_covers(max, "past_key_values.0.key", 1), "an input the profile does not name is not covered");
+        assert!(
+            !profile_covers(max, "past_key_values.0.key", 1),
+            "an input the profile does not name is not covered"
+        );
     }
 
     #[test]

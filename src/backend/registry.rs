@@ -26,7 +26,23 @@ impl Availability {
 }
 
 /// Every backend id, in report order.
-const IDS: &[&str] = &["ort-cpu", "ort-cpu-ref", "ort-cpu-int8", "ort-cpu-q4", "ort-cpu-fp16", "ort-cuda", "ort-cuda-fp16", "ort-tensorrt", "llama-cpp", "ollama", "tch-cpu", "tch-auto", "tch-cuda", "tch-cuda-bf16", "tch-cuda-fp16"];
+const IDS: &[&str] = &[
+    "ort-cpu",
+    "ort-cpu-ref",
+    "ort-cpu-int8",
+    "ort-cpu-q4",
+    "ort-cpu-fp16",
+    "ort-cuda",
+    "ort-cuda-fp16",
+    "ort-tensorrt",
+    "llama-cpp",
+    "ollama",
+    "tch-cpu",
+    "tch-auto",
+    "tch-cuda",
+    "tch-cuda-bf16",
+    "tch-cuda-fp16",
+];
 
 /// The fix for every `tch-*` id when this build has no libtorch backend.
 pub const TCH_FEATURE_FIX: &str = "build with --features torch after scripts/setup-libtorch.sh \
@@ -100,7 +116,9 @@ fn tch_options(id: &str) -> Option<super::tch::TchOptions> {
     let (device, dtype) = match id {
         "tch-cpu" => (TchDevice::Cpu, TchDtype::Fp32),
         // `cuda if available, else cpu`: the silent-fallback pattern behind TR117's "gpu" labels.
-        "tch-auto" if super::tch::runtime().cuda_unavailable_reason().is_none() => (TchDevice::Cuda(0), TchDtype::Fp32),
+        "tch-auto" if super::tch::runtime().cuda_unavailable_reason().is_none() => {
+            (TchDevice::Cuda(0), TchDtype::Fp32)
+        }
         "tch-auto" => (TchDevice::Cpu, TchDtype::Fp32),
         "tch-cuda" => (TchDevice::Cuda(0), TchDtype::Fp32),
         "tch-cuda-bf16" => (TchDevice::Cuda(0), TchDtype::Bf16),
@@ -114,9 +132,14 @@ fn tch_options(id: &str) -> Option<super::tch::TchOptions> {
 fn tch_probe(id: &str) -> Availability {
     use super::tch::{runtime, TchDevice, CUDA_FIX};
     let rt = runtime();
-    let location = rt.libtorch_path.as_ref().map_or_else(|| "an unknown path".into(), |p| p.display().to_string());
+    let location = rt
+        .libtorch_path
+        .as_ref()
+        .map_or_else(|| "an unknown path".into(), |p| p.display().to_string());
     match tch_options(id).map(|o| o.device) {
-        Some(TchDevice::Cpu) => Availability::Available { detail: format!("libtorch {} at {location}", rt.libtorch_version) },
+        Some(TchDevice::Cpu) => Availability::Available {
+            detail: format!("libtorch {} at {location}", rt.libtorch_version),
+        },
         Some(TchDevice::Cuda(_)) => match rt.cuda_unavailable_reason() {
             None => Availability::Available {
                 detail: format!(
@@ -124,38 +147,61 @@ fn tch_probe(id: &str) -> Availability {
                     rt.libtorch_version,
                     rt.libtorch_cuda.reason,
                     rt.cuda_device_count,
-                    if rt.cudnn_available { "available" } else { "unavailable" }
+                    if rt.cudnn_available {
+                        "available"
+                    } else {
+                        "unavailable"
+                    }
                 ),
             },
-            Some(reason) => Availability::Absent { reason, fix: CUDA_FIX.into() },
+            Some(reason) => Availability::Absent {
+                reason,
+                fix: CUDA_FIX.into(),
+            },
         },
-        None => Availability::Absent { reason: format!("unknown backend `{id}`"), fix: format!("use one of: {}", IDS.join(", ")) },
+        None => Availability::Absent {
+            reason: format!("unknown backend `{id}`"),
+            fix: format!("use one of: {}", IDS.join(", ")),
+        },
     }
 }
 
 #[cfg(not(feature = "torch"))]
 fn tch_probe(_id: &str) -> Availability {
-    Availability::Absent { reason: "this build has no libtorch backend (cargo feature `torch` is off)".into(), fix: TCH_FEATURE_FIX.into() }
+    Availability::Absent {
+        reason: "this build has no libtorch backend (cargo feature `torch` is off)".into(),
+        fix: TCH_FEATURE_FIX.into(),
+    }
 }
-
-
 
 /// What a backend needs prepared for a model (exports are cached, so this is cheap after the first time).
 pub fn open(id: &str, model: &CatalogModel) -> Result<Box<dyn Backend>, BackendError> {
     match ort_variant(id) {
         Some((format, opt)) => open_ort(id, &WeightSource::catalog(model), format, opt),
-        None if id == "llama-cpp" => open_llama_cpp(id, &crate::assets::ensure(&model.asset).map_err(ModelError::from)?),
+        None if id == "llama-cpp" => open_llama_cpp(
+            id,
+            &crate::assets::ensure(&model.asset).map_err(ModelError::from)?,
+        ),
         None if id == "ollama" => open_ollama(ollama_config()?, model),
         None if id.starts_with("tch-") && is_known(id) => open_tch(id, model),
-        None => Err(BackendError::Unavailable { backend: id.into(), reason: "unknown backend".into() }),
+        None => Err(BackendError::Unavailable {
+            backend: id.into(),
+            reason: "unknown backend".into(),
+        }),
     }
 }
 
 #[cfg(feature = "torch")]
 fn open_tch(id: &str, model: &CatalogModel) -> Result<Box<dyn Backend>, BackendError> {
-    let options = tch_options(id).ok_or_else(|| BackendError::Unavailable { backend: id.into(), reason: "unknown backend".into() })?;
+    let options = tch_options(id).ok_or_else(|| BackendError::Unavailable {
+        backend: id.into(),
+        reason: "unknown backend".into(),
+    })?;
     if let Availability::Absent { reason, fix } = tch_probe(id) {
-        return Err(BackendError::Unavailable { backend: id.into(), reason: format!("{reason}; fix: {fix}") });
+        return Err(BackendError::Unavailable {
+            backend: id.into(),
+            reason: format!("{reason}; fix: {fix}"),
+        });
     }
     let weights = WeightSource::catalog(model).load_weights()?;
     Ok(Box::new(super::tch::TchBackend::open(options, &weights)?))
@@ -163,24 +209,35 @@ fn open_tch(id: &str, model: &CatalogModel) -> Result<Box<dyn Backend>, BackendE
 
 #[cfg(not(feature = "torch"))]
 fn open_tch(id: &str, _model: &CatalogModel) -> Result<Box<dyn Backend>, BackendError> {
-    Err(BackendError::Unavailable { backend: id.into(), reason: format!("cargo feature `torch` is off; fix: {TCH_FEATURE_FIX}") })
+    Err(BackendError::Unavailable {
+        backend: id.into(),
+        reason: format!("cargo feature `torch` is off; fix: {TCH_FEATURE_FIX}"),
+    })
 }
 
-
-
 fn open_llama_cpp(id: &str, gguf: &std::path::Path) -> Result<Box<dyn Backend>, BackendError> {
-    let build = setup::locate().ok_or_else(|| BackendError::Unavailable { backend: id.into(), reason: "llama.cpp is not built".into() })?;
+    let build = setup::locate().ok_or_else(|| BackendError::Unavailable {
+        backend: id.into(),
+        reason: "llama.cpp is not built".into(),
+    })?;
     Ok(Box::new(LlamaCppBackend::open(id, &build, gguf, "q4_1")?))
 }
 
 fn ollama_config() -> Result<OllamaConfig, BackendError> {
-    OllamaConfig::from_env().map_err(|reason| BackendError::Unavailable { backend: "ollama".into(), reason })
+    OllamaConfig::from_env().map_err(|reason| BackendError::Unavailable {
+        backend: "ollama".into(),
+        reason,
+    })
 }
 
 /// The Ollama server's model, with the catalog model's tokenizer to turn workload ids into text.
-pub fn open_ollama(config: OllamaConfig, model: &CatalogModel) -> Result<Box<dyn Backend>, BackendError> {
+pub fn open_ollama(
+    config: OllamaConfig,
+    model: &CatalogModel,
+) -> Result<Box<dyn Backend>, BackendError> {
     let path = crate::assets::ensure(&model.asset).map_err(ModelError::from)?;
-    let tokenizer = crate::model::tokenizer::Tokenizer::from_gguf(&crate::model::GgufFile::open(&path)?)?;
+    let tokenizer =
+        crate::model::tokenizer::Tokenizer::from_gguf(&crate::model::GgufFile::open(&path)?)?;
     Ok(Box::new(OllamaBackend::open(config, tokenizer)?))
 }
 
@@ -206,13 +263,31 @@ pub fn tensorrt_request() -> RequestedProvider {
 }
 
 /// An ONNX Runtime session over the cached export of `source` in `format`.
-pub fn open_ort(id: &str, source: &WeightSource, format: WeightFormat, opt: OptLevel) -> Result<Box<dyn Backend>, BackendError> {
+pub fn open_ort(
+    id: &str,
+    source: &WeightSource,
+    format: WeightFormat,
+    opt: OptLevel,
+) -> Result<Box<dyn Backend>, BackendError> {
     open_ort_with(id, source, format, opt, ort_provider(id), false)
 }
 
-fn open_ort_with(id: &str, source: &WeightSource, format: WeightFormat, opt: OptLevel, provider: Option<RequestedProvider>, evidence: bool) -> Result<Box<dyn Backend>, BackendError> {
+fn open_ort_with(
+    id: &str,
+    source: &WeightSource,
+    format: WeightFormat,
+    opt: OptLevel,
+    provider: Option<RequestedProvider>,
+    evidence: bool,
+) -> Result<Box<dyn Backend>, BackendError> {
     let prepared = catalog::ensure_onnx(source, format)?;
-    let mut opts = OrtOptions::cpu(id, prepared.model_path, prepared.config, format.label(), opt);
+    let mut opts = OrtOptions::cpu(
+        id,
+        prepared.model_path,
+        prepared.config,
+        format.label(),
+        opt,
+    );
     opts.providers.extend(provider);
     opts.collect_evidence = evidence;
     // Evidence sessions keep ONNX Runtime's own (lenient) behaviour: the fallback is what they expose.
@@ -222,9 +297,20 @@ fn open_ort_with(id: &str, source: &WeightSource, format: WeightFormat, opt: Opt
 
 /// A backend opened to collect runtime evidence (profiling on, optimized graph written), with an
 /// extra execution provider requested on top of what the id implies (the silent-fallback control).
-pub fn open_for_evidence(id: &str, model: &CatalogModel, extra: Option<RequestedProvider>) -> Result<Box<dyn Backend>, BackendError> {
+pub fn open_for_evidence(
+    id: &str,
+    model: &CatalogModel,
+    extra: Option<RequestedProvider>,
+) -> Result<Box<dyn Backend>, BackendError> {
     match ort_variant(id) {
-        Some((format, opt)) => open_ort_with(id, &WeightSource::catalog(model), format, opt, extra.or_else(|| ort_provider(id)), true),
+        Some((format, opt)) => open_ort_with(
+            id,
+            &WeightSource::catalog(model),
+            format,
+            opt,
+            extra.or_else(|| ort_provider(id)),
+            true,
+        ),
         None => open(id, model),
     }
 }
@@ -232,16 +318,34 @@ pub fn open_for_evidence(id: &str, model: &CatalogModel, extra: Option<Requested
 /// A backend of the same kind pointed at a model file that does not exist: the negative control
 /// for degraded-run handling (must yield degraded runs with the reason, never a number).
 pub fn open_broken(id: &str, model: &CatalogModel) -> Result<Box<dyn Backend>, BackendError> {
-    let missing = std::env::temp_dir().join("infergate-negative-control").join("missing-model.onnx");
+    let missing = std::env::temp_dir()
+        .join("infergate-negative-control")
+        .join("missing-model.onnx");
     match ort_variant(id) {
         Some((format, opt)) => {
-            let config = catalog::ensure_onnx(&WeightSource::catalog(model), WeightFormat::Fp32)?.config;
-            Ok(Box::new(OrtBackend::open(OrtOptions::cpu(id, missing, config, format.label(), opt))?))
+            let config =
+                catalog::ensure_onnx(&WeightSource::catalog(model), WeightFormat::Fp32)?.config;
+            Ok(Box::new(OrtBackend::open(OrtOptions::cpu(
+                id,
+                missing,
+                config,
+                format.label(),
+                opt,
+            ))?))
         }
         None if id == "llama-cpp" => open_llama_cpp(id, &missing.with_extension("gguf")),
         // A model name no server has: opening fails with the `ollama pull` fix (or "no server").
-        None if id == "ollama" => open_ollama(OllamaConfig { model: "infergate-negative-control:missing".into(), ..ollama_config()? }, model),
-        None => Err(BackendError::Unsupported { backend: id.into(), feature: "a broken-model negative control".into() }),
+        None if id == "ollama" => open_ollama(
+            OllamaConfig {
+                model: "infergate-negative-control:missing".into(),
+                ..ollama_config()?
+            },
+            model,
+        ),
+        None => Err(BackendError::Unsupported {
+            backend: id.into(),
+            feature: "a broken-model negative control".into(),
+        }),
     }
 }
 
@@ -257,9 +361,15 @@ mod tests {
                 Availability::Absent { reason, fix } => {
                     assert!(!reason.is_empty());
                     if cfg!(feature = "torch") {
-                        assert_ne!(id, "tch-cpu", "tch-cpu is absent in a torch build: {reason}");
+                        assert_ne!(
+                            id, "tch-cpu",
+                            "tch-cpu is absent in a torch build: {reason}"
+                        );
                     } else {
-                        assert!(fix.contains("--features torch") && fix.contains("setup-libtorch.sh"), "{fix}");
+                        assert!(
+                            fix.contains("--features torch") && fix.contains("setup-libtorch.sh"),
+                            "{fix}"
+                        );
                     }
                 }
                 Availability::Available { .. } => {

@@ -84,10 +84,18 @@ impl TchRuntime {
         Some(if !self.libtorch_cuda.loaded {
             format!("libtorch_cuda not loaded: {}", self.libtorch_cuda.reason)
         } else if self.cuda_device_count <= 0 {
-            let path = self.libtorch_cuda.path.as_ref().map_or_else(|| "?".into(), |p| p.display().to_string());
+            let path = self
+                .libtorch_cuda
+                .path
+                .as_ref()
+                .map_or_else(|| "?".into(), |p| p.display().to_string());
             format!("libtorch_cuda loaded from {path}, but no CUDA device is visible (no driver, or CUDA_VISIBLE_DEVICES hides them)")
         } else {
-            format!("torch::cuda::is_available() is false with {} device(s): {}", self.cuda_device_count, self.query_errors.join("; "))
+            format!(
+                "torch::cuda::is_available() is false with {} device(s): {}",
+                self.cuda_device_count,
+                self.query_errors.join("; ")
+            )
         })
     }
 }
@@ -115,13 +123,31 @@ fn start_runtime() -> TchRuntime {
     // SAFETY (all torch_sys calls here): plain C functions of libtch with no arguments or a plain
     // integer; errors are C++ exceptions caught by libtch and returned by `checked`.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as i32;
-    ask("at_set_num_threads", checked(|| unsafe { torch_sys::at_set_num_threads(threads) }).map(|_| 0));
-    let threads = ask("at_get_num_threads", checked(|| unsafe { torch_sys::at_get_num_threads() } as i64));
-    let cuda_device_count = ask("cuda device_count", checked(|| unsafe { torch_sys::cuda::atc_cuda_device_count() } as i64));
-    let cuda_available = ask("cuda is_available", checked(|| unsafe { torch_sys::cuda::atc_cuda_is_available() } as i64)) > 0;
-    let cudnn_available = ask("cudnn is_available", checked(|| unsafe { torch_sys::cuda::atc_cudnn_is_available() } as i64)) > 0;
+    ask(
+        "at_set_num_threads",
+        checked(|| unsafe { torch_sys::at_set_num_threads(threads) }).map(|_| 0),
+    );
+    let threads = ask(
+        "at_get_num_threads",
+        checked(|| unsafe { torch_sys::at_get_num_threads() } as i64),
+    );
+    let cuda_device_count = ask(
+        "cuda device_count",
+        checked(|| unsafe { torch_sys::cuda::atc_cuda_device_count() } as i64),
+    );
+    let cuda_available = ask(
+        "cuda is_available",
+        checked(|| unsafe { torch_sys::cuda::atc_cuda_is_available() } as i64),
+    ) > 0;
+    let cudnn_available = ask(
+        "cudnn is_available",
+        checked(|| unsafe { torch_sys::cuda::atc_cudnn_is_available() } as i64),
+    ) > 0;
     let cudart_version = if libtorch_cuda.loaded {
-        Some(ask("versionCUDART", checked(|| unsafe { torch_sys::at_context_version_cudart() })))
+        Some(ask(
+            "versionCUDART",
+            checked(|| unsafe { torch_sys::at_context_version_cudart() }),
+        ))
     } else {
         None
     };
@@ -150,7 +176,9 @@ fn checked<T>(f: impl FnOnce() -> T) -> Result<T, String> {
         return Ok(value);
     }
     // SAFETY: non-null, NUL-terminated, allocated with malloc by strdup.
-    let msg = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
+    let msg = unsafe { CStr::from_ptr(err) }
+        .to_string_lossy()
+        .into_owned();
     unsafe { libc::free(err.cast()) };
     Err(msg)
 }
@@ -173,7 +201,11 @@ fn version_next_to(lib: &Path) -> Option<String> {
     }
     let py = std::fs::read_to_string(root.join("version.py")).ok()?;
     py.lines().find_map(|l| {
-        let rest = l.strip_prefix("__version__")?.trim_start().strip_prefix('=')?.trim();
+        let rest = l
+            .strip_prefix("__version__")?
+            .trim_start()
+            .strip_prefix('=')?
+            .trim();
         Some(rest.trim_matches(|c| c == '\'' || c == '"').to_string())
     })
 }
@@ -201,17 +233,28 @@ fn load_libtorch_cuda(libtorch_cpu: Option<&Path>) -> LibtorchCuda {
             Ok(lib) => {
                 std::mem::forget(lib);
                 let path = mapped_library("libtorch_cuda.so").unwrap_or(candidate);
-                return LibtorchCuda { loaded: true, reason: format!("loaded from {}", path.display()), path: Some(path) };
+                return LibtorchCuda {
+                    loaded: true,
+                    reason: format!("loaded from {}", path.display()),
+                    path: Some(path),
+                };
             }
             Err(e) => attempts.push(format!("dlopen({}): {e}", candidate.display())),
         }
     }
-    let tree = if libtorch_cpu.is_some_and(|p| p.parent().is_some_and(|d| d.join("../build-version").exists())) {
+    let tree = if libtorch_cpu.is_some_and(|p| {
+        p.parent()
+            .is_some_and(|d| d.join("../build-version").exists())
+    }) {
         " (the CPU tree from scripts/setup-libtorch.sh has no libtorch_cuda.so by design)"
     } else {
         ""
     };
-    LibtorchCuda { loaded: false, path: None, reason: format!("{}{tree}", attempts.join("; ")) }
+    LibtorchCuda {
+        loaded: false,
+        path: None,
+        reason: format!("{}{tree}", attempts.join("; ")),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -292,7 +335,11 @@ pub struct TchOptions {
 
 impl TchOptions {
     pub fn new(id: &str, device: TchDevice, dtype: TchDtype) -> Self {
-        TchOptions { id: id.into(), device, dtype }
+        TchOptions {
+            id: id.into(),
+            device,
+            dtype,
+        }
     }
 }
 
@@ -340,14 +387,24 @@ struct Tally(BTreeMap<(String, String), u64>);
 
 impl Tally {
     fn add(&mut self, t: &Tensor, amount: u64) {
-        let kind = t.f_kind().map(kind_label).unwrap_or_else(|e| format!("unknown ({e})"));
+        let kind = t
+            .f_kind()
+            .map(kind_label)
+            .unwrap_or_else(|e| format!("unknown ({e})"));
         *self.0.entry((device_label(t.device()), kind)).or_default() += amount;
     }
     fn total(&self) -> u64 {
         self.0.values().sum()
     }
     fn to_vec(&self) -> Vec<Placement> {
-        self.0.iter().map(|((device, dtype), &count)| Placement { device: device.clone(), dtype: dtype.clone(), count }).collect()
+        self.0
+            .iter()
+            .map(|((device, dtype), &count)| Placement {
+                device: device.clone(),
+                dtype: dtype.clone(),
+                count,
+            })
+            .collect()
     }
 }
 
@@ -400,7 +457,11 @@ impl Weights {
             embed: put(matrix(&w.token_embd)?)?,
             layers,
             final_norm: put(vector(&w.final_norm)?)?,
-            lm_head: w.lm_head.as_ref().map(|m| matrix(m).and_then(&mut put)).transpose()?,
+            lm_head: w
+                .lm_head
+                .as_ref()
+                .map(|m| matrix(m).and_then(&mut put))
+                .transpose()?,
         })
     }
 
@@ -438,28 +499,60 @@ impl TchBackend {
         let id = options.id.clone();
         if let TchDevice::Cuda(index) = options.device {
             if let Some(reason) = rt.cuda_unavailable_reason() {
-                return Err(BackendError::Unavailable { backend: id, reason: format!("{reason}; fix: {CUDA_FIX}") });
+                return Err(BackendError::Unavailable {
+                    backend: id,
+                    reason: format!("{reason}; fix: {CUDA_FIX}"),
+                });
             }
             if index as i64 >= rt.cuda_device_count {
-                return Err(BackendError::Unavailable { backend: id, reason: format!("cuda:{index} requested, {} device(s) visible", rt.cuda_device_count) });
+                return Err(BackendError::Unavailable {
+                    backend: id,
+                    reason: format!(
+                        "cuda:{index} requested, {} device(s) visible",
+                        rt.cuda_device_count
+                    ),
+                });
             }
         }
         weights.config.validate()?;
         let device = options.device.to_tch();
         let kind = options.dtype.kind();
-        let load = |e: tch::TchError| BackendError::load(&id, format!("moving weights to {} {}: {e}", options.device.label(), options.dtype.label()));
+        let load = |e: tch::TchError| {
+            BackendError::load(
+                &id,
+                format!(
+                    "moving weights to {} {}: {e}",
+                    options.device.label(),
+                    options.dtype.label()
+                ),
+            )
+        };
         let mut weights_seen = Tally::default();
-        let on_device = tch::no_grad(|| Weights::upload(weights, device, kind, &mut weights_seen)).map_err(load)?;
+        let on_device = tch::no_grad(|| Weights::upload(weights, device, kind, &mut weights_seen))
+            .map_err(load)?;
         let (cos, sin) = rope_tables(&weights.config, device, kind).map_err(load)?;
         let info = BackendInfo {
             id: options.id.clone(),
             engine: "libtorch".into(),
             engine_version: rt.libtorch_version.clone(),
-            location: rt.libtorch_path.as_ref().map_or_else(|| "unknown".into(), |p| p.display().to_string()),
+            location: rt
+                .libtorch_path
+                .as_ref()
+                .map_or_else(|| "unknown".into(), |p| p.display().to_string()),
             device: options.device.label(),
             precision: options.dtype.label().into(),
         };
-        Ok(TchBackend { info, config: weights.config.clone(), device, kind, weights: on_device, cos, sin, weights_seen, outputs_seen: Tally::default() })
+        Ok(TchBackend {
+            info,
+            config: weights.config.clone(),
+            device,
+            kind,
+            weights: on_device,
+            cos,
+            sin,
+            weights_seen,
+            outputs_seen: Tally::default(),
+        })
     }
 
     /// What this backend's tensors and libtorch's CUDA state really are.
@@ -474,7 +567,11 @@ impl TchBackend {
             cuda_available: rt.cuda_available,
             cuda_device_count: rt.cuda_device_count,
             libtorch_cuda_loaded: rt.libtorch_cuda.loaded,
-            libtorch_cuda_path: rt.libtorch_cuda.path.as_ref().map(|p| p.display().to_string()),
+            libtorch_cuda_path: rt
+                .libtorch_cuda
+                .path
+                .as_ref()
+                .map(|p| p.display().to_string()),
             libtorch_cuda_reason: rt.libtorch_cuda.reason.clone(),
             cudnn_available: rt.cudnn_available,
             weights: self.weights_seen.to_vec(),
@@ -490,22 +587,43 @@ impl TchBackend {
     fn synchronize(&self, phase: &str) -> Result<(), BackendError> {
         if let Device::Cuda(i) = self.device {
             // SAFETY: plain C call with a device index that `open` checked.
-            checked(|| unsafe { torch_sys::cuda::atc_synchronize(i as i64) }).map_err(|e| self.err(phase, format!("cuda synchronize: {e}")))?;
+            checked(|| unsafe { torch_sys::cuda::atc_synchronize(i as i64) })
+                .map_err(|e| self.err(phase, format!("cuda synchronize: {e}")))?;
         }
         Ok(())
     }
 
-    fn check_tokens(&self, tokens: &[u32], past_len: usize, phase: &str) -> Result<(), BackendError> {
+    fn check_tokens(
+        &self,
+        tokens: &[u32],
+        past_len: usize,
+        phase: &str,
+    ) -> Result<(), BackendError> {
         if tokens.is_empty() {
             return Err(self.err(phase, "no tokens"));
         }
         // Checked on the host: an out-of-range index on CUDA is a device-side assert that poisons the context.
-        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= self.config.vocab_size) {
-            return Err(self.err(phase, format!("token id {t} is outside the vocabulary ({})", self.config.vocab_size)));
+        if let Some(&t) = tokens
+            .iter()
+            .find(|&&t| t as usize >= self.config.vocab_size)
+        {
+            return Err(self.err(
+                phase,
+                format!(
+                    "token id {t} is outside the vocabulary ({})",
+                    self.config.vocab_size
+                ),
+            ));
         }
         let max = self.cos.size().first().copied().unwrap_or(0) as usize;
         if past_len + tokens.len() > max {
-            return Err(self.err(phase, format!("{} positions exceed the model's context length {max}", past_len + tokens.len())));
+            return Err(self.err(
+                phase,
+                format!(
+                    "{} positions exceed the model's context length {max}",
+                    past_len + tokens.len()
+                ),
+            ));
         }
         Ok(())
     }
@@ -519,28 +637,52 @@ impl TchBackend {
             k.push(Tensor::f_zeros(shape, (self.kind, self.device))?);
             v.push(Tensor::f_zeros(shape, (self.kind, self.device))?);
         }
-        Ok(KvCache { k, v, capacity: capacity as i64 })
+        Ok(KvCache {
+            k,
+            v,
+            capacity: capacity as i64,
+        })
     }
 
     /// One causal forward over `tokens` at positions `past_len..`, reading and extending `cache`
     /// (None: no cache, `past_len` must be 0). Returns logits `[n, vocab]` in the model dtype on the
     /// device, for the last position only (`last_only`) or every position.
-    fn forward(&mut self, tokens: &[u32], past_len: usize, cache: Option<&mut KvCache>, last_only: bool) -> TchResult<Tensor> {
+    fn forward(
+        &mut self,
+        tokens: &[u32],
+        past_len: usize,
+        cache: Option<&mut KvCache>,
+        last_only: bool,
+    ) -> TchResult<Tensor> {
         let logits = tch::no_grad(|| self.forward_inner(tokens, past_len, cache, last_only))?;
         self.outputs_seen.add(&logits, 1);
         Ok(logits)
     }
 
-    fn forward_inner(&self, tokens: &[u32], past_len: usize, mut cache: Option<&mut KvCache>, last_only: bool) -> TchResult<Tensor> {
+    fn forward_inner(
+        &self,
+        tokens: &[u32],
+        past_len: usize,
+        mut cache: Option<&mut KvCache>,
+        last_only: bool,
+    ) -> TchResult<Tensor> {
         let c = &self.config;
-        let (d, hd, nh, nkv) = (c.d_model as i64, c.head_dim() as i64, c.n_heads as i64, c.n_kv_heads as i64);
+        let (d, hd, nh, nkv) = (
+            c.d_model as i64,
+            c.head_dim() as i64,
+            c.n_heads as i64,
+            c.n_kv_heads as i64,
+        );
         let (kv, ffn) = (nkv * hd, c.ffn_dim as i64);
         let s = tokens.len() as i64;
         let past = past_len as i64;
         let total = past + s;
         if let Some(cache) = cache.as_deref() {
             if total > cache.capacity {
-                return Err(tch::TchError::Shape(format!("KV cache holds {} positions, {total} needed", cache.capacity)));
+                return Err(tch::TchError::Shape(format!(
+                    "KV cache holds {} positions, {total} needed",
+                    cache.capacity
+                )));
             }
         }
         let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
@@ -568,7 +710,10 @@ impl TchBackend {
                 Some(cache) => {
                     cache.k[i].f_narrow(1, past, s)?.f_copy_(&k)?;
                     cache.v[i].f_narrow(1, past, s)?.f_copy_(&v)?;
-                    (cache.k[i].f_narrow(1, 0, total)?, cache.v[i].f_narrow(1, 0, total)?)
+                    (
+                        cache.k[i].f_narrow(1, 0, total)?,
+                        cache.v[i].f_narrow(1, 0, total)?,
+                    )
                 }
                 None => (k, v),
             };
@@ -582,11 +727,17 @@ impl TchBackend {
                 None::<f64>,
                 true, // GQA: each K/V head serves n_heads / n_kv_heads query heads
             )?; // [1, nh, s, hd]
-            let attn = attn.f_squeeze_dim(0)?.f_transpose(0, 1)?.f_reshape([s, d])?;
+            let attn = attn
+                .f_squeeze_dim(0)?
+                .f_transpose(0, 1)?
+                .f_reshape([s, d])?;
             x = x.f_add(&attn.f_linear(&layer.wo, None::<Tensor>)?)?;
             let h = rms_norm(&x, &layer.ffn_norm, c.rms_norm_eps)?;
             let gate_up = h.f_linear(&layer.w_gate_up, None::<Tensor>)?;
-            let act = gate_up.f_narrow(1, 0, ffn)?.f_silu()?.f_mul(&gate_up.f_narrow(1, ffn, ffn)?)?;
+            let act = gate_up
+                .f_narrow(1, 0, ffn)?
+                .f_silu()?
+                .f_mul(&gate_up.f_narrow(1, ffn, ffn)?)?;
             x = x.f_add(&act.f_linear(&layer.w_down, None::<Tensor>)?)?;
         }
         if last_only {
@@ -598,17 +749,26 @@ impl TchBackend {
 
     /// Greedy next token from `[1, vocab]` logits (first index among equal maxima, as the reference).
     fn argmax_last(&self, logits: &Tensor, phase: &str) -> Result<u32, BackendError> {
-        let idx = logits.f_argmax(-1, false).and_then(|t| t.f_int64_value(&[0])).map_err(|e| self.err(phase, e))?;
+        let idx = logits
+            .f_argmax(-1, false)
+            .and_then(|t| t.f_int64_value(&[0]))
+            .map_err(|e| self.err(phase, e))?;
         u32::try_from(idx).map_err(|_| self.err(phase, format!("argmax returned {idx}")))
     }
 
     /// Greedy tokens by recomputing the whole sequence at every step (no cache).
-    pub fn generate_full_recompute(&mut self, prompt: &[u32], gen_tokens: usize) -> Result<Vec<u32>, BackendError> {
+    pub fn generate_full_recompute(
+        &mut self,
+        prompt: &[u32],
+        gen_tokens: usize,
+    ) -> Result<Vec<u32>, BackendError> {
         let mut seq = prompt.to_vec();
         let mut out = Vec::with_capacity(gen_tokens);
         for _ in 0..gen_tokens {
             self.check_tokens(&seq, 0, "full_recompute")?;
-            let logits = self.forward(&seq, 0, None, true).map_err(|e| self.err("full_recompute", e))?;
+            let logits = self
+                .forward(&seq, 0, None, true)
+                .map_err(|e| self.err("full_recompute", e))?;
             let next = self.argmax_last(&logits, "full_recompute")?;
             out.push(next);
             seq.push(next);
@@ -620,7 +780,9 @@ impl TchBackend {
 /// An ndarray matrix as a CPU fp32 tensor of the same shape.
 fn matrix(m: &Array2<f32>) -> TchResult<Tensor> {
     let m = m.as_standard_layout();
-    let data = m.as_slice().ok_or_else(|| tch::TchError::Shape("matrix not contiguous".into()))?;
+    let data = m
+        .as_slice()
+        .ok_or_else(|| tch::TchError::Shape("matrix not contiguous".into()))?;
     Tensor::f_from_slice(data)?.f_reshape([m.nrows() as i64, m.ncols() as i64])
 }
 
@@ -643,7 +805,12 @@ fn rope_tables(c: &LlamaConfig, device: Device, kind: Kind) -> TchResult<(Tensor
             sin.push(s);
         }
     }
-    let table = |v: &[f32]| -> TchResult<Tensor> { Tensor::f_from_slice(v)?.f_reshape([positions as i64, half as i64])?.f_to_kind(kind)?.f_to_device(device) };
+    let table = |v: &[f32]| -> TchResult<Tensor> {
+        Tensor::f_from_slice(v)?
+            .f_reshape([positions as i64, half as i64])?
+            .f_to_kind(kind)?
+            .f_to_device(device)
+    };
     Ok((table(&cos)?, table(&sin)?))
 }
 
@@ -661,13 +828,20 @@ fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> TchResult<Tensor> {
 fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> TchResult<Tensor> {
     let kind = x.f_kind()?;
     let xf = x.f_to_kind(Kind::Float)?;
-    let inv = xf.f_square()?.f_mean_dim(-1i64, true, None::<Kind>)?.f_add_scalar(f64::from(eps))?.f_rsqrt()?;
+    let inv = xf
+        .f_square()?
+        .f_mean_dim(-1i64, true, None::<Kind>)?
+        .f_add_scalar(f64::from(eps))?
+        .f_rsqrt()?;
     xf.f_mul(&inv)?.f_to_kind(kind)?.f_mul(weight)
 }
 
 /// Logits on the device (any dtype) as a host fp32 `[rows, vocab]` array.
 fn to_host(logits: &Tensor) -> TchResult<Array2<f32>> {
-    let host = logits.f_to_kind(Kind::Float)?.f_to_device(Device::Cpu)?.f_contiguous()?;
+    let host = logits
+        .f_to_kind(Kind::Float)?
+        .f_to_device(Device::Cpu)?
+        .f_contiguous()?;
     let size = host.size();
     let (rows, cols) = match size.as_slice() {
         [r, c] => (*r as usize, *c as usize),
@@ -689,14 +863,21 @@ impl Backend for TchBackend {
             return Some(Err(e));
         }
         let t = self.tch_evidence();
-        let mut e = crate::backend::evidence::Evidence { requested: vec![format!("{} {}", t.requested_device, t.requested_dtype)], ..Default::default() };
+        let mut e = crate::backend::evidence::Evidence {
+            requested: vec![format!("{} {}", t.requested_device, t.requested_dtype)],
+            ..Default::default()
+        };
         for p in &t.outputs {
             *e.executed_on.entry(p.device.clone()).or_insert(0) += p.count as usize;
             *e.output_dtypes.entry(p.dtype.clone()).or_insert(0) += p.count as usize;
         }
-        let weight_devices: std::collections::BTreeSet<&str> = t.weights.iter().map(|p| p.device.as_str()).collect();
+        let weight_devices: std::collections::BTreeSet<&str> =
+            t.weights.iter().map(|p| p.device.as_str()).collect();
         e.notes.push(format!("weights on {weight_devices:?}"));
-        e.notes.push(format!("libtorch {} CUDA available: {} ({} device(s)); libtorch_cuda: {}", t.libtorch_version, t.cuda_available, t.cuda_device_count, t.libtorch_cuda_reason));
+        e.notes.push(format!(
+            "libtorch {} CUDA available: {} ({} device(s)); libtorch_cuda: {}",
+            t.libtorch_version, t.cuda_available, t.cuda_device_count, t.libtorch_cuda_reason
+        ));
         Some(Ok(e))
     }
 
@@ -705,17 +886,23 @@ impl Backend for TchBackend {
             return Err(self.err("generate", "prompt and gen_tokens must be non-empty"));
         }
         self.check_tokens(prompt, gen_tokens - 1, "generate")?;
-        let mut cache = self.new_cache(prompt.len() + gen_tokens).map_err(|e| self.err("generate", format!("KV cache: {e}")))?;
+        let mut cache = self
+            .new_cache(prompt.len() + gen_tokens)
+            .map_err(|e| self.err("generate", format!("KV cache: {e}")))?;
         self.synchronize("prefill")?;
         let start = Instant::now();
-        let logits = self.forward(prompt, 0, Some(&mut cache), true).map_err(|e| self.err("prefill", e))?;
+        let logits = self
+            .forward(prompt, 0, Some(&mut cache), true)
+            .map_err(|e| self.err("prefill", e))?;
         let mut next = self.argmax_last(&logits, "prefill")?;
         self.synchronize("prefill")?;
         let prefill_done = Instant::now();
         let mut tokens = vec![next];
         for step in 1..gen_tokens {
             let past_len = prompt.len() + step - 1;
-            let logits = self.forward(&[next], past_len, Some(&mut cache), true).map_err(|e| self.err("decode", e))?;
+            let logits = self
+                .forward(&[next], past_len, Some(&mut cache), true)
+                .map_err(|e| self.err("decode", e))?;
             next = self.argmax_last(&logits, "decode")?;
             tokens.push(next);
         }
@@ -740,16 +927,30 @@ impl Backend for TchBackend {
         Some(self.weights_seen.total())
     }
 
-    fn full_recompute_tokens(&mut self, prompt: &[u32], gen_tokens: usize) -> Option<Result<Vec<u32>, BackendError>> {
+    fn full_recompute_tokens(
+        &mut self,
+        prompt: &[u32],
+        gen_tokens: usize,
+    ) -> Option<Result<Vec<u32>, BackendError>> {
         Some(self.generate_full_recompute(prompt, gen_tokens))
     }
 
     fn logits(&mut self, tokens: &[u32]) -> Result<Array2<f32>, BackendError> {
         self.check_tokens(tokens, 0, "logits")?;
-        let logits = self.forward(tokens, 0, None, false).map_err(|e| self.err("logits", e))?;
+        let logits = self
+            .forward(tokens, 0, None, false)
+            .map_err(|e| self.err("logits", e))?;
         let host = to_host(&logits).map_err(|e| self.err("logits", e))?;
         if host.dim() != (tokens.len(), self.config.vocab_size) {
-            return Err(BackendError::Invariant { backend: self.info.id.clone(), detail: format!("logits shape {:?}, expected ({}, {})", host.dim(), tokens.len(), self.config.vocab_size) });
+            return Err(BackendError::Invariant {
+                backend: self.info.id.clone(),
+                detail: format!(
+                    "logits shape {:?}, expected ({}, {})",
+                    host.dim(),
+                    tokens.len(),
+                    self.config.vocab_size
+                ),
+            });
         }
         Ok(host)
     }
@@ -784,44 +985,77 @@ mod tests {
     #[test]
     fn runtime_reports_where_libtorch_came_from() {
         let rt = runtime();
-        let path = rt.libtorch_path.as_ref().expect("libtorch_cpu.so is mapped into a process that links tch");
+        let path = rt
+            .libtorch_path
+            .as_ref()
+            .expect("libtorch_cpu.so is mapped into a process that links tch");
         assert!(path.exists(), "{}", path.display());
-        assert!(rt.libtorch_version.starts_with(EXPECTED_LIBTORCH), "libtorch {}", rt.libtorch_version);
+        assert!(
+            rt.libtorch_version.starts_with(EXPECTED_LIBTORCH),
+            "libtorch {}",
+            rt.libtorch_version
+        );
         assert!(rt.threads >= 1);
         if !rt.libtorch_cuda.loaded {
             assert!(!rt.libtorch_cuda.reason.is_empty());
-            assert!(!rt.cuda_available, "CUDA cannot be available without libtorch_cuda");
-            assert!(rt.cuda_unavailable_reason().is_some_and(|r| r.contains("libtorch_cuda not loaded")));
+            assert!(
+                !rt.cuda_available,
+                "CUDA cannot be available without libtorch_cuda"
+            );
+            assert!(rt
+                .cuda_unavailable_reason()
+                .is_some_and(|r| r.contains("libtorch_cuda not loaded")));
         }
     }
 
     #[test]
     fn tiny_random_model_matches_the_reference_and_counts_its_parameters() {
         let w = LlamaWeights::random(&tiny(), 3).unwrap();
-        let mut b = TchBackend::open(TchOptions::new("tch-cpu", TchDevice::Cpu, TchDtype::Fp32), &w).unwrap();
+        let mut b = TchBackend::open(
+            TchOptions::new("tch-cpu", TchDevice::Cpu, TchDtype::Fp32),
+            &w,
+        )
+        .unwrap();
         assert_eq!(b.loaded_parameter_count(), Some(w.parameter_count()));
         let tokens = [1u32, 7, 42, 99, 0, 13, 5];
         let expected = reference::forward(&w, &tokens).unwrap();
         let actual = b.logits(&tokens).unwrap();
         let max_ref = expected.iter().fold(0f32, |a, &v| a.max(v.abs()));
-        let max_diff = actual.iter().zip(&expected).fold(0f32, |a, (&x, &y)| a.max((x - y).abs()));
-        assert!(max_diff / max_ref < 1e-4, "relative difference {}", max_diff / max_ref);
+        let max_diff = actual
+            .iter()
+            .zip(&expected)
+            .fold(0f32, |a, (&x, &y)| a.max((x - y).abs()));
+        assert!(
+            max_diff / max_ref < 1e-4,
+            "relative difference {}",
+            max_diff / max_ref
+        );
         let ev = b.tch_evidence();
         assert!(ev.all_on("cpu", "fp32"), "{ev:?}");
-        assert_eq!(ev.weights.iter().map(|p| p.count).sum::<u64>(), w.parameter_count());
+        assert_eq!(
+            ev.weights.iter().map(|p| p.count).sum::<u64>(),
+            w.parameter_count()
+        );
     }
 
     #[test]
     fn cached_prefix_forward_with_past_matches_full_forward() {
         // Exercises the explicit-mask path (several new tokens after a non-empty cache).
         let w = LlamaWeights::random(&tiny(), 4).unwrap();
-        let mut b = TchBackend::open(TchOptions::new("tch-cpu", TchDevice::Cpu, TchDtype::Fp32), &w).unwrap();
+        let mut b = TchBackend::open(
+            TchOptions::new("tch-cpu", TchDevice::Cpu, TchDtype::Fp32),
+            &w,
+        )
+        .unwrap();
         let tokens = [3u32, 1, 4, 1, 5, 9, 2, 6];
         let full = to_host(&b.forward(&tokens, 0, None, false).unwrap()).unwrap();
         let mut cache = b.new_cache(tokens.len()).unwrap();
         let _prefix = b.forward(&tokens[..3], 0, Some(&mut cache), false).unwrap();
         let tail = to_host(&b.forward(&tokens[3..], 3, Some(&mut cache), false).unwrap()).unwrap();
-        let diff = tail.iter().zip(full.slice(ndarray::s![3.., ..]).iter()).fold(0f32, |a, (&x, &y)| a.max((x - y).abs()));
+        let diff = tail
+            .iter()
+            .zip(full.slice(ndarray::s![3.., ..]).iter())
+            .fold(0f32, |a, (&x, &y)| a.max((x - y).abs()));
         assert!(diff < 1e-4, "max |Δ| {diff}");
     }
 
@@ -833,25 +1067,45 @@ mod tests {
         let tokens = [2u32, 71, 18, 28, 18, 28];
         let expected = reference::forward(&w, &tokens).unwrap();
         for dtype in [TchDtype::Bf16, TchDtype::Fp16] {
-            let mut b = TchBackend::open(TchOptions::new("tch-cpu-half", TchDevice::Cpu, dtype), &w).unwrap();
+            let mut b =
+                TchBackend::open(TchOptions::new("tch-cpu-half", TchDevice::Cpu, dtype), &w)
+                    .unwrap();
             let actual = b.logits(&tokens).unwrap();
             let max_ref = expected.iter().fold(0f32, |a, &v| a.max(v.abs()));
-            let max_diff = actual.iter().zip(&expected).fold(0f32, |a, (&x, &y)| a.max((x - y).abs()));
-            assert!(max_diff / max_ref < 0.05, "{dtype:?}: relative difference {}", max_diff / max_ref);
+            let max_diff = actual
+                .iter()
+                .zip(&expected)
+                .fold(0f32, |a, (&x, &y)| a.max((x - y).abs()));
+            assert!(
+                max_diff / max_ref < 0.05,
+                "{dtype:?}: relative difference {}",
+                max_diff / max_ref
+            );
             let g = b.generate(&tokens, 4).unwrap();
             assert_eq!(g.tokens.len(), 4);
-            assert!(b.tch_evidence().all_on("cpu", dtype.label()), "{:?}", b.tch_evidence());
+            assert!(
+                b.tch_evidence().all_on("cpu", dtype.label()),
+                "{:?}",
+                b.tch_evidence()
+            );
         }
     }
 
     #[test]
     fn bad_input_is_an_error_not_a_panic() {
         let w = LlamaWeights::random(&tiny(), 5).unwrap();
-        let mut b = TchBackend::open(TchOptions::new("tch-cpu", TchDevice::Cpu, TchDtype::Fp32), &w).unwrap();
+        let mut b = TchBackend::open(
+            TchOptions::new("tch-cpu", TchDevice::Cpu, TchDtype::Fp32),
+            &w,
+        )
+        .unwrap();
         assert!(b.logits(&[]).is_err());
         assert!(b.logits(&[101]).is_err(), "token outside the vocabulary");
         assert!(b.generate(&[1, 2], 0).is_err());
-        assert!(b.generate(&[1; 60], 10).is_err(), "beyond the context length");
+        assert!(
+            b.generate(&[1; 60], 10).is_err(),
+            "beyond the context length"
+        );
         assert!(b.tch_evidence().outputs.is_empty(), "no forward ran");
     }
 
@@ -862,8 +1116,14 @@ mod tests {
             return;
         }
         let w = LlamaWeights::random(&tiny(), 6).unwrap();
-        match TchBackend::open(TchOptions::new("tch-cuda", TchDevice::Cuda(0), TchDtype::Fp32), &w) {
-            Err(BackendError::Unavailable { reason, .. }) => assert!(reason.contains("libtorch_cuda") || reason.contains("device"), "{reason}"),
+        match TchBackend::open(
+            TchOptions::new("tch-cuda", TchDevice::Cuda(0), TchDtype::Fp32),
+            &w,
+        ) {
+            Err(BackendError::Unavailable { reason, .. }) => assert!(
+                reason.contains("libtorch_cuda") || reason.contains("device"),
+                "{reason}"
+            ),
             Err(e) => panic!("expected Unavailable, got {e}"),
             Ok(_) => panic!("a CUDA backend opened without CUDA"),
         }

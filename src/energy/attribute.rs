@@ -47,7 +47,11 @@ pub struct EventWindow {
 
 impl EventWindow {
     pub fn new(label: impl Into<String>, start_s: f64, end_s: f64) -> Self {
-        EventWindow { start_s, end_s, label: label.into() }
+        EventWindow {
+            start_s,
+            end_s,
+            label: label.into(),
+        }
     }
     pub fn duration_s(&self) -> f64 {
         self.end_s - self.start_s
@@ -143,7 +147,9 @@ pub struct EnergyResult {
 impl EnergyResult {
     /// The counter if good, else the power trace if good, else `None`.
     pub fn preferred(&self) -> Option<&MethodEnergy> {
-        [&self.counter, &self.power_trace].into_iter().find(|m| m.outcome.is_good())
+        [&self.counter, &self.power_trace]
+            .into_iter()
+            .find(|m| m.outcome.is_good())
     }
 
     pub fn quality(&self) -> EnergyQuality {
@@ -170,16 +176,20 @@ impl EnergyResult {
     pub fn summary(&self, tokens: Option<u64>) -> EventEnergySummary {
         let preferred = self.preferred();
         let (gross_j, net_j, mean_power_w) = match preferred.map(|m| &m.outcome) {
-            Some(EnergyOutcome::Good { gross_j, net_j, mean_power_w }) => {
-                (Some(*gross_j), Some(*net_j), Some(*mean_power_w))
-            }
+            Some(EnergyOutcome::Good {
+                gross_j,
+                net_j,
+                mean_power_w,
+            }) => (Some(*gross_j), Some(*net_j), Some(*mean_power_w)),
             _ => (None, None, None),
         };
         let per_token = tokens.map(|t| energy_per_token(self, t));
         let (gross_j_per_token, net_j_per_token) = match &per_token {
-            Some(EnergyPerToken::Good { gross_j_per_token, net_j_per_token, .. }) => {
-                (Some(*gross_j_per_token), Some(*net_j_per_token))
-            }
+            Some(EnergyPerToken::Good {
+                gross_j_per_token,
+                net_j_per_token,
+                ..
+            }) => (Some(*gross_j_per_token), Some(*net_j_per_token)),
             _ => (None, None),
         };
         EventEnergySummary {
@@ -209,27 +219,40 @@ impl EnergyResult {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "quality", rename_all = "snake_case")]
 pub enum EnergyPerToken {
-    Good { method: EnergyMethod, tokens: u64, gross_j_per_token: f64, net_j_per_token: f64 },
-    NoData { reason: String },
+    Good {
+        method: EnergyMethod,
+        tokens: u64,
+        gross_j_per_token: f64,
+        net_j_per_token: f64,
+    },
+    NoData {
+        reason: String,
+    },
 }
 
 /// The preferred method's energy divided by `tokens`; `NoData` when the event has no energy or
 /// `tokens` is 0.
 pub fn energy_per_token(result: &EnergyResult, tokens: u64) -> EnergyPerToken {
     if tokens == 0 {
-        return EnergyPerToken::NoData { reason: "0 tokens in the event".into() };
+        return EnergyPerToken::NoData {
+            reason: "0 tokens in the event".into(),
+        };
     }
     match result.preferred() {
-        Some(MethodEnergy { method, outcome: EnergyOutcome::Good { gross_j, net_j, .. }, .. }) => {
-            EnergyPerToken::Good {
-                method: *method,
-                tokens,
-                gross_j_per_token: gross_j / tokens as f64,
-                net_j_per_token: net_j / tokens as f64,
-            }
-        }
+        Some(MethodEnergy {
+            method,
+            outcome: EnergyOutcome::Good { gross_j, net_j, .. },
+            ..
+        }) => EnergyPerToken::Good {
+            method: *method,
+            tokens,
+            gross_j_per_token: gross_j / tokens as f64,
+            net_j_per_token: net_j / tokens as f64,
+        },
         _ => EnergyPerToken::NoData {
-            reason: result.no_data_reason().unwrap_or_else(|| "no energy for the event".into()),
+            reason: result
+                .no_data_reason()
+                .unwrap_or_else(|| "no energy for the event".into()),
         },
     }
 }
@@ -261,7 +284,13 @@ pub struct EventEnergySummary {
 
 impl std::fmt::Display for EventEnergySummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} [{:.3} s, {:.1} ms]: ", self.label, self.start_s, self.duration_s * 1e3)?;
+        write!(
+            f,
+            "{} [{:.3} s, {:.1} ms]: ",
+            self.label,
+            self.start_s,
+            self.duration_s * 1e3
+        )?;
         match (self.method, self.gross_j, self.net_j) {
             (Some(method), Some(gross), Some(net)) => {
                 write!(
@@ -269,7 +298,9 @@ impl std::fmt::Display for EventEnergySummary {
                     "good via {method} ({} in-window samples): gross {gross:.4} J, net {net:.4} J",
                     self.in_window_samples
                 )?;
-                if let (Some(g), Some(n), Some(t)) = (self.gross_j_per_token, self.net_j_per_token, self.tokens) {
+                if let (Some(g), Some(n), Some(t)) =
+                    (self.gross_j_per_token, self.net_j_per_token, self.tokens)
+                {
                     write!(f, "; {t} tokens: {g:.5} J/token gross, {n:.5} J/token net")?;
                 }
                 Ok(())
@@ -289,11 +320,20 @@ impl std::fmt::Display for EventEnergySummary {
 pub fn attribute(event: &EventWindow, trace: &PowerTrace, baseline: &IdleBaseline) -> EnergyResult {
     let duration_s = event.duration_s();
     let invalid = if !(event.start_s.is_finite() && event.end_s.is_finite()) {
-        Some(format!("event window [{}, {}] is not finite", event.start_s, event.end_s))
+        Some(format!(
+            "event window [{}, {}] is not finite",
+            event.start_s, event.end_s
+        ))
     } else if duration_s <= 0.0 {
-        Some(format!("event window [{}, {}] has no positive duration", event.start_s, event.end_s))
+        Some(format!(
+            "event window [{}, {}] has no positive duration",
+            event.start_s, event.end_s
+        ))
     } else if !(baseline.mean_w.is_finite() && baseline.mean_w >= 0.0) {
-        Some(format!("idle baseline mean {} W is not a finite power ≥ 0", baseline.mean_w))
+        Some(format!(
+            "idle baseline mean {} W is not a finite power ≥ 0",
+            baseline.mean_w
+        ))
     } else {
         None
     };
@@ -302,7 +342,9 @@ pub fn attribute(event: &EventWindow, trace: &PowerTrace, baseline: &IdleBaselin
             MethodEnergy {
                 method: EnergyMethod::Counter,
                 in_window_samples: 0,
-                outcome: EnergyOutcome::NoData { reason: reason.clone() },
+                outcome: EnergyOutcome::NoData {
+                    reason: reason.clone(),
+                },
             },
             MethodEnergy {
                 method: EnergyMethod::PowerTrace,
@@ -310,7 +352,10 @@ pub fn attribute(event: &EventWindow, trace: &PowerTrace, baseline: &IdleBaselin
                 outcome: EnergyOutcome::NoData { reason },
             },
         ),
-        None => (counter_energy(event, trace, baseline.mean_w), power_trace_energy(event, trace, baseline.mean_w)),
+        None => (
+            counter_energy(event, trace, baseline.mean_w),
+            power_trace_energy(event, trace, baseline.mean_w),
+        ),
     };
     EnergyResult {
         event: event.clone(),
@@ -328,7 +373,11 @@ fn good(gross_j: f64, duration_s: f64, idle_mean_w: f64) -> EnergyOutcome {
             reason: format!("non-finite energy {gross_j} from the readings in the window"),
         };
     }
-    EnergyOutcome::Good { gross_j, net_j: gross_j - idle_mean_w * duration_s, mean_power_w: gross_j / duration_s }
+    EnergyOutcome::Good {
+        gross_j,
+        net_j: gross_j - idle_mean_w * duration_s,
+        mean_power_w: gross_j / duration_s,
+    }
 }
 
 /// Slack for duration comparisons: timestamps are differences of f64 seconds, so an event exactly
@@ -341,7 +390,10 @@ fn ms(s: f64) -> String {
 
 fn empty_trace_reason(trace: &PowerTrace, what: &str) -> String {
     match (&trace.first_read_error, &trace.poller_error) {
-        (Some(e), _) => format!("the trace has no {what} ({} failed reads; first: {e})", trace.read_errors),
+        (Some(e), _) => format!(
+            "the trace has no {what} ({} failed reads; first: {e})",
+            trace.read_errors
+        ),
         (None, Some(e)) => format!("the trace has no {what} ({e})"),
         (None, None) => format!("the trace has no {what}"),
     }
@@ -370,7 +422,9 @@ fn power_trace_energy(event: &EventWindow, trace: &PowerTrace, idle_mean_w: f64)
     let samples: &[PowerSample] = &trace.power;
     let times: Vec<f64> = samples.iter().map(|s| s.t_s).collect();
     let watts: Vec<f64> = samples.iter().map(|s| s.watts).collect();
-    let in_window: Vec<usize> = (0..samples.len()).filter(|&i| times[i] >= start && times[i] <= end).collect();
+    let in_window: Vec<usize> = (0..samples.len())
+        .filter(|&i| times[i] >= start && times[i] <= end)
+        .collect();
     let n = in_window.len();
     let no_data = |reason: String| MethodEnergy {
         method: EnergyMethod::PowerTrace,
@@ -378,7 +432,10 @@ fn power_trace_energy(event: &EventWindow, trace: &PowerTrace, idle_mean_w: f64)
         outcome: EnergyOutcome::NoData { reason },
     };
     if !trace.sensor.has_power {
-        return no_data(format!("sensor {} reads no power: {}", trace.sensor.name, trace.sensor.description));
+        return no_data(format!(
+            "sensor {} reads no power: {}",
+            trace.sensor.name, trace.sensor.description
+        ));
     }
     if samples.is_empty() {
         return no_data(empty_trace_reason(trace, "power samples"));
@@ -406,20 +463,33 @@ fn power_trace_energy(event: &EventWindow, trace: &PowerTrace, idle_mean_w: f64)
     let p_start = interpolate(&times, &watts, start);
     let p_end = interpolate(&times, &watts, end);
     if p_start.is_none() {
-        reasons.push(format!("no power sample at or before the event start (trace starts at {:.3} s)", times[0]));
+        reasons.push(format!(
+            "no power sample at or before the event start (trace starts at {:.3} s)",
+            times[0]
+        ));
     }
     if p_end.is_none() {
-        reasons
-            .push(format!("no power sample at or after the event end (trace ends at {:.3} s)", times[times.len() - 1]));
+        reasons.push(format!(
+            "no power sample at or after the event end (trace ends at {:.3} s)",
+            times[times.len() - 1]
+        ));
     }
     let (Some(p_start), Some(p_end), true) = (p_start, p_end, reasons.is_empty()) else {
         return no_data(reasons.join("; "));
     };
     let mut points: Vec<(f64, f64)> = Vec::with_capacity(n + 2);
     points.push((start, p_start));
-    points.extend(in_window.iter().filter(|&&i| times[i] > start && times[i] < end).map(|&i| (times[i], watts[i])));
+    points.extend(
+        in_window
+            .iter()
+            .filter(|&&i| times[i] > start && times[i] < end)
+            .map(|&i| (times[i], watts[i])),
+    );
     points.push((end, p_end));
-    let gross_j: f64 = points.windows(2).map(|w| 0.5 * (w[0].1 + w[1].1) * (w[1].0 - w[0].0)).sum();
+    let gross_j: f64 = points
+        .windows(2)
+        .map(|w| 0.5 * (w[0].1 + w[1].1) * (w[1].0 - w[0].0))
+        .sum();
     MethodEnergy {
         method: EnergyMethod::PowerTrace,
         in_window_samples: n,
@@ -438,7 +508,10 @@ fn counter_energy(event: &EventWindow, trace: &PowerTrace, idle_mean_w: f64) -> 
         outcome: EnergyOutcome::NoData { reason },
     };
     let Some(update_period) = trace.sensor.counter_update_period_s else {
-        return no_data(format!("sensor {} has no energy counter: {}", trace.sensor.name, trace.sensor.description));
+        return no_data(format!(
+            "sensor {} has no energy counter: {}",
+            trace.sensor.name, trace.sensor.description
+        ));
     };
     if readings.is_empty() {
         return no_data(empty_trace_reason(trace, "counter readings"));
@@ -477,11 +550,17 @@ fn counter_energy(event: &EventWindow, trace: &PowerTrace, idle_mean_w: f64) -> 
         ));
     };
     let mut reasons = Vec::new();
-    let largest_gap = times[lo..=hi].windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    let largest_gap = times[lo..=hi]
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .fold(0.0, f64::max);
     let resolution = update_period.max(largest_gap);
     if duration + DURATION_SLACK_S < 2.0 * resolution {
         let what = if largest_gap > update_period {
-            format!("the largest gap between the counter readings used ({})", ms(largest_gap))
+            format!(
+                "the largest gap between the counter readings used ({})",
+                ms(largest_gap)
+            )
         } else {
             format!("the counter update period ({})", ms(update_period))
         };
@@ -497,13 +576,21 @@ fn counter_energy(event: &EventWindow, trace: &PowerTrace, idle_mean_w: f64) -> 
     if !reasons.is_empty() {
         return no_data(reasons.join("; "));
     }
-    let (Some(e_start), Some(e_end)) = (interpolate(&times, &cumulative, start), interpolate(&times, &cumulative, end))
-    else {
+    let (Some(e_start), Some(e_end)) = (
+        interpolate(&times, &cumulative, start),
+        interpolate(&times, &cumulative, end),
+    ) else {
         return no_data("counter interpolation failed at the event boundaries".into());
     };
     let delta = e_end - e_start;
     if delta.is_nan() || delta <= 0.0 {
-        return no_data(format!("counter delta is {delta} J over the event: the counter did not advance"));
+        return no_data(format!(
+            "counter delta is {delta} J over the event: the counter did not advance"
+        ));
     }
-    MethodEnergy { method: EnergyMethod::Counter, in_window_samples: n, outcome: good(delta, duration, idle_mean_w) }
+    MethodEnergy {
+        method: EnergyMethod::Counter,
+        in_window_samples: n,
+        outcome: good(delta, duration, idle_mean_w),
+    }
 }

@@ -39,13 +39,19 @@ impl IdleBaseline {
     /// ≥ 0 (it is what makes net ≤ gross), the std finite and ≥ 0, and n ≥ 2.
     pub fn new(mean_w: f64, std_w: f64, n: usize) -> Result<IdleBaseline, EnergyError> {
         if !(mean_w.is_finite() && mean_w >= 0.0) {
-            return Err(EnergyError::Baseline(format!("mean {mean_w} W is not a finite power ≥ 0")));
+            return Err(EnergyError::Baseline(format!(
+                "mean {mean_w} W is not a finite power ≥ 0"
+            )));
         }
         if !(std_w.is_finite() && std_w >= 0.0) {
-            return Err(EnergyError::Baseline(format!("std {std_w} W is not finite and ≥ 0")));
+            return Err(EnergyError::Baseline(format!(
+                "std {std_w} W is not finite and ≥ 0"
+            )));
         }
         if n < 2 {
-            return Err(EnergyError::Baseline(format!("n = {n}: need at least 2 idle values")));
+            return Err(EnergyError::Baseline(format!(
+                "n = {n}: need at least 2 idle values"
+            )));
         }
         Ok(IdleBaseline {
             mean_w,
@@ -62,7 +68,10 @@ impl IdleBaseline {
     /// skipped as a counter reset).
     pub fn from_trace(trace: &PowerTrace) -> Result<IdleBaseline, EnergyError> {
         let (values, source) = if trace.sensor.has_power {
-            (trace.power.iter().map(|s| s.watts).collect::<Vec<_>>(), BaselineSource::PowerSamples)
+            (
+                trace.power.iter().map(|s| s.watts).collect::<Vec<_>>(),
+                BaselineSource::PowerSamples,
+            )
         } else {
             let wrap = trace.sensor.counter_wraps_at_j;
             let values = trace
@@ -81,7 +90,11 @@ impl IdleBaseline {
             (values, BaselineSource::CounterDeltas)
         };
         if values.len() < 2 {
-            let why = trace.first_read_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
+            let why = trace
+                .first_read_error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default();
             return Err(EnergyError::Baseline(format!(
                 "{} gave {} idle value(s), need ≥ 2{why}",
                 trace.sensor.name,
@@ -140,7 +153,10 @@ mod tests {
         let power = [20.0, 22.0, 18.0, 20.0]
             .iter()
             .enumerate()
-            .map(|(i, &w)| PowerSample { t_s: i as f64 * 0.1, watts: w })
+            .map(|(i, &w)| PowerSample {
+                t_s: i as f64 * 0.1,
+                watts: w,
+            })
             .collect();
         let t = PowerTrace::from_samples(info(true, None), 0.1, power, vec![]);
         let b = IdleBaseline::from_trace(&t).expect("4 samples");
@@ -154,8 +170,12 @@ mod tests {
     #[test]
     fn counter_baseline_unwraps() {
         // 10 W steady, counter wraps at 100 J.
-        let counter =
-            (0..6).map(|i| CounterSample { t_s: i as f64, joules: (95.0 + 10.0 * i as f64) % 100.0 }).collect();
+        let counter = (0..6)
+            .map(|i| CounterSample {
+                t_s: i as f64,
+                joules: (95.0 + 10.0 * i as f64) % 100.0,
+            })
+            .collect();
         let t = PowerTrace::from_samples(info(false, Some(100.0)), 1.0, vec![], counter);
         let b = IdleBaseline::from_trace(&t).expect("5 deltas");
         assert_eq!(b.n, 5);
@@ -168,7 +188,9 @@ mod tests {
     fn too_few_values_is_an_error_with_the_read_error() {
         let mut t = PowerTrace::from_samples(info(true, None), 0.1, vec![], vec![]);
         t.first_read_error = Some("none: unavailable: no GPU".into());
-        let e = IdleBaseline::from_trace(&t).expect_err("no samples").to_string();
+        let e = IdleBaseline::from_trace(&t)
+            .expect_err("no samples")
+            .to_string();
         assert!(e.contains("no GPU"), "{e}");
     }
 

@@ -29,19 +29,21 @@ pub mod sensor;
 mod tests;
 
 pub use attribute::{
-    attribute, energy_per_token, EnergyMethod, EnergyOutcome, EnergyPerToken, EnergyQuality, EnergyResult,
-    EventEnergySummary, EventWindow, MethodEnergy,
+    attribute, energy_per_token, EnergyMethod, EnergyOutcome, EnergyPerToken, EnergyQuality,
+    EnergyResult, EventEnergySummary, EventWindow, MethodEnergy,
 };
 pub use baseline::{calibrate_idle, BaselineSource, IdleBaseline};
-pub use nvml::{default_averaging_window, AveragingWindowSetting, NvmlConfig, NvmlPowerSource, NvmlSensor};
+pub use nvml::{
+    default_averaging_window, AveragingWindowSetting, NvmlConfig, NvmlPowerSource, NvmlSensor,
+};
 pub use poller::{
-    epoch, now_s, seconds_since_epoch, CadenceStats, CounterSample, PowerPoller, PowerSample, PowerTrace,
-    DEFAULT_POLL_PERIOD, MISSED_GAP_FACTOR,
+    epoch, now_s, seconds_since_epoch, CadenceStats, CounterSample, PowerPoller, PowerSample,
+    PowerTrace, DEFAULT_POLL_PERIOD, MISSED_GAP_FACTOR,
 };
 pub use rapl::RaplSensor;
 pub use sensor::{
-    detect_sensors, detect_sensors_with, CounterReading, DetectedSensors, NoSensor, PowerSensor, SensorInfo,
-    UnreadableSensor,
+    detect_sensors, detect_sensors_with, CounterReading, DetectedSensors, NoSensor, PowerSensor,
+    SensorInfo, UnreadableSensor,
 };
 
 /// Lines for `infergate doctor`: each readable sensor with what it reads and one live reading,
@@ -70,7 +72,8 @@ pub fn doctor_lines() -> Vec<String> {
         lines.push(format!("energy: {} not readable: {}", u.kind, u.reason));
     }
     match detected.readable.first() {
-        None => lines.push("energy: no readable sensor: every event's energy will be no_data".to_string()),
+        None => lines
+            .push("energy: no readable sensor: every event's energy will be no_data".to_string()),
         Some(s) => {
             let period_ms = DEFAULT_POLL_PERIOD.as_secs_f64() * 1e3;
             let mut rules = Vec::new();
@@ -91,7 +94,11 @@ pub fn doctor_lines() -> Vec<String> {
                     2.0 * resolution_ms
                 ));
             }
-            lines.push(format!("energy: gating with {} at {period_ms:.0} ms polling: {}", s.name(), rules.join("; ")));
+            lines.push(format!(
+                "energy: gating with {} at {period_ms:.0} ms polling: {}",
+                s.name(),
+                rules.join("; ")
+            ));
         }
     }
     lines

@@ -75,7 +75,10 @@ impl Default for NvmlConfig {
 
 impl NvmlConfig {
     pub fn device(index: u32) -> Self {
-        NvmlConfig { device_index: index, ..NvmlConfig::default() }
+        NvmlConfig {
+            device_index: index,
+            ..NvmlConfig::default()
+        }
     }
 }
 
@@ -84,7 +87,10 @@ impl NvmlConfig {
 /// unknown (query failed, or an architecture newer than this crate knows), the device name
 /// decides; a name that matches no known family gets 1 s, because assuming averaging only turns
 /// short events into `no_data`, while wrongly assuming instant readings gives wrong numbers.
-pub fn default_averaging_window(device_name: &str, arch: Option<&DeviceArchitecture>) -> Option<Duration> {
+pub fn default_averaging_window(
+    device_name: &str,
+    arch: Option<&DeviceArchitecture>,
+) -> Option<Duration> {
     const ONE_SECOND: Option<Duration> = Some(Duration::from_secs(1));
     let name = device_name.to_ascii_uppercase();
     if name.contains("A100") {
@@ -101,9 +107,14 @@ pub fn default_averaging_window(device_name: &str, arch: Option<&DeviceArchitect
             | DeviceArchitecture::Turing,
         ) => None,
         _ => {
-            const OLDER: [&str; 12] =
-                ["K80", "K40", "M40", "M60", "P100", "P40", "P4 ", "V100", "T4", "GTX 10", "RTX 20", "TITAN V"];
-            if OLDER.iter().any(|p| name.contains(p) || name.ends_with(p.trim_end())) {
+            const OLDER: [&str; 12] = [
+                "K80", "K40", "M40", "M60", "P100", "P40", "P4 ", "V100", "T4", "GTX 10", "RTX 20",
+                "TITAN V",
+            ];
+            if OLDER
+                .iter()
+                .any(|p| name.contains(p) || name.ends_with(p.trim_end()))
+            {
                 None
             } else {
                 ONE_SECOND
@@ -142,9 +153,15 @@ fn init_reason(e: &NvmlError, lib: &str) -> String {
         NvmlError::LibloadingError(inner) => {
             format!("{lib} not found or not loadable ({inner}) — no NVIDIA driver on this machine; install the driver or set NvmlConfig::lib_path")
         }
-        NvmlError::DriverNotLoaded => "the NVIDIA kernel driver is not loaded (nvidia-smi should fail too)".into(),
-        NvmlError::NoPermission => "no permission to talk to the NVIDIA driver (check /dev/nvidia* permissions)".into(),
-        NvmlError::FailedToLoadSymbol(s) => format!("{lib} is too old: missing symbol ({s}); update the driver"),
+        NvmlError::DriverNotLoaded => {
+            "the NVIDIA kernel driver is not loaded (nvidia-smi should fail too)".into()
+        }
+        NvmlError::NoPermission => {
+            "no permission to talk to the NVIDIA driver (check /dev/nvidia* permissions)".into()
+        }
+        NvmlError::FailedToLoadSymbol(s) => {
+            format!("{lib} is too old: missing symbol ({s}); update the driver")
+        }
         other => format!("nvmlInit failed: {other}"),
     }
 }
@@ -154,10 +171,16 @@ impl NvmlSensor {
     /// library, the driver or the device is missing, or when the device reads no power at all.
     pub fn open(config: NvmlConfig) -> Result<Self, EnergyError> {
         let name = format!("nvml:{}", config.device_index);
-        let lib =
-            config.lib_path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "libnvidia-ml.so.1".into());
+        let lib = config
+            .lib_path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "libnvidia-ml.so.1".into());
         let index = config.device_index;
-        let unavailable = |reason: String| EnergyError::Unavailable { sensor: format!("nvml:{index}"), reason };
+        let unavailable = |reason: String| EnergyError::Unavailable {
+            sensor: format!("nvml:{index}"),
+            reason,
+        };
         let nvml = match &config.lib_path {
             Some(p) => {
                 let os: OsString = p.clone().into_os_string();
@@ -167,7 +190,9 @@ impl NvmlSensor {
         }
         .map_err(|e| unavailable(init_reason(&e, &lib)))?;
 
-        let count = nvml.device_count().map_err(|e| unavailable(format!("nvmlDeviceGetCount failed: {e}")))?;
+        let count = nvml
+            .device_count()
+            .map_err(|e| unavailable(format!("nvmlDeviceGetCount failed: {e}")))?;
         if config.device_index >= count {
             return Err(unavailable(format!(
                 "device index {} not present: NVML sees {count} device(s)",
@@ -178,13 +203,16 @@ impl NvmlSensor {
             let device = nvml
                 .device_by_index(config.device_index)
                 .map_err(|e| unavailable(format!("nvmlDeviceGetHandleByIndex failed: {e}")))?;
-            let device_name = device.name().unwrap_or_else(|e| format!("<name unavailable: {e}>"));
+            let device_name = device
+                .name()
+                .unwrap_or_else(|e| format!("<name unavailable: {e}>"));
             let arch = device.architecture().ok();
             let counter = match device.total_energy_consumption() {
                 Ok(_) => Ok(()),
-                Err(NvmlError::NotSupported) => {
-                    Err("nvmlDeviceGetTotalEnergyConsumption not supported (needs Volta or newer)".to_string())
-                }
+                Err(NvmlError::NotSupported) => Err(
+                    "nvmlDeviceGetTotalEnergyConsumption not supported (needs Volta or newer)"
+                        .to_string(),
+                ),
                 Err(e) => Err(format!("nvmlDeviceGetTotalEnergyConsumption failed: {e}")),
             };
             (device_name, arch, counter)
@@ -196,7 +224,15 @@ impl NvmlSensor {
                 default_averaging_window(&device_name, arch.as_ref())
             }
         };
-        let sensor = NvmlSensor { nvml, config, name, device_name, arch, averaging_window, counter };
+        let sensor = NvmlSensor {
+            nvml,
+            config,
+            name,
+            device_name,
+            arch,
+            averaging_window,
+            counter,
+        };
         if let Err(power_err) = sensor.read_power_w() {
             if sensor.counter.is_err() {
                 return Err(unavailable(format!(
@@ -228,15 +264,21 @@ impl NvmlSensor {
     }
 
     fn device(&self) -> Result<Device<'_>, EnergyError> {
-        self.nvml.device_by_index(self.config.device_index).map_err(|e| EnergyError::Read {
-            sensor: self.name.clone(),
-            what: "device handle".into(),
-            detail: e.to_string(),
-        })
+        self.nvml
+            .device_by_index(self.config.device_index)
+            .map_err(|e| EnergyError::Read {
+                sensor: self.name.clone(),
+                what: "device handle".into(),
+                detail: e.to_string(),
+            })
     }
 
     fn read_err(&self, what: &str, e: impl std::fmt::Display) -> EnergyError {
-        EnergyError::Read { sensor: self.name.clone(), what: what.into(), detail: e.to_string() }
+        EnergyError::Read {
+            sensor: self.name.clone(),
+            what: what.into(),
+            detail: e.to_string(),
+        }
     }
 }
 
@@ -248,12 +290,18 @@ impl PowerSensor for NvmlSensor {
     fn describe(&self) -> String {
         let power = match (self.config.power_source, self.averaging_window) {
             (NvmlPowerSource::PowerUsage, Some(w)) => {
-                format!("power nvmlDeviceGetPowerUsage (averaged over {} ms)", w.as_millis())
+                format!(
+                    "power nvmlDeviceGetPowerUsage (averaged over {} ms)",
+                    w.as_millis()
+                )
             }
-            (NvmlPowerSource::PowerUsage, None) => "power nvmlDeviceGetPowerUsage (instantaneous)".to_string(),
+            (NvmlPowerSource::PowerUsage, None) => {
+                "power nvmlDeviceGetPowerUsage (instantaneous)".to_string()
+            }
             (NvmlPowerSource::InstantField, w) => format!(
                 "power NVML_FI_DEV_POWER_INSTANT ({})",
-                w.map(|w| format!("averaged over {} ms", w.as_millis())).unwrap_or_else(|| "instantaneous".into())
+                w.map(|w| format!("averaged over {} ms", w.as_millis()))
+                    .unwrap_or_else(|| "instantaneous".into())
             ),
         };
         let energy = match &self.counter {
@@ -263,8 +311,15 @@ impl PowerSensor for NvmlSensor {
             ),
             Err(reason) => format!("no energy counter: {reason}"),
         };
-        let arch = self.arch.as_ref().map(|a| format!("{a:?}")).unwrap_or_else(|| "architecture unknown".into());
-        format!("NVML device {} {:?} ({arch}): {power}; {energy}", self.config.device_index, self.device_name)
+        let arch = self
+            .arch
+            .as_ref()
+            .map(|a| format!("{a:?}"))
+            .unwrap_or_else(|| "architecture unknown".into());
+        format!(
+            "NVML device {} {:?} ({arch}): {power}; {energy}",
+            self.config.device_index, self.device_name
+        )
     }
 
     fn has_power(&self) -> bool {
@@ -274,9 +329,11 @@ impl PowerSensor for NvmlSensor {
     fn read_power_w(&self) -> Result<f64, EnergyError> {
         let device = self.device()?;
         let milliwatts = match self.config.power_source {
-            NvmlPowerSource::PowerUsage => {
-                f64::from(device.power_usage().map_err(|e| self.read_err("nvmlDeviceGetPowerUsage", e))?)
-            }
+            NvmlPowerSource::PowerUsage => f64::from(
+                device
+                    .power_usage()
+                    .map_err(|e| self.read_err("nvmlDeviceGetPowerUsage", e))?,
+            ),
             NvmlPowerSource::InstantField => {
                 let what = "NVML_FI_DEV_POWER_INSTANT";
                 let samples = device
@@ -311,11 +368,17 @@ impl PowerSensor for NvmlSensor {
             .total_energy_consumption()
             .map_err(|e| self.read_err("nvmlDeviceGetTotalEnergyConsumption", e))?;
         let joules = check_reading(&self.name, "energy counter", millijoules as f64 / 1000.0)?;
-        Ok(Some(CounterReading { joules, update_period: self.config.counter_update_period }))
+        Ok(Some(CounterReading {
+            joules,
+            update_period: self.config.counter_update_period,
+        }))
     }
 
     fn counter_update_period(&self) -> Option<Duration> {
-        self.counter.as_ref().ok().map(|_| self.config.counter_update_period)
+        self.counter
+            .as_ref()
+            .ok()
+            .map(|_| self.config.counter_update_period)
     }
 
     fn counter_wraps_at_j(&self) -> Option<f64> {
@@ -330,21 +393,47 @@ mod tests {
     #[test]
     fn averaging_window_follows_architecture_and_name() {
         let one_s = Some(Duration::from_secs(1));
-        assert_eq!(default_averaging_window("NVIDIA H100 80GB HBM3", Some(&DeviceArchitecture::Hopper)), one_s);
-        assert_eq!(default_averaging_window("NVIDIA H100 80GB HBM3", None), one_s);
-        assert_eq!(default_averaging_window("NVIDIA A100-SXM4-80GB", Some(&DeviceArchitecture::Ampere)), None);
-        assert_eq!(default_averaging_window("NVIDIA A100-PCIE-40GB", None), None);
-        assert_eq!(default_averaging_window("NVIDIA A10G", Some(&DeviceArchitecture::Ampere)), one_s);
-        assert_eq!(default_averaging_window("NVIDIA L4", Some(&DeviceArchitecture::Ada)), one_s);
-        assert_eq!(default_averaging_window("Tesla V100-SXM2-16GB", Some(&DeviceArchitecture::Volta)), None);
+        assert_eq!(
+            default_averaging_window("NVIDIA H100 80GB HBM3", Some(&DeviceArchitecture::Hopper)),
+            one_s
+        );
+        assert_eq!(
+            default_averaging_window("NVIDIA H100 80GB HBM3", None),
+            one_s
+        );
+        assert_eq!(
+            default_averaging_window("NVIDIA A100-SXM4-80GB", Some(&DeviceArchitecture::Ampere)),
+            None
+        );
+        assert_eq!(
+            default_averaging_window("NVIDIA A100-PCIE-40GB", None),
+            None
+        );
+        assert_eq!(
+            default_averaging_window("NVIDIA A10G", Some(&DeviceArchitecture::Ampere)),
+            one_s
+        );
+        assert_eq!(
+            default_averaging_window("NVIDIA L4", Some(&DeviceArchitecture::Ada)),
+            one_s
+        );
+        assert_eq!(
+            default_averaging_window("Tesla V100-SXM2-16GB", Some(&DeviceArchitecture::Volta)),
+            None
+        );
         assert_eq!(default_averaging_window("Tesla T4", None), None);
-        assert_eq!(default_averaging_window("Some Future GPU", Some(&DeviceArchitecture::Unknown)), one_s);
+        assert_eq!(
+            default_averaging_window("Some Future GPU", Some(&DeviceArchitecture::Unknown)),
+            one_s
+        );
     }
 
     #[test]
     fn missing_library_is_a_reason_not_a_panic() {
-        let config =
-            NvmlConfig { lib_path: Some(PathBuf::from("/nonexistent/libnvidia-ml.so.1")), ..NvmlConfig::default() };
+        let config = NvmlConfig {
+            lib_path: Some(PathBuf::from("/nonexistent/libnvidia-ml.so.1")),
+            ..NvmlConfig::default()
+        };
         let err = NvmlSensor::open(config).expect_err("a nonexistent library cannot load");
         let msg = err.to_string();
         assert!(msg.contains("/nonexistent/libnvidia-ml.so.1"), "{msg}");

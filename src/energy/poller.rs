@@ -154,8 +154,13 @@ impl PowerTrace {
         } else {
             counter.iter().map(|s| s.t_s).collect()
         };
-        let all = power.iter().map(|s| s.t_s).chain(counter.iter().map(|s| s.t_s));
-        let (lo, hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), t| (lo.min(t), hi.max(t)));
+        let all = power
+            .iter()
+            .map(|s| s.t_s)
+            .chain(counter.iter().map(|s| s.t_s));
+        let (lo, hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), t| {
+            (lo.min(t), hi.max(t))
+        });
         let (started_s, stopped_s) = if lo <= hi { (lo, hi) } else { (0.0, 0.0) };
         PowerTrace {
             cadence: CadenceStats::from_times(&primary, period_s),
@@ -214,7 +219,10 @@ fn poll_once(sensor: &dyn PowerSensor, out: &Mutex<Collected>) {
         None => {}
     }
     match counter {
-        Ok(Some(r)) => c.counter.push(CounterSample { t_s: counter_t, joules: r.joules }),
+        Ok(Some(r)) => c.counter.push(CounterSample {
+            t_s: counter_t,
+            joules: r.joules,
+        }),
         Ok(None) => {}
         Err(e) => c.error(e),
     }
@@ -241,9 +249,14 @@ pub struct PowerPoller {
 
 impl PowerPoller {
     /// Starts polling `sensor` every `period` (> 0).
-    pub fn start(sensor: Arc<dyn PowerSensor>, period: Duration) -> Result<PowerPoller, EnergyError> {
+    pub fn start(
+        sensor: Arc<dyn PowerSensor>,
+        period: Duration,
+    ) -> Result<PowerPoller, EnergyError> {
         if period.is_zero() {
-            return Err(EnergyError::InvalidArgument("poll period must be > 0".into()));
+            return Err(EnergyError::InvalidArgument(
+                "poll period must be > 0".into(),
+            ));
         }
         let collected = Arc::new(Mutex::new(Collected::default()));
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
@@ -273,7 +286,14 @@ impl PowerPoller {
                 }
             })
             .map_err(|e| EnergyError::Poller(format!("cannot spawn the polling thread: {e}")))?;
-        Ok(PowerPoller { sensor, period, started_s, collected, stop_tx: Some(stop_tx), handle: Some(handle) })
+        Ok(PowerPoller {
+            sensor,
+            period,
+            started_s,
+            collected,
+            stop_tx: Some(stop_tx),
+            handle: Some(handle),
+        })
     }
 
     /// Starts polling at [`DEFAULT_POLL_PERIOD`].
@@ -295,8 +315,12 @@ impl PowerPoller {
             };
             std::mem::take(&mut *guard)
         };
-        let mut trace =
-            PowerTrace::from_samples(self.sensor.info(), self.period.as_secs_f64(), taken.power, taken.counter);
+        let mut trace = PowerTrace::from_samples(
+            self.sensor.info(),
+            self.period.as_secs_f64(),
+            taken.power,
+            taken.counter,
+        );
         trace.started_s = self.started_s.min(trace.started_s);
         trace.stopped_s = now_s().max(trace.stopped_s);
         trace.read_errors = taken.read_errors;

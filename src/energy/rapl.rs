@@ -49,7 +49,10 @@ impl RaplSensor {
     /// counter once; fails with the reason (absent, permission denied, unparsable).
     pub fn open(zone_dir: impl Into<PathBuf>) -> Result<Self, EnergyError> {
         let zone_dir = zone_dir.into();
-        let dir_name = zone_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let dir_name = zone_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let name = format!("rapl:{dir_name}");
         let zone_name = read_trimmed(&zone_dir.join("name")).unwrap_or_else(|_| dir_name.clone());
         let wraps_at_j = read_trimmed(&zone_dir.join("max_energy_range_uj"))
@@ -57,8 +60,19 @@ impl RaplSensor {
             .and_then(|s| s.parse::<u64>().ok())
             .filter(|&uj| uj > 0)
             .map(|uj| uj as f64 / 1e6);
-        let sensor = RaplSensor { zone_dir, name, zone_name, wraps_at_j, update_period: RAPL_UPDATE_PERIOD };
-        sensor.read_counter_raw().map_err(|reason| EnergyError::Unavailable { sensor: sensor.name.clone(), reason })?;
+        let sensor = RaplSensor {
+            zone_dir,
+            name,
+            zone_name,
+            wraps_at_j,
+            update_period: RAPL_UPDATE_PERIOD,
+        };
+        sensor
+            .read_counter_raw()
+            .map_err(|reason| EnergyError::Unavailable {
+                sensor: sensor.name.clone(),
+                reason,
+            })?;
         Ok(sensor)
     }
 
@@ -84,12 +98,17 @@ impl RaplSensor {
                 p.file_name()
                     .and_then(|n| n.to_str())
                     .and_then(|n| n.strip_prefix("intel-rapl:"))
-                    .is_some_and(|rest| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit()))
+                    .is_some_and(|rest| {
+                        !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit())
+                    })
             })
             .collect();
         zones.sort();
         if zones.is_empty() {
-            return Err(format!("no intel-rapl:N package zone under {} (no RAPL driver, or a VM)", root.display()));
+            return Err(format!(
+                "no intel-rapl:N package zone under {} (no RAPL driver, or a VM)",
+                root.display()
+            ));
         }
         let mut readable = Vec::new();
         let mut first_reason = None;
@@ -111,7 +130,9 @@ impl RaplSensor {
     fn read_counter_raw(&self) -> Result<f64, String> {
         let path = self.zone_dir.join("energy_uj");
         let text = read_trimmed(&path).map_err(|e| io_reason(&path, &e))?;
-        let uj: u64 = text.parse().map_err(|e| format!("{}: {text:?} is not a counter: {e}", path.display()))?;
+        let uj: u64 = text
+            .parse()
+            .map_err(|e| format!("{}: {text:?} is not a counter: {e}", path.display()))?;
         Ok(uj as f64 / 1e6)
     }
 }
@@ -149,13 +170,18 @@ impl PowerSensor for RaplSensor {
     }
 
     fn read_energy_counter_j(&self) -> Result<Option<CounterReading>, EnergyError> {
-        let joules = self.read_counter_raw().map_err(|detail| EnergyError::Read {
-            sensor: self.name.clone(),
-            what: "energy_uj".into(),
-            detail,
-        })?;
+        let joules = self
+            .read_counter_raw()
+            .map_err(|detail| EnergyError::Read {
+                sensor: self.name.clone(),
+                what: "energy_uj".into(),
+                detail,
+            })?;
         let joules = check_reading(&self.name, "energy counter", joules)?;
-        Ok(Some(CounterReading { joules, update_period: self.update_period }))
+        Ok(Some(CounterReading {
+            joules,
+            update_period: self.update_period,
+        }))
     }
 
     fn counter_update_period(&self) -> Option<Duration> {
@@ -185,15 +211,26 @@ mod tests {
     #[test]
     fn reads_a_powercap_zone_and_its_wrap() {
         let root = tempfile::tempdir().expect("tempdir");
-        let z = zone(root.path(), "intel-rapl:0", "123456789\n", Some("262143328850\n"));
+        let z = zone(
+            root.path(),
+            "intel-rapl:0",
+            "123456789\n",
+            Some("262143328850\n"),
+        );
         let s = RaplSensor::open(&z).expect("zone is readable");
-        let r = s.read_energy_counter_j().expect("readable").expect("has a counter");
+        let r = s
+            .read_energy_counter_j()
+            .expect("readable")
+            .expect("has a counter");
         assert!((r.joules - 123.456789).abs() < 1e-9);
         assert_eq!(s.counter_wraps_at_j(), Some(262143.32885));
         assert!(!s.has_power());
         assert!(s.read_power_w().is_err());
         fs::write(z.join("energy_uj"), "5\n").expect("writable");
-        let r2 = s.read_energy_counter_j().expect("readable").expect("has a counter");
+        let r2 = s
+            .read_energy_counter_j()
+            .expect("readable")
+            .expect("has a counter");
         assert!((r2.joules - 5e-6).abs() < 1e-12);
     }
 
@@ -207,7 +244,8 @@ mod tests {
         let found = RaplSensor::detect_packages_in(root.path()).expect("one package zone");
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].name(), "rapl:intel-rapl:0");
-        let missing = RaplSensor::detect_packages_in(&root.path().join("absent")).expect_err("absent root");
+        let missing =
+            RaplSensor::detect_packages_in(&root.path().join("absent")).expect_err("absent root");
         assert!(missing.contains("absent"), "{missing}");
     }
 
@@ -215,7 +253,9 @@ mod tests {
     fn garbage_counter_is_a_reason() {
         let root = tempfile::tempdir().expect("tempdir");
         let z = zone(root.path(), "intel-rapl:1", "not a number", None);
-        let err = RaplSensor::open(&z).expect_err("garbage is not a counter").to_string();
+        let err = RaplSensor::open(&z)
+            .expect_err("garbage is not a counter")
+            .to_string();
         assert!(err.contains("is not a counter"), "{err}");
     }
 }

@@ -80,7 +80,9 @@ pub struct NoSensor {
 
 impl NoSensor {
     pub fn new(reason: impl Into<String>) -> Self {
-        NoSensor { reason: reason.into() }
+        NoSensor {
+            reason: reason.into(),
+        }
     }
     pub fn reason(&self) -> &str {
         &self.reason
@@ -98,13 +100,19 @@ impl PowerSensor for NoSensor {
         false
     }
     fn read_power_w(&self) -> Result<f64, EnergyError> {
-        Err(EnergyError::Unavailable { sensor: "none".into(), reason: self.reason.clone() })
+        Err(EnergyError::Unavailable {
+            sensor: "none".into(),
+            reason: self.reason.clone(),
+        })
     }
     fn averaging_window(&self) -> Option<Duration> {
         None
     }
     fn read_energy_counter_j(&self) -> Result<Option<CounterReading>, EnergyError> {
-        Err(EnergyError::Unavailable { sensor: "none".into(), reason: self.reason.clone() })
+        Err(EnergyError::Unavailable {
+            sensor: "none".into(),
+            reason: self.reason.clone(),
+        })
     }
     fn counter_update_period(&self) -> Option<Duration> {
         None
@@ -146,14 +154,25 @@ impl DetectedSensors {
         if self.unreadable.is_empty() {
             return "no sensor kinds probed".into();
         }
-        self.unreadable.iter().map(|u| format!("{}: {}", u.kind, u.reason)).collect::<Vec<_>>().join("; ")
+        self.unreadable
+            .iter()
+            .map(|u| format!("{}: {}", u.kind, u.reason))
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 }
 
 impl std::fmt::Debug for DetectedSensors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DetectedSensors")
-            .field("readable", &self.readable.iter().map(|s| s.name().to_string()).collect::<Vec<_>>())
+            .field(
+                "readable",
+                &self
+                    .readable
+                    .iter()
+                    .map(|s| s.name().to_string())
+                    .collect::<Vec<_>>(),
+            )
             .field("unreadable", &self.unreadable)
             .finish()
     }
@@ -171,11 +190,21 @@ pub fn detect_sensors_with(nvml: &NvmlConfig) -> DetectedSensors {
     let mut found = DetectedSensors::default();
     match NvmlSensor::open(nvml.clone()) {
         Ok(s) => found.readable.push(Arc::new(s)),
-        Err(e) => found.unreadable.push(UnreadableSensor { kind: "NVML".into(), reason: e.to_string() }),
+        Err(e) => found.unreadable.push(UnreadableSensor {
+            kind: "NVML".into(),
+            reason: e.to_string(),
+        }),
     }
     match RaplSensor::detect_packages() {
-        Ok(zones) => found.readable.extend(zones.into_iter().map(|z| Arc::new(z) as Arc<dyn PowerSensor>)),
-        Err(reason) => found.unreadable.push(UnreadableSensor { kind: "RAPL".into(), reason }),
+        Ok(zones) => found.readable.extend(
+            zones
+                .into_iter()
+                .map(|z| Arc::new(z) as Arc<dyn PowerSensor>),
+        ),
+        Err(reason) => found.unreadable.push(UnreadableSensor {
+            kind: "RAPL".into(),
+            reason,
+        }),
     }
     found
 }
@@ -185,6 +214,10 @@ pub(crate) fn check_reading(sensor: &str, what: &str, value: f64) -> Result<f64,
     if value.is_finite() && value >= 0.0 {
         Ok(value)
     } else {
-        Err(EnergyError::InvalidReading { sensor: sensor.into(), what: what.into(), value })
+        Err(EnergyError::InvalidReading {
+            sensor: sensor.into(),
+            what: what.into(),
+            value,
+        })
     }
 }

@@ -40,8 +40,17 @@ fn times_from(t0: f64, gaps: &[f64]) -> Vec<f64> {
 }
 
 fn power_trace(times: &[f64], watts: &[f64], averaging_window_s: Option<f64>) -> PowerTrace {
-    let power = times.iter().zip(watts).map(|(&t_s, &w)| PowerSample { t_s, watts: w }).collect();
-    PowerTrace::from_samples(info(true, averaging_window_s, None, None), 0.1, power, vec![])
+    let power = times
+        .iter()
+        .zip(watts)
+        .map(|(&t_s, &w)| PowerSample { t_s, watts: w })
+        .collect();
+    PowerTrace::from_samples(
+        info(true, averaging_window_s, None, None),
+        0.1,
+        power,
+        vec![],
+    )
 }
 
 fn count_in(times: &[f64], s: f64, e: f64) -> usize {
@@ -279,12 +288,26 @@ proptest! {
 fn counter_window_shorter_than_two_update_periods_is_no_data() {
     // NVML-like: counter refreshed every 100 ms, read every 10 ms.
     let times: Vec<f64> = (0..=200).map(|i| i as f64 * 0.01).collect();
-    let raw = times.iter().map(|&t| CounterSample { t_s: t, joules: 50.0 * t }).collect();
+    let raw = times
+        .iter()
+        .map(|&t| CounterSample {
+            t_s: t,
+            joules: 50.0 * t,
+        })
+        .collect();
     let trace = PowerTrace::from_samples(info(false, None, Some(0.1), None), 0.01, vec![], raw);
-    let short = attribute(&EventWindow::new("prefill", 0.5, 0.65), &trace, &baseline(0.0));
+    let short = attribute(
+        &EventWindow::new("prefill", 0.5, 0.65),
+        &trace,
+        &baseline(0.0),
+    );
     let reason = short.counter.outcome.reason().expect("150 ms < 2 × 100 ms");
     assert!(reason.contains("update period"), "{reason}");
-    let long = attribute(&EventWindow::new("decode", 0.5, 0.75), &trace, &baseline(0.0));
+    let long = attribute(
+        &EventWindow::new("decode", 0.5, 0.75),
+        &trace,
+        &baseline(0.0),
+    );
     let (gross, net) = long.counter.outcome.energy_j().expect("250 ms ≥ 200 ms");
     assert!((gross - 12.5).abs() < 1e-9, "{gross}");
     assert_eq!(gross, net);
@@ -294,7 +317,13 @@ fn counter_window_shorter_than_two_update_periods_is_no_data() {
 fn counter_read_too_rarely_is_no_data() {
     // Counter updates every 1 ms but is read only every 0.5 s: a 0.6 s event is under 2 gaps.
     let times: Vec<f64> = (0..=10).map(|i| i as f64 * 0.5).collect();
-    let raw = times.iter().map(|&t| CounterSample { t_s: t, joules: 20.0 * t }).collect();
+    let raw = times
+        .iter()
+        .map(|&t| CounterSample {
+            t_s: t,
+            joules: 20.0 * t,
+        })
+        .collect();
     let trace = PowerTrace::from_samples(info(false, None, Some(0.001), None), 0.5, vec![], raw);
     let r = attribute(&EventWindow::new("e", 1.1, 1.7), &trace, &baseline(0.0));
     let reason = r.counter.outcome.reason().expect("0.6 s < 2 × 0.5 s");
@@ -305,13 +334,31 @@ fn counter_read_too_rarely_is_no_data() {
 fn events_outside_the_trace_are_no_data() {
     let times: Vec<f64> = (0..=20).map(|i| 1.0 + i as f64 * 0.1).collect();
     let trace = power_trace(&times, &vec![100.0; times.len()], None);
-    let before = attribute(&EventWindow::new("early", 0.5, 1.35), &trace, &baseline(0.0));
-    assert!(before.power_trace.outcome.reason().is_some_and(|m| m.contains("at or before the event start")));
+    let before = attribute(
+        &EventWindow::new("early", 0.5, 1.35),
+        &trace,
+        &baseline(0.0),
+    );
+    assert!(before
+        .power_trace
+        .outcome
+        .reason()
+        .is_some_and(|m| m.contains("at or before the event start")));
     let after = attribute(&EventWindow::new("late", 2.75, 3.5), &trace, &baseline(0.0));
-    assert!(after.power_trace.outcome.reason().is_some_and(|m| m.contains("at or after the event end")));
+    assert!(after
+        .power_trace
+        .outcome
+        .reason()
+        .is_some_and(|m| m.contains("at or after the event end")));
     let backwards = attribute(&EventWindow::new("bad", 1.5, 1.2), &trace, &baseline(0.0));
-    assert!(backwards.no_data_reason().is_some_and(|m| m.contains("no positive duration")));
-    let nan = attribute(&EventWindow::new("nan", f64::NAN, 1.2), &trace, &baseline(0.0));
+    assert!(backwards
+        .no_data_reason()
+        .is_some_and(|m| m.contains("no positive duration")));
+    let nan = attribute(
+        &EventWindow::new("nan", f64::NAN, 1.2),
+        &trace,
+        &baseline(0.0),
+    );
     assert_eq!(nan.quality(), EnergyQuality::NoData);
 }
 
@@ -329,7 +376,12 @@ fn summary_and_per_token_carry_numbers_only_when_good() {
     assert!((s.net_j.expect("good") - 120.0).abs() < 1e-9);
     assert!((s.gross_j_per_token.expect("tokens given") - 200.0 / 64.0).abs() < 1e-12);
     assert!(s.to_string().contains("good via power_trace"), "{s}");
-    assert_eq!(energy_per_token(&r, 0), EnergyPerToken::NoData { reason: "0 tokens in the event".into() });
+    assert_eq!(
+        energy_per_token(&r, 0),
+        EnergyPerToken::NoData {
+            reason: "0 tokens in the event".into()
+        }
+    );
 
     let short = attribute(&EventWindow::new("prefill", 0.51, 0.55), &trace, &b).summary(Some(12));
     assert_eq!(short.quality, EnergyQuality::NoData);
@@ -351,7 +403,10 @@ fn assert_json_close(a: &serde_json::Value, b: &serde_json::Value) {
     use serde_json::Value;
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => {
-            let (x, y) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
+            let (x, y) = (
+                x.as_f64().unwrap_or(f64::NAN),
+                y.as_f64().unwrap_or(f64::NAN),
+            );
             assert!((x - y).abs() <= 1e-12 * (1.0 + x.abs()), "{x} vs {y}");
         }
         (Value::Array(x), Value::Array(y)) => {
@@ -360,7 +415,9 @@ fn assert_json_close(a: &serde_json::Value, b: &serde_json::Value) {
         }
         (Value::Object(x), Value::Object(y)) => {
             assert_eq!(x.keys().collect::<Vec<_>>(), y.keys().collect::<Vec<_>>());
-            x.iter().zip(y.values()).for_each(|((_, x), y)| assert_json_close(x, y));
+            x.iter()
+                .zip(y.values())
+                .for_each(|((_, x), y)| assert_json_close(x, y));
         }
         _ => assert_eq!(a, b),
     }
@@ -403,20 +460,34 @@ impl PowerSensor for RampSensor {
 
 #[test]
 fn poller_records_sorted_samples_with_start_and_stop_readings() {
-    let sensor: Arc<dyn PowerSensor> = Arc::new(RampSensor { reads: AtomicU64::new(0) });
+    let sensor: Arc<dyn PowerSensor> = Arc::new(RampSensor {
+        reads: AtomicU64::new(0),
+    });
     let poller = PowerPoller::start(sensor, Duration::from_millis(5)).expect("thread starts");
     std::thread::sleep(Duration::from_millis(30));
     let trace = poller.stop();
-    assert!(trace.power.len() >= 2, "one reading at start and one at stop");
+    assert!(
+        trace.power.len() >= 2,
+        "one reading at start and one at stop"
+    );
     assert_eq!(trace.power.len(), trace.counter.len());
     assert!(trace.power.windows(2).all(|w| w[0].t_s < w[1].t_s));
-    assert!(trace.started_s <= trace.power[0].t_s && trace.power[trace.power.len() - 1].t_s <= trace.stopped_s);
+    assert!(
+        trace.started_s <= trace.power[0].t_s
+            && trace.power[trace.power.len() - 1].t_s <= trace.stopped_s
+    );
     assert_eq!(trace.read_errors, 0);
     assert_eq!(trace.cadence.samples, trace.power.len());
-    assert!(trace.cadence.median_period_s.is_some() && trace.cadence.median_read_latency_s.is_some());
+    assert!(
+        trace.cadence.median_period_s.is_some() && trace.cadence.median_read_latency_s.is_some()
+    );
     assert_eq!(trace.sensor.name, "ramp");
     // The whole trace as one event: the samples bracket it exactly.
-    let event = EventWindow::new("all", trace.power[0].t_s, trace.power[trace.power.len() - 1].t_s);
+    let event = EventWindow::new(
+        "all",
+        trace.power[0].t_s,
+        trace.power[trace.power.len() - 1].t_s,
+    );
     let r = attribute(&event, &trace, &baseline(0.0));
     assert!(r.power_trace.outcome.is_good(), "{:?}", r.power_trace);
     let json = serde_json::to_string(&trace).expect("trace serializes");
@@ -434,15 +505,24 @@ fn no_sensor_gives_no_data_with_its_reason() {
     let trace = poller.stop();
     assert!(trace.power.is_empty() && trace.counter.is_empty());
     assert!(trace.read_errors >= 2);
-    let event = EventWindow::new("decode", trace.started_s, trace.stopped_s.max(trace.started_s + 1.0));
+    let event = EventWindow::new(
+        "decode",
+        trace.started_s,
+        trace.stopped_s.max(trace.started_s + 1.0),
+    );
     let r = attribute(&event, &trace, &baseline(20.0));
     assert_eq!(r.quality(), EnergyQuality::NoData);
     let reason = r.no_data_reason().expect("no data");
     assert!(reason.contains("reads no power"), "{reason}");
     assert!(reason.contains("has no energy counter"), "{reason}");
     assert!(reason.contains("no GPU and no RAPL"), "{reason}");
-    let baseline_err = IdleBaseline::from_trace(&trace).expect_err("no idle values").to_string();
-    assert!(baseline_err.contains("no GPU and no RAPL"), "{baseline_err}");
+    let baseline_err = IdleBaseline::from_trace(&trace)
+        .expect_err("no idle values")
+        .to_string();
+    assert!(
+        baseline_err.contains("no GPU and no RAPL"),
+        "{baseline_err}"
+    );
 }
 
 /// Real path: detection on this machine. Every sensor kind that is not readable gives a reason;
@@ -452,15 +532,30 @@ fn no_sensor_gives_no_data_with_its_reason() {
 fn detect_sensors_on_this_machine() {
     let d = detect_sensors();
     for u in &d.unreadable {
-        assert!(!u.reason.trim().is_empty(), "{} has an empty reason", u.kind);
+        assert!(
+            !u.reason.trim().is_empty(),
+            "{} has an empty reason",
+            u.kind
+        );
     }
     for kind in ["NVML", "RAPL"] {
-        let readable = d.readable.iter().any(|s| s.name().to_ascii_uppercase().starts_with(kind));
+        let readable = d
+            .readable
+            .iter()
+            .any(|s| s.name().to_ascii_uppercase().starts_with(kind));
         let reasoned = d.unreadable.iter().any(|u| u.kind == kind);
-        assert!(readable || reasoned, "{kind} is neither readable nor explained: {d:?}");
+        assert!(
+            readable || reasoned,
+            "{kind} is neither readable nor explained: {d:?}"
+        );
     }
     let lines = doctor_lines();
-    assert!(lines.iter().any(|l| l.contains("NVML") || l.contains("nvml")), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("NVML") || l.contains("nvml")),
+        "{lines:?}"
+    );
     eprintln!("detected: {d:?}");
     for l in &lines {
         eprintln!("{l}");
@@ -468,7 +563,8 @@ fn detect_sensors_on_this_machine() {
 
     // Every readable sensor (RAPL here if permitted; NVML on a GPU machine) is polled for real.
     for s in &d.readable {
-        let poller = PowerPoller::start(Arc::clone(s), Duration::from_millis(50)).expect("thread starts");
+        let poller =
+            PowerPoller::start(Arc::clone(s), Duration::from_millis(50)).expect("thread starts");
         std::thread::sleep(Duration::from_millis(500));
         let trace = poller.stop();
         eprintln!(
@@ -480,11 +576,20 @@ fn detect_sensors_on_this_machine() {
         );
         assert_eq!(trace.read_errors, 0, "{:?}", trace.first_read_error);
         if s.has_power() {
-            assert!(trace.power.len() >= 2, "one reading at start and one at stop");
-            assert!(trace.power.iter().all(|p| p.watts.is_finite() && p.watts >= 0.0));
+            assert!(
+                trace.power.len() >= 2,
+                "one reading at start and one at stop"
+            );
+            assert!(trace
+                .power
+                .iter()
+                .all(|p| p.watts.is_finite() && p.watts >= 0.0));
         }
         if s.counter_update_period().is_some() {
-            assert!(trace.counter.len() >= 2, "one reading at start and one at stop");
+            assert!(
+                trace.counter.len() >= 2,
+                "one reading at start and one at stop"
+            );
             let wrap = trace.sensor.counter_wraps_at_j;
             for w in trace.counter.windows(2) {
                 assert!(
@@ -499,16 +604,35 @@ fn detect_sensors_on_this_machine() {
             Err(e) => eprintln!("{}: no idle baseline: {e}", s.name()),
         }
         let whole = EventWindow::new("whole trace", trace.started_s, trace.stopped_s);
-        eprintln!("{}", attribute(&whole, &trace, &baseline(0.0)).summary(None));
+        eprintln!(
+            "{}",
+            attribute(&whole, &trace, &baseline(0.0)).summary(None)
+        );
     }
 
     if d.readable.is_empty() {
         let sensor = d.best();
-        let poller = PowerPoller::start(Arc::clone(&sensor), Duration::from_millis(5)).expect("thread starts");
+        let poller = PowerPoller::start(Arc::clone(&sensor), Duration::from_millis(5))
+            .expect("thread starts");
         let trace = poller.stop();
-        let r = attribute(&EventWindow::new("decode", trace.started_s, trace.started_s + 1.0), &trace, &baseline(0.0));
+        let r = attribute(
+            &EventWindow::new("decode", trace.started_s, trace.started_s + 1.0),
+            &trace,
+            &baseline(0.0),
+        );
         assert_eq!(r.quality(), EnergyQuality::NoData);
-        assert!(r.no_data_reason().is_some_and(|m| m.contains("NVML")), "{:?}", r.no_data_reason());
-        assert!(trace.first_read_error.as_deref().is_some_and(|e| e.contains("NVML")), "{:?}", trace.first_read_error);
+        assert!(
+            r.no_data_reason().is_some_and(|m| m.contains("NVML")),
+            "{:?}",
+            r.no_data_reason()
+        );
+        assert!(
+            trace
+                .first_read_error
+                .as_deref()
+                .is_some_and(|e| e.contains("NVML")),
+            "{:?}",
+            trace.first_read_error
+        );
     }
 }

@@ -61,12 +61,21 @@ pub struct CompileRealParams {
 }
 
 /// Check claims against evidence; `Ok(summary)` when every claim holds, `Err(reasons)` otherwise.
-pub fn check_claims(claims: &Claims, evidence: &Evidence, min_fraction: f64) -> Result<String, Vec<String>> {
+pub fn check_claims(
+    claims: &Claims,
+    evidence: &Evidence,
+    min_fraction: f64,
+) -> Result<String, Vec<String>> {
     let mut ok = Vec::new();
     let mut failures = Vec::new();
     if let Some(p) = &claims.provider {
         let f = evidence.compute_fraction_on(p);
-        let detail = format!("{:.0}% of compute nodes ran on {p} (executed: {:?}; requested: {:?})", 100.0 * f, evidence.compute_executed_on, evidence.requested);
+        let detail = format!(
+            "{:.0}% of compute nodes ran on {p} (executed: {:?}; requested: {:?})",
+            100.0 * f,
+            evidence.compute_executed_on,
+            evidence.requested
+        );
         if f >= min_fraction {
             ok.push(detail);
         } else if evidence.requested.iter().any(|r| r == p) {
@@ -86,18 +95,32 @@ pub fn check_claims(claims: &Claims, evidence: &Evidence, min_fraction: f64) -> 
                 if optimized == wanted {
                     ok.push(detail);
                 } else if wanted {
-                    failures.push(format!("label says optimized but the graph was not rewritten: {detail}"));
+                    failures.push(format!(
+                        "label says optimized but the graph was not rewritten: {detail}"
+                    ));
                 } else {
                     failures.push(format!("label says unoptimized but {detail}"));
                 }
             }
-            None => failures.push("label claims an optimization state but the engine wrote no optimized graph".into()),
+            None => failures.push(
+                "label claims an optimization state but the engine wrote no optimized graph".into(),
+            ),
         }
     }
     if let Some(device) = &claims.device {
         let total: usize = evidence.executed_on.values().sum();
-        let on: usize = evidence.executed_on.iter().filter(|(d, _)| d.starts_with(device.as_str())).map(|(_, n)| n).sum();
-        let detail = format!("outputs by device {:?}, dtypes {:?}; {}", evidence.executed_on, evidence.output_dtypes, evidence.notes.join("; "));
+        let on: usize = evidence
+            .executed_on
+            .iter()
+            .filter(|(d, _)| d.starts_with(device.as_str()))
+            .map(|(_, n)| n)
+            .sum();
+        let detail = format!(
+            "outputs by device {:?}, dtypes {:?}; {}",
+            evidence.executed_on,
+            evidence.output_dtypes,
+            evidence.notes.join("; ")
+        );
         if total > 0 && on == total {
             ok.push(detail);
         } else {
@@ -126,7 +149,9 @@ fn requested(name: &str) -> Result<RequestedProvider, String> {
     match name {
         "cuda" => Ok(RequestedProvider::Cuda { device_id: 0 }),
         "tensorrt" => Ok(crate::backend::registry::tensorrt_request()),
-        other => Err(format!("unknown request_provider `{other}` (cuda, tensorrt)")),
+        other => Err(format!(
+            "unknown request_provider `{other}` (cuda, tensorrt)"
+        )),
     }
 }
 
@@ -137,9 +162,17 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &CompileRealParams, case: &Case) -> T
     }
     // The inner verdict: do the label's claims hold?
     let inner: Result<(String, Evidence), String> = (|| {
-        let extra = case.request_provider.as_deref().map(requested).transpose()?;
-        let mut backend = (ctx.open_evidence)(&case.backend, extra).map_err(|e| format!("backend could not be opened: {e}"))?;
-        let evidence = backend.evidence().ok_or_else(|| format!("backend `{}` reports no runtime evidence", case.backend))?.map_err(|e| e.to_string())?;
+        let extra = case
+            .request_provider
+            .as_deref()
+            .map(requested)
+            .transpose()?;
+        let mut backend = (ctx.open_evidence)(&case.backend, extra)
+            .map_err(|e| format!("backend could not be opened: {e}"))?;
+        let evidence = backend
+            .evidence()
+            .ok_or_else(|| format!("backend `{}` reports no runtime evidence", case.backend))?
+            .map_err(|e| e.to_string())?;
         match check_claims(&case.claims, &evidence, p.min_compute_fraction) {
             Ok(summary) => Ok((summary, evidence)),
             Err(f) => Err(f.join("; ")),
@@ -149,18 +182,41 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &CompileRealParams, case: &Case) -> T
     match (case.expect, inner) {
         (Expect::Pass, Ok((summary, evidence))) => {
             if let Some(p) = &case.claims.provider {
-                metrics.insert("compute_fraction_on_claimed_provider".into(), evidence.compute_fraction_on(p));
+                metrics.insert(
+                    "compute_fraction_on_claimed_provider".into(),
+                    evidence.compute_fraction_on(p),
+                );
             }
             if let Some(g) = &evidence.graph_optimization {
                 metrics.insert("exported_nodes".into(), g.exported_nodes as f64);
                 metrics.insert("optimized_nodes".into(), g.optimized_nodes as f64);
             }
-            done(Verdict::Pass { summary: format!("label `{}` proven: {summary}", case.name) }, metrics)
+            done(
+                Verdict::Pass {
+                    summary: format!("label `{}` proven: {summary}", case.name),
+                },
+                metrics,
+            )
         }
-        (Expect::Pass, Err(reason)) => done(Verdict::Fail { reason: format!("label `{}` not proven: {reason}", case.name) }, metrics),
-        (Expect::Fail, Err(reason)) => done(Verdict::Pass { summary: format!("negative control caught (the label lies): {reason}") }, metrics),
+        (Expect::Pass, Err(reason)) => done(
+            Verdict::Fail {
+                reason: format!("label `{}` not proven: {reason}", case.name),
+            },
+            metrics,
+        ),
+        (Expect::Fail, Err(reason)) => done(
+            Verdict::Pass {
+                summary: format!("negative control caught (the label lies): {reason}"),
+            },
+            metrics,
+        ),
         (Expect::Fail, Ok((summary, _))) => done(
-            Verdict::Fail { reason: format!("negative control `{}` was NOT caught: its false label passed ({summary})", case.name) },
+            Verdict::Fail {
+                reason: format!(
+                    "negative control `{}` was NOT caught: its false label passed ({summary})",
+                    case.name
+                ),
+            },
             metrics,
         ),
     }
@@ -172,30 +228,54 @@ mod tests {
     use crate::backend::evidence::GraphOptimization;
 
     fn cpu_evidence(optimized: bool) -> Evidence {
-        let mut e = Evidence { requested: vec!["CUDAExecutionProvider".into(), "CPUExecutionProvider".into()], ..Default::default() };
+        let mut e = Evidence {
+            requested: vec![
+                "CUDAExecutionProvider".into(),
+                "CPUExecutionProvider".into(),
+            ],
+            ..Default::default()
+        };
         e.executed_on.insert("CPUExecutionProvider".into(), 900);
-        e.compute_executed_on.insert("CPUExecutionProvider".into(), 300);
+        e.compute_executed_on
+            .insert("CPUExecutionProvider".into(), 300);
         e.graph_optimization = Some(GraphOptimization {
             level_requested: "all".into(),
             exported_nodes: 1000,
             optimized_nodes: if optimized { 600 } else { 1000 },
-            fused_ops: if optimized { [("SimplifiedLayerNormalization".to_string(), 61)].into() } else { Default::default() },
+            fused_ops: if optimized {
+                [("SimplifiedLayerNormalization".to_string(), 61)].into()
+            } else {
+                Default::default()
+            },
         });
         e
     }
 
     #[test]
     fn a_silent_fallback_is_a_failure_naming_the_fallback() {
-        let claims = Claims { provider: Some("CUDAExecutionProvider".into()), ..Default::default() };
-        let err = check_claims(&claims, &cpu_evidence(true), 0.9).unwrap_err().join(";");
-        assert!(err.contains("silent fallback") && err.contains("0%"), "{err}");
+        let claims = Claims {
+            provider: Some("CUDAExecutionProvider".into()),
+            ..Default::default()
+        };
+        let err = check_claims(&claims, &cpu_evidence(true), 0.9)
+            .unwrap_err()
+            .join(";");
+        assert!(
+            err.contains("silent fallback") && err.contains("0%"),
+            "{err}"
+        );
     }
 
     #[test]
     fn an_optimized_label_needs_a_rewritten_graph() {
-        let claims = Claims { optimized: Some(true), ..Default::default() };
+        let claims = Claims {
+            optimized: Some(true),
+            ..Default::default()
+        };
         assert!(check_claims(&claims, &cpu_evidence(true), 0.9).is_ok());
-        let err = check_claims(&claims, &cpu_evidence(false), 0.9).unwrap_err().join(";");
+        let err = check_claims(&claims, &cpu_evidence(false), 0.9)
+            .unwrap_err()
+            .join(";");
         assert!(err.contains("not rewritten"), "{err}");
     }
 
@@ -203,7 +283,10 @@ mod tests {
     fn a_device_label_needs_every_output_there() {
         let mut e = Evidence::default();
         e.executed_on.insert("cpu".into(), 3);
-        let claims = Claims { device: Some("cuda".into()), ..Default::default() };
+        let claims = Claims {
+            device: Some("cuda".into()),
+            ..Default::default()
+        };
         assert!(check_claims(&claims, &e, 0.9).is_err());
         e.executed_on.clear();
         e.executed_on.insert("cuda:0".into(), 3);

@@ -7,7 +7,12 @@ use super::{median, TrialContext, TrialResult, Verdict};
 use crate::measure::{measured_ok, run_series, SeriesPlan};
 use crate::workload::prompt_ids;
 
-pub fn evaluate(ctx: &TrialContext<'_>, gen_tokens: usize, threshold: f64, check_kv: bool) -> TrialResult {
+pub fn evaluate(
+    ctx: &TrialContext<'_>,
+    gen_tokens: usize,
+    threshold: f64,
+    check_kv: bool,
+) -> TrialResult {
     let fail = |reason: String| ctx.result(Verdict::Fail { reason }, BTreeMap::new(), &[], 0);
     let Some(scenario) = ctx.scenario else {
         return fail("phase.decode_fraction needs a scenario".into());
@@ -28,7 +33,12 @@ pub fn evaluate(ctx: &TrialContext<'_>, gen_tokens: usize, threshold: f64, check
     let mut opened = (ctx.open)();
     let records = run_series(&mut opened, &plan);
     if let Err(e) = ctx.log(&records) {
-        return ctx.result(Verdict::Fail { reason: e }, BTreeMap::new(), &records, plan.stated_runs());
+        return ctx.result(
+            Verdict::Fail { reason: e },
+            BTreeMap::new(),
+            &records,
+            plan.stated_runs(),
+        );
     }
     let ok = measured_ok(&records);
     let result = |verdict, metrics| ctx.result(verdict, metrics, &records, plan.stated_runs());
@@ -38,10 +48,15 @@ pub fn evaluate(ctx: &TrialContext<'_>, gen_tokens: usize, threshold: f64, check
             crate::measure::RunOutcome::Error { message } => Some(message.clone()),
             _ => None,
         });
-        let reason = format!("no successful measured run ({} recorded): {}", records.len(), first.unwrap_or_default());
+        let reason = format!(
+            "no successful measured run ({} recorded): {}",
+            records.len(),
+            first.unwrap_or_default()
+        );
         return result(Verdict::Fail { reason }, BTreeMap::new());
     }
-    let col = |f: fn(&crate::measure::RunTimings) -> f64| ok.iter().map(|t| f(t)).collect::<Vec<f64>>();
+    let col =
+        |f: fn(&crate::measure::RunTimings) -> f64| ok.iter().map(|t| f(t)).collect::<Vec<f64>>();
     let fractions = col(|t| t.decode_fraction());
     let mut metrics = BTreeMap::new();
     let med = median(&fractions).unwrap_or(f64::NAN);
@@ -50,7 +65,10 @@ pub fn evaluate(ctx: &TrialContext<'_>, gen_tokens: usize, threshold: f64, check
         ("prefill_ms_median", col(|t| t.prefill_ms)),
         ("decode_ms_median", col(|t| t.decode_ms)),
         ("e2e_ms_median", col(|t| t.e2e_ms)),
-        ("decode_tokens_per_s_median", col(|t| t.decode_tokens_per_s())),
+        (
+            "decode_tokens_per_s_median",
+            col(|t| t.decode_tokens_per_s()),
+        ),
     ] {
         if let Some(m) = median(&values) {
             metrics.insert(name.into(), m);
@@ -68,19 +86,31 @@ pub fn evaluate(ctx: &TrialContext<'_>, gen_tokens: usize, threshold: f64, check
             let cached = backend.generate(&prompt, gen_tokens).map(|g| g.tokens);
             match (cached, backend.full_recompute_tokens(&prompt, gen_tokens)) {
                 (_, None) => kv_note = "; KV-vs-recompute: not supported by this backend".into(),
-                (Ok(c), Some(Ok(r))) if c == r => kv_note = format!("; {gen_tokens} KV-cached tokens = full recompute"),
-                (Ok(c), Some(Ok(r))) => {
-                    let at = c.iter().zip(&r).position(|(a, b)| a != b).unwrap_or(c.len().min(r.len()));
-                    failures.push(format!("KV-cached tokens differ from full recompute at position {at}"));
+                (Ok(c), Some(Ok(r))) if c == r => {
+                    kv_note = format!("; {gen_tokens} KV-cached tokens = full recompute")
                 }
-                (Err(e), _) | (_, Some(Err(e))) => failures.push(format!("KV-vs-recompute check failed to run: {e}")),
+                (Ok(c), Some(Ok(r))) => {
+                    let at = c
+                        .iter()
+                        .zip(&r)
+                        .position(|(a, b)| a != b)
+                        .unwrap_or(c.len().min(r.len()));
+                    failures.push(format!(
+                        "KV-cached tokens differ from full recompute at position {at}"
+                    ));
+                }
+                (Err(e), _) | (_, Some(Err(e))) => {
+                    failures.push(format!("KV-vs-recompute check failed to run: {e}"))
+                }
             }
         }
     }
     let verdict = if failures.is_empty() {
         Verdict::Pass { summary: format!("median decode fraction {med:.4} > {threshold} ({} runs, {} prompt tokens){kv_note}", ok.len(), prompt.len()) }
     } else {
-        Verdict::Fail { reason: failures.join("; ") }
+        Verdict::Fail {
+            reason: failures.join("; "),
+        }
     };
     result(verdict, metrics)
 }

@@ -13,7 +13,13 @@ use crate::measure::{run_series, SeriesPlan};
 use crate::workload::{prompt_ids, SCENARIOS};
 
 /// Latency-like keys that must never appear on a non-ok record.
-pub const LATENCY_KEYS: [&str; 5] = ["prefill_ms", "decode_ms", "e2e_ms", "latency_ms", "tokens_per_s"];
+pub const LATENCY_KEYS: [&str; 5] = [
+    "prefill_ms",
+    "decode_ms",
+    "e2e_ms",
+    "latency_ms",
+    "tokens_per_s",
+];
 
 /// What an audit of a JSONL run file found for one run id.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -29,14 +35,24 @@ pub struct Audit {
 /// Audit the raw JSON of a run file (not the typed records: a foreign or hand-edited file could
 /// carry fields the types would drop).
 pub fn audit_jsonl(path: &Path, run_id: &str) -> Result<Audit, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut audit = Audit::default();
-    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?;
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?;
         if v.get("run_id").and_then(|r| r.as_str()) != Some(run_id) {
             continue;
         }
-        let trial = v.get("trial").and_then(|t| t.as_str()).unwrap_or("?").to_string();
+        let trial = v
+            .get("trial")
+            .and_then(|t| t.as_str())
+            .unwrap_or("?")
+            .to_string();
         *audit.recorded.entry(trial.clone()).or_default() += 1;
         if v.get("status").and_then(|s| s.as_str()) == Some("ok") {
             audit.ok += 1;
@@ -46,7 +62,10 @@ pub fn audit_jsonl(path: &Path, run_id: &str) -> Result<Audit, String> {
         for key in LATENCY_KEYS {
             if v.get(key).is_some_and(|x| !x.is_null()) {
                 let index = v.get("index").map(|i| i.to_string()).unwrap_or_default();
-                audit.placeholder_violations.push(format!("{trial} run {index} is not ok but carries `{key}` = {}", v[key]));
+                audit.placeholder_violations.push(format!(
+                    "{trial} run {index} is not ok but carries `{key}` = {}",
+                    v[key]
+                ));
             }
         }
     }
@@ -86,27 +105,50 @@ pub fn evaluate(ctx: &TrialContext<'_>, gen_tokens: usize) -> TrialResult {
         Err(e) => return fail(e),
     };
     let mut failures = audit.placeholder_violations.clone();
-    for (trial, stated) in [(ctx.trial, real_plan.stated_runs()), (control_trial.as_str(), control_plan.stated_runs())] {
+    for (trial, stated) in [
+        (ctx.trial, real_plan.stated_runs()),
+        (control_trial.as_str(), control_plan.stated_runs()),
+    ] {
         let recorded = audit.recorded.get(trial).copied().unwrap_or(0);
         if recorded != stated {
-            failures.push(format!("{trial}: stated {stated} runs, {recorded} recorded in {}", ctx.run_log.path().display()));
+            failures.push(format!(
+                "{trial}: stated {stated} runs, {recorded} recorded in {}",
+                ctx.run_log.path().display()
+            ));
         }
     }
-    let control_ok = control_records.iter().filter(|r| r.timings().is_some()).count();
+    let control_ok = control_records
+        .iter()
+        .filter(|r| r.timings().is_some())
+        .count();
     if control_ok > 0 {
-        failures.push(format!("negative control (missing model) produced {control_ok} ok runs with latencies"));
+        failures.push(format!(
+            "negative control (missing model) produced {control_ok} ok runs with latencies"
+        ));
     }
     let control_reason = control_records.iter().find_map(|r| match &r.outcome {
-        crate::measure::RunOutcome::Degraded { reason } if !reason.is_empty() => Some(reason.clone()),
+        crate::measure::RunOutcome::Degraded { reason } if !reason.is_empty() => {
+            Some(reason.clone())
+        }
         _ => None,
     });
     if control_reason.is_none() {
         failures.push("negative control runs are not degraded with a reason".into());
     }
-    let result = ctx.result(Verdict::Pass { summary: String::new() }, BTreeMap::new(), &real_records, real_plan.stated_runs());
+    let result = ctx.result(
+        Verdict::Pass {
+            summary: String::new(),
+        },
+        BTreeMap::new(),
+        &real_records,
+        real_plan.stated_runs(),
+    );
     let mut metrics = BTreeMap::new();
     metrics.insert("success_rate".into(), result.runs.success_rate());
-    metrics.insert("negative_control_degraded".into(), control_records.len() as f64);
+    metrics.insert(
+        "negative_control_degraded".into(),
+        control_records.len() as f64,
+    );
     let verdict = if failures.is_empty() {
         Verdict::Pass {
             summary: format!(
@@ -118,9 +160,15 @@ pub fn evaluate(ctx: &TrialContext<'_>, gen_tokens: usize) -> TrialResult {
             ),
         }
     } else {
-        Verdict::Fail { reason: failures.join("; ") }
+        Verdict::Fail {
+            reason: failures.join("; "),
+        }
     };
-    TrialResult { verdict, metrics, ..result }
+    TrialResult {
+        verdict,
+        metrics,
+        ..result
+    }
 }
 
 #[cfg(test)]
@@ -142,7 +190,12 @@ mod tests {
         .unwrap();
         let a = audit_jsonl(&p, "r").unwrap();
         assert_eq!(a.recorded["t"], 2);
-        assert_eq!(a.placeholder_violations.len(), 1, "{:?}", a.placeholder_violations);
+        assert_eq!(
+            a.placeholder_violations.len(),
+            1,
+            "{:?}",
+            a.placeholder_violations
+        );
         assert!(a.placeholder_violations[0].contains("e2e_ms"));
     }
 }

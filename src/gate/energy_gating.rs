@@ -16,7 +16,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{median, TrialContext, TrialResult, Verdict};
-use crate::energy::{self, attribute, calibrate_idle, EnergyQuality, EnergyResult, EventWindow, PowerPoller};
+use crate::energy::{
+    self, attribute, calibrate_idle, EnergyQuality, EnergyResult, EventWindow, PowerPoller,
+};
 use crate::measure::{RunOutcome, RunPhase, RunRecord, SeriesPlan};
 use crate::workload::prompt_ids;
 
@@ -49,21 +51,37 @@ struct EnergyArtifact<'a> {
 }
 
 pub fn evaluate(ctx: &TrialContext<'_>, p: &EnergyGatingParams) -> TrialResult {
-    let fail = |reason: String, records: &[RunRecord]| ctx.result(Verdict::Fail { reason }, BTreeMap::new(), records, records.len());
+    let fail = |reason: String, records: &[RunRecord]| {
+        ctx.result(
+            Verdict::Fail { reason },
+            BTreeMap::new(),
+            records,
+            records.len(),
+        )
+    };
     let detected = energy::detect_sensors();
     if detected.readable.is_empty() {
-        let reason = format!("no readable power sensor here, so every event would be no_data: {}", detected.unreadable_summary());
+        let reason = format!(
+            "no readable power sensor here, so every event would be no_data: {}",
+            detected.unreadable_summary()
+        );
         return ctx.result(Verdict::Skip { reason }, BTreeMap::new(), &[], 0);
     }
     let sensor = detected.best();
-    let Some(scenario) = ctx.scenario else { return fail("energy.gating needs a scenario".into(), &[]) };
+    let Some(scenario) = ctx.scenario else {
+        return fail("energy.gating needs a scenario".into(), &[]);
+    };
     let prompt = match prompt_ids(&scenario, ctx.encode) {
         Ok(p) => p,
         Err(e) => return fail(format!("cannot build the prompt: {e}"), &[]),
     };
     let period = Duration::from_millis(p.poll_period_ms.max(1));
     std::thread::sleep(Duration::from_secs_f64(p.settle_seconds.max(0.0)));
-    let (idle, idle_trace) = match calibrate_idle(sensor.clone(), Duration::from_secs_f64(p.idle_seconds), period) {
+    let (idle, idle_trace) = match calibrate_idle(
+        sensor.clone(),
+        Duration::from_secs_f64(p.idle_seconds),
+        period,
+    ) {
         Ok(x) => x,
         Err(e) => return fail(format!("idle baseline: {e}"), &[]),
     };
@@ -95,11 +113,19 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &EnergyGatingParams) -> TrialResult {
         let t1 = energy::now_s();
         let outcome = match outcome {
             Ok(g) => {
-                events.push((EventWindow::new(format!("prefill#{rep}"), t0, t0 + g.prefill_ms / 1e3), g.prompt_tokens as u64));
-                events.push((EventWindow::new(format!("decode#{rep}"), t1 - g.decode_ms / 1e3, t1), g.decode_steps as u64));
+                events.push((
+                    EventWindow::new(format!("prefill#{rep}"), t0, t0 + g.prefill_ms / 1e3),
+                    g.prompt_tokens as u64,
+                ));
+                events.push((
+                    EventWindow::new(format!("decode#{rep}"), t1 - g.decode_ms / 1e3, t1),
+                    g.decode_steps as u64,
+                ));
                 match crate::measure::timings_of(&g, plan.gen_tokens) {
                     Ok(t) => RunOutcome::Ok(t),
-                    Err(reason) => RunOutcome::Degraded { reason: format!("invariant violated: {reason}") },
+                    Err(reason) => RunOutcome::Degraded {
+                        reason: format!("invariant violated: {reason}"),
+                    },
                 }
             }
             Err(e) => RunOutcome::from_error(&e),
@@ -117,30 +143,72 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &EnergyGatingParams) -> TrialResult {
     }
     let trace = poller.stop();
     let _ = ctx.log(&records);
-    let results: Vec<EnergyResult> = events.iter().map(|(w, _)| attribute(w, &trace, &idle)).collect();
-    let summaries: Vec<_> = results.iter().zip(&events).map(|(r, (_, tokens))| r.summary(Some(*tokens))).collect();
+    let results: Vec<EnergyResult> = events
+        .iter()
+        .map(|(w, _)| attribute(w, &trace, &idle))
+        .collect();
+    let summaries: Vec<_> = results
+        .iter()
+        .zip(&events)
+        .map(|(r, (_, tokens))| r.summary(Some(*tokens)))
+        .collect();
     if let Some(dir) = ctx.run_log.path().parent() {
-        let artifact = EnergyArtifact { trial: ctx.trial, idle: &idle, idle_cadence: &idle_trace.cadence, cadence: &trace.cadence, events: summaries.clone(), results: &results };
+        let artifact = EnergyArtifact {
+            trial: ctx.trial,
+            idle: &idle,
+            idle_cadence: &idle_trace.cadence,
+            cadence: &trace.cadence,
+            events: summaries.clone(),
+            results: &results,
+        };
         let _ = std::fs::create_dir_all(dir.join("energy"));
-        let _ = std::fs::write(dir.join("energy").join(format!("{}.json", ctx.trial.replace("::", "__"))), serde_json::to_vec_pretty(&artifact).unwrap_or_default());
+        let _ = std::fs::write(
+            dir.join("energy")
+                .join(format!("{}.json", ctx.trial.replace("::", "__"))),
+            serde_json::to_vec_pretty(&artifact).unwrap_or_default(),
+        );
     }
 
     let mut failures = Vec::new();
     // The seed rule, re-checked on what attribute() returned: a power-trace number needs ≥ 2 samples.
     for r in &results {
         if r.power_trace.outcome.is_good() && r.power_trace.in_window_samples < 2 {
-            failures.push(format!("{}: power-trace energy with {} in-window samples", r.event.label, r.power_trace.in_window_samples));
+            failures.push(format!(
+                "{}: power-trace energy with {} in-window samples",
+                r.event.label, r.power_trace.in_window_samples
+            ));
         }
     }
-    let count = |prefix: &str, q: EnergyQuality| results.iter().filter(|r| r.event.label.starts_with(prefix) && r.quality() == q).count();
-    let total = |prefix: &str| results.iter().filter(|r| r.event.label.starts_with(prefix)).count();
+    let count = |prefix: &str, q: EnergyQuality| {
+        results
+            .iter()
+            .filter(|r| r.event.label.starts_with(prefix) && r.quality() == q)
+            .count()
+    };
+    let total = |prefix: &str| {
+        results
+            .iter()
+            .filter(|r| r.event.label.starts_with(prefix))
+            .count()
+    };
     for (prefix, expect) in [("prefill", p.expect_prefill), ("decode", p.expect_decode)] {
         if let Some(q) = expect {
             let n = count(prefix, q);
             if n != total(prefix) {
-                let example = results.iter().find(|r| r.event.label.starts_with(prefix) && r.quality() != q);
-                let why = example.map(|r| r.no_data_reason().unwrap_or_else(|| format!("{} had data over {:.3} s", r.event.label, r.duration_s))).unwrap_or_default();
-                failures.push(format!("{prefix}: {n}/{} events are {q:?}, expected all ({why})", total(prefix)));
+                let example = results
+                    .iter()
+                    .find(|r| r.event.label.starts_with(prefix) && r.quality() != q);
+                let why = example
+                    .map(|r| {
+                        r.no_data_reason().unwrap_or_else(|| {
+                            format!("{} had data over {:.3} s", r.event.label, r.duration_s)
+                        })
+                    })
+                    .unwrap_or_default();
+                failures.push(format!(
+                    "{prefix}: {n}/{} events are {q:?}, expected all ({why})",
+                    total(prefix)
+                ));
             }
         }
     }
@@ -153,9 +221,19 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &EnergyGatingParams) -> TrialResult {
     if let Some(v) = trace.cadence.p99_gap_s {
         metrics.insert("poll_gap_p99_ms".into(), v * 1e3);
     }
-    metrics.insert("prefill_events_good".into(), count("prefill", EnergyQuality::Good) as f64);
-    metrics.insert("decode_events_good".into(), count("decode", EnergyQuality::Good) as f64);
-    let per_token: Vec<f64> = summaries.iter().filter(|s| s.label.starts_with("decode")).filter_map(|s| s.net_j_per_token).collect();
+    metrics.insert(
+        "prefill_events_good".into(),
+        count("prefill", EnergyQuality::Good) as f64,
+    );
+    metrics.insert(
+        "decode_events_good".into(),
+        count("decode", EnergyQuality::Good) as f64,
+    );
+    let per_token: Vec<f64> = summaries
+        .iter()
+        .filter(|s| s.label.starts_with("decode"))
+        .filter_map(|s| s.net_j_per_token)
+        .collect();
     if let Some(m) = median(&per_token) {
         metrics.insert("decode_net_j_per_token_median".into(), m);
     }
@@ -173,6 +251,12 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &EnergyGatingParams) -> TrialResult {
         total("decode"),
         metrics.get("decode_net_j_per_token_median").map(|j| format!("; decode {j:.4} J/token net")).unwrap_or_default()
     );
-    let verdict = if failures.is_empty() { Verdict::Pass { summary } } else { Verdict::Fail { reason: format!("{}; {summary}", failures.join("; ")) } };
+    let verdict = if failures.is_empty() {
+        Verdict::Pass { summary }
+    } else {
+        Verdict::Fail {
+            reason: format!("{}; {summary}", failures.join("; ")),
+        }
+    };
     ctx.result(verdict, metrics, &records, plan.repetitions)
 }

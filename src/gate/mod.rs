@@ -14,10 +14,14 @@ use crate::workload::Scenario;
 pub mod compile_real;
 pub mod decode_fraction;
 pub mod degraded_runs;
+pub mod distribution;
+pub mod economics;
 pub mod energy_gating;
 pub mod model_identity;
 pub mod perplexity_delta;
+pub mod scaling_fit;
 pub mod spec;
+pub mod warmup_ratio;
 
 pub use spec::{Check, GateSpec, ProfileSettings};
 
@@ -25,10 +29,16 @@ pub use spec::{Check, GateSpec, ProfileSettings};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "verdict", rename_all = "snake_case")]
 pub enum Verdict {
-    Pass { summary: String },
-    Fail { reason: String },
+    Pass {
+        summary: String,
+    },
+    Fail {
+        reason: String,
+    },
     /// Not run, with the reason (absent backend, no baseline …). Never counted as a pass.
-    Skip { reason: String },
+    Skip {
+        reason: String,
+    },
 }
 
 impl Verdict {
@@ -60,7 +70,11 @@ pub struct RunCounts {
 
 impl RunCounts {
     pub fn of(stated: usize, records: &[RunRecord]) -> Self {
-        let mut c = RunCounts { stated, recorded: records.len(), ..Default::default() };
+        let mut c = RunCounts {
+            stated,
+            recorded: records.len(),
+            ..Default::default()
+        };
         for r in records {
             match r.outcome {
                 RunOutcome::Ok(_) => c.ok += 1,
@@ -114,7 +128,11 @@ pub struct TrialContext<'a> {
     /// The same backend pointed at a missing model: the negative control for degraded runs.
     pub open_broken: Opener<'a>,
     /// A backend opened for runtime evidence, with an optional extra provider requested.
-    pub open_evidence: &'a (dyn Fn(&str, Option<crate::backend::ort::RequestedProvider>) -> Result<Box<dyn Backend>, BackendError> + Sync),
+    pub open_evidence: &'a (dyn Fn(
+        &str,
+        Option<crate::backend::ort::RequestedProvider>,
+    ) -> Result<Box<dyn Backend>, BackendError>
+             + Sync),
     /// The trial's unit name (the backend id, or a check's case name).
     pub unit: &'a str,
     /// Any backend by id, on the gate's model (e.g. an accuracy reference).
@@ -123,7 +141,13 @@ pub struct TrialContext<'a> {
 }
 
 impl TrialContext<'_> {
-    fn result(&self, verdict: Verdict, metrics: BTreeMap<String, f64>, records: &[RunRecord], stated: usize) -> TrialResult {
+    fn result(
+        &self,
+        verdict: Verdict,
+        metrics: BTreeMap<String, f64>,
+        records: &[RunRecord],
+        stated: usize,
+    ) -> TrialResult {
         let mut reasons: Vec<String> = records
             .iter()
             .filter_map(|r| match &r.outcome {
@@ -147,7 +171,9 @@ impl TrialContext<'_> {
     }
 
     fn log(&self, records: &[RunRecord]) -> Result<(), String> {
-        self.run_log.append(records).map_err(|e| format!("cannot write {}: {e}", self.run_log.path().display()))
+        self.run_log
+            .append(records)
+            .map_err(|e| format!("cannot write {}: {e}", self.run_log.path().display()))
     }
 }
 
@@ -158,9 +184,18 @@ pub fn precondition(spec: &GateSpec, unit: &str) -> Option<String> {
     match &spec.check {
         Check::EnergyGating(_) => {
             let detected = crate::energy::detect_sensors();
-            detected.readable.is_empty().then(|| format!("no readable power sensor: {}", detected.unreadable_summary()))
+            detected.readable.is_empty().then(|| {
+                format!(
+                    "no readable power sensor: {}",
+                    detected.unreadable_summary()
+                )
+            })
         }
-        Check::CompileReal(p) => p.cases.iter().find(|c| c.name == unit).and_then(compile_real::precondition),
+        Check::CompileReal(p) => p
+            .cases
+            .iter()
+            .find(|c| c.name == unit)
+            .and_then(compile_real::precondition),
         _ => None,
     }
 }
@@ -168,19 +203,39 @@ pub fn precondition(spec: &GateSpec, unit: &str) -> Option<String> {
 /// Run one trial of a gate.
 pub fn evaluate(ctx: &TrialContext<'_>) -> TrialResult {
     match &ctx.spec.check {
-        Check::DecodeFraction { gen_tokens, min_median_decode_fraction, check_kv_equals_recompute } => {
-            decode_fraction::evaluate(ctx, *gen_tokens, *min_median_decode_fraction, *check_kv_equals_recompute)
-        }
-        Check::ModelIdentity { sanity_tokens, context, untrained_fraction } => {
-            model_identity::evaluate(ctx, *sanity_tokens, *context, *untrained_fraction)
-        }
+        Check::DecodeFraction {
+            gen_tokens,
+            min_median_decode_fraction,
+            check_kv_equals_recompute,
+        } => decode_fraction::evaluate(
+            ctx,
+            *gen_tokens,
+            *min_median_decode_fraction,
+            *check_kv_equals_recompute,
+        ),
+        Check::ModelIdentity {
+            sanity_tokens,
+            context,
+            untrained_fraction,
+        } => model_identity::evaluate(ctx, *sanity_tokens, *context, *untrained_fraction),
         Check::DegradedRuns { gen_tokens } => degraded_runs::evaluate(ctx, *gen_tokens),
         Check::PerplexityDelta(p) => perplexity_delta::evaluate(ctx, p),
         Check::EnergyGating(p) => energy_gating::evaluate(ctx, p),
         Check::CompileReal(p) => match p.cases.iter().find(|c| c.name == ctx.unit) {
             Some(case) => compile_real::evaluate(ctx, p, case),
-            None => ctx.result(Verdict::Fail { reason: format!("no case `{}` in {}", ctx.unit, ctx.spec.path.display()) }, BTreeMap::new(), &[], 0),
+            None => ctx.result(
+                Verdict::Fail {
+                    reason: format!("no case `{}` in {}", ctx.unit, ctx.spec.path.display()),
+                },
+                BTreeMap::new(),
+                &[],
+                0,
+            ),
         },
+        Check::ScalingFit(p) => scaling_fit::evaluate(ctx, p),
+        Check::WarmupRatio(p) => warmup_ratio::evaluate(ctx, p),
+        Check::Distribution(p) => distribution::evaluate(ctx, p),
+        Check::EconomicsCost(p) => economics::evaluate(ctx, p),
     }
 }
 

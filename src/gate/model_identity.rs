@@ -11,15 +11,23 @@ use crate::assets;
 use crate::model::{GgufFile, LlamaConfig};
 use crate::workload::Corpus;
 
-pub fn evaluate(ctx: &TrialContext<'_>, sanity_tokens: usize, context: usize, untrained_fraction: f64) -> TrialResult {
+pub fn evaluate(
+    ctx: &TrialContext<'_>,
+    sanity_tokens: usize,
+    context: usize,
+    untrained_fraction: f64,
+) -> TrialResult {
     let mut metrics = BTreeMap::new();
-    let done = |verdict: Verdict, metrics: BTreeMap<String, f64>| ctx.result(verdict, metrics, &[], 0);
+    let done =
+        |verdict: Verdict, metrics: BTreeMap<String, f64>| ctx.result(verdict, metrics, &[], 0);
     let fail = |reason: String, metrics| done(Verdict::Fail { reason }, metrics);
 
-    let config = match assets::ensure(&ctx.model.asset).map_err(|e| e.to_string()).and_then(|p| {
-        let g = GgufFile::open(&p).map_err(|e| e.to_string())?;
-        LlamaConfig::from_gguf(&g).map_err(|e| e.to_string())
-    }) {
+    let config = match assets::ensure(&ctx.model.asset)
+        .map_err(|e| e.to_string())
+        .and_then(|p| {
+            let g = GgufFile::open(&p).map_err(|e| e.to_string())?;
+            LlamaConfig::from_gguf(&g).map_err(|e| e.to_string())
+        }) {
         Ok(c) => c,
         Err(e) => return fail(format!("cannot read the model config: {e}"), metrics),
     };
@@ -39,15 +47,25 @@ pub fn evaluate(ctx: &TrialContext<'_>, sanity_tokens: usize, context: usize, un
                 failures.push(format!("parameter counts disagree: loaded {loaded}, config {from_config}, declared {declared}"));
             }
         }
-        None => failures.push(format!("backend `{}` cannot report the parameter count of its loaded weights", ctx.backend_id)),
+        None => failures.push(format!(
+            "backend `{}` cannot report the parameter count of its loaded weights",
+            ctx.backend_id
+        )),
     }
-    let tokens = match Corpus::Wiki.text().map_err(|e| e.to_string()).and_then(|t| {
-        crate::workload::leading_tokens(&t, sanity_tokens, ctx.encode).map_err(|e| e.to_string())
-    }) {
+    let tokens = match Corpus::Wiki
+        .text()
+        .map_err(|e| e.to_string())
+        .and_then(|t| {
+            crate::workload::leading_tokens(&t, sanity_tokens, ctx.encode)
+                .map_err(|e| e.to_string())
+        }) {
         Ok(t) => t,
         Err(e) => return fail(format!("cannot prepare the sanity text: {e}"), metrics),
     };
-    let protocol = PerplexityProtocol { context, max_tokens: sanity_tokens };
+    let protocol = PerplexityProtocol {
+        context,
+        max_tokens: sanity_tokens,
+    };
     match perplexity(backend.as_mut(), &tokens, protocol) {
         Ok(p) => {
             metrics.insert("perplexity".into(), p.perplexity);
@@ -64,7 +82,14 @@ pub fn evaluate(ctx: &TrialContext<'_>, sanity_tokens: usize, context: usize, un
     }
     if failures.is_empty() {
         let ppl = metrics.get("perplexity").copied().unwrap_or(f64::NAN);
-        done(Verdict::Pass { summary: format!("{declared} parameters (loaded = config = declared); wiki perplexity {ppl:.2}") }, metrics)
+        done(
+            Verdict::Pass {
+                summary: format!(
+                    "{declared} parameters (loaded = config = declared); wiki perplexity {ppl:.2}"
+                ),
+            },
+            metrics,
+        )
     } else {
         fail(failures.join("; "), metrics)
     }

@@ -33,16 +33,33 @@ pub struct PerplexityDeltaParams {
 type ReferenceKey = (String, String, PerplexityProtocol, usize);
 static REFERENCES: OnceLock<Mutex<BTreeMap<String, std::sync::Arc<Scores>>>> = OnceLock::new();
 
-fn reference_scores(ctx: &TrialContext<'_>, p: &PerplexityDeltaParams, tokens: &[u32], protocol: PerplexityProtocol) -> Result<std::sync::Arc<Scores>, String> {
-    let key: ReferenceKey = (p.reference.clone(), format!("{:?}", p.corpus), protocol, p.distribution_positions);
+fn reference_scores(
+    ctx: &TrialContext<'_>,
+    p: &PerplexityDeltaParams,
+    tokens: &[u32],
+    protocol: PerplexityProtocol,
+) -> Result<std::sync::Arc<Scores>, String> {
+    let key: ReferenceKey = (
+        p.reference.clone(),
+        format!("{:?}", p.corpus),
+        protocol,
+        p.distribution_positions,
+    );
     let key = format!("{key:?}");
     let cache = REFERENCES.get_or_init(|| Mutex::new(BTreeMap::new()));
     let mut guard = cache.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(s) = guard.get(&key) {
         return Ok(s.clone());
     }
-    let mut reference = (ctx.open_named)(&p.reference).map_err(|e| format!("reference `{}` could not load: {e}", p.reference))?;
-    let scores = score(reference.as_mut(), tokens, protocol, p.distribution_positions).map_err(|e| format!("reference `{}` failed: {e}", p.reference))?;
+    let mut reference = (ctx.open_named)(&p.reference)
+        .map_err(|e| format!("reference `{}` could not load: {e}", p.reference))?;
+    let scores = score(
+        reference.as_mut(),
+        tokens,
+        protocol,
+        p.distribution_positions,
+    )
+    .map_err(|e| format!("reference `{}` failed: {e}", p.reference))?;
     let scores = std::sync::Arc::new(scores);
     guard.insert(key, scores.clone());
     Ok(scores)
@@ -52,10 +69,17 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &PerplexityDeltaParams) -> TrialResul
     let done = |verdict, metrics| ctx.result(verdict, metrics, &[], 0);
     let fail = |reason: String| done(Verdict::Fail { reason }, BTreeMap::new());
     let Some(&threshold) = p.max_abs_delta.get(ctx.backend_id) else {
-        return fail(format!("{}: no max_abs_delta for backend `{}`", ctx.spec.path.display(), ctx.backend_id));
+        return fail(format!(
+            "{}: no max_abs_delta for backend `{}`",
+            ctx.spec.path.display(),
+            ctx.backend_id
+        ));
     };
     let max_tokens = ctx.profile.perplexity_tokens.unwrap_or(p.max_tokens);
-    let protocol = PerplexityProtocol { context: p.context, max_tokens };
+    let protocol = PerplexityProtocol {
+        context: p.context,
+        max_tokens,
+    };
     let text = match p.corpus.text() {
         Ok(t) => t,
         Err(e) => return fail(format!("cannot load the {:?} text: {e}", p.corpus)),
@@ -73,11 +97,22 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &PerplexityDeltaParams) -> TrialResul
         Err(e) => return fail(format!("candidate could not load: {e}")),
     };
     let mut metrics = BTreeMap::new();
-    metrics.insert("reference_perplexity".into(), reference.perplexity.perplexity);
+    metrics.insert(
+        "reference_perplexity".into(),
+        reference.perplexity.perplexity,
+    );
     let (cand_ppl, note) = match candidate.perplexity_native(&text, protocol) {
-        Some(Ok(native)) => (native, "perplexity from the engine's own tool; KL/top-1 not available from it".to_string()),
+        Some(Ok(native)) => (
+            native,
+            "perplexity from the engine's own tool; KL/top-1 not available from it".to_string(),
+        ),
         Some(Err(e)) => return fail(format!("candidate perplexity failed: {e}")),
-        None => match score(candidate.as_mut(), &tokens, protocol, p.distribution_positions) {
+        None => match score(
+            candidate.as_mut(),
+            &tokens,
+            protocol,
+            p.distribution_positions,
+        ) {
             Ok(s) => {
                 let c = compare(&reference, &s);
                 metrics.insert("kl_divergence_mean".into(), c.kl_divergence_mean);
@@ -96,9 +131,13 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &PerplexityDeltaParams) -> TrialResul
         },
     };
     if cand_ppl.scored_tokens != reference.perplexity.scored_tokens {
-        return fail(format!("candidate scored {} tokens, reference {}: not the same protocol", cand_ppl.scored_tokens, reference.perplexity.scored_tokens));
+        return fail(format!(
+            "candidate scored {} tokens, reference {}: not the same protocol",
+            cand_ppl.scored_tokens, reference.perplexity.scored_tokens
+        ));
     }
-    let delta = (cand_ppl.perplexity - reference.perplexity.perplexity) / reference.perplexity.perplexity;
+    let delta =
+        (cand_ppl.perplexity - reference.perplexity.perplexity) / reference.perplexity.perplexity;
     metrics.insert("perplexity".into(), cand_ppl.perplexity);
     metrics.insert("perplexity_std_error".into(), cand_ppl.perplexity_std_error);
     metrics.insert("perplexity_delta".into(), delta);
@@ -114,6 +153,15 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &PerplexityDeltaParams) -> TrialResul
     if delta.abs() < threshold {
         done(Verdict::Pass { summary }, metrics)
     } else {
-        done(Verdict::Fail { reason: format!("perplexity delta {:+.4}% exceeds ±{:.2}%: {summary}", 100.0 * delta, 100.0 * threshold) }, metrics)
+        done(
+            Verdict::Fail {
+                reason: format!(
+                    "perplexity delta {:+.4}% exceeds ±{:.2}%: {summary}",
+                    100.0 * delta,
+                    100.0 * threshold
+                ),
+            },
+            metrics,
+        )
     }
 }

@@ -50,6 +50,34 @@ pub enum Check {
     EnergyGating(super::energy_gating::EnergyGatingParams),
     /// Every backend label proven by runtime evidence; negative controls must be caught.
     CompileReal(super::compile_real::CompileRealParams),
+    /// TR121 (C4/C5, §10.2 rule 1): log latency on log params (and + log layers) over a synthetic
+    /// model family, scenario-aggregated; each slope actionable or not identifiable.
+    ScalingFit(super::scaling_fit::ScalingFitParams),
+    /// §10.2 rule 4: cold (first run after open) median / steady median; above the threshold flags
+    /// "warm pool required".
+    WarmupRatio(super::warmup_ratio::WarmupRatioParams),
+    /// TR117 / §3.10 / §10.2 rule 5: median, p95, p99, mean, n per backend × scenario; a winner only
+    /// from the scenario-aggregated geometric mean.
+    Distribution(super::distribution::DistributionParams),
+    /// TR119 / C3 / Appendix A: cost per 1M tokens per pricing tier (energy as a second term where
+    /// measured); backend ordering invariant under the tier.
+    EconomicsCost(super::economics::EconomicsParams),
+}
+
+impl Check {
+    /// One trial compares all of the gate's backends (named `<gate>::<b1>+<b2>+…`) instead of one
+    /// trial per backend.
+    pub fn spans_backends(&self) -> bool {
+        matches!(self, Check::Distribution(_) | Check::EconomicsCost(_))
+    }
+
+    /// The gate's `scenarios` are aggregated inside one trial instead of one trial per scenario.
+    pub fn aggregates_scenarios(&self) -> bool {
+        matches!(
+            self,
+            Check::ScalingFit(_) | Check::Distribution(_) | Check::EconomicsCost(_)
+        )
+    }
 }
 
 fn yes() -> bool {
@@ -82,7 +110,10 @@ pub struct GateSpec {
 
 impl GateSpec {
     pub fn parse(path: &Path, text: &str) -> Result<GateSpec, GateFileError> {
-        let mut spec: GateSpec = toml::from_str(text).map_err(|e| GateFileError::Parse { path: path.to_path_buf(), detail: e.to_string() })?;
+        let mut spec: GateSpec = toml::from_str(text).map_err(|e| GateFileError::Parse {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
         spec.path = path.to_path_buf();
         spec.file_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()));
         spec.validate()?;
@@ -90,32 +121,56 @@ impl GateSpec {
     }
 
     pub fn load(path: &Path) -> Result<GateSpec, GateFileError> {
-        let text = std::fs::read_to_string(path).map_err(|e| GateFileError::Io { path: path.to_path_buf(), source: e })?;
+        let text = std::fs::read_to_string(path).map_err(|e| GateFileError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
         Self::parse(path, &text)
     }
 
     fn validate(&self) -> Result<(), GateFileError> {
-        let invalid = |detail: String| Err(GateFileError::Invalid { path: self.path.clone(), detail });
+        let invalid = |detail: String| {
+            Err(GateFileError::Invalid {
+                path: self.path.clone(),
+                detail,
+            })
+        };
         if catalog::lookup(&self.model).is_none() {
-            return invalid(format!("model `{}` is not in the catalog (known: {})", self.model, catalog::known_names().join(", ")));
+            return invalid(format!(
+                "model `{}` is not in the catalog (known: {})",
+                self.model,
+                catalog::known_names().join(", ")
+            ));
         }
         if self.backends.is_empty() {
             return invalid("`backends` is empty".into());
         }
-        for (_, b) in self.units() {
+        for b in self.units().iter().flat_map(|(_, b)| b.split('+')) {
             if !crate::backend::registry::is_known(&b) {
-                return invalid(format!("backend `{b}` is unknown (known: {})", crate::backend::registry::known_ids().join(", ")));
+                return invalid(format!(
+                    "backend `{b}` is unknown (known: {})",
+                    crate::backend::registry::known_ids().join(", ")
+                ));
             }
         }
         for s in &self.scenarios {
             if workload::scenario(s).is_none() {
-                return invalid(format!("scenario `{s}` is unknown (known: {})", workload::scenario_names().join(", ")));
+                return invalid(format!(
+                    "scenario `{s}` is unknown (known: {})",
+                    workload::scenario_names().join(", ")
+                ));
             }
         }
         for p in ["ci", "full"] {
             match self.profiles.get(p) {
-                None => return invalid(format!("profile `{p}` is missing: add [profiles.{p}] with warmup and repetitions")),
-                Some(s) if s.repetitions == 0 => return invalid(format!("profile `{p}` has zero repetitions")),
+                None => {
+                    return invalid(format!(
+                        "profile `{p}` is missing: add [profiles.{p}] with warmup and repetitions"
+                    ))
+                }
+                Some(s) if s.repetitions == 0 => {
+                    return invalid(format!("profile `{p}` has zero repetitions"))
+                }
                 Some(_) => {}
             }
         }
@@ -125,8 +180,19 @@ impl GateSpec {
     /// The trials' `(name, backend id)` pairs before scenarios: the backends, or a check's own cases.
     pub fn units(&self) -> Vec<(String, String)> {
         match &self.check {
-            Check::CompileReal(p) => p.cases.iter().map(|c| (c.name.clone(), c.backend.clone())).collect(),
-            _ => self.backends.iter().map(|b| (b.clone(), b.clone())).collect(),
+            Check::CompileReal(p) => p
+                .cases
+                .iter()
+                .map(|c| (c.name.clone(), c.backend.clone()))
+                .collect(),
+            _ if self.check.spans_backends() => {
+                vec![(self.backends.join("+"), self.backends.join("+"))]
+            }
+            _ => self
+                .backends
+                .iter()
+                .map(|b| (b.clone(), b.clone()))
+                .collect(),
         }
     }
 
@@ -138,14 +204,26 @@ impl GateSpec {
 
 /// Load every `*.toml` in `dir`, sorted by file name. The first bad file is an error naming it.
 pub fn load_dir(dir: &Path) -> Result<Vec<GateSpec>, GateFileError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| GateFileError::Io { path: dir.to_path_buf(), source: e })?;
-    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect();
+    let entries = std::fs::read_dir(dir).map_err(|e| GateFileError::Io {
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
     paths.sort();
-    let specs = paths.iter().map(|p| GateSpec::load(p)).collect::<Result<Vec<_>, _>>()?;
+    let specs = paths
+        .iter()
+        .map(|p| GateSpec::load(p))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut seen = std::collections::BTreeSet::new();
     for s in &specs {
         if !seen.insert(&s.id) {
-            return Err(GateFileError::Invalid { path: s.path.clone(), detail: format!("gate id `{}` is used by another file", s.id) });
+            return Err(GateFileError::Invalid {
+                path: s.path.clone(),
+                detail: format!("gate id `{}` is used by another file", s.id),
+            });
         }
     }
     Ok(specs)
@@ -178,20 +256,34 @@ min_median_decode_fraction = 0.9
     fn parses_a_gate_file() {
         let s = GateSpec::parse(Path::new("g.toml"), GOOD).unwrap();
         assert_eq!(s.profile("ci").unwrap().repetitions, 3);
-        assert!(matches!(s.check, Check::DecodeFraction { gen_tokens: 64, check_kv_equals_recompute: true, .. }));
+        assert!(matches!(
+            s.check,
+            Check::DecodeFraction {
+                gen_tokens: 64,
+                check_kv_equals_recompute: true,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn a_misspelt_key_is_an_error_naming_the_file() {
         let bad = GOOD.replace("min_median_decode_fraction", "min_median_decode_fractoin");
-        let e = GateSpec::parse(Path::new("gates/x.toml"), &bad).unwrap_err().to_string();
-        assert!(e.contains("gates/x.toml") && e.contains("min_median_decode_fractoin"), "{e}");
+        let e = GateSpec::parse(Path::new("gates/x.toml"), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("gates/x.toml") && e.contains("min_median_decode_fractoin"),
+            "{e}"
+        );
     }
 
     #[test]
     fn a_missing_model_is_an_error_naming_the_file_and_the_model() {
         let bad = GOOD.replace("smollm2-135m-instruct", "gpt2");
-        let e = GateSpec::parse(Path::new("gates/x.toml"), &bad).unwrap_err().to_string();
+        let e = GateSpec::parse(Path::new("gates/x.toml"), &bad)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("gates/x.toml") && e.contains("`gpt2`"), "{e}");
     }
 }

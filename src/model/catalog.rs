@@ -41,14 +41,22 @@ pub fn known_names() -> Vec<&'static str> {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum WeightSource {
     /// A catalog GGUF, optionally with one layer's output projections scaled (a planted fault).
-    Gguf { model: String, gguf_sha256: String, fault_scale_layer: Option<(usize, f32)> },
+    Gguf {
+        model: String,
+        gguf_sha256: String,
+        fault_scale_layer: Option<(usize, f32)>,
+    },
     /// Seeded random weights of a given shape (the scaling family).
     Synthetic { config: LlamaConfig, seed: u64 },
 }
 
 impl WeightSource {
     pub fn catalog(model: &CatalogModel) -> Self {
-        WeightSource::Gguf { model: model.name.into(), gguf_sha256: model.asset.member_sha256.into(), fault_scale_layer: None }
+        WeightSource::Gguf {
+            model: model.name.into(),
+            gguf_sha256: model.asset.member_sha256.into(),
+            fault_scale_layer: None,
+        }
     }
 
     fn cache_key(&self, format: WeightFormat) -> String {
@@ -56,7 +64,9 @@ impl WeightSource {
         let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(json.as_bytes()));
         let stem = match self {
             WeightSource::Gguf { model, .. } => model.clone(),
-            WeightSource::Synthetic { config, .. } => format!("synthetic-l{}-d{}", config.n_layers, config.d_model),
+            WeightSource::Synthetic { config, .. } => {
+                format!("synthetic-l{}-d{}", config.n_layers, config.d_model)
+            }
         };
         format!("{stem}-{}-{}", format.label(), &digest[..16])
     }
@@ -64,8 +74,13 @@ impl WeightSource {
     /// Load the fp32 weights this source describes.
     pub fn load_weights(&self) -> Result<LlamaWeights, ModelError> {
         match self {
-            WeightSource::Gguf { model, fault_scale_layer, .. } => {
-                let m = lookup(model).ok_or_else(|| ModelError::Config(format!("unknown model `{model}`")))?;
+            WeightSource::Gguf {
+                model,
+                fault_scale_layer,
+                ..
+            } => {
+                let m = lookup(model)
+                    .ok_or_else(|| ModelError::Config(format!("unknown model `{model}`")))?;
                 let path = assets::ensure(&m.asset)?;
                 let gguf = GgufFile::open(&path)?;
                 let mut w = LlamaWeights::from_gguf(&gguf)?;
@@ -93,13 +108,19 @@ pub struct PreparedOnnx {
 const MANIFEST: &str = "export.json";
 
 /// Export (once) and return the cached ONNX model for `source` in `format`.
-pub fn ensure_onnx(source: &WeightSource, format: WeightFormat) -> Result<PreparedOnnx, ModelError> {
+pub fn ensure_onnx(
+    source: &WeightSource,
+    format: WeightFormat,
+) -> Result<PreparedOnnx, ModelError> {
     let root = assets::cache_root().join("onnx");
     let dir = root.join(source.cache_key(format));
     if let Some(p) = read_prepared(&dir) {
         return Ok(p);
     }
-    let io = |path: &Path, e: std::io::Error| ModelError::Io { path: path.to_path_buf(), source: e };
+    let io = |path: &Path, e: std::io::Error| ModelError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
     fs::create_dir_all(&root).map_err(|e| io(&root, e))?;
     let lock_path = root.join(format!("{}.lock", source.cache_key(format)));
     let lock = File::create(&lock_path).map_err(|e| io(&lock_path, e))?;
@@ -109,13 +130,28 @@ pub fn ensure_onnx(source: &WeightSource, format: WeightFormat) -> Result<Prepar
     }
     let weights = source.load_weights()?;
     let tmp = tempfile::tempdir_in(&root).map_err(|e| io(&root, e))?;
-    let meta = [("infergate.weight_source", serde_json::to_string(source).unwrap_or_default())];
+    let meta = [(
+        "infergate.weight_source",
+        serde_json::to_string(source).unwrap_or_default(),
+    )];
     let gguf = match (format, source) {
-        (WeightFormat::GgufQ4_1, WeightSource::Gguf { model, fault_scale_layer: None, .. }) => {
-            let m = lookup(model).ok_or_else(|| ModelError::Config(format!("unknown model `{model}`")))?;
+        (
+            WeightFormat::GgufQ4_1,
+            WeightSource::Gguf {
+                model,
+                fault_scale_layer: None,
+                ..
+            },
+        ) => {
+            let m = lookup(model)
+                .ok_or_else(|| ModelError::Config(format!("unknown model `{model}`")))?;
             Some(GgufFile::open(&assets::ensure(&m.asset)?)?)
         }
-        (WeightFormat::GgufQ4_1, _) => return Err(ModelError::Config("the q4_1 format needs an unmodified catalog GGUF".into())),
+        (WeightFormat::GgufQ4_1, _) => {
+            return Err(ModelError::Config(
+                "the q4_1 format needs an unmodified catalog GGUF".into(),
+            ))
+        }
         _ => None,
     };
     let exported = onnx_export::export(&weights, format, gguf.as_ref(), tmp.path(), &meta)?;
@@ -127,7 +163,8 @@ pub fn ensure_onnx(source: &WeightSource, format: WeightFormat) -> Result<Prepar
         node_count: exported.node_count,
         parameter_count: weights.parameter_count(),
     };
-    let json = serde_json::to_vec_pretty(&prepared).map_err(|e| ModelError::Config(e.to_string()))?;
+    let json =
+        serde_json::to_vec_pretty(&prepared).map_err(|e| ModelError::Config(e.to_string()))?;
     fs::write(tmp.path().join(MANIFEST), json).map_err(|e| io(tmp.path(), e))?;
     let tmp_path = tmp.keep();
     fs::rename(&tmp_path, &dir).map_err(|e| io(&dir, e))?;

@@ -24,15 +24,26 @@ pub struct LlamaConfig {
 impl LlamaConfig {
     /// Read the config from GGUF metadata (`general.architecture` must be `llama`).
     pub fn from_gguf(gguf: &GgufFile) -> Result<Self, ModelError> {
-        let arch = gguf.meta("general.architecture").and_then(MetaValue::as_str).ok_or_else(|| missing("general.architecture"))?;
+        let arch = gguf
+            .meta("general.architecture")
+            .and_then(MetaValue::as_str)
+            .ok_or_else(|| missing("general.architecture"))?;
         if arch != "llama" {
-            return Err(ModelError::Config(format!("architecture is `{arch}`; this model code implements `llama`")));
+            return Err(ModelError::Config(format!(
+                "architecture is `{arch}`; this model code implements `llama`"
+            )));
         }
         let u = |key: &str| -> Result<usize, ModelError> {
-            gguf.meta(key).and_then(MetaValue::as_u64).map(|v| v as usize).ok_or_else(|| missing(key))
+            gguf.meta(key)
+                .and_then(MetaValue::as_u64)
+                .map(|v| v as usize)
+                .ok_or_else(|| missing(key))
         };
         let f = |key: &str| -> Result<f32, ModelError> {
-            gguf.meta(key).and_then(MetaValue::as_f64).map(|v| v as f32).ok_or_else(|| missing(key))
+            gguf.meta(key)
+                .and_then(MetaValue::as_f64)
+                .map(|v| v as f32)
+                .ok_or_else(|| missing(key))
         };
         let vocab_size = match gguf.meta("llama.vocab_size").and_then(MetaValue::as_u64) {
             Some(v) => v as usize,
@@ -54,8 +65,14 @@ impl LlamaConfig {
             rms_norm_eps: f("llama.attention.layer_norm_rms_epsilon")?,
             tied_embeddings: gguf.tensor_info("output.weight").is_err(),
             context_length: u("llama.context_length").unwrap_or(2048),
-            bos_token_id: gguf.meta("tokenizer.ggml.bos_token_id").and_then(MetaValue::as_u64).map(|v| v as u32),
-            eos_token_id: gguf.meta("tokenizer.ggml.eos_token_id").and_then(MetaValue::as_u64).map(|v| v as u32),
+            bos_token_id: gguf
+                .meta("tokenizer.ggml.bos_token_id")
+                .and_then(MetaValue::as_u64)
+                .map(|v| v as u32),
+            eos_token_id: gguf
+                .meta("tokenizer.ggml.eos_token_id")
+                .and_then(MetaValue::as_u64)
+                .map(|v| v as u32),
         };
         config.validate()?;
         Ok(config)
@@ -63,17 +80,32 @@ impl LlamaConfig {
 
     pub fn validate(&self) -> Result<(), ModelError> {
         let bad = |m: String| Err(ModelError::Config(m));
-        if self.n_layers == 0 || self.d_model == 0 || self.n_heads == 0 || self.n_kv_heads == 0 || self.vocab_size == 0 || self.ffn_dim == 0 {
+        if self.n_layers == 0
+            || self.d_model == 0
+            || self.n_heads == 0
+            || self.n_kv_heads == 0
+            || self.vocab_size == 0
+            || self.ffn_dim == 0
+        {
             return bad(format!("zero-sized dimension in {self:?}"));
         }
         if self.d_model % self.n_heads != 0 {
-            return bad(format!("d_model {} is not divisible by n_heads {}", self.d_model, self.n_heads));
+            return bad(format!(
+                "d_model {} is not divisible by n_heads {}",
+                self.d_model, self.n_heads
+            ));
         }
         if self.n_heads % self.n_kv_heads != 0 {
-            return bad(format!("n_heads {} is not a multiple of n_kv_heads {}", self.n_heads, self.n_kv_heads));
+            return bad(format!(
+                "n_heads {} is not a multiple of n_kv_heads {}",
+                self.n_heads, self.n_kv_heads
+            ));
         }
         if self.head_dim() % 2 != 0 {
-            return bad(format!("head_dim {} must be even for RoPE", self.head_dim()));
+            return bad(format!(
+                "head_dim {} must be even for RoPE",
+                self.head_dim()
+            ));
         }
         Ok(())
     }
@@ -99,7 +131,9 @@ impl LlamaConfig {
 }
 
 fn missing(key: &str) -> ModelError {
-    ModelError::MissingMetadata { key: key.to_string() }
+    ModelError::MissingMetadata {
+        key: key.to_string(),
+    }
 }
 
 #[cfg(test)]

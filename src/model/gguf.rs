@@ -161,12 +161,14 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], ModelError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or_else(|| {
-            ModelError::Gguf {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.bytes.len())
+            .ok_or_else(|| ModelError::Gguf {
                 path: self.path.to_path_buf(),
                 detail: format!("truncated: needed {n} bytes at offset {}", self.pos),
-            }
-        })?;
+            })?;
         let s = &self.bytes[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -192,7 +194,10 @@ impl<'a> Cursor<'a> {
         String::from_utf8(bytes.to_vec()).map_err(|_| self.bad("string is not UTF-8"))
     }
     fn bad(&self, detail: &str) -> ModelError {
-        ModelError::Gguf { path: self.path.to_path_buf(), detail: format!("{detail} (offset {})", self.pos) }
+        ModelError::Gguf {
+            path: self.path.to_path_buf(),
+            detail: format!("{detail} (offset {})", self.pos),
+        }
     }
     fn value(&mut self, type_id: u32, depth: usize) -> Result<MetaValue, ModelError> {
         Ok(match type_id {
@@ -231,21 +236,36 @@ impl<'a> Cursor<'a> {
 
 impl GgufFile {
     pub fn open(path: &Path) -> Result<Self, ModelError> {
-        let file = File::open(path).map_err(|e| ModelError::Io { path: path.to_path_buf(), source: e })?;
+        let file = File::open(path).map_err(|e| ModelError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
         // SAFETY: the file is opened read-only and this process never writes to it; a concurrent
         // writer from another process would be a misuse of the cache directory.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::Io { path: path.to_path_buf(), source: e })?;
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
         Self::parse(path, map)
     }
 
     fn parse(path: &Path, map: Mmap) -> Result<Self, ModelError> {
-        let mut c = Cursor { bytes: &map, pos: 0, path };
+        let mut c = Cursor {
+            bytes: &map,
+            pos: 0,
+            path,
+        };
         if c.take(4)? != GGUF_MAGIC {
-            return Err(ModelError::Gguf { path: path.to_path_buf(), detail: "not a GGUF file (bad magic)".into() });
+            return Err(ModelError::Gguf {
+                path: path.to_path_buf(),
+                detail: "not a GGUF file (bad magic)".into(),
+            });
         }
         let version = c.u32()?;
         if !(2..=3).contains(&version) {
-            return Err(c.bad(&format!("unsupported GGUF version {version} (this reader knows 2 and 3)")));
+            return Err(c.bad(&format!(
+                "unsupported GGUF version {version} (this reader knows 2 and 3)"
+            )));
         }
         let tensor_count = c.u64()? as usize;
         let kv_count = c.u64()? as usize;
@@ -269,9 +289,18 @@ impl GgufFile {
             }
             let ggml_type = GgmlType::from_u32(c.u32()?);
             let offset = c.u64()?;
-            tensors.push(TensorInfo { name, dims, ggml_type, offset });
+            tensors.push(TensorInfo {
+                name,
+                dims,
+                ggml_type,
+                offset,
+            });
         }
-        let alignment = metadata.get("general.alignment").and_then(MetaValue::as_u64).unwrap_or(DEFAULT_ALIGNMENT).max(1);
+        let alignment = metadata
+            .get("general.alignment")
+            .and_then(MetaValue::as_u64)
+            .unwrap_or(DEFAULT_ALIGNMENT)
+            .max(1);
         let data_start = (c.pos as u64).div_ceil(alignment) * alignment;
         let data_start = data_start as usize;
         for t in &tensors {
@@ -285,7 +314,14 @@ impl GgufFile {
                 }
             }
         }
-        Ok(GgufFile { path: path.to_path_buf(), version, metadata, tensors, data_start, map })
+        Ok(GgufFile {
+            path: path.to_path_buf(),
+            version,
+            metadata,
+            tensors,
+            data_start,
+            map,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -297,10 +333,13 @@ impl GgufFile {
     }
 
     pub fn tensor_info(&self, name: &str) -> Result<&TensorInfo, ModelError> {
-        self.tensors.iter().find(|t| t.name == name).ok_or_else(|| ModelError::MissingTensor {
-            path: self.path.clone(),
-            name: name.to_string(),
-        })
+        self.tensors
+            .iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                path: self.path.clone(),
+                name: name.to_string(),
+            })
     }
 
     /// The tensor's stored bytes (still quantized).
@@ -311,7 +350,10 @@ impl GgufFile {
     }
 
     fn unsupported(&self, info: &TensorInfo) -> ModelError {
-        ModelError::UnsupportedTensorType { name: info.name.clone(), ggml_type: format!("{:?}", info.ggml_type) }
+        ModelError::UnsupportedTensorType {
+            name: info.name.clone(),
+            ggml_type: format!("{:?}", info.ggml_type),
+        }
     }
 
     /// Dequantize a tensor to f32 in ggml element order (dims[0] fastest).
@@ -339,8 +381,16 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8]) -> Option<Vec<f32>> {
     }
     let mut out = Vec::with_capacity(bytes.len() / size * block);
     match ty {
-        GgmlType::F32 => out.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
-        GgmlType::F16 => out.extend(bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())),
+        GgmlType::F32 => out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        ),
+        GgmlType::F16 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()),
+        ),
         GgmlType::Q8_0 => {
             for b in bytes.chunks_exact(size) {
                 let d = f16::from_le_bytes([b[0], b[1]]).to_f32();

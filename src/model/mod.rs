@@ -9,6 +9,6 @@ pub use config::LlamaConfig;
 pub use gguf::GgufFile;
 pub use tokenizer::Tokenizer;
 pub use weights::LlamaWeights;
+pub mod catalog;
 pub mod onnx_export;
 pub mod reference;
-pub mod catalog;

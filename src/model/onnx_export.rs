@@ -18,9 +18,10 @@ use super::gguf::{GgmlType, GgufFile, Q4_1Block};
 use super::weights::{hf_row_order, layer_tensor_name, LlamaWeights};
 use crate::error::ModelError;
 use crate::onnx_proto::{
-    attribute_proto::AttributeType, tensor_proto::DataLocation, tensor_proto::DataType, tensor_shape_proto,
-    type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
-    TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    attribute_proto::AttributeType, tensor_proto::DataLocation, tensor_proto::DataType,
+    tensor_shape_proto, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto,
+    OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto,
+    ValueInfoProto,
 };
 
 /// Bumped whenever the emitted graph changes, so cached exports are rebuilt.
@@ -92,11 +93,20 @@ pub struct ExportedModel {
 
 /// Export `weights` to `<dir>/model.onnx` + `<dir>/model.onnx.data`.
 /// `gguf` supplies the raw quantized blocks for [`WeightFormat::GgufQ4_1`] (ignored otherwise).
-pub fn export(weights: &LlamaWeights, format: WeightFormat, gguf: Option<&GgufFile>, dir: &Path, metadata: &[(&str, String)]) -> Result<ExportedModel, ModelError> {
+pub fn export(
+    weights: &LlamaWeights,
+    format: WeightFormat,
+    gguf: Option<&GgufFile>,
+    dir: &Path,
+    metadata: &[(&str, String)],
+) -> Result<ExportedModel, ModelError> {
     let model_path = dir.join("model.onnx");
     let data_file = "model.onnx.data";
     let data_path = dir.join(data_file);
-    let err = |detail: String| ModelError::Export { path: model_path.clone(), detail };
+    let err = |detail: String| ModelError::Export {
+        path: model_path.clone(),
+        detail,
+    };
     fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
     let data = BufWriter::new(File::create(&data_path).map_err(|e| err(e.to_string()))?);
     let mut g = GraphBuilder::new(data, data_file, format);
@@ -108,15 +118,30 @@ pub fn export(weights: &LlamaWeights, format: WeightFormat, gguf: Option<&GgufFi
     let node_count = graph.node.len();
     let mut props: Vec<StringStringEntryProto> = metadata
         .iter()
-        .map(|(k, v)| StringStringEntryProto { key: Some(k.to_string()), value: Some(v.clone()) })
+        .map(|(k, v)| StringStringEntryProto {
+            key: Some(k.to_string()),
+            value: Some(v.clone()),
+        })
         .collect();
-    props.push(StringStringEntryProto { key: Some("infergate.exporter_version".into()), value: Some(EXPORTER_VERSION.to_string()) });
-    props.push(StringStringEntryProto { key: Some("infergate.weight_format".into()), value: Some(format.label().into()) });
+    props.push(StringStringEntryProto {
+        key: Some("infergate.exporter_version".into()),
+        value: Some(EXPORTER_VERSION.to_string()),
+    });
+    props.push(StringStringEntryProto {
+        key: Some("infergate.weight_format".into()),
+        value: Some(format.label().into()),
+    });
     let model = ModelProto {
         ir_version: Some(8),
         opset_import: vec![
-            OperatorSetIdProto { domain: Some(String::new()), version: Some(OPSET) },
-            OperatorSetIdProto { domain: Some(MS_DOMAIN.into()), version: Some(1) },
+            OperatorSetIdProto {
+                domain: Some(String::new()),
+                version: Some(OPSET),
+            },
+            OperatorSetIdProto {
+                domain: Some(MS_DOMAIN.into()),
+                version: Some(1),
+            },
         ],
         producer_name: Some("infergate".into()),
         producer_version: Some(env!("CARGO_PKG_VERSION").into()),
@@ -125,7 +150,12 @@ pub fn export(weights: &LlamaWeights, format: WeightFormat, gguf: Option<&GgufFi
         ..Default::default()
     };
     fs::write(&model_path, model.encode_to_vec()).map_err(|e| err(e.to_string()))?;
-    Ok(ExportedModel { model_path, data_path, node_count, initializer_bytes })
+    Ok(ExportedModel {
+        model_path,
+        data_path,
+        node_count,
+        initializer_bytes,
+    })
 }
 
 /// Builds graph nodes with unique names and streams large initializers to the external-data file.
@@ -140,7 +170,17 @@ struct GraphBuilder<W: Write> {
 
 impl<W: Write> GraphBuilder<W> {
     fn new(data: W, data_file: &str, format: WeightFormat) -> Self {
-        GraphBuilder { graph: GraphProto { name: Some("llama_decoder".into()), ..Default::default() }, format, data, data_file: data_file.into(), data_offset: 0, counter: 0 }
+        GraphBuilder {
+            graph: GraphProto {
+                name: Some("llama_decoder".into()),
+                ..Default::default()
+            },
+            format,
+            data,
+            data_file: data_file.into(),
+            data_offset: 0,
+            counter: 0,
+        }
     }
 
     fn fresh(&mut self, hint: &str) -> String {
@@ -155,7 +195,13 @@ impl<W: Write> GraphBuilder<W> {
         out
     }
 
-    fn op_named(&mut self, op: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) {
+    fn op_named(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        attrs: Vec<AttributeProto>,
+    ) {
         let name = self.fresh(op);
         let domain = (op == "MatMulNBits").then(|| MS_DOMAIN.to_string());
         self.graph.node.push(NodeProto {
@@ -169,7 +215,13 @@ impl<W: Write> GraphBuilder<W> {
         });
     }
 
-    fn initializer(&mut self, name: &str, dims: &[usize], data_type: DataType, bytes: &[u8]) -> std::io::Result<String> {
+    fn initializer(
+        &mut self,
+        name: &str,
+        dims: &[usize],
+        data_type: DataType,
+        bytes: &[u8],
+    ) -> std::io::Result<String> {
         let mut t = TensorProto {
             name: Some(name.into()),
             dims: dims.iter().map(|&d| d as i64).collect(),
@@ -196,16 +248,29 @@ impl<W: Write> GraphBuilder<W> {
     }
 
     /// A float tensor in the activation type (fp32, or fp16 for the fp16 format).
-    fn f32_tensor(&mut self, name: &str, dims: &[usize], values: &[f32]) -> std::io::Result<String> {
+    fn f32_tensor(
+        &mut self,
+        name: &str,
+        dims: &[usize],
+        values: &[f32],
+    ) -> std::io::Result<String> {
         if self.format.activation_type() == DataType::Float16 {
-            let bytes: Vec<u8> = values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect();
+            let bytes: Vec<u8> = values
+                .iter()
+                .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                .collect();
             return self.initializer(name, dims, DataType::Float16, &bytes);
         }
         self.exact_f32_tensor(name, dims, values)
     }
 
     /// A float tensor that stays fp32 whatever the format (quantization scales).
-    fn exact_f32_tensor(&mut self, name: &str, dims: &[usize], values: &[f32]) -> std::io::Result<String> {
+    fn exact_f32_tensor(
+        &mut self,
+        name: &str,
+        dims: &[usize],
+        values: &[f32],
+    ) -> std::io::Result<String> {
         let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.initializer(name, dims, DataType::Float, &bytes)
     }
@@ -221,14 +286,34 @@ impl<W: Write> GraphBuilder<W> {
 
     /// `x · Wᵀ` for `W` = `[out, in]`, in the builder's weight format: MatMul over a stored `Wᵀ`,
     /// or MatMulNBits over blocks (`q4` = the GGUF's raw Q4_1 bytes of W, rows in HF order).
-    fn linear(&mut self, x: &str, name: &str, w: ArrayView2<f32>, q4: Option<Vec<u8>>) -> std::io::Result<String> {
+    fn linear(
+        &mut self,
+        x: &str,
+        name: &str,
+        w: ArrayView2<f32>,
+        q4: Option<Vec<u8>>,
+    ) -> std::io::Result<String> {
         let (n, k) = w.dim();
         match (self.format, q4) {
             (WeightFormat::GgufQ4_1, Some(raw)) => {
-                let (blob, scales, zps) = q4_1_to_matmul_nbits(&raw, n, k).map_err(std::io::Error::other)?;
-                let b = self.initializer(&format!("{name}.qweight"), &[n, k / QUANT_BLOCK, QUANT_BLOCK / 2], DataType::Uint8, &blob)?;
-                let s = self.exact_f32_tensor(&format!("{name}.scales"), &[n, k / QUANT_BLOCK], &scales)?;
-                let z = self.exact_f32_tensor(&format!("{name}.zero_points"), &[n, k / QUANT_BLOCK], &zps)?;
+                let (blob, scales, zps) =
+                    q4_1_to_matmul_nbits(&raw, n, k).map_err(std::io::Error::other)?;
+                let b = self.initializer(
+                    &format!("{name}.qweight"),
+                    &[n, k / QUANT_BLOCK, QUANT_BLOCK / 2],
+                    DataType::Uint8,
+                    &blob,
+                )?;
+                let s = self.exact_f32_tensor(
+                    &format!("{name}.scales"),
+                    &[n, k / QUANT_BLOCK],
+                    &scales,
+                )?;
+                let z = self.exact_f32_tensor(
+                    &format!("{name}.zero_points"),
+                    &[n, k / QUANT_BLOCK],
+                    &zps,
+                )?;
                 Ok(self.matmul_nbits(x, &b, &s, &z, n, k, 4))
             }
             (WeightFormat::Int8WeightOnly, _) | (WeightFormat::GgufQ4_1, None) => {
@@ -237,22 +322,53 @@ impl<W: Write> GraphBuilder<W> {
             }
             _ => {
                 let t = w.t().as_standard_layout().to_owned();
-                let wt = self.f32_tensor(&format!("{name}_t"), &[k, n], t.as_slice().expect("standard layout"))?;
+                let wt = self.f32_tensor(
+                    &format!("{name}_t"),
+                    &[k, n],
+                    t.as_slice().expect("standard layout"),
+                )?;
                 Ok(self.op("MatMul", &[x, &wt], vec![]))
             }
         }
     }
 
     /// MatMulNBits bits=8 with zero point 128 over `[n, k/32, 32]` unsigned bytes.
-    fn int8_linear(&mut self, x: &str, name: &str, blob: &[u8], scales: &[f32], n: usize, k: usize) -> std::io::Result<String> {
-        let b = self.initializer(&format!("{name}.qweight"), &[n, k / QUANT_BLOCK, QUANT_BLOCK], DataType::Uint8, blob)?;
+    fn int8_linear(
+        &mut self,
+        x: &str,
+        name: &str,
+        blob: &[u8],
+        scales: &[f32],
+        n: usize,
+        k: usize,
+    ) -> std::io::Result<String> {
+        let b = self.initializer(
+            &format!("{name}.qweight"),
+            &[n, k / QUANT_BLOCK, QUANT_BLOCK],
+            DataType::Uint8,
+            blob,
+        )?;
         let s = self.exact_f32_tensor(&format!("{name}.scales"), &[n, k / QUANT_BLOCK], scales)?;
-        let z = self.initializer(&format!("{name}.zero_points"), &[n, k / QUANT_BLOCK], DataType::Uint8, &vec![128u8; scales.len()])?;
+        let z = self.initializer(
+            &format!("{name}.zero_points"),
+            &[n, k / QUANT_BLOCK],
+            DataType::Uint8,
+            &vec![128u8; scales.len()],
+        )?;
         Ok(self.matmul_nbits(x, &b, &s, &z, n, k, 8))
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn matmul_nbits(&mut self, x: &str, b: &str, scales: &str, zero_points: &str, n: usize, k: usize, bits: i64) -> String {
+    fn matmul_nbits(
+        &mut self,
+        x: &str,
+        b: &str,
+        scales: &str,
+        zero_points: &str,
+        n: usize,
+        k: usize,
+        bits: i64,
+    ) -> String {
         let attrs = vec![
             attr_int("K", k as i64),
             attr_int("N", n as i64),
@@ -312,23 +428,51 @@ fn value_info(name: &str, elem: DataType, dims: &[Dim]) -> ValueInfoProto {
 }
 
 fn kv(k: &str, v: &str) -> StringStringEntryProto {
-    StringStringEntryProto { key: Some(k.into()), value: Some(v.into()) }
+    StringStringEntryProto {
+        key: Some(k.into()),
+        value: Some(v.into()),
+    }
 }
 
 fn attr_int(name: &str, v: i64) -> AttributeProto {
-    AttributeProto { name: Some(name.into()), r#type: Some(AttributeType::Int as i32), i: Some(v), ..Default::default() }
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Int as i32),
+        i: Some(v),
+        ..Default::default()
+    }
 }
 fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto { name: Some(name.into()), r#type: Some(AttributeType::Ints as i32), ints: v.to_vec(), ..Default::default() }
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Ints as i32),
+        ints: v.to_vec(),
+        ..Default::default()
+    }
 }
 fn attr_float(name: &str, v: f32) -> AttributeProto {
-    AttributeProto { name: Some(name.into()), r#type: Some(AttributeType::Float as i32), f: Some(v), ..Default::default() }
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Float as i32),
+        f: Some(v),
+        ..Default::default()
+    }
 }
 
 /// RMSNorm as primitive ops (Pow, ReduceMean, Add, Sqrt, Div, Mul): the pattern ORT fuses.
-fn rms_norm<W: Write>(g: &mut GraphBuilder<W>, x: &str, weight: &str, eps: &str, two: &str) -> String {
+fn rms_norm<W: Write>(
+    g: &mut GraphBuilder<W>,
+    x: &str,
+    weight: &str,
+    eps: &str,
+    two: &str,
+) -> String {
     let sq = g.op("Pow", &[x, two], vec![]);
-    let mean = g.op("ReduceMean", &[&sq], vec![attr_ints("axes", &[-1]), attr_int("keepdims", 1)]);
+    let mean = g.op(
+        "ReduceMean",
+        &[&sq],
+        vec![attr_ints("axes", &[-1]), attr_int("keepdims", 1)],
+    );
     let plus = g.op("Add", &[&mean, eps], vec![]);
     let root = g.op("Sqrt", &[&plus], vec![]);
     let normed = g.op("Div", &[x, &root], vec![]);
@@ -338,7 +482,12 @@ fn rms_norm<W: Write>(g: &mut GraphBuilder<W>, x: &str, weight: &str, eps: &str,
 /// Hugging Face rotate-half RoPE: `x·cos + rotate_half(x)·sin`, with `rotate_half(x) = [-x₂, x₁]`.
 fn rope<W: Write>(g: &mut GraphBuilder<W>, x: &str, cos: &str, sin: &str, halves: &str) -> String {
     let (x1, x2) = (g.fresh("rope_x1"), g.fresh("rope_x2"));
-    g.op_named("Split", &[x, halves], &[&x1, &x2], vec![attr_int("axis", -1)]);
+    g.op_named(
+        "Split",
+        &[x, halves],
+        &[&x1, &x2],
+        vec![attr_int("axis", -1)],
+    );
     let neg = g.op("Neg", &[&x2], vec![]);
     let rotated = g.op("Concat", &[&neg, &x1], vec![attr_int("axis", -1)]);
     let a = g.op("Mul", &[x, cos], vec![]);
@@ -346,13 +495,19 @@ fn rope<W: Write>(g: &mut GraphBuilder<W>, x: &str, cos: &str, sin: &str, halves
     g.op("Add", &[&a, &b], vec![])
 }
 
-fn build_decoder<W: Write>(g: &mut GraphBuilder<W>, w: &LlamaWeights, gguf: Option<&GgufFile>) -> std::io::Result<()> {
+fn build_decoder<W: Write>(
+    g: &mut GraphBuilder<W>,
+    w: &LlamaWeights,
+    gguf: Option<&GgufFile>,
+) -> std::io::Result<()> {
     let c = &w.config;
     let act = g.format.activation_type();
     let format = g.format;
     let q4 = |name: &str, order: Option<&[usize]>| -> std::io::Result<Option<Vec<u8>>> {
         match (format, gguf) {
-            (WeightFormat::GgufQ4_1, Some(f)) => q4_1_rows(f, name, order).map(Some).map_err(std::io::Error::other),
+            (WeightFormat::GgufQ4_1, Some(f)) => q4_1_rows(f, name, order)
+                .map(Some)
+                .map_err(std::io::Error::other),
             _ => Ok(None),
         }
     };
@@ -361,12 +516,33 @@ fn build_decoder<W: Write>(g: &mut GraphBuilder<W>, w: &LlamaWeights, gguf: Opti
     let (d, hd, n_kv, n_heads) = (c.d_model, c.head_dim(), c.n_kv_heads, c.n_heads);
     let groups = n_heads / n_kv;
 
-    g.input("input_ids", DataType::Int64, &[Dim::Symbolic("batch"), Dim::Symbolic("sequence")]);
-    g.input("attention_mask", DataType::Int64, &[Dim::Symbolic("batch"), Dim::Symbolic("total_sequence")]);
-    g.input("position_ids", DataType::Int64, &[Dim::Symbolic("batch"), Dim::Symbolic("sequence")]);
+    g.input(
+        "input_ids",
+        DataType::Int64,
+        &[Dim::Symbolic("batch"), Dim::Symbolic("sequence")],
+    );
+    g.input(
+        "attention_mask",
+        DataType::Int64,
+        &[Dim::Symbolic("batch"), Dim::Symbolic("total_sequence")],
+    );
+    g.input(
+        "position_ids",
+        DataType::Int64,
+        &[Dim::Symbolic("batch"), Dim::Symbolic("sequence")],
+    );
     for i in 0..c.n_layers {
         for name in [past_key_name(i), past_value_name(i)] {
-            g.input(&name, act, &[Dim::Symbolic("batch"), Dim::Fixed(n_kv), Dim::Symbolic("past_sequence"), Dim::Fixed(hd)]);
+            g.input(
+                &name,
+                act,
+                &[
+                    Dim::Symbolic("batch"),
+                    Dim::Fixed(n_kv),
+                    Dim::Symbolic("past_sequence"),
+                    Dim::Fixed(hd),
+                ],
+            );
         }
     }
 
@@ -375,7 +551,11 @@ fn build_decoder<W: Write>(g: &mut GraphBuilder<W>, w: &LlamaWeights, gguf: Opti
     let eps = g.f32_scalar("const_rms_eps", c.rms_norm_eps)?;
     let scale = g.f32_scalar("const_attn_scale", 1.0 / (hd as f32).sqrt())?;
     let zero_f = g.f32_scalar("const_zero_f", 0.0)?;
-    let mask_value = if act == DataType::Float16 { half::f16::MIN.to_f32() } else { f32::MIN };
+    let mask_value = if act == DataType::Float16 {
+        half::f16::MIN.to_f32()
+    } else {
+        f32::MIN
+    };
     let neg_big = g.f32_scalar("const_mask_value", mask_value)?;
     let halves = g.i64_const("const_rope_halves", &[hd as i64 / 2, hd as i64 / 2])?;
     let axis0 = g.i64_const("const_axis0", &[0])?;
@@ -387,7 +567,9 @@ fn build_decoder<W: Write>(g: &mut GraphBuilder<W>, w: &LlamaWeights, gguf: Opti
     let idx1 = g.initializer("const_idx1", &[], DataType::Int64, &1i64.to_le_bytes())?;
     let idx2 = g.initializer("const_idx2", &[], DataType::Int64, &2i64.to_le_bytes())?;
     let zero_i = g.initializer("const_zero_i", &[], DataType::Int64, &0i64.to_le_bytes())?;
-    let inv_freq: Vec<f32> = (0..hd / 2).map(|i| 1.0 / c.rope_theta.powf(2.0 * i as f32 / hd as f32)).collect();
+    let inv_freq: Vec<f32> = (0..hd / 2)
+        .map(|i| 1.0 / c.rope_theta.powf(2.0 * i as f32 / hd as f32))
+        .collect();
     let inv_freq = g.f32_tensor("rope_inv_freq", &[hd / 2], &inv_freq)?;
     let q_shape = g.i64_const("shape_q", &[0, 0, n_kv as i64, groups as i64, hd as i64])?;
     let kv_shape = g.i64_const("shape_kv", &[0, 0, n_kv as i64, hd as i64])?;
@@ -414,7 +596,11 @@ fn build_decoder<W: Write>(g: &mut GraphBuilder<W>, w: &LlamaWeights, gguf: Opti
     let key_row = g.op("Unsqueeze", &[&key_idx, &axis0], vec![]);
     let query_col = g.op("Unsqueeze", &[&query_pos, &axis1], vec![]);
     let causal = g.op("LessOrEqual", &[&key_row, &query_col], vec![]);
-    let padding = g.op("Cast", &["attention_mask"], vec![attr_int("to", DataType::Bool as i64)]);
+    let padding = g.op(
+        "Cast",
+        &["attention_mask"],
+        vec![attr_int("to", DataType::Bool as i64)],
+    );
     let padding = g.op("Unsqueeze", &[&padding, &axes_123], vec![]); // [B,1,1,1,T]
     let allowed = g.op("And", &[&causal, &padding], vec![]);
     let mask = g.op("Where", &[&allowed, &zero_f, &neg_big], vec![]);
@@ -436,7 +622,11 @@ fn build_decoder<W: Write>(g: &mut GraphBuilder<W>, w: &LlamaWeights, gguf: Opti
         let raw = q4(&gguf_name("attn_v"), None)?;
         let v = g.linear(&h, &p("self_attn.v_proj.weight"), l.wv.view(), raw)?;
         let q = g.op("Reshape", &[&q, &q_shape], vec![]); // [B,S,kv,g,hd]
-        let q = g.op("Transpose", &[&q], vec![attr_ints("perm", &[0, 2, 3, 1, 4])]); // [B,kv,g,S,hd]
+        let q = g.op(
+            "Transpose",
+            &[&q],
+            vec![attr_ints("perm", &[0, 2, 3, 1, 4])],
+        ); // [B,kv,g,S,hd]
         let k = g.op("Reshape", &[&k, &kv_shape], vec![]);
         let k = g.op("Transpose", &[&k], vec![attr_ints("perm", &[0, 2, 1, 3])]); // [B,kv,S,hd]
         let v = g.op("Reshape", &[&v, &kv_shape], vec![]);
@@ -444,18 +634,36 @@ fn build_decoder<W: Write>(g: &mut GraphBuilder<W>, w: &LlamaWeights, gguf: Opti
         let q = rope(g, &q, &cos_q, &sin_q, &halves);
         let k = rope(g, &k, &cos_k, &sin_k, &halves);
         let (present_k, present_v) = (present_key_name(i), present_value_name(i));
-        g.op_named("Concat", &[&past_key_name(i), &k], &[&present_k], vec![attr_int("axis", 2)]);
-        g.op_named("Concat", &[&past_value_name(i), &v], &[&present_v], vec![attr_int("axis", 2)]);
+        g.op_named(
+            "Concat",
+            &[&past_key_name(i), &k],
+            &[&present_k],
+            vec![attr_int("axis", 2)],
+        );
+        g.op_named(
+            "Concat",
+            &[&past_value_name(i), &v],
+            &[&present_v],
+            vec![attr_int("axis", 2)],
+        );
         // Grouped-query attention by broadcasting: q [B,kv,g,S,hd] · kᵀ [B,kv,1,hd,T].
         let q = g.op("Mul", &[&q, &scale], vec![]);
         let k5 = g.op("Unsqueeze", &[&present_k, &axis2], vec![]);
-        let kt = g.op("Transpose", &[&k5], vec![attr_ints("perm", &[0, 1, 2, 4, 3])]);
+        let kt = g.op(
+            "Transpose",
+            &[&k5],
+            vec![attr_ints("perm", &[0, 1, 2, 4, 3])],
+        );
         let scores = g.op("MatMul", &[&q, &kt], vec![]);
         let scores = g.op("Add", &[&scores, &mask], vec![]);
         let probs = g.op("Softmax", &[&scores], vec![attr_int("axis", -1)]);
         let v5 = g.op("Unsqueeze", &[&present_v, &axis2], vec![]);
         let attn = g.op("MatMul", &[&probs, &v5], vec![]); // [B,kv,g,S,hd]
-        let attn = g.op("Transpose", &[&attn], vec![attr_ints("perm", &[0, 3, 1, 2, 4])]);
+        let attn = g.op(
+            "Transpose",
+            &[&attn],
+            vec![attr_ints("perm", &[0, 3, 1, 2, 4])],
+        );
         let attn = g.op("Reshape", &[&attn, &merge_shape], vec![]);
         let raw = q4(&gguf_name("attn_output"), None)?;
         let o = g.linear(&attn, &p("self_attn.o_proj.weight"), l.wo.view(), raw)?;
@@ -486,7 +694,11 @@ fn build_decoder<W: Write>(g: &mut GraphBuilder<W>, w: &LlamaWeights, gguf: Opti
             let flat_shape = g.i64_const("shape_flat", &[-1, d as i64])?;
             let vocab = g.i64_const("const_vocab", &[c.vocab_size as i64])?;
             let flat = g.op("Reshape", &[&x, &flat_shape], vec![]);
-            let logits = g.op("Gemm", &[&flat, &head], vec![attr_int("transB", 1), attr_float("alpha", 1.0)]);
+            let logits = g.op(
+                "Gemm",
+                &[&flat, &head],
+                vec![attr_int("transB", 1), attr_float("alpha", 1.0)],
+            );
             let ids_shape = g.op("Shape", &["input_ids"], vec![]);
             let out_shape = g.op("Concat", &[&ids_shape, &vocab], vec![attr_int("axis", 0)]);
             g.op("Reshape", &[&logits, &out_shape], vec![])
@@ -494,11 +706,17 @@ fn build_decoder<W: Write>(g: &mut GraphBuilder<W>, w: &LlamaWeights, gguf: Opti
         // A quantized copy of the head; a tied head is named so the parameter count skips it.
         WeightFormat::Int8WeightOnly | WeightFormat::GgufQ4_1 => {
             let (name, matrix, gguf_name) = match &w.lm_head {
-                None => ("lm_head.tied_to_embed_tokens", &w.token_embd, "token_embd.weight"),
+                None => (
+                    "lm_head.tied_to_embed_tokens",
+                    &w.token_embd,
+                    "token_embd.weight",
+                ),
                 Some(m) => ("lm_head.weight", m, "output.weight"),
             };
             let exact = match (g.format, gguf) {
-                (WeightFormat::GgufQ4_1, Some(f)) => q8_0_blocks(f, gguf_name).map_err(std::io::Error::other)?,
+                (WeightFormat::GgufQ4_1, Some(f)) => {
+                    q8_0_blocks(f, gguf_name).map_err(std::io::Error::other)?
+                }
                 _ => None,
             };
             let (blob, scales) = exact.unwrap_or_else(|| symmetric_int8_blocks(matrix.view()));
@@ -507,15 +725,37 @@ fn build_decoder<W: Write>(g: &mut GraphBuilder<W>, w: &LlamaWeights, gguf: Opti
         }
     };
     if act == DataType::Float16 {
-        g.op_named("Cast", &[&logits], &["logits"], vec![attr_int("to", DataType::Float as i64)]);
+        g.op_named(
+            "Cast",
+            &[&logits],
+            &["logits"],
+            vec![attr_int("to", DataType::Float as i64)],
+        );
     } else {
         g.op_named("Identity", &[&logits], &["logits"], vec![]);
     }
 
-    g.output("logits", DataType::Float, &[Dim::Symbolic("batch"), Dim::Symbolic("sequence"), Dim::Fixed(c.vocab_size)]);
+    g.output(
+        "logits",
+        DataType::Float,
+        &[
+            Dim::Symbolic("batch"),
+            Dim::Symbolic("sequence"),
+            Dim::Fixed(c.vocab_size),
+        ],
+    );
     for i in 0..c.n_layers {
         for name in [present_key_name(i), present_value_name(i)] {
-            g.output(&name, act, &[Dim::Symbolic("batch"), Dim::Fixed(n_kv), Dim::Symbolic("total_sequence"), Dim::Fixed(hd)]);
+            g.output(
+                &name,
+                act,
+                &[
+                    Dim::Symbolic("batch"),
+                    Dim::Fixed(n_kv),
+                    Dim::Symbolic("total_sequence"),
+                    Dim::Fixed(hd),
+                ],
+            );
         }
     }
     Ok(())
@@ -526,7 +766,11 @@ impl<W: Write> GraphBuilder<W> {
     fn linear_weight_free(&mut self, name: &str, m: ArrayView2<f32>) -> std::io::Result<String> {
         let owned: Array2<f32> = m.as_standard_layout().to_owned();
         let (rows, cols) = owned.dim();
-        self.f32_tensor(name, &[rows, cols], owned.as_slice().expect("standard layout"))
+        self.f32_tensor(
+            name,
+            &[rows, cols],
+            owned.as_slice().expect("standard layout"),
+        )
     }
 }
 
@@ -541,7 +785,11 @@ fn symmetric_int8_blocks(w: ArrayView2<f32>) -> (Vec<u8>, Vec<f32>) {
             let amax = block.iter().fold(0f32, |a, &v| a.max(v.abs()));
             let scale = if amax > 0.0 { amax / 127.0 } else { 1.0 };
             scales.push(scale);
-            blob.extend(block.iter().map(|&v| ((v / scale).round().clamp(-127.0, 127.0) as i32 + 128) as u8));
+            blob.extend(
+                block
+                    .iter()
+                    .map(|&v| ((v / scale).round().clamp(-127.0, 127.0) as i32 + 128) as u8),
+            );
         }
     }
     (blob, scales)
@@ -558,13 +806,20 @@ fn q4_1_rows(gguf: &GgufFile, name: &str, order: Option<&[usize]>) -> Result<Vec
     let row_bytes = shape[1] / QUANT_BLOCK * 20;
     Ok(match order {
         None => bytes.to_vec(),
-        Some(order) => order.iter().flat_map(|&r| bytes[r * row_bytes..(r + 1) * row_bytes].iter().copied()).collect(),
+        Some(order) => order
+            .iter()
+            .flat_map(|&r| bytes[r * row_bytes..(r + 1) * row_bytes].iter().copied())
+            .collect(),
     })
 }
 
 /// Q4_1 blocks → MatMulNBits 4-bit: packed nibbles (element 2j low, 2j+1 high nibble of byte j),
 /// scale `d`, float zero point `−m/d` (ORT computes `q·s − s·zp`).
-fn q4_1_to_matmul_nbits(raw: &[u8], n: usize, k: usize) -> Result<(Vec<u8>, Vec<f32>, Vec<f32>), String> {
+fn q4_1_to_matmul_nbits(
+    raw: &[u8],
+    n: usize,
+    k: usize,
+) -> Result<(Vec<u8>, Vec<f32>, Vec<f32>), String> {
     let blocks = n * k / QUANT_BLOCK;
     if raw.len() != blocks * 20 {
         return Err(format!("{} bytes of Q4_1 for a {n}×{k} matrix", raw.len()));
@@ -613,7 +868,8 @@ mod tests {
 
     #[test]
     fn symmetric_int8_round_trips_within_half_a_step() {
-        let w = ndarray::Array2::from_shape_fn((2, 64), |(r, c)| ((r * 64 + c) as f32 * 0.37).sin());
+        let w =
+            ndarray::Array2::from_shape_fn((2, 64), |(r, c)| ((r * 64 + c) as f32 * 0.37).sin());
         let (blob, scales) = symmetric_int8_blocks(w.view());
         for (i, v) in w.iter().enumerate() {
             let back = (blob[i] as f32 - 128.0) * scales[i / QUANT_BLOCK];
@@ -630,7 +886,11 @@ mod tests {
         let expected = crate::model::gguf::dequantize(GgmlType::Q4_1, &raw).unwrap();
         let (blob, scales, zps) = q4_1_to_matmul_nbits(&raw, 1, 32).unwrap();
         for (i, e) in expected.iter().enumerate() {
-            let nibble = if i % 2 == 0 { blob[i / 2] & 0x0f } else { blob[i / 2] >> 4 };
+            let nibble = if i % 2 == 0 {
+                blob[i / 2] & 0x0f
+            } else {
+                blob[i / 2] >> 4
+            };
             let ort = nibble as f32 * scales[0] - scales[0] * zps[0];
             assert!((ort - e).abs() < 1e-6, "element {i}: {ort} vs {e}");
         }

@@ -12,7 +12,9 @@ fn rms_norm(x: &Array2<f32>, weight: ArrayView1<f32>, eps: f32) -> Array2<f32> {
     for mut row in out.rows_mut() {
         let mean_sq = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
         let inv = 1.0 / (mean_sq + eps).sqrt();
-        row.iter_mut().zip(weight.iter()).for_each(|(v, w)| *v = *v * inv * w);
+        row.iter_mut()
+            .zip(weight.iter())
+            .for_each(|(v, w)| *v = *v * inv * w);
     }
     out
 }
@@ -45,13 +47,18 @@ pub fn forward(w: &LlamaWeights, tokens: &[u32]) -> Result<Array2<f32>, ModelErr
     let groups = n_heads / n_kv;
     let seq = tokens.len();
     if seq == 0 {
-        return Err(ModelError::Config("reference forward needs at least one token".into()));
+        return Err(ModelError::Config(
+            "reference forward needs at least one token".into(),
+        ));
     }
     let mut x = Array2::<f32>::zeros((seq, d));
     for (r, &t) in tokens.iter().enumerate() {
         let t = t as usize;
         if t >= c.vocab_size {
-            return Err(ModelError::Config(format!("token id {t} is outside the vocabulary ({})", c.vocab_size)));
+            return Err(ModelError::Config(format!(
+                "token id {t} is outside the vocabulary ({})",
+                c.vocab_size
+            )));
         }
         x.row_mut(r).assign(&w.token_embd.row(t));
     }
@@ -73,18 +80,24 @@ pub fn forward(w: &LlamaWeights, tokens: &[u32]) -> Result<Array2<f32>, ModelErr
             for i in 0..seq {
                 let mut row = scores.row_mut(i);
                 row.slice_mut(s![i + 1..]).fill(f32::NEG_INFINITY);
-                let max = row.iter().take(i + 1).fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                let max = row
+                    .iter()
+                    .take(i + 1)
+                    .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
                 row.mapv_inplace(|v| (v - max).exp());
                 let sum = row.sum();
                 row.mapv_inplace(|v| v / sum);
             }
-            attn.slice_mut(s![.., head * hd..(head + 1) * hd]).assign(&scores.dot(&vh));
+            attn.slice_mut(s![.., head * hd..(head + 1) * hd])
+                .assign(&scores.dot(&vh));
         }
         x = x + attn.dot(&l.wo.t());
         let h = rms_norm(&x, l.ffn_norm.view(), c.rms_norm_eps);
         let gate = h.dot(&l.w_gate.t());
         let up = h.dot(&l.w_up.t());
-        let act = ndarray::Zip::from(&gate).and(&up).map_collect(|&g, &u| silu(g) * u);
+        let act = ndarray::Zip::from(&gate)
+            .and(&up)
+            .map_collect(|&g, &u| silu(g) * u);
         x = x + act.dot(&l.w_down.t());
     }
     let x = rms_norm(&x, w.final_norm.view(), c.rms_norm_eps);
@@ -93,16 +106,33 @@ pub fn forward(w: &LlamaWeights, tokens: &[u32]) -> Result<Array2<f32>, ModelErr
 
 /// Index of the largest logit in each row.
 pub fn argmax_rows(logits: &Array2<f32>) -> Vec<u32> {
-    logits.axis_iter(Axis(0)).map(|row| argmax(row.view()) as u32).collect()
+    logits
+        .axis_iter(Axis(0))
+        .map(|row| argmax(row.view()) as u32)
+        .collect()
 }
 
 pub fn argmax(row: ArrayView1<f32>) -> usize {
-    row.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best }).0
+    row.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 {
+                (i, v)
+            } else {
+                best
+            }
+        })
+        .0
 }
 
 /// log-softmax of one row, in f64 for stable perplexity sums.
 pub fn log_softmax(row: ArrayView1<f32>) -> Array1<f64> {
     let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-    let lse = row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
+    let lse = row
+        .iter()
+        .map(|&v| (v as f64 - max).exp())
+        .sum::<f64>()
+        .ln()
+        + max;
     row.mapv(|v| v as f64 - lse)
 }

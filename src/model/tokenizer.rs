@@ -19,14 +19,21 @@ use crate::error::ModelError;
 use crate::model::gguf::{GgufFile, MetaValue};
 
 /// Pre-tokenizer types (`tokenizer.ggml.pre`) that llama.cpp splits with "\p{N}" then the GPT-2 regex.
-pub const SUPPORTED_PRE_TYPES: [&str; 5] = ["smollm", "codeshell", "exaone", "minerva-7b", "mellum2"];
+pub const SUPPORTED_PRE_TYPES: [&str; 5] =
+    ["smollm", "codeshell", "exaone", "minerva-7b", "mellum2"];
 
 /// llama.cpp's `llama_token_type` values in `tokenizer.ggml.token_type`.
 const TOKEN_TYPE_UNKNOWN: i64 = 2;
 const TOKEN_TYPE_CONTROL: i64 = 3;
 const TOKEN_TYPE_USER_DEFINED: i64 = 4;
 
-type HfTokenizer = TokenizerImpl<BPE, tokenizers::NormalizerWrapper, PreTokenizerWrapper, tokenizers::PostProcessorWrapper, tokenizers::DecoderWrapper>;
+type HfTokenizer = TokenizerImpl<
+    BPE,
+    tokenizers::NormalizerWrapper,
+    PreTokenizerWrapper,
+    tokenizers::PostProcessorWrapper,
+    tokenizers::DecoderWrapper,
+>;
 
 /// A byte-level BPE tokenizer equivalent to llama.cpp's for the same GGUF.
 pub struct Tokenizer {
@@ -55,15 +62,21 @@ fn missing(key: &str) -> ModelError {
 }
 
 fn meta_str<'a>(gguf: &'a GgufFile, key: &str) -> Result<&'a str, ModelError> {
-    gguf.meta(key).and_then(MetaValue::as_str).ok_or_else(|| missing(key))
+    gguf.meta(key)
+        .and_then(MetaValue::as_str)
+        .ok_or_else(|| missing(key))
 }
 
 fn meta_array<'a>(gguf: &'a GgufFile, key: &str) -> Result<&'a [MetaValue], ModelError> {
-    gguf.meta(key).and_then(MetaValue::as_array).ok_or_else(|| missing(key))
+    gguf.meta(key)
+        .and_then(MetaValue::as_array)
+        .ok_or_else(|| missing(key))
 }
 
 fn meta_id(gguf: &GgufFile, key: &str) -> Option<u32> {
-    gguf.meta(key).and_then(MetaValue::as_u64).and_then(|v| u32::try_from(v).ok())
+    gguf.meta(key)
+        .and_then(MetaValue::as_u64)
+        .and_then(|v| u32::try_from(v).ok())
 }
 
 /// A token type as a signed integer (GGUF stores them as i32).
@@ -79,7 +92,9 @@ impl Tokenizer {
     pub fn from_gguf(gguf: &GgufFile) -> Result<Tokenizer, ModelError> {
         let model = meta_str(gguf, "tokenizer.ggml.model")?;
         if model != "gpt2" {
-            return Err(err(format!("tokenizer.ggml.model is `{model}`; only byte-level BPE (`gpt2`) is supported")));
+            return Err(err(format!(
+                "tokenizer.ggml.model is `{model}`; only byte-level BPE (`gpt2`) is supported"
+            )));
         }
         let pre = meta_str(gguf, "tokenizer.ggml.pre")?;
         if !SUPPORTED_PRE_TYPES.contains(&pre) {
@@ -98,13 +113,21 @@ impl Tokenizer {
             .map(|t| token_type(t).ok_or_else(|| missing("tokenizer.ggml.token_type")))
             .collect::<Result<_, _>>()?;
         if types.len() != tokens.len() {
-            return Err(err(format!("{} tokens but {} token types", tokens.len(), types.len())));
+            return Err(err(format!(
+                "{} tokens but {} token types",
+                tokens.len(),
+                types.len()
+            )));
         }
         let merges = meta_array(gguf, "tokenizer.ggml.merges")?
             .iter()
             .map(|m| {
                 let m = m.as_str().ok_or_else(|| missing("tokenizer.ggml.merges"))?;
-                split_merge(m).ok_or_else(|| err(format!("merge `{m}` is not two tokens separated by a space")))
+                split_merge(m).ok_or_else(|| {
+                    err(format!(
+                        "merge `{m}` is not two tokens separated by a space"
+                    ))
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
 
@@ -113,15 +136,23 @@ impl Tokenizer {
         for (id, token) in tokens.iter().enumerate() {
             let id = u32::try_from(id).map_err(|_| err("vocabulary larger than u32"))?;
             if vocab.insert(token.to_string(), id).is_some() {
-                return Err(err(format!("token `{token}` appears twice in the vocabulary")));
+                return Err(err(format!(
+                    "token `{token}` appears twice in the vocabulary"
+                )));
             }
         }
-        let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(err)?;
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(err)?;
 
         let mut inner: HfTokenizer = TokenizerImpl::new(bpe);
         let digits = Digits::new(true);
         let byte_level = ByteLevel::new(false, true, true);
-        inner.with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(Sequence::new(vec![digits.into(), byte_level.into()]))));
+        inner.with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(Sequence::new(vec![
+            digits.into(),
+            byte_level.into(),
+        ]))));
         inner.with_decoder(Some(ByteLevelDecoder::default()));
 
         // llama.cpp splits the text on control, user-defined and unknown tokens before BPE; control and
@@ -134,10 +165,16 @@ impl Tokenizer {
                 .map(|(text, _)| AddedToken::from(*text, special).normalized(false))
                 .collect()
         };
-        inner.add_special_tokens(of_type(&[TOKEN_TYPE_CONTROL, TOKEN_TYPE_UNKNOWN], true)).map_err(err)?;
-        inner.add_tokens(of_type(&[TOKEN_TYPE_USER_DEFINED], false)).map_err(err)?;
+        inner
+            .add_special_tokens(of_type(&[TOKEN_TYPE_CONTROL, TOKEN_TYPE_UNKNOWN], true))
+            .map_err(err)?;
+        inner
+            .add_tokens(of_type(&[TOKEN_TYPE_USER_DEFINED], false))
+            .map_err(err)?;
         if inner.get_vocab_size(true) != vocab_size {
-            return Err(err("a special token is not in the vocabulary (it would get a new id)"));
+            return Err(err(
+                "a special token is not in the vocabulary (it would get a new id)",
+            ));
         }
 
         Ok(Tokenizer {
@@ -159,7 +196,10 @@ impl Tokenizer {
     /// sequence cut inside a character) come out as U+FFFD.
     pub fn decode(&self, ids: &[u32]) -> Result<String, ModelError> {
         if let Some(bad) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
-            return Err(err(format!("token id {bad} is outside the vocabulary (size {})", self.vocab_size)));
+            return Err(err(format!(
+                "token id {bad} is outside the vocabulary (size {})",
+                self.vocab_size
+            )));
         }
         self.inner.decode(ids, false).map_err(err)
     }

@@ -71,7 +71,11 @@ impl LlamaWeights {
             let info = gguf.tensor_info(name)?;
             let shape = info.shape_row_major();
             if shape != [rows, cols] {
-                return Err(ModelError::ShapeMismatch { name: name.into(), expected: vec![rows, cols], actual: shape });
+                return Err(ModelError::ShapeMismatch {
+                    name: name.into(),
+                    expected: vec![rows, cols],
+                    actual: shape,
+                });
             }
             let data = gguf.tensor_f32(name)?;
             Ok(Array2::from_shape_vec((rows, cols), data).expect("length checked against shape"))
@@ -80,7 +84,11 @@ impl LlamaWeights {
             let info = gguf.tensor_info(name)?;
             let shape = info.shape_row_major();
             if shape != [len] {
-                return Err(ModelError::ShapeMismatch { name: name.into(), expected: vec![len], actual: shape });
+                return Err(ModelError::ShapeMismatch {
+                    name: name.into(),
+                    expected: vec![len],
+                    actual: shape,
+                });
             }
             Ok(Array1::from(gguf.tensor_f32(name)?))
         };
@@ -101,7 +109,11 @@ impl LlamaWeights {
                 w_down: matrix(&n("ffn_down"), d, ffn)?,
             });
         }
-        let lm_head = if config.tied_embeddings { None } else { Some(matrix("output.weight", config.vocab_size, d)?) };
+        let lm_head = if config.tied_embeddings {
+            None
+        } else {
+            Some(matrix("output.weight", config.vocab_size, d)?)
+        };
         Ok(LlamaWeights {
             token_embd: matrix("token_embd.weight", config.vocab_size, d)?,
             final_norm: vector("output_norm.weight", d)?,
@@ -116,7 +128,9 @@ impl LlamaWeights {
         config.validate()?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let bound = 0.02f32 * 3f32.sqrt();
-        let mut matrix = |rows: usize, cols: usize| Array2::from_shape_simple_fn((rows, cols), || rng.gen_range(-bound..bound));
+        let mut matrix = |rows: usize, cols: usize| {
+            Array2::from_shape_simple_fn((rows, cols), || rng.gen_range(-bound..bound))
+        };
         let (d, kv, ffn) = (config.d_model, config.kv_dim(), config.ffn_dim);
         let token_embd = matrix(config.vocab_size, d);
         let layers = (0..config.n_layers)
@@ -132,8 +146,18 @@ impl LlamaWeights {
                 w_down: matrix(d, ffn),
             })
             .collect();
-        let lm_head = if config.tied_embeddings { None } else { Some(matrix(config.vocab_size, d)) };
-        Ok(LlamaWeights { config: config.clone(), token_embd, layers, final_norm: Array1::ones(d), lm_head })
+        let lm_head = if config.tied_embeddings {
+            None
+        } else {
+            Some(matrix(config.vocab_size, d))
+        };
+        Ok(LlamaWeights {
+            config: config.clone(),
+            token_embd,
+            layers,
+            final_norm: Array1::ones(d),
+            lm_head,
+        })
     }
 
     /// The output projection (`lm_head`, or the embedding when tied).
@@ -147,17 +171,39 @@ impl LlamaWeights {
             .layers
             .iter()
             .map(|l| {
-                l.attn_norm.len() + l.wq.len() + l.wk.len() + l.wv.len() + l.wo.len() + l.ffn_norm.len() + l.w_gate.len() + l.w_up.len() + l.w_down.len()
+                l.attn_norm.len()
+                    + l.wq.len()
+                    + l.wk.len()
+                    + l.wv.len()
+                    + l.wo.len()
+                    + l.ffn_norm.len()
+                    + l.w_gate.len()
+                    + l.w_up.len()
+                    + l.w_down.len()
             })
             .sum();
-        (self.token_embd.len() + layer + self.final_norm.len() + self.lm_head.as_ref().map_or(0, |m| m.len())) as u64
+        (self.token_embd.len()
+            + layer
+            + self.final_norm.len()
+            + self.lm_head.as_ref().map_or(0, |m| m.len())) as u64
     }
 
     /// Multiply every weight matrix of one layer by a factor: the planted fault for negative
     /// accuracy tests.
     pub fn scale_layer(&mut self, layer: usize, factor: f32) -> Result<(), ModelError> {
-        let l = self.layers.get_mut(layer).ok_or_else(|| ModelError::Config(format!("no layer {layer}")))?;
-        for m in [&mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.w_gate, &mut l.w_up, &mut l.w_down] {
+        let l = self
+            .layers
+            .get_mut(layer)
+            .ok_or_else(|| ModelError::Config(format!("no layer {layer}")))?;
+        for m in [
+            &mut l.wq,
+            &mut l.wk,
+            &mut l.wv,
+            &mut l.wo,
+            &mut l.w_gate,
+            &mut l.w_up,
+            &mut l.w_down,
+        ] {
             m.mapv_inplace(|x| x * factor);
         }
         Ok(())

@@ -42,16 +42,23 @@ pub struct LatencyRow {
 impl LatencyRow {
     /// Decision card: decode-heavy if gen_tokens ≥ 64 or decode fraction > 0.9.
     pub fn decode_heavy(&self) -> bool {
-        self.gen_tokens >= DECODE_HEAVY_GEN_TOKENS || self.decode_fraction_median > DECODE_HEAVY_FRACTION
+        self.gen_tokens >= DECODE_HEAVY_GEN_TOKENS
+            || self.decode_fraction_median > DECODE_HEAVY_FRACTION
     }
 }
 
 fn scenario_rank(name: &str) -> usize {
-    crate::workload::SCENARIOS.iter().position(|s| s.name == name).unwrap_or(usize::MAX)
+    crate::workload::SCENARIOS
+        .iter()
+        .position(|s| s.name == name)
+        .unwrap_or(usize::MAX)
 }
 
 fn backend_rank(id: &str) -> usize {
-    crate::backend::registry::known_ids().iter().position(|b| *b == id).unwrap_or(usize::MAX)
+    crate::backend::registry::known_ids()
+        .iter()
+        .position(|b| *b == id)
+        .unwrap_or(usize::MAX)
 }
 
 /// The part of a record's trial name that is neither the gate id, nor its backend(s), nor its
@@ -59,7 +66,10 @@ fn backend_rank(id: &str) -> usize {
 pub fn variant_of(r: &RunRecord) -> String {
     let mut parts = r.trial.split("::");
     parts.next(); // gate id
-    parts.filter(|p| *p != r.scenario && *p != r.backend && !p.split('+').any(|b| b == r.backend)).collect::<Vec<_>>().join("::")
+    parts
+        .filter(|p| *p != r.scenario && *p != r.backend && !p.split('+').any(|b| b == r.backend))
+        .collect::<Vec<_>>()
+        .join("::")
 }
 
 /// One row per backend × scenario × gen_tokens × variant with at least one measured ok run.
@@ -68,8 +78,14 @@ pub fn latency_rows(runs: &[RunRecord]) -> Vec<LatencyRow> {
     let mut groups: BTreeMap<Key, Vec<&crate::measure::RunTimings>> = BTreeMap::new();
     for r in runs.iter().filter(|r| r.phase == RunPhase::Measured) {
         if let RunOutcome::Ok(t) = &r.outcome {
-            let key =
-                (backend_rank(&r.backend), r.backend.clone(), variant_of(r), scenario_rank(&r.scenario), r.scenario.clone(), t.gen_tokens);
+            let key = (
+                backend_rank(&r.backend),
+                r.backend.clone(),
+                variant_of(r),
+                scenario_rank(&r.scenario),
+                r.scenario.clone(),
+                t.gen_tokens,
+            );
             groups.entry(key).or_default().push(t);
         }
     }
@@ -79,8 +95,13 @@ pub fn latency_rows(runs: &[RunRecord]) -> Vec<LatencyRow> {
         .filter_map(|((_, backend, variant, _, scenario, gen_tokens), ts)| {
             let e2e_ms: Vec<f64> = ts.iter().map(|t| t.e2e_ms).collect();
             let e2e = stats::summarize(&e2e_ms).ok()?;
-            let col = |f: fn(&crate::measure::RunTimings) -> f64| ts.iter().map(|t| f(t)).collect::<Vec<f64>>();
-            let tps: Vec<f64> = col(|t| t.decode_tokens_per_s()).into_iter().filter(|v| v.is_finite() && *v > 0.0).collect();
+            let col = |f: fn(&crate::measure::RunTimings) -> f64| {
+                ts.iter().map(|t| f(t)).collect::<Vec<f64>>()
+            };
+            let tps: Vec<f64> = col(|t| t.decode_tokens_per_s())
+                .into_iter()
+                .filter(|v| v.is_finite() && *v > 0.0)
+                .collect();
             Some(LatencyRow {
                 prompt_tokens: ts[0].prompt_tokens,
                 prefill_ms_median: med(&col(|t| t.prefill_ms)),
@@ -120,7 +141,10 @@ pub struct DecodeFractionRow {
 pub fn decode_fraction_rows(rows: &[LatencyRow]) -> Vec<DecodeFractionRow> {
     let mut groups: BTreeMap<(usize, String, usize), Vec<&LatencyRow>> = BTreeMap::new();
     for r in rows.iter().filter(|r| r.variant.is_empty()) {
-        groups.entry((backend_rank(&r.backend), r.backend.clone(), r.gen_tokens)).or_default().push(r);
+        groups
+            .entry((backend_rank(&r.backend), r.backend.clone(), r.gen_tokens))
+            .or_default()
+            .push(r);
     }
     groups
         .into_iter()
@@ -176,7 +200,11 @@ pub fn routing(rows: &[LatencyRow]) -> Routing {
             format!("{} · {} · gen {}: {class} ({why})", r.backend, r.scenario, r.gen_tokens)
         })
         .collect();
-    let heavy: Vec<&LatencyRow> = rows.iter().copied().filter(|r| r.decode_heavy() && !r.decode_tokens_per_s.is_empty()).collect();
+    let heavy: Vec<&LatencyRow> = rows
+        .iter()
+        .copied()
+        .filter(|r| r.decode_heavy() && !r.decode_tokens_per_s.is_empty())
+        .collect();
     let mut backends: Vec<&str> = heavy.iter().map(|r| r.backend.as_str()).collect();
     backends.sort_by_key(|b| backend_rank(b));
     backends.dedup();
@@ -188,7 +216,10 @@ pub fn routing(rows: &[LatencyRow]) -> Routing {
         ),
         many => compare_decode(&heavy, many),
     };
-    let batched = rows.iter().filter(|r| crate::workload::scenario(&r.scenario).is_some_and(|s| s.batch > 1)).count();
+    let batched = rows
+        .iter()
+        .filter(|r| crate::workload::scenario(&r.scenario).is_some_and(|s| s.batch > 1))
+        .count();
     let prefill_heavy = if batched == 0 {
         "No prefill-heavy workload (batch > 1 with minimal decode) was measured in this run: the prefill-heavy route is not evaluated."
             .to_string()
@@ -197,16 +228,33 @@ pub fn routing(rows: &[LatencyRow]) -> Routing {
             "{batched} batched workload(s) measured; compare their prefill medians in the latency table before routing prefill-heavy work."
         )
     };
-    Routing { decode_heavy, prefill_heavy, classification }
+    Routing {
+        decode_heavy,
+        prefill_heavy,
+        classification,
+    }
 }
 
 fn decode_tps_text<'a>(rows: impl Iterator<Item = &'a LatencyRow>) -> String {
-    rows.map(|r| format!("{} gen {}: {:.1} tok/s", r.scenario, r.gen_tokens, r.decode_tokens_per_s_median)).collect::<Vec<_>>().join(", ")
+    rows.map(|r| {
+        format!(
+            "{} gen {}: {:.1} tok/s",
+            r.scenario, r.gen_tokens, r.decode_tokens_per_s_median
+        )
+    })
+    .collect::<Vec<_>>()
+    .join(", ")
 }
 
 fn compare_decode(heavy: &[&LatencyRow], backends: &[&str]) -> String {
     // Workloads (scenario, gen_tokens) that every candidate measured.
-    let workloads_of = |b: &str| heavy.iter().filter(|r| r.backend == b).map(|r| (r.scenario.clone(), r.gen_tokens)).collect::<Vec<_>>();
+    let workloads_of = |b: &str| {
+        heavy
+            .iter()
+            .filter(|r| r.backend == b)
+            .map(|r| (r.scenario.clone(), r.gen_tokens))
+            .collect::<Vec<_>>()
+    };
     let mut common = workloads_of(backends[0]);
     for b in &backends[1..] {
         let theirs = workloads_of(b);
@@ -218,11 +266,20 @@ fn compare_decode(heavy: &[&LatencyRow], backends: &[&str]) -> String {
             backends.iter().map(|b| format!("`{b}`")).collect::<Vec<_>>().join(", ")
         );
     }
-    let row = |b: &str, w: &(String, usize)| heavy.iter().copied().find(|r| r.backend == b && r.scenario == w.0 && r.gen_tokens == w.1);
+    let row = |b: &str, w: &(String, usize)| {
+        heavy
+            .iter()
+            .copied()
+            .find(|r| r.backend == b && r.scenario == w.0 && r.gen_tokens == w.1)
+    };
     let mut ranked: Vec<(&str, f64)> = backends
         .iter()
         .map(|b| {
-            let meds: Vec<f64> = common.iter().filter_map(|w| row(b, w)).map(|r| r.decode_tokens_per_s_median).collect();
+            let meds: Vec<f64> = common
+                .iter()
+                .filter_map(|w| row(b, w))
+                .map(|r| r.decode_tokens_per_s_median)
+                .collect();
             (*b, stats::geometric_mean(&meds).unwrap_or(f64::NAN))
         })
         .collect();
@@ -232,18 +289,33 @@ fn compare_decode(heavy: &[&LatencyRow], backends: &[&str]) -> String {
     let mut clear = 0;
     let mut detail = Vec::new();
     for w in &common {
-        let (Some(a), Some(b)) = (row(best, w), row(second, w)) else { continue };
-        match stats::ratio_of_medians_ci(&a.decode_tokens_per_s, &b.decode_tokens_per_s, LEVEL, RESAMPLES, SEED) {
+        let (Some(a), Some(b)) = (row(best, w), row(second, w)) else {
+            continue;
+        };
+        match stats::ratio_of_medians_ci(
+            &a.decode_tokens_per_s,
+            &b.decode_tokens_per_s,
+            LEVEL,
+            RESAMPLES,
+            SEED,
+        ) {
             Ok(ci) => {
                 if ci.lo > 1.0 {
                     clear += 1;
                 }
-                detail.push(format!("{} gen {}: ×{:.2} [{:.2}, {:.2}]", w.0, w.1, ci.point, ci.lo, ci.hi));
+                detail.push(format!(
+                    "{} gen {}: ×{:.2} [{:.2}, {:.2}]",
+                    w.0, w.1, ci.point, ci.lo, ci.hi
+                ));
             }
             Err(e) => detail.push(format!("{} gen {}: no CI ({e})", w.0, w.1)),
         }
     }
-    let ranking = ranked.iter().map(|(b, t)| format!("`{b}` {t:.1} tok/s")).collect::<Vec<_>>().join(" > ");
+    let ranking = ranked
+        .iter()
+        .map(|(b, t)| format!("`{b}` {t:.1} tok/s"))
+        .collect::<Vec<_>>()
+        .join(" > ");
     let verdict = if clear == common.len() {
         format!("route decode-heavy work to `{best}`: faster than `{second}` on every shared workload (95 % CI of the ratio of median decode tok/s above 1)")
     } else {
@@ -270,8 +342,12 @@ pub fn cost_rows(trials: &[TrialRecord]) -> Vec<CostRow> {
     let mut out = Vec::new();
     for t in trials.iter().map(|t| &t.result) {
         for (k, &v) in &t.metrics {
-            let Some(rest) = k.strip_suffix("::usd_per_1m") else { continue };
-            let Some((backend, tier)) = rest.rsplit_once("::") else { continue };
+            let Some(rest) = k.strip_suffix("::usd_per_1m") else {
+                continue;
+            };
+            let Some((backend, tier)) = rest.rsplit_once("::") else {
+                continue;
+            };
             if !v.is_finite() {
                 continue;
             }
@@ -280,7 +356,10 @@ pub fn cost_rows(trials: &[TrialRecord]) -> Vec<CostRow> {
                 backend: backend.to_string(),
                 tier: tier.to_string(),
                 usd_per_1m: v,
-                tokens_per_s: t.metrics.get(&format!("{backend}::tokens_per_s_geomean")).copied(),
+                tokens_per_s: t
+                    .metrics
+                    .get(&format!("{backend}::tokens_per_s_geomean"))
+                    .copied(),
             });
         }
     }
@@ -327,11 +406,25 @@ pub fn issues(data: &RunData) -> Vec<Issue> {
     let mut grouped: BTreeMap<(IssueKind, String, String), usize> = BTreeMap::new();
     for t in &data.trials {
         if let Verdict::Skip { reason } = &t.result.verdict {
-            *grouped.entry((IssueKind::Skip, t.result.trial.clone(), reason.clone())).or_default() += 1;
+            *grouped
+                .entry((IssueKind::Skip, t.result.trial.clone(), reason.clone()))
+                .or_default() += 1;
         }
         // A gate that reports a no_data outcome in words (e.g. the cost gate's energy term).
-        for part in t.result.verdict.message().split("; ").filter(|p| p.contains("no_data")) {
-            *grouped.entry((IssueKind::NoData, t.result.trial.clone(), part.trim().to_string())).or_default() += 1;
+        for part in t
+            .result
+            .verdict
+            .message()
+            .split("; ")
+            .filter(|p| p.contains("no_data"))
+        {
+            *grouped
+                .entry((
+                    IssueKind::NoData,
+                    t.result.trial.clone(),
+                    part.trim().to_string(),
+                ))
+                .or_default() += 1;
         }
     }
     for r in &data.runs {
@@ -340,27 +433,46 @@ pub fn issues(data: &RunData) -> Vec<Issue> {
             RunOutcome::Degraded { reason } => (IssueKind::Degraded, reason),
             RunOutcome::Error { message } => (IssueKind::Error, message),
         };
-        *grouped.entry((kind, r.trial.clone(), reason.clone())).or_default() += 1;
+        *grouped
+            .entry((kind, r.trial.clone(), reason.clone()))
+            .or_default() += 1;
     }
     for (_, v) in &data.raw_lines {
         collect_no_data(v, None, &mut grouped);
     }
     grouped
         .into_iter()
-        .map(|((kind, trial, reason), count)| Issue { expected: trial.ends_with("::negative-control"), kind, trial, count, reason })
+        .map(|((kind, trial, reason), count)| Issue {
+            expected: trial.ends_with("::negative-control"),
+            kind,
+            trial,
+            count,
+            reason,
+        })
         .collect()
 }
 
 /// Objects tagged `"quality": "no_data"` (energy outcomes) or `"status": "no_data"`, anywhere in a
 /// JSON line, with the nearest enclosing `trial`.
-fn collect_no_data(v: &serde_json::Value, trial: Option<&str>, out: &mut BTreeMap<(IssueKind, String, String), usize>) {
+fn collect_no_data(
+    v: &serde_json::Value,
+    trial: Option<&str>,
+    out: &mut BTreeMap<(IssueKind, String, String), usize>,
+) {
     match v {
         serde_json::Value::Object(map) => {
             let trial = map.get("trial").and_then(|t| t.as_str()).or(trial);
-            let tagged = ["quality", "status"].iter().any(|k| map.get(*k).and_then(|x| x.as_str()) == Some("no_data"));
+            let tagged = ["quality", "status"]
+                .iter()
+                .any(|k| map.get(*k).and_then(|x| x.as_str()) == Some("no_data"));
             if tagged {
-                let reason = map.get("reason").and_then(|r| r.as_str()).unwrap_or("no reason given").to_string();
-                *out.entry((IssueKind::NoData, trial.unwrap_or("?").to_string(), reason)).or_default() += 1;
+                let reason = map
+                    .get("reason")
+                    .and_then(|r| r.as_str())
+                    .unwrap_or("no reason given")
+                    .to_string();
+                *out.entry((IssueKind::NoData, trial.unwrap_or("?").to_string(), reason))
+                    .or_default() += 1;
             }
             for x in map.values() {
                 collect_no_data(x, trial, out);
@@ -391,7 +503,11 @@ impl ClaimRow {
     /// failed, passes if every trial that ran passed, and is skipped only if nothing ran.
     pub fn verdict(&self) -> String {
         let total = self.passed + self.failed + self.skipped;
-        let skipped = if self.skipped > 0 { format!(", {} skipped", self.skipped) } else { String::new() };
+        let skipped = if self.skipped > 0 {
+            format!(", {} skipped", self.skipped)
+        } else {
+            String::new()
+        };
         if self.failed > 0 {
             format!("FAIL ({} of {total} trials failed{skipped})", self.failed)
         } else if self.passed > 0 {
@@ -413,12 +529,20 @@ pub fn claim_rows(data: &RunData) -> Vec<ClaimRow> {
         .into_iter()
         .enumerate()
         .map(|(i, gate)| {
-            let trials: Vec<&TrialRecord> = data.trials.iter().filter(|t| t.result.gate == gate).collect();
-            let count = |f: fn(&Verdict) -> bool| trials.iter().filter(|t| f(&t.result.verdict)).count();
+            let trials: Vec<&TrialRecord> = data
+                .trials
+                .iter()
+                .filter(|t| t.result.gate == gate)
+                .collect();
+            let count =
+                |f: fn(&Verdict) -> bool| trials.iter().filter(|t| f(&t.result.verdict)).count();
             let info = data.gates.get(&gate);
             ClaimRow {
                 id: format!("C{}", i + 1),
-                claim: info.map_or_else(|| "(claim not recorded: gate file unavailable)".into(), |g| g.claim.clone()),
+                claim: info.map_or_else(
+                    || "(claim not recorded: gate file unavailable)".into(),
+                    |g| g.claim.clone(),
+                ),
                 source: info.map_or_else(String::new, |g| g.source.clone()),
                 evidence: trials
                     .iter()
@@ -446,7 +570,14 @@ mod tests {
     use crate::backend::TimingSource;
     use crate::measure::RunTimings;
 
-    fn ok(backend: &str, scenario: &str, gen: usize, prefill: f64, decode: f64, phase: RunPhase) -> RunRecord {
+    fn ok(
+        backend: &str,
+        scenario: &str,
+        gen: usize,
+        prefill: f64,
+        decode: f64,
+        phase: RunPhase,
+    ) -> RunRecord {
         RunRecord {
             run_id: "r".into(),
             trial: format!("g::{backend}::{scenario}"),
@@ -477,43 +608,99 @@ mod tests {
             ok("ort-cpu", "short", 64, 10.0, 190.0, RunPhase::Measured),
             ok("ort-cpu", "short", 64, 1000.0, 9000.0, RunPhase::Warmup),
         ];
-        runs.push(RunRecord { outcome: RunOutcome::Degraded { reason: "x".into() }, ..runs[0].clone() });
+        runs.push(RunRecord {
+            outcome: RunOutcome::Degraded { reason: "x".into() },
+            ..runs[0].clone()
+        });
         let rows = latency_rows(&runs);
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].e2e.n, 2);
         assert_eq!(rows[0].e2e.median, 150.0);
         // Per-run fractions 90/100 and 190/200: the median of 0.90 and 0.95.
-        assert!((rows[0].decode_fraction_median - 0.925).abs() < 1e-12, "{}", rows[0].decode_fraction_median);
+        assert!(
+            (rows[0].decode_fraction_median - 0.925).abs() < 1e-12,
+            "{}",
+            rows[0].decode_fraction_median
+        );
     }
 
     #[test]
     fn one_backend_is_the_route_by_default_and_a_clear_winner_is_named() {
-        let mut runs: Vec<RunRecord> = (0..6).map(|i| ok("ort-cpu", "short", 64, 10.0, 100.0 + i as f64, RunPhase::Measured)).collect();
+        let mut runs: Vec<RunRecord> = (0..6)
+            .map(|i| {
+                ok(
+                    "ort-cpu",
+                    "short",
+                    64,
+                    10.0,
+                    100.0 + i as f64,
+                    RunPhase::Measured,
+                )
+            })
+            .collect();
         let r = routing(&latency_rows(&runs));
-        assert!(r.decode_heavy.contains("Only `ort-cpu`"), "{}", r.decode_heavy);
+        assert!(
+            r.decode_heavy.contains("Only `ort-cpu`"),
+            "{}",
+            r.decode_heavy
+        );
         assert!(r.prefill_heavy.contains("not evaluated"));
         // A second backend, twice as fast at decode, on the same workload.
-        runs.extend((0..6).map(|i| ok("llama-cpp", "short", 64, 10.0, 50.0 + i as f64, RunPhase::Measured)));
+        runs.extend((0..6).map(|i| {
+            ok(
+                "llama-cpp",
+                "short",
+                64,
+                10.0,
+                50.0 + i as f64,
+                RunPhase::Measured,
+            )
+        }));
         let r = routing(&latency_rows(&runs));
-        assert!(r.decode_heavy.contains("route decode-heavy work to `llama-cpp`"), "{}", r.decode_heavy);
+        assert!(
+            r.decode_heavy
+                .contains("route decode-heavy work to `llama-cpp`"),
+            "{}",
+            r.decode_heavy
+        );
         // Equal backends: the lead is not clear.
         let tie: Vec<RunRecord> = (0..6)
             .flat_map(|i| {
                 [
-                    ok("ort-cpu", "short", 64, 10.0, 100.0 + i as f64, RunPhase::Measured),
-                    ok("llama-cpp", "short", 64, 10.0, 100.0 + i as f64, RunPhase::Measured),
+                    ok(
+                        "ort-cpu",
+                        "short",
+                        64,
+                        10.0,
+                        100.0 + i as f64,
+                        RunPhase::Measured,
+                    ),
+                    ok(
+                        "llama-cpp",
+                        "short",
+                        64,
+                        10.0,
+                        100.0 + i as f64,
+                        RunPhase::Measured,
+                    ),
                 ]
             })
             .collect();
         let r = routing(&latency_rows(&tie));
-        assert!(r.decode_heavy.contains("not a supported routing change"), "{}", r.decode_heavy);
+        assert!(
+            r.decode_heavy.contains("not a supported routing change"),
+            "{}",
+            r.decode_heavy
+        );
     }
 
     #[test]
     fn short_generation_with_low_decode_fraction_is_not_decode_heavy() {
         let rows = latency_rows(&[ok("ort-cpu", "long", 16, 50.0, 50.0, RunPhase::Measured)]);
         assert!(!rows[0].decode_heavy());
-        assert!(routing(&rows).decode_heavy.starts_with("No decode-heavy workload"));
+        assert!(routing(&rows)
+            .decode_heavy
+            .starts_with("No decode-heavy workload"));
     }
 
     #[test]
@@ -523,19 +710,44 @@ mod tests {
             gate: "economics.cost".into(),
             backend: "ort-cpu+llama-cpp".into(),
             scenario: None,
-            verdict: Verdict::Pass { summary: String::new() },
+            verdict: Verdict::Pass {
+                summary: String::new(),
+            },
             metrics: BTreeMap::new(),
             runs: Default::default(),
             degraded_reasons: vec![],
         });
-        r.result.metrics.insert("ort-cpu::spot::usd_per_1m".into(), 0.5);
-        r.result.metrics.insert("ort-cpu::on_demand::usd_per_1m".into(), 1.5);
-        r.result.metrics.insert("ort-cpu::on_demand::usd_per_1k_requests".into(), 9.0);
-        r.result.metrics.insert("ort-cpu::tokens_per_s_geomean".into(), 100.0);
+        r.result
+            .metrics
+            .insert("ort-cpu::spot::usd_per_1m".into(), 0.5);
+        r.result
+            .metrics
+            .insert("ort-cpu::on_demand::usd_per_1m".into(), 1.5);
+        r.result
+            .metrics
+            .insert("ort-cpu::on_demand::usd_per_1k_requests".into(), 9.0);
+        r.result
+            .metrics
+            .insert("ort-cpu::tokens_per_s_geomean".into(), 100.0);
         let rows = cost_rows(&[r]);
-        let tiers: Vec<(&str, &str, f64, Option<f64>)> =
-            rows.iter().map(|c| (c.backend.as_str(), c.tier.as_str(), c.usd_per_1m, c.tokens_per_s)).collect();
-        assert_eq!(tiers, [("ort-cpu", "on_demand", 1.5, Some(100.0)), ("ort-cpu", "spot", 0.5, Some(100.0))]);
+        let tiers: Vec<(&str, &str, f64, Option<f64>)> = rows
+            .iter()
+            .map(|c| {
+                (
+                    c.backend.as_str(),
+                    c.tier.as_str(),
+                    c.usd_per_1m,
+                    c.tokens_per_s,
+                )
+            })
+            .collect();
+        assert_eq!(
+            tiers,
+            [
+                ("ort-cpu", "on_demand", 1.5, Some(100.0)),
+                ("ort-cpu", "spot", 0.5, Some(100.0))
+            ]
+        );
     }
 
     #[test]
@@ -549,7 +761,11 @@ mod tests {
         let own = ok("ort-cpu", "short", 64, 10.0, 100.0, RunPhase::Measured);
         assert_eq!(variant_of(&own), "");
         let rows = latency_rows(&[shape, own]);
-        assert_eq!(rows.len(), 2, "a shape never shares a row with the real model");
+        assert_eq!(
+            rows.len(),
+            2,
+            "a shape never shares a row with the real model"
+        );
         assert_eq!(decode_fraction_rows(&rows).len(), 1);
         assert_eq!(routing(&rows).classification.len(), 1);
     }
@@ -559,6 +775,13 @@ mod tests {
         let v = serde_json::json!({"trial": "energy.gating::ort-cpu", "events": [{"energy": {"quality": "no_data", "reason": "1 in-window sample"}}]});
         let mut out = BTreeMap::new();
         collect_no_data(&v, None, &mut out);
-        assert_eq!(out.get(&(IssueKind::NoData, "energy.gating::ort-cpu".to_string(), "1 in-window sample".to_string())), Some(&1));
+        assert_eq!(
+            out.get(&(
+                IssueKind::NoData,
+                "energy.gating::ort-cpu".to_string(),
+                "1 in-window sample".to_string()
+            )),
+            Some(&1)
+        );
     }
 }

@@ -21,7 +21,10 @@ pub struct Attachments {
 
 /// A markdown table cell: no pipes, no line breaks, no `<` that a renderer would take for a tag.
 fn cell(s: &str) -> String {
-    s.replace('|', "\\|").replace('<', "\\<").replace("\r\n", "<br>").replace('\n', "<br>")
+    s.replace('|', "\\|")
+        .replace('<', "\\<")
+        .replace("\r\n", "<br>")
+        .replace('\n', "<br>")
 }
 
 fn ms(v: f64) -> String {
@@ -37,7 +40,9 @@ pub fn render(data: &RunData, fits: &[Result<ScalingFit, String>], files: &Attac
     let claims = analysis::claim_rows(data);
     let rows = analysis::latency_rows(&data.runs);
     let issues = analysis::issues(data);
-    let (passed, failed, skipped) = claims.iter().fold((0, 0, 0), |(p, f, s), c| (p + c.passed, f + c.failed, s + c.skipped));
+    let (passed, failed, skipped) = claims.iter().fold((0, 0, 0), |(p, f, s), c| {
+        (p + c.passed, f + c.failed, s + c.skipped)
+    });
     let overall = if failed > 0 {
         "FAIL"
     } else if passed > 0 {
@@ -54,11 +59,17 @@ Valid under the boundary conditions in the manifest below: this machine, these r
         env!("CARGO_PKG_VERSION"),
         data.dir.display()
     );
-    let _ = writeln!(md, "**Overall: {overall}** — {passed} passed, {failed} failed, {skipped} skipped trials.\n");
+    let _ = writeln!(
+        md,
+        "**Overall: {overall}** — {passed} passed, {failed} failed, {skipped} skipped trials.\n"
+    );
     manifest_section(&mut md, data);
 
     let _ = writeln!(md, "## Claim status (this run)\n");
-    let _ = writeln!(md, "| Claim ID | Claim | Gate | Source | Evidence (this run's measurements) | Verdict |");
+    let _ = writeln!(
+        md,
+        "| Claim ID | Claim | Gate | Source | Evidence (this run's measurements) | Verdict |"
+    );
     let _ = writeln!(md, "| --- | --- | --- | --- | --- | --- |");
     for c in &claims {
         let _ = writeln!(
@@ -105,7 +116,13 @@ fn manifest_section(md: &mut String, data: &RunData) {
         // A version string that already names its runtime (`llama.cpp 0.6.0 (…)`) is shown as is.
         m.runtimes
             .iter()
-            .map(|(k, v)| if v.starts_with(k.as_str()) { v.clone() } else { format!("{k} {v}") })
+            .map(|(k, v)| {
+                if v.starts_with(k.as_str()) {
+                    v.clone()
+                } else {
+                    format!("{k} {v}")
+                }
+            })
             .collect::<Vec<_>>()
             .join("; ")
     };
@@ -114,10 +131,19 @@ fn manifest_section(md: &mut String, data: &RunData) {
         (Some(c), _) => format!("`{c}`"),
         (None, _) => "unknown (not a git checkout)".into(),
     };
-    let models = m.models.iter().map(|(k, v)| format!("{k} (sha256 `{}…`)", &v[..v.len().min(12)])).collect::<Vec<_>>().join("; ");
+    let models = m
+        .models
+        .iter()
+        .map(|(k, v)| format!("{k} (sha256 `{}…`)", &v[..v.len().min(12)]))
+        .collect::<Vec<_>>()
+        .join("; ");
     let mc = &m.machine;
     let _ = writeln!(md, "| | |\n| --- | --- |");
-    let _ = writeln!(md, "| run | `{}`, profile `{}`, started {} |", m.run_id, m.profile, m.started_utc);
+    let _ = writeln!(
+        md,
+        "| run | `{}`, profile `{}`, started {} |",
+        m.run_id, m.profile, m.started_utc
+    );
     let _ = writeln!(
         md,
         "| machine | {}, {} cores; {}; kernel {}; host `{}` |",
@@ -129,14 +155,29 @@ fn manifest_section(md: &mut String, data: &RunData) {
     );
     let _ = writeln!(md, "| runtimes | {} |", cell(&runtimes));
     let _ = writeln!(md, "| commit | {commit} |");
-    let _ = writeln!(md, "| gate files | {} (sha256 of each in `manifest.json`) |", m.gate_files.len());
+    let _ = writeln!(
+        md,
+        "| gate files | {} (sha256 of each in `manifest.json`) |",
+        m.gate_files.len()
+    );
     let _ = writeln!(md, "| models | {} |\n", cell(&models));
 }
 
-fn operational_defaults(md: &mut String, rows: &[analysis::LatencyRow], issues: &[analysis::Issue]) {
+fn operational_defaults(
+    md: &mut String,
+    rows: &[analysis::LatencyRow],
+    issues: &[analysis::Issue],
+) {
     let routing = analysis::routing(rows);
-    let no_data = issues.iter().filter(|i| i.kind == IssueKind::NoData).map(|i| i.count).sum::<usize>();
-    let _ = writeln!(md, "## Operational defaults (decision card, from this run)\n");
+    let no_data = issues
+        .iter()
+        .filter(|i| i.kind == IssueKind::NoData)
+        .map(|i| i.count)
+        .sum::<usize>();
+    let _ = writeln!(
+        md,
+        "## Operational defaults (decision card, from this run)\n"
+    );
     let _ = writeln!(
         md,
         "- Routing triggers (conclusive report): decode-heavy if gen_tokens ≥ {} or decode fraction > {}; prefill-heavy if batch > 1 and minimal decode.",
@@ -168,14 +209,21 @@ fn latency_section(md: &mut String, rows: &[analysis::LatencyRow], files: &Attac
         return;
     }
     let _ = writeln!(md, "| backend | scenario | model | prompt tokens | gen tokens | n | e2e median ms | e2e p95 ms | e2e p99 ms | e2e mean ms | prefill median ms | decode median ms |");
-    let _ = writeln!(md, "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(
+        md,
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
     for r in rows {
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.backend,
             r.scenario,
-            if r.variant.is_empty() { "gate model" } else { r.variant.as_str() },
+            if r.variant.is_empty() {
+                "gate model"
+            } else {
+                r.variant.as_str()
+            },
             r.prompt_tokens,
             r.gen_tokens,
             r.e2e.n,
@@ -228,27 +276,47 @@ fn cost_section(md: &mut String, data: &RunData) {
     let _ = writeln!(md, "## Cost per 1M tokens (pricing tiers)\n");
     let rows = analysis::cost_rows(&data.trials);
     if rows.is_empty() {
-        let _ = writeln!(md, "Not measured in this run (no `economics.cost` metrics in `results.jsonl`).\n");
+        let _ = writeln!(
+            md,
+            "Not measured in this run (no `economics.cost` metrics in `results.jsonl`).\n"
+        );
         return;
     }
     let mut tiers: Vec<&str> = rows.iter().map(|r| r.tier.as_str()).collect();
     tiers.sort_unstable();
     tiers.dedup();
-    let mut keys: Vec<(&str, &str)> = rows.iter().map(|r| (r.trial.as_str(), r.backend.as_str())).collect();
+    let mut keys: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.trial.as_str(), r.backend.as_str()))
+        .collect();
     keys.dedup();
     let _ = writeln!(md, "Compute-hour model (TR119, Appendix A): `usd_per_1M = (1e6 / tokens_per_s) / 3600 × usd_per_hour` (+ the energy term where a sensor measured it); shadow prices, not a bill.\n");
     let _ = writeln!(
         md,
         "| backend | tokens/s (geometric mean) | {} |",
-        tiers.iter().map(|t| format!("{t} USD/1M")).collect::<Vec<_>>().join(" | ")
+        tiers
+            .iter()
+            .map(|t| format!("{t} USD/1M"))
+            .collect::<Vec<_>>()
+            .join(" | ")
     );
     let _ = writeln!(md, "| --- | ---: |{}", " ---: |".repeat(tiers.len()));
     for (trial, backend) in keys {
-        let of: Vec<_> = rows.iter().filter(|r| r.trial == trial && r.backend == backend).collect();
-        let tps = of.iter().find_map(|r| r.tokens_per_s).map_or("—".to_string(), |t| format!("{t:.1}"));
+        let of: Vec<_> = rows
+            .iter()
+            .filter(|r| r.trial == trial && r.backend == backend)
+            .collect();
+        let tps = of
+            .iter()
+            .find_map(|r| r.tokens_per_s)
+            .map_or("—".to_string(), |t| format!("{t:.1}"));
         let values = tiers
             .iter()
-            .map(|tier| of.iter().find(|r| r.tier == *tier).map_or("—".to_string(), |r| format!("{:.4}", r.usd_per_1m)))
+            .map(|tier| {
+                of.iter()
+                    .find(|r| r.tier == *tier)
+                    .map_or("—".to_string(), |r| format!("{:.4}", r.usd_per_1m))
+            })
             .collect::<Vec<_>>()
             .join(" | ");
         let _ = writeln!(md, "| {backend} | {tps} | {values} |");
@@ -259,17 +327,27 @@ fn cost_section(md: &mut String, data: &RunData) {
 fn scaling_section(md: &mut String, fits: &[Result<ScalingFit, String>], files: &Attachments) {
     let _ = writeln!(md, "## Scaling fit\n");
     if fits.is_empty() {
-        let _ = writeln!(md, "Not measured in this run (no `scaling.fit_ci` metrics in `results.jsonl`).\n");
+        let _ = writeln!(
+            md,
+            "Not measured in this run (no `scaling.fit_ci` metrics in `results.jsonl`).\n"
+        );
         return;
     }
     let _ = writeln!(md, "OLS of ln(latency) on ln(params), one point per model shape; actionable only if R² ≥ 0.2 and the slope's 95 % CIs exclude 0 (TR121). The plot's band spans both CIs.\n");
-    let _ = writeln!(md, "| trial | points | slope | t 95 % CI | bootstrap 95 % CI | R² | verdict |");
+    let _ = writeln!(
+        md,
+        "| trial | points | slope | t 95 % CI | bootstrap 95 % CI | R² | verdict |"
+    );
     let _ = writeln!(md, "| --- | ---: | ---: | --- | --- | ---: | --- |");
-    let ci = |c: Option<(f64, f64)>| c.map_or_else(|| "—".to_string(), |(lo, hi)| format!("[{lo:.3}, {hi:.3}]"));
+    let ci = |c: Option<(f64, f64)>| {
+        c.map_or_else(|| "—".to_string(), |(lo, hi)| format!("[{lo:.3}, {hi:.3}]"))
+    };
     for f in fits {
         match f {
             Ok(f) => {
-                let r2 = f.r_squared.map_or_else(|| "n/a".to_string(), |r| format!("{r:.3}"));
+                let r2 = f
+                    .r_squared
+                    .map_or_else(|| "n/a".to_string(), |r| format!("{r:.3}"));
                 let _ = writeln!(
                     md,
                     "| {} | {} | {:.3} | {} | {} | {r2} | {} |",
@@ -282,7 +360,11 @@ fn scaling_section(md: &mut String, fits: &[Result<ScalingFit, String>], files: 
                 );
             }
             Err(why) => {
-                let _ = writeln!(md, "| — | — | — | — | — | — | cannot draw the fit: {} |", cell(why));
+                let _ = writeln!(
+                    md,
+                    "| — | — | — | — | — | — | cannot draw the fit: {} |",
+                    cell(why)
+                );
             }
         }
     }
@@ -301,8 +383,19 @@ fn issues_section(md: &mut String, issues: &[analysis::Issue]) {
     let _ = writeln!(md, "| kind | trial | count | reason |");
     let _ = writeln!(md, "| --- | --- | ---: | --- |");
     for i in issues {
-        let expected = if i.expected { " (expected: the negative control of `integrity.degraded_runs`)" } else { "" };
-        let _ = writeln!(md, "| {}{expected} | `{}` | {} | {} |", i.kind.label(), i.trial, i.count, cell(&i.reason));
+        let expected = if i.expected {
+            " (expected: the negative control of `integrity.degraded_runs`)"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            md,
+            "| {}{expected} | `{}` | {} | {} |",
+            i.kind.label(),
+            i.trial,
+            i.count,
+            cell(&i.reason)
+        );
     }
     md.push('\n');
 }

@@ -28,7 +28,11 @@ pub struct TrialRecord {
 
 impl From<TrialResult> for TrialRecord {
     fn from(result: TrialResult) -> Self {
-        TrialRecord { result, elapsed_s: None, finished_utc: None }
+        TrialRecord {
+            result,
+            elapsed_s: None,
+            finished_utc: None,
+        }
     }
 }
 
@@ -62,9 +66,15 @@ impl RunData {
     pub fn load(dir: &Path) -> Result<RunData, ReportError> {
         let results_path = dir.join("results.jsonl");
         if !results_path.exists() {
-            return Err(ReportError::NotARunDir { dir: dir.to_path_buf(), file: "results.jsonl".into() });
+            return Err(ReportError::NotARunDir {
+                dir: dir.to_path_buf(),
+                file: "results.jsonl".into(),
+            });
         }
-        let mut data = RunData { dir: dir.to_path_buf(), ..Default::default() };
+        let mut data = RunData {
+            dir: dir.to_path_buf(),
+            ..Default::default()
+        };
         let manifest_path = dir.join("manifest.json");
         if manifest_path.exists() {
             let text = read(&manifest_path)?;
@@ -76,17 +86,26 @@ impl RunData {
             data.run_id = m.run_id.clone();
             data.manifest = Some(m);
         } else {
-            data.notes.push(format!("{} is missing: machine, runtimes and commit are unknown", manifest_path.display()));
+            data.notes.push(format!(
+                "{} is missing: machine, runtimes and commit are unknown",
+                manifest_path.display()
+            ));
         }
         if data.run_id.is_empty() {
-            data.run_id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            data.run_id = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
         }
         let results = read_results(&results_path, &mut data.notes)?;
         data.trials = last_per_trial(results);
         let runs_path = dir.join("runs.jsonl");
         if runs_path.exists() {
             let runs: Vec<RunRecord> = read_jsonl(&runs_path)?;
-            data.runs = runs.into_iter().filter(|r| r.run_id == data.run_id).collect();
+            data.runs = runs
+                .into_iter()
+                .filter(|r| r.run_id == data.run_id)
+                .collect();
         }
         data.raw_lines = read_all_jsonl(dir)?;
         data.gates = gate_infos(data.manifest.as_ref(), &mut data.notes);
@@ -96,14 +115,23 @@ impl RunData {
     /// Claims from gate specs already in memory (what `infergate run` has), overriding the files.
     pub fn with_specs(mut self, specs: &[GateSpec]) -> Self {
         for s in specs {
-            self.gates.insert(s.id.clone(), GateInfo { claim: s.claim.clone(), source: s.source.clone() });
+            self.gates.insert(
+                s.id.clone(),
+                GateInfo {
+                    claim: s.claim.clone(),
+                    source: s.source.clone(),
+                },
+            );
         }
         self
     }
 }
 
 fn read(path: &Path) -> Result<String, ReportError> {
-    std::fs::read_to_string(path).map_err(|source| ReportError::Read { path: path.to_path_buf(), source })
+    std::fs::read_to_string(path).map_err(|source| ReportError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Parse every non-empty line of a JSONL file as `T`.
@@ -113,7 +141,11 @@ pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>,
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| ReportError::Malformed { path: path.to_path_buf(), line: i + 1, detail: e.to_string() })
+            serde_json::from_str(l).map_err(|e| ReportError::Malformed {
+                path: path.to_path_buf(),
+                line: i + 1,
+                detail: e.to_string(),
+            })
         })
         .collect()
 }
@@ -124,12 +156,22 @@ fn read_results(path: &Path, notes: &mut Vec<String>) -> Result<Vec<TrialRecord>
     let values: Vec<serde_json::Value> = read_jsonl(path)?;
     let mut out = Vec::with_capacity(values.len());
     for (i, mut v) in values.into_iter().enumerate() {
-        let trial = v.get("trial").and_then(|t| t.as_str()).unwrap_or("?").to_string();
+        let trial = v
+            .get("trial")
+            .and_then(|t| t.as_str())
+            .unwrap_or("?")
+            .to_string();
         if let Some(metrics) = v.get_mut("metrics").and_then(|m| m.as_object_mut()) {
-            let nulls: Vec<String> = metrics.iter().filter(|(_, x)| x.is_null()).map(|(k, _)| k.clone()).collect();
+            let nulls: Vec<String> = metrics
+                .iter()
+                .filter(|(_, x)| x.is_null())
+                .map(|(k, _)| k.clone())
+                .collect();
             for k in nulls {
                 metrics.remove(&k);
-                notes.push(format!("{trial}: metric `{k}` is not a number (NaN) and is left out"));
+                notes.push(format!(
+                    "{trial}: metric `{k}` is not a number (NaN) and is left out"
+                ));
             }
         }
         let record = serde_json::from_value(v).map_err(|e| ReportError::Malformed {
@@ -144,13 +186,21 @@ fn read_results(path: &Path, notes: &mut Vec<String>) -> Result<Vec<TrialRecord>
 
 /// `(file name, value)` for every line of every `*.jsonl` in `dir`, sorted by file name.
 fn read_all_jsonl(dir: &Path) -> Result<Vec<(String, serde_json::Value)>, ReportError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| ReportError::Read { path: dir.to_path_buf(), source })?;
-    let mut files: Vec<PathBuf> =
-        entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "jsonl")).collect();
+    let entries = std::fs::read_dir(dir).map_err(|source| ReportError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
     files.sort();
     let mut out = Vec::new();
     for f in files {
-        let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         for v in read_jsonl::<serde_json::Value>(&f)? {
             out.push((name.clone(), v));
         }
@@ -173,14 +223,29 @@ fn last_per_trial(results: Vec<TrialRecord>) -> Vec<TrialRecord> {
 /// Claims from the gate files the manifest names, if they are still there and unchanged.
 fn gate_infos(manifest: Option<&Manifest>, notes: &mut Vec<String>) -> BTreeMap<String, GateInfo> {
     let mut out = BTreeMap::new();
-    for g in manifest.map(|m| m.gate_files.as_slice()).unwrap_or_default() {
+    for g in manifest
+        .map(|m| m.gate_files.as_slice())
+        .unwrap_or_default()
+    {
         let path = Path::new(&g.path);
         match GateSpec::load(path) {
             Ok(spec) if spec.file_sha256 == g.sha256 => {
-                out.insert(g.id.clone(), GateInfo { claim: spec.claim, source: spec.source });
+                out.insert(
+                    g.id.clone(),
+                    GateInfo {
+                        claim: spec.claim,
+                        source: spec.source,
+                    },
+                );
             }
-            Ok(_) => notes.push(format!("gate file {} changed since the run (sha256 differs): its claim is not shown", g.path)),
-            Err(e) => notes.push(format!("gate file of `{}` unreadable ({e}): its claim is not shown", g.id)),
+            Ok(_) => notes.push(format!(
+                "gate file {} changed since the run (sha256 differs): its claim is not shown",
+                g.path
+            )),
+            Err(e) => notes.push(format!(
+                "gate file of `{}` unreadable ({e}): its claim is not shown",
+                g.id
+            )),
         }
     }
     out
@@ -207,36 +272,77 @@ mod tests {
     #[test]
     fn a_rerun_trial_keeps_its_last_result_in_first_order() {
         let a1 = TrialRecord::from(result("a", Verdict::Fail { reason: "x".into() }));
-        let b = TrialRecord::from(result("b", Verdict::Pass { summary: "y".into() }));
-        let a2 = TrialRecord::from(result("a", Verdict::Pass { summary: "z".into() }));
+        let b = TrialRecord::from(result(
+            "b",
+            Verdict::Pass {
+                summary: "y".into(),
+            },
+        ));
+        let a2 = TrialRecord::from(result(
+            "a",
+            Verdict::Pass {
+                summary: "z".into(),
+            },
+        ));
         let kept = last_per_trial(vec![a1, b, a2.clone()]);
-        assert_eq!(kept.iter().map(|r| r.result.trial.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            kept.iter()
+                .map(|r| r.result.trial.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
         assert_eq!(kept[0], a2);
     }
 
     #[test]
     fn a_results_line_with_timing_round_trips_and_one_without_reads() {
-        let mut r = TrialRecord::from(result("a", Verdict::Skip { reason: "absent".into() }));
+        let mut r = TrialRecord::from(result(
+            "a",
+            Verdict::Skip {
+                reason: "absent".into(),
+            },
+        ));
         r.elapsed_s = Some(1.5);
         let line = serde_json::to_string(&r).unwrap();
-        assert!(line.contains("\"elapsed_s\":1.5") && line.contains("\"verdict\":\"skip\""), "{line}");
+        assert!(
+            line.contains("\"elapsed_s\":1.5") && line.contains("\"verdict\":\"skip\""),
+            "{line}"
+        );
         assert_eq!(serde_json::from_str::<TrialRecord>(&line).unwrap(), r);
         let plain = serde_json::to_string(&r.result).unwrap();
-        assert_eq!(serde_json::from_str::<TrialRecord>(&plain).unwrap().elapsed_s, None);
+        assert_eq!(
+            serde_json::from_str::<TrialRecord>(&plain)
+                .unwrap()
+                .elapsed_s,
+            None
+        );
     }
 
     #[test]
     fn a_directory_without_results_is_not_a_run_dir() {
         let dir = tempfile::tempdir().unwrap();
         let e = RunData::load(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("results.jsonl") && e.contains("infergate run"), "{e}");
+        assert!(
+            e.contains("results.jsonl") && e.contains("infergate run"),
+            "{e}"
+        );
     }
 
     #[test]
     fn a_malformed_line_names_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
-        let line = serde_json::to_string(&result("a", Verdict::Pass { summary: "ok".into() })).unwrap();
-        std::fs::write(dir.path().join("results.jsonl"), format!("{line}\n{{not json\n")).unwrap();
+        let line = serde_json::to_string(&result(
+            "a",
+            Verdict::Pass {
+                summary: "ok".into(),
+            },
+        ))
+        .unwrap();
+        std::fs::write(
+            dir.path().join("results.jsonl"),
+            format!("{line}\n{{not json\n"),
+        )
+        .unwrap();
         let e = RunData::load(dir.path()).unwrap_err().to_string();
         assert!(e.contains("results.jsonl:2"), "{e}");
     }

@@ -46,7 +46,12 @@ pub fn render(data: &RunData) -> Result<String, ReportError> {
                 case.set_time(d);
                 total += d;
             }
-            let metrics = r.metrics.iter().map(|(k, v)| format!("{k} = {v}")).collect::<Vec<_>>().join("\n");
+            let metrics = r
+                .metrics
+                .iter()
+                .map(|(k, v)| format!("{k} = {v}"))
+                .collect::<Vec<_>>()
+                .join("\n");
             let runs = &r.runs;
             case.set_system_out(format!(
                 "{} {}\nruns: stated {}, recorded {}, ok {}, degraded {}, error {}, warmup {}\n{metrics}",
@@ -64,5 +69,7 @@ pub fn render(data: &RunData) -> Result<String, ReportError> {
         report.add_test_suite(suite);
     }
     report.set_time(total);
-    report.to_string().map_err(|e| ReportError::Junit(e.to_string()))
+    report
+        .to_string()
+        .map_err(|e| ReportError::Junit(e.to_string()))
 }

@@ -22,13 +22,22 @@ const BOX: RGBColor = RGBColor(70, 110, 170);
 const DOT: RGBColor = RGBColor(200, 80, 40);
 
 fn plot_err(path: &Path, e: impl std::fmt::Display) -> ReportError {
-    ReportError::Plot { path: path.to_path_buf(), detail: e.to_string() }
+    ReportError::Plot {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    }
 }
 
 /// File-name-safe form of a trial name (`scaling.fit_ci::ort-cpu` → `scaling.fit_ci--ort-cpu`).
 pub fn file_stem(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect::<String>()
         .replace("--", "-")
 }
@@ -62,15 +71,22 @@ fn latency_svg(rows: &[&LatencyRow], gen: usize) -> Result<String, Box<dyn std::
         })
         .collect();
     let width = (180 + 150 * n).max(640) as u32;
-    let (lo, hi) =
-        rows.iter().flat_map(|r| r.e2e_ms.iter().copied()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    let (lo, hi) = rows
+        .iter()
+        .flat_map(|r| r.e2e_ms.iter().copied())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
     let pad = ((hi - lo) * 0.08).max(hi.abs() * 0.02).max(1e-3);
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (width, 480)).into_drawing_area();
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
-            .caption(format!("End-to-end latency, {gen} generated tokens (measured runs only)"), ("sans-serif", 18))
+            .caption(
+                format!("End-to-end latency, {gen} generated tokens (measured runs only)"),
+                ("sans-serif", 18),
+            )
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(70)
@@ -97,23 +113,39 @@ fn latency_svg(rows: &[&LatencyRow], gen: usize) -> Result<String, Box<dyn std::
             let x = i as f64;
             let q = |p: f64| stats::quantile(&r.e2e_ms, p).unwrap_or(f64::NAN);
             let (q1, q3) = (q(0.25), q(0.75));
-            chart.draw_series([Rectangle::new([(x - 0.22, q1), (x + 0.02, q3)], BOX.mix(0.25).filled())])?;
-            chart.draw_series([Rectangle::new([(x - 0.22, q1), (x + 0.02, q3)], BOX.stroke_width(1))])?;
-            chart.draw_series([PathElement::new(vec![(x - 0.22, r.e2e.median), (x + 0.02, r.e2e.median)], BOX.stroke_width(3))])?;
+            chart.draw_series([Rectangle::new(
+                [(x - 0.22, q1), (x + 0.02, q3)],
+                BOX.mix(0.25).filled(),
+            )])?;
+            chart.draw_series([Rectangle::new(
+                [(x - 0.22, q1), (x + 0.02, q3)],
+                BOX.stroke_width(1),
+            )])?;
+            chart.draw_series([PathElement::new(
+                vec![(x - 0.22, r.e2e.median), (x + 0.02, r.e2e.median)],
+                BOX.stroke_width(3),
+            )])?;
             for (a, b) in [(r.e2e.min, q1), (q3, r.e2e.max)] {
-                chart.draw_series([PathElement::new(vec![(x - 0.10, a), (x - 0.10, b)], BOX.stroke_width(1))])?;
+                chart.draw_series([PathElement::new(
+                    vec![(x - 0.10, a), (x - 0.10, b)],
+                    BOX.stroke_width(1),
+                )])?;
             }
             for end in [r.e2e.min, r.e2e.max] {
-                chart.draw_series([PathElement::new(vec![(x - 0.16, end), (x - 0.04, end)], BOX.stroke_width(1))])?;
+                chart.draw_series([PathElement::new(
+                    vec![(x - 0.16, end), (x - 0.04, end)],
+                    BOX.stroke_width(1),
+                )])?;
             }
             // Strip: every run, spread deterministically to the right of the box.
             let k = r.e2e_ms.len().max(1) as f64;
-            chart.draw_series(
-                r.e2e_ms
-                    .iter()
-                    .enumerate()
-                    .map(|(j, &v)| Circle::new((x + 0.08 + 0.14 * (j as f64 + 0.5) / k, v), 3, DOT.mix(0.8).filled())),
-            )?;
+            chart.draw_series(r.e2e_ms.iter().enumerate().map(|(j, &v)| {
+                Circle::new(
+                    (x + 0.08 + 0.14 * (j as f64 + 0.5) / k, v),
+                    3,
+                    DOT.mix(0.8).filled(),
+                )
+            }))?;
         }
         root.present()?;
     }
@@ -135,19 +167,33 @@ pub fn write_scaling_plots(dir: &Path, fits: &[ScalingFit]) -> Result<Vec<PathBu
 fn scaling_svg(f: &ScalingFit) -> Result<String, Box<dyn std::error::Error>> {
     let xs: Vec<f64> = f.points.iter().map(|p| p.params.ln()).collect();
     let ys: Vec<f64> = f.points.iter().map(|p| p.latency_ms.ln()).collect();
-    let (x0, x1) = xs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    let (x0, x1) = xs
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
     let xpad = ((x1 - x0) * 0.08).max(0.05);
     // Room on the right for the last point's label.
     let (x0, x1) = (x0 - xpad, x1 + 2.0 * xpad);
     // The line is straight and the band's edges bend only at the centroid: three x values suffice
     // (more would only add pixel-rounding wiggles).
     let cx = f.centroid().0;
-    let grid: Vec<f64> = [x0, cx, x1].into_iter().filter(|x| (x0..=x1).contains(x)).collect();
+    let grid: Vec<f64> = [x0, cx, x1]
+        .into_iter()
+        .filter(|x| (x0..=x1).contains(x))
+        .collect();
     let band: Vec<(f64, f64)> = grid.iter().map(|&x| f.band(x)).collect();
-    let all_y = ys.iter().copied().chain(band.iter().flat_map(|&(a, b)| [a, b]));
-    let (y0, y1) = all_y.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    let all_y = ys
+        .iter()
+        .copied()
+        .chain(band.iter().flat_map(|&(a, b)| [a, b]));
+    let (y0, y1) = all_y.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+        (a.min(v), b.max(v))
+    });
     let ypad = ((y1 - y0) * 0.08).max(0.05);
-    let r2 = f.r_squared.map_or_else(|| "n/a".to_string(), |r| format!("{r:.2}"));
+    let r2 = f
+        .r_squared
+        .map_or_else(|| "n/a".to_string(), |r| format!("{r:.2}"));
     let title = format!(
         "{}: slope {:.3}, 95% CIs span [{:.3}, {:.3}], R² {r2}: {}",
         f.trial,
@@ -166,25 +212,47 @@ fn scaling_svg(f: &ScalingFit) -> Result<String, Box<dyn std::error::Error>> {
             .x_label_area_size(40)
             .y_label_area_size(60)
             .build_cartesian_2d(x0..x1, (y0 - ypad)..(y1 + ypad))?;
-        chart.configure_mesh().x_desc("ln(parameters)").y_desc("ln(latency ms)").draw()?;
-        let mut outline: Vec<(f64, f64)> = grid.iter().zip(&band).map(|(&x, &(lo, _))| (x, lo)).collect();
+        chart
+            .configure_mesh()
+            .x_desc("ln(parameters)")
+            .y_desc("ln(latency ms)")
+            .draw()?;
+        let mut outline: Vec<(f64, f64)> = grid
+            .iter()
+            .zip(&band)
+            .map(|(&x, &(lo, _))| (x, lo))
+            .collect();
         outline.extend(grid.iter().zip(&band).rev().map(|(&x, &(_, hi))| (x, hi)));
         chart
             .draw_series([Polygon::new(outline, BOX.mix(0.18).filled())])?
             .label("slope 95% CIs (t and bootstrap)")
             .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], BOX.mix(0.3).filled()));
         chart
-            .draw_series(LineSeries::new(grid.iter().map(|&x| (x, f.line(x))), BOX.stroke_width(2)))?
+            .draw_series(LineSeries::new(
+                grid.iter().map(|&x| (x, f.line(x))),
+                BOX.stroke_width(2),
+            ))?
             .label("OLS fit")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], BOX.stroke_width(2)));
         chart
-            .draw_series(xs.iter().zip(&ys).map(|(&x, &y)| Circle::new((x, y), 5, DOT.filled())))?
+            .draw_series(
+                xs.iter()
+                    .zip(&ys)
+                    .map(|(&x, &y)| Circle::new((x, y), 5, DOT.filled())),
+            )?
             .label("models")
             .legend(|(x, y)| Circle::new((x + 7, y), 4, DOT.filled()));
         chart.draw_series(
-            f.points.iter().zip(xs.iter().zip(&ys)).map(|(p, (&x, &y))| Text::new(p.label.clone(), (x, y), ("sans-serif", 12))),
+            f.points
+                .iter()
+                .zip(xs.iter().zip(&ys))
+                .map(|(p, (&x, &y))| Text::new(p.label.clone(), (x, y), ("sans-serif", 12))),
         )?;
-        chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.9)).draw()?;
+        chart
+            .configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.9))
+            .draw()?;
         root.present()?;
     }
     Ok(svg)
@@ -196,7 +264,10 @@ mod tests {
 
     #[test]
     fn file_stems_are_safe() {
-        assert_eq!(file_stem("scaling.fit_ci::ort-cpu::short"), "scaling.fit_ci-ort-cpu-short");
+        assert_eq!(
+            file_stem("scaling.fit_ci::ort-cpu::short"),
+            "scaling.fit_ci-ort-cpu-short"
+        );
         assert_eq!(file_stem("a/b c"), "a-b-c");
     }
 }

@@ -49,7 +49,11 @@ fn get(metrics: &std::collections::BTreeMap<String, f64>, name: &str) -> Option<
     metrics.get(name).copied().filter(|v| v.is_finite())
 }
 
-fn pair(metrics: &std::collections::BTreeMap<String, f64>, lo: &str, hi: &str) -> Option<(f64, f64)> {
+fn pair(
+    metrics: &std::collections::BTreeMap<String, f64>,
+    lo: &str,
+    hi: &str,
+) -> Option<(f64, f64)> {
     let (a, b) = (get(metrics, lo)?, get(metrics, hi)?);
     Some((a.min(b), a.max(b)))
 }
@@ -61,9 +65,15 @@ impl ScalingFit {
         let m = &r.metrics;
         let mut points: Vec<ScalingPoint> = Vec::new();
         for (key, &params) in m.iter() {
-            let Some(label) = key.strip_suffix("::parameters") else { continue };
+            let Some(label) = key.strip_suffix("::parameters") else {
+                continue;
+            };
             if let Some(&latency_ms) = m.get(&format!("{label}::e2e_ms_geomean")) {
-                points.push(ScalingPoint { label: label.to_string(), params, latency_ms });
+                points.push(ScalingPoint {
+                    label: label.to_string(),
+                    params,
+                    latency_ms,
+                });
             }
         }
         let slope = get(m, &format!("{SLOPE}_slope"));
@@ -72,8 +82,14 @@ impl ScalingFit {
             return None;
         }
         let fit = (|| {
-            if let Some(p) = points.iter().find(|p| !(p.params > 0.0 && p.latency_ms > 0.0)) {
-                return Err(format!("point `{}` has a non-positive value (params {}, latency {} ms)", p.label, p.params, p.latency_ms));
+            if let Some(p) = points
+                .iter()
+                .find(|p| !(p.params > 0.0 && p.latency_ms > 0.0))
+            {
+                return Err(format!(
+                    "point `{}` has a non-positive value (params {}, latency {} ms)",
+                    p.label, p.params, p.latency_ms
+                ));
             }
             if points.len() < 2 {
                 return Err(format!(
@@ -81,9 +97,15 @@ impl ScalingFit {
                     points.len()
                 ));
             }
-            let slope = slope.ok_or(format!("no `{SLOPE}_slope` metric (the gate wrote its points but no fit)"))?;
+            let slope = slope.ok_or(format!(
+                "no `{SLOPE}_slope` metric (the gate wrote its points but no fit)"
+            ))?;
             let t_ci = pair(m, &format!("{SLOPE}_t_ci_lo"), &format!("{SLOPE}_t_ci_hi"));
-            let bootstrap_ci = pair(m, &format!("{SLOPE}_bootstrap_ci_lo"), &format!("{SLOPE}_bootstrap_ci_hi"));
+            let bootstrap_ci = pair(
+                m,
+                &format!("{SLOPE}_bootstrap_ci_lo"),
+                &format!("{SLOPE}_bootstrap_ci_hi"),
+            );
             let slope_ci = match (t_ci, bootstrap_ci) {
                 (Some(a), Some(b)) => (a.0.min(b.0), a.1.max(b.1)),
                 (Some(c), None) | (None, Some(c)) => c,
@@ -111,7 +133,9 @@ impl ScalingFit {
     /// Unknown R² is not actionable. The gate's own flag, when present, must agree too.
     pub fn actionable(&self) -> bool {
         let excludes_zero = self.slope_ci.0 > 0.0 || self.slope_ci.1 < 0.0;
-        self.r_squared.is_some_and(|r2| r2 >= MIN_R_SQUARED) && excludes_zero && self.reported_actionable != Some(false)
+        self.r_squared.is_some_and(|r2| r2 >= MIN_R_SQUARED)
+            && excludes_zero
+            && self.reported_actionable != Some(false)
     }
 
     /// `actionable` or `not identifiable (why)`.
@@ -137,7 +161,10 @@ impl ScalingFit {
     /// Centroid of the points in log space, where the CI band pivots.
     pub fn centroid(&self) -> (f64, f64) {
         let n = self.points.len().max(1) as f64;
-        (self.points.iter().map(|p| p.params.ln()).sum::<f64>() / n, self.points.iter().map(|p| p.latency_ms.ln()).sum::<f64>() / n)
+        (
+            self.points.iter().map(|p| p.params.ln()).sum::<f64>() / n,
+            self.points.iter().map(|p| p.latency_ms.ln()).sum::<f64>() / n,
+        )
     }
 
     /// ln(latency) on the fitted line at ln(params) = `x`.
@@ -167,15 +194,24 @@ mod tests {
             gate: "scaling.fit_ci".into(),
             backend: "ort-cpu".into(),
             scenario: None,
-            verdict: Verdict::Pass { summary: String::new() },
-            metrics: metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>(),
+            verdict: Verdict::Pass {
+                summary: String::new(),
+            },
+            metrics: metrics
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect::<BTreeMap<_, _>>(),
             runs: RunCounts::default(),
             degraded_reasons: vec![],
         }
     }
 
-    const TWO_POINTS: [(&str, f64); 4] =
-        [("a::parameters", 1e6), ("a::e2e_ms_geomean", 10.0), ("b::parameters", 1e8), ("b::e2e_ms_geomean", 100.0)];
+    const TWO_POINTS: [(&str, f64); 4] = [
+        ("a::parameters", 1e6),
+        ("a::e2e_ms_geomean", 10.0),
+        ("b::parameters", 1e8),
+        ("b::e2e_ms_geomean", 100.0),
+    ];
 
     #[test]
     fn reads_points_slope_and_both_cis_and_pivots_the_band_at_the_centroid() {
@@ -191,12 +227,22 @@ mod tests {
         ]);
         let f = ScalingFit::from_trial(&trial(&m)).unwrap().unwrap();
         assert_eq!(f.points.len(), 2);
-        assert_eq!(f.slope_ci, (0.2, 0.8), "the band is the union of the t and bootstrap CIs");
+        assert_eq!(
+            f.slope_ci,
+            (0.2, 0.8),
+            "the band is the union of the t and bootstrap CIs"
+        );
         assert!(f.actionable(), "{}", f.verdict_words());
         let (cx, cy) = f.centroid();
-        assert!((f.line(cx) - cy).abs() < 1e-12, "an OLS line goes through the centroid");
+        assert!(
+            (f.line(cx) - cy).abs() < 1e-12,
+            "an OLS line goes through the centroid"
+        );
         let (lo, hi) = f.band(cx);
-        assert!((hi - lo).abs() < 1e-12, "the band has zero width at the pivot");
+        assert!(
+            (hi - lo).abs() < 1e-12,
+            "the band has zero width at the pivot"
+        );
         let (lo, hi) = f.band(cx + 1.0);
         assert!((lo - (cy + 0.2)).abs() < 1e-12 && (hi - (cy + 0.8)).abs() < 1e-12);
     }
@@ -212,7 +258,10 @@ mod tests {
         ]);
         let f = ScalingFit::from_trial(&trial(&m)).unwrap().unwrap();
         assert!(!f.actionable());
-        assert_eq!(f.verdict_words(), "not identifiable (R² 0.10 < 0.2, CI includes 0)");
+        assert_eq!(
+            f.verdict_words(),
+            "not identifiable (R² 0.10 < 0.2, CI includes 0)"
+        );
         let mut m = TWO_POINTS.to_vec();
         m.extend([
             ("params_only_log_params_slope", 0.5),
@@ -229,10 +278,16 @@ mod tests {
     #[test]
     fn absence_is_none_and_an_incomplete_fit_says_what_is_missing() {
         assert!(ScalingFit::from_trial(&trial(&[("perplexity", 19.0)])).is_none());
-        let one = [("a::parameters", 1e6), ("a::e2e_ms_geomean", 10.0), ("params_only_log_params_slope", 1.0)];
+        let one = [
+            ("a::parameters", 1e6),
+            ("a::e2e_ms_geomean", 10.0),
+            ("params_only_log_params_slope", 1.0),
+        ];
         let e = ScalingFit::from_trial(&trial(&one)).unwrap().unwrap_err();
         assert!(e.contains("at least 2"), "{e}");
-        let e = ScalingFit::from_trial(&trial(&TWO_POINTS)).unwrap().unwrap_err();
+        let e = ScalingFit::from_trial(&trial(&TWO_POINTS))
+            .unwrap()
+            .unwrap_err();
         assert!(e.contains("params_only_log_params_slope"), "{e}");
         let mut m = TWO_POINTS.to_vec();
         m.push(("params_only_log_params_slope", 1.0));

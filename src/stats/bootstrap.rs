@@ -104,13 +104,17 @@ fn bootstrap_two_in_place(
     check_finite("bootstrap sample b", b)?;
     check_resamples(level, resamples)?;
     let (mut buf_a, mut buf_b) = (a.to_vec(), b.to_vec());
-    let point = finite(statistic(&mut buf_a, &mut buf_b), || "the full samples".into())?;
+    let point = finite(statistic(&mut buf_a, &mut buf_b), || {
+        "the full samples".into()
+    })?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut stats = Vec::with_capacity(resamples);
     for r in 0..resamples {
         resample_into(a, &mut buf_a, &mut rng);
         resample_into(b, &mut buf_b, &mut rng);
-        stats.push(finite(statistic(&mut buf_a, &mut buf_b), || format!("resample {r}"))?);
+        stats.push(finite(statistic(&mut buf_a, &mut buf_b), || {
+            format!("resample {r}")
+        })?);
     }
     percentile_interval(stats, point, level)
 }
@@ -158,7 +162,11 @@ fn finite(value: f64, on: impl FnOnce() -> String) -> Result<f64> {
     if value.is_finite() {
         Ok(value)
     } else {
-        Err(StatsError::NonFiniteStatistic { what: "bootstrap".into(), on: on(), value })
+        Err(StatsError::NonFiniteStatistic {
+            what: "bootstrap".into(),
+            on: on(),
+            value,
+        })
     }
 }
 
@@ -205,9 +213,18 @@ mod tests {
     #[test]
     fn bad_parameters_are_errors() {
         let xs = [1.0, 2.0, 3.0];
-        assert!(matches!(bootstrap_ci(&[], mean, 0.95, 100, 1), Err(StatsError::Empty { .. })));
-        assert!(matches!(bootstrap_ci(&xs, mean, 1.0, 100, 1), Err(StatsError::InvalidParameter { .. })));
-        assert!(matches!(bootstrap_ci(&xs, mean, 0.95, 39, 1), Err(StatsError::InvalidParameter { .. })));
+        assert!(matches!(
+            bootstrap_ci(&[], mean, 0.95, 100, 1),
+            Err(StatsError::Empty { .. })
+        ));
+        assert!(matches!(
+            bootstrap_ci(&xs, mean, 1.0, 100, 1),
+            Err(StatsError::InvalidParameter { .. })
+        ));
+        assert!(matches!(
+            bootstrap_ci(&xs, mean, 0.95, 39, 1),
+            Err(StatsError::InvalidParameter { .. })
+        ));
         assert!(bootstrap_ci(&xs, mean, 0.95, 40, 1).is_ok());
         assert!(matches!(
             bootstrap_ci(&xs, |_| f64::NAN, 0.95, 100, 1),
@@ -221,15 +238,28 @@ mod tests {
 
     #[test]
     fn interval_predicates() {
-        let ci = Interval { lo: 1.0, hi: 2.0, point: 1.5, level: 0.95 };
+        let ci = Interval {
+            lo: 1.0,
+            hi: 2.0,
+            point: 1.5,
+            level: 0.95,
+        };
         assert!(ci.contains(1.0) && ci.contains(2.0) && ci.excludes(0.0) && ci.excludes(2.5));
         assert!(ci.is_above(0.5) && !ci.is_above(1.0) && ci.is_below(2.5) && !ci.is_below(2.0));
     }
 
     #[test]
     fn median_in_place_matches_describe() {
-        for xs in [&[5.0, 1.0, 4.0, 2.0][..], &[5.0, 1.0, 4.0], &[3.0], &[2.0, 2.0, 1.0, 9.0, 9.0, 0.5]] {
-            assert_eq!(median_in_place(&mut xs.to_vec()), super::super::median(xs).unwrap());
+        for xs in [
+            &[5.0, 1.0, 4.0, 2.0][..],
+            &[5.0, 1.0, 4.0],
+            &[3.0],
+            &[2.0, 2.0, 1.0, 9.0, 9.0, 0.5],
+        ] {
+            assert_eq!(
+                median_in_place(&mut xs.to_vec()),
+                super::super::median(xs).unwrap()
+            );
         }
     }
 }

@@ -55,7 +55,11 @@ pub fn mean(xs: &[f64]) -> Result<f64> {
 pub fn std_dev(xs: &[f64]) -> Result<f64> {
     check_finite("std_dev", xs)?;
     if xs.len() < 2 {
-        return Err(StatsError::TooFewPoints { what: "std_dev".into(), needed: 2, got: xs.len() });
+        return Err(StatsError::TooFewPoints {
+            what: "std_dev".into(),
+            needed: 2,
+            got: xs.len(),
+        });
     }
     let m = mean(xs)?;
     let ss: f64 = xs.iter().map(|x| (x - m) * (x - m)).sum();
@@ -96,7 +100,11 @@ pub fn summarize(xs: &[f64]) -> Result<Summary> {
         p99: quantile_sorted(&sorted, 0.99)?,
         min: sorted[0],
         max: sorted[sorted.len() - 1],
-        std: if xs.len() >= 2 { Some(std_dev(xs)?) } else { None },
+        std: if xs.len() >= 2 {
+            Some(std_dev(xs)?)
+        } else {
+            None
+        },
     })
 }
 
@@ -125,12 +133,30 @@ mod tests {
     #[test]
     fn bad_input_is_an_error() {
         assert!(matches!(quantile(&[], 0.5), Err(StatsError::Empty { .. })));
-        assert!(matches!(quantile(&[1.0, f64::NAN], 0.5), Err(StatsError::NotFinite { index: 1, .. })));
-        assert!(matches!(quantile(&[1.0], 1.5), Err(StatsError::InvalidParameter { .. })));
-        assert!(matches!(quantile(&[1.0], f64::NAN), Err(StatsError::InvalidParameter { .. })));
-        assert!(matches!(geometric_mean(&[1.0, 0.0]), Err(StatsError::NonPositive { index: 1, .. })));
-        assert!(matches!(std_dev(&[1.0]), Err(StatsError::TooFewPoints { .. })));
-        assert!(matches!(mean(&[f64::INFINITY]), Err(StatsError::NotFinite { .. })));
+        assert!(matches!(
+            quantile(&[1.0, f64::NAN], 0.5),
+            Err(StatsError::NotFinite { index: 1, .. })
+        ));
+        assert!(matches!(
+            quantile(&[1.0], 1.5),
+            Err(StatsError::InvalidParameter { .. })
+        ));
+        assert!(matches!(
+            quantile(&[1.0], f64::NAN),
+            Err(StatsError::InvalidParameter { .. })
+        ));
+        assert!(matches!(
+            geometric_mean(&[1.0, 0.0]),
+            Err(StatsError::NonPositive { index: 1, .. })
+        ));
+        assert!(matches!(
+            std_dev(&[1.0]),
+            Err(StatsError::TooFewPoints { .. })
+        ));
+        assert!(matches!(
+            mean(&[f64::INFINITY]),
+            Err(StatsError::NotFinite { .. })
+        ));
     }
 
     #[test]

@@ -49,7 +49,11 @@ pub struct MannWhitney {
 pub fn mann_whitney_u(x: &[f64], y: &[f64]) -> Result<MannWhitney> {
     let ranked = rank(x, y)?;
     let exact = !ranked.has_ties() && x.len().max(y.len()) <= EXACT_AUTO_MAX;
-    let method = if exact { MannWhitneyMethod::Exact } else { MannWhitneyMethod::NormalApprox };
+    let method = if exact {
+        MannWhitneyMethod::Exact
+    } else {
+        MannWhitneyMethod::NormalApprox
+    };
     finish(ranked, x.len(), y.len(), method)
 }
 
@@ -76,8 +80,11 @@ impl Ranked {
 fn rank(x: &[f64], y: &[f64]) -> Result<Ranked> {
     check_finite("Mann-Whitney sample x", x)?;
     check_finite("Mann-Whitney sample y", y)?;
-    let mut pooled: Vec<(f64, bool)> =
-        x.iter().map(|&v| (v, true)).chain(y.iter().map(|&v| (v, false))).collect();
+    let mut pooled: Vec<(f64, bool)> = x
+        .iter()
+        .map(|&v| (v, true))
+        .chain(y.iter().map(|&v| (v, false)))
+        .collect();
     pooled.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (mut r1, mut ties, mut i) = (0.0, Vec::new(), 0);
     while i < pooled.len() {
@@ -104,13 +111,17 @@ fn finish(ranked: Ranked, n1: usize, n2: usize, method: MannWhitneyMethod) -> Re
     let p = match method {
         MannWhitneyMethod::Exact => {
             if ranked.has_ties() {
-                return Err(StatsError::TiesInExactTest { what: "Mann-Whitney".into() });
+                return Err(StatsError::TiesInExactTest {
+                    what: "Mann-Whitney".into(),
+                });
             }
             if n1.max(n2) > EXACT_MAX {
                 return Err(StatsError::InvalidParameter {
                     name: "sample size".into(),
                     value: n1.max(n2) as f64,
-                    expected: format!("at most {EXACT_MAX} per sample for the exact test; use NormalApprox"),
+                    expected: format!(
+                        "at most {EXACT_MAX} per sample for the exact test; use NormalApprox"
+                    ),
                 });
             }
             // No ties → U is an integer. P(U' ≥ u) = P(U' ≤ mn - u) by symmetry.
@@ -118,7 +129,11 @@ fn finish(ranked: Ranked, n1: usize, n2: usize, method: MannWhitneyMethod) -> Re
         }
         MannWhitneyMethod::NormalApprox => {
             let big_n = m + n;
-            let tie_term: f64 = ranked.ties.iter().map(|&t| (t as f64).powi(3) - t as f64).sum();
+            let tie_term: f64 = ranked
+                .ties
+                .iter()
+                .map(|&t| (t as f64).powi(3) - t as f64)
+                .sum();
             let var = m * n / 12.0 * ((big_n + 1.0) - tie_term / (big_n * (big_n - 1.0)));
             if var <= 0.0 {
                 1.0 // every value tied: the samples are indistinguishable
@@ -129,7 +144,13 @@ fn finish(ranked: Ranked, n1: usize, n2: usize, method: MannWhitneyMethod) -> Re
             }
         }
     };
-    Ok(MannWhitney { u1, u2, p_value: p.clamp(0.0, 1.0), method, ties: ranked.has_ties() })
+    Ok(MannWhitney {
+        u1,
+        u2,
+        p_value: p.clamp(0.0, 1.0),
+        method,
+        ties: ranked.has_ties(),
+    })
 }
 
 /// `P(U ≤ k)` under H0 for sample sizes `m`, `n` without ties.
@@ -171,28 +192,44 @@ mod tests {
         let f = exact_counts(4, 6);
         assert_eq!(f.iter().sum::<u64>(), 210); // C(10, 4)
         assert!(f.iter().eq(f.iter().rev()));
-        assert_eq!(exact_counts(30, 30).iter().sum::<u64>(), 118_264_581_564_861_424);
+        assert_eq!(
+            exact_counts(30, 30).iter().sum::<u64>(),
+            118_264_581_564_861_424
+        );
         // C(60, 30)
     }
 
     #[test]
     fn separated_samples_by_hand() {
         // U1 = 0; only 1 of C(11, 5) = 462 arrangements is as extreme on each side.
-        let r = mann_whitney_u(&[1.0, 2.0, 3.0, 4.0, 5.0], &[6.0, 7.0, 8.0, 9.0, 10.0, 11.0]).unwrap();
-        assert_eq!((r.u1, r.u2, r.method), (0.0, 30.0, MannWhitneyMethod::Exact));
+        let r = mann_whitney_u(
+            &[1.0, 2.0, 3.0, 4.0, 5.0],
+            &[6.0, 7.0, 8.0, 9.0, 10.0, 11.0],
+        )
+        .unwrap();
+        assert_eq!(
+            (r.u1, r.u2, r.method),
+            (0.0, 30.0, MannWhitneyMethod::Exact)
+        );
         assert!((r.p_value - 2.0 / 462.0).abs() < 1e-15);
     }
 
     #[test]
     fn ties_choose_the_normal_approximation_and_block_exact() {
         let (x, y) = ([1.0, 2.0, 2.0], [2.0, 3.0, 4.0]);
-        assert_eq!(mann_whitney_u(&x, &y).unwrap().method, MannWhitneyMethod::NormalApprox);
+        assert_eq!(
+            mann_whitney_u(&x, &y).unwrap().method,
+            MannWhitneyMethod::NormalApprox
+        );
         assert!(matches!(
             mann_whitney_u_with(&x, &y, MannWhitneyMethod::Exact),
             Err(StatsError::TiesInExactTest { .. })
         ));
         let all_tied = mann_whitney_u(&[1.0, 1.0], &[1.0]).unwrap();
         assert_eq!((all_tied.u1, all_tied.p_value), (1.0, 1.0));
-        assert!(matches!(mann_whitney_u(&[], &y), Err(StatsError::Empty { .. })));
+        assert!(matches!(
+            mann_whitney_u(&[], &y),
+            Err(StatsError::Empty { .. })
+        ));
     }
 }

@@ -24,7 +24,9 @@ pub mod ols;
 
 pub use crate::error::StatsError;
 pub use bootstrap::{bootstrap_ci, bootstrap_ci_two, ratio_of_medians_ci, Interval};
-pub use describe::{geometric_mean, mean, median, quantile, quantile_sorted, std_dev, summarize, Summary};
+pub use describe::{
+    geometric_mean, mean, median, quantile, quantile_sorted, std_dev, summarize, Summary,
+};
 pub use mann_whitney::{mann_whitney_u, mann_whitney_u_with, MannWhitney, MannWhitneyMethod};
 pub use ols::{
     identifiability, identify_slopes, ols, ols_simple, pairs_bootstrap_slope_cis, FitVerdict,
@@ -37,10 +39,16 @@ pub type Result<T> = std::result::Result<T, StatsError>;
 /// Checks that `xs` is non-empty and every value is finite.
 pub(crate) fn check_finite(what: &str, xs: &[f64]) -> Result<()> {
     if xs.is_empty() {
-        return Err(StatsError::Empty { what: what.to_string() });
+        return Err(StatsError::Empty {
+            what: what.to_string(),
+        });
     }
     match xs.iter().position(|x| !x.is_finite()) {
-        Some(index) => Err(StatsError::NotFinite { what: what.to_string(), index, value: xs[index] }),
+        Some(index) => Err(StatsError::NotFinite {
+            what: what.to_string(),
+            index,
+            value: xs[index],
+        }),
         None => Ok(()),
     }
 }

@@ -53,7 +53,8 @@ impl OlsFit {
     /// t-based CI of coefficient `index` (0 = intercept): `b ± t_{(1+level)/2, df} · se`.
     pub fn t_ci(&self, index: usize, level: f64) -> Result<Interval> {
         check_level(level)?;
-        let (Some(&b), Some(&se)) = (self.coefficients.get(index), self.std_errors.get(index)) else {
+        let (Some(&b), Some(&se)) = (self.coefficients.get(index), self.std_errors.get(index))
+        else {
             return Err(StatsError::InvalidParameter {
                 name: "coefficient index".into(),
                 value: index as f64,
@@ -67,7 +68,12 @@ impl OlsFit {
                 expected: format!("at least 1 ({e})"),
             })?
             .inverse_cdf((1.0 + level) / 2.0);
-        Ok(Interval { lo: b - t * se, hi: b + t * se, point: b, level })
+        Ok(Interval {
+            lo: b - t * se,
+            hi: b + t * se,
+            point: b,
+            level,
+        })
     }
 
     /// t-based CI of the slope of regressor `j` (0-based).
@@ -88,12 +94,19 @@ pub fn ols(y: &[f64], xs: &[Vec<f64>]) -> Result<OlsFit> {
     let y_mean = y.iter().sum::<f64>() / n as f64;
     let sst: f64 = y.iter().map(|v| (v - y_mean).powi(2)).sum();
     if sst == 0.0 {
-        return Err(StatsError::ZeroVariance { what: "y".into(), why: "R² is undefined".into() });
+        return Err(StatsError::ZeroVariance {
+            what: "y".into(),
+            why: "R² is undefined".into(),
+        });
     }
     let design = design_matrix(xs, &(0..n).collect::<Vec<_>>());
     let (beta, r_inv) = solve(&design, &DVector::from_column_slice(y))?;
     let fitted = &design * &beta;
-    let ssr: f64 = y.iter().zip(fitted.iter()).map(|(v, f)| (v - f).powi(2)).sum();
+    let ssr: f64 = y
+        .iter()
+        .zip(fitted.iter())
+        .map(|(v, f)| (v - f).powi(2))
+        .sum();
     let df = n - p;
     let s2 = ssr / df as f64;
     let cov_diag = (&r_inv * r_inv.transpose()).diagonal();
@@ -142,7 +155,10 @@ pub fn pairs_bootstrap_slope_cis(
         rows.iter_mut().for_each(|r| *r = rng.gen_range(0..n));
         let y_star = DVector::from_iterator(n, rows.iter().map(|&r| y[r]));
         match solve(&design_matrix(xs, &rows), &y_star) {
-            Ok((beta, _)) => slopes.iter_mut().zip(beta.iter().skip(1)).for_each(|(s, b)| s.push(*b)),
+            Ok((beta, _)) => slopes
+                .iter_mut()
+                .zip(beta.iter().skip(1))
+                .for_each(|(s, b)| s.push(*b)),
             Err(StatsError::Collinear { .. }) => {} // singular resample: skipped, counted below
             Err(e) => return Err(e),
         }
@@ -150,14 +166,22 @@ pub fn pairs_bootstrap_slope_cis(
     let usable = slopes[0].len();
     let needed = resamples.div_ceil(2);
     if usable < needed {
-        return Err(StatsError::TooManyDegenerateResamples { resamples, usable, needed });
+        return Err(StatsError::TooManyDegenerateResamples {
+            resamples,
+            usable,
+            needed,
+        });
     }
     let intervals = slopes
         .into_iter()
         .enumerate()
         .map(|(j, s)| percentile_interval(s, fit.coefficients[j + 1], level))
         .collect::<Result<Vec<_>>>()?;
-    Ok(SlopeBootstrap { intervals, resamples, usable })
+    Ok(SlopeBootstrap {
+        intervals,
+        resamples,
+        usable,
+    })
 }
 
 /// TR121's verdict on one slope.
@@ -166,7 +190,10 @@ pub enum Identifiability {
     /// `R² ≥ min_r2` and the CI excludes zero.
     Actionable,
     /// Reported, but not to be acted on; the flags say which condition failed.
-    NotIdentifiable { low_r_squared: bool, ci_includes_zero: bool },
+    NotIdentifiable {
+        low_r_squared: bool,
+        ci_includes_zero: bool,
+    },
 }
 
 impl Identifiability {
@@ -178,10 +205,16 @@ impl Identifiability {
 /// Actionable iff `r_squared ≥ min_r2` and `ci` excludes zero.
 pub fn identifiability(r_squared: f64, min_r2: f64, ci: &Interval) -> Identifiability {
     // NaN on either side counts as "too low": never actionable by accident.
-    let low_r_squared = !matches!(r_squared.partial_cmp(&min_r2), Some(Ordering::Greater | Ordering::Equal));
+    let low_r_squared = !matches!(
+        r_squared.partial_cmp(&min_r2),
+        Some(Ordering::Greater | Ordering::Equal)
+    );
     let ci_includes_zero = ci.contains(0.0);
     if low_r_squared || ci_includes_zero {
-        Identifiability::NotIdentifiable { low_r_squared, ci_includes_zero }
+        Identifiability::NotIdentifiable {
+            low_r_squared,
+            ci_includes_zero,
+        }
     } else {
         Identifiability::Actionable
     }
@@ -246,7 +279,12 @@ pub fn identify_slopes(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(FitVerdict { fit, slopes, bootstrap, min_r2 })
+    Ok(FitVerdict {
+        fit,
+        slopes,
+        bootstrap,
+        min_r2,
+    })
 }
 
 fn check_design(y: &[f64], xs: &[Vec<f64>]) -> Result<()> {
@@ -260,16 +298,27 @@ fn check_design(y: &[f64], xs: &[Vec<f64>]) -> Result<()> {
     }
     let needed = xs.len() + 2;
     if y.len() < needed {
-        return Err(StatsError::TooFewPoints { what: "OLS".into(), needed, got: y.len() });
+        return Err(StatsError::TooFewPoints {
+            what: "OLS".into(),
+            needed,
+            got: y.len(),
+        });
     }
     for (j, x) in xs.iter().enumerate() {
         let what = format!("regressor {j}");
         if x.len() != y.len() {
-            return Err(StatsError::LengthMismatch { what, expected: y.len(), got: x.len() });
+            return Err(StatsError::LengthMismatch {
+                what,
+                expected: y.len(),
+                got: x.len(),
+            });
         }
         check_finite(&what, x)?;
         if x.iter().all(|v| *v == x[0]) {
-            return Err(StatsError::ZeroVariance { what, why: "its slope is not estimable".into() });
+            return Err(StatsError::ZeroVariance {
+                what,
+                why: "its slope is not estimable".into(),
+            });
         }
     }
     Ok(())
@@ -277,7 +326,13 @@ fn check_design(y: &[f64], xs: &[Vec<f64>]) -> Result<()> {
 
 /// Design matrix `[1, x1, …, xk]` over the given rows.
 fn design_matrix(xs: &[Vec<f64>], rows: &[usize]) -> DMatrix<f64> {
-    DMatrix::from_fn(rows.len(), xs.len() + 1, |i, j| if j == 0 { 1.0 } else { xs[j - 1][rows[i]] })
+    DMatrix::from_fn(rows.len(), xs.len() + 1, |i, j| {
+        if j == 0 {
+            1.0
+        } else {
+            xs[j - 1][rows[i]]
+        }
+    })
 }
 
 /// Least-squares coefficients and `R⁻¹` from the QR factorization of `design`.
@@ -288,13 +343,17 @@ fn solve(design: &DMatrix<f64>, y: &DVector<f64>) -> Result<(DVector<f64>, DMatr
     let r = qr.r();
     for j in 0..p {
         if r[(j, j)].abs() <= 1e-10 * design.column(j).norm() {
-            return Err(StatsError::Collinear { index: j.saturating_sub(1) });
+            return Err(StatsError::Collinear {
+                index: j.saturating_sub(1),
+            });
         }
     }
     let qty = qr.q().transpose() * y;
     let singular = || StatsError::Collinear { index: p - 2 };
     let beta = r.solve_upper_triangular(&qty).ok_or_else(singular)?;
-    let r_inv = r.solve_upper_triangular(&DMatrix::identity(p, p)).ok_or_else(singular)?;
+    let r_inv = r
+        .solve_upper_triangular(&DMatrix::identity(p, p))
+        .ok_or_else(singular)?;
     Ok((beta, r_inv))
 }
 
@@ -307,34 +366,68 @@ mod tests {
         let x = [1.0, 2.0, 3.0, 4.0, 5.0];
         let y: Vec<f64> = x.iter().map(|v| 3.0 - 2.0 * v).collect();
         let fit = ols_simple(&y, &x).unwrap();
-        assert!((fit.coefficients[0] - 3.0).abs() < 1e-12 && (fit.coefficients[1] + 2.0).abs() < 1e-12);
+        assert!(
+            (fit.coefficients[0] - 3.0).abs() < 1e-12 && (fit.coefficients[1] + 2.0).abs() < 1e-12
+        );
         assert!((fit.r_squared - 1.0).abs() < 1e-12);
     }
 
     #[test]
     fn bad_designs_are_errors() {
         let y = [1.0, 2.0, 4.0, 3.0];
-        assert!(matches!(ols_simple(&y, &[1.0; 4]), Err(StatsError::ZeroVariance { .. })));
-        assert!(matches!(ols_simple(&[1.0; 4], &y), Err(StatsError::ZeroVariance { .. })));
-        assert!(matches!(ols_simple(&y[..2], &y[..2]), Err(StatsError::TooFewPoints { needed: 3, .. })));
-        assert!(matches!(ols_simple(&y, &y[..3]), Err(StatsError::LengthMismatch { .. })));
-        assert!(matches!(ols(&y, &[]), Err(StatsError::InvalidParameter { .. })));
+        assert!(matches!(
+            ols_simple(&y, &[1.0; 4]),
+            Err(StatsError::ZeroVariance { .. })
+        ));
+        assert!(matches!(
+            ols_simple(&[1.0; 4], &y),
+            Err(StatsError::ZeroVariance { .. })
+        ));
+        assert!(matches!(
+            ols_simple(&y[..2], &y[..2]),
+            Err(StatsError::TooFewPoints { needed: 3, .. })
+        ));
+        assert!(matches!(
+            ols_simple(&y, &y[..3]),
+            Err(StatsError::LengthMismatch { .. })
+        ));
+        assert!(matches!(
+            ols(&y, &[]),
+            Err(StatsError::InvalidParameter { .. })
+        ));
         let x1 = vec![1.0, 2.0, 3.0, 5.0];
         let x2: Vec<f64> = x1.iter().map(|v| 2.0 * v + 1.0).collect();
-        assert!(matches!(ols(&y, &[x1, x2]), Err(StatsError::Collinear { index: 1 })));
+        assert!(matches!(
+            ols(&y, &[x1, x2]),
+            Err(StatsError::Collinear { index: 1 })
+        ));
     }
 
     #[test]
     fn identifiability_rule() {
-        let ci = |lo, hi| Interval { lo, hi, point: (lo + hi) / 2.0, level: 0.95 };
-        assert_eq!(identifiability(0.5, MIN_R_SQUARED, &ci(0.1, 0.3)), Identifiability::Actionable);
+        let ci = |lo, hi| Interval {
+            lo,
+            hi,
+            point: (lo + hi) / 2.0,
+            level: 0.95,
+        };
+        assert_eq!(
+            identifiability(0.5, MIN_R_SQUARED, &ci(0.1, 0.3)),
+            Identifiability::Actionable
+        );
         assert_eq!(
             identifiability(0.1, MIN_R_SQUARED, &ci(0.1, 0.3)),
-            Identifiability::NotIdentifiable { low_r_squared: true, ci_includes_zero: false }
+            Identifiability::NotIdentifiable {
+                low_r_squared: true,
+                ci_includes_zero: false
+            }
         );
         assert_eq!(
             identifiability(0.9, MIN_R_SQUARED, &ci(-0.1, 0.3)),
-            Identifiability::NotIdentifiable { low_r_squared: false, ci_includes_zero: true }
+            Identifiability::NotIdentifiable {
+                low_r_squared: false,
+                ci_includes_zero: true
+            }
         );
         assert!(!identifiability(f64::NAN, MIN_R_SQUARED, &ci(0.1, 0.3)).is_actionable());
     }

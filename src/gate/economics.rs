@@ -1,0 +1,578 @@
+//! `economics.cost` (TR119; conclusive report C3, §7, Appendix A, AV.3): throughput drives cost, so
+//! the backend ordering by cost per 1M tokens does not depend on the pricing tier.
+//!
+//! One trial measures every backend of the gate on every scenario of the gate (fixed-length greedy
+//! generation; warmup labelled and excluded). Per backend: `tokens_per_s` = generated tokens /
+//! (e2e ms / 1000) per run (Appendix A), the median per scenario, and the geometric mean of those
+//! medians over the scenarios (TR121's scenario aggregate). Then, with [`crate::cost`], for every
+//! pricing tier of the gate file: compute cost per 1M tokens, the energy term where it was measured,
+//! the total, the workers needed for the gate's monthly token volume, and the cost of the gate's
+//! request mix. The trial fails when the ordering changes between tiers, when the energy share of a
+//! backend's cost exceeds `max_energy_share` (C3: energy is a small fraction), or when a present
+//! backend yields no successful run.
+//!
+//! Energy (TR119's second term, TR122's gates): with a readable CPU package sensor (RAPL; TR119
+//! uses CPU package power for CPU backends, and every backend here runs on the CPU), the idle baseline is
+//! calibrated once, a poller runs around each backend × scenario series, and the series window's
+//! gross energy ([`crate::energy::attribute`], counter preferred) divided by the tokens generated in
+//! it gives J/token (geometric mean over scenarios per backend). Gross, not net: a dedicated
+//! worker's idle draw is paid for too. A window whose energy is `no_data`, or without a readable
+//! sensor, leaves the energy term `no_data` with the reason, and the cost is compute only — then
+//! tier invariance holds by the formula, and the verdict says so.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::distribution::{backend_availability, measure_backend, prompts};
+use super::{median, TrialContext, TrialResult, Verdict};
+use crate::cost::{self, BackendThroughput, EnergyCost, EnergyInput, PricingTier};
+use crate::energy::{
+    self, energy_per_token, EnergyPerToken, EventWindow, IdleBaseline, PowerPoller, PowerSensor,
+};
+use crate::measure::RunRecord;
+use crate::stats::geometric_mean;
+
+/// A request shape for the request-cost line (Appendix G.1: 256 prompt + 128 generated tokens).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestMix {
+    pub prompt_tokens: u64,
+    pub generated_tokens: u64,
+}
+
+/// Parameters of the check, from the gate file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EconomicsParams {
+    pub gen_tokens: usize,
+    pub tiers: Vec<PricingTier>,
+    /// Electricity price for the energy term.
+    pub usd_per_kwh: f64,
+    /// Monthly volume for the capacity line (`workers`).
+    pub tokens_per_month: f64,
+    pub request: RequestMix,
+    /// Fail when the energy term is more than this share of a backend's total (where measured).
+    pub max_energy_share: f64,
+    /// Idle calibration before measuring (only with a readable sensor).
+    pub idle_calibration_s: f64,
+    pub poll_period_ms: u64,
+}
+
+/// Power measurement set up for the trial, or why there is none.
+enum EnergySetup {
+    Sensor {
+        sensor: Arc<dyn PowerSensor>,
+        baseline: IdleBaseline,
+        period: Duration,
+    },
+    None {
+        reason: String,
+    },
+}
+
+/// The CPU package sensor (TR119 attributes CPU backends to CPU package power, GPU backends to GPU
+/// power; every backend this gate can name runs on the CPU), calibrated at idle.
+fn energy_setup(p: &EconomicsParams) -> EnergySetup {
+    let detected = energy::detect_sensors();
+    let Some(sensor) = detected
+        .readable
+        .iter()
+        .find(|s| s.name().starts_with("rapl"))
+        .cloned()
+    else {
+        let rapl = detected
+            .unreadable
+            .iter()
+            .find(|u| u.kind == "RAPL")
+            .map_or("no RAPL zone found".to_string(), |u| u.reason.clone());
+        return EnergySetup::None {
+            reason: format!("no readable CPU package power sensor (RAPL: {rapl})"),
+        };
+    };
+    let period = Duration::from_millis(p.poll_period_ms.max(1));
+    match energy::calibrate_idle(
+        sensor.clone(),
+        Duration::from_secs_f64(p.idle_calibration_s.max(0.0)),
+        period,
+    ) {
+        Ok((baseline, _)) => EnergySetup::Sensor {
+            sensor,
+            baseline,
+            period,
+        },
+        Err(e) => EnergySetup::None {
+            reason: format!("{}: idle calibration failed: {e}", sensor.name()),
+        },
+    }
+}
+
+/// Runs `work` inside a power-polled window and returns its records with the window's gross J per
+/// generated token, or the reason there is none.
+pub fn with_energy(
+    sensor: &Arc<dyn PowerSensor>,
+    baseline: &IdleBaseline,
+    period: Duration,
+    label: &str,
+    work: &mut dyn FnMut() -> Vec<RunRecord>,
+) -> (Vec<RunRecord>, EnergyInput) {
+    let poller = match PowerPoller::start(sensor.clone(), period) {
+        Ok(p) => p,
+        Err(e) => {
+            return (
+                work(),
+                EnergyInput::NoData {
+                    reason: format!("poller: {e}"),
+                },
+            )
+        }
+    };
+    // The poller reads on its own thread: give it time for readings before the window opens.
+    std::thread::sleep(period * 2);
+    let start = energy::now_s();
+    let records = work();
+    let end = energy::now_s();
+    let trace = poller.stop();
+    let not_ok = records.iter().filter(|r| r.timings().is_none()).count();
+    if not_ok > 0 {
+        return (
+            records,
+            EnergyInput::NoData {
+                reason: format!("{label}: {not_ok} runs in the window were not ok"),
+            },
+        );
+    }
+    let tokens: u64 = records
+        .iter()
+        .filter_map(|r| r.timings())
+        .map(|t| t.gen_tokens as u64)
+        .sum();
+    let result = energy::attribute(&EventWindow::new(label, start, end), &trace, baseline);
+    let input = match energy_per_token(&result, tokens) {
+        EnergyPerToken::Good {
+            gross_j_per_token, ..
+        } => EnergyInput::Good {
+            joules_per_token: gross_j_per_token,
+        },
+        EnergyPerToken::NoData { reason } => EnergyInput::NoData {
+            reason: format!("{label}: {reason}"),
+        },
+    };
+    (records, input)
+}
+
+/// Geometric mean of the per-scenario J/token when every scenario has one.
+fn aggregate_energy(per_scenario: &[EnergyInput]) -> EnergyInput {
+    let mut values = Vec::new();
+    for e in per_scenario {
+        match e {
+            EnergyInput::Good { joules_per_token } => values.push(*joules_per_token),
+            EnergyInput::NoData { reason } => {
+                return EnergyInput::NoData {
+                    reason: reason.clone(),
+                }
+            }
+        }
+    }
+    match geometric_mean(&values) {
+        Ok(j) => EnergyInput::Good {
+            joules_per_token: j,
+        },
+        Err(e) => EnergyInput::NoData {
+            reason: e.to_string(),
+        },
+    }
+}
+
+pub fn evaluate(ctx: &TrialContext<'_>, p: &EconomicsParams) -> TrialResult {
+    let fail = |reason: String| ctx.result(Verdict::Fail { reason }, BTreeMap::new(), &[], 0);
+    let prompts = match prompts(ctx) {
+        Ok(x) => x,
+        Err(e) => return fail(e),
+    };
+    let setup = energy_setup(p);
+    let mut all_records = Vec::new();
+    let mut absent = Vec::new();
+    let mut failures = Vec::new();
+    let mut throughputs = Vec::new();
+    let mut measured = 0usize;
+    let mut metrics = BTreeMap::new();
+    for (backend, availability) in backend_availability(ctx) {
+        if let Err(reason) = availability {
+            absent.push(reason);
+            continue;
+        }
+        let mut energies = Vec::new();
+        let runs = measure_backend(
+            ctx,
+            (ctx.open_named)(&backend),
+            &prompts,
+            p.gen_tokens,
+            |scenario, run| match &setup {
+                EnergySetup::Sensor {
+                    sensor,
+                    baseline,
+                    period,
+                } => {
+                    let (records, e) = with_energy(
+                        sensor,
+                        baseline,
+                        *period,
+                        &format!("{backend}::{scenario}"),
+                        run,
+                    );
+                    energies.push(e);
+                    records
+                }
+                EnergySetup::None { reason } => {
+                    energies.push(EnergyInput::NoData {
+                        reason: reason.clone(),
+                    });
+                    run()
+                }
+            },
+        );
+        let runs = match runs {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
+        measured += 1;
+        let mut medians = Vec::new();
+        for r in &runs {
+            all_records.extend(r.records.iter().cloned());
+            match median(
+                &r.ok()
+                    .iter()
+                    .map(|t| t.e2e_tokens_per_s())
+                    .collect::<Vec<_>>(),
+            ) {
+                Some(m) => {
+                    metrics.insert(format!("{backend}::{}::tokens_per_s_median", r.scenario), m);
+                    medians.push(m);
+                }
+                None => failures.push(format!(
+                    "{backend} × {}: no successful measured run ({})",
+                    r.scenario,
+                    r.first_problem().unwrap_or_else(|| "no runs".into())
+                )),
+            }
+        }
+        if medians.len() == runs.len() {
+            if let Ok(tps) = geometric_mean(&medians) {
+                throughputs.push(BackendThroughput {
+                    backend: backend.clone(),
+                    tokens_per_s: tps,
+                    energy: aggregate_energy(&energies),
+                });
+            }
+        }
+    }
+    // What the plan states: every measured backend × scenario × (warmup + repetitions).
+    let stated = measured * prompts.len() * (ctx.profile.warmup + ctx.profile.repetitions);
+    if throughputs.is_empty() && failures.is_empty() {
+        return ctx.result(
+            Verdict::Skip {
+                reason: format!("no backend of the gate is available: {}", absent.join("; ")),
+            },
+            metrics,
+            &all_records,
+            stated,
+        );
+    }
+
+    let orderings = match cost::ordering_is_tier_invariant(&throughputs, &p.tiers, p.usd_per_kwh) {
+        Ok(o) => o,
+        Err(e) => {
+            return ctx.result(
+                Verdict::Fail {
+                    reason: format!("{}: {e}", ctx.spec.path.display()),
+                },
+                metrics,
+                &all_records,
+                stated,
+            )
+        }
+    };
+    let avg_tps = cost::avg_tokens_per_s(p.tokens_per_month, cost::SECONDS_PER_30_DAY_MONTH);
+    let mut lines = Vec::new();
+    for t in &throughputs {
+        metrics.insert(
+            format!("{}::tokens_per_s_geomean", t.backend),
+            t.tokens_per_s,
+        );
+        if let Ok(w) = avg_tps
+            .clone()
+            .and_then(|a| cost::workers(a, t.tokens_per_s))
+        {
+            metrics.insert(format!("{}::workers", t.backend), w);
+        }
+    }
+    for tier in &p.tiers {
+        let table = match cost::cost_table(&throughputs, tier, p.usd_per_kwh) {
+            Ok(t) => t,
+            Err(e) => {
+                return ctx.result(
+                    Verdict::Fail {
+                        reason: e.to_string(),
+                    },
+                    metrics,
+                    &all_records,
+                    stated,
+                )
+            }
+        };
+        let mut parts = Vec::new();
+        for c in &table {
+            metrics.insert(
+                format!("{}::{}::usd_per_1m", c.backend, tier.name),
+                c.total_usd_per_1m,
+            );
+            let request = cost::cost_per_request(
+                p.request.prompt_tokens,
+                p.request.generated_tokens,
+                c.total_usd_per_1m,
+            )
+            .unwrap_or(f64::NAN);
+            metrics.insert(
+                format!("{}::{}::usd_per_1k_requests", c.backend, tier.name),
+                request * 1e3,
+            );
+            let energy = match &c.energy {
+                EnergyCost::Good {
+                    usd_per_1m,
+                    joules_per_token,
+                    ..
+                } => {
+                    metrics.insert(
+                        format!("{}::joules_per_token", c.backend),
+                        *joules_per_token,
+                    );
+                    let share = c.energy_share().unwrap_or(f64::NAN);
+                    if share > p.max_energy_share {
+                        failures.push(format!(
+                            "{} ({}): energy is {:.0} % of the cost, above {:.0} %",
+                            c.backend,
+                            tier.name,
+                            100.0 * share,
+                            100.0 * p.max_energy_share
+                        ));
+                    }
+                    format!(" (energy ${usd_per_1m:.4}, {joules_per_token:.2} J/token)")
+                }
+                EnergyCost::NoData { .. } => String::new(),
+            };
+            parts.push(format!(
+                "{} ${:.3}{energy}, ${:.4}/1k req",
+                c.backend,
+                c.total_usd_per_1m,
+                request * 1e3
+            ));
+        }
+        lines.push(format!(
+            "{} (${}/h): {}",
+            tier.name,
+            tier.usd_per_hour,
+            parts.join(", ")
+        ));
+    }
+    if !orderings.invariant {
+        failures.push(format!(
+            "backend ordering changes with the pricing tier: {}",
+            orderings
+                .orderings
+                .iter()
+                .map(|(t, o)| format!("{t}: {}", o.join(" < ")))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
+    let energy_note = {
+        let reasons: Vec<String> = throughputs
+            .iter()
+            .filter_map(|t| match &t.energy {
+                EnergyInput::NoData { reason } => Some(format!("{}: {reason}", t.backend)),
+                EnergyInput::Good { .. } => None,
+            })
+            .collect();
+        if reasons.is_empty() {
+            format!("energy priced at ${}/kWh as a second term", p.usd_per_kwh)
+        } else if reasons.len() == throughputs.len() {
+            let first = reasons.first().cloned().unwrap_or_default();
+            format!("energy term no_data for every backend ({first}): compute-only cost, so tier invariance holds by the formula")
+        } else {
+            format!("energy term no_data for {}", reasons.join("; "))
+        }
+    };
+    let speeds = throughputs
+        .iter()
+        .map(|t| format!("{} {:.1}", t.backend, t.tokens_per_s))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let workers = throughputs
+        .iter()
+        .filter_map(|t| {
+            metrics
+                .get(&format!("{}::workers", t.backend))
+                .map(|w| format!("{} {w:.2}", t.backend))
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let order = orderings
+        .orderings
+        .first()
+        .map(|(_, o)| o.join(" < "))
+        .unwrap_or_default();
+    let body = format!(
+        "tokens/s (geomean over {} scenarios, {} generated tokens): {speeds}; $/1M tokens: {}; cheapest first {order} under all {} tiers{}; workers for {:.0e} tokens/month: {workers}; {energy_note}{}",
+        prompts.len(),
+        p.gen_tokens,
+        lines.join("; "),
+        p.tiers.len(),
+        if orderings.invariant { "" } else { " NOT" },
+        p.tokens_per_month,
+        if absent.is_empty() { String::new() } else { format!("; not compared: {}", absent.join("; ")) }
+    );
+    let verdict = if failures.is_empty() {
+        Verdict::Pass { summary: body }
+    } else {
+        Verdict::Fail {
+            reason: format!("{}; {body}", failures.join("; ")),
+        }
+    };
+    ctx.result(verdict, metrics, &all_records, stated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::TimingSource;
+    use crate::energy::{CounterReading, PowerSensor};
+    use crate::error::EnergyError;
+    use crate::measure::{RunOutcome, RunPhase, RunTimings};
+
+    /// Test double for a sensor this machine lacks: a constant 40 W with a 1 ms energy counter.
+    struct ConstantPower {
+        start: std::time::Instant,
+    }
+    impl PowerSensor for ConstantPower {
+        fn name(&self) -> &str {
+            "test-constant-40w"
+        }
+        fn describe(&self) -> String {
+            "test double: 40 W, counter 40 J/s".into()
+        }
+        fn has_power(&self) -> bool {
+            true
+        }
+        fn read_power_w(&self) -> Result<f64, EnergyError> {
+            Ok(40.0)
+        }
+        fn averaging_window(&self) -> Option<Duration> {
+            None
+        }
+        fn read_energy_counter_j(&self) -> Result<Option<CounterReading>, EnergyError> {
+            Ok(Some(CounterReading {
+                joules: 40.0 * self.start.elapsed().as_secs_f64(),
+                update_period: Duration::from_millis(1),
+            }))
+        }
+        fn counter_update_period(&self) -> Option<Duration> {
+            Some(Duration::from_millis(1))
+        }
+        fn counter_wraps_at_j(&self) -> Option<f64> {
+            None
+        }
+    }
+
+    fn ok_record(gen_tokens: usize) -> RunRecord {
+        RunRecord {
+            run_id: "r".into(),
+            trial: "t".into(),
+            backend: "b".into(),
+            scenario: "s".into(),
+            index: 0,
+            phase: RunPhase::Measured,
+            started_unix_ms: 0,
+            outcome: RunOutcome::Ok(RunTimings {
+                prompt_tokens: 8,
+                gen_tokens,
+                prefill_ms: 1.0,
+                decode_ms: 1.0,
+                e2e_ms: 2.0,
+                decode_steps: gen_tokens - 1,
+                timing_source: TimingSource::Harness,
+                cold_start_ms: None,
+                cached_prompt_tokens: None,
+                projection: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn energy_per_token_is_the_window_energy_over_its_tokens() {
+        let sensor: Arc<dyn PowerSensor> = Arc::new(ConstantPower {
+            start: std::time::Instant::now(),
+        });
+        let baseline = IdleBaseline::new(10.0, 0.5, 20).unwrap();
+        let mut window = (0.0, 0.0);
+        let (records, e) = with_energy(
+            &sensor,
+            &baseline,
+            Duration::from_millis(20),
+            "b::s",
+            &mut || {
+                let start = energy::now_s();
+                std::thread::sleep(Duration::from_millis(600));
+                window = (start, energy::now_s());
+                vec![ok_record(32), ok_record(32)]
+            },
+        );
+        assert_eq!(records.len(), 2);
+        // Counter energy at 40 W over the window (slightly longer than the sleep), over 64 tokens.
+        let EnergyInput::Good { joules_per_token } = e else {
+            panic!("{e:?}")
+        };
+        let lower = 40.0 * (window.1 - window.0) / 64.0;
+        assert!(
+            joules_per_token >= lower * 0.999 && joules_per_token < lower * 1.5,
+            "{joules_per_token} vs ≥ {lower}"
+        );
+    }
+
+    #[test]
+    fn a_window_with_a_degraded_run_has_no_energy() {
+        let sensor: Arc<dyn PowerSensor> = Arc::new(ConstantPower {
+            start: std::time::Instant::now(),
+        });
+        let baseline = IdleBaseline::new(10.0, 0.5, 20).unwrap();
+        let mut degraded = ok_record(4);
+        degraded.outcome = RunOutcome::Degraded {
+            reason: "server died".into(),
+        };
+        let (_, e) = with_energy(
+            &sensor,
+            &baseline,
+            Duration::from_millis(20),
+            "b::s",
+            &mut || vec![ok_record(4), degraded.clone()],
+        );
+        assert!(
+            matches!(&e, EnergyInput::NoData { reason } if reason.contains("not ok")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn energy_aggregates_only_when_every_scenario_has_it() {
+        let good = |j| EnergyInput::Good {
+            joules_per_token: j,
+        };
+        assert_eq!(aggregate_energy(&[good(2.0), good(8.0)]), good(4.0));
+        let missing = EnergyInput::NoData {
+            reason: "prefill too short".into(),
+        };
+        assert_eq!(aggregate_energy(&[good(2.0), missing.clone()]), missing);
+    }
+}
