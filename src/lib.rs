@@ -16,6 +16,7 @@ pub mod report;
 pub mod runner;
 pub mod workload;
 pub mod stats;
+pub mod baseline;
 
 /// Generated from `proto/onnx.proto` by `build.rs`.
 #[allow(clippy::all, missing_docs)]

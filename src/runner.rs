@@ -116,7 +116,7 @@ impl Runner {
     /// Why a trial will not run, if it will not.
     pub fn skip_reason(&self, plan: &TrialPlan) -> Option<String> {
         match self.availability(&plan.backend) {
-            Availability::Available { .. } => None,
+            Availability::Available { .. } => gate::regression::skip_reason(&self.specs[plan.gate], &plan.backend, plan.scenario.as_ref()),
             Availability::Absent { reason, fix } => Some(format!("{} absent: {reason} (fix: {fix})", plan.backend)),
         }
     }
@@ -226,6 +226,7 @@ impl Runner {
                 .map(|s| GateFileRef { id: s.id.clone(), path: s.path.display().to_string(), sha256: s.file_sha256.clone() })
                 .collect(),
             models,
+            test_slowdown: crate::baseline::slowdown::planted().ok().flatten(),
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod decode_fraction;
 pub mod degraded_runs;
 pub mod model_identity;
 pub mod perplexity_delta;
+pub mod regression;
 pub mod spec;
 
 pub use spec::{Check, GateSpec, ProfileSettings};
@@ -156,6 +157,7 @@ pub fn evaluate(ctx: &TrialContext<'_>) -> TrialResult {
         }
         Check::DegradedRuns { gen_tokens } => degraded_runs::evaluate(ctx, *gen_tokens),
         Check::PerplexityDelta(p) => perplexity_delta::evaluate(ctx, p),
+        Check::Regression(p) => regression::evaluate(ctx, p),
     }
 }
 

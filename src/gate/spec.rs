@@ -42,6 +42,8 @@ pub enum Check {
     DegradedRuns { gen_tokens: usize },
     /// Accuracy against a reference backend on the same weights and text.
     PerplexityDelta(super::perplexity_delta::PerplexityDeltaParams),
+    /// A stored baseline regresses: slowdown CI wholly beyond the tolerance band, confirmed by re-measurement.
+    Regression(super::regression::RegressionParams),
 }
 
 fn yes() -> bool {
@@ -103,6 +105,9 @@ impl GateSpec {
             if workload::scenario(s).is_none() {
                 return invalid(format!("scenario `{s}` is unknown (known: {})", workload::scenario_names().join(", ")));
             }
+        }
+        if let Check::Regression(p) = &self.check {
+            p.validate().or_else(invalid)?;
         }
         for p in ["ci", "full"] {
             match self.profiles.get(p) {
