@@ -35,7 +35,7 @@ pub fn show(config: &RunnerConfig, out: &mut dyn Write) -> ExitCode {
         let id = fp.id();
         let _ = writeln!(out, "{}: this machine is fingerprint {id} ({})", spec.id, store.dir(&id).display());
         let gpus = if fp.gpus.is_empty() { "none".to_string() } else { fp.gpus.iter().map(|g| format!("{} (driver {})", g.name, g.driver_version)).collect::<Vec<_>>().join(", ") };
-        let _ = writeln!(out, "  cpu: {}, {} cores; gpus: {gpus}", fp.cpu_model, fp.available_cores);
+        let _ = writeln!(out, "  cpu: {}, {} cores; gpus: {gpus}; infergate build: {}", fp.cpu_model, fp.available_cores, fp.build_profile);
         let _ = writeln!(out, "  runtimes: {}", fp.runtimes.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join("; "));
         let _ = writeln!(out, "  models: {}", fp.models.iter().map(|(k, v)| format!("{k} sha256 {v}")).collect::<Vec<_>>().join("; "));
         match store.load(&id, &spec.id) {

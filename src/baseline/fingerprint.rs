@@ -39,6 +39,18 @@ pub struct Fingerprint {
     pub runtimes: BTreeMap<String, String>,
     /// Catalog model name → sha256 of its weights file.
     pub models: BTreeMap<String, String>,
+    /// `dev` or `release` (infergate's own build: the harness and the machine-speed probe run at
+    /// its optimization level, so `cargo test` and `cargo run --release` measure differently).
+    pub build_profile: String,
+}
+
+/// The build profile of this binary: `release` without debug assertions, else `dev`.
+pub fn build_profile() -> &'static str {
+    if cfg!(debug_assertions) {
+        "dev"
+    } else {
+        "release"
+    }
 }
 
 impl Fingerprint {
@@ -51,6 +63,7 @@ impl Fingerprint {
             gpus: hw.gpus.clone(),
             runtimes: runtime_versions(backends),
             models: models.iter().map(|m| (m.name.to_string(), m.asset.member_sha256.to_string())).collect(),
+            build_profile: build_profile().to_string(),
         }
     }
 
@@ -80,6 +93,9 @@ impl Fingerprint {
         }
         if self.available_cores != other.available_cores {
             out.push(format!("available_cores: {} → {}", self.available_cores, other.available_cores));
+        }
+        if self.build_profile != other.build_profile {
+            out.push(format!("build_profile: {} → {}", self.build_profile, other.build_profile));
         }
         if self.gpus != other.gpus {
             out.push(format!("gpus: {:?} → {:?}", self.gpus, other.gpus));
@@ -185,6 +201,7 @@ mod tests {
             gpus: vec![Gpu { name: "NVIDIA H100 80GB HBM3".into(), driver_version: "550.54.15".into() }],
             runtimes: [("onnxruntime".to_string(), "1.31.1".to_string())].into(),
             models: [("m".to_string(), "ab".repeat(32))].into(),
+            build_profile: "dev".into(),
         }
     }
 
@@ -211,6 +228,9 @@ mod tests {
         variants.push(f);
         let mut f = fp();
         f.models.insert("m".into(), "cd".repeat(32));
+        variants.push(f);
+        let mut f = fp();
+        f.build_profile = "release".into();
         variants.push(f);
         for v in variants {
             assert_ne!(v.id(), base);

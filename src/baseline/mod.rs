@@ -6,6 +6,8 @@
 //!   samples, validated loading (corrupt / foreign / newer-schema files are typed errors naming the
 //!   file), atomic writes that report old → new medians.
 //! - [`rule`]: CI of the slowdown factor vs the tolerance band, confirmation by re-measurement.
+//! - [`probe`]: a machine-speed probe timed around each run, to normalize away the machine's load.
+//! - [`cpu`]: CPU time of this process and its children (the load-robust `e2e_cpu_ms` metric).
 //! - [`slowdown`]: the test-only `INFERGATE_TEST_SLOWDOWN` knob used to prove detection.
 //! - [`cli`]: `infergate baseline show|update`.
 //!
@@ -18,7 +20,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 pub mod cli;
+pub mod cpu;
 pub mod fingerprint;
+pub mod probe;
 pub mod rule;
 pub mod slowdown;
 pub mod store;

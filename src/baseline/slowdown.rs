@@ -2,14 +2,16 @@
 //! regression gate catches a real slowdown (docs/regression.md). With `INFERGATE_TEST_SLOWDOWN=0.25`
 //! the ONNX Runtime backend busy-waits after every forward pass (prefill and each decode step) for
 //! 0.25 × the time that pass took, inside the timed region, so prefill, decode and end-to-end times
-//! all grow by 25 % and throughput falls by the same factor. It burns CPU like slower code would.
+//! all grow by 25 % and throughput falls by the same factor. It spins on as many threads as the
+//! machine has cores (as ONNX Runtime's intra-op pool computes on all of them), so it also costs
+//! about 25 % more CPU time, like slower code would.
 //!
 //! So that a run with it can never be mistaken for a clean one: the run manifest records it
 //! (`test_slowdown`), every regression verdict names it, and no baseline is ever written while it is
 //! set ([`super::WritePolicy`]). Only in-process backends can be slowed; engine-timed backends
 //! (llama.cpp, Ollama) report their own clocks and are not affected.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The environment variable.
 pub const ENV: &str = "INFERGATE_TEST_SLOWDOWN";
@@ -48,16 +50,21 @@ impl Stretch {
         planted().map(Stretch::new)
     }
 
-    /// Busy-wait until `(1 + fraction) ×` the time elapsed since `start` has passed.
+    /// Busy-wait, on every core, until `(1 + fraction) ×` the time elapsed since `start` has passed.
     pub fn apply(&self, start: Instant) {
         let Some(f) = self.0 else { return };
-        let extra = start.elapsed().mul_f64(f);
-        wait(extra);
+        let until = Instant::now() + start.elapsed().mul_f64(f);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        std::thread::scope(|s| {
+            for _ in 1..threads {
+                s.spawn(|| spin_until(until));
+            }
+            spin_until(until);
+        });
     }
 }
 
-fn wait(d: Duration) {
-    let until = Instant::now() + d;
+fn spin_until(until: Instant) {
     while Instant::now() < until {
         std::hint::spin_loop();
     }
@@ -88,6 +95,7 @@ mod tests {
     /// A lower bound only (busy-waiting can overshoot on a loaded machine, never undershoot).
     #[test]
     fn stretch_waits_at_least_the_fraction() {
+        use std::time::Duration;
         let start = Instant::now();
         std::thread::sleep(Duration::from_millis(4));
         let before = start.elapsed();

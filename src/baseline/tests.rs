@@ -15,6 +15,7 @@ fn fp(cores: usize) -> Fingerprint {
         gpus: vec![],
         runtimes: [("onnxruntime".to_string(), "1.31.1".to_string())].into(),
         models: [("smollm2-135m-instruct".to_string(), "ab".repeat(32))].into(),
+        build_profile: "dev".into(),
     }
 }
 

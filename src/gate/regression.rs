@@ -4,16 +4,26 @@
 //! [`crate::baseline::rule`] — fail only when the slowdown CI lies wholly beyond the tolerance band
 //! in the first series *and* in a re-measured one. With `INFERGATE_UPDATE_BASELINES=1` (or
 //! `infergate baseline update`) the series is recorded as the new baseline instead.
+//!
+//! The machine's own speed is measured too ([`crate::baseline::probe`], timed between runs) and
+//! compared with its speed at the recording. A shared machine's load changes that speed by far more
+//! than any tolerance (measured here: ONNX Runtime 4–5× slower at load 8 than at load 2), so when the
+//! probe differs by more than `machine_tolerance` only the conclusions the difference cannot explain
+//! are drawn — a pass on a slower machine, a failure on a faster one — and the others are a SKIP
+//! with the reason (inconclusive), never a guess.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::{GateSpec, TrialContext, TrialResult, Verdict};
+use crate::backend::Backend;
+use crate::baseline::cpu;
+use crate::baseline::probe::{Probe, PROBE_METRIC};
 use crate::baseline::rule::{self, Comparison, Outcome};
 use crate::baseline::store::{self, BaselineRecord, Direction, Provenance, Workload};
 use crate::baseline::{record_command, BaselineStore, Fingerprint, Settings};
-use crate::error::BaselineError;
+use crate::error::{BackendError, BaselineError};
 use crate::measure::{run_series, RunOutcome, RunPhase, RunRecord, RunTimings, SeriesPlan};
 use crate::workload::{prompt_ids, Scenario};
 
@@ -31,6 +41,9 @@ pub enum Metric {
     DecodeTokensPerS,
     /// Generated tokens per second end to end.
     E2eTokensPerS,
+    /// CPU time of this process and its child processes over the run, ms ([`crate::baseline::cpu`]):
+    /// the work done, nearly independent of other processes' load.
+    E2eCpuMs,
 }
 
 impl Metric {
@@ -41,28 +54,31 @@ impl Metric {
             Metric::PrefillMs => "prefill_ms",
             Metric::DecodeTokensPerS => "decode_tokens_per_s",
             Metric::E2eTokensPerS => "e2e_tokens_per_s",
+            Metric::E2eCpuMs => "e2e_cpu_ms",
         }
     }
     pub fn unit(self) -> &'static str {
         match self {
-            Metric::E2eMs | Metric::DecodeMs | Metric::PrefillMs => "ms",
+            Metric::E2eMs | Metric::DecodeMs | Metric::PrefillMs | Metric::E2eCpuMs => "ms",
             Metric::DecodeTokensPerS | Metric::E2eTokensPerS => "tokens/s",
         }
     }
     pub fn direction(self) -> Direction {
         match self {
-            Metric::E2eMs | Metric::DecodeMs | Metric::PrefillMs => Direction::LowerIsBetter,
+            Metric::E2eMs | Metric::DecodeMs | Metric::PrefillMs | Metric::E2eCpuMs => Direction::LowerIsBetter,
             Metric::DecodeTokensPerS | Metric::E2eTokensPerS => Direction::HigherIsBetter,
         }
     }
-    pub fn value(self, t: &RunTimings) -> f64 {
-        match self {
+    /// The metric of one run from its timings and the CPU time it took (`None` = not measured).
+    pub fn value(self, t: &RunTimings, cpu_ms: Option<f64>) -> Option<f64> {
+        Some(match self {
             Metric::E2eMs => t.e2e_ms,
             Metric::DecodeMs => t.decode_ms,
             Metric::PrefillMs => t.prefill_ms,
             Metric::DecodeTokensPerS => t.decode_tokens_per_s(),
             Metric::E2eTokensPerS => t.e2e_tokens_per_s(),
-        }
+            Metric::E2eCpuMs => return cpu_ms,
+        })
     }
 }
 
@@ -96,6 +112,16 @@ pub struct RegressionParams {
     /// Bootstrap resamples per CI.
     #[serde(default = "default_resamples")]
     pub resamples: usize,
+    /// How far the machine's own speed (the probe timed between runs, [`crate::baseline::probe`])
+    /// may differ from its speed when the baseline was recorded for every conclusion to stand
+    /// (fraction; 0.10 = 10 %). Beyond it only the conclusions the difference cannot explain are
+    /// drawn: on a slower machine a pass, on a faster one a regression; the rest is a SKIP.
+    #[serde(default = "default_machine_tolerance")]
+    pub machine_tolerance: f64,
+}
+
+fn default_machine_tolerance() -> f64 {
+    0.10
 }
 
 impl RegressionParams {
@@ -111,7 +137,8 @@ impl RegressionParams {
         if self.metrics.is_empty() {
             return Err("`metrics` is empty; name at least one of e2e_ms, decode_ms, prefill_ms, decode_tokens_per_s, e2e_tokens_per_s".into());
         }
-        let tolerances = std::iter::once(("default_tolerance".to_string(), self.default_tolerance))
+        let tolerances = [("default_tolerance".to_string(), self.default_tolerance), ("machine_tolerance".to_string(), self.machine_tolerance)]
+            .into_iter()
             .chain(self.tolerance.iter().map(|(m, t)| (format!("tolerance.{}", m.name()), *t)));
         for (name, t) in tolerances {
             if !(t > 0.0 && t < 10.0) {
@@ -125,13 +152,22 @@ impl RegressionParams {
     }
 }
 
-/// Either the stored records for this trial (one per metric, in `params.metrics` order) or why
-/// there are none (a missing baseline: skip, or fail under `INFERGATE_REQUIRE_BASELINE=1`).
-type Lookup = Result<Vec<BaselineRecord>, String>;
+/// The stored side of a trial: one record per metric (in `params.metrics` order) and the probe
+/// times of the same runs.
+struct Stored {
+    records: Vec<BaselineRecord>,
+    probe: BaselineRecord,
+}
+
+/// Either the stored records for this trial or why there are none (a missing baseline: skip, or
+/// fail under `INFERGATE_REQUIRE_BASELINE=1`).
+type Lookup = Result<Stored, String>;
 
 fn lookup(store: &BaselineStore, fp: &Fingerprint, gate: &str, backend: &str, scenario: &Scenario, p: &RegressionParams) -> Result<Lookup, BaselineError> {
     let id = fp.id();
-    let missing = |what: String| Ok(Err(format!("no baseline for this machine: {what}; record one with {}", record_command(gate, backend))));
+    let missing = |what: String| {
+        Ok(Err(format!("no baseline for this machine: {what}; record one with {} (INFERGATE_REQUIRE_BASELINE=1 makes this a failure)", record_command(gate, backend))))
+    };
     let Some(file) = store.load(&id, gate)? else {
         let path = store.gate_path(&id, gate);
         let others = store.fingerprint_ids()?.into_iter().filter(|d| *d != id).collect::<Vec<_>>();
@@ -141,34 +177,44 @@ fn lookup(store: &BaselineStore, fp: &Fingerprint, gate: &str, backend: &str, sc
     let want = Workload { prompt_tokens: scenario.prompt_tokens, gen_tokens: p.gen_tokens };
     let mut records = Vec::new();
     let mut absent = Vec::new();
-    for m in &p.metrics {
-        match file.get(backend, Some(scenario.name), m.name()) {
-            None => absent.push(m.name()),
+    let probe = file.get(backend, Some(scenario.name), PROBE_METRIC).cloned();
+    if probe.is_none() {
+        absent.push(PROBE_METRIC);
+    }
+    for (name, direction, unit) in p.metrics.iter().map(|m| (m.name(), m.direction(), m.unit())).chain(probe.iter().map(|r| (PROBE_METRIC, r.direction, "ms"))) {
+        match file.get(backend, Some(scenario.name), name) {
+            None => absent.push(name),
             Some(r) if r.workload != want => {
                 return missing(format!(
-                    "{} holds {backend}::{} {} for {} prompt / {} generated tokens, the gate now measures {} / {}",
+                    "{} holds {} for {} prompt / {} generated tokens, the gate now measures {} / {}",
                     file.path.display(),
-                    scenario.name,
-                    m.name(),
+                    r.label(),
                     r.workload.prompt_tokens,
                     r.workload.gen_tokens,
                     want.prompt_tokens,
                     want.gen_tokens
                 ));
             }
-            Some(r) if r.direction != m.direction() || r.unit != m.unit() => {
+            Some(r) if r.direction != direction || r.unit != unit => {
                 return Err(BaselineError::Corrupt {
                     path: file.path.clone(),
-                    detail: format!("{} is stored as {:?} in {}, but the metric is {:?} in {}", r.label(), r.direction, r.unit, m.direction(), m.unit()),
+                    detail: format!("{} is stored as {:?} in {}, but the metric is {direction:?} in {unit}", r.label(), r.direction, r.unit),
                 });
             }
-            Some(r) => records.push(r.clone()),
+            Some(r) if probe.as_ref().is_some_and(|pr| pr.samples.len() != r.samples.len()) => {
+                return Err(BaselineError::Corrupt {
+                    path: file.path.clone(),
+                    detail: format!("{} has {} samples but {PROBE_METRIC} has {}: they must pair run by run", r.label(), r.samples.len(), probe.as_ref().map_or(0, |p| p.samples.len())),
+                });
+            }
+            Some(r) if name != PROBE_METRIC => records.push(r.clone()),
+            Some(_) => {}
         }
     }
-    if !absent.is_empty() {
-        return missing(format!("{} has no record for {backend}::{} {}", file.path.display(), scenario.name, absent.join(", ")));
+    match probe {
+        Some(probe) if absent.is_empty() => Ok(Ok(Stored { records, probe })),
+        _ => missing(format!("{} has no record for {backend}::{} {}", file.path.display(), scenario.name, absent.join(", "))),
     }
-    Ok(Ok(records))
 }
 
 /// Why a regression trial will not run at all (no baseline for this machine and neither update nor
@@ -188,8 +234,48 @@ pub fn skip_reason(spec: &GateSpec, backend: &str, scenario: Option<&Scenario>) 
     }
 }
 
-/// Values of each metric over the measured runs; every measured run must be ok.
-fn samples(records: &[RunRecord], metrics: &[Metric]) -> Result<BTreeMap<Metric, Vec<f64>>, String> {
+/// A measured series: per measured run, each metric's value and the probe time around it (mean of
+/// the probe just before and just after the run).
+struct Series {
+    values: BTreeMap<Metric, Vec<f64>>,
+    probe_ms: Vec<f64>,
+}
+
+/// Run `plan` one run at a time with the probe timed between measured runs (n + 1 probes for n
+/// runs; a run's probe time is the mean of the one before and the one after it). Records keep their
+/// position in the series as `index`.
+fn measure(opened: &mut Result<Box<dyn Backend>, BackendError>, plan: &SeriesPlan, probe: &Probe, metrics: &[Metric]) -> (Vec<RunRecord>, Result<Series, String>) {
+    let mut records = Vec::with_capacity(plan.stated_runs());
+    let mut probe_ms = Vec::with_capacity(plan.repetitions);
+    let mut cpu_ms = BTreeMap::new();
+    let mut before = None;
+    for i in 0..plan.stated_runs() {
+        let warmup = i < plan.warmup;
+        let one = SeriesPlan { warmup: usize::from(warmup), repetitions: usize::from(!warmup), ..plan.clone() };
+        if !warmup && before.is_none() {
+            before = Some(probe.time_ms());
+        }
+        let cpu_before = cpu::process_tree_cpu_ms();
+        let mut recs = run_series(opened, &one);
+        let cpu = cpu_before.and_then(|b| cpu::process_tree_cpu_ms().map(|a| a - b));
+        cpu_ms.insert(i, cpu);
+        if let (false, Some(b)) = (warmup, before) {
+            let after = probe.time_ms();
+            probe_ms.push(0.5 * (b + after));
+            before = Some(after);
+        }
+        for r in &mut recs {
+            r.index = i;
+        }
+        records.extend(recs);
+    }
+    let series = samples(&records, &cpu_ms, metrics).map(|values| Series { values, probe_ms });
+    (records, series)
+}
+
+/// Values of each metric over the measured runs; every measured run must be ok. `cpu_ms` holds
+/// the CPU time of each run by its index in the series.
+fn samples(records: &[RunRecord], cpu_ms: &BTreeMap<usize, Result<f64, String>>, metrics: &[Metric]) -> Result<BTreeMap<Metric, Vec<f64>>, String> {
     let mut out: BTreeMap<Metric, Vec<f64>> = metrics.iter().map(|m| (*m, Vec::new())).collect();
     for r in records.iter().filter(|r| r.phase == RunPhase::Measured) {
         let t = match &r.outcome {
@@ -198,7 +284,14 @@ fn samples(records: &[RunRecord], metrics: &[Metric]) -> Result<BTreeMap<Metric,
             RunOutcome::Error { message } => return Err(format!("measured run {} failed ({message}); a series with failed runs is not compared", r.index)),
         };
         for m in metrics {
-            let v = m.value(t);
+            let cpu = match cpu_ms.get(&r.index) {
+                Some(Ok(c)) => Some(*c),
+                Some(Err(e)) if *m == Metric::E2eCpuMs => return Err(format!("measured run {}: CPU time unavailable: {e}", r.index)),
+                _ => None,
+            };
+            let Some(v) = m.value(t, cpu) else {
+                return Err(format!("measured run {}: {} was not measured", r.index, m.name()));
+            };
             if !(v.is_finite() && v > 0.0) {
                 return Err(format!("measured run {}: {} = {v} is not a positive number", r.index, m.name()));
             }
@@ -213,33 +306,92 @@ fn samples(records: &[RunRecord], metrics: &[Metric]) -> Result<BTreeMap<Metric,
 
 type Compared = Vec<(String, Comparison)>;
 
-fn compare_all(ctx: &TrialContext<'_>, p: &RegressionParams, current: &BTreeMap<Metric, Vec<f64>>, baseline: &[BaselineRecord], attempt: &str) -> Result<Compared, String> {
-    let mut out = Vec::new();
-    for (m, b) in p.metrics.iter().zip(baseline) {
-        let cur = current.get(m).map(Vec::as_slice).unwrap_or_default();
-        let seed = rule::seed_for(&[ctx.trial, m.name(), attempt]);
-        let c = rule::compare(cur, &b.samples, m.direction(), p.tolerance_of(*m), p.confidence, p.resamples, seed)
+/// How the machine's speed (by the probe) compares with its speed when the baseline was recorded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum MachineState {
+    Comparable,
+    /// The probe is slower by more than `machine_tolerance`: a regression cannot be attributed.
+    Slower,
+    /// The probe is faster by more than `machine_tolerance`: a faster machine may hide a regression.
+    Faster,
+}
+
+/// One attempt: each metric against its baseline, and the machine against its own baseline speed.
+struct Attempt {
+    compared: Compared,
+    machine: Comparison,
+    state: MachineState,
+}
+
+fn compare_attempt(ctx: &TrialContext<'_>, p: &RegressionParams, series: &Series, stored: &Stored, attempt: &str) -> Result<Attempt, String> {
+    let seed = |name: &str| rule::seed_for(&[ctx.trial, name, attempt]);
+    let probe = &stored.probe;
+    let machine = rule::compare(&series.probe_ms, &probe.samples, Direction::LowerIsBetter, p.machine_tolerance, p.confidence, p.resamples, seed(PROBE_METRIC))
+        .map_err(|e| format!("{PROBE_METRIC}: {e}"))?;
+    let (lower, upper) = rule::band(p.machine_tolerance);
+    let state = match machine.slowdown.point {
+        x if x > upper => MachineState::Slower,
+        x if x < lower => MachineState::Faster,
+        _ => MachineState::Comparable,
+    };
+    let mut compared = Vec::new();
+    for (m, b) in p.metrics.iter().zip(&stored.records) {
+        let cur = series.values.get(m).map(Vec::as_slice).unwrap_or_default();
+        let c = rule::compare(cur, &b.samples, m.direction(), p.tolerance_of(*m), p.confidence, p.resamples, seed(m.name()))
             .map_err(|e| format!("{}: cannot compare with {}: {e}", m.name(), b.label()))?;
-        out.push((m.name().to_string(), c));
+        compared.push((m.name().to_string(), c));
     }
-    Ok(out)
+    Ok(Attempt { compared, machine, state })
 }
 
-fn insert_comparisons(metrics: &mut BTreeMap<String, f64>, compared: &Compared, suffix: &str) {
-    for (name, c) in compared {
-        metrics.insert(format!("{name}_slowdown{suffix}"), c.slowdown.point);
-        metrics.insert(format!("{name}_slowdown_lo{suffix}"), c.slowdown.lo);
-        metrics.insert(format!("{name}_slowdown_hi{suffix}"), c.slowdown.hi);
+impl Attempt {
+    fn insert_into(&self, metrics: &mut BTreeMap<String, f64>, suffix: &str) {
+        for (name, c) in &self.compared {
+            metrics.insert(format!("{name}_slowdown{suffix}"), c.slowdown.point);
+            metrics.insert(format!("{name}_slowdown_lo{suffix}"), c.slowdown.lo);
+            metrics.insert(format!("{name}_slowdown_hi{suffix}"), c.slowdown.hi);
+            metrics.insert(format!("{name}_regressed{suffix}"), f64::from(u8::from(c.outcome == Outcome::Regressed)));
+        }
+        metrics.insert(format!("machine_slowdown{suffix}"), self.machine.slowdown.point);
+    }
+
+    fn describe(&self, p: &RegressionParams) -> String {
+        let metrics = self.compared.iter().zip(&p.metrics).map(|((name, c), m)| c.describe(name, m.unit())).collect::<Vec<_>>();
+        let state = match self.state {
+            MachineState::Comparable => "comparable",
+            MachineState::Slower => "SLOWER than at the baseline",
+            MachineState::Faster => "FASTER than at the baseline",
+        };
+        format!(
+            "{} [machine speed by the probe: ×{:.3} ({:.1} → {:.1} ms), {state} (machine tolerance {:.0} %)]",
+            metrics.join("; "),
+            self.machine.slowdown.point,
+            self.machine.baseline_median,
+            self.machine.current_median,
+            p.machine_tolerance * 100.0
+        )
+    }
+
+    fn regressed(&self) -> Vec<&str> {
+        self.compared.iter().filter(|(_, c)| c.outcome == Outcome::Regressed).map(|(n, _)| n.as_str()).collect()
+    }
+
+    fn improved(&self) -> Vec<&str> {
+        self.compared.iter().filter(|(_, c)| c.outcome == Outcome::Improved).map(|(n, _)| n.as_str()).collect()
     }
 }
 
-fn describe_all(p: &RegressionParams, compared: &Compared) -> String {
-    compared
-        .iter()
-        .zip(&p.metrics)
-        .map(|((name, c), m)| c.describe(name, m.unit()))
-        .collect::<Vec<_>>()
-        .join("; ")
+/// The verdict of a trial with no confirmed regression, given the machine's state in its last series.
+fn clean_verdict(state: MachineState, note: &str, text: String, machine: &Comparison) -> Verdict {
+    match state {
+        MachineState::Faster => Verdict::Skip {
+            reason: format!(
+                "{note}inconclusive: the machine is faster than when the baseline was recorded (the probe takes ×{:.3} of its time then), so a regression could hide in the extra speed; nothing regressed beyond the band: {text}. Re-run when the machine is as loaded as at the recording, or record a new baseline",
+                machine.slowdown.point
+            ),
+        },
+        MachineState::Comparable | MachineState::Slower => Verdict::Pass { summary: format!("{note}{text}") },
+    }
 }
 
 pub fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> TrialResult {
@@ -257,14 +409,14 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> TrialResult {
     };
     let store = settings.store_for(&ctx.spec.path);
     let fp = Fingerprint::detect(&ctx.spec.backends, &[ctx.model]);
-    let baseline = if settings.update {
+    let stored = if settings.update {
         None
     } else {
         match lookup(&store, &fp, &ctx.spec.id, ctx.backend_id, &scenario, p) {
             Err(e) => return fail(e.to_string()),
             Ok(Err(missing)) if settings.require => return fail(format!("{missing} (INFERGATE_REQUIRE_BASELINE=1: a missing baseline is a failure)")),
             Ok(Err(missing)) => return ctx.result(Verdict::Skip { reason: missing }, BTreeMap::new(), &[], 0),
-            Ok(Ok(records)) => Some(records),
+            Ok(Ok(stored)) => Some(stored),
         }
     };
     let prompt = match prompt_ids(&scenario, ctx.encode) {
@@ -282,6 +434,7 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> TrialResult {
     };
     let first_plan = plan(ctx.trial.to_string());
     let mut stated = first_plan.stated_runs();
+    let probe = Probe::for_this_machine();
     let mut opened = (ctx.open)();
     // Only in-process ONNX Runtime timings can be stretched (see baseline::slowdown).
     let note = match (planted, &opened) {
@@ -289,7 +442,7 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> TrialResult {
         (Some(f), Ok(b)) if b.info().engine == "onnxruntime" => format!("[planted test slowdown {f} active (INFERGATE_TEST_SLOWDOWN)] "),
         (Some(f), _) => format!("[INFERGATE_TEST_SLOWDOWN={f} is set but does not affect this backend's engine-reported timings] "),
     };
-    let mut records = run_series(&mut opened, &first_plan);
+    let (mut records, first) = measure(&mut opened, &first_plan, &probe, &p.metrics);
     let logged = |recs: &[RunRecord], all: &[RunRecord], stated: usize| ctx.log(recs).map_err(|e| ctx.result(Verdict::Fail { reason: e }, BTreeMap::new(), all, stated));
     if let Err(r) = logged(&records, &records, stated) {
         return r;
@@ -298,18 +451,21 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> TrialResult {
     if let Some(f) = planted {
         metrics.insert("test_slowdown".to_string(), f);
     }
-    let first = match samples(&records, &p.metrics) {
+    let first = match first {
         Ok(s) => s,
         Err(e) => return ctx.result(Verdict::Fail { reason: format!("{note}{e}") }, metrics, &records, stated),
     };
-    for (m, v) in &first {
+    for (m, v) in &first.values {
         if let Some(med) = super::median(v) {
             metrics.insert(format!("{}_median", m.name()), med);
         }
     }
-    metrics.insert("measured_runs".into(), first.values().next().map_or(0, Vec::len) as f64);
+    if let Some(med) = super::median(&first.probe_ms) {
+        metrics.insert(format!("{PROBE_METRIC}_median"), med);
+    }
+    metrics.insert("measured_runs".into(), first.probe_ms.len() as f64);
 
-    let Some(baseline) = baseline else {
+    let Some(stored) = stored else {
         let verdict = match record_series(ctx, p, &settings, &store, &fp, &scenario, &first) {
             Ok(report) => Verdict::Pass { summary: format!("{note}recorded baseline: {report}") },
             Err(e) => Verdict::Fail { reason: format!("{note}update requested but {e}") },
@@ -317,63 +473,60 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> TrialResult {
         return ctx.result(verdict, metrics, &records, stated);
     };
 
-    let compared = match compare_all(ctx, p, &first, &baseline, "1") {
+    let one = match compare_attempt(ctx, p, &first, &stored, "1") {
         Ok(c) => c,
         Err(e) => return ctx.result(Verdict::Fail { reason: format!("{note}{e}") }, metrics, &records, stated),
     };
-    insert_comparisons(&mut metrics, &compared, "");
-    let suspects: Vec<&str> = compared.iter().filter(|(_, c)| c.outcome == Outcome::Regressed).map(|(n, _)| n.as_str()).collect();
-    let improved: Vec<&str> = compared.iter().filter(|(_, c)| c.outcome == Outcome::Improved).map(|(n, _)| n.as_str()).collect();
-    let hint = if improved.is_empty() {
-        String::new()
-    } else {
-        format!("; {} improved beyond the band: if the change is intended, update the baseline with {}", improved.join(", "), record_command(&ctx.spec.id, ctx.backend_id))
+    one.insert_into(&mut metrics, "");
+    let suspects = one.regressed();
+    let hint = |a: &Attempt| {
+        let improved = a.improved();
+        if improved.is_empty() || a.state == MachineState::Faster {
+            String::new()
+        } else {
+            format!("; {} improved beyond the band: if the change is intended, update the baseline with {}", improved.join(", "), record_command(&ctx.spec.id, ctx.backend_id))
+        }
     };
-    let against = format!("against {}", baseline.first().map(|b| b.provenance.run_id.as_str()).unwrap_or("?"));
+    let against = format!("against baseline run {}", stored.records.first().map_or("?", |b| b.provenance.run_id.as_str()));
     if suspects.is_empty() {
         metrics.insert("remeasured".into(), 0.0);
-        let summary = format!("{note}no clear regression {against}: {}{hint}", describe_all(p, &compared));
-        return ctx.result(Verdict::Pass { summary }, metrics, &records, stated);
+        let verdict = clean_verdict(one.state, &note, format!("no clear regression {against}: {}{}", one.describe(p), hint(&one)), &one.machine);
+        return ctx.result(verdict, metrics, &records, stated);
     }
 
     // A suspected regression: measure again before failing (false alarms p → p²).
     metrics.insert("remeasured".into(), 1.0);
     let second_plan = plan(format!("{}::remeasure", ctx.trial));
     stated += second_plan.stated_runs();
-    let again = run_series(&mut opened, &second_plan);
+    let (again, second) = measure(&mut opened, &second_plan, &probe, &p.metrics);
     records.extend(again.iter().cloned());
     if let Err(r) = logged(&again, &records, stated) {
         return r;
     }
-    let second = match samples(&again, &p.metrics).and_then(|s| compare_all(ctx, p, &s, &baseline, "2")) {
+    let two = match second.and_then(|s| compare_attempt(ctx, p, &s, &stored, "2")) {
         Ok(c) => c,
         Err(e) => return ctx.result(Verdict::Fail { reason: format!("{note}re-measurement after a suspected regression of {}: {e}", suspects.join(", ")) }, metrics, &records, stated),
     };
-    insert_comparisons(&mut metrics, &second, "_2");
-    let confirmed = rule::confirmed(&compared, &second);
+    two.insert_into(&mut metrics, "_2");
+    let confirmed = rule::confirmed(&one.compared, &two.compared);
+    let both = format!("first {}; re-measured {}", one.describe(p), two.describe(p));
     let verdict = if confirmed.is_empty() {
-        Verdict::Pass {
-            summary: format!(
-                "{note}suspected regression of {} not confirmed on re-measurement {against}: first {}; re-measured {}{hint}",
-                suspects.join(", "),
-                describe_all(p, &compared),
-                describe_all(p, &second)
+        clean_verdict(two.state, &note, format!("suspected regression of {} not confirmed on re-measurement {against}: {both}{}", suspects.join(", "), hint(&two)), &two.machine)
+    } else if two.state == MachineState::Slower {
+        Verdict::Skip {
+            reason: format!(
+                "{note}inconclusive: {} regressed beyond tolerance in both series {against}, but the machine itself is ×{:.3} slower than when the baseline was recorded (probe), which can explain it: {both}. Re-run when the machine is as loaded as at the recording",
+                confirmed.join(", "),
+                two.machine.slowdown.point
             ),
         }
     } else {
-        Verdict::Fail {
-            reason: format!(
-                "{note}regression of {} beyond tolerance, confirmed on re-measurement {against}: first {}; re-measured {}",
-                confirmed.join(", "),
-                describe_all(p, &compared),
-                describe_all(p, &second)
-            ),
-        }
+        Verdict::Fail { reason: format!("{note}regression of {} beyond tolerance, confirmed on re-measurement {against}: {both}", confirmed.join(", ")) }
     };
     ctx.result(verdict, metrics, &records, stated)
 }
 
-/// Write the series as this trial's baseline records.
+/// Write the series (each metric and the probe times) as this trial's baseline records.
 fn record_series(
     ctx: &TrialContext<'_>,
     p: &RegressionParams,
@@ -381,7 +534,7 @@ fn record_series(
     store: &BaselineStore,
     fp: &Fingerprint,
     scenario: &Scenario,
-    series: &BTreeMap<Metric, Vec<f64>>,
+    series: &Series,
 ) -> Result<crate::baseline::WriteReport, BaselineError> {
     let repo = ctx.spec.path.parent().and_then(|g| g.parent()).unwrap_or(std::path::Path::new("."));
     let (git_commit, git_dirty) = crate::manifest::git_state(repo);
@@ -393,14 +546,9 @@ fn record_series(
         profile: profile_name(ctx),
     };
     let workload = Workload { prompt_tokens: scenario.prompt_tokens, gen_tokens: p.gen_tokens };
-    let records = p
-        .metrics
-        .iter()
-        .map(|m| {
-            let values = series.get(m).cloned().unwrap_or_default();
-            store::record(ctx.backend_id, Some(scenario.name), m.name(), m.direction(), m.unit(), values, workload, provenance.clone())
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let rec = |name: &str, direction, unit: &str, values: Vec<f64>| store::record(ctx.backend_id, Some(scenario.name), name, direction, unit, values, workload, provenance.clone());
+    let mut records = p.metrics.iter().map(|m| rec(m.name(), m.direction(), m.unit(), series.values.get(m).cloned().unwrap_or_default())).collect::<Result<Vec<_>, _>>()?;
+    records.push(rec(PROBE_METRIC, Direction::LowerIsBetter, "ms", series.probe_ms.clone())?);
     store.write(fp, &ctx.spec.id, records, &settings.write_policy())
 }
 
@@ -466,9 +614,11 @@ mod tests {
             cached_prompt_tokens: None,
             projection: None,
         };
-        assert_eq!(Metric::DecodeTokensPerS.value(&t), 100.0);
-        assert_eq!(Metric::E2eTokensPerS.value(&t), 100.0);
-        assert_eq!(Metric::PrefillMs.value(&t), 10.0);
+        assert_eq!(Metric::DecodeTokensPerS.value(&t, None), Some(100.0));
+        assert_eq!(Metric::E2eTokensPerS.value(&t, None), Some(100.0));
+        assert_eq!(Metric::PrefillMs.value(&t, None), Some(10.0));
+        assert_eq!(Metric::E2eCpuMs.value(&t, None), None);
+        assert_eq!(Metric::E2eCpuMs.value(&t, Some(7.0)), Some(7.0));
         assert_eq!(Metric::DecodeTokensPerS.direction(), Direction::HigherIsBetter);
         assert_eq!(Metric::E2eMs.direction(), Direction::LowerIsBetter);
     }
@@ -478,7 +628,7 @@ mod tests {
         let mut err = Err(crate::error::BackendError::load("ort-cpu", "model file missing"));
         let plan = SeriesPlan { run_id: "r".into(), trial: "t".into(), scenario: "short".into(), prompt: vec![1], gen_tokens: 4, warmup: 1, repetitions: 3 };
         let recs = run_series(&mut err, &plan);
-        let e = samples(&recs, &[Metric::E2eMs]).unwrap_err();
+        let e = samples(&recs, &BTreeMap::new(), &[Metric::E2eMs]).unwrap_err();
         assert!(e.contains("degraded") && e.contains("model file missing"), "{e}");
     }
 }
