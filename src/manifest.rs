@@ -39,6 +39,10 @@ pub struct Manifest {
     pub gate_files: Vec<GateFileRef>,
     /// Model name → sha256 of its weights file.
     pub models: BTreeMap<String, String>,
+    /// `INFERGATE_TEST_SLOWDOWN` when set: this run's ONNX Runtime timings were deliberately slowed
+    /// (test-only, see `baseline::slowdown`); never a clean run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_slowdown: Option<f64>,
 }
 
 pub fn crate_versions() -> BTreeMap<String, String> {

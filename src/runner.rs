@@ -167,7 +167,10 @@ impl Runner {
         let mut reasons = Vec::new();
         for backend in plan.backend.split('+') {
             match self.availability(backend) {
-                Availability::Available { .. } => return gate::precondition(spec, &plan.unit),
+                Availability::Available { .. } => {
+                    return gate::precondition(spec, &plan.unit)
+                        .or_else(|| gate::regression::skip_reason(spec, backend, plan.scenario.as_ref()))
+                }
                 // Recording an absent backend's runs honestly (degraded, with the reason) is the
                 // point of the degraded-runs gate: it runs anyway.
                 Availability::Absent { .. }
@@ -342,6 +345,7 @@ impl Runner {
                 })
                 .collect(),
             models,
+            test_slowdown: crate::baseline::slowdown::planted().ok().flatten(),
         }
     }
 }

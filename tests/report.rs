@@ -268,6 +268,7 @@ fn fixture(dir: &Path) {
             "smollm2-135m-instruct".to_string(),
             "b179c9523d0e6a0f".to_string(),
         )]),
+        test_slowdown: None,
     };
     std::fs::write(
         dir.join("manifest.json"),

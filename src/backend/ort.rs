@@ -593,14 +593,19 @@ impl Backend for OrtBackend {
                 }
             }
         }
+        // Test-only planted slowdown (INFERGATE_TEST_SLOWDOWN; a no-op unless set): see baseline::slowdown.
+        let stretch = crate::baseline::slowdown::Stretch::from_env().map_err(|e| self.err("generate", e))?;
         let start = Instant::now();
         let (logits, mut cache) = self.forward(prompt, 0, None, "prefill")?;
+        stretch.apply(start);
         let mut next = self.last_argmax(&logits);
         let prefill_done = Instant::now();
         let mut tokens = vec![next];
         for step in 1..gen_tokens {
             let past_len = prompt.len() + step - 1;
+            let step_start = Instant::now();
             let (logits, new_cache) = self.forward(&[next], past_len, Some(cache), "decode")?;
+            stretch.apply(step_start);
             cache = new_cache;
             next = self.last_argmax(&logits);
             tokens.push(next);

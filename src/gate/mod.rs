@@ -20,6 +20,7 @@ pub mod energy_gating;
 pub mod model_identity;
 pub mod perplexity_delta;
 pub mod scaling_fit;
+pub mod regression;
 pub mod spec;
 pub mod warmup_ratio;
 
@@ -236,6 +237,7 @@ pub fn evaluate(ctx: &TrialContext<'_>) -> TrialResult {
         Check::WarmupRatio(p) => warmup_ratio::evaluate(ctx, p),
         Check::Distribution(p) => distribution::evaluate(ctx, p),
         Check::EconomicsCost(p) => economics::evaluate(ctx, p),
+        Check::Regression(p) => regression::evaluate(ctx, p),
     }
 }
 

@@ -62,6 +62,8 @@ pub enum Check {
     /// TR119 / C3 / Appendix A: cost per 1M tokens per pricing tier (energy as a second term where
     /// measured); backend ordering invariant under the tier.
     EconomicsCost(super::economics::EconomicsParams),
+    /// A stored baseline regresses: slowdown CI wholly beyond the tolerance band, confirmed by re-measurement.
+    Regression(super::regression::RegressionParams),
 }
 
 impl Check {
@@ -160,6 +162,9 @@ impl GateSpec {
                     workload::scenario_names().join(", ")
                 ));
             }
+        }
+        if let Check::Regression(p) = &self.check {
+            p.validate().or_else(invalid)?;
         }
         for p in ["ci", "full"] {
             match self.profiles.get(p) {

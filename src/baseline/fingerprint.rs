@@ -1,0 +1,250 @@
+//! The machine fingerprint a baseline belongs to: hardware (CPU model, available cores, NVIDIA GPU
+//! model and driver when one is visible), the versions of the runtimes the gate's backends use (as the
+//! runtimes report them), and the hashes of the model weights. Two machines with equal fingerprints
+//! are expected to measure the same numbers up to noise; anything else gets its own directory.
+//!
+//! The directory name is human-readable plus a short hash of every component:
+//! `<cpu-slug>-<cores>c[-<gpu-slug>]-<hash12>`, e.g. `amd-epyc-2c-3f9a0c1d2e4b`. The hostname is
+//! deliberately not part of it: identical CI runners share baselines.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::model::catalog::CatalogModel;
+
+/// One visible NVIDIA GPU, as `nvidia-smi --query-gpu=name,driver_version` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gpu {
+    pub name: String,
+    pub driver_version: String,
+}
+
+/// Everything a baseline's comparability depends on. Serialized (in this field order, maps sorted)
+/// it is also the input of the hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fingerprint {
+    pub cpu_model: String,
+    /// Logical CPUs this process may use.
+    pub available_cores: usize,
+    /// Empty when no NVIDIA GPU is visible (no `nvidia-smi`, or it lists none).
+    pub gpus: Vec<Gpu>,
+    /// Runtime → version as the runtime reports it (`onnxruntime` → `1.31.1`, `llama.cpp` → …),
+    /// for the runtimes of the backends the gate names that are present here.
+    pub runtimes: BTreeMap<String, String>,
+    /// Catalog model name → sha256 of its weights file.
+    pub models: BTreeMap<String, String>,
+    /// `dev` or `release` (infergate's own build: the harness and the machine-speed probe run at
+    /// its optimization level, so `cargo test` and `cargo run --release` measure differently).
+    pub build_profile: String,
+}
+
+/// The build profile of this binary: `release` without debug assertions, else `dev`.
+pub fn build_profile() -> &'static str {
+    if cfg!(debug_assertions) {
+        "dev"
+    } else {
+        "release"
+    }
+}
+
+impl Fingerprint {
+    /// The fingerprint of this machine for a gate running `backends` on `models`.
+    pub fn detect(backends: &[String], models: &[CatalogModel]) -> Fingerprint {
+        let hw = hardware();
+        Fingerprint {
+            cpu_model: hw.cpu_model.clone(),
+            available_cores: hw.available_cores,
+            gpus: hw.gpus.clone(),
+            runtimes: runtime_versions(backends),
+            models: models.iter().map(|m| (m.name.to_string(), m.asset.member_sha256.to_string())).collect(),
+            build_profile: build_profile().to_string(),
+        }
+    }
+
+    /// sha256 (hex) of the canonical JSON of every component.
+    pub fn hash(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        hex::encode(Sha256::digest(&json))
+    }
+
+    /// Directory name: `<cpu-slug>-<cores>c[-<gpu-slug>]-<first 12 hex digits of the hash>`.
+    pub fn id(&self) -> String {
+        let mut parts = vec![slug(&self.cpu_model, 32), format!("{}c", self.available_cores)];
+        if let Some(gpu) = self.gpus.first() {
+            let count = if self.gpus.len() > 1 { format!("{}x", self.gpus.len()) } else { String::new() };
+            parts.push(format!("{count}{}", slug(&gpu.name, 32)));
+        }
+        parts.push(self.hash()[..12].to_string());
+        parts.retain(|p| !p.is_empty());
+        parts.join("-")
+    }
+
+    /// One line per component that differs from `other` (`onnxruntime: 1.31.1 → 1.32.0`).
+    pub fn differences(&self, other: &Fingerprint) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.cpu_model != other.cpu_model {
+            out.push(format!("cpu_model: {} → {}", self.cpu_model, other.cpu_model));
+        }
+        if self.available_cores != other.available_cores {
+            out.push(format!("available_cores: {} → {}", self.available_cores, other.available_cores));
+        }
+        if self.build_profile != other.build_profile {
+            out.push(format!("build_profile: {} → {}", self.build_profile, other.build_profile));
+        }
+        if self.gpus != other.gpus {
+            out.push(format!("gpus: {:?} → {:?}", self.gpus, other.gpus));
+        }
+        for (what, a, b) in [("runtime", &self.runtimes, &other.runtimes), ("model", &self.models, &other.models)] {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for k in keys {
+                if a.get(k) != b.get(k) {
+                    let show = |v: Option<&String>| v.cloned().unwrap_or_else(|| "absent".into());
+                    out.push(format!("{what} {k}: {} → {}", show(a.get(k)), show(b.get(k))));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Lowercase ASCII alphanumeric runs joined by `-`, without `(r)`/`(tm)` marks, at most `max` chars.
+pub fn slug(text: &str, max: usize) -> String {
+    let cleaned = text.to_lowercase().replace("(r)", " ").replace("(tm)", " ");
+    let words: Vec<String> = cleaned.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_string).collect();
+    let mut out = String::new();
+    for w in words {
+        let extra = if out.is_empty() { w.len() } else { w.len() + 1 };
+        if out.len() + extra > max {
+            break;
+        }
+        if !out.is_empty() {
+            out.push('-');
+        }
+        out.push_str(&w);
+    }
+    out
+}
+
+#[derive(Debug, Clone)]
+struct Hardware {
+    cpu_model: String,
+    available_cores: usize,
+    gpus: Vec<Gpu>,
+}
+
+/// Read once per process (`nvidia-smi` is a process spawn).
+fn hardware() -> &'static Hardware {
+    static HW: OnceLock<Hardware> = OnceLock::new();
+    HW.get_or_init(|| {
+        let m = crate::manifest::machine();
+        Hardware { cpu_model: m.cpu_model, available_cores: m.available_cores, gpus: nvidia_gpus() }
+    })
+}
+
+/// GPUs from `nvidia-smi --query-gpu=name,driver_version --format=csv,noheader`; none when the
+/// tool is absent or fails (a machine without a usable NVIDIA driver has no GPU to fingerprint).
+pub fn nvidia_gpus() -> Vec<Gpu> {
+    let out = Command::new("nvidia-smi")
+        .args(["--query-gpu=name,driver_version", "--format=csv,noheader"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => parse_nvidia_smi(&String::from_utf8_lossy(&o.stdout)),
+        _ => Vec::new(),
+    }
+}
+
+/// Parse `name, driver_version` lines.
+pub fn parse_nvidia_smi(text: &str) -> Vec<Gpu> {
+    text.lines()
+        .filter_map(|l| l.rsplit_once(','))
+        .map(|(name, driver)| Gpu { name: name.trim().to_string(), driver_version: driver.trim().to_string() })
+        .filter(|g| !g.name.is_empty())
+        .collect()
+}
+
+/// Versions of the runtimes behind `backends`, as the runtimes report them. A runtime that is not
+/// present here is left out (its trials are skipped as absent anyway).
+fn runtime_versions(backends: &[String]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for b in backends {
+        if b.starts_with("ort-") {
+            if let Ok(rt) = crate::backend::ort::runtime() {
+                out.insert("onnxruntime".to_string(), rt.version.clone());
+            }
+        } else if b == "llama-cpp" {
+            if let Some(build) = crate::backend::llama_cpp::setup::locate() {
+                out.insert("llama.cpp".to_string(), build.version);
+            }
+        } else if let crate::backend::registry::Availability::Available { detail } = crate::backend::registry::probe(b) {
+            out.insert(b.clone(), detail);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp() -> Fingerprint {
+        Fingerprint {
+            cpu_model: "Intel(R) Xeon(R) Platinum 8480+".into(),
+            available_cores: 16,
+            gpus: vec![Gpu { name: "NVIDIA H100 80GB HBM3".into(), driver_version: "550.54.15".into() }],
+            runtimes: [("onnxruntime".to_string(), "1.31.1".to_string())].into(),
+            models: [("m".to_string(), "ab".repeat(32))].into(),
+            build_profile: "dev".into(),
+        }
+    }
+
+    #[test]
+    fn id_is_readable_and_ends_with_the_hash() {
+        let f = fp();
+        let id = f.id();
+        assert!(id.starts_with("intel-xeon-platinum-8480-16c-nvidia-h100-80gb-hbm3-"), "{id}");
+        assert!(id.ends_with(&f.hash()[..12]), "{id}");
+    }
+
+    #[test]
+    fn every_component_changes_the_id() {
+        let base = fp().id();
+        let mut variants = Vec::new();
+        let mut f = fp();
+        f.available_cores = 8;
+        variants.push(f);
+        let mut f = fp();
+        f.gpus[0].driver_version = "560.1".into();
+        variants.push(f);
+        let mut f = fp();
+        f.runtimes.insert("onnxruntime".into(), "1.32.0".into());
+        variants.push(f);
+        let mut f = fp();
+        f.models.insert("m".into(), "cd".repeat(32));
+        variants.push(f);
+        let mut f = fp();
+        f.build_profile = "release".into();
+        variants.push(f);
+        for v in variants {
+            assert_ne!(v.id(), base);
+            assert_eq!(fp().differences(&v).len(), 1, "{:?}", fp().differences(&v));
+        }
+    }
+
+    #[test]
+    fn slugs_and_nvidia_smi_lines() {
+        assert_eq!(slug("AMD EPYC", 32), "amd-epyc");
+        assert_eq!(slug("Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz", 20), "intel-core-i7-8700");
+        let gpus = parse_nvidia_smi("NVIDIA H100 80GB HBM3, 550.54.15\nNVIDIA H100 80GB HBM3, 550.54.15\n");
+        assert_eq!(gpus.len(), 2);
+        assert_eq!(gpus[0].driver_version, "550.54.15");
+        assert!(parse_nvidia_smi("").is_empty());
+    }
+}

@@ -1,0 +1,634 @@
+//! `regression.baseline` (the mission: the build fails when a stored baseline regresses, and only
+//! then). For one backend × scenario: run a generation series, take each named metric per run, and
+//! compare it with the baseline stored for this machine's fingerprint under the rule of
+//! [`crate::baseline::rule`] — fail only when the slowdown CI lies wholly beyond the tolerance band
+//! in the first series *and* in a re-measured one. With `INFERGATE_UPDATE_BASELINES=1` (or
+//! `infergate baseline update`) the series is recorded as the new baseline instead.
+//!
+//! The machine's own speed is measured too ([`crate::baseline::probe`], timed between runs) and
+//! compared with its speed at the recording. A shared machine's load changes that speed by far more
+//! than any tolerance (measured here: ONNX Runtime 4–5× slower at load 8 than at load 2), so when the
+//! probe differs by more than `machine_tolerance` only the conclusions the difference cannot explain
+//! are drawn — a pass on a slower machine, a failure on a faster one — and the others are a SKIP
+//! with the reason (inconclusive), never a guess.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{GateSpec, TrialContext, TrialResult, Verdict};
+use crate::backend::Backend;
+use crate::baseline::cpu;
+use crate::baseline::probe::{Probe, PROBE_METRIC};
+use crate::baseline::rule::{self, Comparison, Outcome};
+use crate::baseline::store::{self, BaselineRecord, Direction, Provenance, Workload};
+use crate::baseline::{record_command, BaselineStore, Fingerprint, Settings};
+use crate::error::{BackendError, BaselineError};
+use crate::measure::{run_series, RunOutcome, RunPhase, RunRecord, RunTimings, SeriesPlan};
+use crate::workload::{prompt_ids, Scenario};
+
+/// A per-run metric the gate can compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Whole generation, ms.
+    E2eMs,
+    /// The KV-cached decode loop, ms.
+    DecodeMs,
+    /// One forward over the prompt, ms.
+    PrefillMs,
+    /// Decode steps per second of decode time.
+    DecodeTokensPerS,
+    /// Generated tokens per second end to end.
+    E2eTokensPerS,
+    /// CPU time of this process and its child processes over the run, ms ([`crate::baseline::cpu`]):
+    /// the work done, nearly independent of other processes' load.
+    E2eCpuMs,
+}
+
+impl Metric {
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::E2eMs => "e2e_ms",
+            Metric::DecodeMs => "decode_ms",
+            Metric::PrefillMs => "prefill_ms",
+            Metric::DecodeTokensPerS => "decode_tokens_per_s",
+            Metric::E2eTokensPerS => "e2e_tokens_per_s",
+            Metric::E2eCpuMs => "e2e_cpu_ms",
+        }
+    }
+    pub fn unit(self) -> &'static str {
+        match self {
+            Metric::E2eMs | Metric::DecodeMs | Metric::PrefillMs | Metric::E2eCpuMs => "ms",
+            Metric::DecodeTokensPerS | Metric::E2eTokensPerS => "tokens/s",
+        }
+    }
+    pub fn direction(self) -> Direction {
+        match self {
+            Metric::E2eMs | Metric::DecodeMs | Metric::PrefillMs | Metric::E2eCpuMs => Direction::LowerIsBetter,
+            Metric::DecodeTokensPerS | Metric::E2eTokensPerS => Direction::HigherIsBetter,
+        }
+    }
+    /// The metric of one run from its timings and the CPU time it took (`None` = not measured).
+    pub fn value(self, t: &RunTimings, cpu_ms: Option<f64>) -> Option<f64> {
+        Some(match self {
+            Metric::E2eMs => t.e2e_ms,
+            Metric::DecodeMs => t.decode_ms,
+            Metric::PrefillMs => t.prefill_ms,
+            Metric::DecodeTokensPerS => t.decode_tokens_per_s(),
+            Metric::E2eTokensPerS => t.e2e_tokens_per_s(),
+            Metric::E2eCpuMs => return cpu_ms,
+        })
+    }
+}
+
+fn default_tolerance() -> f64 {
+    rule::DEFAULT_TOLERANCE
+}
+fn default_confidence() -> f64 {
+    rule::DEFAULT_CONFIDENCE
+}
+fn default_resamples() -> usize {
+    rule::DEFAULT_RESAMPLES
+}
+
+/// `[check]` of a `kind = "regression"` gate file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegressionParams {
+    /// Tokens generated per run (EOS ignored).
+    pub gen_tokens: usize,
+    /// Metrics compared with the baseline.
+    pub metrics: Vec<Metric>,
+    /// Band half-width as a fraction (0.10 = 10 %), for metrics without an override.
+    #[serde(default = "default_tolerance")]
+    pub default_tolerance: f64,
+    /// Per-metric overrides of `default_tolerance`.
+    #[serde(default)]
+    pub tolerance: BTreeMap<Metric, f64>,
+    /// Confidence level of the slowdown CI.
+    #[serde(default = "default_confidence")]
+    pub confidence: f64,
+    /// Bootstrap resamples per CI.
+    #[serde(default = "default_resamples")]
+    pub resamples: usize,
+    /// How far the machine's own speed (the probe timed between runs, [`crate::baseline::probe`])
+    /// may differ from its speed when the baseline was recorded for every conclusion to stand
+    /// (fraction; 0.10 = 10 %). Beyond it only the conclusions the difference cannot explain are
+    /// drawn: on a slower machine a pass, on a faster one a regression; the rest is a SKIP.
+    #[serde(default = "default_machine_tolerance")]
+    pub machine_tolerance: f64,
+}
+
+fn default_machine_tolerance() -> f64 {
+    0.10
+}
+
+impl RegressionParams {
+    pub fn tolerance_of(&self, m: Metric) -> f64 {
+        self.tolerance.get(&m).copied().unwrap_or(self.default_tolerance)
+    }
+
+    /// Parameter checks the gate-file loader runs (the message goes after the file name).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.gen_tokens < 2 {
+            return Err(format!("gen_tokens = {} leaves no decode step; use at least 2", self.gen_tokens));
+        }
+        if self.metrics.is_empty() {
+            return Err("`metrics` is empty; name at least one of e2e_ms, decode_ms, prefill_ms, decode_tokens_per_s, e2e_tokens_per_s".into());
+        }
+        let tolerances = [("default_tolerance".to_string(), self.default_tolerance), ("machine_tolerance".to_string(), self.machine_tolerance)]
+            .into_iter()
+            .chain(self.tolerance.iter().map(|(m, t)| (format!("tolerance.{}", m.name()), *t)));
+        for (name, t) in tolerances {
+            if !(t > 0.0 && t < 10.0) {
+                return Err(format!("{name} = {t} is not a fraction in (0, 10) (0.10 = 10 %)"));
+            }
+        }
+        if !(self.confidence > 0.5 && self.confidence < 1.0) {
+            return Err(format!("confidence = {} is not in (0.5, 1)", self.confidence));
+        }
+        crate::stats::bootstrap::check_resamples(self.confidence, self.resamples).map_err(|e| e.to_string())
+    }
+}
+
+/// The stored side of a trial: one record per metric (in `params.metrics` order) and the probe
+/// times of the same runs.
+struct Stored {
+    records: Vec<BaselineRecord>,
+    probe: BaselineRecord,
+}
+
+/// Either the stored records for this trial or why there are none (a missing baseline: skip, or
+/// fail under `INFERGATE_REQUIRE_BASELINE=1`).
+type Lookup = Result<Stored, String>;
+
+fn lookup(store: &BaselineStore, fp: &Fingerprint, gate: &str, backend: &str, scenario: &Scenario, p: &RegressionParams) -> Result<Lookup, BaselineError> {
+    let id = fp.id();
+    let missing = |what: String| {
+        Ok(Err(format!("no baseline for this machine: {what}; record one with {} (INFERGATE_REQUIRE_BASELINE=1 makes this a failure)", record_command(gate, backend))))
+    };
+    let Some(file) = store.load(&id, gate)? else {
+        let path = store.gate_path(&id, gate);
+        let others = store.fingerprint_ids()?.into_iter().filter(|d| *d != id).collect::<Vec<_>>();
+        let others = if others.is_empty() { String::new() } else { format!(" (stored for other fingerprints: {})", others.join(", ")) };
+        return missing(format!("{} does not exist{others}", path.display()));
+    };
+    let want = Workload { prompt_tokens: scenario.prompt_tokens, gen_tokens: p.gen_tokens };
+    let mut records = Vec::new();
+    let mut absent = Vec::new();
+    let probe = file.get(backend, Some(scenario.name), PROBE_METRIC).cloned();
+    if probe.is_none() {
+        absent.push(PROBE_METRIC);
+    }
+    for (name, direction, unit) in p.metrics.iter().map(|m| (m.name(), m.direction(), m.unit())).chain(probe.iter().map(|r| (PROBE_METRIC, r.direction, "ms"))) {
+        match file.get(backend, Some(scenario.name), name) {
+            None => absent.push(name),
+            Some(r) if r.workload != want => {
+                return missing(format!(
+                    "{} holds {} for {} prompt / {} generated tokens, the gate now measures {} / {}",
+                    file.path.display(),
+                    r.label(),
+                    r.workload.prompt_tokens,
+                    r.workload.gen_tokens,
+                    want.prompt_tokens,
+                    want.gen_tokens
+                ));
+            }
+            Some(r) if r.direction != direction || r.unit != unit => {
+                return Err(BaselineError::Corrupt {
+                    path: file.path.clone(),
+                    detail: format!("{} is stored as {:?} in {}, but the metric is {direction:?} in {unit}", r.label(), r.direction, r.unit),
+                });
+            }
+            Some(r) if probe.as_ref().is_some_and(|pr| pr.samples.len() != r.samples.len()) => {
+                return Err(BaselineError::Corrupt {
+                    path: file.path.clone(),
+                    detail: format!("{} has {} samples but {PROBE_METRIC} has {}: they must pair run by run", r.label(), r.samples.len(), probe.as_ref().map_or(0, |p| p.samples.len())),
+                });
+            }
+            Some(r) if name != PROBE_METRIC => records.push(r.clone()),
+            Some(_) => {}
+        }
+    }
+    match probe {
+        Some(probe) if absent.is_empty() => Ok(Ok(Stored { records, probe })),
+        _ => missing(format!("{} has no record for {backend}::{} {}", file.path.display(), scenario.name, absent.join(", "))),
+    }
+}
+
+/// Why a regression trial will not run at all (no baseline for this machine and neither update nor
+/// require mode): the runner turns it into an ignored trial. `None` for other gates, and when
+/// loading fails (the trial then runs and fails with the error, never skips past it).
+pub fn skip_reason(spec: &GateSpec, backend: &str, scenario: Option<&Scenario>) -> Option<String> {
+    let super::Check::Regression(p) = &spec.check else { return None };
+    let settings = Settings::current();
+    if settings.update || settings.require {
+        return None;
+    }
+    let model = crate::model::catalog::lookup(&spec.model)?;
+    let fp = Fingerprint::detect(&spec.backends, &[model]);
+    match lookup(&settings.store_for(&spec.path), &fp, &spec.id, backend, scenario?, p) {
+        Ok(Err(missing)) => Some(missing),
+        _ => None,
+    }
+}
+
+/// A measured series: per measured run, each metric's value and the probe time around it (mean of
+/// the probe just before and just after the run).
+struct Series {
+    values: BTreeMap<Metric, Vec<f64>>,
+    probe_ms: Vec<f64>,
+}
+
+/// Run `plan` one run at a time with the probe timed between measured runs (n + 1 probes for n
+/// runs; a run's probe time is the mean of the one before and the one after it). Records keep their
+/// position in the series as `index`.
+fn measure(opened: &mut Result<Box<dyn Backend>, BackendError>, plan: &SeriesPlan, probe: &Probe, metrics: &[Metric]) -> (Vec<RunRecord>, Result<Series, String>) {
+    let mut records = Vec::with_capacity(plan.stated_runs());
+    let mut probe_ms = Vec::with_capacity(plan.repetitions);
+    let mut cpu_ms = BTreeMap::new();
+    let mut before = None;
+    for i in 0..plan.stated_runs() {
+        let warmup = i < plan.warmup;
+        let one = SeriesPlan { warmup: usize::from(warmup), repetitions: usize::from(!warmup), ..plan.clone() };
+        if !warmup && before.is_none() {
+            before = Some(probe.time_ms());
+        }
+        let cpu_before = cpu::process_tree_cpu_ms();
+        let mut recs = run_series(opened, &one);
+        let cpu = cpu_before.and_then(|b| cpu::process_tree_cpu_ms().map(|a| a - b));
+        cpu_ms.insert(i, cpu);
+        if let (false, Some(b)) = (warmup, before) {
+            let after = probe.time_ms();
+            probe_ms.push(0.5 * (b + after));
+            before = Some(after);
+        }
+        for r in &mut recs {
+            r.index = i;
+        }
+        records.extend(recs);
+    }
+    let series = samples(&records, &cpu_ms, metrics).map(|values| Series { values, probe_ms });
+    (records, series)
+}
+
+/// Values of each metric over the measured runs; every measured run must be ok. `cpu_ms` holds
+/// the CPU time of each run by its index in the series.
+fn samples(records: &[RunRecord], cpu_ms: &BTreeMap<usize, Result<f64, String>>, metrics: &[Metric]) -> Result<BTreeMap<Metric, Vec<f64>>, String> {
+    let mut out: BTreeMap<Metric, Vec<f64>> = metrics.iter().map(|m| (*m, Vec::new())).collect();
+    for r in records.iter().filter(|r| r.phase == RunPhase::Measured) {
+        let t = match &r.outcome {
+            RunOutcome::Ok(t) => t,
+            RunOutcome::Degraded { reason } => return Err(format!("measured run {} was degraded ({reason}); a series with failed runs is not compared", r.index)),
+            RunOutcome::Error { message } => return Err(format!("measured run {} failed ({message}); a series with failed runs is not compared", r.index)),
+        };
+        for m in metrics {
+            let cpu = match cpu_ms.get(&r.index) {
+                Some(Ok(c)) => Some(*c),
+                Some(Err(e)) if *m == Metric::E2eCpuMs => return Err(format!("measured run {}: CPU time unavailable: {e}", r.index)),
+                _ => None,
+            };
+            let Some(v) = m.value(t, cpu) else {
+                return Err(format!("measured run {}: {} was not measured", r.index, m.name()));
+            };
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!("measured run {}: {} = {v} is not a positive number", r.index, m.name()));
+            }
+            out.entry(*m).or_default().push(v);
+        }
+    }
+    if out.values().any(Vec::is_empty) {
+        return Err("no measured run".into());
+    }
+    Ok(out)
+}
+
+type Compared = Vec<(String, Comparison)>;
+
+/// How the machine's speed (by the probe) compares with its speed when the baseline was recorded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum MachineState {
+    Comparable,
+    /// The probe is slower by more than `machine_tolerance`: a regression cannot be attributed.
+    Slower,
+    /// The probe is faster by more than `machine_tolerance`: a faster machine may hide a regression.
+    Faster,
+}
+
+/// One attempt: each metric against its baseline, and the machine against its own baseline speed.
+struct Attempt {
+    compared: Compared,
+    machine: Comparison,
+    state: MachineState,
+}
+
+fn compare_attempt(ctx: &TrialContext<'_>, p: &RegressionParams, series: &Series, stored: &Stored, attempt: &str) -> Result<Attempt, String> {
+    let seed = |name: &str| rule::seed_for(&[ctx.trial, name, attempt]);
+    let probe = &stored.probe;
+    let machine = rule::compare(&series.probe_ms, &probe.samples, Direction::LowerIsBetter, p.machine_tolerance, p.confidence, p.resamples, seed(PROBE_METRIC))
+        .map_err(|e| format!("{PROBE_METRIC}: {e}"))?;
+    let (lower, upper) = rule::band(p.machine_tolerance);
+    let state = match machine.slowdown.point {
+        x if x > upper => MachineState::Slower,
+        x if x < lower => MachineState::Faster,
+        _ => MachineState::Comparable,
+    };
+    let mut compared = Vec::new();
+    for (m, b) in p.metrics.iter().zip(&stored.records) {
+        let cur = series.values.get(m).map(Vec::as_slice).unwrap_or_default();
+        let c = rule::compare(cur, &b.samples, m.direction(), p.tolerance_of(*m), p.confidence, p.resamples, seed(m.name()))
+            .map_err(|e| format!("{}: cannot compare with {}: {e}", m.name(), b.label()))?;
+        compared.push((m.name().to_string(), c));
+    }
+    Ok(Attempt { compared, machine, state })
+}
+
+impl Attempt {
+    fn insert_into(&self, metrics: &mut BTreeMap<String, f64>, suffix: &str) {
+        for (name, c) in &self.compared {
+            metrics.insert(format!("{name}_slowdown{suffix}"), c.slowdown.point);
+            metrics.insert(format!("{name}_slowdown_lo{suffix}"), c.slowdown.lo);
+            metrics.insert(format!("{name}_slowdown_hi{suffix}"), c.slowdown.hi);
+            metrics.insert(format!("{name}_regressed{suffix}"), f64::from(u8::from(c.outcome == Outcome::Regressed)));
+        }
+        metrics.insert(format!("machine_slowdown{suffix}"), self.machine.slowdown.point);
+    }
+
+    fn describe(&self, p: &RegressionParams) -> String {
+        let metrics = self.compared.iter().zip(&p.metrics).map(|((name, c), m)| c.describe(name, m.unit())).collect::<Vec<_>>();
+        let state = match self.state {
+            MachineState::Comparable => "comparable",
+            MachineState::Slower => "SLOWER than at the baseline",
+            MachineState::Faster => "FASTER than at the baseline",
+        };
+        format!(
+            "{} [machine speed by the probe: ×{:.3} ({:.1} → {:.1} ms), {state} (machine tolerance {:.0} %)]",
+            metrics.join("; "),
+            self.machine.slowdown.point,
+            self.machine.baseline_median,
+            self.machine.current_median,
+            p.machine_tolerance * 100.0
+        )
+    }
+
+    fn regressed(&self) -> Vec<&str> {
+        self.compared.iter().filter(|(_, c)| c.outcome == Outcome::Regressed).map(|(n, _)| n.as_str()).collect()
+    }
+
+    fn improved(&self) -> Vec<&str> {
+        self.compared.iter().filter(|(_, c)| c.outcome == Outcome::Improved).map(|(n, _)| n.as_str()).collect()
+    }
+}
+
+/// The verdict of a trial with no confirmed regression, given the machine's state in its last series.
+fn clean_verdict(state: MachineState, note: &str, text: String, machine: &Comparison) -> Verdict {
+    match state {
+        MachineState::Faster => Verdict::Skip {
+            reason: format!(
+                "{note}inconclusive: the machine is faster than when the baseline was recorded (the probe takes ×{:.3} of its time then), so a regression could hide in the extra speed; nothing regressed beyond the band: {text}. Re-run when the machine is as loaded as at the recording, or record a new baseline",
+                machine.slowdown.point
+            ),
+        },
+        MachineState::Comparable | MachineState::Slower => Verdict::Pass { summary: format!("{note}{text}") },
+    }
+}
+
+pub fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> TrialResult {
+    let settings = Settings::current();
+    let fail = |reason: String| ctx.result(Verdict::Fail { reason }, BTreeMap::new(), &[], 0);
+    if let Err(e) = p.validate() {
+        return fail(format!("{}: {e}", ctx.spec.path.display()));
+    }
+    let planted = match &settings.test_slowdown {
+        Ok(s) => *s,
+        Err(e) => return fail(e.clone()),
+    };
+    let Some(scenario) = ctx.scenario else {
+        return fail(format!("{}: a regression gate needs `scenarios`", ctx.spec.path.display()));
+    };
+    let store = settings.store_for(&ctx.spec.path);
+    let fp = Fingerprint::detect(&ctx.spec.backends, &[ctx.model]);
+    let stored = if settings.update {
+        None
+    } else {
+        match lookup(&store, &fp, &ctx.spec.id, ctx.backend_id, &scenario, p) {
+            Err(e) => return fail(e.to_string()),
+            Ok(Err(missing)) if settings.require => return fail(format!("{missing} (INFERGATE_REQUIRE_BASELINE=1: a missing baseline is a failure)")),
+            Ok(Err(missing)) => return ctx.result(Verdict::Skip { reason: missing }, BTreeMap::new(), &[], 0),
+            Ok(Ok(stored)) => Some(stored),
+        }
+    };
+    let prompt = match prompt_ids(&scenario, ctx.encode) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("cannot build the `{}` prompt: {e}", scenario.name)),
+    };
+    let plan = |trial: String| SeriesPlan {
+        run_id: ctx.run_id.into(),
+        trial,
+        scenario: scenario.name.into(),
+        prompt: prompt.clone(),
+        gen_tokens: p.gen_tokens,
+        warmup: ctx.profile.warmup,
+        repetitions: ctx.profile.repetitions,
+    };
+    let first_plan = plan(ctx.trial.to_string());
+    let mut stated = first_plan.stated_runs();
+    let probe = Probe::for_this_machine();
+    let mut opened = (ctx.open)();
+    // Only in-process ONNX Runtime timings can be stretched (see baseline::slowdown).
+    let note = match (planted, &opened) {
+        (None, _) => String::new(),
+        (Some(f), Ok(b)) if b.info().engine == "onnxruntime" => format!("[planted test slowdown {f} active (INFERGATE_TEST_SLOWDOWN)] "),
+        (Some(f), _) => format!("[INFERGATE_TEST_SLOWDOWN={f} is set but does not affect this backend's engine-reported timings] "),
+    };
+    let (mut records, first) = measure(&mut opened, &first_plan, &probe, &p.metrics);
+    let logged = |recs: &[RunRecord], all: &[RunRecord], stated: usize| ctx.log(recs).map_err(|e| ctx.result(Verdict::Fail { reason: e }, BTreeMap::new(), all, stated));
+    if let Err(r) = logged(&records, &records, stated) {
+        return r;
+    }
+    let mut metrics = BTreeMap::new();
+    if let Some(f) = planted {
+        metrics.insert("test_slowdown".to_string(), f);
+    }
+    let first = match first {
+        Ok(s) => s,
+        Err(e) => return ctx.result(Verdict::Fail { reason: format!("{note}{e}") }, metrics, &records, stated),
+    };
+    for (m, v) in &first.values {
+        if let Some(med) = super::median(v) {
+            metrics.insert(format!("{}_median", m.name()), med);
+        }
+    }
+    if let Some(med) = super::median(&first.probe_ms) {
+        metrics.insert(format!("{PROBE_METRIC}_median"), med);
+    }
+    metrics.insert("measured_runs".into(), first.probe_ms.len() as f64);
+
+    let Some(stored) = stored else {
+        let verdict = match record_series(ctx, p, &settings, &store, &fp, &scenario, &first) {
+            Ok(report) => Verdict::Pass { summary: format!("{note}recorded baseline: {report}") },
+            Err(e) => Verdict::Fail { reason: format!("{note}update requested but {e}") },
+        };
+        return ctx.result(verdict, metrics, &records, stated);
+    };
+
+    let one = match compare_attempt(ctx, p, &first, &stored, "1") {
+        Ok(c) => c,
+        Err(e) => return ctx.result(Verdict::Fail { reason: format!("{note}{e}") }, metrics, &records, stated),
+    };
+    one.insert_into(&mut metrics, "");
+    let suspects = one.regressed();
+    let hint = |a: &Attempt| {
+        let improved = a.improved();
+        if improved.is_empty() || a.state == MachineState::Faster {
+            String::new()
+        } else {
+            format!("; {} improved beyond the band: if the change is intended, update the baseline with {}", improved.join(", "), record_command(&ctx.spec.id, ctx.backend_id))
+        }
+    };
+    let against = format!("against baseline run {}", stored.records.first().map_or("?", |b| b.provenance.run_id.as_str()));
+    if suspects.is_empty() {
+        metrics.insert("remeasured".into(), 0.0);
+        let verdict = clean_verdict(one.state, &note, format!("no clear regression {against}: {}{}", one.describe(p), hint(&one)), &one.machine);
+        return ctx.result(verdict, metrics, &records, stated);
+    }
+
+    // A suspected regression: measure again before failing (false alarms p → p²).
+    metrics.insert("remeasured".into(), 1.0);
+    let second_plan = plan(format!("{}::remeasure", ctx.trial));
+    stated += second_plan.stated_runs();
+    let (again, second) = measure(&mut opened, &second_plan, &probe, &p.metrics);
+    records.extend(again.iter().cloned());
+    if let Err(r) = logged(&again, &records, stated) {
+        return r;
+    }
+    let two = match second.and_then(|s| compare_attempt(ctx, p, &s, &stored, "2")) {
+        Ok(c) => c,
+        Err(e) => return ctx.result(Verdict::Fail { reason: format!("{note}re-measurement after a suspected regression of {}: {e}", suspects.join(", ")) }, metrics, &records, stated),
+    };
+    two.insert_into(&mut metrics, "_2");
+    let confirmed = rule::confirmed(&one.compared, &two.compared);
+    let both = format!("first {}; re-measured {}", one.describe(p), two.describe(p));
+    let verdict = if confirmed.is_empty() {
+        clean_verdict(two.state, &note, format!("suspected regression of {} not confirmed on re-measurement {against}: {both}{}", suspects.join(", "), hint(&two)), &two.machine)
+    } else if two.state == MachineState::Slower {
+        Verdict::Skip {
+            reason: format!(
+                "{note}inconclusive: {} regressed beyond tolerance in both series {against}, but the machine itself is ×{:.3} slower than when the baseline was recorded (probe), which can explain it: {both}. Re-run when the machine is as loaded as at the recording",
+                confirmed.join(", "),
+                two.machine.slowdown.point
+            ),
+        }
+    } else {
+        Verdict::Fail { reason: format!("{note}regression of {} beyond tolerance, confirmed on re-measurement {against}: {both}", confirmed.join(", ")) }
+    };
+    ctx.result(verdict, metrics, &records, stated)
+}
+
+/// Write the series (each metric and the probe times) as this trial's baseline records.
+fn record_series(
+    ctx: &TrialContext<'_>,
+    p: &RegressionParams,
+    settings: &Settings,
+    store: &BaselineStore,
+    fp: &Fingerprint,
+    scenario: &Scenario,
+    series: &Series,
+) -> Result<crate::baseline::WriteReport, BaselineError> {
+    let repo = ctx.spec.path.parent().and_then(|g| g.parent()).unwrap_or(std::path::Path::new("."));
+    let (git_commit, git_dirty) = crate::manifest::git_state(repo);
+    let provenance = Provenance {
+        recorded_utc: chrono::Utc::now().to_rfc3339(),
+        git_commit,
+        git_dirty,
+        run_id: ctx.run_id.to_string(),
+        profile: profile_name(ctx),
+    };
+    let workload = Workload { prompt_tokens: scenario.prompt_tokens, gen_tokens: p.gen_tokens };
+    let rec = |name: &str, direction, unit: &str, values: Vec<f64>| store::record(ctx.backend_id, Some(scenario.name), name, direction, unit, values, workload, provenance.clone());
+    let mut records = p.metrics.iter().map(|m| rec(m.name(), m.direction(), m.unit(), series.values.get(m).cloned().unwrap_or_default())).collect::<Result<Vec<_>, _>>()?;
+    records.push(rec(PROBE_METRIC, Direction::LowerIsBetter, "ms", series.probe_ms.clone())?);
+    store.write(fp, &ctx.spec.id, records, &settings.write_policy())
+}
+
+/// The profile in use, e.g. `ci (warmup 1, repetitions 10)` (the context carries its settings, so
+/// the names are those of the gate file's profiles with these settings).
+fn profile_name(ctx: &TrialContext<'_>) -> String {
+    let names: Vec<&str> = ctx.spec.profiles.iter().filter(|(_, s)| **s == ctx.profile).map(|(n, _)| n.as_str()).collect();
+    format!("{} (warmup {}, repetitions {})", names.join("/"), ctx.profile.warmup, ctx.profile.repetitions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn repo_gate() -> (std::path::PathBuf, String) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("gates/regression.baseline.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        (path, text)
+    }
+
+    #[test]
+    fn the_repository_gate_file_parses() {
+        let (path, text) = repo_gate();
+        let spec = GateSpec::parse(&path, &text).unwrap();
+        let super::super::Check::Regression(p) = &spec.check else { panic!("not a regression gate: {:?}", spec.check) };
+        assert!(p.metrics.contains(&Metric::DecodeTokensPerS));
+        assert_eq!(p.tolerance_of(Metric::E2eMs), p.default_tolerance);
+    }
+
+    #[test]
+    fn overrides_and_bad_values_in_the_gate_file() {
+        let (path, text) = repo_gate();
+        let with = |extra: &str| GateSpec::parse(&path, &format!("{text}\n{extra}\n"));
+        let spec = with("[check.tolerance]\nprefill_ms = 0.3").unwrap();
+        let super::super::Check::Regression(p) = &spec.check else { panic!() };
+        assert_eq!(p.tolerance_of(Metric::PrefillMs), 0.3);
+        assert_eq!(p.tolerance_of(Metric::DecodeMs), 0.10);
+        for (bad, expect) in [
+            ("[check.tolerance]\nprefill_ms = 0", "tolerance.prefill_ms"),
+            ("[check.tolerance]\nprefil_ms = 0.2", "prefil_ms"),
+        ] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.contains(&path.display().to_string()) && e.contains(expect), "{e}");
+        }
+        let e = GateSpec::parse(&path, &text.replace("\"prefill_ms\"", "\"prefill_seconds\"")).unwrap_err().to_string();
+        assert!(e.contains("prefill_seconds"), "{e}");
+        let e = GateSpec::parse(&path, &text.replace("gen_tokens = 32", "gen_tokens = 1")).unwrap_err().to_string();
+        assert!(e.contains("gen_tokens"), "{e}");
+    }
+
+    #[test]
+    fn metric_directions_and_values() {
+        let t = RunTimings {
+            prompt_tokens: 11,
+            gen_tokens: 5,
+            prefill_ms: 10.0,
+            decode_ms: 40.0,
+            e2e_ms: 50.0,
+            decode_steps: 4,
+            timing_source: crate::backend::TimingSource::Harness,
+            cold_start_ms: None,
+            cached_prompt_tokens: None,
+            projection: None,
+        };
+        assert_eq!(Metric::DecodeTokensPerS.value(&t, None), Some(100.0));
+        assert_eq!(Metric::E2eTokensPerS.value(&t, None), Some(100.0));
+        assert_eq!(Metric::PrefillMs.value(&t, None), Some(10.0));
+        assert_eq!(Metric::E2eCpuMs.value(&t, None), None);
+        assert_eq!(Metric::E2eCpuMs.value(&t, Some(7.0)), Some(7.0));
+        assert_eq!(Metric::DecodeTokensPerS.direction(), Direction::HigherIsBetter);
+        assert_eq!(Metric::E2eMs.direction(), Direction::LowerIsBetter);
+    }
+
+    #[test]
+    fn a_series_with_a_degraded_run_is_not_compared() {
+        let mut err = Err(crate::error::BackendError::load("ort-cpu", "model file missing"));
+        let plan = SeriesPlan { run_id: "r".into(), trial: "t".into(), scenario: "short".into(), prompt: vec![1], gen_tokens: 4, warmup: 1, repetitions: 3 };
+        let recs = run_series(&mut err, &plan);
+        let e = samples(&recs, &BTreeMap::new(), &[Metric::E2eMs]).unwrap_err();
+        assert!(e.contains("degraded") && e.contains("model file missing"), "{e}");
+    }
+}
