@@ -299,13 +299,24 @@ impl CostError {
 #[derive(Debug, thiserror::Error)]
 pub enum BaselineError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is not a valid baseline file: {detail}; fix: restore it (`git checkout -- {path}`) or delete it and record again with `infergate baseline update`")]
     Corrupt { path: PathBuf, detail: String },
     #[error("{path} belongs to machine fingerprint `{found}` but lies in the directory of `{expected}`; a baseline from another machine or runtime cannot be compared: move it to baselines/{found}/ or delete it and record this machine's with `infergate baseline update`")]
-    Foreign { path: PathBuf, found: String, expected: String },
+    Foreign {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
     #[error("{path} has schema_version {found}, newer than the {supported} this infergate reads: it was written by a newer infergate; update this checkout, or record this version's baseline with `infergate baseline update`")]
-    NewerSchema { path: PathBuf, found: u64, supported: u64 },
+    NewerSchema {
+        path: PathBuf,
+        found: u64,
+        supported: u64,
+    },
     #[error("baseline not written to {path}: {reason}")]
     WriteRefused { path: PathBuf, reason: String },
     #[error("cannot record a baseline: {0}")]

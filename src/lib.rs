@@ -6,6 +6,7 @@
 pub mod accuracy;
 pub mod assets;
 pub mod backend;
+pub mod baseline;
 pub mod cost;
 pub mod doctor;
 pub mod energy;
@@ -19,7 +20,6 @@ pub mod report;
 pub mod runner;
 pub mod stats;
 pub mod workload;
-pub mod baseline;
 
 /// Generated from `proto/onnx.proto` by `build.rs`.
 #[allow(clippy::all, missing_docs)]

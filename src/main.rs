@@ -118,8 +118,23 @@ fn main() -> ExitCode {
             run(config, gate, backend, scenario)
         }
         Command::List { repo } => list(RunnerConfig::from_env(&repo, "full")),
-        Command::Baseline { action: BaselineAction::Show { repo } } => infergate::baseline::cli::show(&RunnerConfig::from_env(&repo, "full"), &mut std::io::stdout()),
-        Command::Baseline { action: BaselineAction::Update { repo, profile, gate, backend, scenario, force } } => {
+        Command::Baseline {
+            action: BaselineAction::Show { repo },
+        } => infergate::baseline::cli::show(
+            &RunnerConfig::from_env(&repo, "full"),
+            &mut std::io::stdout(),
+        ),
+        Command::Baseline {
+            action:
+                BaselineAction::Update {
+                    repo,
+                    profile,
+                    gate,
+                    backend,
+                    scenario,
+                    force,
+                },
+        } => {
             let mut config = RunnerConfig::from_env(&repo, &profile);
             config.profile = profile;
             infergate::baseline::cli::update(config, gate, backend, scenario, force)

@@ -168,8 +168,9 @@ impl Runner {
         for backend in plan.backend.split('+') {
             match self.availability(backend) {
                 Availability::Available { .. } => {
-                    return gate::precondition(spec, &plan.unit)
-                        .or_else(|| gate::regression::skip_reason(spec, backend, plan.scenario.as_ref()))
+                    return gate::precondition(spec, &plan.unit).or_else(|| {
+                        gate::regression::skip_reason(spec, backend, plan.scenario.as_ref())
+                    })
                 }
                 // Recording an absent backend's runs honestly (degraded, with the reason) is the
                 // point of the degraded-runs gate: it runs anyway.

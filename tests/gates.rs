@@ -52,7 +52,9 @@ fn main() -> ExitCode {
                     Verdict::Pass { .. } => Ok(()),
                     Verdict::Fail { reason } => Err(Failed::from(reason)),
                     // Reached with --ignored / --include-ignored: running a skipped trial is a failure.
-                    Verdict::Skip { reason } if planned_skip => Err(Failed::from(format!("cannot run: {reason}"))),
+                    Verdict::Skip { reason } if planned_skip => {
+                        Err(Failed::from(format!("cannot run: {reason}")))
+                    }
                     // A trial that ran and could not conclude (e.g. regression.baseline on a machine
                     // far from its baseline's state): libtest-mimic cannot ignore at run time, so it
                     // is not failed; the SKIP and its reason are printed now and in the verdict list.

@@ -37,8 +37,20 @@ fn repo() -> tempfile::TempDir {
 /// Run the binary with a clean baseline-related environment plus `envs`.
 fn infergate(args: &[&str], repo: &Path, out_root: &Path, envs: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_infergate"));
-    cmd.args(args).arg("--repo").arg(repo).env("CARGO_TARGET_DIR", out_root);
-    for k in ["CI", "INFERGATE_UPDATE_BASELINES", "INFERGATE_REQUIRE_BASELINE", "INFERGATE_FORCE_BASELINE_WRITE", "INFERGATE_TEST_SLOWDOWN", "INFERGATE_BASELINES_DIR", "INFERGATE_GATES_DIR", "INFERGATE_RUN_ID"] {
+    cmd.args(args)
+        .arg("--repo")
+        .arg(repo)
+        .env("CARGO_TARGET_DIR", out_root);
+    for k in [
+        "CI",
+        "INFERGATE_UPDATE_BASELINES",
+        "INFERGATE_REQUIRE_BASELINE",
+        "INFERGATE_FORCE_BASELINE_WRITE",
+        "INFERGATE_TEST_SLOWDOWN",
+        "INFERGATE_BASELINES_DIR",
+        "INFERGATE_GATES_DIR",
+        "INFERGATE_RUN_ID",
+    ] {
         cmd.env_remove(k);
     }
     for (k, v) in envs {
@@ -48,12 +60,21 @@ fn infergate(args: &[&str], repo: &Path, out_root: &Path, envs: &[(&str, &str)])
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn gate_files(repo: &Path) -> Vec<std::path::PathBuf> {
-    let Ok(dirs) = std::fs::read_dir(repo.join("baselines")) else { return vec![] };
-    dirs.flatten().map(|d| d.path().join("regression.baseline.json")).filter(|p| p.exists()).collect()
+    let Ok(dirs) = std::fs::read_dir(repo.join("baselines")) else {
+        return vec![];
+    };
+    dirs.flatten()
+        .map(|d| d.path().join("regression.baseline.json"))
+        .filter(|p| p.exists())
+        .collect()
 }
 
 #[test]
@@ -65,63 +86,146 @@ fn record_show_compare_and_every_refusal() {
     // No baseline: the trial is ignored with the reason and the command that records one ...
     let o = run(&["run", "--profile", "ci"], &[]);
     let t = text(&o);
-    assert!(o.status.success() && t.contains("SKIP regression.baseline::ort-cpu::micro") && t.contains("infergate baseline update"), "{t}");
+    assert!(
+        o.status.success()
+            && t.contains("SKIP regression.baseline::ort-cpu::micro")
+            && t.contains("infergate baseline update"),
+        "{t}"
+    );
     // ... or a failure for release sign-off.
-    let o = run(&["run", "--profile", "ci"], &[("INFERGATE_REQUIRE_BASELINE", "1")]);
+    let o = run(
+        &["run", "--profile", "ci"],
+        &[("INFERGATE_REQUIRE_BASELINE", "1")],
+    );
     let t = text(&o);
-    assert!(!o.status.success() && t.contains("FAIL") && t.contains("INFERGATE_REQUIRE_BASELINE=1"), "{t}");
+    assert!(
+        !o.status.success() && t.contains("FAIL") && t.contains("INFERGATE_REQUIRE_BASELINE=1"),
+        "{t}"
+    );
 
     // In CI nothing is written unless forced, and the message says so (both update paths).
-    let o = run(&["baseline", "update", "--profile", "ci"], &[("CI", "true")]);
+    let o = run(
+        &["baseline", "update", "--profile", "ci"],
+        &[("CI", "true")],
+    );
     let t = text(&o);
-    assert!(!o.status.success() && t.contains("CI is set") && t.contains("--force") && t.contains("nothing was written"), "{t}");
-    let o = run(&["run", "--profile", "ci"], &[("CI", "true"), ("INFERGATE_UPDATE_BASELINES", "1")]);
+    assert!(
+        !o.status.success()
+            && t.contains("CI is set")
+            && t.contains("--force")
+            && t.contains("nothing was written"),
+        "{t}"
+    );
+    let o = run(
+        &["run", "--profile", "ci"],
+        &[("CI", "true"), ("INFERGATE_UPDATE_BASELINES", "1")],
+    );
     let t = text(&o);
-    assert!(!o.status.success() && t.contains("update requested but") && t.contains("CI is set"), "{t}");
-    assert!(gate_files(repo.path()).is_empty(), "a baseline was written in CI");
+    assert!(
+        !o.status.success() && t.contains("update requested but") && t.contains("CI is set"),
+        "{t}"
+    );
+    assert!(
+        gate_files(repo.path()).is_empty(),
+        "a baseline was written in CI"
+    );
     // A planted slowdown can never become a baseline.
-    let o = run(&["baseline", "update", "--profile", "ci"], &[("INFERGATE_TEST_SLOWDOWN", "0.1")]);
-    assert!(!o.status.success() && text(&o).contains("planted slowdown"), "{}", text(&o));
+    let o = run(
+        &["baseline", "update", "--profile", "ci"],
+        &[("INFERGATE_TEST_SLOWDOWN", "0.1")],
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("planted slowdown"),
+        "{}",
+        text(&o)
+    );
     assert!(gate_files(repo.path()).is_empty());
 
     // Forced: recorded, with what changed.
-    let o = run(&["baseline", "update", "--profile", "ci", "--force"], &[("CI", "true")]);
+    let o = run(
+        &["baseline", "update", "--profile", "ci", "--force"],
+        &[("CI", "true")],
+    );
     let t = text(&o);
-    assert!(o.status.success() && t.contains("recorded baseline") && t.contains("ort-cpu::micro e2e_cpu_ms: (new) →"), "{t}");
+    assert!(
+        o.status.success()
+            && t.contains("recorded baseline")
+            && t.contains("ort-cpu::micro e2e_cpu_ms: (new) →"),
+        "{t}"
+    );
     let files = gate_files(repo.path());
     assert_eq!(files.len(), 1, "{files:?}");
-    let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
     let records = stored["records"].as_array().unwrap();
     // Three metrics and the probe, each with all three measured samples.
     assert_eq!(records.len(), 4, "{stored}");
-    assert!(records.iter().all(|r| r["samples"].as_array().unwrap().len() == 3), "{stored}");
+    assert!(
+        records
+            .iter()
+            .all(|r| r["samples"].as_array().unwrap().len() == 3),
+        "{stored}"
+    );
 
     let o = run(&["baseline", "show"], &[]);
     let t = text(&o);
-    assert!(o.status.success() && t.contains("ort-cpu::micro e2e_ms") && t.contains("onnxruntime"), "{t}");
+    assert!(
+        o.status.success() && t.contains("ort-cpu::micro e2e_ms") && t.contains("onnxruntime"),
+        "{t}"
+    );
 
     // Compared (the verdict itself depends on the machine — PASS, FAIL, or SKIP when the machine is
     // not in its recorded state; that a comparison happened does not).
     let o = run(&["run", "--profile", "ci"], &[]);
     let t = text(&o);
-    assert!(t.contains("regression.baseline::ort-cpu::micro") && t.contains("against baseline run") && !t.contains("no baseline"), "{t}");
+    assert!(
+        t.contains("regression.baseline::ort-cpu::micro")
+            && t.contains("against baseline run")
+            && !t.contains("no baseline"),
+        "{t}"
+    );
 
     // The planted slowdown is named in the verdict and recorded in the manifest.
-    let o = infergate(&["run", "--profile", "ci"], repo.path(), out.path(), &[("INFERGATE_TEST_SLOWDOWN", "0.01"), ("INFERGATE_RUN_ID", "slowed")]);
+    let o = infergate(
+        &["run", "--profile", "ci"],
+        repo.path(),
+        out.path(),
+        &[
+            ("INFERGATE_TEST_SLOWDOWN", "0.01"),
+            ("INFERGATE_RUN_ID", "slowed"),
+        ],
+    );
     let t = text(&o);
     assert!(t.contains("planted test slowdown 0.01"), "{t}");
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(out.path().join("infergate/slowed/manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.path().join("infergate/slowed/manifest.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(manifest["test_slowdown"], 0.01, "{manifest}");
     // An invalid knob value is a failure naming the variable, not a silent clean run.
-    let o = run(&["run", "--profile", "ci"], &[("INFERGATE_TEST_SLOWDOWN", "fast")]);
-    assert!(!o.status.success() && text(&o).contains("INFERGATE_TEST_SLOWDOWN"), "{}", text(&o));
+    let o = run(
+        &["run", "--profile", "ci"],
+        &[("INFERGATE_TEST_SLOWDOWN", "fast")],
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("INFERGATE_TEST_SLOWDOWN"),
+        "{}",
+        text(&o)
+    );
 
     // A corrupt baseline fails the trial and `baseline show`, naming the file.
     std::fs::write(&files[0], b"{ not json").unwrap();
     let name = files[0].display().to_string();
     let o = run(&["run", "--profile", "ci"], &[]);
     let t = text(&o);
-    assert!(!o.status.success() && t.contains("FAIL") && t.contains(&name), "{t}");
+    assert!(
+        !o.status.success() && t.contains("FAIL") && t.contains(&name),
+        "{t}"
+    );
     let o = run(&["baseline", "show"], &[]);
-    assert!(!o.status.success() && text(&o).contains(&name), "{}", text(&o));
+    assert!(
+        !o.status.success() && text(&o).contains(&name),
+        "{}",
+        text(&o)
+    );
 }

@@ -594,7 +594,8 @@ impl Backend for OrtBackend {
             }
         }
         // Test-only planted slowdown (INFERGATE_TEST_SLOWDOWN; a no-op unless set): see baseline::slowdown.
-        let stretch = crate::baseline::slowdown::Stretch::from_env().map_err(|e| self.err("generate", e))?;
+        let stretch =
+            crate::baseline::slowdown::Stretch::from_env().map_err(|e| self.err("generate", e))?;
         let start = Instant::now();
         let (logits, mut cache) = self.forward(prompt, 0, None, "prefill")?;
         stretch.apply(start);

@@ -9,7 +9,10 @@ use crate::runner::{verdict_line, Runner, RunnerConfig};
 
 /// Regression gates of a gate directory (their baselines are what `show` and `update` are about).
 fn regression_specs(specs: &[GateSpec]) -> Vec<&GateSpec> {
-    specs.iter().filter(|s| matches!(s.check, Check::Regression(_))).collect()
+    specs
+        .iter()
+        .filter(|s| matches!(s.check, Check::Regression(_)))
+        .collect()
 }
 
 /// Print what is stored for this machine, gate by gate. Fails on a corrupt, foreign or
@@ -29,32 +32,89 @@ pub fn show(config: &RunnerConfig, out: &mut dyn Write) -> ExitCode {
         let _ = writeln!(out, "no regression gate in {}", config.gates_dir.display());
     }
     for spec in gates {
-        let Some(model) = crate::model::catalog::lookup(&spec.model) else { continue };
+        let Some(model) = crate::model::catalog::lookup(&spec.model) else {
+            continue;
+        };
         let fp = Fingerprint::detect(&spec.backends, &[model]);
         let store = settings.store_for(&spec.path);
         let id = fp.id();
-        let _ = writeln!(out, "{}: this machine is fingerprint {id} ({})", spec.id, store.dir(&id).display());
-        let gpus = if fp.gpus.is_empty() { "none".to_string() } else { fp.gpus.iter().map(|g| format!("{} (driver {})", g.name, g.driver_version)).collect::<Vec<_>>().join(", ") };
-        let _ = writeln!(out, "  cpu: {}, {} cores; gpus: {gpus}; infergate build: {}", fp.cpu_model, fp.available_cores, fp.build_profile);
-        let _ = writeln!(out, "  runtimes: {}", fp.runtimes.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join("; "));
-        let _ = writeln!(out, "  models: {}", fp.models.iter().map(|(k, v)| format!("{k} sha256 {v}")).collect::<Vec<_>>().join("; "));
+        let _ = writeln!(
+            out,
+            "{}: this machine is fingerprint {id} ({})",
+            spec.id,
+            store.dir(&id).display()
+        );
+        let gpus = if fp.gpus.is_empty() {
+            "none".to_string()
+        } else {
+            fp.gpus
+                .iter()
+                .map(|g| format!("{} (driver {})", g.name, g.driver_version))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "  cpu: {}, {} cores; gpus: {gpus}; infergate build: {}",
+            fp.cpu_model, fp.available_cores, fp.build_profile
+        );
+        let _ = writeln!(
+            out,
+            "  runtimes: {}",
+            fp.runtimes
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+        let _ = writeln!(
+            out,
+            "  models: {}",
+            fp.models
+                .iter()
+                .map(|(k, v)| format!("{k} sha256 {v}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
         match store.load(&id, &spec.id) {
             Err(e) => {
                 let _ = writeln!(out, "  ERROR: {e}");
                 code = ExitCode::FAILURE;
             }
             Ok(None) => {
-                let others: Vec<String> = store.fingerprint_ids().unwrap_or_default().into_iter().filter(|d| *d != id).collect();
+                let others: Vec<String> = store
+                    .fingerprint_ids()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|d| *d != id)
+                    .collect();
                 let _ = writeln!(out, "  no baseline recorded for this machine; record one with `infergate baseline update --gate {}`", spec.id);
                 if !others.is_empty() {
-                    let _ = writeln!(out, "  stored for other fingerprints: {}", others.join(", "));
+                    let _ = writeln!(
+                        out,
+                        "  stored for other fingerprints: {}",
+                        others.join(", ")
+                    );
                 }
             }
             Ok(Some(file)) => {
-                let _ = writeln!(out, "  {} ({} records):", file.path.display(), file.records.len());
+                let _ = writeln!(
+                    out,
+                    "  {} ({} records):",
+                    file.path.display(),
+                    file.records.len()
+                );
                 for r in &file.records {
-                    let commit = r.provenance.git_commit.as_deref().map_or("?", |c| &c[..c.len().min(10)]);
-                    let dirty = if r.provenance.git_dirty == Some(true) { "+dirty" } else { "" };
+                    let commit = r
+                        .provenance
+                        .git_commit
+                        .as_deref()
+                        .map_or("?", |c| &c[..c.len().min(10)]);
+                    let dirty = if r.provenance.git_dirty == Some(true) {
+                        "+dirty"
+                    } else {
+                        ""
+                    };
                     let _ = writeln!(
                         out,
                         "    {:<40} median {:>10.3} {:<8} n={:<3} {:?}  recorded {} commit {commit}{dirty} run {}",
@@ -75,8 +135,17 @@ pub fn show(config: &RunnerConfig, out: &mut dyn Write) -> ExitCode {
 
 /// Run the regression trials matching the filters in record mode (the same as
 /// `INFERGATE_UPDATE_BASELINES=1`), printing one verdict line per trial with what changed.
-pub fn update(config: RunnerConfig, gate: Option<String>, backend: Option<String>, scenario: Option<String>, force: bool) -> ExitCode {
-    let overrides = Overrides { update: true, force_write: force };
+pub fn update(
+    config: RunnerConfig,
+    gate: Option<String>,
+    backend: Option<String>,
+    scenario: Option<String>,
+    force: bool,
+) -> ExitCode {
+    let overrides = Overrides {
+        update: true,
+        force_write: force,
+    };
     super::set_overrides(Some(overrides));
     let settings = Settings::current();
     if let Err(e) = &settings.test_slowdown {
@@ -98,19 +167,34 @@ pub fn update(config: RunnerConfig, gate: Option<String>, backend: Option<String
         .plan()
         .into_iter()
         .filter(|p| matches!(runner.specs[p.gate].check, Check::Regression(_)))
-        .filter(|p| gate.as_ref().is_none_or(|g| runner.specs[p.gate].id.contains(g.as_str())))
+        .filter(|p| {
+            gate.as_ref()
+                .is_none_or(|g| runner.specs[p.gate].id.contains(g.as_str()))
+        })
         .filter(|p| backend.as_ref().is_none_or(|b| &p.backend == b))
-        .filter(|p| scenario.as_ref().is_none_or(|s| p.scenario.is_some_and(|x| x.name == s)))
+        .filter(|p| {
+            scenario
+                .as_ref()
+                .is_none_or(|s| p.scenario.is_some_and(|x| x.name == s))
+        })
         .collect();
     if plans.is_empty() {
         eprintln!("error: no regression trial matches the filters");
         return ExitCode::from(2);
     }
     if let Err(e) = runner.write_manifest() {
-        eprintln!("error: cannot write the manifest in {}: {e}", runner.config.run_dir().display());
+        eprintln!(
+            "error: cannot write the manifest in {}: {e}",
+            runner.config.run_dir().display()
+        );
         return ExitCode::from(2);
     }
-    eprintln!("infergate: recording baselines, run {} ({} trials, profile {})", runner.config.run_id, plans.len(), runner.config.profile);
+    eprintln!(
+        "infergate: recording baselines, run {} ({} trials, profile {})",
+        runner.config.run_id,
+        plans.len(),
+        runner.config.profile
+    );
     let (mut failed, mut skipped) = (0, 0);
     for (i, plan) in plans.iter().enumerate() {
         eprintln!("[{}/{}] {} …", i + 1, plans.len(), plan.name);
@@ -119,7 +203,10 @@ pub fn update(config: RunnerConfig, gate: Option<String>, backend: Option<String
         failed += usize::from(matches!(r.verdict, Verdict::Fail { .. }));
         skipped += usize::from(matches!(r.verdict, Verdict::Skip { .. }));
     }
-    eprintln!("infergate: {} recorded, {failed} failed, {skipped} skipped", plans.len() - failed - skipped);
+    eprintln!(
+        "infergate: {} recorded, {failed} failed, {skipped} skipped",
+        plans.len() - failed - skipped
+    );
     if failed > 0 {
         ExitCode::FAILURE
     } else {

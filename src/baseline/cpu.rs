@@ -12,7 +12,10 @@ pub fn process_tree_cpu_ms() -> Result<f64, String> {
     // SAFETY: getrusage only writes the struct it is given; a zeroed rusage is a valid value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return Err(format!("getrusage failed: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "getrusage failed: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     let tv = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
     let own = tv(usage.ru_utime) + tv(usage.ru_stime);
@@ -26,12 +29,17 @@ fn children_cpu_ms(parent: u32) -> Result<f64, String> {
     if ticks <= 0 {
         return Err("sysconf(_SC_CLK_TCK) failed".into());
     }
-    let entries = std::fs::read_dir("/proc").map_err(|e| format!("cannot list /proc ({e}): e2e_cpu_ms needs Linux procfs"))?;
+    let entries = std::fs::read_dir("/proc")
+        .map_err(|e| format!("cannot list /proc ({e}): e2e_cpu_ms needs Linux procfs"))?;
     let mut total = 0.0;
     for entry in entries.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         // A process may exit between listing and reading: skip it.
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
         if let Some((ppid, cpu_ticks)) = parse_stat(&stat) {
             if ppid == parent {
                 total += cpu_ticks as f64 * 1e3 / ticks as f64;

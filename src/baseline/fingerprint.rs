@@ -62,7 +62,10 @@ impl Fingerprint {
             available_cores: hw.available_cores,
             gpus: hw.gpus.clone(),
             runtimes: runtime_versions(backends),
-            models: models.iter().map(|m| (m.name.to_string(), m.asset.member_sha256.to_string())).collect(),
+            models: models
+                .iter()
+                .map(|m| (m.name.to_string(), m.asset.member_sha256.to_string()))
+                .collect(),
             build_profile: build_profile().to_string(),
         }
     }
@@ -75,9 +78,16 @@ impl Fingerprint {
 
     /// Directory name: `<cpu-slug>-<cores>c[-<gpu-slug>]-<first 12 hex digits of the hash>`.
     pub fn id(&self) -> String {
-        let mut parts = vec![slug(&self.cpu_model, 32), format!("{}c", self.available_cores)];
+        let mut parts = vec![
+            slug(&self.cpu_model, 32),
+            format!("{}c", self.available_cores),
+        ];
         if let Some(gpu) = self.gpus.first() {
-            let count = if self.gpus.len() > 1 { format!("{}x", self.gpus.len()) } else { String::new() };
+            let count = if self.gpus.len() > 1 {
+                format!("{}x", self.gpus.len())
+            } else {
+                String::new()
+            };
             parts.push(format!("{count}{}", slug(&gpu.name, 32)));
         }
         parts.push(self.hash()[..12].to_string());
@@ -89,23 +99,39 @@ impl Fingerprint {
     pub fn differences(&self, other: &Fingerprint) -> Vec<String> {
         let mut out = Vec::new();
         if self.cpu_model != other.cpu_model {
-            out.push(format!("cpu_model: {} → {}", self.cpu_model, other.cpu_model));
+            out.push(format!(
+                "cpu_model: {} → {}",
+                self.cpu_model, other.cpu_model
+            ));
         }
         if self.available_cores != other.available_cores {
-            out.push(format!("available_cores: {} → {}", self.available_cores, other.available_cores));
+            out.push(format!(
+                "available_cores: {} → {}",
+                self.available_cores, other.available_cores
+            ));
         }
         if self.build_profile != other.build_profile {
-            out.push(format!("build_profile: {} → {}", self.build_profile, other.build_profile));
+            out.push(format!(
+                "build_profile: {} → {}",
+                self.build_profile, other.build_profile
+            ));
         }
         if self.gpus != other.gpus {
             out.push(format!("gpus: {:?} → {:?}", self.gpus, other.gpus));
         }
-        for (what, a, b) in [("runtime", &self.runtimes, &other.runtimes), ("model", &self.models, &other.models)] {
+        for (what, a, b) in [
+            ("runtime", &self.runtimes, &other.runtimes),
+            ("model", &self.models, &other.models),
+        ] {
             let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
             for k in keys {
                 if a.get(k) != b.get(k) {
                     let show = |v: Option<&String>| v.cloned().unwrap_or_else(|| "absent".into());
-                    out.push(format!("{what} {k}: {} → {}", show(a.get(k)), show(b.get(k))));
+                    out.push(format!(
+                        "{what} {k}: {} → {}",
+                        show(a.get(k)),
+                        show(b.get(k))
+                    ));
                 }
             }
         }
@@ -116,7 +142,11 @@ impl Fingerprint {
 /// Lowercase ASCII alphanumeric runs joined by `-`, without `(r)`/`(tm)` marks, at most `max` chars.
 pub fn slug(text: &str, max: usize) -> String {
     let cleaned = text.to_lowercase().replace("(r)", " ").replace("(tm)", " ");
-    let words: Vec<String> = cleaned.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_string).collect();
+    let words: Vec<String> = cleaned
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect();
     let mut out = String::new();
     for w in words {
         let extra = if out.is_empty() { w.len() } else { w.len() + 1 };
@@ -143,7 +173,11 @@ fn hardware() -> &'static Hardware {
     static HW: OnceLock<Hardware> = OnceLock::new();
     HW.get_or_init(|| {
         let m = crate::manifest::machine();
-        Hardware { cpu_model: m.cpu_model, available_cores: m.available_cores, gpus: nvidia_gpus() }
+        Hardware {
+            cpu_model: m.cpu_model,
+            available_cores: m.available_cores,
+            gpus: nvidia_gpus(),
+        }
     })
 }
 
@@ -165,7 +199,10 @@ pub fn nvidia_gpus() -> Vec<Gpu> {
 pub fn parse_nvidia_smi(text: &str) -> Vec<Gpu> {
     text.lines()
         .filter_map(|l| l.rsplit_once(','))
-        .map(|(name, driver)| Gpu { name: name.trim().to_string(), driver_version: driver.trim().to_string() })
+        .map(|(name, driver)| Gpu {
+            name: name.trim().to_string(),
+            driver_version: driver.trim().to_string(),
+        })
         .filter(|g| !g.name.is_empty())
         .collect()
 }
@@ -183,7 +220,9 @@ fn runtime_versions(backends: &[String]) -> BTreeMap<String, String> {
             if let Some(build) = crate::backend::llama_cpp::setup::locate() {
                 out.insert("llama.cpp".to_string(), build.version);
             }
-        } else if let crate::backend::registry::Availability::Available { detail } = crate::backend::registry::probe(b) {
+        } else if let crate::backend::registry::Availability::Available { detail } =
+            crate::backend::registry::probe(b)
+        {
             out.insert(b.clone(), detail);
         }
     }
@@ -198,7 +237,10 @@ mod tests {
         Fingerprint {
             cpu_model: "Intel(R) Xeon(R) Platinum 8480+".into(),
             available_cores: 16,
-            gpus: vec![Gpu { name: "NVIDIA H100 80GB HBM3".into(), driver_version: "550.54.15".into() }],
+            gpus: vec![Gpu {
+                name: "NVIDIA H100 80GB HBM3".into(),
+                driver_version: "550.54.15".into(),
+            }],
             runtimes: [("onnxruntime".to_string(), "1.31.1".to_string())].into(),
             models: [("m".to_string(), "ab".repeat(32))].into(),
             build_profile: "dev".into(),
@@ -209,7 +251,10 @@ mod tests {
     fn id_is_readable_and_ends_with_the_hash() {
         let f = fp();
         let id = f.id();
-        assert!(id.starts_with("intel-xeon-platinum-8480-16c-nvidia-h100-80gb-hbm3-"), "{id}");
+        assert!(
+            id.starts_with("intel-xeon-platinum-8480-16c-nvidia-h100-80gb-hbm3-"),
+            "{id}"
+        );
         assert!(id.ends_with(&f.hash()[..12]), "{id}");
     }
 
@@ -241,8 +286,13 @@ mod tests {
     #[test]
     fn slugs_and_nvidia_smi_lines() {
         assert_eq!(slug("AMD EPYC", 32), "amd-epyc");
-        assert_eq!(slug("Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz", 20), "intel-core-i7-8700");
-        let gpus = parse_nvidia_smi("NVIDIA H100 80GB HBM3, 550.54.15\nNVIDIA H100 80GB HBM3, 550.54.15\n");
+        assert_eq!(
+            slug("Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz", 20),
+            "intel-core-i7-8700"
+        );
+        let gpus = parse_nvidia_smi(
+            "NVIDIA H100 80GB HBM3, 550.54.15\nNVIDIA H100 80GB HBM3, 550.54.15\n",
+        );
         assert_eq!(gpus.len(), 2);
         assert_eq!(gpus[0].driver_version, "550.54.15");
         assert!(parse_nvidia_smi("").is_empty());

@@ -28,8 +28,13 @@ pub mod slowdown;
 pub mod store;
 
 pub use fingerprint::{Fingerprint, Gpu};
-pub use rule::{compare, Comparison, Outcome, DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_TOLERANCE};
-pub use store::{BaselineRecord, BaselineStore, Change, Direction, GateBaselines, Provenance, Workload, WritePolicy, WriteReport, SCHEMA_VERSION};
+pub use rule::{
+    compare, Comparison, Outcome, DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_TOLERANCE,
+};
+pub use store::{
+    BaselineRecord, BaselineStore, Change, Direction, GateBaselines, Provenance, Workload,
+    WritePolicy, WriteReport, SCHEMA_VERSION,
+};
 
 /// How regression trials behave in this process.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,7 +74,12 @@ fn truthy(v: Option<String>) -> bool {
 impl Settings {
     /// From variables looked up by `get` (the environment in [`Settings::current`]).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Self {
-        let ci = get("CI").is_some_and(|v| !matches!(v.trim().to_ascii_lowercase().as_str(), "" | "0" | "false" | "no"));
+        let ci = get("CI").is_some_and(|v| {
+            !matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "" | "0" | "false" | "no"
+            )
+        });
         let test_slowdown = match get(slowdown::ENV) {
             Some(v) if !v.trim().is_empty() => slowdown::parse(&v).map(Some),
             _ => Ok(None),
@@ -80,7 +90,9 @@ impl Settings {
             ci,
             force_write: truthy(get("INFERGATE_FORCE_BASELINE_WRITE")),
             test_slowdown,
-            baselines_dir: get("INFERGATE_BASELINES_DIR").filter(|v| !v.is_empty()).map(PathBuf::from),
+            baselines_dir: get("INFERGATE_BASELINES_DIR")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
         }
     }
 
@@ -95,7 +107,11 @@ impl Settings {
     }
 
     pub fn write_policy(&self) -> WritePolicy {
-        WritePolicy { ci: self.ci, force: self.force_write, test_slowdown: self.test_slowdown.clone().ok().flatten() }
+        WritePolicy {
+            ci: self.ci,
+            force: self.force_write,
+            test_slowdown: self.test_slowdown.clone().ok().flatten(),
+        }
     }
 
     /// `INFERGATE_BASELINES_DIR`, else `baselines/` beside the directory holding `gate_file`

@@ -44,7 +44,11 @@ impl Probe {
     pub fn new(threads: usize) -> Self {
         let matrix = (0..ROWS * COLS).map(|i| ((i % 97) as f32) * 1e-3).collect();
         let x = (0..COLS).map(|i| ((i % 89) as f32) * 1e-3).collect();
-        Probe { matrix, x, threads: threads.max(1) }
+        Probe {
+            matrix,
+            x,
+            threads: threads.max(1),
+        }
     }
 
     /// As many threads as the process may use.
@@ -69,7 +73,9 @@ impl Probe {
         let work = |t: usize| -> f32 {
             let mut sum = 0.0f32;
             for c in 0..chunks {
-                let lo = (t * per_thread + c * CHUNK_ROWS).min(ROWS).min((t + 1) * per_thread);
+                let lo = (t * per_thread + c * CHUNK_ROWS)
+                    .min(ROWS)
+                    .min((t + 1) * per_thread);
                 let hi = (lo + CHUNK_ROWS).min(ROWS).min((t + 1) * per_thread);
                 for row in self.matrix[lo * COLS..hi * COLS].chunks_exact(COLS) {
                     sum += dot(row, &self.x);
@@ -79,9 +85,14 @@ impl Probe {
             sum
         };
         std::thread::scope(|s| {
-            let handles: Vec<_> = (1..self.threads).map(|t| s.spawn(move || work(t))).collect();
+            let handles: Vec<_> = (1..self.threads)
+                .map(|t| s.spawn(move || work(t)))
+                .collect();
             let mine = work(0);
-            mine + handles.into_iter().map(|h| h.join().unwrap_or(0.0)).sum::<f32>()
+            mine + handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(0.0))
+                .sum::<f32>()
         })
     }
 }

@@ -76,13 +76,29 @@ pub fn classify(slowdown: &Interval, tolerance: f64) -> Outcome {
 ///
 /// Errors: empty, non-finite or non-positive samples; tolerance not in (0, 10); bad confidence or
 /// resample count (see [`ratio_of_medians_ci`]).
-pub fn compare(current: &[f64], baseline: &[f64], direction: Direction, tolerance: f64, confidence: f64, resamples: usize, seed: u64) -> Result<Comparison, StatsError> {
+pub fn compare(
+    current: &[f64],
+    baseline: &[f64],
+    direction: Direction,
+    tolerance: f64,
+    confidence: f64,
+    resamples: usize,
+    seed: u64,
+) -> Result<Comparison, StatsError> {
     if !(tolerance > 0.0 && tolerance < 10.0) {
-        return Err(StatsError::InvalidParameter { name: "tolerance".into(), value: tolerance, expected: "a fraction in (0, 10), e.g. 0.10 for 10 %".into() });
+        return Err(StatsError::InvalidParameter {
+            name: "tolerance".into(),
+            value: tolerance,
+            expected: "a fraction in (0, 10), e.g. 0.10 for 10 %".into(),
+        });
     }
     let slowdown = match direction {
-        Direction::LowerIsBetter => ratio_of_medians_ci(current, baseline, confidence, resamples, seed)?,
-        Direction::HigherIsBetter => ratio_of_medians_ci(baseline, current, confidence, resamples, seed)?,
+        Direction::LowerIsBetter => {
+            ratio_of_medians_ci(current, baseline, confidence, resamples, seed)?
+        }
+        Direction::HigherIsBetter => {
+            ratio_of_medians_ci(baseline, current, confidence, resamples, seed)?
+        }
     };
     Ok(Comparison {
         direction,
@@ -122,11 +138,18 @@ impl Comparison {
 }
 
 /// The metrics (by name) that regressed in both the first and the re-measured series.
-pub fn confirmed<'a>(first: &'a [(String, Comparison)], second: &[(String, Comparison)]) -> Vec<&'a str> {
+pub fn confirmed<'a>(
+    first: &'a [(String, Comparison)],
+    second: &[(String, Comparison)],
+) -> Vec<&'a str> {
     first
         .iter()
         .filter(|(_, c)| c.outcome == Outcome::Regressed)
-        .filter(|(m, _)| second.iter().any(|(n, c)| n == m && c.outcome == Outcome::Regressed))
+        .filter(|(m, _)| {
+            second
+                .iter()
+                .any(|(n, c)| n == m && c.outcome == Outcome::Regressed)
+        })
         .map(|(m, _)| m.as_str())
         .collect()
 }
@@ -149,7 +172,13 @@ mod tests {
     fn latencies(n: usize, scale: f64, seed: u64) -> Vec<f64> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let normal = Normal::new(0.0, 1.0).unwrap();
-        (0..n).map(|_| scale * (1.0 + 0.03 * normal.inverse_cdf(rand::Rng::gen_range(&mut rng, 0.001..0.999)))).collect()
+        (0..n)
+            .map(|_| {
+                scale
+                    * (1.0
+                        + 0.03 * normal.inverse_cdf(rand::Rng::gen_range(&mut rng, 0.001..0.999)))
+            })
+            .collect()
     }
 
     fn cmp(current: &[f64], baseline: &[f64], direction: Direction) -> Comparison {
@@ -158,33 +187,72 @@ mod tests {
 
     #[test]
     fn a_clear_regression_is_regressed() {
-        let c = cmp(&latencies(10, 130.0, 1), &latencies(10, 100.0, 2), Direction::LowerIsBetter);
-        assert_eq!(c.outcome, Outcome::Regressed, "{}", c.describe("e2e_ms", "ms"));
+        let c = cmp(
+            &latencies(10, 130.0, 1),
+            &latencies(10, 100.0, 2),
+            Direction::LowerIsBetter,
+        );
+        assert_eq!(
+            c.outcome,
+            Outcome::Regressed,
+            "{}",
+            c.describe("e2e_ms", "ms")
+        );
         assert!(c.slowdown.lo > 1.1);
     }
 
     #[test]
     fn noise_alone_is_not_a_regression() {
         for seed in 0..20 {
-            let c = cmp(&latencies(10, 100.0, 100 + seed), &latencies(10, 100.0, 200 + seed), Direction::LowerIsBetter);
-            assert!(matches!(c.outcome, Outcome::WithinBand | Outcome::Unclear), "seed {seed}: {}", c.describe("e2e_ms", "ms"));
+            let c = cmp(
+                &latencies(10, 100.0, 100 + seed),
+                &latencies(10, 100.0, 200 + seed),
+                Direction::LowerIsBetter,
+            );
+            assert!(
+                matches!(c.outcome, Outcome::WithinBand | Outcome::Unclear),
+                "seed {seed}: {}",
+                c.describe("e2e_ms", "ms")
+            );
         }
     }
 
     #[test]
     fn a_clear_improvement_is_improved() {
-        let c = cmp(&latencies(10, 75.0, 3), &latencies(10, 100.0, 4), Direction::LowerIsBetter);
-        assert_eq!(c.outcome, Outcome::Improved, "{}", c.describe("e2e_ms", "ms"));
+        let c = cmp(
+            &latencies(10, 75.0, 3),
+            &latencies(10, 100.0, 4),
+            Direction::LowerIsBetter,
+        );
+        assert_eq!(
+            c.outcome,
+            Outcome::Improved,
+            "{}",
+            c.describe("e2e_ms", "ms")
+        );
     }
 
     #[test]
     fn higher_is_better_is_inverted() {
         // Throughput fell from 100 to 70 tokens/s: a slowdown of about 1.43.
-        let c = cmp(&latencies(9, 70.0, 5), &latencies(9, 100.0, 6), Direction::HigherIsBetter);
-        assert_eq!(c.outcome, Outcome::Regressed, "{}", c.describe("tok/s", "tokens/s"));
+        let c = cmp(
+            &latencies(9, 70.0, 5),
+            &latencies(9, 100.0, 6),
+            Direction::HigherIsBetter,
+        );
+        assert_eq!(
+            c.outcome,
+            Outcome::Regressed,
+            "{}",
+            c.describe("tok/s", "tokens/s")
+        );
         assert!(c.slowdown.point > 1.3, "{:?}", c.slowdown);
         // And a throughput rise is an improvement.
-        let c = cmp(&latencies(9, 140.0, 5), &latencies(9, 100.0, 6), Direction::HigherIsBetter);
+        let c = cmp(
+            &latencies(9, 140.0, 5),
+            &latencies(9, 100.0, 6),
+            Direction::HigherIsBetter,
+        );
         assert_eq!(c.outcome, Outcome::Improved);
     }
 
@@ -194,12 +262,22 @@ mod tests {
         let base = latencies(10, 100.0, 8);
         let current: Vec<f64> = base.iter().map(|x| x * 1.10).collect();
         let c = cmp(&current, &base, Direction::LowerIsBetter);
-        assert_eq!(c.outcome, Outcome::Unclear, "{}", c.describe("e2e_ms", "ms"));
+        assert_eq!(
+            c.outcome,
+            Outcome::Unclear,
+            "{}",
+            c.describe("e2e_ms", "ms")
+        );
     }
 
     #[test]
     fn classification_of_intervals() {
-        let iv = |lo, hi| Interval { lo, hi, point: (lo + hi) / 2.0, level: 0.95 };
+        let iv = |lo, hi| Interval {
+            lo,
+            hi,
+            point: (lo + hi) / 2.0,
+            level: 0.95,
+        };
         assert_eq!(classify(&iv(1.11, 1.3), 0.1), Outcome::Regressed);
         assert_eq!(classify(&iv(1.05, 1.3), 0.1), Outcome::Unclear);
         assert_eq!(classify(&iv(0.95, 1.05), 0.1), Outcome::WithinBand);
@@ -209,7 +287,12 @@ mod tests {
 
     #[test]
     fn a_regression_must_be_confirmed_by_the_same_metric() {
-        let iv = |lo, hi| Interval { lo, hi, point: (lo + hi) / 2.0, level: 0.95 };
+        let iv = |lo, hi| Interval {
+            lo,
+            hi,
+            point: (lo + hi) / 2.0,
+            level: 0.95,
+        };
         let c = |lo, hi| Comparison {
             direction: Direction::LowerIsBetter,
             tolerance: 0.1,
@@ -220,12 +303,24 @@ mod tests {
             n_baseline: 10,
             outcome: classify(&iv(lo, hi), 0.1),
         };
-        let first = vec![("e2e_ms".to_string(), c(1.2, 1.3)), ("prefill_ms".to_string(), c(1.2, 1.3))];
-        let second_clean = vec![("e2e_ms".to_string(), c(0.98, 1.05)), ("prefill_ms".to_string(), c(1.0, 1.15))];
+        let first = vec![
+            ("e2e_ms".to_string(), c(1.2, 1.3)),
+            ("prefill_ms".to_string(), c(1.2, 1.3)),
+        ];
+        let second_clean = vec![
+            ("e2e_ms".to_string(), c(0.98, 1.05)),
+            ("prefill_ms".to_string(), c(1.0, 1.15)),
+        ];
         assert!(confirmed(&first, &second_clean).is_empty());
-        let second_other = vec![("e2e_ms".to_string(), c(0.98, 1.05)), ("decode_ms".to_string(), c(1.2, 1.3))];
+        let second_other = vec![
+            ("e2e_ms".to_string(), c(0.98, 1.05)),
+            ("decode_ms".to_string(), c(1.2, 1.3)),
+        ];
         assert!(confirmed(&first, &second_other).is_empty());
-        let second_bad = vec![("e2e_ms".to_string(), c(1.15, 1.25)), ("prefill_ms".to_string(), c(1.0, 1.15))];
+        let second_bad = vec![
+            ("e2e_ms".to_string(), c(1.15, 1.25)),
+            ("prefill_ms".to_string(), c(1.0, 1.15)),
+        ];
         assert_eq!(confirmed(&first, &second_bad), vec!["e2e_ms"]);
     }
 
@@ -233,13 +328,22 @@ mod tests {
     fn bad_tolerance_is_an_error() {
         let x = [1.0, 2.0, 3.0];
         for t in [0.0, -0.1, f64::NAN, 10.0] {
-            assert!(matches!(compare(&x, &x, Direction::LowerIsBetter, t, 0.95, 100, 1), Err(StatsError::InvalidParameter { .. })), "{t}");
+            assert!(
+                matches!(
+                    compare(&x, &x, Direction::LowerIsBetter, t, 0.95, 100, 1),
+                    Err(StatsError::InvalidParameter { .. })
+                ),
+                "{t}"
+            );
         }
     }
 
     #[test]
     fn seeds_differ_by_part() {
-        assert_ne!(seed_for(&["t", "e2e_ms", "1"]), seed_for(&["t", "e2e_ms", "2"]));
+        assert_ne!(
+            seed_for(&["t", "e2e_ms", "1"]),
+            seed_for(&["t", "e2e_ms", "2"])
+        );
         assert_eq!(seed_for(&["t", "a"]), seed_for(&["t", "a"]));
     }
 

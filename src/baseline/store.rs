@@ -72,7 +72,11 @@ pub type RecordKey = (String, Option<String>, String);
 
 impl BaselineRecord {
     pub fn key(&self) -> RecordKey {
-        (self.backend.clone(), self.scenario.clone(), self.metric.clone())
+        (
+            self.backend.clone(),
+            self.scenario.clone(),
+            self.metric.clone(),
+        )
     }
     /// `backend[::scenario] metric`.
     pub fn label(&self) -> String {
@@ -102,8 +106,15 @@ pub struct GateBaselines {
 }
 
 impl GateBaselines {
-    pub fn get(&self, backend: &str, scenario: Option<&str>, metric: &str) -> Option<&BaselineRecord> {
-        self.records.iter().find(|r| r.backend == backend && r.scenario.as_deref() == scenario && r.metric == metric)
+    pub fn get(
+        &self,
+        backend: &str,
+        scenario: Option<&str>,
+        metric: &str,
+    ) -> Option<&BaselineRecord> {
+        self.records.iter().find(|r| {
+            r.backend == backend && r.scenario.as_deref() == scenario && r.metric == metric
+        })
     }
 }
 
@@ -161,10 +172,21 @@ impl std::fmt::Display for Change {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (new, n) = self.new;
         match self.old {
-            None => write!(f, "{}: (new) → {new:.3} {} (n={n})", key_label(&self.key), self.unit),
+            None => write!(
+                f,
+                "{}: (new) → {new:.3} {} (n={n})",
+                key_label(&self.key),
+                self.unit
+            ),
             Some((old, m)) => {
                 let pct = (new / old - 1.0) * 100.0;
-                write!(f, "{}: {old:.3} {} (n={m}) → {new:.3} {} (n={n}), {pct:+.1} %", key_label(&self.key), self.unit, self.unit)
+                write!(
+                    f,
+                    "{}: {old:.3} {} (n={m}) → {new:.3} {} (n={n}), {pct:+.1} %",
+                    key_label(&self.key),
+                    self.unit,
+                    self.unit
+                )
             }
         }
     }
@@ -228,7 +250,10 @@ impl BaselineStore {
     }
 
     /// The validated `fingerprint.json` of a directory; `None` when the directory does not exist.
-    pub fn read_fingerprint(&self, fingerprint_id: &str) -> Result<Option<FingerprintFile>, BaselineError> {
+    pub fn read_fingerprint(
+        &self,
+        fingerprint_id: &str,
+    ) -> Result<Option<FingerprintFile>, BaselineError> {
         let dir = self.dir(fingerprint_id);
         if !dir.is_dir() {
             return Ok(None);
@@ -243,29 +268,49 @@ impl BaselineStore {
         if file.hash != hash || file.id != id {
             return Err(BaselineError::Corrupt {
                 path,
-                detail: format!("its components hash to `{id}`, but it claims `{}` (edited by hand?)", file.id),
+                detail: format!(
+                    "its components hash to `{id}`, but it claims `{}` (edited by hand?)",
+                    file.id
+                ),
             });
         }
         if file.id != fingerprint_id {
-            return Err(BaselineError::Foreign { path, found: file.id, expected: fingerprint_id.to_string() });
+            return Err(BaselineError::Foreign {
+                path,
+                found: file.id,
+                expected: fingerprint_id.to_string(),
+            });
         }
         Ok(Some(file))
     }
 
     /// The validated baselines of `gate` for a fingerprint; `None` when none were recorded.
-    pub fn load(&self, fingerprint_id: &str, gate: &str) -> Result<Option<GateBaselines>, BaselineError> {
+    pub fn load(
+        &self,
+        fingerprint_id: &str,
+        gate: &str,
+    ) -> Result<Option<GateBaselines>, BaselineError> {
         if self.read_fingerprint(fingerprint_id)?.is_none() {
             return Ok(None);
         }
         let path = self.gate_path(fingerprint_id, gate);
-        let Some(value) = read_json(&path)? else { return Ok(None) };
+        let Some(value) = read_json(&path)? else {
+            return Ok(None);
+        };
         let mut file: GateBaselines = parse_versioned(&path, value)?;
         file.path = path.clone();
         if file.fingerprint != fingerprint_id {
-            return Err(BaselineError::Foreign { path, found: file.fingerprint, expected: fingerprint_id.to_string() });
+            return Err(BaselineError::Foreign {
+                path,
+                found: file.fingerprint,
+                expected: fingerprint_id.to_string(),
+            });
         }
         if file.gate != gate {
-            return Err(BaselineError::Corrupt { path, detail: format!("it holds gate `{}`, but its name says `{gate}`", file.gate) });
+            return Err(BaselineError::Corrupt {
+                path,
+                detail: format!("it holds gate `{}`, but its name says `{gate}`", file.gate),
+            });
         }
         validate_records(&path, &file.records)?;
         Ok(Some(file))
@@ -274,7 +319,13 @@ impl BaselineStore {
     /// Add or replace `records` in `<fingerprint>/<gate>.json` (other records are kept), atomically.
     /// Refused (nothing written) when `policy` says so. A corrupt or foreign existing file is an
     /// error, never overwritten.
-    pub fn write(&self, fingerprint: &Fingerprint, gate: &str, records: Vec<BaselineRecord>, policy: &WritePolicy) -> Result<WriteReport, BaselineError> {
+    pub fn write(
+        &self,
+        fingerprint: &Fingerprint,
+        gate: &str,
+        records: Vec<BaselineRecord>,
+        policy: &WritePolicy,
+    ) -> Result<WriteReport, BaselineError> {
         let id = fingerprint.id();
         let dir = self.dir(&id);
         let path = self.gate_path(&id, gate);
@@ -289,23 +340,45 @@ impl BaselineStore {
 
         let fp_path = dir.join(FINGERPRINT_FILE);
         if !fp_path.exists() {
-            let file = FingerprintFile { schema_version: SCHEMA_VERSION, id: id.clone(), hash: fingerprint.hash(), components: fingerprint.clone() };
+            let file = FingerprintFile {
+                schema_version: SCHEMA_VERSION,
+                id: id.clone(),
+                hash: fingerprint.hash(),
+                components: fingerprint.clone(),
+            };
             write_atomic(&fp_path, &file)?;
         }
         let stored = self.read_fingerprint(&id)?.map(|f| f.components);
         if stored.as_ref() != Some(fingerprint) {
-            return Err(BaselineError::Corrupt { path: fp_path, detail: format!("it describes {stored:?}, not this machine") });
+            return Err(BaselineError::Corrupt {
+                path: fp_path,
+                detail: format!("it describes {stored:?}, not this machine"),
+            });
         }
 
         let mut existing = self.load(&id, gate)?.map(|g| g.records).unwrap_or_default();
         let mut changes = Vec::new();
         for r in records {
-            let old = existing.iter().position(|o| o.key() == r.key()).map(|i| existing.remove(i));
-            changes.push(Change { key: r.key(), unit: r.unit.clone(), old: old.map(|o| (o.median, o.samples.len())), new: (r.median, r.samples.len()) });
+            let old = existing
+                .iter()
+                .position(|o| o.key() == r.key())
+                .map(|i| existing.remove(i));
+            changes.push(Change {
+                key: r.key(),
+                unit: r.unit.clone(),
+                old: old.map(|o| (o.median, o.samples.len())),
+                new: (r.median, r.samples.len()),
+            });
             existing.push(r);
         }
         existing.sort_by_key(|a| a.key());
-        let file = GateBaselines { schema_version: SCHEMA_VERSION, gate: gate.to_string(), fingerprint: id, records: existing, path: PathBuf::new() };
+        let file = GateBaselines {
+            schema_version: SCHEMA_VERSION,
+            gate: gate.to_string(),
+            fingerprint: id,
+            records: existing,
+            path: PathBuf::new(),
+        };
         write_atomic(&path, &file)?;
         Ok(WriteReport { path, changes })
     }
@@ -323,7 +396,8 @@ pub fn record(
     workload: Workload,
     provenance: Provenance,
 ) -> Result<BaselineRecord, BaselineError> {
-    let median = crate::stats::median(&samples).map_err(|e| BaselineError::Invalid(format!("{backend} {metric}: {e}")))?;
+    let median = crate::stats::median(&samples)
+        .map_err(|e| BaselineError::Invalid(format!("{backend} {metric}: {e}")))?;
     Ok(BaselineRecord {
         backend: backend.into(),
         scenario: scenario.map(str::to_string),
@@ -338,7 +412,10 @@ pub fn record(
 }
 
 fn io(path: &Path, source: std::io::Error) -> BaselineError {
-    BaselineError::Io { path: path.to_path_buf(), source }
+    BaselineError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// The JSON value of a file; `None` when it does not exist.
@@ -348,15 +425,33 @@ fn read_json(path: &Path) -> Result<Option<serde_json::Value>, BaselineError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io(path, e)),
     };
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| BaselineError::Corrupt { path: path.to_path_buf(), detail: format!("not JSON ({e})") })
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| BaselineError::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!("not JSON ({e})"),
+        })
 }
 
 /// Check `schema_version` first (a newer file may have fields this version does not know), then parse.
-fn parse_versioned<T: serde::de::DeserializeOwned>(path: &Path, value: serde_json::Value) -> Result<T, BaselineError> {
-    let corrupt = |detail: String| BaselineError::Corrupt { path: path.to_path_buf(), detail };
-    let version = value.get("schema_version").and_then(serde_json::Value::as_u64).ok_or_else(|| corrupt("no integer `schema_version`".into()))?;
+fn parse_versioned<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    value: serde_json::Value,
+) -> Result<T, BaselineError> {
+    let corrupt = |detail: String| BaselineError::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let version = value
+        .get("schema_version")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| corrupt("no integer `schema_version`".into()))?;
     if version > SCHEMA_VERSION {
-        return Err(BaselineError::NewerSchema { path: path.to_path_buf(), found: version, supported: SCHEMA_VERSION });
+        return Err(BaselineError::NewerSchema {
+            path: path.to_path_buf(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
     }
     if version < SCHEMA_VERSION {
         return Err(corrupt(format!("schema_version {version} is not one infergate ever wrote (the first is {SCHEMA_VERSION})")));
@@ -365,7 +460,10 @@ fn parse_versioned<T: serde::de::DeserializeOwned>(path: &Path, value: serde_jso
 }
 
 fn validate_records(path: &Path, records: &[BaselineRecord]) -> Result<(), BaselineError> {
-    let corrupt = |detail: String| BaselineError::Corrupt { path: path.to_path_buf(), detail };
+    let corrupt = |detail: String| BaselineError::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    };
     let mut seen = BTreeMap::new();
     for (i, r) in records.iter().enumerate() {
         let what = format!("record {i} ({})", r.label());
@@ -376,11 +474,17 @@ fn validate_records(path: &Path, records: &[BaselineRecord]) -> Result<(), Basel
             return Err(corrupt(format!("{what} has no samples")));
         }
         if let Some(x) = r.samples.iter().find(|x| !(x.is_finite() && **x > 0.0)) {
-            return Err(corrupt(format!("{what} has the sample {x}; every sample must be a positive number")));
+            return Err(corrupt(format!(
+                "{what} has the sample {x}; every sample must be a positive number"
+            )));
         }
-        let median = crate::stats::median(&r.samples).map_err(|e| corrupt(format!("{what}: {e}")))?;
+        let median =
+            crate::stats::median(&r.samples).map_err(|e| corrupt(format!("{what}: {e}")))?;
         if (median - r.median).abs() > 1e-9 * median.abs().max(1.0) {
-            return Err(corrupt(format!("{what} states median {} but its samples have median {median}", r.median)));
+            return Err(corrupt(format!(
+                "{what} states median {} but its samples have median {median}",
+                r.median
+            )));
         }
     }
     Ok(())
@@ -389,10 +493,18 @@ fn validate_records(path: &Path, records: &[BaselineRecord]) -> Result<(), Basel
 /// Write pretty JSON to a temp file in the same directory, flush it to disk, rename it over `path`.
 /// A reader sees the old file or the new one, never a partial one.
 pub fn write_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), BaselineError> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut json = serde_json::to_vec_pretty(value).map_err(|e| BaselineError::Invalid(e.to_string()))?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut json =
+        serde_json::to_vec_pretty(value).map_err(|e| BaselineError::Invalid(e.to_string()))?;
     json.push(b'\n');
-    let mut tmp = tempfile::Builder::new().prefix(".tmp-").suffix(".json").tempfile_in(dir).map_err(|e| io(dir, e))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .suffix(".json")
+        .tempfile_in(dir)
+        .map_err(|e| io(dir, e))?;
     tmp.write_all(&json).map_err(|e| io(tmp.path(), e))?;
     tmp.as_file().sync_all().map_err(|e| io(tmp.path(), e))?;
     tmp.persist(path).map_err(|e| io(path, e.error))?;

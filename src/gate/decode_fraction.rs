@@ -10,9 +10,11 @@ use crate::workload::prompt_ids;
 pub fn evaluate(
     ctx: &TrialContext<'_>,
     gen_tokens: usize,
-    threshold: f64,
+    claim_threshold: f64,
+    backend_threshold: Option<f64>,
     check_kv: bool,
 ) -> TrialResult {
+    let threshold = backend_threshold.unwrap_or(claim_threshold);
     let fail = |reason: String| ctx.result(Verdict::Fail { reason }, BTreeMap::new(), &[], 0);
     let Some(scenario) = ctx.scenario else {
         return fail("phase.decode_fraction needs a scenario".into());
@@ -80,6 +82,11 @@ pub fn evaluate(
     if med.is_nan() || med <= threshold {
         failures.push(format!("median decode fraction {med:.4} ≤ {threshold} over {} runs (gen_tokens = {gen_tokens})", ok.len()));
     }
+    let below_claim = if med <= claim_threshold && backend_threshold.is_some() {
+        format!(" (`{}`'s threshold in the gate file; below the claim's {claim_threshold}: the claim does not hold on this backend)", ctx.backend_id)
+    } else {
+        String::new()
+    };
     let mut kv_note = String::new();
     if check_kv {
         if let Ok(backend) = opened.as_deref_mut() {
@@ -106,7 +113,7 @@ pub fn evaluate(
         }
     }
     let verdict = if failures.is_empty() {
-        Verdict::Pass { summary: format!("median decode fraction {med:.4} > {threshold} ({} runs, {} prompt tokens){kv_note}", ok.len(), prompt.len()) }
+        Verdict::Pass { summary: format!("median decode fraction {med:.4} > {threshold}{below_claim} ({} runs, {} prompt tokens){kv_note}", ok.len(), prompt.len()) }
     } else {
         Verdict::Fail {
             reason: failures.join("; "),

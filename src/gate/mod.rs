@@ -19,8 +19,8 @@ pub mod economics;
 pub mod energy_gating;
 pub mod model_identity;
 pub mod perplexity_delta;
-pub mod scaling_fit;
 pub mod regression;
+pub mod scaling_fit;
 pub mod spec;
 pub mod warmup_ratio;
 
@@ -207,11 +207,13 @@ pub fn evaluate(ctx: &TrialContext<'_>) -> TrialResult {
         Check::DecodeFraction {
             gen_tokens,
             min_median_decode_fraction,
+            min_median_decode_fraction_for,
             check_kv_equals_recompute,
         } => decode_fraction::evaluate(
             ctx,
             *gen_tokens,
             *min_median_decode_fraction,
+            min_median_decode_fraction_for.get(ctx.backend_id).copied(),
             *check_kv_equals_recompute,
         ),
         Check::ModelIdentity {

@@ -52,13 +52,7 @@ pub fn evaluate(
             ctx.backend_id
         )),
     }
-    let tokens = match Corpus::Wiki
-        .text()
-        .map_err(|e| e.to_string())
-        .and_then(|t| {
-            crate::workload::leading_tokens(&t, sanity_tokens, ctx.encode)
-                .map_err(|e| e.to_string())
-        }) {
+    let text = match Corpus::Wiki.text() {
         Ok(t) => t,
         Err(e) => return fail(format!("cannot prepare the sanity text: {e}"), metrics),
     };
@@ -66,7 +60,16 @@ pub fn evaluate(
         context,
         max_tokens: sanity_tokens,
     };
-    match perplexity(backend.as_mut(), &tokens, protocol) {
+    // Engines without logits (llama.cpp) score the same text with their own tool.
+    let measured = match backend.perplexity_native(&text, protocol) {
+        Some(r) => r.map_err(|e| e.to_string()),
+        None => crate::workload::leading_tokens(&text, sanity_tokens, ctx.encode)
+            .map_err(|e| format!("cannot prepare the sanity text: {e}"))
+            .and_then(|tokens| {
+                perplexity(backend.as_mut(), &tokens, protocol).map_err(|e| e.to_string())
+            }),
+    };
+    match measured {
         Ok(p) => {
             metrics.insert("perplexity".into(), p.perplexity);
             metrics.insert("perplexity_std_error".into(), p.perplexity_std_error);

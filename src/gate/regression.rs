@@ -65,7 +65,9 @@ impl Metric {
     }
     pub fn direction(self) -> Direction {
         match self {
-            Metric::E2eMs | Metric::DecodeMs | Metric::PrefillMs | Metric::E2eCpuMs => Direction::LowerIsBetter,
+            Metric::E2eMs | Metric::DecodeMs | Metric::PrefillMs | Metric::E2eCpuMs => {
+                Direction::LowerIsBetter
+            }
             Metric::DecodeTokensPerS | Metric::E2eTokensPerS => Direction::HigherIsBetter,
         }
     }
@@ -126,29 +128,48 @@ fn default_machine_tolerance() -> f64 {
 
 impl RegressionParams {
     pub fn tolerance_of(&self, m: Metric) -> f64 {
-        self.tolerance.get(&m).copied().unwrap_or(self.default_tolerance)
+        self.tolerance
+            .get(&m)
+            .copied()
+            .unwrap_or(self.default_tolerance)
     }
 
     /// Parameter checks the gate-file loader runs (the message goes after the file name).
     pub fn validate(&self) -> Result<(), String> {
         if self.gen_tokens < 2 {
-            return Err(format!("gen_tokens = {} leaves no decode step; use at least 2", self.gen_tokens));
+            return Err(format!(
+                "gen_tokens = {} leaves no decode step; use at least 2",
+                self.gen_tokens
+            ));
         }
         if self.metrics.is_empty() {
             return Err("`metrics` is empty; name at least one of e2e_ms, decode_ms, prefill_ms, decode_tokens_per_s, e2e_tokens_per_s".into());
         }
-        let tolerances = [("default_tolerance".to_string(), self.default_tolerance), ("machine_tolerance".to_string(), self.machine_tolerance)]
-            .into_iter()
-            .chain(self.tolerance.iter().map(|(m, t)| (format!("tolerance.{}", m.name()), *t)));
+        let tolerances = [
+            ("default_tolerance".to_string(), self.default_tolerance),
+            ("machine_tolerance".to_string(), self.machine_tolerance),
+        ]
+        .into_iter()
+        .chain(
+            self.tolerance
+                .iter()
+                .map(|(m, t)| (format!("tolerance.{}", m.name()), *t)),
+        );
         for (name, t) in tolerances {
             if !(t > 0.0 && t < 10.0) {
-                return Err(format!("{name} = {t} is not a fraction in (0, 10) (0.10 = 10 %)"));
+                return Err(format!(
+                    "{name} = {t} is not a fraction in (0, 10) (0.10 = 10 %)"
+                ));
             }
         }
         if !(self.confidence > 0.5 && self.confidence < 1.0) {
-            return Err(format!("confidence = {} is not in (0.5, 1)", self.confidence));
+            return Err(format!(
+                "confidence = {} is not in (0.5, 1)",
+                self.confidence
+            ));
         }
-        crate::stats::bootstrap::check_resamples(self.confidence, self.resamples).map_err(|e| e.to_string())
+        crate::stats::bootstrap::check_resamples(self.confidence, self.resamples)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -163,25 +184,50 @@ struct Stored {
 /// fail under `INFERGATE_REQUIRE_BASELINE=1`).
 type Lookup = Result<Stored, String>;
 
-fn lookup(store: &BaselineStore, fp: &Fingerprint, gate: &str, backend: &str, scenario: &Scenario, p: &RegressionParams) -> Result<Lookup, BaselineError> {
+fn lookup(
+    store: &BaselineStore,
+    fp: &Fingerprint,
+    gate: &str,
+    backend: &str,
+    scenario: &Scenario,
+    p: &RegressionParams,
+) -> Result<Lookup, BaselineError> {
     let id = fp.id();
     let missing = |what: String| {
         Ok(Err(format!("no baseline for this machine: {what}; record one with {} (INFERGATE_REQUIRE_BASELINE=1 makes this a failure)", record_command(gate, backend))))
     };
     let Some(file) = store.load(&id, gate)? else {
         let path = store.gate_path(&id, gate);
-        let others = store.fingerprint_ids()?.into_iter().filter(|d| *d != id).collect::<Vec<_>>();
-        let others = if others.is_empty() { String::new() } else { format!(" (stored for other fingerprints: {})", others.join(", ")) };
+        let others = store
+            .fingerprint_ids()?
+            .into_iter()
+            .filter(|d| *d != id)
+            .collect::<Vec<_>>();
+        let others = if others.is_empty() {
+            String::new()
+        } else {
+            format!(" (stored for other fingerprints: {})", others.join(", "))
+        };
         return missing(format!("{} does not exist{others}", path.display()));
     };
-    let want = Workload { prompt_tokens: scenario.prompt_tokens, gen_tokens: p.gen_tokens };
+    let want = Workload {
+        prompt_tokens: scenario.prompt_tokens,
+        gen_tokens: p.gen_tokens,
+    };
     let mut records = Vec::new();
     let mut absent = Vec::new();
-    let probe = file.get(backend, Some(scenario.name), PROBE_METRIC).cloned();
+    let probe = file
+        .get(backend, Some(scenario.name), PROBE_METRIC)
+        .cloned();
     if probe.is_none() {
         absent.push(PROBE_METRIC);
     }
-    for (name, direction, unit) in p.metrics.iter().map(|m| (m.name(), m.direction(), m.unit())).chain(probe.iter().map(|r| (PROBE_METRIC, r.direction, "ms"))) {
+    for (name, direction, unit) in p
+        .metrics
+        .iter()
+        .map(|m| (m.name(), m.direction(), m.unit()))
+        .chain(probe.iter().map(|r| (PROBE_METRIC, r.direction, "ms")))
+    {
         match file.get(backend, Some(scenario.name), name) {
             None => absent.push(name),
             Some(r) if r.workload != want => {
@@ -198,13 +244,27 @@ fn lookup(store: &BaselineStore, fp: &Fingerprint, gate: &str, backend: &str, sc
             Some(r) if r.direction != direction || r.unit != unit => {
                 return Err(BaselineError::Corrupt {
                     path: file.path.clone(),
-                    detail: format!("{} is stored as {:?} in {}, but the metric is {direction:?} in {unit}", r.label(), r.direction, r.unit),
+                    detail: format!(
+                        "{} is stored as {:?} in {}, but the metric is {direction:?} in {unit}",
+                        r.label(),
+                        r.direction,
+                        r.unit
+                    ),
                 });
             }
-            Some(r) if probe.as_ref().is_some_and(|pr| pr.samples.len() != r.samples.len()) => {
+            Some(r)
+                if probe
+                    .as_ref()
+                    .is_some_and(|pr| pr.samples.len() != r.samples.len()) =>
+            {
                 return Err(BaselineError::Corrupt {
                     path: file.path.clone(),
-                    detail: format!("{} has {} samples but {PROBE_METRIC} has {}: they must pair run by run", r.label(), r.samples.len(), probe.as_ref().map_or(0, |p| p.samples.len())),
+                    detail: format!(
+                        "{} has {} samples but {PROBE_METRIC} has {}: they must pair run by run",
+                        r.label(),
+                        r.samples.len(),
+                        probe.as_ref().map_or(0, |p| p.samples.len())
+                    ),
                 });
             }
             Some(r) if name != PROBE_METRIC => records.push(r.clone()),
@@ -213,7 +273,12 @@ fn lookup(store: &BaselineStore, fp: &Fingerprint, gate: &str, backend: &str, sc
     }
     match probe {
         Some(probe) if absent.is_empty() => Ok(Ok(Stored { records, probe })),
-        _ => missing(format!("{} has no record for {backend}::{} {}", file.path.display(), scenario.name, absent.join(", "))),
+        _ => missing(format!(
+            "{} has no record for {backend}::{} {}",
+            file.path.display(),
+            scenario.name,
+            absent.join(", ")
+        )),
     }
 }
 
@@ -221,14 +286,23 @@ fn lookup(store: &BaselineStore, fp: &Fingerprint, gate: &str, backend: &str, sc
 /// require mode): the runner turns it into an ignored trial. `None` for other gates, and when
 /// loading fails (the trial then runs and fails with the error, never skips past it).
 pub fn skip_reason(spec: &GateSpec, backend: &str, scenario: Option<&Scenario>) -> Option<String> {
-    let super::Check::Regression(p) = &spec.check else { return None };
+    let super::Check::Regression(p) = &spec.check else {
+        return None;
+    };
     let settings = Settings::current();
     if settings.update || settings.require {
         return None;
     }
     let model = crate::model::catalog::lookup(&spec.model)?;
     let fp = Fingerprint::detect(&spec.backends, &[model]);
-    match lookup(&settings.store_for(&spec.path), &fp, &spec.id, backend, scenario?, p) {
+    match lookup(
+        &settings.store_for(&spec.path),
+        &fp,
+        &spec.id,
+        backend,
+        scenario?,
+        p,
+    ) {
         Ok(Err(missing)) => Some(missing),
         _ => None,
     }
@@ -244,14 +318,23 @@ struct Series {
 /// Run `plan` one run at a time with the probe timed between measured runs (n + 1 probes for n
 /// runs; a run's probe time is the mean of the one before and the one after it). Records keep their
 /// position in the series as `index`.
-fn measure(opened: &mut Result<Box<dyn Backend>, BackendError>, plan: &SeriesPlan, probe: &Probe, metrics: &[Metric]) -> (Vec<RunRecord>, Result<Series, String>) {
+fn measure(
+    opened: &mut Result<Box<dyn Backend>, BackendError>,
+    plan: &SeriesPlan,
+    probe: &Probe,
+    metrics: &[Metric],
+) -> (Vec<RunRecord>, Result<Series, String>) {
     let mut records = Vec::with_capacity(plan.stated_runs());
     let mut probe_ms = Vec::with_capacity(plan.repetitions);
     let mut cpu_ms = BTreeMap::new();
     let mut before = None;
     for i in 0..plan.stated_runs() {
         let warmup = i < plan.warmup;
-        let one = SeriesPlan { warmup: usize::from(warmup), repetitions: usize::from(!warmup), ..plan.clone() };
+        let one = SeriesPlan {
+            warmup: usize::from(warmup),
+            repetitions: usize::from(!warmup),
+            ..plan.clone()
+        };
         if !warmup && before.is_none() {
             before = Some(probe.time_ms());
         }
@@ -275,7 +358,11 @@ fn measure(opened: &mut Result<Box<dyn Backend>, BackendError>, plan: &SeriesPla
 
 /// Values of each metric over the measured runs; every measured run must be ok. `cpu_ms` holds
 /// the CPU time of each run by its index in the series.
-fn samples(records: &[RunRecord], cpu_ms: &BTreeMap<usize, Result<f64, String>>, metrics: &[Metric]) -> Result<BTreeMap<Metric, Vec<f64>>, String> {
+fn samples(
+    records: &[RunRecord],
+    cpu_ms: &BTreeMap<usize, Result<f64, String>>,
+    metrics: &[Metric],
+) -> Result<BTreeMap<Metric, Vec<f64>>, String> {
     let mut out: BTreeMap<Metric, Vec<f64>> = metrics.iter().map(|m| (*m, Vec::new())).collect();
     for r in records.iter().filter(|r| r.phase == RunPhase::Measured) {
         let t = match &r.outcome {
@@ -286,14 +373,27 @@ fn samples(records: &[RunRecord], cpu_ms: &BTreeMap<usize, Result<f64, String>>,
         for m in metrics {
             let cpu = match cpu_ms.get(&r.index) {
                 Some(Ok(c)) => Some(*c),
-                Some(Err(e)) if *m == Metric::E2eCpuMs => return Err(format!("measured run {}: CPU time unavailable: {e}", r.index)),
+                Some(Err(e)) if *m == Metric::E2eCpuMs => {
+                    return Err(format!(
+                        "measured run {}: CPU time unavailable: {e}",
+                        r.index
+                    ))
+                }
                 _ => None,
             };
             let Some(v) = m.value(t, cpu) else {
-                return Err(format!("measured run {}: {} was not measured", r.index, m.name()));
+                return Err(format!(
+                    "measured run {}: {} was not measured",
+                    r.index,
+                    m.name()
+                ));
             };
             if !(v.is_finite() && v > 0.0) {
-                return Err(format!("measured run {}: {} = {v} is not a positive number", r.index, m.name()));
+                return Err(format!(
+                    "measured run {}: {} = {v} is not a positive number",
+                    r.index,
+                    m.name()
+                ));
             }
             out.entry(*m).or_default().push(v);
         }
@@ -323,11 +423,25 @@ struct Attempt {
     state: MachineState,
 }
 
-fn compare_attempt(ctx: &TrialContext<'_>, p: &RegressionParams, series: &Series, stored: &Stored, attempt: &str) -> Result<Attempt, String> {
+fn compare_attempt(
+    ctx: &TrialContext<'_>,
+    p: &RegressionParams,
+    series: &Series,
+    stored: &Stored,
+    attempt: &str,
+) -> Result<Attempt, String> {
     let seed = |name: &str| rule::seed_for(&[ctx.trial, name, attempt]);
     let probe = &stored.probe;
-    let machine = rule::compare(&series.probe_ms, &probe.samples, Direction::LowerIsBetter, p.machine_tolerance, p.confidence, p.resamples, seed(PROBE_METRIC))
-        .map_err(|e| format!("{PROBE_METRIC}: {e}"))?;
+    let machine = rule::compare(
+        &series.probe_ms,
+        &probe.samples,
+        Direction::LowerIsBetter,
+        p.machine_tolerance,
+        p.confidence,
+        p.resamples,
+        seed(PROBE_METRIC),
+    )
+    .map_err(|e| format!("{PROBE_METRIC}: {e}"))?;
     let (lower, upper) = rule::band(p.machine_tolerance);
     let state = match machine.slowdown.point {
         x if x > upper => MachineState::Slower,
@@ -337,11 +451,23 @@ fn compare_attempt(ctx: &TrialContext<'_>, p: &RegressionParams, series: &Series
     let mut compared = Vec::new();
     for (m, b) in p.metrics.iter().zip(&stored.records) {
         let cur = series.values.get(m).map(Vec::as_slice).unwrap_or_default();
-        let c = rule::compare(cur, &b.samples, m.direction(), p.tolerance_of(*m), p.confidence, p.resamples, seed(m.name()))
-            .map_err(|e| format!("{}: cannot compare with {}: {e}", m.name(), b.label()))?;
+        let c = rule::compare(
+            cur,
+            &b.samples,
+            m.direction(),
+            p.tolerance_of(*m),
+            p.confidence,
+            p.resamples,
+            seed(m.name()),
+        )
+        .map_err(|e| format!("{}: cannot compare with {}: {e}", m.name(), b.label()))?;
         compared.push((m.name().to_string(), c));
     }
-    Ok(Attempt { compared, machine, state })
+    Ok(Attempt {
+        compared,
+        machine,
+        state,
+    })
 }
 
 impl Attempt {
@@ -350,13 +476,24 @@ impl Attempt {
             metrics.insert(format!("{name}_slowdown{suffix}"), c.slowdown.point);
             metrics.insert(format!("{name}_slowdown_lo{suffix}"), c.slowdown.lo);
             metrics.insert(format!("{name}_slowdown_hi{suffix}"), c.slowdown.hi);
-            metrics.insert(format!("{name}_regressed{suffix}"), f64::from(u8::from(c.outcome == Outcome::Regressed)));
+            metrics.insert(
+                format!("{name}_regressed{suffix}"),
+                f64::from(u8::from(c.outcome == Outcome::Regressed)),
+            );
         }
-        metrics.insert(format!("machine_slowdown{suffix}"), self.machine.slowdown.point);
+        metrics.insert(
+            format!("machine_slowdown{suffix}"),
+            self.machine.slowdown.point,
+        );
     }
 
     fn describe(&self, p: &RegressionParams) -> String {
-        let metrics = self.compared.iter().zip(&p.metrics).map(|((name, c), m)| c.describe(name, m.unit())).collect::<Vec<_>>();
+        let metrics = self
+            .compared
+            .iter()
+            .zip(&p.metrics)
+            .map(|((name, c), m)| c.describe(name, m.unit()))
+            .collect::<Vec<_>>();
         let state = match self.state {
             MachineState::Comparable => "comparable",
             MachineState::Slower => "SLOWER than at the baseline",
@@ -373,11 +510,19 @@ impl Attempt {
     }
 
     fn regressed(&self) -> Vec<&str> {
-        self.compared.iter().filter(|(_, c)| c.outcome == Outcome::Regressed).map(|(n, _)| n.as_str()).collect()
+        self.compared
+            .iter()
+            .filter(|(_, c)| c.outcome == Outcome::Regressed)
+            .map(|(n, _)| n.as_str())
+            .collect()
     }
 
     fn improved(&self) -> Vec<&str> {
-        self.compared.iter().filter(|(_, c)| c.outcome == Outcome::Improved).map(|(n, _)| n.as_str()).collect()
+        self.compared
+            .iter()
+            .filter(|(_, c)| c.outcome == Outcome::Improved)
+            .map(|(n, _)| n.as_str())
+            .collect()
     }
 }
 
@@ -405,7 +550,10 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> TrialResult {
         Err(e) => return fail(e.clone()),
     };
     let Some(scenario) = ctx.scenario else {
-        return fail(format!("{}: a regression gate needs `scenarios`", ctx.spec.path.display()));
+        return fail(format!(
+            "{}: a regression gate needs `scenarios`",
+            ctx.spec.path.display()
+        ));
     };
     let store = settings.store_for(&ctx.spec.path);
     let fp = Fingerprint::detect(&ctx.spec.backends, &[ctx.model]);
@@ -414,8 +562,14 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> TrialResult {
     } else {
         match lookup(&store, &fp, &ctx.spec.id, ctx.backend_id, &scenario, p) {
             Err(e) => return fail(e.to_string()),
-            Ok(Err(missing)) if settings.require => return fail(format!("{missing} (INFERGATE_REQUIRE_BASELINE=1: a missing baseline is a failure)")),
-            Ok(Err(missing)) => return ctx.result(Verdict::Skip { reason: missing }, BTreeMap::new(), &[], 0),
+            Ok(Err(missing)) if settings.require => {
+                return fail(format!(
+                    "{missing} (INFERGATE_REQUIRE_BASELINE=1: a missing baseline is a failure)"
+                ))
+            }
+            Ok(Err(missing)) => {
+                return ctx.result(Verdict::Skip { reason: missing }, BTreeMap::new(), &[], 0)
+            }
             Ok(Ok(stored)) => Some(stored),
         }
     };
@@ -443,7 +597,10 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> TrialResult {
         (Some(f), _) => format!("[INFERGATE_TEST_SLOWDOWN={f} is set but does not affect this backend's engine-reported timings] "),
     };
     let (mut records, first) = measure(&mut opened, &first_plan, &probe, &p.metrics);
-    let logged = |recs: &[RunRecord], all: &[RunRecord], stated: usize| ctx.log(recs).map_err(|e| ctx.result(Verdict::Fail { reason: e }, BTreeMap::new(), all, stated));
+    let logged = |recs: &[RunRecord], all: &[RunRecord], stated: usize| {
+        ctx.log(recs)
+            .map_err(|e| ctx.result(Verdict::Fail { reason: e }, BTreeMap::new(), all, stated))
+    };
     if let Err(r) = logged(&records, &records, stated) {
         return r;
     }
@@ -453,7 +610,16 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> TrialResult {
     }
     let first = match first {
         Ok(s) => s,
-        Err(e) => return ctx.result(Verdict::Fail { reason: format!("{note}{e}") }, metrics, &records, stated),
+        Err(e) => {
+            return ctx.result(
+                Verdict::Fail {
+                    reason: format!("{note}{e}"),
+                },
+                metrics,
+                &records,
+                stated,
+            )
+        }
     };
     for (m, v) in &first.values {
         if let Some(med) = super::median(v) {
@@ -467,15 +633,28 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> TrialResult {
 
     let Some(stored) = stored else {
         let verdict = match record_series(ctx, p, &settings, &store, &fp, &scenario, &first) {
-            Ok(report) => Verdict::Pass { summary: format!("{note}recorded baseline: {report}") },
-            Err(e) => Verdict::Fail { reason: format!("{note}update requested but {e}") },
+            Ok(report) => Verdict::Pass {
+                summary: format!("{note}recorded baseline: {report}"),
+            },
+            Err(e) => Verdict::Fail {
+                reason: format!("{note}update requested but {e}"),
+            },
         };
         return ctx.result(verdict, metrics, &records, stated);
     };
 
     let one = match compare_attempt(ctx, p, &first, &stored, "1") {
         Ok(c) => c,
-        Err(e) => return ctx.result(Verdict::Fail { reason: format!("{note}{e}") }, metrics, &records, stated),
+        Err(e) => {
+            return ctx.result(
+                Verdict::Fail {
+                    reason: format!("{note}{e}"),
+                },
+                metrics,
+                &records,
+                stated,
+            )
+        }
     };
     one.insert_into(&mut metrics, "");
     let suspects = one.regressed();
@@ -487,10 +666,25 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> TrialResult {
             format!("; {} improved beyond the band: if the change is intended, update the baseline with {}", improved.join(", "), record_command(&ctx.spec.id, ctx.backend_id))
         }
     };
-    let against = format!("against baseline run {}", stored.records.first().map_or("?", |b| b.provenance.run_id.as_str()));
+    let against = format!(
+        "against baseline run {}",
+        stored
+            .records
+            .first()
+            .map_or("?", |b| b.provenance.run_id.as_str())
+    );
     if suspects.is_empty() {
         metrics.insert("remeasured".into(), 0.0);
-        let verdict = clean_verdict(one.state, &note, format!("no clear regression {against}: {}{}", one.describe(p), hint(&one)), &one.machine);
+        let verdict = clean_verdict(
+            one.state,
+            &note,
+            format!(
+                "no clear regression {against}: {}{}",
+                one.describe(p),
+                hint(&one)
+            ),
+            &one.machine,
+        );
         return ctx.result(verdict, metrics, &records, stated);
     }
 
@@ -505,13 +699,34 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> TrialResult {
     }
     let two = match second.and_then(|s| compare_attempt(ctx, p, &s, &stored, "2")) {
         Ok(c) => c,
-        Err(e) => return ctx.result(Verdict::Fail { reason: format!("{note}re-measurement after a suspected regression of {}: {e}", suspects.join(", ")) }, metrics, &records, stated),
+        Err(e) => {
+            return ctx.result(
+                Verdict::Fail {
+                    reason: format!(
+                        "{note}re-measurement after a suspected regression of {}: {e}",
+                        suspects.join(", ")
+                    ),
+                },
+                metrics,
+                &records,
+                stated,
+            )
+        }
     };
     two.insert_into(&mut metrics, "_2");
     let confirmed = rule::confirmed(&one.compared, &two.compared);
     let both = format!("first {}; re-measured {}", one.describe(p), two.describe(p));
     let verdict = if confirmed.is_empty() {
-        clean_verdict(two.state, &note, format!("suspected regression of {} not confirmed on re-measurement {against}: {both}{}", suspects.join(", "), hint(&two)), &two.machine)
+        clean_verdict(
+            two.state,
+            &note,
+            format!(
+                "suspected regression of {} not confirmed on re-measurement {against}: {both}{}",
+                suspects.join(", "),
+                hint(&two)
+            ),
+            &two.machine,
+        )
     } else if two.state == MachineState::Slower {
         Verdict::Skip {
             reason: format!(
@@ -536,7 +751,12 @@ fn record_series(
     scenario: &Scenario,
     series: &Series,
 ) -> Result<crate::baseline::WriteReport, BaselineError> {
-    let repo = ctx.spec.path.parent().and_then(|g| g.parent()).unwrap_or(std::path::Path::new("."));
+    let repo = ctx
+        .spec
+        .path
+        .parent()
+        .and_then(|g| g.parent())
+        .unwrap_or(std::path::Path::new("."));
     let (git_commit, git_dirty) = crate::manifest::git_state(repo);
     let provenance = Provenance {
         recorded_utc: chrono::Utc::now().to_rfc3339(),
@@ -545,18 +765,59 @@ fn record_series(
         run_id: ctx.run_id.to_string(),
         profile: profile_name(ctx),
     };
-    let workload = Workload { prompt_tokens: scenario.prompt_tokens, gen_tokens: p.gen_tokens };
-    let rec = |name: &str, direction, unit: &str, values: Vec<f64>| store::record(ctx.backend_id, Some(scenario.name), name, direction, unit, values, workload, provenance.clone());
-    let mut records = p.metrics.iter().map(|m| rec(m.name(), m.direction(), m.unit(), series.values.get(m).cloned().unwrap_or_default())).collect::<Result<Vec<_>, _>>()?;
-    records.push(rec(PROBE_METRIC, Direction::LowerIsBetter, "ms", series.probe_ms.clone())?);
+    let workload = Workload {
+        prompt_tokens: scenario.prompt_tokens,
+        gen_tokens: p.gen_tokens,
+    };
+    let rec = |name: &str, direction, unit: &str, values: Vec<f64>| {
+        store::record(
+            ctx.backend_id,
+            Some(scenario.name),
+            name,
+            direction,
+            unit,
+            values,
+            workload,
+            provenance.clone(),
+        )
+    };
+    let mut records = p
+        .metrics
+        .iter()
+        .map(|m| {
+            rec(
+                m.name(),
+                m.direction(),
+                m.unit(),
+                series.values.get(m).cloned().unwrap_or_default(),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    records.push(rec(
+        PROBE_METRIC,
+        Direction::LowerIsBetter,
+        "ms",
+        series.probe_ms.clone(),
+    )?);
     store.write(fp, &ctx.spec.id, records, &settings.write_policy())
 }
 
 /// The profile in use, e.g. `ci (warmup 1, repetitions 10)` (the context carries its settings, so
 /// the names are those of the gate file's profiles with these settings).
 fn profile_name(ctx: &TrialContext<'_>) -> String {
-    let names: Vec<&str> = ctx.spec.profiles.iter().filter(|(_, s)| **s == ctx.profile).map(|(n, _)| n.as_str()).collect();
-    format!("{} (warmup {}, repetitions {})", names.join("/"), ctx.profile.warmup, ctx.profile.repetitions)
+    let names: Vec<&str> = ctx
+        .spec
+        .profiles
+        .iter()
+        .filter(|(_, s)| **s == ctx.profile)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    format!(
+        "{} (warmup {}, repetitions {})",
+        names.join("/"),
+        ctx.profile.warmup,
+        ctx.profile.repetitions
+    )
 }
 
 #[cfg(test)]
@@ -574,7 +835,9 @@ mod tests {
     fn the_repository_gate_file_parses() {
         let (path, text) = repo_gate();
         let spec = GateSpec::parse(&path, &text).unwrap();
-        let super::super::Check::Regression(p) = &spec.check else { panic!("not a regression gate: {:?}", spec.check) };
+        let super::super::Check::Regression(p) = &spec.check else {
+            panic!("not a regression gate: {:?}", spec.check)
+        };
         assert!(p.metrics.contains(&Metric::DecodeTokensPerS));
         assert_eq!(p.tolerance_of(Metric::E2eMs), p.default_tolerance);
     }
@@ -584,7 +847,9 @@ mod tests {
         let (path, text) = repo_gate();
         let with = |extra: &str| GateSpec::parse(&path, &format!("{text}\n{extra}\n"));
         let spec = with("[check.tolerance]\nprefill_ms = 0.3").unwrap();
-        let super::super::Check::Regression(p) = &spec.check else { panic!() };
+        let super::super::Check::Regression(p) = &spec.check else {
+            panic!()
+        };
         assert_eq!(p.tolerance_of(Metric::PrefillMs), 0.3);
         assert_eq!(p.tolerance_of(Metric::DecodeMs), 0.10);
         for (bad, expect) in [
@@ -592,11 +857,21 @@ mod tests {
             ("[check.tolerance]\nprefil_ms = 0.2", "prefil_ms"),
         ] {
             let e = with(bad).unwrap_err().to_string();
-            assert!(e.contains(&path.display().to_string()) && e.contains(expect), "{e}");
+            assert!(
+                e.contains(&path.display().to_string()) && e.contains(expect),
+                "{e}"
+            );
         }
-        let e = GateSpec::parse(&path, &text.replace("\"prefill_ms\"", "\"prefill_seconds\"")).unwrap_err().to_string();
+        let e = GateSpec::parse(
+            &path,
+            &text.replace("\"prefill_ms\"", "\"prefill_seconds\""),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("prefill_seconds"), "{e}");
-        let e = GateSpec::parse(&path, &text.replace("gen_tokens = 32", "gen_tokens = 1")).unwrap_err().to_string();
+        let e = GateSpec::parse(&path, &text.replace("gen_tokens = 32", "gen_tokens = 1"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("gen_tokens"), "{e}");
     }
 
@@ -619,16 +894,33 @@ mod tests {
         assert_eq!(Metric::PrefillMs.value(&t, None), Some(10.0));
         assert_eq!(Metric::E2eCpuMs.value(&t, None), None);
         assert_eq!(Metric::E2eCpuMs.value(&t, Some(7.0)), Some(7.0));
-        assert_eq!(Metric::DecodeTokensPerS.direction(), Direction::HigherIsBetter);
+        assert_eq!(
+            Metric::DecodeTokensPerS.direction(),
+            Direction::HigherIsBetter
+        );
         assert_eq!(Metric::E2eMs.direction(), Direction::LowerIsBetter);
     }
 
     #[test]
     fn a_series_with_a_degraded_run_is_not_compared() {
-        let mut err = Err(crate::error::BackendError::load("ort-cpu", "model file missing"));
-        let plan = SeriesPlan { run_id: "r".into(), trial: "t".into(), scenario: "short".into(), prompt: vec![1], gen_tokens: 4, warmup: 1, repetitions: 3 };
+        let mut err = Err(crate::error::BackendError::load(
+            "ort-cpu",
+            "model file missing",
+        ));
+        let plan = SeriesPlan {
+            run_id: "r".into(),
+            trial: "t".into(),
+            scenario: "short".into(),
+            prompt: vec![1],
+            gen_tokens: 4,
+            warmup: 1,
+            repetitions: 3,
+        };
         let recs = run_series(&mut err, &plan);
         let e = samples(&recs, &BTreeMap::new(), &[Metric::E2eMs]).unwrap_err();
-        assert!(e.contains("degraded") && e.contains("model file missing"), "{e}");
+        assert!(
+            e.contains("degraded") && e.contains("model file missing"),
+            "{e}"
+        );
     }
 }

@@ -30,6 +30,10 @@ pub enum Check {
     DecodeFraction {
         gen_tokens: usize,
         min_median_decode_fraction: f64,
+        /// Per-backend overrides of `min_median_decode_fraction`, each justified in the gate file by
+        /// a measurement; a pass below the claim's own threshold says so in its summary.
+        #[serde(default)]
+        min_median_decode_fraction_for: std::collections::BTreeMap<String, f64>,
         /// Also require KV-cached tokens = full-recompute tokens where the backend can recompute.
         #[serde(default = "yes")]
         check_kv_equals_recompute: bool,
