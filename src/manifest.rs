@@ -39,6 +39,12 @@ pub struct Manifest {
     pub gate_files: Vec<GateFileRef>,
     /// Model name → sha256 of its weights file.
     pub models: BTreeMap<String, String>,
+    /// NVIDIA GPUs with their driver (nvidia-smi); empty without one.
+    #[serde(default)]
+    pub gpus: Vec<crate::baseline::Gpu>,
+    /// The `baselines/` directory this machine's runs compare with (regression gates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_fingerprint: Option<String>,
     /// `INFERGATE_TEST_SLOWDOWN` when set: this run's ONNX Runtime timings were deliberately slowed
     /// (test-only, see `baseline::slowdown`); never a clean run.
     #[serde(default, skip_serializing_if = "Option::is_none")]

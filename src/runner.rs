@@ -321,6 +321,17 @@ impl Runner {
         if let Some(build) = crate::backend::llama_cpp::setup::locate() {
             runtimes.insert("llama.cpp".to_string(), build.version.clone());
         }
+        if let Some(v) = crate::backend::registry::libtorch_version() {
+            runtimes.insert("libtorch".to_string(), v);
+        }
+        let baseline_fingerprint = self
+            .specs
+            .iter()
+            .find(|s| matches!(s.check, gate::Check::Regression(_)))
+            .and_then(|s| {
+                let model = catalog::lookup(&s.model)?;
+                Some(crate::baseline::Fingerprint::detect(&s.backends, &[model]).id())
+            });
         let models = self
             .specs
             .iter()
@@ -332,6 +343,8 @@ impl Runner {
             started_utc: chrono::Utc::now().to_rfc3339(),
             profile: self.config.profile.clone(),
             machine: manifest::machine(),
+            gpus: crate::baseline::fingerprint::nvidia_gpus(),
+            baseline_fingerprint,
             runtimes,
             crate_versions: manifest::crate_versions(),
             git_commit,

@@ -268,6 +268,8 @@ fn fixture(dir: &Path) {
             "smollm2-135m-instruct".to_string(),
             "b179c9523d0e6a0f".to_string(),
         )]),
+        gpus: Vec::new(),
+        baseline_fingerprint: None,
         test_slowdown: None,
     };
     std::fs::write(

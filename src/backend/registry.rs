@@ -71,6 +71,18 @@ pub fn is_known(id: &str) -> bool {
     IDS.contains(&id)
 }
 
+/// The libtorch version this build loads (feature `torch`), for manifests and fingerprints.
+#[cfg(feature = "torch")]
+pub fn libtorch_version() -> Option<String> {
+    Some(super::tch::runtime().libtorch_version.clone())
+}
+
+/// The libtorch version this build loads: none without the `torch` feature.
+#[cfg(not(feature = "torch"))]
+pub fn libtorch_version() -> Option<String> {
+    None
+}
+
 /// Probe without running a model. May fetch a pinned runtime from its registry (cached afterwards).
 pub fn probe(id: &str) -> Availability {
     match id {

@@ -220,6 +220,13 @@ fn runtime_versions(backends: &[String]) -> BTreeMap<String, String> {
             if let Some(build) = crate::backend::llama_cpp::setup::locate() {
                 out.insert("llama.cpp".to_string(), build.version);
             }
+        } else if b.starts_with("tch-") {
+            // The version only: the probe's detail names paths, which must not split a fingerprint.
+            if crate::backend::registry::probe(b).is_available() {
+                if let Some(v) = crate::backend::registry::libtorch_version() {
+                    out.insert("libtorch".to_string(), v);
+                }
+            }
         } else if let crate::backend::registry::Availability::Available { detail } =
             crate::backend::registry::probe(b)
         {

@@ -153,7 +153,23 @@ fn manifest_section(md: &mut String, data: &RunData) {
         mc.kernel,
         mc.hostname
     );
+    let gpus = if m.gpus.is_empty() {
+        "none".to_string()
+    } else {
+        m.gpus
+            .iter()
+            .map(|g| format!("{} (driver {})", g.name, g.driver_version))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let _ = writeln!(md, "| GPUs | {} |", cell(&gpus));
     let _ = writeln!(md, "| runtimes | {} |", cell(&runtimes));
+    if let Some(fp) = &m.baseline_fingerprint {
+        let _ = writeln!(md, "| baseline fingerprint | `baselines/{fp}/` |");
+    }
+    if let Some(f) = m.test_slowdown {
+        let _ = writeln!(md, "| **test slowdown** | INFERGATE_TEST_SLOWDOWN={f}: timings deliberately stretched, not a clean run |");
+    }
     let _ = writeln!(md, "| commit | {commit} |");
     let _ = writeln!(
         md,
