@@ -20,6 +20,8 @@ for d in sorted(Path(p) for p in sys.argv[1:]):
         r = json.loads(line)
         if not r["gate"] == "regression.baseline":
             continue
+        if r["verdict"]["verdict"] == "skip" and " absent: " in r["verdict"].get("reason", ""):
+            continue  # a backend this machine does not have (e.g. tch-cuda-bf16 without a GPU)
         verdict = r["verdict"]["verdict"]
         m = r.get("metrics", {})
         key = r["trial"].split("::", 1)[1]

@@ -30,6 +30,14 @@ fn main() -> ExitCode {
     }
     let verdicts = Arc::new(Mutex::new(Vec::new()));
     let mut skipped = Vec::new();
+    // Trials ignored at plan time never reach their closure; the selected ones are recorded as SKIP
+    // with their reason (results.jsonl, so the decision card and JUnit list every skip), unless
+    // --ignored / --include-ignored will run them (then the run records the failure).
+    let record_skips = !args.list && !args.ignored && !args.include_ignored;
+    let selected = |name: &str| {
+        let hit = |pattern: &str| if args.exact { name == pattern } else { name.contains(pattern) };
+        args.filter.as_deref().is_none_or(hit) && !args.skip.iter().any(|s| hit(s))
+    };
     let trials: Vec<Trial> = runner
         .plan()
         .into_iter()
@@ -37,6 +45,13 @@ fn main() -> ExitCode {
             let skip = runner.skip_reason(&plan);
             if let Some(reason) = &skip {
                 skipped.push(format!("  {}: {reason}", plan.name));
+                if record_skips && selected(&plan.name) {
+                    let result = runner.run_trial(&plan);
+                    verdicts
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(verdict_line(&result));
+                }
             }
             let runner = Arc::clone(&runner);
             let verdicts = Arc::clone(&verdicts);
