@@ -177,25 +177,7 @@ fn run(
         Ok(r) => r,
         Err(code) => return code,
     };
-    let plans: Vec<_> = runner
-        .plan()
-        .into_iter()
-        .filter(|p| {
-            gate.as_ref()
-                .is_none_or(|g| runner.specs[p.gate].id.contains(g.as_str()))
-        })
-        .filter(|p| {
-            backend.as_ref().is_none_or(|b| {
-                b.split(',')
-                    .any(|b| p.backend.split('+').any(|x| x == b.trim()))
-            })
-        })
-        .filter(|p| {
-            scenario
-                .as_ref()
-                .is_none_or(|s| p.scenario.is_some_and(|x| x.name == s))
-        })
-        .collect();
+    let plans = runner.select(gate.as_deref(), backend.as_deref(), scenario.as_deref());
     if plans.is_empty() {
         eprintln!("error: no trial matches the filters");
         return ExitCode::from(2);

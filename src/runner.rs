@@ -151,6 +151,27 @@ impl Runner {
         out
     }
 
+    /// The planned trials matching the command-line filters: `gate` (a substring of the gate id),
+    /// `backends` (a comma list; a cross-backend trial matches any of its backends) and `scenario`.
+    pub fn select(
+        &self,
+        gate: Option<&str>,
+        backends: Option<&str>,
+        scenario: Option<&str>,
+    ) -> Vec<TrialPlan> {
+        self.plan()
+            .into_iter()
+            .filter(|p| gate.is_none_or(|g| self.specs[p.gate].id.contains(g)))
+            .filter(|p| {
+                backends.is_none_or(|b| {
+                    b.split(',')
+                        .any(|b| p.backend.split('+').any(|x| x == b.trim()))
+                })
+            })
+            .filter(|p| scenario.is_none_or(|s| p.scenario.is_some_and(|x| x.name == s)))
+            .collect()
+    }
+
     /// Probe a backend once per process.
     pub fn availability(&self, backend: &str) -> Availability {
         let mut cache = self.availability.lock().unwrap_or_else(|e| e.into_inner());

@@ -35,7 +35,13 @@ fn main() -> ExitCode {
     // --ignored / --include-ignored will run them (then the run records the failure).
     let record_skips = !args.list && !args.ignored && !args.include_ignored;
     let selected = |name: &str| {
-        let hit = |pattern: &str| if args.exact { name == pattern } else { name.contains(pattern) };
+        let hit = |pattern: &str| {
+            if args.exact {
+                name == pattern
+            } else {
+                name.contains(pattern)
+            }
+        };
         args.filter.as_deref().is_none_or(hit) && !args.skip.iter().any(|s| hit(s))
     };
     let trials: Vec<Trial> = runner

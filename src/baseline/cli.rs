@@ -164,19 +164,9 @@ pub fn update(
         }
     };
     let plans: Vec<_> = runner
-        .plan()
+        .select(gate.as_deref(), backend.as_deref(), scenario.as_deref())
         .into_iter()
         .filter(|p| matches!(runner.specs[p.gate].check, Check::Regression(_)))
-        .filter(|p| {
-            gate.as_ref()
-                .is_none_or(|g| runner.specs[p.gate].id.contains(g.as_str()))
-        })
-        .filter(|p| backend.as_ref().is_none_or(|b| &p.backend == b))
-        .filter(|p| {
-            scenario
-                .as_ref()
-                .is_none_or(|s| p.scenario.is_some_and(|x| x.name == s))
-        })
         .collect();
     if plans.is_empty() {
         eprintln!("error: no regression trial matches the filters");
