@@ -492,6 +492,8 @@ fn run_writes_every_file_of_the_run_directory() {
             repo.to_str().unwrap(),
             "--gate",
             "integrity.model_identity",
+            "--backend",
+            "ort-cpu",
         ],
         &[
             ("CARGO_TARGET_DIR", target.path()),
