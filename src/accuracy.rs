@@ -78,24 +78,7 @@ pub fn perplexity(
     tokens: &[u32],
     protocol: PerplexityProtocol,
 ) -> Result<PerplexityResult, BackendError> {
-    let chunks = protocol.chunks(tokens.len());
-    if chunks == 0 || protocol.context < 2 {
-        return Err(BackendError::Invariant {
-            backend: backend.info().id.clone(),
-            detail: format!(
-                "{} tokens do not fill one chunk of {}",
-                tokens.len(),
-                protocol.context
-            ),
-        });
-    }
-    let mut nll = Vec::with_capacity(protocol.scored_tokens(tokens.len()));
-    for c in 0..chunks {
-        let chunk = &tokens[c * protocol.context..(c + 1) * protocol.context];
-        let logits = backend.logits(chunk)?;
-        nll.extend(chunk_nll(&logits, chunk, protocol.first_scored()));
-    }
-    Ok(summarize_nll(&nll, chunks, protocol))
+    score(backend, tokens, protocol, 0).map(|s| s.perplexity)
 }
 
 /// A backend's scores under a protocol: its perplexity, and the raw logits of the first

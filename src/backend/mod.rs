@@ -73,6 +73,32 @@ pub struct Generation {
     pub projection: Option<DecodeProjection>,
 }
 
+impl Generation {
+    /// A generation timed by the harness's own clock at the phase boundaries (in-process backends):
+    /// prefill = `start..prefill_done`, decode = `prefill_done..end`.
+    pub fn harness_timed(
+        prompt_tokens: usize,
+        tokens: Vec<u32>,
+        start: std::time::Instant,
+        prefill_done: std::time::Instant,
+        end: std::time::Instant,
+    ) -> Generation {
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        Generation {
+            prompt_tokens,
+            decode_steps: tokens.len().saturating_sub(1),
+            tokens,
+            prefill_ms: ms(prefill_done - start),
+            decode_ms: ms(end - prefill_done),
+            e2e_ms: ms(end - start),
+            timing_source: TimingSource::Harness,
+            cold_start_ms: None,
+            cached_prompt_tokens: None,
+            projection: None,
+        }
+    }
+}
+
 /// What an early-stopped generation really measured, and how its decode time was projected:
 /// `decode_ms = measured_decode_ms / generated_tokens × requested_tokens` (TR121).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

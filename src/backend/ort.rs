@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use super::evidence::{is_compute_op, Evidence, GraphOptimization};
-use super::{Backend, BackendInfo, Generation, TimingSource};
+use super::{Backend, BackendInfo, Generation};
 use crate::error::BackendError;
 use crate::model::onnx_export::{
     past_key_name, past_value_name, present_key_name, present_value_name,
@@ -630,18 +630,13 @@ impl Backend for OrtBackend {
                 });
             }
         }
-        Ok(Generation {
-            prompt_tokens: prompt.len(),
+        Ok(Generation::harness_timed(
+            prompt.len(),
             tokens,
-            prefill_ms: ms(prefill_done - start),
-            decode_ms: ms(end - prefill_done),
-            e2e_ms: ms(end - start),
-            decode_steps: gen_tokens - 1,
-            timing_source: TimingSource::Harness,
-            cold_start_ms: None,
-            cached_prompt_tokens: None,
-            projection: None,
-        })
+            start,
+            prefill_done,
+            end,
+        ))
     }
 
     fn loaded_parameter_count(&self) -> Option<u64> {
@@ -733,10 +728,6 @@ pub fn graph_op_histogram(path: &Path) -> Option<BTreeMap<String, usize>> {
         *h.entry(n.op_type.clone().unwrap_or_default()).or_insert(0) += 1;
     }
     Some(h)
-}
-
-fn ms(d: std::time::Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 #[cfg(test)]

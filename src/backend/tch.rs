@@ -23,7 +23,7 @@ use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use super::{Backend, BackendInfo, Generation, TimingSource};
+use super::{Backend, BackendInfo, Generation};
 use crate::error::BackendError;
 use crate::model::{LlamaConfig, LlamaWeights};
 
@@ -908,18 +908,13 @@ impl Backend for TchBackend {
         }
         self.synchronize("decode")?;
         let end = Instant::now();
-        Ok(Generation {
-            prompt_tokens: prompt.len(),
+        Ok(Generation::harness_timed(
+            prompt.len(),
             tokens,
-            prefill_ms: ms(prefill_done - start),
-            decode_ms: ms(end - prefill_done),
-            e2e_ms: ms(end - start),
-            decode_steps: gen_tokens - 1,
-            timing_source: TimingSource::Harness,
-            cold_start_ms: None,
-            cached_prompt_tokens: None,
-            projection: None,
-        })
+            start,
+            prefill_done,
+            end,
+        ))
     }
 
     /// Elements of the weight tensors on the device (the tied head is one tensor, counted once).
@@ -954,10 +949,6 @@ impl Backend for TchBackend {
         }
         Ok(host)
     }
-}
-
-fn ms(d: std::time::Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 #[cfg(test)]
