@@ -956,6 +956,16 @@ mod tests {
     use super::*;
     use crate::model::reference;
 
+    /// max |actual − expected| / max |expected| over all logits.
+    fn relative_max_diff(actual: &Array2<f32>, expected: &Array2<f32>) -> f32 {
+        let max_ref = expected.iter().fold(0f32, |a, &v| a.max(v.abs()));
+        let max_diff = actual
+            .iter()
+            .zip(expected)
+            .fold(0f32, |a, (&x, &y)| a.max((x - y).abs()));
+        max_diff / max_ref
+    }
+
     fn tiny() -> LlamaConfig {
         LlamaConfig {
             n_layers: 2,
@@ -1010,17 +1020,8 @@ mod tests {
         assert_eq!(b.loaded_parameter_count(), Some(w.parameter_count()));
         let tokens = [1u32, 7, 42, 99, 0, 13, 5];
         let expected = reference::forward(&w, &tokens).unwrap();
-        let actual = b.logits(&tokens).unwrap();
-        let max_ref = expected.iter().fold(0f32, |a, &v| a.max(v.abs()));
-        let max_diff = actual
-            .iter()
-            .zip(&expected)
-            .fold(0f32, |a, (&x, &y)| a.max((x - y).abs()));
-        assert!(
-            max_diff / max_ref < 1e-4,
-            "relative difference {}",
-            max_diff / max_ref
-        );
+        let rel = relative_max_diff(&b.logits(&tokens).unwrap(), &expected);
+        assert!(rel < 1e-4, "relative difference {rel}");
         let ev = b.tch_evidence();
         assert!(ev.all_on("cpu", "fp32"), "{ev:?}");
         assert_eq!(
@@ -1061,17 +1062,8 @@ mod tests {
             let mut b =
                 TchBackend::open(TchOptions::new("tch-cpu-half", TchDevice::Cpu, dtype), &w)
                     .unwrap();
-            let actual = b.logits(&tokens).unwrap();
-            let max_ref = expected.iter().fold(0f32, |a, &v| a.max(v.abs()));
-            let max_diff = actual
-                .iter()
-                .zip(&expected)
-                .fold(0f32, |a, (&x, &y)| a.max((x - y).abs()));
-            assert!(
-                max_diff / max_ref < 0.05,
-                "{dtype:?}: relative difference {}",
-                max_diff / max_ref
-            );
+            let rel = relative_max_diff(&b.logits(&tokens).unwrap(), &expected);
+            assert!(rel < 0.05, "{dtype:?}: relative difference {rel}");
             let g = b.generate(&tokens, 4).unwrap();
             assert_eq!(g.tokens.len(), 4);
             assert!(

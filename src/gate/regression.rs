@@ -619,18 +619,19 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> TrialResult {
     if let Some(f) = planted {
         metrics.insert("test_slowdown".to_string(), f);
     }
+    let fail_with_note = |e: String, metrics, records: &[RunRecord], stated| {
+        ctx.result(
+            Verdict::Fail {
+                reason: format!("{note}{e}"),
+            },
+            metrics,
+            records,
+            stated,
+        )
+    };
     let first = match first {
         Ok(s) => s,
-        Err(e) => {
-            return ctx.result(
-                Verdict::Fail {
-                    reason: format!("{note}{e}"),
-                },
-                metrics,
-                &records,
-                stated,
-            )
-        }
+        Err(e) => return fail_with_note(e, metrics, &records, stated),
     };
     for (m, v) in &first.values {
         if let Some(med) = super::median(v) {
@@ -656,16 +657,7 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> TrialResult {
 
     let one = match compare_attempt(ctx, p, &first, &stored, "1") {
         Ok(c) => c,
-        Err(e) => {
-            return ctx.result(
-                Verdict::Fail {
-                    reason: format!("{note}{e}"),
-                },
-                metrics,
-                &records,
-                stated,
-            )
-        }
+        Err(e) => return fail_with_note(e, metrics, &records, stated),
     };
     one.insert_into(&mut metrics, "");
     let suspects = one.regressed();
