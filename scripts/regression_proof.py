@@ -18,18 +18,22 @@ for d in sorted(Path(p) for p in sys.argv[1:]):
     name = d.name.rsplit("-", 1)[0]  # proof-clean-07 -> proof-clean
     for line in f.read_text().splitlines():
         r = json.loads(line)
-        if not r["gate"] == "regression.baseline":
+        trial = r["trial"]
+        if trial["gate"] != "regression.baseline":
             continue
-        if r["verdict"]["verdict"] == "skip" and " absent: " in r["verdict"].get("reason", ""):
+        outcome = r["outcome"]
+        if outcome["status"] == "skipped" and outcome["cause"] == "backend_absent":
             continue  # a backend this machine does not have (e.g. tch-cuda-bf16 without a GPU)
-        verdict = r["verdict"]["verdict"]
-        m = r.get("metrics", {})
-        key = r["trial"].split("::", 1)[1]
+        verdict = r["verdict"]
+        details = r.get("details") or {}
+        key = f"{trial['backend']}::{trial.get('scenario', '')}"
         series[name][key][verdict] += 1
-        if m.get("remeasured"):
+        comparisons = details.get("comparisons", [])
+        if any(c["attempt"] == 2 for c in comparisons):
             series[name][key]["remeasured"] += 1
-        if "e2e_ms_slowdown" in m:
-            factors[(name, key)].append(m["e2e_ms_slowdown"])
+        for c in comparisons:
+            if c["attempt"] == 1 and c["metric"] == "e2e_ms":
+                factors[(name, key)].append(c["slowdown"])
 
 print("| series | trial | runs | pass | fail | skip | re-measured | e2e slowdown min / median / max |")
 print("|---|---|---|---|---|---|---|---|")

@@ -1,7 +1,8 @@
 //! infergate: claims about LLM inference backends, turned into gated tests.
 //!
 //! Data flows one way: gate file ([`gate`]) → runner ([`runner`]) → backend ([`backend`]) →
-//! measurement ([`measure`]) → statistics ([`stats`]) → verdict ([`gate::Verdict`]) → report ([`report`]).
+//! measurement ([`measure`]) → statistics ([`stats`]) → verdict ([`gate::verdict`]) → run directory
+//! ([`record`]) → report ([`report`]).
 
 pub mod accuracy;
 pub mod assets;
@@ -16,6 +17,7 @@ pub mod manifest;
 pub mod measure;
 pub mod model;
 pub mod progress;
+pub mod record;
 pub mod report;
 pub mod runner;
 pub mod stats;

@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use infergate::gate::Verdict;
-use infergate::runner::{verdict_line, Runner, RunnerConfig};
+use infergate::gate::{Counts, TrialResult};
+use infergate::gate::verdict::{fails_run, strict};
+use infergate::runner::{absent_named_backends, summary_line, verdict_line, Runner, RunnerConfig};
 
 #[derive(Parser)]
 #[command(
@@ -21,8 +22,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run gates and write target/infergate/<run-id>/ (runs.jsonl, results.jsonl, manifest.json, summary.json,
-    /// report.md, junit.xml, SVG plots). Exits 1 if a gate fails, 2 if nothing could run.
+    /// Run gates and write target/infergate/<run-id>/ (runs.jsonl, results.jsonl, plan.jsonl,
+    /// manifest.json, summary.json, report.md, junit.xml, SVG plots). Exits 1 if a gate fails (with
+    /// INFERGATE_STRICT=1 also on an XPASS, or a SKIP of a trial whose backend is usable here); 2 if
+    /// no trial ran, or a backend named with --backend is absent here.
     Run {
         /// Checkout root (gate files in <repo>/gates, artifacts in <repo>/target/infergate).
         #[arg(long, default_value = ".")]
@@ -52,7 +55,8 @@ enum Command {
     /// its assets and the energy sensors. Exits 1 only if the default backend (ort-cpu) is unusable.
     Doctor,
     /// Rebuild report.md, junit.xml, summary.json and the plots from a run directory's files (e.g.
-    /// after `cargo nextest run`, where every trial is its own process). Exits 1 if a gate failed.
+    /// after `cargo nextest run`, where every trial is its own process); plan-time skips come back
+    /// from plan.jsonl. Exits 1 if a gate failed (INFERGATE_STRICT=1 as for `run`), 2 if no trial ran.
     Report {
         /// The run directory, e.g. target/infergate/<run-id>.
         run_dir: PathBuf,
@@ -187,6 +191,10 @@ fn run(
         eprintln!("error: cannot write the manifest in {}: {e}", dir.display());
         return ExitCode::from(2);
     }
+    if let Err(e) = runner.run_dir().append_plan(&runner.plan_records(&plans)) {
+        eprintln!("error: cannot write the plan in {}: {e}", dir.display());
+        return ExitCode::from(2);
+    }
     eprintln!(
         "infergate: run {} ({} trials, profile {}) → {}",
         runner.config.run_id,
@@ -198,13 +206,13 @@ fn run(
     let run_clock = Instant::now();
     let mut results = Vec::new();
     for (i, plan) in plans.iter().enumerate() {
-        infergate::progress::trial_started(i + 1, plans.len(), &plan.name);
+        infergate::progress::trial_started(i + 1, plans.len(), &plan.id.to_string());
         let trial_clock = Instant::now();
         let r = runner.run_trial(plan);
         infergate::progress::trial_finished(
             i + 1,
             plans.len(),
-            &plan.name,
+            &plan.id.to_string(),
             r.verdict.label(),
             trial_clock.elapsed(),
             run_clock.elapsed(),
@@ -228,22 +236,51 @@ fn run(
             }
         }
     }
-    let failed = results
+    let absent = backend
+        .as_deref()
+        .map(|b| absent_named_backends(&runner, b))
+        .unwrap_or_default();
+    exit_code(&results, &absent)
+}
+
+/// 1 if a result fails the run ([`fails_run`]); 2 if no trial ran or a backend named on the
+/// command line is absent (a broken install must not turn CI green); 0 otherwise.
+fn exit_code(results: &[TrialResult], absent_named: &[String]) -> ExitCode {
+    println!("{}", summary_line(results));
+    let strict = strict();
+    let failing: Vec<String> = results
         .iter()
-        .filter(|r| matches!(r.verdict, Verdict::Fail { .. }))
-        .count();
-    let passed = results
-        .iter()
-        .filter(|r| matches!(r.verdict, Verdict::Pass { .. }))
-        .count();
-    eprintln!(
-        "infergate: {passed} passed, {failed} failed, {} skipped",
-        results.len() - passed - failed
-    );
-    if failed > 0 {
-        ExitCode::FAILURE
-    } else {
+        .filter_map(|r| fails_run(r, strict).map(|why| format!("  {}: {why}", r.trial)))
+        .collect();
+    let counts = Counts::of(results.iter().map(|r| r.verdict));
+    if !absent_named.is_empty() {
+        eprintln!(
+            "error: backend(s) named with --backend are absent here: {}",
+            absent_named.join("; ")
+        );
+        return ExitCode::from(2);
+    }
+    if counts.ran() == 0 {
+        eprintln!(
+            "error: no trial ran ({} skipped): nothing was checked; fix the reasons above",
+            counts.skip
+        );
+        return ExitCode::from(2);
+    }
+    if failing.is_empty() {
         ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "infergate: {} trial(s) fail the run{}:\n{}",
+            failing.len(),
+            if strict { " (INFERGATE_STRICT=1)" } else { "" },
+            failing
+                .iter()
+                .map(|l| l.chars().take(400).collect::<String>())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        ExitCode::FAILURE
     }
 }
 
@@ -254,8 +291,8 @@ fn list(config: RunnerConfig) -> ExitCode {
     };
     for plan in runner.plan() {
         match runner.skip_reason(&plan) {
-            None => println!("{}", plan.name),
-            Some(reason) => println!("{} (ignored: {reason})", plan.name),
+            None => println!("{}", plan.id),
+            Some(skip) => println!("{} (ignored: {})", plan.id, skip.reason),
         }
     }
     ExitCode::SUCCESS
@@ -274,31 +311,15 @@ fn doctor() -> ExitCode {
 fn report(run_dir: &Path) -> ExitCode {
     match infergate::report::rebuild(run_dir) {
         Ok((data, w)) => {
-            let failed = data
-                .trials
-                .iter()
-                .filter(|t| matches!(t.result.verdict, Verdict::Fail { .. }))
-                .count();
-            let passed = data
-                .trials
-                .iter()
-                .filter(|t| matches!(t.result.verdict, Verdict::Pass { .. }))
-                .count();
             println!("{}", w.report_md.display());
             println!("{}", w.junit.display());
             println!("{}", w.summary.display());
             for p in &w.plots {
                 println!("{}", p.display());
             }
-            eprintln!(
-                "infergate: {passed} passed, {failed} failed, {} skipped",
-                data.trials.len() - passed - failed
-            );
-            if failed > 0 {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            }
+            let results: Vec<TrialResult> =
+                data.trials.iter().map(|t| t.result.clone()).collect();
+            exit_code(&results, &[])
         }
         Err(e) => {
             eprintln!("error: {e}");

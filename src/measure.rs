@@ -4,15 +4,13 @@
 //! none. A degraded run cannot carry a latency: the type has nowhere to put one (TR117's 0.30 ms
 //! placeholders are unrepresentable).
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, DecodeProjection, Generation, TimingSource};
 use crate::error::BackendError;
+use crate::gate::TrialId;
 
 /// Warmup runs are kept in the record but excluded from every aggregate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,7 +93,11 @@ impl RunOutcome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
     pub run_id: String,
-    pub trial: String,
+    pub trial: TrialId,
+    /// A named series inside the trial: a model variant (the scaling gate's shape `l4-d384`), a
+    /// negative control, a re-measurement. `None` = the trial's own series on the gate's model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_series: Option<String>,
     pub backend: String,
     pub scenario: String,
     /// Position in the trial's series, warmup included, from 0.
@@ -119,7 +121,9 @@ impl RunRecord {
 #[derive(Debug, Clone)]
 pub struct SeriesPlan {
     pub run_id: String,
-    pub trial: String,
+    pub trial: TrialId,
+    /// See [`RunRecord::sub_series`].
+    pub sub_series: Option<String>,
     pub scenario: String,
     pub prompt: Vec<u32>,
     pub gen_tokens: usize,
@@ -131,6 +135,14 @@ impl SeriesPlan {
     /// The number of records this plan states it will produce.
     pub fn stated_runs(&self) -> usize {
         self.warmup + self.repetitions
+    }
+
+    /// The trial name with the sub-series, for progress lines (`…::short [negative-control]`).
+    pub fn series_name(&self) -> String {
+        match &self.sub_series {
+            Some(s) => format!("{} [{s}]", self.trial),
+            None => self.trial.to_string(),
+        }
     }
 }
 
@@ -217,7 +229,7 @@ pub fn run_series(
             "measured"
         };
         crate::progress::series_run(
-            &plan.trial,
+            &plan.series_name(),
             index + 1,
             plan.stated_runs(),
             phase_label,
@@ -227,6 +239,7 @@ pub fn run_series(
         records.push(RunRecord {
             run_id: plan.run_id.clone(),
             trial: plan.trial.clone(),
+            sub_series: plan.sub_series.clone(),
             backend: backend_id.clone(),
             scenario: plan.scenario.clone(),
             index,
@@ -258,54 +271,6 @@ pub fn measured_ok(records: &[RunRecord]) -> Vec<&RunTimings> {
         .collect()
 }
 
-/// Appends records to a JSONL file; safe across threads and processes (one locked write per batch).
-#[derive(Debug, Clone)]
-pub struct RunLog {
-    path: PathBuf,
-}
-
-impl RunLog {
-    pub fn new(path: PathBuf) -> Self {
-        RunLog { path }
-    }
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-    pub fn append(&self, records: &[RunRecord]) -> std::io::Result<()> {
-        let mut buf = Vec::new();
-        for r in records {
-            serde_json::to_writer(&mut buf, r).map_err(std::io::Error::other)?;
-            buf.push(b'\n');
-        }
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut f: File = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
-        f.lock()?;
-        f.write_all(&buf)?;
-        f.flush()
-    }
-    /// Read every record back, failing on a malformed line (with its number).
-    pub fn read(&self) -> std::io::Result<Vec<RunRecord>> {
-        read_jsonl(&self.path)
-    }
-}
-
-pub fn read_jsonl(path: &Path) -> std::io::Result<Vec<RunRecord>> {
-    let text = std::fs::read_to_string(path)?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l)
-                .map_err(|e| std::io::Error::other(format!("{}:{}: {e}", path.display(), i + 1)))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,7 +279,8 @@ mod tests {
     fn a_degraded_record_serializes_without_latency_fields() {
         let r = RunRecord {
             run_id: "r".into(),
-            trial: "t".into(),
+            trial: TrialId::new("g", crate::gate::Unit::backend("b"), None),
+            sub_series: None,
             backend: "b".into(),
             scenario: "s".into(),
             index: 0,
@@ -338,7 +304,8 @@ mod tests {
         let mut err = Err(BackendError::load("ort-cpu", "model file missing"));
         let plan = SeriesPlan {
             run_id: "r".into(),
-            trial: "t".into(),
+            trial: TrialId::new("g", crate::gate::Unit::backend("ort-cpu"), None),
+            sub_series: None,
             scenario: "s".into(),
             prompt: vec![1],
             gen_tokens: 4,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::ReportError;
-use crate::gate::{TrialResult, Verdict};
+use crate::gate::{Counts, TrialResult};
 
 pub mod analysis;
 pub mod card;
@@ -19,20 +19,16 @@ pub mod scaling;
 
 pub use input::{RunData, TrialRecord};
 
+/// `summary.json`: the count of every verdict and every trial's result.
 #[derive(Debug, Serialize)]
 pub struct Summary<'a> {
-    pub passed: usize,
-    pub failed: usize,
-    pub skipped: usize,
+    pub counts: Counts,
     pub trials: &'a [TrialResult],
 }
 
 pub fn summarize(results: &[TrialResult]) -> Summary<'_> {
-    let count = |f: fn(&Verdict) -> bool| results.iter().filter(|r| f(&r.verdict)).count();
     Summary {
-        passed: count(|v| matches!(v, Verdict::Pass { .. })),
-        failed: count(|v| matches!(v, Verdict::Fail { .. })),
-        skipped: count(|v| matches!(v, Verdict::Skip { .. })),
+        counts: Counts::of(results.iter().map(|r| r.verdict)),
         trials: results,
     }
 }

@@ -6,11 +6,54 @@
 use std::path::Path;
 
 use infergate::backend::ort::OptLevel;
-use infergate::backend::registry;
-use infergate::gate::{self, Check, GateSpec, TrialContext, Verdict};
-use infergate::measure::RunLog;
-use infergate::model::catalog::{self, WeightSource};
+use infergate::backend::registry::{self, Availability};
+use infergate::backend::Backend;
+use infergate::error::BackendError;
+use infergate::gate::{
+    BackendDoor, Check, Finding, GateSpec, TrialContext, TrialId, TrialResult, Unit, Verdict,
+};
+use infergate::model::catalog::{self, CatalogModel, WeightSource};
 use infergate::model::onnx_export::WeightFormat;
+use infergate::record::RunLog;
+
+/// The registry, except that `ort-cpu-fault` opens the faulty weights.
+struct Faulty {
+    model: CatalogModel,
+    faulty: WeightSource,
+}
+
+impl BackendDoor for Faulty {
+    fn availability(&self, id: &str) -> Availability {
+        registry::probe(id)
+    }
+    fn open(&self, id: &str) -> Result<Box<dyn Backend>, BackendError> {
+        match id {
+            "ort-cpu-fault" => {
+                registry::open_ort(id, &self.faulty, WeightFormat::Fp32, OptLevel::All)
+            }
+            _ => registry::open(id, &self.model),
+        }
+    }
+    fn open_broken(&self, id: &str) -> Result<Box<dyn Backend>, BackendError> {
+        registry::open_broken(id, &self.model)
+    }
+    fn open_for_evidence(
+        &self,
+        id: &str,
+        _extra: Option<&str>,
+    ) -> Result<Box<dyn Backend>, BackendError> {
+        registry::open_for_evidence(id, &self.model, None)
+    }
+    fn open_onnx(
+        &self,
+        id: &str,
+        source: &WeightSource,
+        format: WeightFormat,
+        opt: OptLevel,
+    ) -> Result<Box<dyn Backend>, BackendError> {
+        registry::open_ort(id, source, format, opt)
+    }
+}
 
 #[test]
 fn a_planted_weight_fault_fails_the_perplexity_delta_gate_with_delta_and_threshold() {
@@ -35,36 +78,34 @@ fn a_planted_weight_fault_fails_the_perplexity_delta_gate_with_delta_and_thresho
         fault_scale_layer: Some((0, 1.05)),
     };
     let encode = infergate::runner::load_encoder().expect("tokenizer");
-    let open = || registry::open_ort("ort-cpu-fault", &faulty, WeightFormat::Fp32, OptLevel::All);
-    let open_named = |id: &str| registry::open(id, &model);
-    let open_evidence = |id: &str, extra| registry::open_for_evidence(id, &model, extra);
+    let door = Faulty { model, faulty };
     let dir = tempfile::tempdir().unwrap();
     let log = RunLog::new(dir.path().join("runs.jsonl"));
+    let trial = TrialId::new(&spec.id, Unit::backend("ort-cpu-fault"), None);
     let ctx = TrialContext {
         run_id: "planted-fault",
-        trial: "accuracy.perplexity_delta::ort-cpu-fault",
+        trial: &trial,
         spec: &spec,
-        backend_id: "ort-cpu-fault",
         scenario: None,
         profile,
         model,
         encode: encode.as_ref(),
-        open: &open,
-        open_broken: &open,
-        open_evidence: &open_evidence,
-        unit: "ort-cpu-fault",
-        open_named: &open_named,
+        backends: &door,
         run_log: &log,
     };
-    let result = gate::evaluate(&ctx);
-    let Verdict::Fail { reason } = &result.verdict else {
-        panic!("the planted fault was not caught: {:?}", result.verdict)
+    let result = TrialResult::judge(&spec, trial.clone(), spec.check.kind().evaluate(&ctx));
+    assert_eq!(result.verdict, Verdict::Fail, "the planted fault was not caught: {}", result.message);
+    eprintln!("{}", result.message);
+    let part = &result.parts()[0];
+    let Finding::NotHeld { measured, threshold } = &part.finding else {
+        panic!("{part:?}")
     };
-    eprintln!("{reason}");
+    assert!(*measured >= 0.001 && threshold.value == 0.001, "{part:?}");
     assert!(
-        reason.contains("perplexity delta") && reason.contains("exceeds ±0.10%"),
-        "{reason}"
+        result.message.contains("perplexity_delta") && result.message.contains("needs < 0.001"),
+        "{}",
+        result.message
     );
-    let delta = result.metrics["perplexity_delta"];
+    let delta = result.metrics.get("perplexity_delta").unwrap();
     assert!(delta.abs() >= 0.001, "delta {delta}");
 }

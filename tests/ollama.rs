@@ -140,7 +140,12 @@ fn open(fake: &FakeOllama) -> OllamaBackend {
 fn plan(gen_tokens: usize) -> SeriesPlan {
     SeriesPlan {
         run_id: "t".into(),
-        trial: "ollama-test".into(),
+        trial: infergate::gate::TrialId::new(
+            "ollama-test",
+            infergate::gate::Unit::backend("ollama"),
+            None,
+        ),
+        sub_series: None,
         scenario: "micro".into(),
         prompt: micro_prompt().to_vec(),
         gen_tokens,

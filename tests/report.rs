@@ -7,9 +7,16 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use infergate::backend::TimingSource;
-use infergate::gate::{RunCounts, TrialResult, Verdict};
+use infergate::gate::economics::{CostDetails, CostLine};
+use infergate::gate::scaling_fit::{ScalingDetails, ShapePoint, SlopeSummary, PARAMS_ONLY};
+use infergate::gate::verdict::derive;
+use infergate::gate::{
+    Details, KnownFailure, Metrics, NoDataNote, Outcome, Part, RunCounts, Skip, SkipCause,
+    Threshold, TrialId, TrialResult, Unit,
+};
 use infergate::manifest::{GateFileRef, Machine, Manifest};
 use infergate::measure::{RunOutcome, RunPhase, RunRecord, RunTimings};
+use infergate::record::{PlanRecord, TrialRecord};
 use quick_xml::events::Event;
 
 const RUN_ID: &str = "fixture-run";
@@ -18,37 +25,54 @@ const FAIL_REASON: &str = "|delta| 0.0123 > 0.005 for ort-cpu-fp16 <fp16> & \"qu
 const DEGRADED_REASON: &str = "ort-cpu-int8 failed to load the model: export missing";
 const ERROR_MESSAGE: &str = "ort-cpu failed during decode: session aborted";
 const NO_DATA_REASON: &str = "1 in-window sample (< 2) at 100 ms polling";
-const ENERGY_NO_DATA: &str =
-    "energy term no_data for every backend (ort-cpu: no readable sensor): compute-only cost";
+const ENERGY_NO_DATA: &str = "no readable CPU package power sensor (RAPL: permission denied)";
 
-fn trial(
-    gate: &str,
-    backend: &str,
-    scenario: Option<&str>,
-    verdict: Verdict,
-    metrics: &[(&str, f64)],
-) -> serde_json::Value {
-    let name = match scenario {
-        Some(s) => format!("{gate}::{backend}::{s}"),
-        None => format!("{gate}::{backend}"),
+fn id(gate: &str, backend: &str, scenario: Option<&str>) -> TrialId {
+    let unit = if backend.contains('+') {
+        Unit::Backends {
+            backends: backend.split('+').map(String::from).collect(),
+        }
+    } else {
+        Unit::backend(backend)
     };
-    let r = TrialResult {
-        trial: name,
-        gate: gate.into(),
-        backend: backend.into(),
-        scenario: scenario.map(String::from),
+    TrialId::new(gate, unit, scenario)
+}
+
+/// A result as the runner writes it: the verdict derived from the parts by the one rule.
+fn trial(
+    trial: TrialId,
+    parts: Vec<Part>,
+    declared: &[KnownFailure],
+    metrics: &[(&'static str, f64)],
+) -> TrialRecord {
+    let outcome = Outcome::Judged { parts };
+    let (verdict, message, known_failure) = derive(&outcome, "", declared);
+    let mut m = Metrics::default();
+    for (k, v) in metrics {
+        m.insert(k, *v);
+    }
+    let mut r = TrialRecord::from(TrialResult {
+        trial,
         verdict,
-        metrics: metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        message,
+        outcome,
+        known_failure,
+        metrics: m,
+        details: None,
+        no_data: Vec::new(),
         runs: RunCounts::default(),
         degraded_reasons: vec![],
-    };
-    let mut v = serde_json::to_value(&r).unwrap();
-    v["elapsed_s"] = serde_json::json!(2.5);
-    v
+    });
+    r.elapsed_s = Some(2.5);
+    r
+}
+
+fn held(name: &str, measured: f64, threshold: Threshold, detail: &str) -> Part {
+    Part::compare(name, measured, threshold, detail)
 }
 
 fn run(
-    trial: &str,
+    trial: &TrialId,
     backend: &str,
     scenario: &str,
     index: usize,
@@ -57,7 +81,8 @@ fn run(
 ) -> RunRecord {
     RunRecord {
         run_id: RUN_ID.into(),
-        trial: trial.into(),
+        trial: trial.clone(),
+        sub_series: None,
         backend: backend.into(),
         scenario: scenario.into(),
         index,
@@ -90,89 +115,139 @@ fn jsonl<T: serde::Serialize>(path: &Path, items: &[T]) {
     std::fs::write(path, text).unwrap();
 }
 
-/// A run directory as a nextest run leaves it: results from several trials, runs, a manifest that
-/// names the repository's real gate files, and an energy sidecar with a no_data event.
+/// A run directory as a nextest run leaves it: results from several trials, plan-time skips only
+/// in plan.jsonl, runs, and a manifest that names the repository's real gate files.
 fn fixture(dir: &Path) {
+    let known = KnownFailure {
+        backends: vec!["llama-cpp".into()],
+        scenarios: vec!["medium".into()],
+        part: "decode_fraction".into(),
+        measured: 0.89,
+        guard: Some(0.8),
+        date: "2026-11-27".parse().unwrap(),
+        machine: "AMD EPYC, 2 cores".into(),
+        reason: "prefill-heavy on 2 cores".into(),
+    };
+    let mut cost = trial(
+        id("economics.cost", "ort-cpu+ort-cpu-q4", None),
+        vec![
+            held("throughput", 2.0, Threshold::equal(2.0), ""),
+            Part::reported("tier_invariance", None, "no energy term: by construction"),
+        ],
+        &[],
+        &[],
+    );
+    let line = |backend: &str, tier: &str, usd: f64, tps: f64| CostLine {
+        backend: backend.into(),
+        tier: tier.into(),
+        usd_per_hour: 1.0,
+        usd_per_1m: usd,
+        usd_per_1k_requests: None,
+        tokens_per_s: tps,
+        joules_per_token: None,
+        energy_share: None,
+        workers: None,
+    };
+    cost.result.details = Some(Details::Cost(CostDetails {
+        lines: vec![
+            line("ort-cpu", "spot", 0.8125, 100.0),
+            line("ort-cpu", "on_demand", 2.4375, 100.0),
+            line("ort-cpu-q4", "spot", 0.5, 162.5),
+            line("ort-cpu-q4", "on_demand", 1.5, 162.5),
+        ],
+        throughput: vec![],
+        orderings: vec![],
+    }));
+    cost.result.no_data = vec![NoDataNote {
+        subject: "energy term of ort-cpu".into(),
+        reason: ENERGY_NO_DATA.into(),
+        count: 1,
+    }];
+    let mut scaling = trial(
+        id("scaling.fit_ci", "ort-cpu", None),
+        vec![held(PARAMS_ONLY, 1.0, Threshold::equal(1.0), "actionable")],
+        &[],
+        &[],
+    );
+    scaling.result.details = Some(Details::Scaling(ScalingDetails {
+        points: [("l2-d256", 14_100_000u64, 40.0), ("l6-d512", 43_900_000, 110.0), ("l3-d768", 59_000_000, 150.0)]
+            .iter()
+            .map(|(s, p, ms)| ShapePoint {
+                shape: s.to_string(),
+                layers: 2,
+                parameters: *p,
+                e2e_ms_geomean: *ms,
+            })
+            .collect(),
+        slopes: vec![SlopeSummary {
+            name: PARAMS_ONLY.into(),
+            slope: 0.48,
+            t_ci: (0.33, 0.66),
+            bootstrap_ci: (0.31, 0.64),
+            r_squared: 0.93,
+            actionable: true,
+        }],
+    }));
+    let mut energy = trial(
+        id("energy.gating", "ort-cpu", Some("short")),
+        vec![held("prefill_events", 1.0, Threshold::equal(1.0), "5/5 prefill events are NoData")],
+        &[],
+        &[],
+    );
+    energy.result.no_data = vec![NoDataNote {
+        subject: "prefill events".into(),
+        reason: NO_DATA_REASON.into(),
+        count: 5,
+    }];
     let results = vec![
         trial(
-            "phase.decode_fraction",
-            "ort-cpu",
-            Some("short"),
-            Verdict::Pass {
-                summary: "median decode fraction 0.9700 > 0.9 (6 runs)".into(),
-            },
+            id("phase.decode_fraction", "ort-cpu", Some("short")),
+            vec![held("decode_fraction", 0.97, Threshold::above(0.9), "6 runs")],
+            &[],
             &[("decode_fraction_median", 0.97)],
         ),
         trial(
-            "phase.decode_fraction",
-            "llama-cpp",
-            Some("short"),
-            Verdict::Skip {
-                reason: SKIP_REASON.into(),
-            },
-            &[],
+            id("phase.decode_fraction", "llama-cpp", Some("medium")),
+            vec![held("decode_fraction", 0.8912, Threshold::above(0.9), "10 runs")],
+            &[known],
+            &[("decode_fraction_median", 0.8912)],
         ),
         trial(
-            "accuracy.perplexity_delta",
-            "ort-cpu-fp16",
-            None,
-            Verdict::Fail {
-                reason: FAIL_REASON.into(),
-            },
+            id("accuracy.perplexity_delta", "ort-cpu-fp16", None),
+            vec![held("perplexity_delta", 0.0123, Threshold::below(0.005), FAIL_REASON)],
+            &[],
             &[("perplexity_delta", 0.0123)],
         ),
         trial(
-            "accuracy.perplexity_delta",
-            "ort-cpu",
-            None,
-            Verdict::Pass {
-                summary: "|delta| 0.00001 ≤ 0.001".into(),
-            },
+            id("accuracy.perplexity_delta", "ort-cpu", None),
+            vec![held("perplexity_delta", 1e-5, Threshold::below(0.001), "")],
+            &[],
             &[("perplexity_delta", 1e-5)],
         ),
-        trial(
-            "scaling.fit_ci",
-            "ort-cpu",
-            None,
-            Verdict::Pass {
-                summary: "slope 0.48 [0.31, 0.66], R² 0.93: actionable".into(),
-            },
-            &[
-                ("l2-d256::parameters", 1.41e7),
-                ("l2-d256::e2e_ms_geomean", 40.0),
-                ("l6-d512::parameters", 4.39e7),
-                ("l6-d512::e2e_ms_geomean", 110.0),
-                ("l3-d768::parameters", 5.9e7),
-                ("l3-d768::e2e_ms_geomean", 150.0),
-                ("params_only_log_params_slope", 0.48),
-                ("params_only_log_params_t_ci_lo", 0.33),
-                ("params_only_log_params_t_ci_hi", 0.66),
-                ("params_only_log_params_bootstrap_ci_lo", 0.31),
-                ("params_only_log_params_bootstrap_ci_hi", 0.64),
-                ("params_only_log_params_actionable", 1.0),
-                ("params_only_r_squared", 0.93),
-            ],
-        ),
-        trial(
-            "economics.cost",
-            "ort-cpu+ort-cpu-q4",
-            None,
-            Verdict::Pass {
-                summary: format!(
-                    "cheapest first ort-cpu-q4 < ort-cpu under all 2 tiers; {ENERGY_NO_DATA}"
-                ),
-            },
-            &[
-                ("ort-cpu::spot::usd_per_1m", 0.8125),
-                ("ort-cpu::on_demand::usd_per_1m", 2.4375),
-                ("ort-cpu::tokens_per_s_geomean", 100.0),
-                ("ort-cpu-q4::spot::usd_per_1m", 0.5),
-                ("ort-cpu-q4::on_demand::usd_per_1m", 1.5),
-                ("ort-cpu-q4::tokens_per_s_geomean", 162.5),
-            ],
-        ),
+        scaling,
+        cost,
+        energy,
     ];
     jsonl(&dir.join("results.jsonl"), &results);
+    // Plan-time skips no process recorded a result for (nextest never runs ignored trials).
+    let skip = |reason: &str| Some(Skip::new(SkipCause::BackendAbsent, reason));
+    jsonl(
+        &dir.join("plan.jsonl"),
+        &[
+            PlanRecord {
+                trial: id("phase.decode_fraction", "ort-cpu", Some("short")),
+                skip: None,
+            },
+            PlanRecord {
+                trial: id("phase.decode_fraction", "llama-cpp", Some("short")),
+                skip: skip(SKIP_REASON),
+            },
+            PlanRecord {
+                trial: id("stats.distribution", "ort-cpu+llama-cpp", None),
+                skip: skip("no backend of the gate is available"),
+            },
+        ],
+    );
 
     let mut runs = Vec::new();
     for (backend, scenario, decode) in [
@@ -180,7 +255,7 @@ fn fixture(dir: &Path) {
         ("ort-cpu", "long", 950.0),
         ("ort-cpu-q4", "short", 600.0),
     ] {
-        let name = format!("phase.decode_fraction::{backend}::{scenario}");
+        let name = id("phase.decode_fraction", backend, Some(scenario));
         runs.push(run(
             &name,
             backend,
@@ -201,7 +276,7 @@ fn fixture(dir: &Path) {
         }
     }
     runs.push(run(
-        "phase.decode_fraction::ort-cpu-int8::short",
+        &id("phase.decode_fraction", "ort-cpu-int8", Some("short")),
         "ort-cpu-int8",
         "short",
         0,
@@ -211,7 +286,7 @@ fn fixture(dir: &Path) {
         },
     ));
     runs.push(run(
-        "phase.decode_fraction::ort-cpu::short",
+        &id("phase.decode_fraction", "ort-cpu", Some("short")),
         "ort-cpu",
         "short",
         7,
@@ -222,7 +297,7 @@ fn fixture(dir: &Path) {
     ));
     // A record of another run in the same file must be ignored.
     let mut other = run(
-        "phase.decode_fraction::ort-cpu::short",
+        &id("phase.decode_fraction", "ort-cpu", Some("short")),
         "ort-cpu",
         "short",
         0,
@@ -232,9 +307,6 @@ fn fixture(dir: &Path) {
     other.run_id = "another-run".into();
     runs.push(other);
     jsonl(&dir.join("runs.jsonl"), &runs);
-
-    let energy = serde_json::json!({"trial": "energy.gating::ort-cpu", "events": [{"energy": {"quality": "no_data", "reason": NO_DATA_REASON}}, {"energy": {"quality": "good", "joules": 1.0}}]});
-    jsonl(&dir.join("energy.jsonl"), &[energy]);
 
     let gates = Path::new(env!("CARGO_MANIFEST_DIR")).join("gates");
     let gate_files = ["phase.decode_fraction", "accuracy.perplexity_delta"]
@@ -377,21 +449,27 @@ fn report_rebuilds_the_decision_card_junit_and_plots_from_a_run_directory() {
         md.contains(&md_cell(FAIL_REASON)),
         "the failure's evidence is in the claim table:\n{md}"
     );
+    assert!(
+        md.contains("**Overall: FAIL** — 4 PASS, 1 FAIL, 1 XFAIL, 0 XPASS, 1 INFO, 2 SKIP (9 trials)"),
+        "{md}"
+    );
     // Claim table: one row per gate, in order, with its verdict and the claim from the gate file.
     let rows: Vec<&str> = md
         .lines()
         .filter(|l| l.starts_with("| C") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
         .collect();
-    assert_eq!(rows.len(), 4, "{md}");
+    assert_eq!(rows.len(), 6, "{md}");
     assert!(
         rows[0].starts_with("| C1 | Decode dominates")
-            && rows[0].contains("**PASS (1 of 2 trials passed, 1 skipped)**"),
+            && rows[0].contains("**XFAIL (1 PASS, 1 XFAIL, 1 SKIP of 3 trials)**")
+            && rows[0].contains("llama-cpp · medium: XFAIL known failure: decode_fraction 0.8912, needs > 0.9")
+            && rows[0].contains("llama-cpp · short: SKIP"),
         "{}",
         rows[0]
     );
     assert!(
         rows[1].contains("`accuracy.perplexity_delta`")
-            && rows[1].contains("**FAIL (1 of 2 trials failed)**"),
+            && rows[1].contains("**FAIL (1 PASS, 1 FAIL of 2 trials)**"),
         "{}",
         rows[1]
     );
@@ -399,6 +477,13 @@ fn report_rebuilds_the_decision_card_junit_and_plots_from_a_run_directory() {
         rows[2].contains("(claim not recorded: gate file unavailable)"),
         "{}",
         rows[2]
+    );
+    assert!(rows[3].contains("**INFO (1 INFO of 1 trials)**"), "{}", rows[3]);
+    // Item 8: a gate whose only trial was skipped at plan time keeps its row.
+    assert!(
+        rows[5].contains("`stats.distribution`") && rows[5].contains("**SKIP (1 SKIP of 1 trials)**"),
+        "{}",
+        rows[5]
     );
     // Manifest summary on top, distributions from measured ok runs of this run id only.
     assert!(
@@ -430,22 +515,23 @@ fn report_rebuilds_the_decision_card_junit_and_plots_from_a_run_directory() {
 
     let xml = std::fs::read_to_string(dir.path().join("junit.xml")).unwrap();
     let (cases, failures, skipped, messages) = junit_counts(&xml);
-    assert_eq!((cases, failures, skipped), (6, 1, 1), "{xml}");
     assert_eq!(
-        messages,
-        [FAIL_REASON],
-        "the failure message survives XML escaping"
+        (cases, failures, skipped),
+        (9, 1, 4),
+        "XFAIL, INFO and SKIP are <skipped>, never a success: {xml}"
+    );
+    assert!(
+        messages.len() == 1 && messages[0].contains(FAIL_REASON),
+        "the failure message survives XML escaping: {messages:?}"
     );
 
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("summary.json")).unwrap()).unwrap();
+    let counts = &summary["counts"];
     assert_eq!(
-        (
-            summary["passed"].as_u64(),
-            summary["failed"].as_u64(),
-            summary["skipped"].as_u64()
-        ),
-        (Some(4), Some(1), Some(1))
+        ["pass", "fail", "xfail", "xpass", "info", "skip"].map(|k| counts[k].as_u64()),
+        [Some(4), Some(1), Some(1), Some(0), Some(1), Some(2)],
+        "{summary}"
     );
 
     for name in [

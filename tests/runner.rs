@@ -74,13 +74,16 @@ fn a_failed_gate_makes_the_run_exit_non_zero_with_the_number_and_threshold() {
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(
-        t.contains("FAIL integrity.model_identity::ort-cpu") && t.contains("above 5"),
+        t.contains("FAIL  integrity.model_identity::ort-cpu")
+            && t.contains("NOT HELD: trained_perplexity")
+            && t.contains("needs ≤ 4.915"),
         "{t}"
     );
 }
 
 #[test]
-fn an_absent_backend_is_skipped_with_its_reason_and_fix() {
+fn a_run_in_which_nothing_ran_exits_2_with_the_skip_reason_and_fix() {
+    // Item 11: with ONNX Runtime missing this printed "1 skipped" and exited 0 (CI green).
     let dir = gate_dir(&[("g.toml", IDENTITY.replace("UNTRAINED", "0.5"))]);
     let out = infergate(
         &["run", "--profile", "ci"],
@@ -88,9 +91,35 @@ fn an_absent_backend_is_skipped_with_its_reason_and_fix() {
         &[("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")],
     );
     let t = text(&out);
-    assert_eq!(out.status.code(), Some(0), "a skip is not a failure: {t}");
+    assert_eq!(out.status.code(), Some(2), "nothing ran: {t}");
     assert!(
-        t.contains("SKIP integrity.model_identity::ort-cpu") && t.contains("ORT_DYLIB_PATH"),
+        t.contains("SKIP  integrity.model_identity::ort-cpu")
+            && t.contains("ORT_DYLIB_PATH")
+            && t.contains("no trial ran")
+            && t.contains("infergate summary: 0 PASS, 0 FAIL, 0 XFAIL, 0 XPASS, 0 INFO, 1 SKIP"),
+        "{t}"
+    );
+}
+
+#[test]
+fn a_backend_named_with_backend_that_is_absent_fails_the_run() {
+    // Item 11: `--backend ollama` without an Ollama server must not end green.
+    let dir = gate_dir(&[(
+        "g.toml",
+        IDENTITY
+            .replace("UNTRAINED", "0.5")
+            .replace("[\"ort-cpu\"]", "[\"ort-cpu\", \"ollama\"]"),
+    )]);
+    let out = infergate(
+        &["run", "--profile", "ci", "--backend", "ort-cpu,ollama"],
+        dir.path(),
+        &[("OLLAMA_HOST", "127.0.0.1:9")],
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("PASS  integrity.model_identity::ort-cpu")
+            && t.contains("named with --backend are absent here: ollama absent"),
         "{t}"
     );
 }
@@ -135,8 +164,24 @@ fn gates_binary_lists_filters_and_fails_like_libtest() {
     let t = text(&exact);
     assert!(exact.status.success(), "{t}");
     assert!(
-        t.contains("1 passed") && t.contains("1 filtered out"),
+        t.contains("1 passed") && t.contains("1 of 2 trials selected"),
         "{t}"
+    );
+    assert!(
+        t.contains("infergate summary: 1 PASS, 0 FAIL, 0 XFAIL, 0 XPASS, 0 INFO, 0 SKIP"),
+        "the harness's own summary after libtest's: {t}"
+    );
+
+    // Item 12: several filters, as libtest takes them (this exited 2).
+    let two = cargo_gates(
+        &["model_identity::ort-cpu", "model_identity_strict::ort-cpu"],
+        dir.path(),
+        &[],
+    );
+    let t = text(&two);
+    assert!(
+        t.contains("running 2 tests") && t.contains("FAILED"),
+        "both filters select their trial: {t}"
     );
 
     let all = cargo_gates(&[], dir.path(), &[]);
@@ -156,9 +201,11 @@ fn gates_binary_lists_filters_and_fails_like_libtest() {
         &[("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")],
     );
     let t = text(&absent);
-    assert!(absent.status.success(), "{t}");
+    assert_eq!(absent.status.code(), Some(2), "no trial ran: {t}");
     assert!(
-        t.contains("2 ignored") && t.contains("ORT_DYLIB_PATH"),
-        "ignored with the reason printed: {t}"
+        t.contains("2 ignored")
+            && t.contains("ORT_DYLIB_PATH")
+            && t.contains("0 PASS, 0 FAIL, 0 XFAIL, 0 XPASS, 0 INFO, 2 SKIP"),
+        "ignored with the reason printed and counted as skipped: {t}"
     );
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use super::{Fingerprint, Overrides, Settings};
 use crate::gate::{Check, GateSpec, Verdict};
+use crate::gate::verdict::fails_run;
 use crate::runner::{verdict_line, Runner, RunnerConfig};
 
 /// Regression gates of a gate directory (their baselines are what `show` and `update` are about).
@@ -187,11 +188,11 @@ pub fn update(
     );
     let (mut failed, mut skipped) = (0, 0);
     for (i, plan) in plans.iter().enumerate() {
-        eprintln!("[{}/{}] {} …", i + 1, plans.len(), plan.name);
+        eprintln!("[{}/{}] {} …", i + 1, plans.len(), plan.id);
         let r = runner.run_trial(plan);
         println!("{}", verdict_line(&r));
-        failed += usize::from(matches!(r.verdict, Verdict::Fail { .. }));
-        skipped += usize::from(matches!(r.verdict, Verdict::Skip { .. }));
+        failed += usize::from(fails_run(&r, false).is_some());
+        skipped += usize::from(r.verdict == Verdict::Skip);
     }
     eprintln!(
         "infergate: {} recorded, {failed} failed, {skipped} skipped",

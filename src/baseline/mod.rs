@@ -36,6 +36,17 @@ pub use store::{
     WritePolicy, WriteReport, SCHEMA_VERSION,
 };
 
+/// The fingerprint the suite's regression gate compares under (for the manifest), if it has one.
+pub fn fingerprint_of_suite(specs: &[crate::gate::GateSpec]) -> Option<String> {
+    specs
+        .iter()
+        .find(|s| matches!(s.check, crate::gate::Check::Regression(_)))
+        .and_then(|s| {
+            let model = crate::model::catalog::lookup(&s.model)?;
+            Some(Fingerprint::detect(&s.backends, &[model]).id())
+        })
+}
+
 /// How regression trials behave in this process.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {

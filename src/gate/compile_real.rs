@@ -1,17 +1,16 @@
 //! `attribution.compile_real` (TR120; conclusive C1, §5.4.4, §10.2 rule 2): a backend label is not
 //! evidence. Each case opens a backend for evidence collection and checks its label's claims against
 //! what the engine reports it did: which provider ran the compute nodes, whether the optimizer
-//! rewrote the graph, which device holds the outputs. Negative controls are cases whose label lies;
-//! they must FAIL — the trial passes only when the lie is caught (a pass or a skip of the inner
-//! check fails the trial).
-
-use std::collections::BTreeMap;
+//! rewrote the graph, which device holds the outputs — one part per claim of the label.
+//!
+//! Negative controls are cases whose label lies. Their one part, `lie_caught`, holds only when
+//! evidence was collected **and** the label was rejected by it: a backend that failed to open or
+//! reported no evidence proves nothing (that is a FAIL with the error, never "caught").
 
 use serde::{Deserialize, Serialize};
 
-use super::{TrialContext, TrialResult, Verdict};
+use super::{Evaluation, GateKind, Metrics, Part, PlanContext, Skip, SkipCause, Threshold, TrialContext, Unit};
 use crate::backend::evidence::Evidence;
-use crate::backend::ort::RequestedProvider;
 
 /// What a label claims.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -60,14 +59,28 @@ pub struct CompileRealParams {
     pub cases: Vec<Case>,
 }
 
-/// Check claims against evidence; `Ok(summary)` when every claim holds, `Err(reasons)` otherwise.
-pub fn check_claims(
-    claims: &Claims,
-    evidence: &Evidence,
-    min_fraction: f64,
-) -> Result<String, Vec<String>> {
-    let mut ok = Vec::new();
-    let mut failures = Vec::new();
+pub const PROVIDER: &str = "provider";
+pub const OPTIMIZED: &str = "optimized";
+pub const DEVICE: &str = "device";
+pub const LIE_CAUGHT: &str = "lie_caught";
+
+/// One claim of a label against the evidence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimCheck {
+    pub part: Part,
+    /// What the label says and what the evidence shows, in words.
+    pub words: String,
+}
+
+impl ClaimCheck {
+    pub fn held(&self) -> bool {
+        matches!(self.part.finding, super::Finding::Held { .. })
+    }
+}
+
+/// Check each claim of a label against evidence (empty when the label claims nothing).
+pub fn check_claims(claims: &Claims, evidence: &Evidence, min_fraction: f64) -> Vec<ClaimCheck> {
+    let mut out = Vec::new();
     if let Some(p) = &claims.provider {
         let f = evidence.compute_fraction_on(p);
         let detail = format!(
@@ -76,36 +89,52 @@ pub fn check_claims(
             evidence.compute_executed_on,
             evidence.requested
         );
-        if f >= min_fraction {
-            ok.push(detail);
+        let words = if f >= min_fraction {
+            detail.clone()
         } else if evidence.requested.iter().any(|r| r == p) {
-            failures.push(format!("silent fallback: {p} was requested but {detail}"));
+            format!("silent fallback: {p} was requested but {detail}")
         } else {
-            failures.push(format!("label says {p} but {detail}"));
-        }
+            format!("label says {p} but {detail}")
+        };
+        out.push(ClaimCheck {
+            part: Part::compare(PROVIDER, f, Threshold::at_least(min_fraction), words.clone()),
+            words,
+        });
     }
     if let Some(wanted) = claims.optimized {
-        match &evidence.graph_optimization {
+        out.push(match &evidence.graph_optimization {
             Some(g) => {
                 let optimized = g.optimized_nodes < g.exported_nodes && !g.fused_ops.is_empty();
                 let detail = format!(
                     "optimizer level `{}`: {} → {} nodes, fused ops {:?}",
                     g.level_requested, g.exported_nodes, g.optimized_nodes, g.fused_ops
                 );
-                if optimized == wanted {
-                    ok.push(detail);
-                } else if wanted {
-                    failures.push(format!(
-                        "label says optimized but the graph was not rewritten: {detail}"
-                    ));
-                } else {
-                    failures.push(format!("label says unoptimized but {detail}"));
+                let words = match (optimized == wanted, wanted) {
+                    (true, _) => detail,
+                    (false, true) => {
+                        format!("label says optimized but the graph was not rewritten: {detail}")
+                    }
+                    (false, false) => format!("label says unoptimized but {detail}"),
+                };
+                ClaimCheck {
+                    part: Part::compare(
+                        OPTIMIZED,
+                        f64::from(u8::from(optimized)),
+                        Threshold::equal(f64::from(u8::from(wanted))),
+                        words.clone(),
+                    ),
+                    words,
                 }
             }
-            None => failures.push(
-                "label claims an optimization state but the engine wrote no optimized graph".into(),
-            ),
-        }
+            None => ClaimCheck {
+                part: Part::no_data(
+                    OPTIMIZED,
+                    "the label claims an optimization state but the engine wrote no optimized graph",
+                ),
+                words: "label claims an optimization state but the engine wrote no optimized graph"
+                    .into(),
+            },
+        });
     }
     if let Some(device) = &claims.device {
         let total: usize = evidence.executed_on.values().sum();
@@ -121,104 +150,195 @@ pub fn check_claims(
             evidence.output_dtypes,
             evidence.notes.join("; ")
         );
-        if total > 0 && on == total {
-            ok.push(detail);
+        let words = if total > 0 && on == total {
+            detail
         } else {
-            failures.push(format!("label says {device} but {detail}"));
-        }
+            format!("label says {device} but {detail}")
+        };
+        out.push(ClaimCheck {
+            part: if total == 0 {
+                Part::no_data(DEVICE, "the engine reported no output device")
+            } else {
+                Part::compare(
+                    DEVICE,
+                    on as f64 / total as f64,
+                    Threshold::equal(1.0),
+                    words.clone(),
+                )
+            },
+            words,
+        });
     }
-    if ok.is_empty() && failures.is_empty() {
-        failures.push("the case claims nothing".into());
-    }
-    if failures.is_empty() {
-        Ok(ok.join("; "))
-    } else {
-        Err(failures)
-    }
+    out
 }
 
 /// A silent-fallback negative control is one only where the real thing is absent.
-pub fn precondition(case: &Case) -> Option<String> {
+fn not_a_control_here(case: &Case, availability: &dyn Fn(&str) -> crate::backend::registry::Availability) -> Option<Skip> {
     let other = case.unless_available.as_deref()?;
-    crate::backend::registry::probe(other)
-        .is_available()
-        .then(|| format!("not a negative control on this machine: `{other}` is available here, so the label is honest"))
+    availability(other).is_available().then(|| {
+        Skip::new(
+            SkipCause::NotApplicable,
+            format!("not a negative control on this machine: `{other}` is available here, so the label is honest"),
+        )
+    })
 }
 
-fn requested(name: &str) -> Result<RequestedProvider, String> {
-    match name {
-        "cuda" => Ok(RequestedProvider::Cuda { device_id: 0 }),
-        "tensorrt" => Ok(crate::backend::registry::tensorrt_request()),
-        other => Err(format!(
-            "unknown request_provider `{other}` (cuda, tensorrt)"
-        )),
-    }
+/// The request a case names: `cuda` or `tensorrt`.
+const PROVIDERS: [&str; 2] = ["cuda", "tensorrt"];
+
+/// What collecting the evidence of one case gave.
+#[derive(Debug)]
+pub enum Collected {
+    /// The backend could not be opened, or reported no evidence: nothing proven either way.
+    Failed(String),
+    Evidence(Evidence),
 }
 
-pub fn evaluate(ctx: &TrialContext<'_>, p: &CompileRealParams, case: &Case) -> TrialResult {
-    let done = |verdict, metrics| ctx.result(verdict, metrics, &[], 0);
-    if let Some(reason) = precondition(case) {
-        return done(Verdict::Skip { reason }, BTreeMap::new());
-    }
-    // The inner verdict: do the label's claims hold?
-    let inner: Result<(String, Evidence), String> = (|| {
-        let extra = case
-            .request_provider
-            .as_deref()
-            .map(requested)
-            .transpose()?;
-        let mut backend = (ctx.open_evidence)(&case.backend, extra)
-            .map_err(|e| format!("backend could not be opened: {e}"))?;
-        let evidence = backend
-            .evidence()
-            .ok_or_else(|| format!("backend `{}` reports no runtime evidence", case.backend))?
-            .map_err(|e| e.to_string())?;
-        match check_claims(&case.claims, &evidence, p.min_compute_fraction) {
-            Ok(summary) => Ok((summary, evidence)),
-            Err(f) => Err(f.join("; ")),
+/// The findings of one case from what was collected.
+pub fn judge_case(case: &Case, collected: Collected, min_fraction: f64) -> Vec<Part> {
+    let evidence = match collected {
+        Collected::Evidence(e) => e,
+        Collected::Failed(e) => {
+            let part = match case.expect {
+                Expect::Pass => PROVIDER,
+                Expect::Fail => LIE_CAUGHT,
+            };
+            return vec![Part::no_data(part, format!("no evidence collected: {e}"))];
         }
-    })();
-    let mut metrics = BTreeMap::new();
-    match (case.expect, inner) {
-        (Expect::Pass, Ok((summary, evidence))) => {
+    };
+    let checks = check_claims(&case.claims, &evidence, min_fraction);
+    match case.expect {
+        Expect::Pass => {
+            let parts: Vec<Part> = checks.into_iter().map(|c| c.part).collect();
+            if parts.is_empty() {
+                vec![Part::no_data(PROVIDER, "the case's label claims nothing")]
+            } else {
+                parts
+            }
+        }
+        Expect::Fail => {
+            let rejected: Vec<&ClaimCheck> = checks
+                .iter()
+                .filter(|c| matches!(c.part.finding, super::Finding::NotHeld { .. }))
+                .collect();
+            let unproven: Vec<&ClaimCheck> = checks
+                .iter()
+                .filter(|c| !c.held() && !matches!(c.part.finding, super::Finding::NotHeld { .. }))
+                .collect();
+            if rejected.is_empty() && !unproven.is_empty() {
+                return vec![Part::no_data(
+                    LIE_CAUGHT,
+                    format!(
+                        "the evidence cannot judge the label: {}",
+                        unproven.iter().map(|c| c.words.as_str()).collect::<Vec<_>>().join("; ")
+                    ),
+                )];
+            }
+            let words = if rejected.is_empty() {
+                format!(
+                    "the false label passed: {}",
+                    checks.iter().map(|c| c.words.as_str()).collect::<Vec<_>>().join("; ")
+                )
+            } else {
+                format!(
+                    "evidence rejected the label: {}",
+                    rejected.iter().map(|c| c.words.as_str()).collect::<Vec<_>>().join("; ")
+                )
+            };
+            vec![Part::compare(
+                LIE_CAUGHT,
+                rejected.len() as f64,
+                Threshold::at_least(1.0),
+                words,
+            )]
+        }
+    }
+}
+
+impl GateKind for CompileRealParams {
+    fn parts(&self) -> &'static [&'static str] {
+        &[PROVIDER, OPTIMIZED, DEVICE, LIE_CAUGHT]
+    }
+
+    fn units(&self, _backends: &[String]) -> Vec<Unit> {
+        self.cases
+            .iter()
+            .map(|c| Unit::Case {
+                case: c.name.clone(),
+                backend: c.backend.clone(),
+            })
+            .collect()
+    }
+
+    fn validate(&self, _spec: &super::GateSpec) -> Result<(), String> {
+        for c in &self.cases {
+            if let Some(p) = c.request_provider.as_deref() {
+                if !PROVIDERS.contains(&p) {
+                    return Err(format!(
+                        "case `{}`: unknown request_provider `{p}` ({})",
+                        c.name,
+                        PROVIDERS.join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn precondition(&self, plan: &PlanContext<'_>) -> Option<Skip> {
+        let Unit::Case { case, .. } = plan.unit else {
+            return None;
+        };
+        let case = self.cases.iter().find(|c| &c.name == case)?;
+        not_a_control_here(case, plan.availability)
+    }
+
+    fn evaluate(&self, ctx: &TrialContext<'_>) -> Evaluation {
+        let Unit::Case { case: name, .. } = &ctx.trial.unit else {
+            return Evaluation::error("attribution.compile_real runs its cases, not a backend");
+        };
+        let Some(case) = self.cases.iter().find(|c| &c.name == name) else {
+            return Evaluation::error(format!("no case `{name}` in {}", ctx.spec.path.display()));
+        };
+        if let Some(skip) = not_a_control_here(case, &|b| ctx.backends.availability(b)) {
+            return Evaluation::skip(skip);
+        }
+        let collected = match ctx
+            .backends
+            .open_for_evidence(&case.backend, case.request_provider.as_deref())
+        {
+            Err(e) => Collected::Failed(format!("backend could not be opened: {e}")),
+            Ok(mut backend) => match backend.evidence() {
+                None => Collected::Failed(format!(
+                    "backend `{}` reports no runtime evidence",
+                    case.backend
+                )),
+                Some(Err(e)) => Collected::Failed(e.to_string()),
+                Some(Ok(evidence)) => Collected::Evidence(evidence),
+            },
+        };
+        let mut metrics = Metrics::default();
+        if let Collected::Evidence(evidence) = &collected {
             if let Some(p) = &case.claims.provider {
                 metrics.insert(
-                    "compute_fraction_on_claimed_provider".into(),
+                    "compute_fraction_on_claimed_provider",
                     evidence.compute_fraction_on(p),
                 );
             }
             if let Some(g) = &evidence.graph_optimization {
-                metrics.insert("exported_nodes".into(), g.exported_nodes as f64);
-                metrics.insert("optimized_nodes".into(), g.optimized_nodes as f64);
+                metrics.insert("exported_nodes", g.exported_nodes as f64);
+                metrics.insert("optimized_nodes", g.optimized_nodes as f64);
             }
-            done(
-                Verdict::Pass {
-                    summary: format!("label `{}` proven: {summary}", case.name),
-                },
-                metrics,
-            )
         }
-        (Expect::Pass, Err(reason)) => done(
-            Verdict::Fail {
-                reason: format!("label `{}` not proven: {reason}", case.name),
-            },
-            metrics,
-        ),
-        (Expect::Fail, Err(reason)) => done(
-            Verdict::Pass {
-                summary: format!("negative control caught (the label lies): {reason}"),
-            },
-            metrics,
-        ),
-        (Expect::Fail, Ok((summary, _))) => done(
-            Verdict::Fail {
-                reason: format!(
-                    "negative control `{}` was NOT caught: its false label passed ({summary})",
-                    case.name
-                ),
-            },
-            metrics,
-        ),
+        let summary = match case.expect {
+            Expect::Pass => format!("label `{}` against runtime evidence", case.name),
+            Expect::Fail => format!(
+                "negative control `{}`: its label lies and must be rejected by evidence",
+                case.name
+            ),
+        };
+        Evaluation::judged(judge_case(case, collected, self.min_compute_fraction), summary)
+            .with_metrics(metrics)
     }
 }
 
@@ -257,9 +377,9 @@ mod tests {
             provider: Some("CUDAExecutionProvider".into()),
             ..Default::default()
         };
-        let err = check_claims(&claims, &cpu_evidence(true), 0.9)
-            .unwrap_err()
-            .join(";");
+        let checks = check_claims(&claims, &cpu_evidence(true), 0.9);
+        assert!(!checks[0].held());
+        let err = &checks[0].words;
         assert!(
             err.contains("silent fallback") && err.contains("0%"),
             "{err}"
@@ -272,11 +392,10 @@ mod tests {
             optimized: Some(true),
             ..Default::default()
         };
-        assert!(check_claims(&claims, &cpu_evidence(true), 0.9).is_ok());
-        let err = check_claims(&claims, &cpu_evidence(false), 0.9)
-            .unwrap_err()
-            .join(";");
-        assert!(err.contains("not rewritten"), "{err}");
+        assert!(check_claims(&claims, &cpu_evidence(true), 0.9)[0].held());
+        let checks = check_claims(&claims, &cpu_evidence(false), 0.9);
+        assert!(!checks[0].held());
+        assert!(checks[0].words.contains("not rewritten"), "{:?}", checks[0]);
     }
 
     #[test]
@@ -287,9 +406,51 @@ mod tests {
             device: Some("cuda".into()),
             ..Default::default()
         };
-        assert!(check_claims(&claims, &e, 0.9).is_err());
+        assert!(!check_claims(&claims, &e, 0.9)[0].held());
         e.executed_on.clear();
         e.executed_on.insert("cuda:0".into(), 3);
-        assert!(check_claims(&claims, &e, 0.9).is_ok());
+        assert!(check_claims(&claims, &e, 0.9)[0].held());
+    }
+
+    fn control() -> Case {
+        Case {
+            name: "negative.ort-cuda-requested-without-cuda".into(),
+            backend: "ort-cpu".into(),
+            request_provider: Some("cuda".into()),
+            unless_available: None,
+            claims: Claims {
+                provider: Some("CUDAExecutionProvider".into()),
+                ..Default::default()
+            },
+            expect: Expect::Fail,
+        }
+    }
+
+    fn verdict(parts: Vec<Part>) -> crate::gate::Verdict {
+        crate::gate::verdict::derive(&crate::gate::Outcome::Judged { parts }, "", &[]).0
+    }
+
+    #[test]
+    fn a_negative_control_is_caught_only_when_evidence_rejects_the_label() {
+        use crate::gate::Verdict;
+        // Item 5: the session failed to open. Before, any error counted as "caught" (PASS).
+        let open_failed = judge_case(
+            &control(),
+            Collected::Failed("backend could not be opened: libonnxruntime.so missing".into()),
+            0.95,
+        );
+        assert_eq!(verdict(open_failed.clone()), Verdict::Fail);
+        assert!(format!("{open_failed:?}").contains("libonnxruntime.so missing"));
+        // Evidence collected, and it shows the CPU ran everything: the lie is caught.
+        let caught = judge_case(&control(), Collected::Evidence(cpu_evidence(true)), 0.95);
+        assert_eq!(verdict(caught), Verdict::Pass);
+        // Evidence that agrees with the false label: the control was not caught.
+        let mut cuda = cpu_evidence(true);
+        cuda.compute_executed_on.clear();
+        cuda.compute_executed_on.insert("CUDAExecutionProvider".into(), 300);
+        assert_eq!(
+            verdict(judge_case(&control(), Collected::Evidence(cuda), 0.95)),
+            Verdict::Fail
+        );
     }
 }

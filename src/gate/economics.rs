@@ -7,9 +7,12 @@
 //! medians over the scenarios (TR121's scenario aggregate). Then, with [`crate::cost`], for every
 //! pricing tier of the gate file: compute cost per 1M tokens, the energy term where it was measured,
 //! the total, the workers needed for the gate's monthly token volume, and the cost of the gate's
-//! request mix. The trial fails when the ordering changes between tiers, when the energy share of a
-//! backend's cost exceeds `max_energy_share` (C3: energy is a small fraction), or when a present
-//! backend yields no successful run.
+//! request mix. Parts: `throughput` (FAIL when a present backend yields no successful run in some
+//! scenario), `tier_invariance` (the ordering is the same under every tier — checked only when
+//! every backend has an energy term: a compute-only cost is `price / throughput`, so its ordering
+//! cannot change with the tier by construction, which `src/cost.rs`'s property test proves; then
+//! the part is reported, INFO, never a PASS) and `energy_share` (C3: energy is at most
+//! `max_energy_share` of every backend's cost, where measured; not checked without a sensor).
 //!
 //! Energy (TR119's second term, TR122's gates): with a readable CPU package sensor (RAPL; TR119
 //! uses CPU package power for CPU backends, and every backend here runs on the CPU), the idle baseline is
@@ -18,16 +21,18 @@
 //! it gives J/token (geometric mean over scenarios per backend). Gross, not net: a dedicated
 //! worker's idle draw is paid for too. A window whose energy is `no_data`, or without a readable
 //! sensor, leaves the energy term `no_data` with the reason, and the cost is compute only — then
-//! tier invariance holds by the formula, and the verdict says so.
+//! tier invariance holds by the formula, and the verdict says so (INFO).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::distribution::{backend_availability, measure_backend, prompts};
-use super::{median, TrialContext, TrialResult, Verdict};
+use super::{
+    median, Details, Evaluation, GateKind, NoDataNote, Part, Skip, SkipCause, Threshold,
+    TrialContext, Unit,
+};
 use crate::cost::{self, BackendThroughput, EnergyCost, EnergyInput, PricingTier};
 use crate::energy::{
     self, energy_per_token, EnergyPerToken, EventWindow, IdleBaseline, PowerPoller, PowerSensor,
@@ -186,19 +191,113 @@ fn aggregate_energy(per_scenario: &[EnergyInput]) -> EnergyInput {
     }
 }
 
-pub fn evaluate(ctx: &TrialContext<'_>, p: &EconomicsParams) -> TrialResult {
-    let fail = |reason: String| ctx.result(Verdict::Fail { reason }, BTreeMap::new(), &[], 0);
+pub const THROUGHPUT: &str = "throughput";
+pub const TIER_INVARIANCE: &str = "tier_invariance";
+pub const ENERGY_SHARE: &str = "energy_share";
+
+/// One backend × tier line of the cost table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CostLine {
+    pub backend: String,
+    pub tier: String,
+    pub usd_per_hour: f64,
+    /// Total cost per 1M generated tokens (compute, + energy where measured).
+    pub usd_per_1m: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd_per_1k_requests: Option<f64>,
+    /// Geometric mean over scenarios of the median tokens/s.
+    pub tokens_per_s: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joules_per_token: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub energy_share: Option<f64>,
+    /// Workers needed for the gate's monthly token volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<f64>,
+}
+
+/// Median tokens/s of one backend in one scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioThroughput {
+    pub backend: String,
+    pub scenario: String,
+    pub tokens_per_s_median: f64,
+}
+
+/// What the report reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CostDetails {
+    pub lines: Vec<CostLine>,
+    pub throughput: Vec<ScenarioThroughput>,
+    /// Tier name → backends cheapest first.
+    pub orderings: Vec<(String, Vec<String>)>,
+}
+
+/// The `tier_invariance` part: asserted only when every backend has an energy term.
+pub fn tier_invariance_part(throughputs: &[BackendThroughput], invariant: bool, orderings: &str) -> Part {
+    let compute_only = throughputs
+        .iter()
+        .all(|t| matches!(t.energy, EnergyInput::NoData { .. }));
+    if compute_only || throughputs.len() < 2 {
+        return Part::reported(
+            TIER_INVARIANCE,
+            None,
+            format!(
+                "{}: cost = price per hour / throughput, so the ordering cannot change with the tier (by construction, not by measurement); {orderings}",
+                if throughputs.len() < 2 { "one backend measured" } else { "no energy term" }
+            ),
+        );
+    }
+    Part::compare(
+        TIER_INVARIANCE,
+        f64::from(u8::from(invariant)),
+        Threshold::equal(1.0),
+        format!("1 = the same ordering under every tier: {orderings}"),
+    )
+}
+
+impl GateKind for EconomicsParams {
+    fn parts(&self) -> &'static [&'static str] {
+        &[THROUGHPUT, TIER_INVARIANCE, ENERGY_SHARE]
+    }
+
+    fn units(&self, backends: &[String]) -> Vec<Unit> {
+        vec![Unit::Backends {
+            backends: backends.to_vec(),
+        }]
+    }
+
+    fn aggregates_scenarios(&self) -> bool {
+        true
+    }
+
+    fn validate(&self, spec: &super::GateSpec) -> Result<(), String> {
+        if spec.scenarios.is_empty() {
+            return Err("`scenarios` is empty; this check aggregates over scenarios".into());
+        }
+        if self.tiers.is_empty() {
+            return Err("`tiers` is empty".into());
+        }
+        Ok(())
+    }
+
+    fn evaluate(&self, ctx: &TrialContext<'_>) -> Evaluation {
+        evaluate(ctx, self)
+    }
+}
+
+fn evaluate(ctx: &TrialContext<'_>, p: &EconomicsParams) -> Evaluation {
     let prompts = match prompts(ctx) {
         Ok(x) => x,
-        Err(e) => return fail(e),
+        Err(e) => return Evaluation::error(e),
     };
     let setup = energy_setup(p);
     let mut all_records = Vec::new();
     let mut absent = Vec::new();
-    let mut failures = Vec::new();
+    let mut missing = Vec::new();
     let mut throughputs = Vec::new();
+    let mut per_scenario = Vec::new();
     let mut measured = 0usize;
-    let mut metrics = BTreeMap::new();
     for (backend, availability) in backend_availability(ctx) {
         if let Err(reason) = availability {
             absent.push(reason);
@@ -207,7 +306,7 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &EconomicsParams) -> TrialResult {
         let mut energies = Vec::new();
         let runs = measure_backend(
             ctx,
-            (ctx.open_named)(&backend),
+            ctx.backends.open(&backend),
             &prompts,
             p.gen_tokens,
             |scenario, run| match &setup {
@@ -220,7 +319,7 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &EconomicsParams) -> TrialResult {
                         sensor,
                         baseline,
                         *period,
-                        &format!("{backend}::{scenario}"),
+                        &format!("{backend} × {scenario}"),
                         run,
                     );
                     energies.push(e);
@@ -236,7 +335,7 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &EconomicsParams) -> TrialResult {
         );
         let runs = match runs {
             Ok(r) => r,
-            Err(e) => return fail(e),
+            Err(e) => return Evaluation::error(e).with_runs(&all_records, all_records.len()),
         };
         measured += 1;
         let mut medians = Vec::new();
@@ -249,10 +348,14 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &EconomicsParams) -> TrialResult {
                     .collect::<Vec<_>>(),
             ) {
                 Some(m) => {
-                    metrics.insert(format!("{backend}::{}::tokens_per_s_median", r.scenario), m);
+                    per_scenario.push(ScenarioThroughput {
+                        backend: backend.clone(),
+                        scenario: r.scenario.into(),
+                        tokens_per_s_median: m,
+                    });
                     medians.push(m);
                 }
-                None => failures.push(format!(
+                None => missing.push(format!(
                     "{backend} × {}: no successful measured run ({})",
                     r.scenario,
                     r.first_problem().unwrap_or_else(|| "no runs".into())
@@ -271,177 +374,171 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &EconomicsParams) -> TrialResult {
     }
     // What the plan states: every measured backend × scenario × (warmup + repetitions).
     let stated = measured * prompts.len() * (ctx.profile.warmup + ctx.profile.repetitions);
-    if throughputs.is_empty() && failures.is_empty() {
-        return ctx.result(
-            Verdict::Skip {
-                reason: format!("no backend of the gate is available: {}", absent.join("; ")),
-            },
-            metrics,
-            &all_records,
-            stated,
-        );
+    if measured == 0 {
+        return Evaluation::skip(Skip::new(
+            SkipCause::BackendAbsent,
+            format!("no backend of the gate is available: {}", absent.join("; ")),
+        ));
+    }
+    let throughput = if missing.is_empty() {
+        Part::compare(
+            THROUGHPUT,
+            throughputs.len() as f64,
+            Threshold::equal(measured as f64),
+            "present backends with a throughput in every scenario",
+        )
+    } else {
+        Part::no_data(THROUGHPUT, missing.join("; "))
+    };
+    if throughputs.is_empty() {
+        return Evaluation::judged(vec![throughput], String::new()).with_runs(&all_records, stated);
     }
 
     let orderings = match cost::ordering_is_tier_invariant(&throughputs, &p.tiers, p.usd_per_kwh) {
         Ok(o) => o,
         Err(e) => {
-            return ctx.result(
-                Verdict::Fail {
-                    reason: format!("{}: {e}", ctx.spec.path.display()),
-                },
-                metrics,
-                &all_records,
-                stated,
-            )
+            return Evaluation::error(format!("{}: {e}", ctx.spec.path.display()))
+                .with_runs(&all_records, stated)
         }
     };
     let avg_tps = cost::avg_tokens_per_s(p.tokens_per_month, cost::SECONDS_PER_30_DAY_MONTH);
     let mut lines = Vec::new();
-    for t in &throughputs {
-        metrics.insert(
-            format!("{}::tokens_per_s_geomean", t.backend),
-            t.tokens_per_s,
-        );
-        if let Ok(w) = avg_tps
-            .clone()
-            .and_then(|a| cost::workers(a, t.tokens_per_s))
-        {
-            metrics.insert(format!("{}::workers", t.backend), w);
-        }
-    }
+    let mut words = Vec::new();
+    let mut shares = Vec::new();
     for tier in &p.tiers {
         let table = match cost::cost_table(&throughputs, tier, p.usd_per_kwh) {
             Ok(t) => t,
-            Err(e) => {
-                return ctx.result(
-                    Verdict::Fail {
-                        reason: e.to_string(),
-                    },
-                    metrics,
-                    &all_records,
-                    stated,
-                )
-            }
+            Err(e) => return Evaluation::error(e.to_string()).with_runs(&all_records, stated),
         };
         let mut parts = Vec::new();
         for c in &table {
-            metrics.insert(
-                format!("{}::{}::usd_per_1m", c.backend, tier.name),
-                c.total_usd_per_1m,
-            );
             let request = cost::cost_per_request(
                 p.request.prompt_tokens,
                 p.request.generated_tokens,
                 c.total_usd_per_1m,
             )
-            .unwrap_or(f64::NAN);
-            metrics.insert(
-                format!("{}::{}::usd_per_1k_requests", c.backend, tier.name),
-                request * 1e3,
-            );
-            let energy = match &c.energy {
+            .ok();
+            let (joules, energy) = match &c.energy {
                 EnergyCost::Good {
                     usd_per_1m,
                     joules_per_token,
                     ..
                 } => {
-                    metrics.insert(
-                        format!("{}::joules_per_token", c.backend),
-                        *joules_per_token,
-                    );
-                    let share = c.energy_share().unwrap_or(f64::NAN);
-                    if share > p.max_energy_share {
-                        failures.push(format!(
-                            "{} ({}): energy is {:.0} % of the cost, above {:.0} %",
-                            c.backend,
-                            tier.name,
-                            100.0 * share,
-                            100.0 * p.max_energy_share
-                        ));
+                    let share = c.energy_share();
+                    if let Some(share) = share {
+                        shares.push((c.backend.clone(), tier.name.clone(), share));
                     }
-                    format!(" (energy ${usd_per_1m:.4}, {joules_per_token:.2} J/token)")
+                    (
+                        Some(*joules_per_token),
+                        format!(" (energy ${usd_per_1m:.4}, {joules_per_token:.2} J/token)"),
+                    )
                 }
-                EnergyCost::NoData { .. } => String::new(),
+                EnergyCost::NoData { .. } => (None, String::new()),
             };
+            let workers = avg_tps
+                .clone()
+                .and_then(|a| cost::workers(a, c.tokens_per_s))
+                .ok();
+            lines.push(CostLine {
+                backend: c.backend.clone(),
+                tier: tier.name.clone(),
+                usd_per_hour: tier.usd_per_hour,
+                usd_per_1m: c.total_usd_per_1m,
+                usd_per_1k_requests: request.map(|r| r * 1e3),
+                tokens_per_s: c.tokens_per_s,
+                joules_per_token: joules,
+                energy_share: c.energy_share(),
+                workers,
+            });
             parts.push(format!(
-                "{} ${:.3}{energy}, ${:.4}/1k req",
+                "{} ${:.3}{energy}{}",
                 c.backend,
                 c.total_usd_per_1m,
-                request * 1e3
+                request
+                    .map(|r| format!(", ${:.4}/1k req", r * 1e3))
+                    .unwrap_or_default()
             ));
         }
-        lines.push(format!(
+        words.push(format!(
             "{} (${}/h): {}",
             tier.name,
             tier.usd_per_hour,
             parts.join(", ")
         ));
     }
-    if !orderings.invariant {
-        failures.push(format!(
-            "backend ordering changes with the pricing tier: {}",
-            orderings
-                .orderings
-                .iter()
-                .map(|(t, o)| format!("{t}: {}", o.join(" < ")))
-                .collect::<Vec<_>>()
-                .join("; ")
-        ));
-    }
-    let energy_note = {
-        let reasons: Vec<String> = throughputs
-            .iter()
-            .filter_map(|t| match &t.energy {
-                EnergyInput::NoData { reason } => Some(format!("{}: {reason}", t.backend)),
-                EnergyInput::Good { .. } => None,
-            })
-            .collect();
-        if reasons.is_empty() {
-            format!("energy priced at ${}/kWh as a second term", p.usd_per_kwh)
-        } else if reasons.len() == throughputs.len() {
-            let first = reasons.first().cloned().unwrap_or_default();
-            format!("energy term no_data for every backend ({first}): compute-only cost, so tier invariance holds by the formula")
-        } else {
-            format!("energy term no_data for {}", reasons.join("; "))
-        }
-    };
+    let ordering_words = orderings
+        .orderings
+        .iter()
+        .map(|(t, o)| format!("{t}: {}", o.join(" < ")))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let mut parts = vec![
+        throughput,
+        tier_invariance_part(&throughputs, orderings.invariant, &ordering_words),
+    ];
+    let no_energy: Vec<String> = throughputs
+        .iter()
+        .filter_map(|t| match &t.energy {
+            EnergyInput::NoData { reason } => Some(format!("{}: {reason}", t.backend)),
+            EnergyInput::Good { .. } => None,
+        })
+        .collect();
+    parts.push(
+        match shares.iter().max_by(|a, b| a.2.total_cmp(&b.2)) {
+            Some((backend, tier, share)) => Part::compare(
+                ENERGY_SHARE,
+                *share,
+                Threshold::at_most(p.max_energy_share),
+                format!("largest energy share of the cost: {backend} under {tier}"),
+            ),
+            None => Part::not_checked(
+                ENERGY_SHARE,
+                format!(
+                    "no energy term was measured ({})",
+                    no_energy.first().cloned().unwrap_or_default()
+                ),
+            ),
+        },
+    );
+    let no_data = throughputs
+        .iter()
+        .filter_map(|t| match &t.energy {
+            EnergyInput::NoData { reason } => Some(NoDataNote {
+                subject: format!("energy term of {}", t.backend),
+                reason: reason.clone(),
+                count: 1,
+            }),
+            EnergyInput::Good { .. } => None,
+        })
+        .collect();
     let speeds = throughputs
         .iter()
         .map(|t| format!("{} {:.1}", t.backend, t.tokens_per_s))
         .collect::<Vec<_>>()
         .join(", ");
-    let workers = throughputs
+    let workers = lines
         .iter()
-        .filter_map(|t| {
-            metrics
-                .get(&format!("{}::workers", t.backend))
-                .map(|w| format!("{} {w:.2}", t.backend))
-        })
+        .filter(|l| Some(&l.tier) == p.tiers.first().map(|t| &t.name))
+        .filter_map(|l| l.workers.map(|w| format!("{} {w:.2}", l.backend)))
         .collect::<Vec<_>>()
         .join(", ");
-    let order = orderings
-        .orderings
-        .first()
-        .map(|(_, o)| o.join(" < "))
-        .unwrap_or_default();
-    let body = format!(
-        "tokens/s (geomean over {} scenarios, {} generated tokens): {speeds}; $/1M tokens: {}; cheapest first {order} under all {} tiers{}; workers for {:.0e} tokens/month: {workers}; {energy_note}{}",
+    let summary = format!(
+        "tokens/s (geomean over {} scenarios, {} generated tokens): {speeds}; $/1M tokens: {}; workers for {:.0e} tokens/month: {workers}{}{}",
         prompts.len(),
         p.gen_tokens,
-        lines.join("; "),
-        p.tiers.len(),
-        if orderings.invariant { "" } else { " NOT" },
+        words.join("; "),
         p.tokens_per_month,
+        if no_energy.is_empty() { String::new() } else { format!("; energy term no_data for {}", no_energy.join("; ")) },
         if absent.is_empty() { String::new() } else { format!("; not compared: {}", absent.join("; ")) }
     );
-    let verdict = if failures.is_empty() {
-        Verdict::Pass { summary: body }
-    } else {
-        Verdict::Fail {
-            reason: format!("{}; {body}", failures.join("; ")),
-        }
-    };
-    ctx.result(verdict, metrics, &all_records, stated)
+    Evaluation::judged(parts, summary)
+        .with_runs(&all_records, stated)
+        .with_no_data(no_data)
+        .with_details(Details::Cost(CostDetails {
+            lines,
+            throughput: per_scenario,
+            orderings: orderings.orderings,
+        }))
 }
 
 #[cfg(test)]
@@ -489,7 +586,8 @@ mod tests {
     fn ok_record(gen_tokens: usize) -> RunRecord {
         RunRecord {
             run_id: "r".into(),
-            trial: "t".into(),
+            trial: crate::gate::TrialId::new("g", crate::gate::Unit::backend("b"), None),
+            sub_series: None,
             backend: "b".into(),
             scenario: "s".into(),
             index: 0,
@@ -562,6 +660,36 @@ mod tests {
             matches!(&e, EnergyInput::NoData { reason } if reason.contains("not ok")),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn tier_invariance_without_energy_is_reported_not_passed() {
+        use crate::gate::{verdict::derive, Outcome, Verdict};
+        // Item 6: without an energy term the ordering cannot change with the tier.
+        let compute_only = vec![
+            BackendThroughput {
+                backend: "a".into(),
+                tokens_per_s: 100.0,
+                energy: EnergyInput::NoData { reason: "no RAPL".into() },
+            },
+            BackendThroughput {
+                backend: "b".into(),
+                tokens_per_s: 150.0,
+                energy: EnergyInput::NoData { reason: "no RAPL".into() },
+            },
+        ];
+        let part = tier_invariance_part(&compute_only, true, "spot: b < a");
+        let (v, m, _) = derive(&Outcome::Judged { parts: vec![part] }, "", &[]);
+        assert_eq!(v, Verdict::Info, "{m}");
+        assert!(m.contains("by construction"), "{m}");
+        let mut measured = compute_only.clone();
+        for t in &mut measured {
+            t.energy = EnergyInput::Good { joules_per_token: 2.0 };
+        }
+        let held = tier_invariance_part(&measured, true, "");
+        assert_eq!(derive(&Outcome::Judged { parts: vec![held] }, "", &[]).0, Verdict::Pass);
+        let changed = tier_invariance_part(&measured, false, "");
+        assert_eq!(derive(&Outcome::Judged { parts: vec![changed] }, "", &[]).0, Verdict::Fail);
     }
 
     #[test]

@@ -10,17 +10,23 @@
 //! prefill_ms], decode = [end − decode_ms, end]. For in-process backends these are the measured
 //! boundaries; for servers (engine-reported phases) they are placed within the request's wall time.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{median, TrialContext, TrialResult, Verdict};
+use super::{
+    median, Evaluation, GateKind, Metrics, NoDataNote, Part, PlanContext, Skip, SkipCause,
+    Threshold, TrialContext,
+};
 use crate::energy::{
     self, attribute, calibrate_idle, EnergyQuality, EnergyResult, EventWindow, PowerPoller,
 };
-use crate::measure::{RunOutcome, RunPhase, RunRecord, SeriesPlan};
+use crate::measure::{RunOutcome, RunPhase, RunRecord};
 use crate::workload::prompt_ids;
+
+pub const PREFILL: &str = "prefill_events";
+pub const DECODE: &str = "decode_events";
+pub const GATING_RULE: &str = "no_number_without_samples";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,10 +45,32 @@ pub struct EnergyGatingParams {
     pub expect_decode: Option<EnergyQuality>,
 }
 
+/// The two kinds of event a generation yields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventClass {
+    Prefill,
+    Decode,
+}
+
+impl EventClass {
+    fn part(self) -> &'static str {
+        match self {
+            EventClass::Prefill => PREFILL,
+            EventClass::Decode => DECODE,
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            EventClass::Prefill => "prefill",
+            EventClass::Decode => "decode",
+        }
+    }
+}
+
 /// What the trial leaves in `<run-dir>/energy/`.
 #[derive(Debug, Serialize)]
 struct EnergyArtifact<'a> {
-    trial: &'a str,
+    trial: &'a super::TrialId,
     idle: &'a energy::IdleBaseline,
     idle_cadence: &'a energy::CadenceStats,
     cadence: &'a energy::CadenceStats,
@@ -50,30 +78,82 @@ struct EnergyArtifact<'a> {
     results: &'a [EnergyResult],
 }
 
-pub fn evaluate(ctx: &TrialContext<'_>, p: &EnergyGatingParams) -> TrialResult {
-    let fail = |reason: String, records: &[RunRecord]| {
-        ctx.result(
-            Verdict::Fail { reason },
-            BTreeMap::new(),
-            records,
-            records.len(),
-        )
-    };
+/// One class's part: every event of the class has the expected quality. No event at all is
+/// `no_data` (0 of 0 is not a pass: every run may have failed).
+pub fn class_part(class: EventClass, qualities: &[EnergyQuality], expect: Option<EnergyQuality>, example: Option<String>) -> Part {
+    let total = qualities.len();
+    let good = qualities.iter().filter(|q| **q == EnergyQuality::Good).count();
+    if total == 0 {
+        return Part::no_data(
+            class.part(),
+            format!("no {} event was measured (every run failed?)", class.name()),
+        );
+    }
+    match expect {
+        None => Part::reported(
+            class.part(),
+            Some(good as f64 / total as f64),
+            format!("{good}/{total} {} events good (quality not asserted by the gate file)", class.name()),
+        ),
+        Some(q) => {
+            let matching = qualities.iter().filter(|x| **x == q).count();
+            let mut detail = format!("{matching}/{total} {} events are {q:?}", class.name());
+            if matching != total {
+                if let Some(e) = example {
+                    detail.push_str(&format!(" (e.g. {e})"));
+                }
+            }
+            Part::compare(
+                class.part(),
+                matching as f64 / total as f64,
+                Threshold::equal(1.0),
+                detail,
+            )
+        }
+    }
+}
+
+impl GateKind for EnergyGatingParams {
+    fn parts(&self) -> &'static [&'static str] {
+        &[PREFILL, DECODE, GATING_RULE]
+    }
+
+    fn precondition(&self, _plan: &PlanContext<'_>) -> Option<Skip> {
+        let detected = energy::detect_sensors();
+        detected.readable.is_empty().then(|| {
+            Skip::new(
+                SkipCause::Precondition,
+                format!(
+                    "no readable power sensor, so every event would be no_data: {}",
+                    detected.unreadable_summary()
+                ),
+            )
+        })
+    }
+
+    fn evaluate(&self, ctx: &TrialContext<'_>) -> Evaluation {
+        evaluate(ctx, self)
+    }
+}
+
+fn evaluate(ctx: &TrialContext<'_>, p: &EnergyGatingParams) -> Evaluation {
     let detected = energy::detect_sensors();
     if detected.readable.is_empty() {
-        let reason = format!(
-            "no readable power sensor here, so every event would be no_data: {}",
-            detected.unreadable_summary()
-        );
-        return ctx.result(Verdict::Skip { reason }, BTreeMap::new(), &[], 0);
+        return Evaluation::skip(Skip::new(
+            SkipCause::Precondition,
+            format!(
+                "no readable power sensor here, so every event would be no_data: {}",
+                detected.unreadable_summary()
+            ),
+        ));
     }
     let sensor = detected.best();
     let Some(scenario) = ctx.scenario else {
-        return fail("energy.gating needs a scenario".into(), &[]);
+        return Evaluation::error("energy.gating needs a scenario");
     };
     let prompt = match prompt_ids(&scenario, ctx.encode) {
         Ok(p) => p,
-        Err(e) => return fail(format!("cannot build the prompt: {e}"), &[]),
+        Err(e) => return Evaluation::error(format!("cannot build the prompt: {e}")),
     };
     let period = Duration::from_millis(p.poll_period_ms.max(1));
     std::thread::sleep(Duration::from_secs_f64(p.settle_seconds.max(0.0)));
@@ -83,27 +163,19 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &EnergyGatingParams) -> TrialResult {
         period,
     ) {
         Ok(x) => x,
-        Err(e) => return fail(format!("idle baseline: {e}"), &[]),
+        Err(e) => return Evaluation::error(format!("idle baseline: {e}")),
     };
-    let mut backend = match (ctx.open)() {
+    let mut backend = match ctx.open() {
         Ok(b) => b,
-        Err(e) => return fail(format!("backend could not load: {e}"), &[]),
+        Err(e) => return Evaluation::error(format!("backend could not load: {e}")),
     };
-    let plan = SeriesPlan {
-        run_id: ctx.run_id.into(),
-        trial: ctx.trial.into(),
-        scenario: scenario.name.into(),
-        prompt,
-        gen_tokens: p.gen_tokens,
-        warmup: ctx.profile.warmup,
-        repetitions: ctx.profile.repetitions,
-    };
+    let plan = ctx.series(None, scenario.name, prompt, p.gen_tokens);
     for _ in 0..plan.warmup {
         let _ = backend.generate(&plan.prompt, plan.gen_tokens);
     }
     let poller = match PowerPoller::start(sensor, period) {
         Ok(x) => x,
-        Err(e) => return fail(format!("power poller: {e}"), &[]),
+        Err(e) => return Evaluation::error(format!("power poller: {e}")),
     };
     let mut records = Vec::new();
     let mut events = Vec::new();
@@ -114,10 +186,12 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &EnergyGatingParams) -> TrialResult {
         let outcome = match outcome {
             Ok(g) => {
                 events.push((
+                    EventClass::Prefill,
                     EventWindow::new(format!("prefill#{rep}"), t0, t0 + g.prefill_ms / 1e3),
                     g.prompt_tokens as u64,
                 ));
                 events.push((
+                    EventClass::Decode,
                     EventWindow::new(format!("decode#{rep}"), t1 - g.decode_ms / 1e3, t1),
                     g.decode_steps as u64,
                 ));
@@ -133,7 +207,8 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &EnergyGatingParams) -> TrialResult {
         records.push(RunRecord {
             run_id: plan.run_id.clone(),
             trial: plan.trial.clone(),
-            backend: ctx.backend_id.into(),
+            sub_series: None,
+            backend: ctx.backend_id().into(),
             scenario: plan.scenario.clone(),
             index: plan.warmup + rep,
             phase: RunPhase::Measured,
@@ -142,121 +217,154 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &EnergyGatingParams) -> TrialResult {
         });
     }
     let trace = poller.stop();
-    let _ = ctx.log(&records);
-    let results: Vec<EnergyResult> = events
+    if let Err(e) = ctx.log(&records) {
+        return Evaluation::error(e).with_runs(&records, plan.repetitions);
+    }
+    let results: Vec<(EventClass, EnergyResult)> = events
         .iter()
-        .map(|(w, _)| attribute(w, &trace, &idle))
+        .map(|(c, w, _)| (*c, attribute(w, &trace, &idle)))
         .collect();
-    let summaries: Vec<_> = results
+    let summaries: Vec<(EventClass, energy::EventEnergySummary)> = results
         .iter()
         .zip(&events)
-        .map(|(r, (_, tokens))| r.summary(Some(*tokens)))
+        .map(|((c, r), (_, _, tokens))| (*c, r.summary(Some(*tokens))))
         .collect();
     if let Some(dir) = ctx.run_log.path().parent() {
+        let plain: Vec<EnergyResult> = results.iter().map(|(_, r)| r.clone()).collect();
         let artifact = EnergyArtifact {
             trial: ctx.trial,
             idle: &idle,
             idle_cadence: &idle_trace.cadence,
             cadence: &trace.cadence,
-            events: summaries.clone(),
-            results: &results,
+            events: summaries.iter().map(|(_, s)| s.clone()).collect(),
+            results: &plain,
         };
         let _ = std::fs::create_dir_all(dir.join("energy"));
         let _ = std::fs::write(
             dir.join("energy")
-                .join(format!("{}.json", ctx.trial.replace("::", "__"))),
+                .join(format!("{}.json", ctx.trial.file_stem())),
             serde_json::to_vec_pretty(&artifact).unwrap_or_default(),
         );
     }
 
-    let mut failures = Vec::new();
+    let of = |class: EventClass| results.iter().filter(move |(c, _)| *c == class).map(|(_, r)| r);
+    let class_finding = |class: EventClass, expect: Option<EnergyQuality>| {
+        let qualities: Vec<EnergyQuality> = of(class).map(|r| r.quality()).collect();
+        let example = of(class)
+            .find(|r| expect.is_some_and(|q| r.quality() != q))
+            .map(|r| {
+                r.no_data_reason().unwrap_or_else(|| {
+                    format!("{} had data over {:.3} s", r.event.label, r.duration_s)
+                })
+            });
+        class_part(class, &qualities, expect, example)
+    };
     // The seed rule, re-checked on what attribute() returned: a power-trace number needs ≥ 2 samples.
-    for r in &results {
-        if r.power_trace.outcome.is_good() && r.power_trace.in_window_samples < 2 {
-            failures.push(format!(
+    let violations: Vec<String> = results
+        .iter()
+        .filter(|(_, r)| r.power_trace.outcome.is_good() && r.power_trace.in_window_samples < 2)
+        .map(|(_, r)| {
+            format!(
                 "{}: power-trace energy with {} in-window samples",
                 r.event.label, r.power_trace.in_window_samples
-            ));
-        }
+            )
+        })
+        .collect();
+    let parts = vec![
+        class_finding(EventClass::Prefill, p.expect_prefill),
+        class_finding(EventClass::Decode, p.expect_decode),
+        Part::compare(
+            GATING_RULE,
+            violations.len() as f64,
+            Threshold::equal(0.0),
+            if violations.is_empty() {
+                format!("{} events, none with a number from fewer than 2 samples", results.len())
+            } else {
+                violations.join("; ")
+            },
+        ),
+    ];
+    let good = |class| of(class).filter(|r| r.quality() == EnergyQuality::Good).count();
+    let mut metrics = Metrics::default();
+    metrics.insert("idle_mean_w", idle.mean_w);
+    metrics.insert("idle_std_w", idle.std_w);
+    if let Some(v) = trace.cadence.median_period_s {
+        metrics.insert("poll_period_median_ms", v * 1e3);
     }
-    let count = |prefix: &str, q: EnergyQuality| {
-        results
-            .iter()
-            .filter(|r| r.event.label.starts_with(prefix) && r.quality() == q)
-            .count()
-    };
-    let total = |prefix: &str| {
-        results
-            .iter()
-            .filter(|r| r.event.label.starts_with(prefix))
-            .count()
-    };
-    for (prefix, expect) in [("prefill", p.expect_prefill), ("decode", p.expect_decode)] {
-        if let Some(q) = expect {
-            let n = count(prefix, q);
-            if n != total(prefix) {
-                let example = results
-                    .iter()
-                    .find(|r| r.event.label.starts_with(prefix) && r.quality() != q);
-                let why = example
-                    .map(|r| {
-                        r.no_data_reason().unwrap_or_else(|| {
-                            format!("{} had data over {:.3} s", r.event.label, r.duration_s)
-                        })
-                    })
-                    .unwrap_or_default();
-                failures.push(format!(
-                    "{prefix}: {n}/{} events are {q:?}, expected all ({why})",
-                    total(prefix)
-                ));
+    if let Some(v) = trace.cadence.p99_gap_s {
+        metrics.insert("poll_gap_p99_ms", v * 1e3);
+    }
+    metrics.insert("prefill_events_good", good(EventClass::Prefill) as f64);
+    metrics.insert("decode_events_good", good(EventClass::Decode) as f64);
+    let per_token: Vec<f64> = summaries
+        .iter()
+        .filter(|(c, _)| *c == EventClass::Decode)
+        .filter_map(|(_, s)| s.net_j_per_token)
+        .collect();
+    if let Some(m) = median(&per_token) {
+        metrics.insert("decode_net_j_per_token_median", m);
+    }
+    let mut no_data: Vec<NoDataNote> = Vec::new();
+    for (class, r) in &results {
+        if let Some(reason) = r.no_data_reason() {
+            let subject = format!("{} events", class.name());
+            match no_data.iter_mut().find(|n| n.subject == subject && n.reason == reason) {
+                Some(n) => n.count += 1,
+                None => no_data.push(NoDataNote {
+                    subject,
+                    reason,
+                    count: 1,
+                }),
             }
         }
     }
-    let mut metrics = BTreeMap::new();
-    metrics.insert("idle_mean_w".into(), idle.mean_w);
-    metrics.insert("idle_std_w".into(), idle.std_w);
-    if let Some(v) = trace.cadence.median_period_s {
-        metrics.insert("poll_period_median_ms".into(), v * 1e3);
-    }
-    if let Some(v) = trace.cadence.p99_gap_s {
-        metrics.insert("poll_gap_p99_ms".into(), v * 1e3);
-    }
-    metrics.insert(
-        "prefill_events_good".into(),
-        count("prefill", EnergyQuality::Good) as f64,
-    );
-    metrics.insert(
-        "decode_events_good".into(),
-        count("decode", EnergyQuality::Good) as f64,
-    );
-    let per_token: Vec<f64> = summaries
-        .iter()
-        .filter(|s| s.label.starts_with("decode"))
-        .filter_map(|s| s.net_j_per_token)
-        .collect();
-    if let Some(m) = median(&per_token) {
-        metrics.insert("decode_net_j_per_token_median".into(), m);
-    }
     let summary = format!(
-        "{} (idle {:.1} ± {:.1} W, n = {}; poll median {:.0} ms, p99 gap {:.0} ms): prefill {}/{} good, decode {}/{} good{}",
-        results.first().map(|r| r.sensor.as_str()).unwrap_or("sensor"),
+        "{} (idle {:.1} ± {:.1} W, n = {}; poll median {:.0} ms, p99 gap {:.0} ms){}",
+        results.first().map(|(_, r)| r.sensor.as_str()).unwrap_or("sensor"),
         idle.mean_w,
         idle.std_w,
         idle.n,
         trace.cadence.median_period_s.unwrap_or(f64::NAN) * 1e3,
         trace.cadence.p99_gap_s.unwrap_or(f64::NAN) * 1e3,
-        count("prefill", EnergyQuality::Good),
-        total("prefill"),
-        count("decode", EnergyQuality::Good),
-        total("decode"),
-        metrics.get("decode_net_j_per_token_median").map(|j| format!("; decode {j:.4} J/token net")).unwrap_or_default()
+        metrics
+            .get("decode_net_j_per_token_median")
+            .map(|j| format!("; decode {j:.4} J/token net"))
+            .unwrap_or_default()
     );
-    let verdict = if failures.is_empty() {
-        Verdict::Pass { summary }
-    } else {
-        Verdict::Fail {
-            reason: format!("{}; {summary}", failures.join("; ")),
-        }
-    };
-    ctx.result(verdict, metrics, &records, plan.repetitions)
+    Evaluation::judged(parts, summary)
+        .with_runs(&records, plan.repetitions)
+        .with_metrics(metrics)
+        .with_no_data(no_data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gate::{verdict::derive, Outcome, Verdict};
+
+    #[test]
+    fn no_events_of_a_class_is_no_data_not_a_pass() {
+        // Item 4: "prefill 0/0 good, decode 0/0 good" was a PASS when every run errored.
+        let parts = vec![
+            class_part(EventClass::Prefill, &[], Some(EnergyQuality::NoData), None),
+            class_part(EventClass::Decode, &[], Some(EnergyQuality::Good), None),
+        ];
+        let (v, m, _) = derive(&Outcome::Judged { parts }, "", &[]);
+        assert_eq!(v, Verdict::Fail, "{m}");
+        assert!(m.contains("no prefill event was measured"), "{m}");
+        let held = class_part(
+            EventClass::Decode,
+            &[EnergyQuality::Good, EnergyQuality::Good],
+            Some(EnergyQuality::Good),
+            None,
+        );
+        assert_eq!(derive(&Outcome::Judged { parts: vec![held] }, "", &[]).0, Verdict::Pass);
+        let mixed = class_part(
+            EventClass::Decode,
+            &[EnergyQuality::Good, EnergyQuality::NoData],
+            Some(EnergyQuality::Good),
+            Some("1 in-window sample".into()),
+        );
+        assert!(mixed.detail.contains("1/2") && mixed.detail.contains("1 in-window sample"));
+    }
 }

@@ -1,60 +1,198 @@
-//! Gates: specs (parsed gate files) and verdicts. Each check kind lives in its own file and turns
-//! one trial's measurements into a [`Verdict`].
+//! Gates: gate files ([`spec`]), the kinds of check they name ([`Check`], one file per kind, each
+//! implementing [`GateKind`]), and the typed result of a trial ([`TrialResult`]) whose verdict is
+//! derived in one place ([`verdict::derive`]).
+//!
+//! This file is the one place that lists every kind of check.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::Backend;
-use crate::error::{BackendError, ModelError};
-use crate::measure::{RunLog, RunOutcome, RunPhase, RunRecord};
-use crate::model::catalog::CatalogModel;
+use crate::backend::registry::Availability;
+use crate::measure::{RunOutcome, RunPhase, RunRecord};
 use crate::workload::Scenario;
 
 pub mod compile_real;
+pub mod context;
 pub mod decode_fraction;
 pub mod degraded_runs;
 pub mod distribution;
 pub mod economics;
 pub mod energy_gating;
+pub mod id;
+pub mod known;
 pub mod model_identity;
 pub mod perplexity_delta;
 pub mod regression;
 pub mod scaling_fit;
 pub mod spec;
+pub mod verdict;
 pub mod warmup_ratio;
 
-pub use spec::{Check, GateSpec, ProfileSettings};
+pub use context::{BackendDoor, TrialContext};
+pub use id::{TrialId, Unit};
+pub use known::KnownFailure;
+pub use spec::{GateSpec, ProfileSettings};
+pub use verdict::{Counts, Finding, Outcome, Part, Skip, SkipCause, Threshold, Verdict};
 
-/// The outcome of one trial.
+/// The check a gate performs, with its parameters (`[check]` of a gate file, `kind = "…"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "verdict", rename_all = "snake_case")]
-pub enum Verdict {
-    Pass {
-        summary: String,
-    },
-    Fail {
-        reason: String,
-    },
-    /// Not run, with the reason (absent backend, no baseline …). Never counted as a pass.
-    Skip {
-        reason: String,
-    },
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Check {
+    /// TR121: median `kv_decode_ms / e2e_ms` above a threshold; KV-cached tokens = full recompute.
+    DecodeFraction(decode_fraction::DecodeFractionParams),
+    /// The model measured is the model claimed: parameter counts and a perplexity sanity bound.
+    ModelIdentity(model_identity::ModelIdentityParams),
+    /// Failures are visible, never placeholders.
+    DegradedRuns(degraded_runs::DegradedRunsParams),
+    /// Accuracy against a reference backend on the same weights and text.
+    PerplexityDelta(perplexity_delta::PerplexityDeltaParams),
+    /// Energy attributed to prefill/decode events only where the sensor can see them.
+    EnergyGating(energy_gating::EnergyGatingParams),
+    /// Every backend label proven by runtime evidence; negative controls must be caught.
+    CompileReal(compile_real::CompileRealParams),
+    /// TR121 (C4/C5, §10.2 rule 1): log latency on log params over a synthetic model family.
+    ScalingFit(scaling_fit::ScalingFitParams),
+    /// §10.2 rule 4: cold (first run after open) median / steady median.
+    WarmupRatio(warmup_ratio::WarmupRatioParams),
+    /// TR117 / §10.2 rule 5: latency distributions; a winner only with a clear CI.
+    Distribution(distribution::DistributionParams),
+    /// TR119 / C3: cost per 1M tokens per pricing tier; ordering invariant under the tier.
+    EconomicsCost(economics::EconomicsParams),
+    /// A stored baseline regresses: slowdown CI wholly beyond the tolerance band, confirmed.
+    Regression(regression::RegressionParams),
 }
 
-impl Verdict {
-    pub fn label(&self) -> &'static str {
+impl Check {
+    /// The kind behind this check.
+    pub fn kind(&self) -> &dyn GateKind {
         match self {
-            Verdict::Pass { .. } => "PASS",
-            Verdict::Fail { .. } => "FAIL",
-            Verdict::Skip { .. } => "SKIP",
+            Check::DecodeFraction(p) => p,
+            Check::ModelIdentity(p) => p,
+            Check::DegradedRuns(p) => p,
+            Check::PerplexityDelta(p) => p,
+            Check::EnergyGating(p) => p,
+            Check::CompileReal(p) => p,
+            Check::ScalingFit(p) => p,
+            Check::WarmupRatio(p) => p,
+            Check::Distribution(p) => p,
+            Check::EconomicsCost(p) => p,
+            Check::Regression(p) => p,
         }
     }
-    pub fn message(&self) -> &str {
-        match self {
-            Verdict::Pass { summary } => summary,
-            Verdict::Fail { reason } | Verdict::Skip { reason } => reason,
+}
+
+/// What a trial produced beyond its findings, for the report (typed, never keys built as text).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "details", rename_all = "snake_case")]
+pub enum Details {
+    Distribution(distribution::DistributionDetails),
+    Cost(economics::CostDetails),
+    Scaling(scaling_fit::ScalingDetails),
+    Warmup(warmup_ratio::WarmupDetails),
+    Regression(regression::RegressionDetails),
+}
+
+/// Everything the runner knows about a trial before running it.
+pub struct PlanContext<'a> {
+    pub spec: &'a GateSpec,
+    pub unit: &'a Unit,
+    pub scenario: Option<&'a Scenario>,
+    /// Whether a backend can run here (cached by the runner).
+    pub availability: &'a dyn Fn(&str) -> Availability,
+}
+
+/// One kind of check: what its trials are, what it needs before running, and how it judges.
+pub trait GateKind {
+    /// The parts of the claim this kind reports a finding for (known failures name one).
+    fn parts(&self) -> &'static [&'static str];
+
+    /// The trials' units before scenarios: by default one per backend of the gate.
+    fn units(&self, backends: &[String]) -> Vec<Unit> {
+        backends.iter().map(|b| Unit::backend(b)).collect()
+    }
+
+    /// The gate's scenarios are aggregated inside one trial instead of one trial per scenario.
+    fn aggregates_scenarios(&self) -> bool {
+        false
+    }
+
+    /// The trial runs even when its backend is absent (recording that honestly is the check).
+    fn runs_with_absent_backend(&self) -> bool {
+        false
+    }
+
+    /// Parameter checks the gate-file loader runs (the message goes after the file name).
+    fn validate(&self, spec: &GateSpec) -> Result<(), String> {
+        let _ = spec;
+        Ok(())
+    }
+
+    /// Why a trial of this kind cannot run here although its backend is available, known before
+    /// running it: a missing sensor or baseline, a negative control that does not apply here.
+    fn precondition(&self, plan: &PlanContext<'_>) -> Option<Skip> {
+        let _ = plan;
+        None
+    }
+
+    /// Run one trial.
+    fn evaluate(&self, ctx: &TrialContext<'_>) -> Evaluation;
+}
+
+/// Why a planned trial will not run here, if it will not: an absent backend (a cross-backend
+/// trial runs when at least one of its backends is available), then the kind's precondition.
+pub fn skip_reason(
+    spec: &GateSpec,
+    unit: &Unit,
+    scenario: Option<&Scenario>,
+    availability: &dyn Fn(&str) -> Availability,
+) -> Option<Skip> {
+    let kind = spec.check.kind();
+    let backends = unit.backends();
+    let absent: Vec<String> = backends
+        .iter()
+        .filter_map(|b| match availability(b) {
+            Availability::Available { .. } => None,
+            Availability::Absent { reason, fix } => {
+                Some(format!("{b} absent: {reason} (fix: {fix})"))
+            }
+        })
+        .collect();
+    let blocked = match unit {
+        Unit::Backends { .. } => absent.len() == backends.len(),
+        _ => !absent.is_empty(),
+    };
+    if blocked && !kind.runs_with_absent_backend() {
+        return Some(Skip::new(SkipCause::BackendAbsent, absent.join("; ")));
+    }
+    kind.precondition(&PlanContext {
+        spec,
+        unit,
+        scenario,
+        availability,
+    })
+}
+
+/// Named measurements of a trial. Names are constants (`&'static str`), never built from data;
+/// per-backend or per-scenario numbers go into typed [`Details`]. Non-finite values are left out.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Metrics(BTreeMap<String, f64>);
+
+impl Metrics {
+    pub fn insert(&mut self, name: &'static str, value: f64) {
+        if value.is_finite() {
+            self.0.insert(name.to_string(), value);
         }
+    }
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.0.get(name).copied()
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), *v))
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -97,58 +235,56 @@ impl RunCounts {
     }
 }
 
-/// Everything a trial reports: the verdict and the numbers behind it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrialResult {
-    pub trial: String,
-    pub gate: String,
-    pub backend: String,
-    pub scenario: Option<String>,
-    pub verdict: Verdict,
-    /// Named measurements (`decode_fraction_median`, `perplexity` …), for reports and baselines.
-    pub metrics: BTreeMap<String, f64>,
+/// A measurement that has no number by design (TR122's energy gating), listed in the card.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoDataNote {
+    /// What has no number (e.g. `prefill events`, `energy term of ort-cpu`).
+    pub subject: String,
+    pub reason: String,
+    pub count: usize,
+}
+
+/// What a gate kind returns for one trial; [`TrialResult::judge`] applies the verdict rule to it.
+#[derive(Debug, Clone, Default)]
+pub struct Evaluation {
+    pub outcome: Option<Outcome>,
+    /// What was measured, in words (tables, rankings): the verdict message's second half.
+    pub summary: String,
+    pub metrics: Metrics,
+    pub details: Option<Details>,
+    pub no_data: Vec<NoDataNote>,
     pub runs: RunCounts,
     /// Distinct reasons of degraded or failed runs.
-    pub degraded_reasons: Vec<String>,
+    pub run_problems: Vec<String>,
 }
 
-/// Opens the backend under test; injectable so tests can hand in a backend that cannot load.
-pub type Opener<'a> = &'a (dyn Fn() -> Result<Box<dyn Backend>, BackendError> + Sync);
-
-/// What a check needs to run one trial.
-pub struct TrialContext<'a> {
-    pub run_id: &'a str,
-    pub trial: &'a str,
-    pub spec: &'a GateSpec,
-    pub backend_id: &'a str,
-    pub scenario: Option<Scenario>,
-    pub profile: ProfileSettings,
-    pub model: CatalogModel,
-    pub encode: &'a (dyn Fn(&str) -> Result<Vec<u32>, ModelError> + Sync),
-    pub open: Opener<'a>,
-    /// The same backend pointed at a missing model: the negative control for degraded runs.
-    pub open_broken: Opener<'a>,
-    /// A backend opened for runtime evidence, with an optional extra provider requested.
-    pub open_evidence: &'a (dyn Fn(
-        &str,
-        Option<crate::backend::ort::RequestedProvider>,
-    ) -> Result<Box<dyn Backend>, BackendError>
-             + Sync),
-    /// The trial's unit name (the backend id, or a check's case name).
-    pub unit: &'a str,
-    /// Any backend by id, on the gate's model (e.g. an accuracy reference).
-    pub open_named: &'a (dyn Fn(&str) -> Result<Box<dyn Backend>, BackendError> + Sync),
-    pub run_log: &'a RunLog,
-}
-
-impl TrialContext<'_> {
-    fn result(
-        &self,
-        verdict: Verdict,
-        metrics: BTreeMap<String, f64>,
-        records: &[RunRecord],
-        stated: usize,
-    ) -> TrialResult {
+impl Evaluation {
+    /// The trial ran and found `parts`.
+    pub fn judged(parts: Vec<Part>, summary: impl Into<String>) -> Self {
+        Evaluation {
+            outcome: Some(Outcome::Judged { parts }),
+            summary: summary.into(),
+            ..Default::default()
+        }
+    }
+    /// The trial could not be set up (FAIL with the message).
+    pub fn error(message: impl Into<String>) -> Self {
+        Evaluation {
+            outcome: Some(Outcome::Error {
+                message: message.into(),
+            }),
+            ..Default::default()
+        }
+    }
+    pub fn skip(skip: Skip) -> Self {
+        Evaluation {
+            outcome: Some(Outcome::Skipped(skip)),
+            ..Default::default()
+        }
+    }
+    /// The runs behind the trial (every record, warmup included) and the count the plan stated.
+    pub fn with_runs(mut self, records: &[RunRecord], stated: usize) -> Self {
+        self.runs = RunCounts::of(stated, records);
         let mut reasons: Vec<String> = records
             .iter()
             .filter_map(|r| match &r.outcome {
@@ -159,87 +295,128 @@ impl TrialContext<'_> {
             .collect();
         reasons.sort();
         reasons.dedup();
-        TrialResult {
-            trial: self.trial.to_string(),
-            gate: self.spec.id.clone(),
-            backend: self.unit.to_string(),
-            scenario: self.scenario.map(|s| s.name.to_string()),
-            verdict,
-            metrics,
-            runs: RunCounts::of(stated, records),
-            degraded_reasons: reasons,
-        }
+        self.run_problems = reasons;
+        self
     }
-
-    fn log(&self, records: &[RunRecord]) -> Result<(), String> {
-        self.run_log
-            .append(records)
-            .map_err(|e| format!("cannot write {}: {e}", self.run_log.path().display()))
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+    pub fn with_details(mut self, details: Details) -> Self {
+        self.details = Some(details);
+        self
+    }
+    pub fn with_no_data(mut self, notes: Vec<NoDataNote>) -> Self {
+        self.no_data = notes;
+        self
     }
 }
 
-/// Why a trial of this gate cannot run on this machine, known before running it (so the trial is
-/// ignored with the reason rather than failing): a missing sensor, a negative control that does
-/// not apply here.
-pub fn precondition(spec: &GateSpec, unit: &str) -> Option<String> {
-    match &spec.check {
-        Check::EnergyGating(_) => {
-            let detected = crate::energy::detect_sensors();
-            detected.readable.is_empty().then(|| {
-                format!(
-                    "no readable power sensor: {}",
-                    detected.unreadable_summary()
-                )
-            })
+/// Everything a trial reports: the verdict, the findings behind it and the numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialResult {
+    pub trial: TrialId,
+    /// Derived by [`verdict::derive`]; stored so that readers never re-judge.
+    pub verdict: Verdict,
+    pub message: String,
+    pub outcome: Outcome,
+    /// The gate file's declaration that made this trial XFAIL or XPASS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_failure: Option<KnownFailure>,
+    #[serde(default, skip_serializing_if = "Metrics::is_empty")]
+    pub metrics: Metrics,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Details>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub no_data: Vec<NoDataNote>,
+    #[serde(default)]
+    pub runs: RunCounts,
+    /// Distinct reasons of degraded or failed runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub degraded_reasons: Vec<String>,
+}
+
+impl TrialResult {
+    /// The one constructor of a ran trial's result: the gate file's known failures for this trial
+    /// and the `runs` part (failed runs beyond the gate's tolerated fraction) join the gate's
+    /// findings, and [`verdict::derive`] decides.
+    pub fn judge(spec: &GateSpec, trial: TrialId, e: Evaluation) -> TrialResult {
+        let mut outcome = e.outcome.unwrap_or(Outcome::Error {
+            message: "the gate returned no outcome".into(),
+        });
+        if let Outcome::Judged { parts } = &mut outcome {
+            parts.extend(verdict::runs_part(
+                &e.runs,
+                &e.run_problems,
+                spec.tolerated_failed_run_fraction,
+            ));
         }
-        Check::CompileReal(p) => p
-            .cases
+        let declared: Vec<KnownFailure> = spec
+            .known_failures
             .iter()
-            .find(|c| c.name == unit)
-            .and_then(compile_real::precondition),
-        _ => None,
+            .filter(|k| k.applies_to(&trial))
+            .cloned()
+            .collect();
+        let (verdict, message, known_failure) = verdict::derive(&outcome, &e.summary, &declared);
+        TrialResult {
+            trial,
+            verdict,
+            message,
+            outcome,
+            known_failure,
+            metrics: e.metrics,
+            details: e.details,
+            no_data: e.no_data,
+            runs: e.runs,
+            degraded_reasons: e.run_problems,
+        }
     }
-}
 
-/// Run one trial of a gate.
-pub fn evaluate(ctx: &TrialContext<'_>) -> TrialResult {
-    match &ctx.spec.check {
-        Check::DecodeFraction {
-            gen_tokens,
-            min_median_decode_fraction,
-            min_median_decode_fraction_for,
-            check_kv_equals_recompute,
-        } => decode_fraction::evaluate(
-            ctx,
-            *gen_tokens,
-            *min_median_decode_fraction,
-            min_median_decode_fraction_for.get(ctx.backend_id).copied(),
-            *check_kv_equals_recompute,
-        ),
-        Check::ModelIdentity {
-            sanity_tokens,
-            context,
-            untrained_fraction,
-        } => model_identity::evaluate(ctx, *sanity_tokens, *context, *untrained_fraction),
-        Check::DegradedRuns { gen_tokens } => degraded_runs::evaluate(ctx, *gen_tokens),
-        Check::PerplexityDelta(p) => perplexity_delta::evaluate(ctx, p),
-        Check::EnergyGating(p) => energy_gating::evaluate(ctx, p),
-        Check::CompileReal(p) => match p.cases.iter().find(|c| c.name == ctx.unit) {
-            Some(case) => compile_real::evaluate(ctx, p, case),
-            None => ctx.result(
-                Verdict::Fail {
-                    reason: format!("no case `{}` in {}", ctx.unit, ctx.spec.path.display()),
-                },
-                BTreeMap::new(),
-                &[],
-                0,
-            ),
-        },
-        Check::ScalingFit(p) => scaling_fit::evaluate(ctx, p),
-        Check::WarmupRatio(p) => warmup_ratio::evaluate(ctx, p),
-        Check::Distribution(p) => distribution::evaluate(ctx, p),
-        Check::EconomicsCost(p) => economics::evaluate(ctx, p),
-        Check::Regression(p) => regression::evaluate(ctx, p),
+    /// A trial that did not run.
+    pub fn skipped(trial: TrialId, skip: Skip) -> TrialResult {
+        Self::unjudged(trial, Outcome::Skipped(skip))
+    }
+
+    /// A trial that could not be set up (no gate spec to judge it with).
+    pub fn error(trial: TrialId, message: impl Into<String>) -> TrialResult {
+        Self::unjudged(
+            trial,
+            Outcome::Error {
+                message: message.into(),
+            },
+        )
+    }
+
+    fn unjudged(trial: TrialId, outcome: Outcome) -> TrialResult {
+        let (verdict, message, _) = verdict::derive(&outcome, "", &[]);
+        TrialResult {
+            trial,
+            verdict,
+            message,
+            outcome,
+            known_failure: None,
+            metrics: Metrics::default(),
+            details: None,
+            no_data: Vec::new(),
+            runs: RunCounts::default(),
+            degraded_reasons: Vec::new(),
+        }
+    }
+
+    /// The skip, when the trial did not run.
+    pub fn skip(&self) -> Option<&Skip> {
+        match &self.outcome {
+            Outcome::Skipped(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The findings, when the trial ran to a judgement.
+    pub fn parts(&self) -> &[Part] {
+        match &self.outcome {
+            Outcome::Judged { parts } => parts,
+            _ => &[],
+        }
     }
 }
 

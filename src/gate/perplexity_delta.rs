@@ -11,7 +11,7 @@ use std::sync::{Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
-use super::{TrialContext, TrialResult, Verdict};
+use super::{Evaluation, GateKind, Metrics, Part, Threshold, TrialContext};
 use crate::accuracy::{compare, score, PerplexityProtocol, Scores};
 use crate::workload::{leading_tokens, Corpus};
 
@@ -51,7 +51,9 @@ fn reference_scores(
     if let Some(s) = guard.get(&key) {
         return Ok(s.clone());
     }
-    let mut reference = (ctx.open_named)(&p.reference)
+    let mut reference = ctx
+        .backends
+        .open(&p.reference)
         .map_err(|e| format!("reference `{}` could not load: {e}", p.reference))?;
     let scores = score(
         reference.as_mut(),
@@ -65,14 +67,36 @@ fn reference_scores(
     Ok(scores)
 }
 
-pub fn evaluate(ctx: &TrialContext<'_>, p: &PerplexityDeltaParams) -> TrialResult {
-    let done = |verdict, metrics| ctx.result(verdict, metrics, &[], 0);
-    let fail = |reason: String| done(Verdict::Fail { reason }, BTreeMap::new());
-    let Some(&threshold) = p.max_abs_delta.get(ctx.backend_id) else {
+pub const PERPLEXITY_DELTA: &str = "perplexity_delta";
+
+impl GateKind for PerplexityDeltaParams {
+    fn parts(&self) -> &'static [&'static str] {
+        &[PERPLEXITY_DELTA]
+    }
+
+    fn validate(&self, spec: &super::GateSpec) -> Result<(), String> {
+        match spec
+            .backends
+            .iter()
+            .find(|b| !self.max_abs_delta.contains_key(*b))
+        {
+            Some(b) => Err(format!("no max_abs_delta for backend `{b}`")),
+            None => Ok(()),
+        }
+    }
+
+    fn evaluate(&self, ctx: &TrialContext<'_>) -> Evaluation {
+        evaluate(ctx, self)
+    }
+}
+
+fn evaluate(ctx: &TrialContext<'_>, p: &PerplexityDeltaParams) -> Evaluation {
+    let fail = Evaluation::error;
+    let Some(&threshold) = p.max_abs_delta.get(ctx.backend_id()) else {
         return fail(format!(
             "{}: no max_abs_delta for backend `{}`",
             ctx.spec.path.display(),
-            ctx.backend_id
+            ctx.backend_id()
         ));
     };
     let max_tokens = ctx.profile.perplexity_tokens.unwrap_or(p.max_tokens);
@@ -92,15 +116,12 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &PerplexityDeltaParams) -> TrialResul
         Ok(r) => r,
         Err(e) => return fail(e),
     };
-    let mut candidate = match (ctx.open)() {
+    let mut candidate = match ctx.open() {
         Ok(b) => b,
         Err(e) => return fail(format!("candidate could not load: {e}")),
     };
-    let mut metrics = BTreeMap::new();
-    metrics.insert(
-        "reference_perplexity".into(),
-        reference.perplexity.perplexity,
-    );
+    let mut metrics = Metrics::default();
+    metrics.insert("reference_perplexity", reference.perplexity.perplexity);
     let (cand_ppl, note) = match candidate.perplexity_native(&text, protocol) {
         Some(Ok(native)) => (
             native,
@@ -115,9 +136,9 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &PerplexityDeltaParams) -> TrialResul
         ) {
             Ok(s) => {
                 let c = compare(&reference, &s);
-                metrics.insert("kl_divergence_mean".into(), c.kl_divergence_mean);
-                metrics.insert("top1_agreement".into(), c.top1_agreement);
-                metrics.insert("mean_abs_logit_diff".into(), c.mean_abs_logit_diff);
+                metrics.insert("kl_divergence_mean", c.kl_divergence_mean);
+                metrics.insert("top1_agreement", c.top1_agreement);
+                metrics.insert("mean_abs_logit_diff", c.mean_abs_logit_diff);
                 let note = format!(
                     "KL {:.2e} nats, top-1 agreement {:.2}%, mean |Δlogit| {:.4} over {} positions",
                     c.kl_divergence_mean,
@@ -138,30 +159,21 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &PerplexityDeltaParams) -> TrialResul
     }
     let delta =
         (cand_ppl.perplexity - reference.perplexity.perplexity) / reference.perplexity.perplexity;
-    metrics.insert("perplexity".into(), cand_ppl.perplexity);
-    metrics.insert("perplexity_std_error".into(), cand_ppl.perplexity_std_error);
-    metrics.insert("perplexity_delta".into(), delta);
-    let summary = format!(
-        "ppl {:.4} ± {:.4} vs reference {:.4} ({}): delta {:+.4}% (|delta| limit {:.2}%); {note}",
-        cand_ppl.perplexity,
-        cand_ppl.perplexity_std_error,
-        reference.perplexity.perplexity,
-        p.reference,
-        100.0 * delta,
-        100.0 * threshold
+    metrics.insert("perplexity", cand_ppl.perplexity);
+    metrics.insert("perplexity_std_error", cand_ppl.perplexity_std_error);
+    metrics.insert("perplexity_delta", delta);
+    let part = Part::compare(
+        PERPLEXITY_DELTA,
+        delta.abs(),
+        Threshold::below(threshold),
+        format!(
+            "|(ppl − ref) / ref|: ppl {:.4} ± {:.4} vs reference {:.4} ({}), delta {:+.4}%",
+            cand_ppl.perplexity,
+            cand_ppl.perplexity_std_error,
+            reference.perplexity.perplexity,
+            p.reference,
+            100.0 * delta
+        ),
     );
-    if delta.abs() < threshold {
-        done(Verdict::Pass { summary }, metrics)
-    } else {
-        done(
-            Verdict::Fail {
-                reason: format!(
-                    "perplexity delta {:+.4}% exceeds ±{:.2}%: {summary}",
-                    100.0 * delta,
-                    100.0 * threshold
-                ),
-            },
-            metrics,
-        )
-    }
+    Evaluation::judged(vec![part], note).with_metrics(metrics)
 }

@@ -11,12 +11,18 @@
 //! probe differs by more than `machine_tolerance` only the conclusions the difference cannot explain
 //! are drawn — a pass on a slower machine, a failure on a faster one — and the others are a SKIP
 //! with the reason (inconclusive), never a guess.
+//!
+//! One part, `no_regression`: the number of metrics whose regression was confirmed (must be 0).
+//! Recording a baseline (update mode) only reports it (INFO).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{GateSpec, TrialContext, TrialResult, Verdict};
+use super::{
+    Details, Evaluation, GateKind, GateSpec, Part, PlanContext, Skip, SkipCause, Threshold,
+    TrialContext,
+};
 use crate::backend::Backend;
 use crate::baseline::cpu;
 use crate::baseline::probe::{Probe, PROBE_METRIC};
@@ -293,13 +299,62 @@ fn lookup(
     }
 }
 
-/// Why a regression trial will not run at all (no baseline for this machine and neither update nor
-/// require mode): the runner turns it into an ignored trial. `None` for other gates, and when
-/// loading fails (the trial then runs and fails with the error, never skips past it).
-pub fn skip_reason(spec: &GateSpec, backend: &str, scenario: Option<&Scenario>) -> Option<String> {
-    let super::Check::Regression(p) = &spec.check else {
-        return None;
-    };
+pub const NO_REGRESSION: &str = "no_regression";
+
+/// One metric compared with its baseline in one attempt (1 = first series, 2 = re-measured).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComparisonRow {
+    pub attempt: u8,
+    pub metric: String,
+    /// Slowdown factor (> 1 = worse) and its CI.
+    pub slowdown: f64,
+    pub slowdown_lo: f64,
+    pub slowdown_hi: f64,
+    pub regressed: bool,
+}
+
+/// What the report reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct RegressionDetails {
+    /// Median of each metric over the first series.
+    pub medians: BTreeMap<Metric, f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_ms_median: Option<f64>,
+    pub comparisons: Vec<ComparisonRow>,
+    /// The machine's own slowdown (probe) per attempt.
+    pub machine_slowdown: Vec<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_slowdown: Option<f64>,
+}
+
+impl GateKind for RegressionParams {
+    fn parts(&self) -> &'static [&'static str] {
+        &[NO_REGRESSION]
+    }
+
+    fn validate(&self, _spec: &GateSpec) -> Result<(), String> {
+        RegressionParams::validate(self)
+    }
+
+    /// No baseline for this machine (and neither update nor require mode): skipped before running.
+    /// When loading fails the trial runs and fails with the error, never skips past it.
+    fn precondition(&self, plan: &PlanContext<'_>) -> Option<Skip> {
+        let backend = plan.unit.single_backend()?;
+        skip_reason(plan.spec, self, backend, plan.scenario)
+            .map(|reason| Skip::new(SkipCause::Precondition, reason))
+    }
+
+    fn evaluate(&self, ctx: &TrialContext<'_>) -> Evaluation {
+        evaluate(ctx, self)
+    }
+}
+
+fn skip_reason(
+    spec: &GateSpec,
+    p: &RegressionParams,
+    backend: &str,
+    scenario: Option<&Scenario>,
+) -> Option<String> {
     let settings = Settings::current();
     if settings.update || settings.require {
         return None;
@@ -441,7 +496,8 @@ fn compare_attempt(
     stored: &Stored,
     attempt: &str,
 ) -> Result<Attempt, String> {
-    let seed = |name: &str| rule::seed_for(&[ctx.trial, name, attempt]);
+    let trial = ctx.trial.to_string();
+    let seed = |name: &str| rule::seed_for(&[&trial, name, attempt]);
     let probe = &stored.probe;
     let machine = rule::compare(
         &series.probe_ms,
@@ -466,7 +522,7 @@ fn compare_attempt(
             cur,
             &b.samples,
             m.direction(),
-            p.tolerance_of(*m, ctx.backend_id),
+            p.tolerance_of(*m, ctx.backend_id()),
             p.confidence,
             p.resamples,
             seed(m.name()),
@@ -482,20 +538,18 @@ fn compare_attempt(
 }
 
 impl Attempt {
-    fn insert_into(&self, metrics: &mut BTreeMap<String, f64>, suffix: &str) {
+    fn insert_into(&self, details: &mut RegressionDetails, attempt: u8) {
         for (name, c) in &self.compared {
-            metrics.insert(format!("{name}_slowdown{suffix}"), c.slowdown.point);
-            metrics.insert(format!("{name}_slowdown_lo{suffix}"), c.slowdown.lo);
-            metrics.insert(format!("{name}_slowdown_hi{suffix}"), c.slowdown.hi);
-            metrics.insert(
-                format!("{name}_regressed{suffix}"),
-                f64::from(u8::from(c.outcome == Outcome::Regressed)),
-            );
+            details.comparisons.push(ComparisonRow {
+                attempt,
+                metric: name.clone(),
+                slowdown: c.slowdown.point,
+                slowdown_lo: c.slowdown.lo,
+                slowdown_hi: c.slowdown.hi,
+                regressed: c.outcome == Outcome::Regressed,
+            });
         }
-        metrics.insert(
-            format!("machine_slowdown{suffix}"),
-            self.machine.slowdown.point,
-        );
+        details.machine_slowdown.push(self.machine.slowdown.point);
     }
 
     fn describe(&self, p: &RegressionParams) -> String {
@@ -537,22 +591,29 @@ impl Attempt {
     }
 }
 
-/// The verdict of a trial with no confirmed regression, given the machine's state in its last series.
-fn clean_verdict(state: MachineState, note: &str, text: String, machine: &Comparison) -> Verdict {
+/// The outcome of a trial with no confirmed regression, given the machine's state in its last
+/// series: a pass, or inconclusive on a faster machine (a regression could hide in the extra speed).
+fn clean(state: MachineState, note: &str, text: String, machine: &Comparison) -> Result<Part, Skip> {
     match state {
-        MachineState::Faster => Verdict::Skip {
-            reason: format!(
+        MachineState::Faster => Err(Skip::new(
+            SkipCause::Inconclusive,
+            format!(
                 "{note}inconclusive: the machine is faster than when the baseline was recorded (the probe takes ×{:.3} of its time then), so a regression could hide in the extra speed; nothing regressed beyond the band: {text}. Re-run when the machine is as loaded as at the recording, or record a new baseline",
                 machine.slowdown.point
             ),
-        },
-        MachineState::Comparable | MachineState::Slower => Verdict::Pass { summary: format!("{note}{text}") },
+        )),
+        MachineState::Comparable | MachineState::Slower => Ok(Part::compare(
+            NO_REGRESSION,
+            0.0,
+            Threshold::equal(0.0),
+            format!("{note}{text}"),
+        )),
     }
 }
 
-pub fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> TrialResult {
+fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> Evaluation {
     let settings = Settings::current();
-    let fail = |reason: String| ctx.result(Verdict::Fail { reason }, BTreeMap::new(), &[], 0);
+    let fail = Evaluation::error;
     if let Err(e) = p.validate() {
         return fail(format!("{}: {e}", ctx.spec.path.display()));
     }
@@ -571,7 +632,7 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> TrialResult {
     let stored = if settings.update {
         None
     } else {
-        match lookup(&store, &fp, &ctx.spec.id, ctx.backend_id, &scenario, p) {
+        match lookup(&store, &fp, &ctx.spec.id, ctx.backend_id(), &scenario, p) {
             Err(e) => return fail(e.to_string()),
             Ok(Err(missing)) if settings.require => {
                 return fail(format!(
@@ -579,7 +640,7 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> TrialResult {
                 ))
             }
             Ok(Err(missing)) => {
-                return ctx.result(Verdict::Skip { reason: missing }, BTreeMap::new(), &[], 0)
+                return Evaluation::skip(Skip::new(SkipCause::Precondition, missing))
             }
             Ok(Ok(stored)) => Some(stored),
         }
@@ -588,19 +649,11 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> TrialResult {
         Ok(p) => p,
         Err(e) => return fail(format!("cannot build the `{}` prompt: {e}", scenario.name)),
     };
-    let plan = |trial: String| SeriesPlan {
-        run_id: ctx.run_id.into(),
-        trial,
-        scenario: scenario.name.into(),
-        prompt: prompt.clone(),
-        gen_tokens: p.gen_tokens,
-        warmup: ctx.profile.warmup,
-        repetitions: ctx.profile.repetitions,
-    };
-    let first_plan = plan(ctx.trial.to_string());
+    let plan = |sub: Option<&str>| ctx.series(sub, scenario.name, prompt.clone(), p.gen_tokens);
+    let first_plan = plan(None);
     let mut stated = first_plan.stated_runs();
     let probe = Probe::for_this_machine();
-    let mut opened = (ctx.open)();
+    let mut opened = ctx.open();
     // Only in-process ONNX Runtime timings can be stretched (see baseline::slowdown).
     let note = match (planted, &opened) {
         (None, _) => String::new(),
@@ -608,65 +661,70 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> TrialResult {
         (Some(f), _) => format!("[INFERGATE_TEST_SLOWDOWN={f} is set but does not affect this backend's engine-reported timings] "),
     };
     let (mut records, first) = measure(&mut opened, &first_plan, &probe, &p.metrics);
-    let logged = |recs: &[RunRecord], all: &[RunRecord], stated: usize| {
-        ctx.log(recs)
-            .map_err(|e| ctx.result(Verdict::Fail { reason: e }, BTreeMap::new(), all, stated))
-    };
-    if let Err(r) = logged(&records, &records, stated) {
-        return r;
+    if let Err(e) = ctx.log(&records) {
+        return fail(e).with_runs(&records, stated);
     }
-    let mut metrics = BTreeMap::new();
-    if let Some(f) = planted {
-        metrics.insert("test_slowdown".to_string(), f);
-    }
-    let fail_with_note = |e: String, metrics, records: &[RunRecord], stated| {
-        ctx.result(
-            Verdict::Fail {
-                reason: format!("{note}{e}"),
-            },
-            metrics,
-            records,
-            stated,
-        )
+    let mut details = RegressionDetails {
+        test_slowdown: planted,
+        ..Default::default()
     };
     let first = match first {
         Ok(s) => s,
-        Err(e) => return fail_with_note(e, metrics, &records, stated),
+        Err(e) => {
+            return fail(format!("{note}{e}"))
+                .with_runs(&records, stated)
+                .with_details(Details::Regression(details))
+        }
     };
     for (m, v) in &first.values {
         if let Some(med) = super::median(v) {
-            metrics.insert(format!("{}_median", m.name()), med);
+            details.medians.insert(*m, med);
         }
     }
-    if let Some(med) = super::median(&first.probe_ms) {
-        metrics.insert(format!("{PROBE_METRIC}_median"), med);
-    }
-    metrics.insert("measured_runs".into(), first.probe_ms.len() as f64);
+    details.probe_ms_median = super::median(&first.probe_ms);
+    let done = |parts: Result<Part, Skip>, records: &[RunRecord], stated, details| match parts {
+        Ok(part) => Evaluation::judged(vec![part], String::new())
+            .with_runs(records, stated)
+            .with_details(Details::Regression(details)),
+        Err(skip) => Evaluation::skip(skip)
+            .with_runs(records, stated)
+            .with_details(Details::Regression(details)),
+    };
 
     let Some(stored) = stored else {
-        let verdict = match record_series(ctx, p, &settings, &store, &fp, &scenario, &first) {
-            Ok(report) => Verdict::Pass {
-                summary: format!("{note}recorded baseline: {report}"),
-            },
-            Err(e) => Verdict::Fail {
-                reason: format!("{note}update requested but {e}"),
-            },
+        return match record_series(ctx, p, &settings, &store, &fp, &scenario, &first) {
+            Ok(report) => done(
+                Ok(Part::reported(
+                    NO_REGRESSION,
+                    None,
+                    format!("{note}recorded baseline (update mode, nothing compared): {report}"),
+                )),
+                &records,
+                stated,
+                details,
+            ),
+            Err(e) => fail(format!("{note}update requested but {e}"))
+                .with_runs(&records, stated)
+                .with_details(Details::Regression(details)),
         };
-        return ctx.result(verdict, metrics, &records, stated);
     };
 
     let one = match compare_attempt(ctx, p, &first, &stored, "1") {
         Ok(c) => c,
-        Err(e) => return fail_with_note(e, metrics, &records, stated),
+        Err(e) => {
+            return fail(format!("{note}{e}"))
+                .with_runs(&records, stated)
+                .with_details(Details::Regression(details))
+        }
     };
-    one.insert_into(&mut metrics, "");
+    one.insert_into(&mut details, 1);
     let suspects = one.regressed();
     let hint = |a: &Attempt| {
         let improved = a.improved();
         if improved.is_empty() || a.state == MachineState::Faster {
             String::new()
         } else {
-            format!("; {} improved beyond the band: if the change is intended, update the baseline with {}", improved.join(", "), record_command(&ctx.spec.id, ctx.backend_id))
+            format!("; {} improved beyond the band: if the change is intended, update the baseline with {}", improved.join(", "), record_command(&ctx.spec.id, ctx.backend_id()))
         }
     };
     let against = format!(
@@ -677,8 +735,7 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> TrialResult {
             .map_or("?", |b| b.provenance.run_id.as_str())
     );
     if suspects.is_empty() {
-        metrics.insert("remeasured".into(), 0.0);
-        let verdict = clean_verdict(
+        let part = clean(
             one.state,
             &note,
             format!(
@@ -688,39 +745,33 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> TrialResult {
             ),
             &one.machine,
         );
-        return ctx.result(verdict, metrics, &records, stated);
+        return done(part, &records, stated, details);
     }
 
     // A suspected regression: measure again before failing (false alarms p → p²).
-    metrics.insert("remeasured".into(), 1.0);
-    let second_plan = plan(format!("{}::remeasure", ctx.trial));
+    let second_plan = plan(Some(REMEASURE));
     stated += second_plan.stated_runs();
     let (again, second) = measure(&mut opened, &second_plan, &probe, &p.metrics);
     records.extend(again.iter().cloned());
-    if let Err(r) = logged(&again, &records, stated) {
-        return r;
+    if let Err(e) = ctx.log(&again) {
+        return fail(e).with_runs(&records, stated);
     }
     let two = match second.and_then(|s| compare_attempt(ctx, p, &s, &stored, "2")) {
         Ok(c) => c,
         Err(e) => {
-            return ctx.result(
-                Verdict::Fail {
-                    reason: format!(
-                        "{note}re-measurement after a suspected regression of {}: {e}",
-                        suspects.join(", ")
-                    ),
-                },
-                metrics,
-                &records,
-                stated,
-            )
+            return fail(format!(
+                "{note}re-measurement after a suspected regression of {}: {e}",
+                suspects.join(", ")
+            ))
+            .with_runs(&records, stated)
+            .with_details(Details::Regression(details))
         }
     };
-    two.insert_into(&mut metrics, "_2");
+    two.insert_into(&mut details, 2);
     let confirmed = rule::confirmed(&one.compared, &two.compared);
     let both = format!("first {}; re-measured {}", one.describe(p), two.describe(p));
-    let verdict = if confirmed.is_empty() {
-        clean_verdict(
+    let part = if confirmed.is_empty() {
+        clean(
             two.state,
             &note,
             format!(
@@ -731,18 +782,27 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> TrialResult {
             &two.machine,
         )
     } else if two.state == MachineState::Slower {
-        Verdict::Skip {
-            reason: format!(
+        Err(Skip::new(
+            SkipCause::Inconclusive,
+            format!(
                 "{note}inconclusive: {} regressed beyond tolerance in both series {against}, but the machine itself is ×{:.3} slower than when the baseline was recorded (probe), which can explain it: {both}. Re-run when the machine is as loaded as at the recording",
                 confirmed.join(", "),
                 two.machine.slowdown.point
             ),
-        }
+        ))
     } else {
-        Verdict::Fail { reason: format!("{note}regression of {} beyond tolerance, confirmed on re-measurement {against}: {both}", confirmed.join(", ")) }
+        Ok(Part::compare(
+            NO_REGRESSION,
+            confirmed.len() as f64,
+            Threshold::equal(0.0),
+            format!("{note}regression of {} beyond tolerance, confirmed on re-measurement {against}: {both}", confirmed.join(", ")),
+        ))
     };
-    ctx.result(verdict, metrics, &records, stated)
+    done(part, &records, stated, details)
 }
+
+/// The sub-series of a re-measurement after a suspected regression.
+pub const REMEASURE: &str = "remeasure";
 
 /// Write the series (each metric and the probe times) as this trial's baseline records.
 fn record_series(
@@ -774,7 +834,7 @@ fn record_series(
     };
     let rec = |name: &str, direction, unit: &str, values: Vec<f64>| {
         store::record(
-            ctx.backend_id,
+            ctx.backend_id(),
             Some(scenario.name),
             name,
             direction,
@@ -920,7 +980,8 @@ mod tests {
         ));
         let plan = SeriesPlan {
             run_id: "r".into(),
-            trial: "t".into(),
+            trial: crate::gate::TrialId::new("g", crate::gate::Unit::backend("ort-cpu"), None),
+            sub_series: None,
             scenario: "short".into(),
             prompt: vec![1],
             gen_tokens: 4,

@@ -3,8 +3,8 @@
 //! check fits `log(latency)` on `log(params)`, and on `log(params) + log(layers)`, and classifies
 //! every slope **actionable** (R² ≥ `min_r_squared` and the 95 % CI excludes zero, by the t-based
 //! *and* the pairs-bootstrap CI, [`crate::stats::identify_slopes`]) or **not identifiable** (with
-//! which condition failed). The trial passes when each classification matches the expectation the
-//! gate file writes down.
+//! which condition failed). One part per slope: it holds when the classification matches the
+//! expectation the gate file writes down (`any` = reported, not asserted).
 //!
 //! Method (TR121 M.5): each shape is the exporter's seeded-random LLaMA
 //! ([`WeightSource::Synthetic`], fp32 ONNX, cached), run on the trial's ONNX Runtime backend. Per
@@ -15,17 +15,14 @@
 //! keeps lengths exact (latency does not depend on which ids they are). Parameters are counted from
 //! the exported weights and must equal the count the config implies.
 //!
-//! Runs are recorded under the sub-trial `<trial>::<shape>` (e.g.
-//! `scaling.fit_ci::ort-cpu::l4-d384`) so every record names the model it measured.
-
-use std::collections::BTreeMap;
+//! Runs are recorded with the shape as their sub-series (e.g. `l4-d384`), so every record names
+//! the model it measured.
 
 use serde::{Deserialize, Serialize};
 
-use super::{median, TrialContext, TrialResult, Verdict};
+use super::{median, Details, Evaluation, GateKind, Part, Threshold, TrialContext};
 use crate::backend::ort::OptLevel;
-use crate::backend::registry;
-use crate::measure::{measured_ok, run_series, RunOutcome, RunRecord, SeriesPlan};
+use crate::measure::{measured_ok, run_series, RunOutcome, RunRecord};
 use crate::model::catalog::{self, WeightSource};
 use crate::model::onnx_export::WeightFormat;
 use crate::model::LlamaConfig;
@@ -204,7 +201,7 @@ pub struct JudgedSlope {
 }
 
 impl JudgedSlope {
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         match &self.verdict {
             Some(v) => format!(
                 "{} slope {:+.3} (t CI [{:+.3}, {:+.3}], bootstrap CI [{:+.3}, {:+.3}], R² {:.3}) → {}",
@@ -294,25 +291,91 @@ pub fn fold_ids(ids: &[u32], vocab: usize) -> (Vec<u32>, bool) {
     )
 }
 
-pub fn evaluate(ctx: &TrialContext<'_>, p: &ScalingFitParams) -> TrialResult {
-    let fail = |reason: String| ctx.result(Verdict::Fail { reason }, BTreeMap::new(), &[], 0);
-    let Some((format, opt)) = ort_setup(ctx.backend_id) else {
+pub const PARAMS_ONLY: &str = "params_only";
+pub const MULTIVARIATE_PARAMS: &str = "multivariate_params";
+pub const MULTIVARIATE_LAYERS: &str = "multivariate_layers";
+pub const SHAPES: &str = "shapes";
+
+/// One fitted slope as the report reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlopeSummary {
+    /// The part name: `params_only`, `multivariate_params`, `multivariate_layers`.
+    pub name: String,
+    pub slope: f64,
+    pub t_ci: (f64, f64),
+    pub bootstrap_ci: (f64, f64),
+    pub r_squared: f64,
+    pub actionable: bool,
+}
+
+/// What the report reads: one point per shape and the fitted slopes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScalingDetails {
+    pub points: Vec<ShapePoint>,
+    pub slopes: Vec<SlopeSummary>,
+}
+
+/// One part per judged slope: the classification against the gate file's expectation.
+pub fn slope_parts(judged: &[JudgedSlope], p: &ScalingFitParams) -> Vec<Part> {
+    let expects = [
+        (PARAMS_ONLY, p.expect.params_only),
+        (MULTIVARIATE_PARAMS, p.expect.multivariate_params),
+        (MULTIVARIATE_LAYERS, p.expect.multivariate_layers),
+    ];
+    judged
+        .iter()
+        .zip(expects)
+        .map(|(j, (name, expect))| match expect {
+            Expect::Any => Part::reported(name, j.verdict.as_ref().map(|v| v.slope), j.describe()),
+            _ => Part::compare(
+                name,
+                f64::from(u8::from(j.class.meets(expect))),
+                Threshold::equal(1.0),
+                format!("1 = {} as expected ({expect:?})", j.describe()),
+            ),
+        })
+        .collect()
+}
+
+impl GateKind for ScalingFitParams {
+    fn parts(&self) -> &'static [&'static str] {
+        &[PARAMS_ONLY, MULTIVARIATE_PARAMS, MULTIVARIATE_LAYERS, SHAPES]
+    }
+
+    fn aggregates_scenarios(&self) -> bool {
+        true
+    }
+
+    fn validate(&self, spec: &super::GateSpec) -> Result<(), String> {
+        if let Some(b) = spec.backends.iter().find(|b| ort_setup(b).is_none()) {
+            return Err(format!("scaling.fit_ci runs the synthetic ONNX family on ort-cpu, ort-cpu-ref, ort-cpu-int8 or ort-cpu-fp16, not `{b}`"));
+        }
+        if self.shapes.len() < 4 {
+            return Err(format!(
+                "{} shapes; the params + layers fit needs at least 4 (TR121 used 7)",
+                self.shapes.len()
+            ));
+        }
+        if spec.scenarios.is_empty() {
+            return Err("`scenarios` is empty".into());
+        }
+        Ok(())
+    }
+
+    fn evaluate(&self, ctx: &TrialContext<'_>) -> Evaluation {
+        evaluate(ctx, self)
+    }
+}
+
+fn evaluate(ctx: &TrialContext<'_>, p: &ScalingFitParams) -> Evaluation {
+    let fail = Evaluation::error;
+    let Some((format, opt)) = ort_setup(ctx.backend_id()) else {
         return fail(format!(
             "{}: scaling.fit_ci runs the synthetic ONNX family on ort-cpu, ort-cpu-ref, ort-cpu-int8 or ort-cpu-fp16, not `{}`",
             ctx.spec.path.display(),
-            ctx.backend_id
+            ctx.backend_id()
         ));
     };
-    if p.shapes.len() < 4 {
-        return fail(format!(
-            "{}: {} shapes; the params + layers fit needs at least 4 (TR121 used 7)",
-            ctx.spec.path.display(),
-            p.shapes.len()
-        ));
-    }
-    if ctx.spec.scenarios.is_empty() {
-        return fail(format!("{}: `scenarios` is empty", ctx.spec.path.display()));
-    }
     let mut prompts = Vec::new();
     let mut folded = false;
     for name in &ctx.spec.scenarios {
@@ -355,28 +418,16 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &ScalingFitParams) -> TrialResult {
             ));
             continue;
         }
-        let mut backend = registry::open_ort(ctx.backend_id, &source, format, opt);
+        let mut backend = ctx
+            .backends
+            .open_onnx(ctx.backend_id(), &source, format, opt);
         run_shapes += 1;
-        let trial = format!("{}::{label}", ctx.trial);
         let mut medians = Vec::new();
         for (s, prompt) in &prompts {
-            let plan = SeriesPlan {
-                run_id: ctx.run_id.into(),
-                trial: trial.clone(),
-                scenario: s.name.into(),
-                prompt: prompt.clone(),
-                gen_tokens: p.gen_tokens,
-                warmup: ctx.profile.warmup,
-                repetitions: ctx.profile.repetitions,
-            };
+            let plan = ctx.series(Some(&label), s.name, prompt.clone(), p.gen_tokens);
             let recs = run_series(&mut backend, &plan);
             if let Err(e) = ctx.log(&recs) {
-                return ctx.result(
-                    Verdict::Fail { reason: e },
-                    BTreeMap::new(),
-                    &records,
-                    records.len(),
-                );
+                return fail(e).with_runs(&records, records.len());
             }
             match median(
                 &measured_ok(&recs)
@@ -413,62 +464,31 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &ScalingFitParams) -> TrialResult {
     }
     // What the plan states: every shape that reached the run stage × scenario × (warmup + repetitions).
     let stated = run_shapes * prompts.len() * (ctx.profile.warmup + ctx.profile.repetitions);
-    let mut metrics = BTreeMap::new();
-    for pt in &points {
-        metrics.insert(format!("{}::e2e_ms_geomean", pt.shape), pt.e2e_ms_geomean);
-        metrics.insert(format!("{}::parameters", pt.shape), pt.parameters as f64);
-    }
     if !failures.is_empty() {
-        return ctx.result(
-            Verdict::Fail {
-                reason: failures.join("; "),
-            },
-            metrics,
-            &records,
-            stated,
-        );
+        return Evaluation::judged(vec![Part::no_data(SHAPES, failures.join("; "))], String::new())
+            .with_runs(&records, stated)
+            .with_details(Details::Scaling(ScalingDetails {
+                points,
+                slopes: Vec::new(),
+            }));
     }
 
     let judged = judge(&points, p);
-    let keys = [
-        "params_only_log_params",
-        "multivariate_log_params",
-        "multivariate_log_layers",
-    ];
-    let expects = [
-        p.expect.params_only,
-        p.expect.multivariate_params,
-        p.expect.multivariate_layers,
-    ];
-    let mut mismatches = Vec::new();
-    for ((j, key), expect) in judged.iter().zip(keys).zip(expects) {
-        if let Some(v) = &j.verdict {
-            metrics.insert(format!("{key}_slope"), v.slope);
-            metrics.insert(format!("{key}_t_ci_lo"), v.t_ci.lo);
-            metrics.insert(format!("{key}_t_ci_hi"), v.t_ci.hi);
-            metrics.insert(format!("{key}_bootstrap_ci_lo"), v.bootstrap_ci.lo);
-            metrics.insert(format!("{key}_bootstrap_ci_hi"), v.bootstrap_ci.hi);
-            metrics.insert(
-                format!("{key}_actionable"),
-                if j.class.meets(Expect::Actionable) {
-                    1.0
-                } else {
-                    0.0
-                },
-            );
-        }
-        if !j.class.meets(expect) {
-            mismatches.push(format!(
-                "{}: expected {expect:?}, got {}",
-                j.name,
-                j.class.describe()
-            ));
-        }
-    }
-    if let (Some(a), Some(b)) = (judged.first(), judged.get(1)) {
-        metrics.insert("params_only_r_squared".into(), a.r_squared);
-        metrics.insert("multivariate_r_squared".into(), b.r_squared);
-    }
+    let names = [PARAMS_ONLY, MULTIVARIATE_PARAMS, MULTIVARIATE_LAYERS];
+    let slopes = judged
+        .iter()
+        .zip(names)
+        .filter_map(|(j, name)| {
+            j.verdict.as_ref().map(|v| SlopeSummary {
+                name: name.into(),
+                slope: v.slope,
+                t_ci: (v.t_ci.lo, v.t_ci.hi),
+                bootstrap_ci: (v.bootstrap_ci.lo, v.bootstrap_ci.hi),
+                r_squared: j.r_squared,
+                actionable: j.class.meets(Expect::Actionable),
+            })
+        })
+        .collect();
     let shapes = points
         .iter()
         .map(|pt| {
@@ -481,8 +501,8 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &ScalingFitParams) -> TrialResult {
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let body = format!(
-        "{} shapes × {} scenarios, {} tokens, geomean of median e2e: {shapes}{}; {}",
+    let summary = format!(
+        "{} shapes × {} scenarios, {} tokens, geomean of median e2e: {shapes}{}",
         points.len(),
         prompts.len(),
         p.gen_tokens,
@@ -490,21 +510,11 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &ScalingFitParams) -> TrialResult {
             " (prompt ids folded into the vocabulary)"
         } else {
             ""
-        },
-        judged
-            .iter()
-            .map(JudgedSlope::describe)
-            .collect::<Vec<_>>()
-            .join("; ")
-    );
-    let verdict = if mismatches.is_empty() {
-        Verdict::Pass { summary: body }
-    } else {
-        Verdict::Fail {
-            reason: format!("{}; {body}", mismatches.join("; ")),
         }
-    };
-    ctx.result(verdict, metrics, &records, stated)
+    );
+    Evaluation::judged(slope_parts(&judged, p), summary)
+        .with_runs(&records, stated)
+        .with_details(Details::Scaling(ScalingDetails { points, slopes }))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::{Check, KnownFailure, Unit};
 use crate::error::GateFileError;
 use crate::model::catalog;
 use crate::workload;
@@ -20,74 +21,6 @@ pub struct ProfileSettings {
     /// the CI profile can score a shorter span than the main job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub perplexity_tokens: Option<usize>,
-}
-
-/// The check a gate performs, with its parameters.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Check {
-    /// TR121: median `kv_decode_ms / e2e_ms` above a threshold at a fixed generation length.
-    DecodeFraction {
-        gen_tokens: usize,
-        min_median_decode_fraction: f64,
-        /// Per-backend overrides of `min_median_decode_fraction`, each justified in the gate file by
-        /// a measurement; a pass below the claim's own threshold says so in its summary.
-        #[serde(default)]
-        min_median_decode_fraction_for: std::collections::BTreeMap<String, f64>,
-        /// Also require KV-cached tokens = full-recompute tokens where the backend can recompute.
-        #[serde(default = "yes")]
-        check_kv_equals_recompute: bool,
-    },
-    /// The model measured is the model claimed: parameter counts and a perplexity sanity bound.
-    ModelIdentity {
-        /// Tokens of the wiki text scored for the sanity perplexity.
-        sanity_tokens: usize,
-        context: usize,
-        /// Perplexity above `vocab_size * untrained_fraction` → untrained fixture.
-        untrained_fraction: f64,
-    },
-    /// Failures are visible, never placeholders.
-    DegradedRuns { gen_tokens: usize },
-    /// Accuracy against a reference backend on the same weights and text.
-    PerplexityDelta(super::perplexity_delta::PerplexityDeltaParams),
-    /// Energy attributed to prefill/decode events only where the sensor can see them.
-    EnergyGating(super::energy_gating::EnergyGatingParams),
-    /// Every backend label proven by runtime evidence; negative controls must be caught.
-    CompileReal(super::compile_real::CompileRealParams),
-    /// TR121 (C4/C5, §10.2 rule 1): log latency on log params (and + log layers) over a synthetic
-    /// model family, scenario-aggregated; each slope actionable or not identifiable.
-    ScalingFit(super::scaling_fit::ScalingFitParams),
-    /// §10.2 rule 4: cold (first run after open) median / steady median; above the threshold flags
-    /// "warm pool required".
-    WarmupRatio(super::warmup_ratio::WarmupRatioParams),
-    /// TR117 / §3.10 / §10.2 rule 5: median, p95, p99, mean, n per backend × scenario; a winner only
-    /// from the scenario-aggregated geometric mean.
-    Distribution(super::distribution::DistributionParams),
-    /// TR119 / C3 / Appendix A: cost per 1M tokens per pricing tier (energy as a second term where
-    /// measured); backend ordering invariant under the tier.
-    EconomicsCost(super::economics::EconomicsParams),
-    /// A stored baseline regresses: slowdown CI wholly beyond the tolerance band, confirmed by re-measurement.
-    Regression(super::regression::RegressionParams),
-}
-
-impl Check {
-    /// One trial compares all of the gate's backends (named `<gate>::<b1>+<b2>+…`) instead of one
-    /// trial per backend.
-    pub fn spans_backends(&self) -> bool {
-        matches!(self, Check::Distribution(_) | Check::EconomicsCost(_))
-    }
-
-    /// The gate's `scenarios` are aggregated inside one trial instead of one trial per scenario.
-    pub fn aggregates_scenarios(&self) -> bool {
-        matches!(
-            self,
-            Check::ScalingFit(_) | Check::Distribution(_) | Check::EconomicsCost(_)
-        )
-    }
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// One parsed gate file.
@@ -106,6 +39,14 @@ pub struct GateSpec {
     #[serde(default)]
     pub scenarios: Vec<String>,
     pub profiles: BTreeMap<String, ProfileSettings>,
+    /// Fraction of a trial's recorded runs that may be degraded or errored before the trial
+    /// fails (default 0: a run that lost samples makes the trial invalid, MLPerf's rule). Set
+    /// only where failed runs are the subject (the degraded-runs gate's absent backends).
+    #[serde(default)]
+    pub tolerated_failed_run_fraction: f64,
+    /// Parts of the claim known not to hold on a backend (× scenario): XFAIL, never PASS.
+    #[serde(default, rename = "known_failure", skip_serializing_if = "Vec::is_empty")]
+    pub known_failures: Vec<KnownFailure>,
     pub check: Check,
     #[serde(skip)]
     pub path: PathBuf,
@@ -151,8 +92,9 @@ impl GateSpec {
         if self.backends.is_empty() {
             return invalid("`backends` is empty".into());
         }
-        for b in self.units().iter().flat_map(|(_, b)| b.split('+')) {
-            if !crate::backend::registry::is_known(&b) {
+        let units = self.units();
+        for b in units.iter().flat_map(Unit::backends) {
+            if !crate::backend::registry::is_known(b) {
                 return invalid(format!(
                     "backend `{b}` is unknown (known: {})",
                     crate::backend::registry::known_ids().join(", ")
@@ -167,8 +109,22 @@ impl GateSpec {
                 ));
             }
         }
-        if let Check::Regression(p) = &self.check {
-            p.validate().or_else(invalid)?;
+        let kind = self.check.kind();
+        kind.validate(self).or_else(invalid)?;
+        if !(0.0..=1.0).contains(&self.tolerated_failed_run_fraction) {
+            return invalid(format!(
+                "tolerated_failed_run_fraction = {} is not a fraction in [0, 1]",
+                self.tolerated_failed_run_fraction
+            ));
+        }
+        for k in &self.known_failures {
+            if matches!(units.first(), Some(Unit::Backends { .. })) {
+                return invalid(
+                    "known failures are declared per backend; this check compares backends in one trial".into(),
+                );
+            }
+            k.validate(kind.parts(), &self.backends, &self.scenarios)
+                .or_else(invalid)?;
         }
         for p in ["ci", "full"] {
             match self.profiles.get(p) {
@@ -186,23 +142,9 @@ impl GateSpec {
         Ok(())
     }
 
-    /// The trials' `(name, backend id)` pairs before scenarios: the backends, or a check's own cases.
-    pub fn units(&self) -> Vec<(String, String)> {
-        match &self.check {
-            Check::CompileReal(p) => p
-                .cases
-                .iter()
-                .map(|c| (c.name.clone(), c.backend.clone()))
-                .collect(),
-            _ if self.check.spans_backends() => {
-                vec![(self.backends.join("+"), self.backends.join("+"))]
-            }
-            _ => self
-                .backends
-                .iter()
-                .map(|b| (b.clone(), b.clone()))
-                .collect(),
-        }
+    /// The trials' units before scenarios: the backends, all of them at once, or the check's cases.
+    pub fn units(&self) -> Vec<Unit> {
+        self.check.kind().units(&self.backends)
     }
 
     /// Settings for a profile; the validator guarantees `ci` and `full` exist.
@@ -266,12 +208,8 @@ min_median_decode_fraction = 0.9
         let s = GateSpec::parse(Path::new("g.toml"), GOOD).unwrap();
         assert_eq!(s.profile("ci").unwrap().repetitions, 3);
         assert!(matches!(
-            s.check,
-            Check::DecodeFraction {
-                gen_tokens: 64,
-                check_kv_equals_recompute: true,
-                ..
-            }
+            &s.check,
+            Check::DecodeFraction(p) if p.gen_tokens == 64 && p.check_kv_equals_recompute
         ));
     }
 
@@ -294,5 +232,34 @@ min_median_decode_fraction = 0.9
             .unwrap_err()
             .to_string();
         assert!(e.contains("gates/x.toml") && e.contains("`gpt2`"), "{e}");
+    }
+
+    const KNOWN: &str = r#"
+[[known_failure]]
+backends = ["ort-cpu"]
+scenarios = ["short"]
+part = "decode_fraction"
+measured = 0.86
+guard = 0.8
+date = "2026-11-27"
+machine = "2 cores"
+reason = "prefill-heavy"
+"#;
+
+    #[test]
+    fn a_known_failure_is_parsed_and_checked_against_the_gate() {
+        let s = GateSpec::parse(Path::new("g.toml"), &GOOD.replace("[profiles.ci]", &format!("{KNOWN}\n[profiles.ci]"))).unwrap();
+        assert_eq!(s.known_failures.len(), 1);
+        assert_eq!(s.known_failures[0].date.to_string(), "2026-11-27");
+        for (bad, expect) in [
+            ("part = \"decode_fraction\"", "part = \"decode_fractoin\""),
+            ("backends = [\"ort-cpu\"]\nscenarios = [\"short\"]\npart", "backends = [\"llama-cpp\"]\nscenarios = [\"short\"]\npart"),
+            ("scenarios = [\"short\"]\npart", "scenarios = [\"long\"]\npart"),
+            ("reason = \"prefill-heavy\"", "reason = \"\""),
+        ] {
+            let text = GOOD.replace("[profiles.ci]", &format!("{}\n[profiles.ci]", KNOWN.replace(bad, expect)));
+            let e = GateSpec::parse(Path::new("gates/x.toml"), &text).unwrap_err().to_string();
+            assert!(e.contains("gates/x.toml") && e.contains("known_failure"), "{e}");
+        }
     }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::gate::Verdict;
+use crate::gate::{Counts, Details, TrialId, Verdict};
 use crate::measure::{RunOutcome, RunPhase, RunRecord};
 use crate::stats;
 
@@ -23,8 +23,8 @@ pub const DECODE_HEAVY_FRACTION: f64 = 0.9;
 pub struct LatencyRow {
     pub backend: String,
     pub scenario: String,
-    /// What the trial name says beyond gate, backend and scenario: a model variant such as the
-    /// scaling gate's `l4-d384` shapes. Empty for the gate's own (catalog) model.
+    /// The run's sub-series: a model variant such as the scaling gate's `l4-d384` shapes, a
+    /// negative control, a re-measurement. Empty for the trial's own series on the gate's model.
     pub variant: String,
     pub prompt_tokens: usize,
     pub gen_tokens: usize,
@@ -61,15 +61,9 @@ fn backend_rank(id: &str) -> usize {
         .unwrap_or(usize::MAX)
 }
 
-/// The part of a record's trial name that is neither the gate id, nor its backend(s), nor its
-/// scenario: `scaling.fit_ci::ort-cpu::l4-d384` → `l4-d384`; `phase.decode_fraction::ort-cpu::short` → ``.
+/// The record's sub-series (empty for the trial's own series on the gate's model).
 pub fn variant_of(r: &RunRecord) -> String {
-    let mut parts = r.trial.split("::");
-    parts.next(); // gate id
-    parts
-        .filter(|p| *p != r.scenario && *p != r.backend && !p.split('+').any(|b| b == r.backend))
-        .collect::<Vec<_>>()
-        .join("::")
+    r.sub_series.clone().unwrap_or_default()
 }
 
 /// One row per backend × scenario × gen_tokens × variant with at least one measured ok run.
@@ -327,11 +321,11 @@ fn compare_decode(heavy: &[&LatencyRow], backends: &[&str]) -> String {
     format!("Decode throughput, geometric mean over {} shared workload(s): {ranking}. Ratio best / runner-up per workload: {}. Verdict: {verdict}.", common.len(), detail.join("; "))
 }
 
-/// Cost per 1M tokens of one backend under one pricing tier, as the `economics.cost` gate writes it
-/// (`<backend>::<tier>::usd_per_1m`, with `<backend>::tokens_per_s_geomean` beside it).
+/// Cost per 1M tokens of one backend under one pricing tier, as the `economics.cost` gate wrote
+/// it in its typed details.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CostRow {
-    pub trial: String,
+    pub trial: TrialId,
     pub backend: String,
     pub tier: String,
     pub usd_per_1m: f64,
@@ -341,25 +335,16 @@ pub struct CostRow {
 pub fn cost_rows(trials: &[TrialRecord]) -> Vec<CostRow> {
     let mut out = Vec::new();
     for t in trials.iter().map(|t| &t.result) {
-        for (k, &v) in &t.metrics {
-            let Some(rest) = k.strip_suffix("::usd_per_1m") else {
-                continue;
-            };
-            let Some((backend, tier)) = rest.rsplit_once("::") else {
-                continue;
-            };
-            if !v.is_finite() {
-                continue;
-            }
+        let Some(Details::Cost(cost)) = &t.details else {
+            continue;
+        };
+        for line in cost.lines.iter().filter(|l| l.usd_per_1m.is_finite()) {
             out.push(CostRow {
                 trial: t.trial.clone(),
-                backend: backend.to_string(),
-                tier: tier.to_string(),
-                usd_per_1m: v,
-                tokens_per_s: t
-                    .metrics
-                    .get(&format!("{backend}::tokens_per_s_geomean"))
-                    .copied(),
+                backend: line.backend.clone(),
+                tier: line.tier.clone(),
+                usd_per_1m: line.usd_per_1m,
+                tokens_per_s: Some(line.tokens_per_s).filter(|v| v.is_finite()),
             });
         }
     }
@@ -394,7 +379,9 @@ impl IssueKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Issue {
     pub kind: IssueKind,
-    pub trial: String,
+    pub trial: TrialId,
+    /// The sub-series or subject within the trial (e.g. `negative-control`, `prefill events`).
+    pub within: Option<String>,
     pub count: usize,
     pub reason: String,
     /// A negative control that is meant to degrade (integrity.degraded_runs).
@@ -403,28 +390,24 @@ pub struct Issue {
 
 /// Every skip, degraded or failed run and `no_data`, grouped by trial and reason.
 pub fn issues(data: &RunData) -> Vec<Issue> {
-    let mut grouped: BTreeMap<(IssueKind, String, String), usize> = BTreeMap::new();
+    type Key = (IssueKind, TrialId, Option<String>, String);
+    let mut grouped: BTreeMap<Key, usize> = BTreeMap::new();
     for t in &data.trials {
-        if let Verdict::Skip { reason } = &t.result.verdict {
+        let r = &t.result;
+        if let Some(skip) = r.skip() {
             *grouped
-                .entry((IssueKind::Skip, t.result.trial.clone(), reason.clone()))
+                .entry((IssueKind::Skip, r.trial.clone(), None, skip.reason.clone()))
                 .or_default() += 1;
         }
-        // A gate that reports a no_data outcome in words (e.g. the cost gate's energy term).
-        for part in t
-            .result
-            .verdict
-            .message()
-            .split("; ")
-            .filter(|p| p.contains("no_data"))
-        {
+        for n in &r.no_data {
             *grouped
                 .entry((
                     IssueKind::NoData,
-                    t.result.trial.clone(),
-                    part.trim().to_string(),
+                    r.trial.clone(),
+                    Some(n.subject.clone()),
+                    n.reason.clone(),
                 ))
-                .or_default() += 1;
+                .or_default() += n.count;
         }
     }
     for r in &data.runs {
@@ -434,53 +417,20 @@ pub fn issues(data: &RunData) -> Vec<Issue> {
             RunOutcome::Error { message } => (IssueKind::Error, message),
         };
         *grouped
-            .entry((kind, r.trial.clone(), reason.clone()))
+            .entry((kind, r.trial.clone(), r.sub_series.clone(), reason.clone()))
             .or_default() += 1;
-    }
-    for (_, v) in &data.raw_lines {
-        collect_no_data(v, None, &mut grouped);
     }
     grouped
         .into_iter()
-        .map(|((kind, trial, reason), count)| Issue {
-            expected: trial.ends_with("::negative-control"),
+        .map(|((kind, trial, within, reason), count)| Issue {
+            expected: within.as_deref() == Some(crate::gate::degraded_runs::NEGATIVE_CONTROL),
             kind,
             trial,
+            within,
             count,
             reason,
         })
         .collect()
-}
-
-/// Objects tagged `"quality": "no_data"` (energy outcomes) or `"status": "no_data"`, anywhere in a
-/// JSON line, with the nearest enclosing `trial`.
-fn collect_no_data(
-    v: &serde_json::Value,
-    trial: Option<&str>,
-    out: &mut BTreeMap<(IssueKind, String, String), usize>,
-) {
-    match v {
-        serde_json::Value::Object(map) => {
-            let trial = map.get("trial").and_then(|t| t.as_str()).or(trial);
-            let tagged = ["quality", "status"]
-                .iter()
-                .any(|k| map.get(*k).and_then(|x| x.as_str()) == Some("no_data"));
-            if tagged {
-                let reason = map
-                    .get("reason")
-                    .and_then(|r| r.as_str())
-                    .unwrap_or("no reason given")
-                    .to_string();
-                *out.entry((IssueKind::NoData, trial.unwrap_or("?").to_string(), reason))
-                    .or_default() += 1;
-            }
-            for x in map.values() {
-                collect_no_data(x, trial, out);
-            }
-        }
-        serde_json::Value::Array(xs) => xs.iter().for_each(|x| collect_no_data(x, trial, out)),
-        _ => {}
-    }
 }
 
 /// One row of the claim table: one gate, all its trials.
@@ -491,38 +441,44 @@ pub struct ClaimRow {
     pub gate: String,
     pub claim: String,
     pub source: String,
-    /// `backend · scenario: verdict message` per trial (the measured numbers).
+    /// `backend · scenario: VERDICT message` per trial (the measured numbers).
     pub evidence: Vec<String>,
-    pub passed: usize,
-    pub failed: usize,
-    pub skipped: usize,
+    pub counts: Counts,
 }
 
 impl ClaimRow {
-    /// `PASS`, `FAIL` or `SKIP` for the gate, with the counts behind it. A gate fails if any trial
-    /// failed, passes if every trial that ran passed, and is skipped only if nothing ran.
-    pub fn verdict(&self) -> String {
-        let total = self.passed + self.failed + self.skipped;
-        let skipped = if self.skipped > 0 {
-            format!(", {} skipped", self.skipped)
-        } else {
-            String::new()
-        };
-        if self.failed > 0 {
-            format!("FAIL ({} of {total} trials failed{skipped})", self.failed)
-        } else if self.passed > 0 {
-            format!("PASS ({} of {total} trials passed{skipped})", self.passed)
-        } else {
-            format!("SKIP (none of {total} trials ran)")
-        }
+    /// The gate's verdict: the worst verdict of the trials that ran (FAIL > XPASS > XFAIL > INFO >
+    /// PASS); SKIP only when none ran.
+    pub fn verdict(&self) -> Verdict {
+        Verdict::worst(
+            Verdict::ALL
+                .into_iter()
+                .filter(|v| self.counts.get(*v) > 0 && v.ran()),
+        )
+        .unwrap_or(Verdict::Skip)
+    }
+
+    /// The verdict with every count behind it: `FAIL (1 FAIL, 2 PASS, 1 SKIP of 4 trials)`.
+    pub fn verdict_words(&self) -> String {
+        let counts: Vec<String> = Verdict::ALL
+            .iter()
+            .filter(|v| self.counts.get(**v) > 0)
+            .map(|v| format!("{} {v}", self.counts.get(*v)))
+            .collect();
+        format!(
+            "{} ({} of {} trials)",
+            self.verdict(),
+            counts.join(", "),
+            self.counts.total()
+        )
     }
 }
 
 pub fn claim_rows(data: &RunData) -> Vec<ClaimRow> {
     let mut order: Vec<String> = Vec::new();
-    for t in &data.trials {
-        if !order.contains(&t.result.gate) {
-            order.push(t.result.gate.clone());
+    for t in data.results() {
+        if !order.contains(&t.trial.gate) {
+            order.push(t.trial.gate.clone());
         }
     }
     order
@@ -532,10 +488,8 @@ pub fn claim_rows(data: &RunData) -> Vec<ClaimRow> {
             let trials: Vec<&TrialRecord> = data
                 .trials
                 .iter()
-                .filter(|t| t.result.gate == gate)
+                .filter(|t| t.result.trial.gate == gate)
                 .collect();
-            let count =
-                |f: fn(&Verdict) -> bool| trials.iter().filter(|t| f(&t.result.verdict)).count();
             let info = data.gates.get(&gate);
             ClaimRow {
                 id: format!("C{}", i + 1),
@@ -548,16 +502,14 @@ pub fn claim_rows(data: &RunData) -> Vec<ClaimRow> {
                     .iter()
                     .map(|t| {
                         let r = &t.result;
-                        let at = match &r.scenario {
-                            Some(s) => format!("{} · {s}", r.backend),
-                            None => r.backend.clone(),
+                        let at = match &r.trial.scenario {
+                            Some(s) => format!("{} · {s}", r.trial.unit),
+                            None => r.trial.unit.to_string(),
                         };
-                        format!("{at}: {} {}", r.verdict.label(), r.verdict.message())
+                        format!("{at}: {} {}", r.verdict, r.message)
                     })
                     .collect(),
-                passed: count(|v| matches!(v, Verdict::Pass { .. })),
-                failed: count(|v| matches!(v, Verdict::Fail { .. })),
-                skipped: count(|v| matches!(v, Verdict::Skip { .. })),
+                counts: Counts::of(trials.iter().map(|t| t.result.verdict)),
                 gate,
             }
         })
@@ -580,7 +532,8 @@ mod tests {
     ) -> RunRecord {
         RunRecord {
             run_id: "r".into(),
-            trial: format!("g::{backend}::{scenario}"),
+            trial: TrialId::new("g", crate::gate::Unit::backend(backend), Some(scenario)),
+            sub_series: None,
             backend: backend.into(),
             scenario: scenario.into(),
             index: 0,
@@ -704,60 +657,10 @@ mod tests {
     }
 
     #[test]
-    fn cost_metrics_are_read_by_backend_and_tier() {
-        let mut r = TrialRecord::from(crate::gate::TrialResult {
-            trial: "economics.cost::ort-cpu+llama-cpp".into(),
-            gate: "economics.cost".into(),
-            backend: "ort-cpu+llama-cpp".into(),
-            scenario: None,
-            verdict: Verdict::Pass {
-                summary: String::new(),
-            },
-            metrics: BTreeMap::new(),
-            runs: Default::default(),
-            degraded_reasons: vec![],
-        });
-        r.result
-            .metrics
-            .insert("ort-cpu::spot::usd_per_1m".into(), 0.5);
-        r.result
-            .metrics
-            .insert("ort-cpu::on_demand::usd_per_1m".into(), 1.5);
-        r.result
-            .metrics
-            .insert("ort-cpu::on_demand::usd_per_1k_requests".into(), 9.0);
-        r.result
-            .metrics
-            .insert("ort-cpu::tokens_per_s_geomean".into(), 100.0);
-        let rows = cost_rows(&[r]);
-        let tiers: Vec<(&str, &str, f64, Option<f64>)> = rows
-            .iter()
-            .map(|c| {
-                (
-                    c.backend.as_str(),
-                    c.tier.as_str(),
-                    c.usd_per_1m,
-                    c.tokens_per_s,
-                )
-            })
-            .collect();
-        assert_eq!(
-            tiers,
-            [
-                ("ort-cpu", "on_demand", 1.5, Some(100.0)),
-                ("ort-cpu", "spot", 0.5, Some(100.0))
-            ]
-        );
-    }
-
-    #[test]
-    fn a_variant_is_what_the_trial_name_adds_and_it_stays_out_of_routing() {
+    fn a_sub_series_is_a_variant_and_it_stays_out_of_routing() {
         let mut shape = ok("ort-cpu", "short", 64, 10.0, 10.0, RunPhase::Measured);
-        shape.trial = "scaling.fit_ci::ort-cpu::l4-d384".into();
+        shape.sub_series = Some("l4-d384".into());
         assert_eq!(variant_of(&shape), "l4-d384");
-        let mut cost = ok("llama-cpp", "short", 64, 10.0, 10.0, RunPhase::Measured);
-        cost.trial = "economics.cost::ort-cpu+llama-cpp".into();
-        assert_eq!(variant_of(&cost), "");
         let own = ok("ort-cpu", "short", 64, 10.0, 100.0, RunPhase::Measured);
         assert_eq!(variant_of(&own), "");
         let rows = latency_rows(&[shape, own]);
@@ -768,20 +671,5 @@ mod tests {
         );
         assert_eq!(decode_fraction_rows(&rows).len(), 1);
         assert_eq!(routing(&rows).classification.len(), 1);
-    }
-
-    #[test]
-    fn no_data_is_found_anywhere_in_a_line_with_its_trial() {
-        let v = serde_json::json!({"trial": "energy.gating::ort-cpu", "events": [{"energy": {"quality": "no_data", "reason": "1 in-window sample"}}]});
-        let mut out = BTreeMap::new();
-        collect_no_data(&v, None, &mut out);
-        assert_eq!(
-            out.get(&(
-                IssueKind::NoData,
-                "energy.gating::ort-cpu".to_string(),
-                "1 in-window sample".to_string()
-            )),
-            Some(&1)
-        );
     }
 }

@@ -10,6 +10,7 @@ use std::fmt::Write;
 
 use super::analysis::{self, IssueKind};
 use super::input::RunData;
+use crate::gate::Counts;
 use super::scaling::ScalingFit;
 
 /// What the card links to (plot files, relative to the run directory).
@@ -40,15 +41,17 @@ pub fn render(data: &RunData, fits: &[Result<ScalingFit, String>], files: &Attac
     let claims = analysis::claim_rows(data);
     let rows = analysis::latency_rows(&data.runs);
     let issues = analysis::issues(data);
-    let (passed, failed, skipped) = claims.iter().fold((0, 0, 0), |(p, f, s), c| {
-        (p + c.passed, f + c.failed, s + c.skipped)
-    });
-    let overall = if failed > 0 {
+    let counts = Counts::of(data.results().map(|r| r.verdict));
+    let overall = if counts.fail > 0 {
         "FAIL"
-    } else if passed > 0 {
+    } else if counts.ran() == 0 {
+        "NO VERDICT (nothing ran)"
+    } else if counts.xpass > 0 {
+        "XPASS (a known-failure declaration no longer applies: remove it)"
+    } else if counts.ran() == counts.pass {
         "PASS"
     } else {
-        "NO VERDICT (nothing ran)"
+        "NO FAILURE, NOT ALL PASSED (see XFAIL and INFO below)"
     };
 
     let _ = writeln!(md, "# infergate decision card: run `{}`\n", data.run_id);
@@ -59,9 +62,10 @@ Valid under the boundary conditions in the manifest below: this machine, these r
         env!("CARGO_PKG_VERSION"),
         data.dir.display()
     );
+    let _ = writeln!(md, "**Overall: {overall}** — {counts} ({} trials).\n", counts.total());
     let _ = writeln!(
         md,
-        "**Overall: {overall}** — {passed} passed, {failed} failed, {skipped} skipped trials.\n"
+        "PASS: every part of the claim was checked on this backend and held. FAIL: a part did not hold, or could be checked here and produced no data, or a run failed. XFAIL: a part known not to hold on this backend (declared in the gate file with the figure measured). XPASS: a declared known failure now holds (remove the declaration). INFO: nothing failed, but a part only reports or cannot be checked on this backend. SKIP: the trial could not run here.\n"
     );
     manifest_section(&mut md, data);
 
@@ -80,7 +84,7 @@ Valid under the boundary conditions in the manifest below: this machine, these r
             c.gate,
             cell(&c.source),
             cell(&c.evidence.join("\n")),
-            c.verdict()
+            c.verdict_words()
         );
     }
     if claims.is_empty() {
@@ -294,16 +298,16 @@ fn cost_section(md: &mut String, data: &RunData) {
     if rows.is_empty() {
         let _ = writeln!(
             md,
-            "Not measured in this run (no `economics.cost` metrics in `results.jsonl`).\n"
+            "Not measured in this run (no `economics.cost` result in `results.jsonl`).\n"
         );
         return;
     }
     let mut tiers: Vec<&str> = rows.iter().map(|r| r.tier.as_str()).collect();
     tiers.sort_unstable();
     tiers.dedup();
-    let mut keys: Vec<(&str, &str)> = rows
+    let mut keys: Vec<(&crate::gate::TrialId, &str)> = rows
         .iter()
-        .map(|r| (r.trial.as_str(), r.backend.as_str()))
+        .map(|r| (&r.trial, r.backend.as_str()))
         .collect();
     keys.dedup();
     let _ = writeln!(md, "Compute-hour model (TR119, Appendix A): `usd_per_1M = (1e6 / tokens_per_s) / 3600 × usd_per_hour` (+ the energy term where a sensor measured it); shadow prices, not a bill.\n");
@@ -320,7 +324,7 @@ fn cost_section(md: &mut String, data: &RunData) {
     for (trial, backend) in keys {
         let of: Vec<_> = rows
             .iter()
-            .filter(|r| r.trial == trial && r.backend == backend)
+            .filter(|r| &r.trial == trial && r.backend == backend)
             .collect();
         let tps = of
             .iter()
@@ -345,7 +349,7 @@ fn scaling_section(md: &mut String, fits: &[Result<ScalingFit, String>], files: 
     if fits.is_empty() {
         let _ = writeln!(
             md,
-            "Not measured in this run (no `scaling.fit_ci` metrics in `results.jsonl`).\n"
+            "Not measured in this run (no `scaling.fit_ci` result in `results.jsonl`).\n"
         );
         return;
     }
@@ -404,11 +408,17 @@ fn issues_section(md: &mut String, issues: &[analysis::Issue]) {
         } else {
             ""
         };
+        let within = i
+            .within
+            .as_ref()
+            .map(|w| format!(" ({w})"))
+            .unwrap_or_default();
         let _ = writeln!(
             md,
-            "| {}{expected} | `{}` | {} | {} |",
+            "| {}{expected} | `{}`{} | {} | {} |",
             i.kind.label(),
             i.trial,
+            cell(&within),
             i.count,
             cell(&i.reason)
         );

@@ -1,40 +1,20 @@
-//! A run directory read back: `results.jsonl` (one verdict per trial), `runs.jsonl` (every run),
-//! `manifest.json`, and the gate files the manifest names (for each gate's claim in words).
+//! A run directory read back through [`crate::record`]: `results.jsonl` (one verdict per trial),
+//! `plan.jsonl` (plan-time skips no process recorded, e.g. under nextest), `runs.jsonl` (every
+//! run), `manifest.json`, and the gate files the manifest names (for each gate's claim in words).
 //!
 //! Several processes may write one run directory (nextest runs each trial in its own process with a
 //! shared `NEXTEST_RUN_ID`); a trial run twice keeps its last result. A malformed line is an error
 //! naming the file and line: a report must not silently drop evidence.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::ReportError;
-use crate::gate::{GateSpec, TrialResult};
+use crate::gate::{GateSpec, TrialId, TrialResult};
 use crate::manifest::Manifest;
 use crate::measure::RunRecord;
-
-/// One line of `results.jsonl`: the trial's result and, when the runner wrote it, how long it took.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrialRecord {
-    #[serde(flatten)]
-    pub result: TrialResult,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub elapsed_s: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_utc: Option<String>,
-}
-
-impl From<TrialResult> for TrialRecord {
-    fn from(result: TrialResult) -> Self {
-        TrialRecord {
-            result,
-            elapsed_s: None,
-            finished_utc: None,
-        }
-    }
-}
+pub use crate::record::TrialRecord;
+use crate::record::{PlanRecord, RunDir, RESULTS};
 
 /// A gate's claim in words and where it comes from.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,47 +29,43 @@ pub struct RunData {
     pub dir: PathBuf,
     pub run_id: String,
     pub manifest: Option<Manifest>,
-    /// Last result per trial, in order of first appearance.
+    /// Last result per trial, in order of first appearance; then the plan's skips that no process
+    /// recorded, in plan order.
     pub trials: Vec<TrialRecord>,
     /// Records of this run id (warmup included).
     pub runs: Vec<RunRecord>,
     /// Gate id → claim and source.
     pub gates: BTreeMap<String, GateInfo>,
-    /// Raw JSON lines of every `*.jsonl` in the directory (for `no_data` outcomes, whatever wrote them).
-    pub raw_lines: Vec<(String, serde_json::Value)>,
     /// What could not be read, said in the report.
     pub notes: Vec<String>,
 }
 
 impl RunData {
-    /// Read `dir`. `results.jsonl` must exist; the rest is optional and its absence is noted.
+    /// Read `dir`. `results.jsonl` or `plan.jsonl` must exist; the rest is optional and its
+    /// absence is noted.
     pub fn load(dir: &Path) -> Result<RunData, ReportError> {
-        let results_path = dir.join("results.jsonl");
-        if !results_path.exists() {
+        let run_dir = RunDir::new(dir.to_path_buf());
+        let results_path = run_dir.file(RESULTS);
+        let plan = run_dir.read_plan()?;
+        if !results_path.exists() && plan.is_empty() {
             return Err(ReportError::NotARunDir {
                 dir: dir.to_path_buf(),
-                file: "results.jsonl".into(),
+                file: RESULTS.into(),
             });
         }
         let mut data = RunData {
             dir: dir.to_path_buf(),
             ..Default::default()
         };
-        let manifest_path = dir.join("manifest.json");
-        if manifest_path.exists() {
-            let text = read(&manifest_path)?;
-            let m: Manifest = serde_json::from_str(&text).map_err(|e| ReportError::Malformed {
-                path: manifest_path.clone(),
-                line: e.line(),
-                detail: e.to_string(),
-            })?;
-            data.run_id = m.run_id.clone();
-            data.manifest = Some(m);
-        } else {
-            data.notes.push(format!(
+        match run_dir.read_manifest()? {
+            Some(m) => {
+                data.run_id = m.run_id.clone();
+                data.manifest = Some(m);
+            }
+            None => data.notes.push(format!(
                 "{} is missing: machine, runtimes and commit are unknown",
-                manifest_path.display()
-            ));
+                run_dir.file(crate::record::MANIFEST).display()
+            )),
         }
         if data.run_id.is_empty() {
             data.run_id = dir
@@ -97,17 +73,13 @@ impl RunData {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
         }
-        let results = read_results(&results_path, &mut data.notes)?;
-        data.trials = last_per_trial(results);
-        let runs_path = dir.join("runs.jsonl");
-        if runs_path.exists() {
-            let runs: Vec<RunRecord> = read_jsonl(&runs_path)?;
-            data.runs = runs
-                .into_iter()
-                .filter(|r| r.run_id == data.run_id)
-                .collect();
-        }
-        data.raw_lines = read_all_jsonl(dir)?;
+        let results = if results_path.exists() {
+            run_dir.read_results()?
+        } else {
+            Vec::new()
+        };
+        data.trials = with_plan_skips(last_per_trial(results), plan);
+        data.runs = run_dir.read_runs(&data.run_id)?;
         data.gates = gate_infos(data.manifest.as_ref(), &mut data.notes);
         Ok(data)
     }
@@ -125,92 +97,16 @@ impl RunData {
         }
         self
     }
-}
 
-fn read(path: &Path) -> Result<String, ReportError> {
-    std::fs::read_to_string(path).map_err(|source| ReportError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-/// Parse every non-empty line of a JSONL file as `T`.
-pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, ReportError> {
-    let text = read(path)?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| ReportError::Malformed {
-                path: path.to_path_buf(),
-                line: i + 1,
-                detail: e.to_string(),
-            })
-        })
-        .collect()
-}
-
-/// `results.jsonl`, tolerating metrics written as `null` (serde_json writes NaN so): they are dropped
-/// and noted, never turned into numbers.
-fn read_results(path: &Path, notes: &mut Vec<String>) -> Result<Vec<TrialRecord>, ReportError> {
-    let values: Vec<serde_json::Value> = read_jsonl(path)?;
-    let mut out = Vec::with_capacity(values.len());
-    for (i, mut v) in values.into_iter().enumerate() {
-        let trial = v
-            .get("trial")
-            .and_then(|t| t.as_str())
-            .unwrap_or("?")
-            .to_string();
-        if let Some(metrics) = v.get_mut("metrics").and_then(|m| m.as_object_mut()) {
-            let nulls: Vec<String> = metrics
-                .iter()
-                .filter(|(_, x)| x.is_null())
-                .map(|(k, _)| k.clone())
-                .collect();
-            for k in nulls {
-                metrics.remove(&k);
-                notes.push(format!(
-                    "{trial}: metric `{k}` is not a number (NaN) and is left out"
-                ));
-            }
-        }
-        let record = serde_json::from_value(v).map_err(|e| ReportError::Malformed {
-            path: path.to_path_buf(),
-            line: i + 1,
-            detail: e.to_string(),
-        })?;
-        out.push(record);
+    /// The trials' results, in card order.
+    pub fn results(&self) -> impl Iterator<Item = &TrialResult> {
+        self.trials.iter().map(|t| &t.result)
     }
-    Ok(out)
-}
-
-/// `(file name, value)` for every line of every `*.jsonl` in `dir`, sorted by file name.
-fn read_all_jsonl(dir: &Path) -> Result<Vec<(String, serde_json::Value)>, ReportError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| ReportError::Read {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    files.sort();
-    let mut out = Vec::new();
-    for f in files {
-        let name = f
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        for v in read_jsonl::<serde_json::Value>(&f)? {
-            out.push((name.clone(), v));
-        }
-    }
-    Ok(out)
 }
 
 fn last_per_trial(results: Vec<TrialRecord>) -> Vec<TrialRecord> {
-    let mut order: Vec<String> = Vec::new();
-    let mut last: BTreeMap<String, TrialRecord> = BTreeMap::new();
+    let mut order: Vec<TrialId> = Vec::new();
+    let mut last: BTreeMap<TrialId, TrialRecord> = BTreeMap::new();
     for r in results {
         if !last.contains_key(&r.result.trial) {
             order.push(r.result.trial.clone());
@@ -218,6 +114,21 @@ fn last_per_trial(results: Vec<TrialRecord>) -> Vec<TrialRecord> {
         last.insert(r.result.trial.clone(), r);
     }
     order.into_iter().filter_map(|t| last.remove(&t)).collect()
+}
+
+/// Plan-time skips without a result of their own become SKIP records (marked `from_plan`), so a
+/// gate whose trials were all skipped before running still has its row in the card.
+fn with_plan_skips(mut trials: Vec<TrialRecord>, plan: Vec<PlanRecord>) -> Vec<TrialRecord> {
+    let mut seen: BTreeSet<TrialId> = trials.iter().map(|t| t.result.trial.clone()).collect();
+    for p in plan {
+        let Some(skip) = p.skip else { continue };
+        if seen.insert(p.trial.clone()) {
+            let mut record = TrialRecord::from(TrialResult::skipped(p.trial, skip));
+            record.from_plan = true;
+            trials.push(record);
+        }
+    }
+    trials
 }
 
 /// Claims from the gate files the manifest names, if they are still there and unchanged.
@@ -254,53 +165,47 @@ fn gate_infos(manifest: Option<&Manifest>, notes: &mut Vec<String>) -> BTreeMap<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gate::{RunCounts, Verdict};
+    use crate::gate::{Part, Skip, SkipCause, Threshold, Unit, Verdict};
 
-    fn result(trial: &str, verdict: Verdict) -> TrialResult {
-        TrialResult {
-            trial: trial.into(),
-            gate: "g".into(),
-            backend: "b".into(),
-            scenario: None,
-            verdict,
-            metrics: BTreeMap::new(),
-            runs: RunCounts::default(),
-            degraded_reasons: vec![],
-        }
+    fn id(trial: &str) -> TrialId {
+        TrialId::new("g", Unit::backend(trial), None)
+    }
+
+    fn result(trial: &str, held: bool) -> TrialResult {
+        let spec = GateSpec::parse(
+            Path::new("g.toml"),
+            "id = \"g\"\nclaim = \"c\"\nsource = \"s\"\nmodel = \"smollm2-135m-instruct\"\nbackends = [\"ort-cpu\"]\n\
+             [profiles.ci]\nwarmup = 0\nrepetitions = 1\n[profiles.full]\nwarmup = 0\nrepetitions = 1\n\
+             [check]\nkind = \"degraded_runs\"\ngen_tokens = 4\n",
+        )
+        .unwrap();
+        let part = Part::compare("x", if held { 1.0 } else { 2.0 }, Threshold::equal(1.0), "");
+        TrialResult::judge(
+            &spec,
+            id(trial),
+            crate::gate::Evaluation::judged(vec![part], "s"),
+        )
     }
 
     #[test]
     fn a_rerun_trial_keeps_its_last_result_in_first_order() {
-        let a1 = TrialRecord::from(result("a", Verdict::Fail { reason: "x".into() }));
-        let b = TrialRecord::from(result(
-            "b",
-            Verdict::Pass {
-                summary: "y".into(),
-            },
-        ));
-        let a2 = TrialRecord::from(result(
-            "a",
-            Verdict::Pass {
-                summary: "z".into(),
-            },
-        ));
+        let a1 = TrialRecord::from(result("a", false));
+        let b = TrialRecord::from(result("b", true));
+        let a2 = TrialRecord::from(result("a", true));
         let kept = last_per_trial(vec![a1, b, a2.clone()]);
         assert_eq!(
-            kept.iter()
-                .map(|r| r.result.trial.as_str())
-                .collect::<Vec<_>>(),
-            ["a", "b"]
+            kept.iter().map(|r| r.result.trial.clone()).collect::<Vec<_>>(),
+            [id("a"), id("b")]
         );
         assert_eq!(kept[0], a2);
+        assert_eq!(kept[0].result.verdict, Verdict::Pass);
     }
 
     #[test]
-    fn a_results_line_with_timing_round_trips_and_one_without_reads() {
-        let mut r = TrialRecord::from(result(
-            "a",
-            Verdict::Skip {
-                reason: "absent".into(),
-            },
+    fn a_results_line_round_trips_with_and_without_timing() {
+        let mut r = TrialRecord::from(TrialResult::skipped(
+            id("a"),
+            Skip::new(SkipCause::BackendAbsent, "absent"),
         ));
         r.elapsed_s = Some(1.5);
         let line = serde_json::to_string(&r).unwrap();
@@ -309,13 +214,39 @@ mod tests {
             "{line}"
         );
         assert_eq!(serde_json::from_str::<TrialRecord>(&line).unwrap(), r);
-        let plain = serde_json::to_string(&r.result).unwrap();
-        assert_eq!(
-            serde_json::from_str::<TrialRecord>(&plain)
-                .unwrap()
-                .elapsed_s,
-            None
-        );
+        let judged = TrialRecord::from(result("b", false));
+        let line = serde_json::to_string(&judged).unwrap();
+        assert_eq!(serde_json::from_str::<TrialRecord>(&line).unwrap(), judged);
+    }
+
+    #[test]
+    fn plan_time_skips_without_a_result_are_rebuilt_from_the_plan() {
+        // Item 8: under nextest, plan-time skips never reached results.jsonl.
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path().to_path_buf());
+        let skip = Skip::new(SkipCause::BackendAbsent, "llama-cpp absent (fix: build it)");
+        run.append_plan(&[
+            PlanRecord {
+                trial: id("ran"),
+                skip: None,
+            },
+            PlanRecord {
+                trial: id("skipped"),
+                skip: Some(skip.clone()),
+            },
+        ])
+        .unwrap();
+        let data = RunData::load(dir.path()).unwrap();
+        assert_eq!(data.trials.len(), 1, "a runnable trial without a result is not invented");
+        let t = &data.trials[0];
+        assert!(t.from_plan && t.result.verdict == Verdict::Skip);
+        assert_eq!(t.result.skip(), Some(&skip));
+        // A result recorded for a planned skip wins over the plan.
+        run.append_result(&TrialResult::skipped(id("skipped"), skip), 0.1)
+            .unwrap();
+        let data = RunData::load(dir.path()).unwrap();
+        assert_eq!(data.trials.len(), 1);
+        assert!(!data.trials[0].from_plan);
     }
 
     #[test]
@@ -331,13 +262,7 @@ mod tests {
     #[test]
     fn a_malformed_line_names_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
-        let line = serde_json::to_string(&result(
-            "a",
-            Verdict::Pass {
-                summary: "ok".into(),
-            },
-        ))
-        .unwrap();
+        let line = serde_json::to_string(&TrialRecord::from(result("a", true))).unwrap();
         std::fs::write(
             dir.path().join("results.jsonl"),
             format!("{line}\n{{not json\n"),

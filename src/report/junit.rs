@@ -1,13 +1,19 @@
-//! `junit.xml`: one `<testcase>` per trial (classname = gate id), a `<failure>` with the reason for a
-//! failed gate, `<skipped>` with the reason for a skipped one, the verdict message and metrics in
+//! `junit.xml`: one `<testcase>` per trial (classname = gate id), the verdict message and metrics in
 //! `<system-out>`. Written with `quick-junit`, the serializer cargo-nextest uses for its own JUnit
 //! output, so CI systems read both files the same way.
+//!
+//! JUnit has four states for six verdicts. No CI reader may count anything but a PASS as passed,
+//! so: PASS → success; FAIL → `<failure type="FAIL">`; XFAIL, INFO and SKIP → `<skipped>` with
+//! `type` and a message starting with the verdict; XPASS → `<failure type="XPASS">` under
+//! `INFERGATE_STRICT=1`, else success with the verdict in `<system-out>` (the claim held). Every
+//! test case carries its verdict as the property `verdict`.
 
 use std::time::Duration;
 
-use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 
 use crate::error::ReportError;
+use crate::gate::verdict::strict;
 use crate::gate::Verdict;
 
 use super::input::RunData;
@@ -16,31 +22,36 @@ use super::input::RunData;
 pub fn render(data: &RunData) -> Result<String, ReportError> {
     let mut report = Report::new(format!("infergate {}", data.run_id));
     let mut gates: Vec<&str> = Vec::new();
-    for t in &data.trials {
-        if !gates.contains(&t.result.gate.as_str()) {
-            gates.push(&t.result.gate);
+    for t in data.results() {
+        if !gates.contains(&t.trial.gate.as_str()) {
+            gates.push(&t.trial.gate);
         }
     }
+    let strict = strict();
     let mut total = Duration::ZERO;
     for gate in gates {
         let mut suite = TestSuite::new(gate);
-        for t in data.trials.iter().filter(|t| t.result.gate == gate) {
+        for t in data.trials.iter().filter(|t| t.result.trial.gate == gate) {
             let r = &t.result;
-            let status = match &r.verdict {
-                Verdict::Pass { .. } => TestCaseStatus::success(),
-                Verdict::Fail { reason } => {
-                    let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                    s.set_message(reason.as_str()).set_type("gate failed");
-                    s
-                }
-                Verdict::Skip { reason } => {
-                    let mut s = TestCaseStatus::skipped();
-                    s.set_message(reason.as_str());
-                    s
-                }
+            let failure = |kind: &str| {
+                let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                s.set_message(r.message.as_str()).set_type(kind);
+                s
             };
-            let mut case = TestCase::new(r.trial.as_str(), status);
+            let skipped = |v: Verdict| {
+                let mut s = TestCaseStatus::skipped();
+                s.set_message(format!("{v}: {}", r.message)).set_type(v.label());
+                s
+            };
+            let status = match r.verdict {
+                Verdict::Pass => TestCaseStatus::success(),
+                Verdict::Xpass if !strict => TestCaseStatus::success(),
+                Verdict::Fail | Verdict::Xpass => failure(r.verdict.label()),
+                Verdict::Xfail | Verdict::Info | Verdict::Skip => skipped(r.verdict),
+            };
+            let mut case = TestCase::new(r.trial.to_string(), status);
             case.set_classname(gate);
+            case.add_property(Property::new("verdict", r.verdict.label()));
             if let Some(s) = t.elapsed_s.filter(|s| s.is_finite() && *s >= 0.0) {
                 let d = Duration::from_secs_f64(s);
                 case.set_time(d);
@@ -56,7 +67,7 @@ pub fn render(data: &RunData) -> Result<String, ReportError> {
             case.set_system_out(format!(
                 "{} {}\nruns: stated {}, recorded {}, ok {}, degraded {}, error {}, warmup {}\n{metrics}",
                 r.verdict.label(),
-                r.verdict.message(),
+                r.message,
                 runs.stated,
                 runs.recorded,
                 runs.ok,

@@ -1,24 +1,15 @@
-//! The scaling fit as the report reads it from a trial's metrics (gate `scaling.fit_ci`, TR121:
-//! OLS of ln(latency) on ln(params), 95 % CI of the slope, R²; actionable only if R² ≥ 0.2 and the
-//! CI excludes zero).
-//!
-//! Metric names: those the `scaling.fit_ci` gate writes (`src/gate/scaling_fit.rs`; natural logs):
-//!
-//! | metric | meaning |
-//! |---|---|
-//! | `<shape>::parameters`, `<shape>::e2e_ms_geomean` | one point per model shape |
-//! | `params_only_log_params_slope` | OLS slope of ln(latency) on ln(params) |
-//! | `params_only_log_params_t_ci_lo` / `_t_ci_hi` | its t-based 95 % CI |
-//! | `params_only_log_params_bootstrap_ci_lo` / `_bootstrap_ci_hi` | its pairs-bootstrap 95 % CI |
-//! | `params_only_r_squared` | R² of the fit |
-//! | `params_only_log_params_actionable` | 1 if both CIs say actionable (the gate's verdict) |
+//! The scaling fit as the report reads it from a trial's typed details (gate `scaling.fit_ci`,
+//! TR121: OLS of ln(latency) on ln(params), 95 % CI of the slope, R²; actionable only if R² ≥ 0.2
+//! and the CI excludes zero): the points ([`crate::gate::scaling_fit::ShapePoint`]) and the
+//! params-only slope ([`crate::gate::scaling_fit::SlopeSummary`]).
 //!
 //! The plotted band spans both CIs (the union: the gate calls a slope actionable only if both
 //! exclude zero). An OLS line passes through the centroid of its points, so the line is drawn through
 //! it with the reported slope. Absence is normal (the gate did not run): [`ScalingFit::from_trial`]
 //! returns `None`.
 
-use crate::gate::TrialResult;
+use crate::gate::scaling_fit::{ScalingDetails, PARAMS_ONLY};
+use crate::gate::{Details, TrialResult};
 use crate::stats::MIN_R_SQUARED;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -43,90 +34,68 @@ pub struct ScalingFit {
     pub reported_actionable: Option<bool>,
 }
 
-const SLOPE: &str = "params_only_log_params";
-
-fn get(metrics: &std::collections::BTreeMap<String, f64>, name: &str) -> Option<f64> {
-    metrics.get(name).copied().filter(|v| v.is_finite())
-}
-
-fn pair(
-    metrics: &std::collections::BTreeMap<String, f64>,
-    lo: &str,
-    hi: &str,
-) -> Option<(f64, f64)> {
-    let (a, b) = (get(metrics, lo)?, get(metrics, hi)?);
-    Some((a.min(b), a.max(b)))
-}
-
 impl ScalingFit {
-    /// `None` when the trial carries no scaling metrics; `Some(Err(why))` when it carries some but
+    /// `None` when the trial carries no scaling details; `Some(Err(why))` when it carries some but
     /// not enough to draw the fit.
     pub fn from_trial(r: &TrialResult) -> Option<Result<ScalingFit, String>> {
-        let m = &r.metrics;
-        let mut points: Vec<ScalingPoint> = Vec::new();
-        for (key, &params) in m.iter() {
-            let Some(label) = key.strip_suffix("::parameters") else {
-                continue;
-            };
-            if let Some(&latency_ms) = m.get(&format!("{label}::e2e_ms_geomean")) {
-                points.push(ScalingPoint {
-                    label: label.to_string(),
-                    params,
-                    latency_ms,
-                });
-            }
-        }
-        let slope = get(m, &format!("{SLOPE}_slope"));
-        if points.is_empty() && slope.is_none() {
-            // Not a scaling trial, or one that produced no fit (skipped, failed early): said elsewhere.
+        let Some(Details::Scaling(d)) = &r.details else {
             return None;
-        }
-        let fit = (|| {
-            if let Some(p) = points
-                .iter()
-                .find(|p| !(p.params > 0.0 && p.latency_ms > 0.0))
-            {
-                return Err(format!(
-                    "point `{}` has a non-positive value (params {}, latency {} ms)",
-                    p.label, p.params, p.latency_ms
-                ));
-            }
-            if points.len() < 2 {
-                return Err(format!(
-                    "{} point(s): a fit needs at least 2 (`<shape>::parameters` / `<shape>::e2e_ms_geomean`)",
-                    points.len()
-                ));
-            }
-            let slope = slope.ok_or(format!(
-                "no `{SLOPE}_slope` metric (the gate wrote its points but no fit)"
-            ))?;
-            let t_ci = pair(m, &format!("{SLOPE}_t_ci_lo"), &format!("{SLOPE}_t_ci_hi"));
-            let bootstrap_ci = pair(
-                m,
-                &format!("{SLOPE}_bootstrap_ci_lo"),
-                &format!("{SLOPE}_bootstrap_ci_hi"),
-            );
-            let slope_ci = match (t_ci, bootstrap_ci) {
-                (Some(a), Some(b)) => (a.0.min(b.0), a.1.max(b.1)),
-                (Some(c), None) | (None, Some(c)) => c,
-                (None, None) => return Err(format!("no CI of the slope (`{SLOPE}_t_ci_lo`/`_hi` or `{SLOPE}_bootstrap_ci_lo`/`_hi`)")),
-            };
-            let n = points.len() as f64;
-            let mean_x = points.iter().map(|p| p.params.ln()).sum::<f64>() / n;
-            let mean_y = points.iter().map(|p| p.latency_ms.ln()).sum::<f64>() / n;
-            Ok(ScalingFit {
-                trial: r.trial.clone(),
-                points,
-                slope,
-                intercept: mean_y - slope * mean_x,
-                slope_ci,
-                t_ci,
-                bootstrap_ci,
-                r_squared: get(m, "params_only_r_squared"),
-                reported_actionable: get(m, &format!("{SLOPE}_actionable")).map(|v| v >= 0.5),
+        };
+        Some(Self::from_details(&r.trial.to_string(), d))
+    }
+
+    fn from_details(trial: &str, d: &ScalingDetails) -> Result<ScalingFit, String> {
+        let points: Vec<ScalingPoint> = d
+            .points
+            .iter()
+            .map(|p| ScalingPoint {
+                label: p.shape.clone(),
+                params: p.parameters as f64,
+                latency_ms: p.e2e_ms_geomean,
             })
-        })();
-        Some(fit)
+            .collect();
+        if let Some(p) = points
+            .iter()
+            .find(|p| !(p.params > 0.0 && p.latency_ms > 0.0))
+        {
+            return Err(format!(
+                "point `{}` has a non-positive value (params {}, latency {} ms)",
+                p.label, p.params, p.latency_ms
+            ));
+        }
+        if points.len() < 2 {
+            return Err(format!(
+                "{} point(s): a fit needs at least 2",
+                points.len()
+            ));
+        }
+        let slope = d
+            .slopes
+            .iter()
+            .find(|s| s.name == PARAMS_ONLY)
+            .ok_or("no params-only slope (the gate wrote its points but no fit)")?;
+        let ordered = |(a, b): (f64, f64)| (a.is_finite() && b.is_finite()).then(|| (a.min(b), a.max(b)));
+        let t_ci = ordered(slope.t_ci);
+        let bootstrap_ci = ordered(slope.bootstrap_ci);
+        let slope_ci = match (t_ci, bootstrap_ci) {
+            (Some(a), Some(b)) => (a.0.min(b.0), a.1.max(b.1)),
+            (Some(c), None) | (None, Some(c)) => c,
+            (None, None) => return Err("no CI of the slope".into()),
+        };
+        let n = points.len() as f64;
+        let mean_x = points.iter().map(|p| p.params.ln()).sum::<f64>() / n;
+        let mean_y = points.iter().map(|p| p.latency_ms.ln()).sum::<f64>() / n;
+        Ok(ScalingFit {
+            trial: trial.to_string(),
+            points,
+            slope: slope.slope,
+            intercept: mean_y - slope.slope * mean_x,
+            slope_ci,
+            t_ci,
+            bootstrap_ci,
+            r_squared: Some(slope.r_squared).filter(|r| r.is_finite()),
+            reported_actionable: Some(slope.actionable),
+        })
     }
 
     /// TR121's rule: R² ≥ 0.2 and every reported CI excludes zero (the band, their union, does).
@@ -185,47 +154,39 @@ impl ScalingFit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gate::{RunCounts, Verdict};
-    use std::collections::BTreeMap;
+    use crate::gate::scaling_fit::{ShapePoint, SlopeSummary};
 
-    fn trial(metrics: &[(&str, f64)]) -> TrialResult {
-        TrialResult {
-            trial: "scaling.fit_ci::ort-cpu".into(),
-            gate: "scaling.fit_ci".into(),
-            backend: "ort-cpu".into(),
-            scenario: None,
-            verdict: Verdict::Pass {
-                summary: String::new(),
-            },
-            metrics: metrics
+    fn details(points: usize, slope: Option<SlopeSummary>) -> ScalingDetails {
+        ScalingDetails {
+            points: [("a", 1_000_000u64, 10.0), ("b", 100_000_000, 100.0)]
                 .iter()
-                .map(|(k, v)| (k.to_string(), *v))
-                .collect::<BTreeMap<_, _>>(),
-            runs: RunCounts::default(),
-            degraded_reasons: vec![],
+                .take(points)
+                .map(|(s, p, ms)| ShapePoint {
+                    shape: s.to_string(),
+                    layers: 2,
+                    parameters: *p,
+                    e2e_ms_geomean: *ms,
+                })
+                .collect(),
+            slopes: slope.into_iter().collect(),
         }
     }
 
-    const TWO_POINTS: [(&str, f64); 4] = [
-        ("a::parameters", 1e6),
-        ("a::e2e_ms_geomean", 10.0),
-        ("b::parameters", 1e8),
-        ("b::e2e_ms_geomean", 100.0),
-    ];
+    fn slope(slope: f64, t_ci: (f64, f64), bootstrap_ci: (f64, f64), r2: f64, actionable: bool) -> SlopeSummary {
+        SlopeSummary {
+            name: PARAMS_ONLY.into(),
+            slope,
+            t_ci,
+            bootstrap_ci,
+            r_squared: r2,
+            actionable,
+        }
+    }
 
     #[test]
     fn reads_points_slope_and_both_cis_and_pivots_the_band_at_the_centroid() {
-        let mut m = TWO_POINTS.to_vec();
-        m.extend([
-            ("params_only_log_params_slope", 0.5),
-            ("params_only_log_params_t_ci_lo", 0.25),
-            ("params_only_log_params_t_ci_hi", 0.8),
-            ("params_only_log_params_bootstrap_ci_lo", 0.2),
-            ("params_only_log_params_bootstrap_ci_hi", 0.7),
-            ("params_only_log_params_actionable", 1.0),
-            ("params_only_r_squared", 0.9),
-        ]);
-        let f = ScalingFit::from_trial(&trial(&m)).unwrap().unwrap();
+        let d = details(2, Some(slope(0.5, (0.25, 0.8), (0.2, 0.7), 0.9, true)));
+        let f = ScalingFit::from_details("t", &d).unwrap();
         assert_eq!(f.points.len(), 2);
         assert_eq!(
             f.slope_ci,
@@ -249,49 +210,29 @@ mod tests {
 
     #[test]
     fn a_ci_across_zero_or_low_r2_or_the_gates_flag_is_not_identifiable() {
-        let mut m = TWO_POINTS.to_vec();
-        m.extend([
-            ("params_only_log_params_slope", -0.1),
-            ("params_only_log_params_t_ci_lo", -0.5),
-            ("params_only_log_params_t_ci_hi", 0.3),
-            ("params_only_r_squared", 0.1),
-        ]);
-        let f = ScalingFit::from_trial(&trial(&m)).unwrap().unwrap();
+        let d = details(2, Some(slope(-0.1, (-0.5, 0.3), (-0.4, 0.2), 0.1, false)));
+        let f = ScalingFit::from_details("t", &d).unwrap();
         assert!(!f.actionable());
         assert_eq!(
             f.verdict_words(),
             "not identifiable (R² 0.10 < 0.2, CI includes 0)"
         );
-        let mut m = TWO_POINTS.to_vec();
-        m.extend([
-            ("params_only_log_params_slope", 0.5),
-            ("params_only_log_params_bootstrap_ci_lo", 0.2),
-            ("params_only_log_params_bootstrap_ci_hi", 0.7),
-            ("params_only_r_squared", 0.9),
-            ("params_only_log_params_actionable", 0.0),
-        ]);
-        let f = ScalingFit::from_trial(&trial(&m)).unwrap().unwrap();
+        let d = details(2, Some(slope(0.5, (0.2, 0.7), (0.2, 0.7), 0.9, false)));
+        let f = ScalingFit::from_details("t", &d).unwrap();
         assert!(!f.actionable());
         assert_eq!(f.verdict_words(), "not identifiable (the gate says so)");
     }
 
     #[test]
-    fn absence_is_none_and_an_incomplete_fit_says_what_is_missing() {
-        assert!(ScalingFit::from_trial(&trial(&[("perplexity", 19.0)])).is_none());
-        let one = [
-            ("a::parameters", 1e6),
-            ("a::e2e_ms_geomean", 10.0),
-            ("params_only_log_params_slope", 1.0),
-        ];
-        let e = ScalingFit::from_trial(&trial(&one)).unwrap().unwrap_err();
-        assert!(e.contains("at least 2"), "{e}");
-        let e = ScalingFit::from_trial(&trial(&TWO_POINTS))
-            .unwrap()
+    fn an_incomplete_fit_says_what_is_missing() {
+        let e = ScalingFit::from_details("t", &details(1, Some(slope(1.0, (0.5, 1.5), (0.5, 1.5), 0.9, true))))
             .unwrap_err();
-        assert!(e.contains("params_only_log_params_slope"), "{e}");
-        let mut m = TWO_POINTS.to_vec();
-        m.push(("params_only_log_params_slope", 1.0));
-        let e = ScalingFit::from_trial(&trial(&m)).unwrap().unwrap_err();
+        assert!(e.contains("at least 2"), "{e}");
+        let e = ScalingFit::from_details("t", &details(2, None)).unwrap_err();
+        assert!(e.contains("params-only slope"), "{e}");
+        let nan = (f64::NAN, f64::NAN);
+        let e = ScalingFit::from_details("t", &details(2, Some(slope(1.0, nan, nan, 0.9, true))))
+            .unwrap_err();
         assert!(e.contains("no CI"), "{e}");
     }
 }

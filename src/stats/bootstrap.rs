@@ -137,6 +137,56 @@ pub fn ratio_of_medians_ci(
     bootstrap_two_in_place(current, baseline, ratio, level, resamples, seed)
 }
 
+/// CI of `G(a) / G(b)`, where `G(x)` is the geometric mean over groups (scenarios) of each
+/// group's median, for two sets of independent samples matched group by group (`a[i]` and `b[i]`
+/// are the same scenario). Every resample redraws every group of both sides with replacement at
+/// its own size (stratified percentile bootstrap). A scenario-aggregated winner needs this CI to
+/// exclude 1 (conclusive report §10.2 rule 5).
+///
+/// Errors: no group, a different number of groups, an empty group, non-finite or non-positive
+/// values, bad `level` / `resamples`.
+pub fn ratio_of_geomean_medians_ci(
+    a: &[Vec<f64>],
+    b: &[Vec<f64>],
+    level: f64,
+    resamples: usize,
+    seed: u64,
+) -> Result<Interval> {
+    if a.is_empty() || a.len() != b.len() {
+        return Err(StatsError::InvalidParameter {
+            name: "groups".into(),
+            value: a.len() as f64,
+            expected: format!("at least one, the same on both sides (b has {})", b.len()),
+        });
+    }
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        check_positive(&format!("group {i} of a"), x, "a ratio of medians")?;
+        check_positive(&format!("group {i} of b"), y, "a ratio of medians")?;
+    }
+    check_resamples(level, resamples)?;
+    let log_geomean = |groups: &mut [Vec<f64>]| {
+        groups
+            .iter_mut()
+            .map(|g| median_in_place(g).ln())
+            .sum::<f64>()
+            / groups.len() as f64
+    };
+    let (mut buf_a, mut buf_b) = (a.to_vec(), b.to_vec());
+    let point = finite((log_geomean(&mut buf_a) - log_geomean(&mut buf_b)).exp(), || {
+        "the full samples".into()
+    })?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut stats = Vec::with_capacity(resamples);
+    for r in 0..resamples {
+        for (src, buf) in a.iter().zip(buf_a.iter_mut()).chain(b.iter().zip(buf_b.iter_mut())) {
+            resample_into(src, buf, &mut rng);
+        }
+        let ratio = (log_geomean(&mut buf_a) - log_geomean(&mut buf_b)).exp();
+        stats.push(finite(ratio, || format!("resample {r}"))?);
+    }
+    percentile_interval(stats, point, level)
+}
+
 /// Type-7 median of a finite, non-empty slice by selection (reorders the slice).
 fn median_in_place(xs: &mut [f64]) -> f64 {
     let (n, m) = (xs.len(), xs.len() / 2);
@@ -246,6 +296,22 @@ mod tests {
         };
         assert!(ci.contains(1.0) && ci.contains(2.0) && ci.excludes(0.0) && ci.excludes(2.5));
         assert!(ci.is_above(0.5) && !ci.is_above(1.0) && ci.is_below(2.5) && !ci.is_below(2.0));
+    }
+
+    #[test]
+    fn geomean_ratio_ci_separates_clear_differences_only() {
+        let noisy = |base: f64, n: usize| -> Vec<f64> {
+            (0..n).map(|i| base * (1.0 + 0.02 * ((i * 7 % 5) as f64 - 2.0))).collect()
+        };
+        // b twice as slow in both scenarios: ratio a/b ≈ 0.5, CI far from 1.
+        let a = vec![noisy(10.0, 12), noisy(20.0, 12)];
+        let b = vec![noisy(20.0, 12), noisy(40.0, 12)];
+        let ci = ratio_of_geomean_medians_ci(&a, &b, 0.95, 2000, 3).unwrap();
+        assert!((ci.point - 0.5).abs() < 1e-9 && ci.hi < 1.0, "{ci:?}");
+        // The same distributions: the CI contains 1.
+        let ci = ratio_of_geomean_medians_ci(&a, &a.clone(), 0.95, 2000, 3).unwrap();
+        assert!(ci.contains(1.0), "{ci:?}");
+        assert!(ratio_of_geomean_medians_ci(&a, &b[..1], 0.95, 2000, 3).is_err());
     }
 
     #[test]

@@ -23,7 +23,9 @@ pub mod mann_whitney;
 pub mod ols;
 
 pub use crate::error::StatsError;
-pub use bootstrap::{bootstrap_ci, bootstrap_ci_two, ratio_of_medians_ci, Interval};
+pub use bootstrap::{
+    bootstrap_ci, bootstrap_ci_two, ratio_of_geomean_medians_ci, ratio_of_medians_ci, Interval,
+};
 pub use describe::{
     geometric_mean, mean, median, quantile, quantile_sorted, std_dev, summarize, Summary,
 };

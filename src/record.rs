@@ -1,0 +1,221 @@
+//! The run directory `target/infergate/<run-id>/` and the records in it: written by the runner, read
+//! by [`crate::report`], each a type written once and read back as the same type (no JSON edited
+//! as untyped values, no names parsed back).
+//!
+//! | file | record |
+//! |---|---|
+//! | `runs.jsonl` | [`RunRecord`] per run (written through [`RunLog`]) |
+//! | `results.jsonl` | [`TrialRecord`] per trial: its [`TrialResult`], how long it took |
+//! | `plan.jsonl` | [`PlanRecord`] per planned trial: runnable, or its plan-time skip |
+//! | `manifest.json` | [`Manifest`] |
+//!
+//! Several processes may append to one directory (nextest runs every trial in its own process):
+//! every append is one locked write of whole lines.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ReportError;
+use crate::gate::{Skip, TrialId, TrialResult};
+pub use crate::manifest::Manifest;
+pub use crate::measure::RunRecord;
+
+pub const RUNS: &str = "runs.jsonl";
+pub const RESULTS: &str = "results.jsonl";
+pub const PLAN: &str = "plan.jsonl";
+pub const MANIFEST: &str = "manifest.json";
+
+/// One line of `results.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialRecord {
+    #[serde(flatten)]
+    pub result: TrialResult,
+    /// Seconds the trial took (JUnit times), when the runner timed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elapsed_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_utc: Option<String>,
+    /// Rebuilt by `infergate report` from `plan.jsonl` (a plan-time skip no process recorded).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_plan: bool,
+}
+
+impl From<TrialResult> for TrialRecord {
+    fn from(result: TrialResult) -> Self {
+        TrialRecord {
+            result,
+            elapsed_s: None,
+            finished_utc: None,
+            from_plan: false,
+        }
+    }
+}
+
+/// One line of `plan.jsonl`: a planned trial and, when it will not run here, why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanRecord {
+    pub trial: TrialId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip: Option<Skip>,
+}
+
+/// A run directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunDir {
+    path: PathBuf,
+}
+
+impl RunDir {
+    pub fn new(path: PathBuf) -> Self {
+        RunDir { path }
+    }
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+    pub fn run_log(&self) -> RunLog {
+        RunLog::new(self.file(RUNS))
+    }
+
+    /// Append one trial's result with its elapsed time.
+    pub fn append_result(&self, result: &TrialResult, elapsed_s: f64) -> std::io::Result<()> {
+        let record = TrialRecord {
+            result: result.clone(),
+            elapsed_s: Some(elapsed_s),
+            finished_utc: Some(chrono::Utc::now().to_rfc3339()),
+            from_plan: false,
+        };
+        append_jsonl(&self.file(RESULTS), std::slice::from_ref(&record))
+    }
+
+    /// Append planned trials.
+    pub fn append_plan(&self, plan: &[PlanRecord]) -> std::io::Result<()> {
+        append_jsonl(&self.file(PLAN), plan)
+    }
+
+    /// Write the plan only if no process of this run wrote one yet (nextest: every trial's process
+    /// plans the whole suite; one copy is enough). Returns whether it wrote.
+    pub fn write_plan_once(&self, plan: &[PlanRecord]) -> std::io::Result<bool> {
+        std::fs::create_dir_all(&self.path)?;
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(self.file(PLAN))
+        {
+            Ok(mut f) => {
+                f.lock()?;
+                f.write_all(&lines(plan)?)?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn read_results(&self) -> Result<Vec<TrialRecord>, ReportError> {
+        read_jsonl(&self.file(RESULTS))
+    }
+    /// `plan.jsonl`, empty when no process wrote one.
+    pub fn read_plan(&self) -> Result<Vec<PlanRecord>, ReportError> {
+        let path = self.file(PLAN);
+        if path.exists() {
+            read_jsonl(&path)
+        } else {
+            Ok(Vec::new())
+        }
+    }
+    /// `runs.jsonl` records of `run_id` (a file shared by several runs keeps only this run's).
+    pub fn read_runs(&self, run_id: &str) -> Result<Vec<RunRecord>, ReportError> {
+        let path = self.file(RUNS);
+        if !path.exists() {
+            return Ok(Vec::new());
+        }
+        let runs: Vec<RunRecord> = read_jsonl(&path)?;
+        Ok(runs.into_iter().filter(|r| r.run_id == run_id).collect())
+    }
+    pub fn read_manifest(&self) -> Result<Option<Manifest>, ReportError> {
+        let path = self.file(MANIFEST);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path).map_err(|source| ReportError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| ReportError::Malformed {
+                path,
+                line: e.line(),
+                detail: e.to_string(),
+            })
+    }
+}
+
+/// Appends run records to `runs.jsonl`; safe across threads and processes.
+#[derive(Debug, Clone)]
+pub struct RunLog {
+    path: PathBuf,
+}
+
+impl RunLog {
+    pub fn new(path: PathBuf) -> Self {
+        RunLog { path }
+    }
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn append(&self, records: &[RunRecord]) -> std::io::Result<()> {
+        append_jsonl(&self.path, records)
+    }
+    /// Read every record back, failing on a malformed line (with its number).
+    pub fn read(&self) -> Result<Vec<RunRecord>, ReportError> {
+        read_jsonl(&self.path)
+    }
+}
+
+fn lines<T: Serialize>(items: &[T]) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    for item in items {
+        serde_json::to_writer(&mut buf, item).map_err(std::io::Error::other)?;
+        buf.push(b'\n');
+    }
+    Ok(buf)
+}
+
+/// Append whole lines under an exclusive lock (one write per batch).
+fn append_jsonl<T: Serialize>(path: &Path, items: &[T]) -> std::io::Result<()> {
+    let buf = lines(items)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = OpenOptions::new().create(true).append(true).open(path)?;
+    f.lock()?;
+    f.write_all(&buf)?;
+    f.flush()
+}
+
+/// Parse every non-empty line of a JSONL file as `T`; a malformed line is an error naming the
+/// file and the line (a report must not silently drop evidence).
+pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, ReportError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ReportError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| ReportError::Malformed {
+                path: path.to_path_buf(),
+                line: i + 1,
+                detail: e.to_string(),
+            })
+        })
+        .collect()
+}
