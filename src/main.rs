@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use infergate::gate::{Counts, TrialResult};
 use infergate::gate::verdict::{fails_run, strict};
+use infergate::gate::{Counts, TrialResult};
 use infergate::runner::{absent_named_backends, summary_line, verdict_line, Runner, RunnerConfig};
 
 #[derive(Parser)]
@@ -317,8 +317,7 @@ fn report(run_dir: &Path) -> ExitCode {
             for p in &w.plots {
                 println!("{}", p.display());
             }
-            let results: Vec<TrialResult> =
-                data.trials.iter().map(|t| t.result.clone()).collect();
+            let results: Vec<TrialResult> = data.trials.iter().map(|t| t.result.clone()).collect();
             exit_code(&results, &[])
         }
         Err(e) => {

@@ -228,7 +228,9 @@ impl Runner {
     fn evaluate(&self, spec: &GateSpec, plan: &TrialPlan) -> TrialResult {
         let encode = match self.encoder() {
             Ok(e) => e,
-            Err(e) => return TrialResult::error(plan.id.clone(), format!("tokenizer unavailable: {e}")),
+            Err(e) => {
+                return TrialResult::error(plan.id.clone(), format!("tokenizer unavailable: {e}"))
+            }
         };
         let Some(model) = catalog::lookup(&spec.model) else {
             return TrialResult::error(
@@ -243,7 +245,11 @@ impl Runner {
         let Some(profile) = spec.profile(&self.config.profile) else {
             return TrialResult::error(
                 plan.id.clone(),
-                format!("{}: no profile `{}`", spec.path.display(), self.config.profile),
+                format!(
+                    "{}: no profile `{}`",
+                    spec.path.display(),
+                    self.config.profile
+                ),
             );
         };
         let door = RegistryDoor {
@@ -484,7 +490,14 @@ mod tests {
         assert_eq!(filters, ["decode", "integrity"]);
         assert_eq!(
             rest,
-            ["--skip", "ollama", "--test-threads", "1", "--exact", "--format=terse"]
+            [
+                "--skip",
+                "ollama",
+                "--test-threads",
+                "1",
+                "--exact",
+                "--format=terse"
+            ]
         );
     }
 

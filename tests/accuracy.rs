@@ -94,10 +94,19 @@ fn a_planted_weight_fault_fails_the_perplexity_delta_gate_with_delta_and_thresho
         run_log: &log,
     };
     let result = TrialResult::judge(&spec, trial.clone(), spec.check.kind().evaluate(&ctx));
-    assert_eq!(result.verdict, Verdict::Fail, "the planted fault was not caught: {}", result.message);
+    assert_eq!(
+        result.verdict,
+        Verdict::Fail,
+        "the planted fault was not caught: {}",
+        result.message
+    );
     eprintln!("{}", result.message);
     let part = &result.parts()[0];
-    let Finding::NotHeld { measured, threshold } = &part.finding else {
+    let Finding::NotHeld {
+        measured,
+        threshold,
+    } = &part.finding
+    else {
         panic!("{part:?}")
     };
     assert!(*measured >= 0.001 && threshold.value == 0.001, "{part:?}");

@@ -170,15 +170,19 @@ fn fixture(dir: &Path) {
         &[],
     );
     scaling.result.details = Some(Details::Scaling(ScalingDetails {
-        points: [("l2-d256", 14_100_000u64, 40.0), ("l6-d512", 43_900_000, 110.0), ("l3-d768", 59_000_000, 150.0)]
-            .iter()
-            .map(|(s, p, ms)| ShapePoint {
-                shape: s.to_string(),
-                layers: 2,
-                parameters: *p,
-                e2e_ms_geomean: *ms,
-            })
-            .collect(),
+        points: [
+            ("l2-d256", 14_100_000u64, 40.0),
+            ("l6-d512", 43_900_000, 110.0),
+            ("l3-d768", 59_000_000, 150.0),
+        ]
+        .iter()
+        .map(|(s, p, ms)| ShapePoint {
+            shape: s.to_string(),
+            layers: 2,
+            parameters: *p,
+            e2e_ms_geomean: *ms,
+        })
+        .collect(),
         slopes: vec![SlopeSummary {
             name: PARAMS_ONLY.into(),
             slope: 0.48,
@@ -190,7 +194,12 @@ fn fixture(dir: &Path) {
     }));
     let mut energy = trial(
         id("energy.gating", "ort-cpu", Some("short")),
-        vec![held("prefill_events", 1.0, Threshold::equal(1.0), "5/5 prefill events are NoData")],
+        vec![held(
+            "prefill_events",
+            1.0,
+            Threshold::equal(1.0),
+            "5/5 prefill events are NoData",
+        )],
         &[],
         &[],
     );
@@ -202,19 +211,34 @@ fn fixture(dir: &Path) {
     let results = vec![
         trial(
             id("phase.decode_fraction", "ort-cpu", Some("short")),
-            vec![held("decode_fraction", 0.97, Threshold::above(0.9), "6 runs")],
+            vec![held(
+                "decode_fraction",
+                0.97,
+                Threshold::above(0.9),
+                "6 runs",
+            )],
             &[],
             &[("decode_fraction_median", 0.97)],
         ),
         trial(
             id("phase.decode_fraction", "llama-cpp", Some("medium")),
-            vec![held("decode_fraction", 0.8912, Threshold::above(0.9), "10 runs")],
+            vec![held(
+                "decode_fraction",
+                0.8912,
+                Threshold::above(0.9),
+                "10 runs",
+            )],
             &[known],
             &[("decode_fraction_median", 0.8912)],
         ),
         trial(
             id("accuracy.perplexity_delta", "ort-cpu-fp16", None),
-            vec![held("perplexity_delta", 0.0123, Threshold::below(0.005), FAIL_REASON)],
+            vec![held(
+                "perplexity_delta",
+                0.0123,
+                Threshold::below(0.005),
+                FAIL_REASON,
+            )],
             &[],
             &[("perplexity_delta", 0.0123)],
         ),
@@ -450,7 +474,9 @@ fn report_rebuilds_the_decision_card_junit_and_plots_from_a_run_directory() {
         "the failure's evidence is in the claim table:\n{md}"
     );
     assert!(
-        md.contains("**Overall: FAIL** — 4 PASS, 1 FAIL, 1 XFAIL, 0 XPASS, 1 INFO, 2 SKIP (9 trials)"),
+        md.contains(
+            "**Overall: FAIL** — 4 PASS, 1 FAIL, 1 XFAIL, 0 XPASS, 1 INFO, 2 SKIP (9 trials)"
+        ),
         "{md}"
     );
     // Claim table: one row per gate, in order, with its verdict and the claim from the gate file.
@@ -462,7 +488,9 @@ fn report_rebuilds_the_decision_card_junit_and_plots_from_a_run_directory() {
     assert!(
         rows[0].starts_with("| C1 | Decode dominates")
             && rows[0].contains("**XFAIL (1 PASS, 1 XFAIL, 1 SKIP of 3 trials)**")
-            && rows[0].contains("llama-cpp · medium: XFAIL known failure: decode_fraction 0.8912, needs > 0.9")
+            && rows[0].contains(
+                "llama-cpp · medium: XFAIL known failure: decode_fraction 0.8912, needs > 0.9"
+            )
             && rows[0].contains("llama-cpp · short: SKIP"),
         "{}",
         rows[0]
@@ -478,10 +506,15 @@ fn report_rebuilds_the_decision_card_junit_and_plots_from_a_run_directory() {
         "{}",
         rows[2]
     );
-    assert!(rows[3].contains("**INFO (1 INFO of 1 trials)**"), "{}", rows[3]);
+    assert!(
+        rows[3].contains("**INFO (1 INFO of 1 trials)**"),
+        "{}",
+        rows[3]
+    );
     // Item 8: a gate whose only trial was skipped at plan time keeps its row.
     assert!(
-        rows[5].contains("`stats.distribution`") && rows[5].contains("**SKIP (1 SKIP of 1 trials)**"),
+        rows[5].contains("`stats.distribution`")
+            && rows[5].contains("**SKIP (1 SKIP of 1 trials)**"),
         "{}",
         rows[5]
     );

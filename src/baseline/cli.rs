@@ -4,8 +4,8 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use super::{Fingerprint, Overrides, Settings};
-use crate::gate::{Check, GateSpec, Verdict};
 use crate::gate::verdict::fails_run;
+use crate::gate::{Check, GateSpec, Verdict};
 use crate::runner::{verdict_line, Runner, RunnerConfig};
 
 /// Regression gates of a gate directory (their baselines are what `show` and `update` are about).

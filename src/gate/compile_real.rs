@@ -9,7 +9,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Evaluation, GateKind, Metrics, Part, PlanContext, Skip, SkipCause, Threshold, TrialContext, Unit};
+use super::{
+    Evaluation, GateKind, Metrics, Part, PlanContext, Skip, SkipCause, Threshold, TrialContext,
+    Unit,
+};
 use crate::backend::evidence::Evidence;
 
 /// What a label claims.
@@ -97,7 +100,12 @@ pub fn check_claims(claims: &Claims, evidence: &Evidence, min_fraction: f64) -> 
             format!("label says {p} but {detail}")
         };
         out.push(ClaimCheck {
-            part: Part::compare(PROVIDER, f, Threshold::at_least(min_fraction), words.clone()),
+            part: Part::compare(
+                PROVIDER,
+                f,
+                Threshold::at_least(min_fraction),
+                words.clone(),
+            ),
             words,
         });
     }
@@ -173,7 +181,10 @@ pub fn check_claims(claims: &Claims, evidence: &Evidence, min_fraction: f64) -> 
 }
 
 /// A silent-fallback negative control is one only where the real thing is absent.
-fn not_a_control_here(case: &Case, availability: &dyn Fn(&str) -> crate::backend::registry::Availability) -> Option<Skip> {
+fn not_a_control_here(
+    case: &Case,
+    availability: &dyn Fn(&str) -> crate::backend::registry::Availability,
+) -> Option<Skip> {
     let other = case.unless_available.as_deref()?;
     availability(other).is_available().then(|| {
         Skip::new(
@@ -230,19 +241,31 @@ pub fn judge_case(case: &Case, collected: Collected, min_fraction: f64) -> Vec<P
                     LIE_CAUGHT,
                     format!(
                         "the evidence cannot judge the label: {}",
-                        unproven.iter().map(|c| c.words.as_str()).collect::<Vec<_>>().join("; ")
+                        unproven
+                            .iter()
+                            .map(|c| c.words.as_str())
+                            .collect::<Vec<_>>()
+                            .join("; ")
                     ),
                 )];
             }
             let words = if rejected.is_empty() {
                 format!(
                     "the false label passed: {}",
-                    checks.iter().map(|c| c.words.as_str()).collect::<Vec<_>>().join("; ")
+                    checks
+                        .iter()
+                        .map(|c| c.words.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 )
             } else {
                 format!(
                     "evidence rejected the label: {}",
-                    rejected.iter().map(|c| c.words.as_str()).collect::<Vec<_>>().join("; ")
+                    rejected
+                        .iter()
+                        .map(|c| c.words.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 )
             };
             vec![Part::compare(
@@ -337,8 +360,11 @@ impl GateKind for CompileRealParams {
                 case.name
             ),
         };
-        Evaluation::judged(judge_case(case, collected, self.min_compute_fraction), summary)
-            .with_metrics(metrics)
+        Evaluation::judged(
+            judge_case(case, collected, self.min_compute_fraction),
+            summary,
+        )
+        .with_metrics(metrics)
     }
 }
 
@@ -447,7 +473,8 @@ mod tests {
         // Evidence that agrees with the false label: the control was not caught.
         let mut cuda = cpu_evidence(true);
         cuda.compute_executed_on.clear();
-        cuda.compute_executed_on.insert("CUDAExecutionProvider".into(), 300);
+        cuda.compute_executed_on
+            .insert("CUDAExecutionProvider".into(), 300);
         assert_eq!(
             verdict(judge_case(&control(), Collected::Evidence(cuda), 0.95)),
             Verdict::Fail

@@ -36,7 +36,10 @@ pub enum KvCheck {
     /// The backend has no cache-free recompute path.
     Unsupported,
     /// Both ran: the cached tokens and the recomputed ones.
-    Compared { cached: Vec<u32>, recomputed: Vec<u32> },
+    Compared {
+        cached: Vec<u32>,
+        recomputed: Vec<u32>,
+    },
     /// One of them failed to run (on a backend that supports it).
     Failed(String),
 }
@@ -58,14 +61,18 @@ pub fn judge(
             KV_EQUALS_RECOMPUTE,
             format!("`{backend}` has no cache-free recompute path"),
         ),
-        KvCheck::Failed(e) => Part::no_data(KV_EQUALS_RECOMPUTE, format!("the check failed to run: {e}")),
+        KvCheck::Failed(e) => {
+            Part::no_data(KV_EQUALS_RECOMPUTE, format!("the check failed to run: {e}"))
+        }
         KvCheck::Compared { cached, recomputed } => {
             let first_difference = cached
                 .iter()
                 .zip(&recomputed)
                 .position(|(a, b)| a != b)
-                .or((cached.len() != recomputed.len()).then_some(cached.len().min(recomputed.len())));
-            let differing = first_difference.map_or(0, |at| cached.len().max(recomputed.len()) - at);
+                .or((cached.len() != recomputed.len())
+                    .then_some(cached.len().min(recomputed.len())));
+            let differing =
+                first_difference.map_or(0, |at| cached.len().max(recomputed.len()) - at);
             let detail = match first_difference {
                 None => format!("{} cached tokens = full recompute", cached.len()),
                 Some(at) => format!("first difference at position {at} of {}", cached.len()),
@@ -136,17 +143,24 @@ impl GateKind for DecodeFractionParams {
             }
         }
         metrics.insert("measured_runs", ok.len() as f64);
-        let kv = self.check_kv_equals_recompute.then(|| match opened.as_deref_mut() {
-            Err(e) => KvCheck::Failed(format!("the backend did not open: {e}")),
-            Ok(backend) => {
-                let cached = backend.generate(&prompt, self.gen_tokens).map(|g| g.tokens);
-                match (cached, backend.full_recompute_tokens(&prompt, self.gen_tokens)) {
-                    (_, None) => KvCheck::Unsupported,
-                    (Ok(cached), Some(Ok(recomputed))) => KvCheck::Compared { cached, recomputed },
-                    (Err(e), _) | (_, Some(Err(e))) => KvCheck::Failed(e.to_string()),
+        let kv = self
+            .check_kv_equals_recompute
+            .then(|| match opened.as_deref_mut() {
+                Err(e) => KvCheck::Failed(format!("the backend did not open: {e}")),
+                Ok(backend) => {
+                    let cached = backend.generate(&prompt, self.gen_tokens).map(|g| g.tokens);
+                    match (
+                        cached,
+                        backend.full_recompute_tokens(&prompt, self.gen_tokens),
+                    ) {
+                        (_, None) => KvCheck::Unsupported,
+                        (Ok(cached), Some(Ok(recomputed))) => {
+                            KvCheck::Compared { cached, recomputed }
+                        }
+                        (Err(e), _) | (_, Some(Err(e))) => KvCheck::Failed(e.to_string()),
+                    }
                 }
-            }
-        });
+            });
         let first_problem = records.iter().find_map(|r| match &r.outcome {
             RunOutcome::Degraded { reason } => Some(reason.as_str()),
             RunOutcome::Error { message } => Some(message.as_str()),
@@ -196,10 +210,22 @@ mod tests {
     #[test]
     fn kv_not_supported_is_not_checked_and_never_a_pass() {
         // Item 2: the second half of the claim is "not supported" on llama-cpp and ollama.
-        let parts = judge(&[0.95, 0.96], 0.9, Some(KvCheck::Unsupported), "ollama", String::new());
+        let parts = judge(
+            &[0.95, 0.96],
+            0.9,
+            Some(KvCheck::Unsupported),
+            "ollama",
+            String::new(),
+        );
         assert!(matches!(parts[1].finding, Finding::NotChecked { .. }));
         assert_eq!(verdict(parts), Verdict::Info);
-        let failed = judge(&[0.95], 0.9, Some(KvCheck::Failed("boom".into())), "ort-cpu", String::new());
+        let failed = judge(
+            &[0.95],
+            0.9,
+            Some(KvCheck::Failed("boom".into())),
+            "ort-cpu",
+            String::new(),
+        );
         assert_eq!(verdict(failed), Verdict::Fail);
     }
 
@@ -228,7 +254,10 @@ mod tests {
             String::new(),
         );
         assert_eq!(verdict(same), Verdict::Pass);
-        assert_eq!(verdict(judge(&[], 0.9, None, "x", String::new())), Verdict::Fail);
+        assert_eq!(
+            verdict(judge(&[], 0.9, None, "x", String::new())),
+            Verdict::Fail
+        );
     }
 
     #[test]
@@ -239,12 +268,18 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("gates/phase.decode_fraction.toml");
         let spec = crate::gate::GateSpec::load(&path).unwrap();
-        for k in spec.known_failures.iter().filter(|k| k.backends.contains(&"llama-cpp".to_string())) {
+        for k in spec
+            .known_failures
+            .iter()
+            .filter(|k| k.backends.contains(&"llama-cpp".to_string()))
+        {
             for s in &k.scenarios {
                 assert!(
-                    spec.known_failures.iter().any(|o| o.backends.contains(&"ollama".to_string())
-                        && o.scenarios.contains(s)
-                        && o.part == k.part),
+                    spec.known_failures
+                        .iter()
+                        .any(|o| o.backends.contains(&"ollama".to_string())
+                            && o.scenarios.contains(s)
+                            && o.part == k.part),
                     "llama-cpp's known failure on {s} is not declared for ollama"
                 );
             }
@@ -258,10 +293,20 @@ mod tests {
             ("llama-cpp", "short", 0.89, Verdict::Fail),
             ("ollama", "long", 0.93, Verdict::Xpass),
         ] {
-            let parts = judge(&[measured], 0.9, Some(KvCheck::Unsupported), backend, String::new());
+            let parts = judge(
+                &[measured],
+                0.9,
+                Some(KvCheck::Unsupported),
+                backend,
+                String::new(),
+            );
             let id = TrialId::new(&spec.id, Unit::backend(backend), Some(scenario));
             let r = TrialResult::judge(&spec, id, Evaluation::judged(parts, String::new()));
-            assert_eq!(r.verdict, expect, "{backend} {scenario} {measured}: {}", r.message);
+            assert_eq!(
+                r.verdict, expect,
+                "{backend} {scenario} {measured}: {}",
+                r.message
+            );
         }
     }
 }

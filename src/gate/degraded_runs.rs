@@ -79,7 +79,11 @@ pub fn audit_jsonl(path: &Path, run_id: &str) -> Result<Audit, String> {
         if v.get("run_id").and_then(|r| r.as_str()) != Some(run_id) {
             continue;
         }
-        let trial = match v.get("trial").cloned().map(serde_json::from_value::<TrialId>) {
+        let trial = match v
+            .get("trial")
+            .cloned()
+            .map(serde_json::from_value::<TrialId>)
+        {
             Some(Ok(t)) => t,
             _ => {
                 audit.placeholder_violations.push(format!(
@@ -135,7 +139,12 @@ impl GateKind for DegradedRunsParams {
             Err(e) => return Evaluation::error(format!("cannot build the prompt: {e}")),
         };
         let real_plan = ctx.series(None, scenario.name, prompt.clone(), self.gen_tokens);
-        let control_plan = ctx.series(Some(NEGATIVE_CONTROL), scenario.name, prompt, self.gen_tokens);
+        let control_plan = ctx.series(
+            Some(NEGATIVE_CONTROL),
+            scenario.name,
+            prompt,
+            self.gen_tokens,
+        );
         let mut real = ctx.open();
         let real_records = run_series(&mut real, &real_plan);
         drop(real);
@@ -148,7 +157,9 @@ impl GateKind for DegradedRunsParams {
         }
         let audit = match audit_jsonl(ctx.run_log.path(), ctx.run_id) {
             Ok(a) => a,
-            Err(e) => return Evaluation::error(e).with_runs(&real_records, real_plan.stated_runs()),
+            Err(e) => {
+                return Evaluation::error(e).with_runs(&real_records, real_plan.stated_runs())
+            }
         };
         let mismatches: Vec<String> = [
             (None, real_plan.stated_runs()),

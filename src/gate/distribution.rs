@@ -24,9 +24,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{
-    Details, Evaluation, GateKind, Part, Skip, SkipCause, Threshold, TrialContext, Unit,
-};
+use super::{Details, Evaluation, GateKind, Part, Skip, SkipCause, Threshold, TrialContext, Unit};
 use crate::backend::registry::Availability;
 use crate::backend::Backend;
 use crate::error::BackendError;
@@ -238,7 +236,12 @@ pub fn winner_claim(
     let groups = |b: &str| -> Vec<Vec<f64>> {
         scenarios
             .iter()
-            .map(|s| samples.get(&(b.to_string(), s.clone())).cloned().unwrap_or_default())
+            .map(|s| {
+                samples
+                    .get(&(b.to_string(), s.clone()))
+                    .cloned()
+                    .unwrap_or_default()
+            })
             .collect()
     };
     let (a, b) = (groups(&best.0), groups(&runner_up.0));
@@ -251,7 +254,12 @@ pub fn winner_claim(
     }
     let ci = match ratio_of_geomean_medians_ci(&a, &b, p.confidence, p.resamples, 0x5eed_d157) {
         Ok(ci) => ci,
-        Err(e) => return no(format!("no CI of the ratio {} / {}: {e}", best.0, runner_up.0)),
+        Err(e) => {
+            return no(format!(
+                "no CI of the ratio {} / {}: {e}",
+                best.0, runner_up.0
+            ))
+        }
     };
     if !ci.is_below(1.0) {
         return no(format!(
@@ -316,8 +324,14 @@ impl GateKind for DistributionParams {
         if spec.scenarios.is_empty() {
             return Err("`scenarios` is empty; this check aggregates over scenarios".into());
         }
-        if let Some(w) = self.expect_winner.as_ref().filter(|w| !spec.backends.contains(w)) {
-            return Err(format!("expect_winner `{w}` is not one of the gate's backends"));
+        if let Some(w) = self
+            .expect_winner
+            .as_ref()
+            .filter(|w| !spec.backends.contains(w))
+        {
+            return Err(format!(
+                "expect_winner `{w}` is not one of the gate's backends"
+            ));
         }
         crate::stats::bootstrap::check_resamples(self.confidence, self.resamples)
             .map_err(|e| e.to_string())
@@ -490,7 +504,10 @@ fn evaluate(ctx: &TrialContext<'_>, p: &DistributionParams) -> Evaluation {
     } else {
         Part::no_data(DISTRIBUTION, missing.join("; "))
     };
-    let parts = vec![distribution, winner_part(&claim, p.expect_winner.as_deref())];
+    let parts = vec![
+        distribution,
+        winner_part(&claim, p.expect_winner.as_deref()),
+    ];
     let summary = format!(
         "e2e ms (median/p95/p99/mean) at {} generated tokens — {}; per-scenario bests (routing hints): {}{}",
         p.gen_tokens,
@@ -604,7 +621,11 @@ mod tests {
             WinnerClaim::NoClaim { .. }
         ));
         // b lacks `long`: it is not comparable, leaving one backend.
-        let partial = [("a", "micro", 10.0), ("a", "long", 20.0), ("b", "micro", 1.0)];
+        let partial = [
+            ("a", "micro", 10.0),
+            ("a", "long", 20.0),
+            ("b", "micro", 1.0),
+        ];
         assert!(matches!(
             winner_claim(&runs(&partial, 12), &names(&["a", "b"]), &s, &params()),
             WinnerClaim::NoClaim { .. }

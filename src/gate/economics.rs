@@ -234,7 +234,11 @@ pub struct CostDetails {
 }
 
 /// The `tier_invariance` part: asserted only when every backend has an energy term.
-pub fn tier_invariance_part(throughputs: &[BackendThroughput], invariant: bool, orderings: &str) -> Part {
+pub fn tier_invariance_part(
+    throughputs: &[BackendThroughput],
+    invariant: bool,
+    orderings: &str,
+) -> Part {
     let compute_only = throughputs
         .iter()
         .all(|t| matches!(t.energy, EnergyInput::NoData { .. }));
@@ -483,23 +487,21 @@ fn evaluate(ctx: &TrialContext<'_>, p: &EconomicsParams) -> Evaluation {
             EnergyInput::Good { .. } => None,
         })
         .collect();
-    parts.push(
-        match shares.iter().max_by(|a, b| a.2.total_cmp(&b.2)) {
-            Some((backend, tier, share)) => Part::compare(
-                ENERGY_SHARE,
-                *share,
-                Threshold::at_most(p.max_energy_share),
-                format!("largest energy share of the cost: {backend} under {tier}"),
+    parts.push(match shares.iter().max_by(|a, b| a.2.total_cmp(&b.2)) {
+        Some((backend, tier, share)) => Part::compare(
+            ENERGY_SHARE,
+            *share,
+            Threshold::at_most(p.max_energy_share),
+            format!("largest energy share of the cost: {backend} under {tier}"),
+        ),
+        None => Part::not_checked(
+            ENERGY_SHARE,
+            format!(
+                "no energy term was measured ({})",
+                no_energy.first().cloned().unwrap_or_default()
             ),
-            None => Part::not_checked(
-                ENERGY_SHARE,
-                format!(
-                    "no energy term was measured ({})",
-                    no_energy.first().cloned().unwrap_or_default()
-                ),
-            ),
-        },
-    );
+        ),
+    });
     let no_data = throughputs
         .iter()
         .filter_map(|t| match &t.energy {
@@ -670,12 +672,16 @@ mod tests {
             BackendThroughput {
                 backend: "a".into(),
                 tokens_per_s: 100.0,
-                energy: EnergyInput::NoData { reason: "no RAPL".into() },
+                energy: EnergyInput::NoData {
+                    reason: "no RAPL".into(),
+                },
             },
             BackendThroughput {
                 backend: "b".into(),
                 tokens_per_s: 150.0,
-                energy: EnergyInput::NoData { reason: "no RAPL".into() },
+                energy: EnergyInput::NoData {
+                    reason: "no RAPL".into(),
+                },
             },
         ];
         let part = tier_invariance_part(&compute_only, true, "spot: b < a");
@@ -684,12 +690,27 @@ mod tests {
         assert!(m.contains("by construction"), "{m}");
         let mut measured = compute_only.clone();
         for t in &mut measured {
-            t.energy = EnergyInput::Good { joules_per_token: 2.0 };
+            t.energy = EnergyInput::Good {
+                joules_per_token: 2.0,
+            };
         }
         let held = tier_invariance_part(&measured, true, "");
-        assert_eq!(derive(&Outcome::Judged { parts: vec![held] }, "", &[]).0, Verdict::Pass);
+        assert_eq!(
+            derive(&Outcome::Judged { parts: vec![held] }, "", &[]).0,
+            Verdict::Pass
+        );
         let changed = tier_invariance_part(&measured, false, "");
-        assert_eq!(derive(&Outcome::Judged { parts: vec![changed] }, "", &[]).0, Verdict::Fail);
+        assert_eq!(
+            derive(
+                &Outcome::Judged {
+                    parts: vec![changed]
+                },
+                "",
+                &[]
+            )
+            .0,
+            Verdict::Fail
+        );
     }
 
     #[test]

@@ -80,9 +80,17 @@ struct EnergyArtifact<'a> {
 
 /// One class's part: every event of the class has the expected quality. No event at all is
 /// `no_data` (0 of 0 is not a pass: every run may have failed).
-pub fn class_part(class: EventClass, qualities: &[EnergyQuality], expect: Option<EnergyQuality>, example: Option<String>) -> Part {
+pub fn class_part(
+    class: EventClass,
+    qualities: &[EnergyQuality],
+    expect: Option<EnergyQuality>,
+    example: Option<String>,
+) -> Part {
     let total = qualities.len();
-    let good = qualities.iter().filter(|q| **q == EnergyQuality::Good).count();
+    let good = qualities
+        .iter()
+        .filter(|q| **q == EnergyQuality::Good)
+        .count();
     if total == 0 {
         return Part::no_data(
             class.part(),
@@ -93,7 +101,10 @@ pub fn class_part(class: EventClass, qualities: &[EnergyQuality], expect: Option
         None => Part::reported(
             class.part(),
             Some(good as f64 / total as f64),
-            format!("{good}/{total} {} events good (quality not asserted by the gate file)", class.name()),
+            format!(
+                "{good}/{total} {} events good (quality not asserted by the gate file)",
+                class.name()
+            ),
         ),
         Some(q) => {
             let matching = qualities.iter().filter(|x| **x == q).count();
@@ -247,7 +258,12 @@ fn evaluate(ctx: &TrialContext<'_>, p: &EnergyGatingParams) -> Evaluation {
         );
     }
 
-    let of = |class: EventClass| results.iter().filter(move |(c, _)| *c == class).map(|(_, r)| r);
+    let of = |class: EventClass| {
+        results
+            .iter()
+            .filter(move |(c, _)| *c == class)
+            .map(|(_, r)| r)
+    };
     let class_finding = |class: EventClass, expect: Option<EnergyQuality>| {
         let qualities: Vec<EnergyQuality> = of(class).map(|r| r.quality()).collect();
         let example = of(class)
@@ -278,13 +294,20 @@ fn evaluate(ctx: &TrialContext<'_>, p: &EnergyGatingParams) -> Evaluation {
             violations.len() as f64,
             Threshold::equal(0.0),
             if violations.is_empty() {
-                format!("{} events, none with a number from fewer than 2 samples", results.len())
+                format!(
+                    "{} events, none with a number from fewer than 2 samples",
+                    results.len()
+                )
             } else {
                 violations.join("; ")
             },
         ),
     ];
-    let good = |class| of(class).filter(|r| r.quality() == EnergyQuality::Good).count();
+    let good = |class| {
+        of(class)
+            .filter(|r| r.quality() == EnergyQuality::Good)
+            .count()
+    };
     let mut metrics = Metrics::default();
     metrics.insert("idle_mean_w", idle.mean_w);
     metrics.insert("idle_std_w", idle.std_w);
@@ -308,7 +331,10 @@ fn evaluate(ctx: &TrialContext<'_>, p: &EnergyGatingParams) -> Evaluation {
     for (class, r) in &results {
         if let Some(reason) = r.no_data_reason() {
             let subject = format!("{} events", class.name());
-            match no_data.iter_mut().find(|n| n.subject == subject && n.reason == reason) {
+            match no_data
+                .iter_mut()
+                .find(|n| n.subject == subject && n.reason == reason)
+            {
                 Some(n) => n.count += 1,
                 None => no_data.push(NoDataNote {
                     subject,
@@ -320,7 +346,10 @@ fn evaluate(ctx: &TrialContext<'_>, p: &EnergyGatingParams) -> Evaluation {
     }
     let summary = format!(
         "{} (idle {:.1} ± {:.1} W, n = {}; poll median {:.0} ms, p99 gap {:.0} ms){}",
-        results.first().map(|(_, r)| r.sensor.as_str()).unwrap_or("sensor"),
+        results
+            .first()
+            .map(|(_, r)| r.sensor.as_str())
+            .unwrap_or("sensor"),
         idle.mean_w,
         idle.std_w,
         idle.n,
@@ -358,7 +387,10 @@ mod tests {
             Some(EnergyQuality::Good),
             None,
         );
-        assert_eq!(derive(&Outcome::Judged { parts: vec![held] }, "", &[]).0, Verdict::Pass);
+        assert_eq!(
+            derive(&Outcome::Judged { parts: vec![held] }, "", &[]).0,
+            Verdict::Pass
+        );
         let mixed = class_part(
             EventClass::Decode,
             &[EnergyQuality::Good, EnergyQuality::NoData],

@@ -10,11 +10,18 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(tag = "unit", rename_all = "snake_case")]
 pub enum Unit {
-    Backend { backend: String },
+    Backend {
+        backend: String,
+    },
     /// A trial comparing several backends (rendered `a+b+…`).
-    Backends { backends: Vec<String> },
+    Backends {
+        backends: Vec<String>,
+    },
     /// A check's named case (e.g. a label of `attribution.compile_real`) on `backend`.
-    Case { case: String, backend: String },
+    Case {
+        case: String,
+        backend: String,
+    },
 }
 
 impl Unit {
@@ -134,11 +141,12 @@ mod tests {
         );
         for id in &ids {
             let line = serde_json::to_string(id).unwrap();
-            assert_eq!(&serde_json::from_str::<TrialId>(&line).unwrap(), id, "{line}");
+            assert_eq!(
+                &serde_json::from_str::<TrialId>(&line).unwrap(),
+                id,
+                "{line}"
+            );
         }
-        assert_eq!(
-            ids[0].file_stem(),
-            "phase.decode_fraction__ort-cpu__short"
-        );
+        assert_eq!(ids[0].file_stem(), "phase.decode_fraction__ort-cpu__short");
     }
 }

@@ -100,7 +100,9 @@ impl KnownFailure {
             return Err("known_failure's `measured` and `guard` must be numbers".into());
         }
         if self.reason.trim().is_empty() || self.machine.trim().is_empty() {
-            return Err("known_failure needs a `reason` and the `machine` it was measured on".into());
+            return Err(
+                "known_failure needs a `reason` and the `machine` it was measured on".into(),
+            );
         }
         Ok(())
     }

@@ -593,7 +593,12 @@ impl Attempt {
 
 /// The outcome of a trial with no confirmed regression, given the machine's state in its last
 /// series: a pass, or inconclusive on a faster machine (a regression could hide in the extra speed).
-fn clean(state: MachineState, note: &str, text: String, machine: &Comparison) -> Result<Part, Skip> {
+fn clean(
+    state: MachineState,
+    note: &str,
+    text: String,
+    machine: &Comparison,
+) -> Result<Part, Skip> {
     match state {
         MachineState::Faster => Err(Skip::new(
             SkipCause::Inconclusive,

@@ -339,7 +339,12 @@ pub fn slope_parts(judged: &[JudgedSlope], p: &ScalingFitParams) -> Vec<Part> {
 
 impl GateKind for ScalingFitParams {
     fn parts(&self) -> &'static [&'static str] {
-        &[PARAMS_ONLY, MULTIVARIATE_PARAMS, MULTIVARIATE_LAYERS, SHAPES]
+        &[
+            PARAMS_ONLY,
+            MULTIVARIATE_PARAMS,
+            MULTIVARIATE_LAYERS,
+            SHAPES,
+        ]
     }
 
     fn aggregates_scenarios(&self) -> bool {
@@ -465,12 +470,15 @@ fn evaluate(ctx: &TrialContext<'_>, p: &ScalingFitParams) -> Evaluation {
     // What the plan states: every shape that reached the run stage × scenario × (warmup + repetitions).
     let stated = run_shapes * prompts.len() * (ctx.profile.warmup + ctx.profile.repetitions);
     if !failures.is_empty() {
-        return Evaluation::judged(vec![Part::no_data(SHAPES, failures.join("; "))], String::new())
-            .with_runs(&records, stated)
-            .with_details(Details::Scaling(ScalingDetails {
-                points,
-                slopes: Vec::new(),
-            }));
+        return Evaluation::judged(
+            vec![Part::no_data(SHAPES, failures.join("; "))],
+            String::new(),
+        )
+        .with_runs(&records, stated)
+        .with_details(Details::Scaling(ScalingDetails {
+            points,
+            slopes: Vec::new(),
+        }));
     }
 
     let judged = judge(&points, p);

@@ -45,7 +45,11 @@ pub struct GateSpec {
     #[serde(default)]
     pub tolerated_failed_run_fraction: f64,
     /// Parts of the claim known not to hold on a backend (× scenario): XFAIL, never PASS.
-    #[serde(default, rename = "known_failure", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        rename = "known_failure",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub known_failures: Vec<KnownFailure>,
     pub check: Check,
     #[serde(skip)]
@@ -248,18 +252,36 @@ reason = "prefill-heavy"
 
     #[test]
     fn a_known_failure_is_parsed_and_checked_against_the_gate() {
-        let s = GateSpec::parse(Path::new("g.toml"), &GOOD.replace("[profiles.ci]", &format!("{KNOWN}\n[profiles.ci]"))).unwrap();
+        let s = GateSpec::parse(
+            Path::new("g.toml"),
+            &GOOD.replace("[profiles.ci]", &format!("{KNOWN}\n[profiles.ci]")),
+        )
+        .unwrap();
         assert_eq!(s.known_failures.len(), 1);
         assert_eq!(s.known_failures[0].date.to_string(), "2026-11-27");
         for (bad, expect) in [
             ("part = \"decode_fraction\"", "part = \"decode_fractoin\""),
-            ("backends = [\"ort-cpu\"]\nscenarios = [\"short\"]\npart", "backends = [\"llama-cpp\"]\nscenarios = [\"short\"]\npart"),
-            ("scenarios = [\"short\"]\npart", "scenarios = [\"long\"]\npart"),
+            (
+                "backends = [\"ort-cpu\"]\nscenarios = [\"short\"]\npart",
+                "backends = [\"llama-cpp\"]\nscenarios = [\"short\"]\npart",
+            ),
+            (
+                "scenarios = [\"short\"]\npart",
+                "scenarios = [\"long\"]\npart",
+            ),
             ("reason = \"prefill-heavy\"", "reason = \"\""),
         ] {
-            let text = GOOD.replace("[profiles.ci]", &format!("{}\n[profiles.ci]", KNOWN.replace(bad, expect)));
-            let e = GateSpec::parse(Path::new("gates/x.toml"), &text).unwrap_err().to_string();
-            assert!(e.contains("gates/x.toml") && e.contains("known_failure"), "{e}");
+            let text = GOOD.replace(
+                "[profiles.ci]",
+                &format!("{}\n[profiles.ci]", KNOWN.replace(bad, expect)),
+            );
+            let e = GateSpec::parse(Path::new("gates/x.toml"), &text)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("gates/x.toml") && e.contains("known_failure"),
+                "{e}"
+            );
         }
     }
 }

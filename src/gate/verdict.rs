@@ -142,7 +142,9 @@ impl Finding {
     pub fn compare(measured: f64, threshold: Threshold) -> Finding {
         if !measured.is_finite() {
             return Finding::NoData {
-                reason: format!("the measured value is {measured}, not a number to compare {threshold}"),
+                reason: format!(
+                    "the measured value is {measured}, not a number to compare {threshold}"
+                ),
             };
         }
         if threshold.holds(measured) {
@@ -180,7 +182,12 @@ impl Part {
         }
     }
     /// A compared part: `measured` against `threshold`.
-    pub fn compare(name: &str, measured: f64, threshold: Threshold, detail: impl Into<String>) -> Part {
+    pub fn compare(
+        name: &str,
+        measured: f64,
+        threshold: Threshold,
+        detail: impl Into<String>,
+    ) -> Part {
         Part::new(name, Finding::compare(measured, threshold), detail)
     }
     pub fn not_checked(name: &str, reason: impl Into<String>) -> Part {
@@ -288,10 +295,14 @@ impl Skip {
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Outcome {
     /// The trial ran: one finding per part of its claim.
-    Judged { parts: Vec<Part> },
+    Judged {
+        parts: Vec<Part>,
+    },
     Skipped(Skip),
     /// The trial could not be set up or its evidence could not be written (a FAIL with the error).
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 /// The verdict of one trial (see the module documentation for the rule).
@@ -598,7 +609,10 @@ mod tests {
         assert!(m.contains("not checked: no cache-free path"), "{m}");
         // Planted: a part that can be checked but produced nothing: FAIL.
         let no_data = Part::no_data("kv_equals_recompute", "recompute failed to run");
-        assert_eq!(derive(&judged(vec![held, no_data]), "", &[]).0, Verdict::Fail);
+        assert_eq!(
+            derive(&judged(vec![held, no_data]), "", &[]).0,
+            Verdict::Fail
+        );
     }
 
     #[test]
@@ -613,11 +627,18 @@ mod tests {
             &[known("decode_fraction", Some(0.8))],
         );
         assert_eq!(v, Verdict::Xfail, "{m}");
-        assert!(m.contains("0.86") && m.contains("2026-11-27") && m.contains("> 0.8"), "{m}");
+        assert!(
+            m.contains("0.86") && m.contains("2026-11-27") && m.contains("> 0.8"),
+            "{m}"
+        );
         assert!(applied.is_some());
         // Past the guard: the measured level regressed, FAIL despite the declaration.
         let low = Part::compare("decode_fraction", 0.75, Threshold::above(0.9), "");
-        let (v, m, _) = derive(&judged(vec![low]), "", &[known("decode_fraction", Some(0.8))]);
+        let (v, m, _) = derive(
+            &judged(vec![low]),
+            "",
+            &[known("decode_fraction", Some(0.8))],
+        );
         assert_eq!(v, Verdict::Fail, "{m}");
         assert!(m.contains("guard"), "{m}");
     }
@@ -631,7 +652,12 @@ mod tests {
         // A declaration for another part does not excuse this one.
         let part = Part::compare("decode_fraction", 0.5, Threshold::above(0.9), "");
         assert_eq!(
-            derive(&judged(vec![part]), "", &[known("kv_equals_recompute", None)]).0,
+            derive(
+                &judged(vec![part]),
+                "",
+                &[known("kv_equals_recompute", None)]
+            )
+            .0,
             Verdict::Fail
         );
     }
@@ -639,7 +665,10 @@ mod tests {
     #[test]
     fn reports_only_is_info_and_failures_lead() {
         let info = Part::reported("winner", None, "no winner: n = 3 < 10 per side");
-        assert_eq!(derive(&judged(vec![info.clone()]), "", &[]).0, Verdict::Info);
+        assert_eq!(
+            derive(&judged(vec![info.clone()]), "", &[]).0,
+            Verdict::Info
+        );
         let fail = Part::compare("x", 2.0, Threshold::below(1.0), "");
         assert_eq!(derive(&judged(vec![info, fail]), "", &[]).0, Verdict::Fail);
         assert_eq!(derive(&judged(vec![]), "", &[]).0, Verdict::Fail);
@@ -663,16 +692,25 @@ mod tests {
         let held = Part::compare("decode_fraction", 0.95, Threshold::above(0.9), "");
         let (v, m, _) = derive(&judged(vec![held.clone(), part]), "", &[]);
         assert_eq!(v, Verdict::Fail, "{m}");
-        assert!(m.contains("4 of 13 recorded runs failed") && m.contains("connection refused"), "{m}");
+        assert!(
+            m.contains("4 of 13 recorded runs failed") && m.contains("connection refused"),
+            "{m}"
+        );
         let tolerated = runs_part(&runs, &reasons, 0.5).unwrap();
-        assert_eq!(derive(&judged(vec![held, tolerated]), "", &[]).0, Verdict::Pass);
+        assert_eq!(
+            derive(&judged(vec![held, tolerated]), "", &[]).0,
+            Verdict::Pass
+        );
         assert!(runs_part(&RunCounts::default(), &[], 0.0).is_none());
     }
 
     #[test]
     fn counts_name_every_verdict() {
         let c = Counts::of([Verdict::Pass, Verdict::Skip, Verdict::Xfail, Verdict::Skip]);
-        assert_eq!(c.to_string(), "1 PASS, 0 FAIL, 1 XFAIL, 0 XPASS, 0 INFO, 2 SKIP");
+        assert_eq!(
+            c.to_string(),
+            "1 PASS, 0 FAIL, 1 XFAIL, 0 XPASS, 0 INFO, 2 SKIP"
+        );
         assert_eq!((c.ran(), c.total()), (2, 4));
         assert_eq!(number(0.891234), "0.8912");
         assert_eq!(number(134515008.0), "134515008");

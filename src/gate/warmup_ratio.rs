@@ -149,7 +149,9 @@ pub fn judge(ratios: &[PhaseRatio], p: &WarmupRatioParams) -> Part {
         None => Part::reported(
             WARMUP_RATIO,
             Some(worst.ratio),
-            format!("{detail}; the gate file sets no fail_ratio, so the flag is reported, not asserted"),
+            format!(
+                "{detail}; the gate file sets no fail_ratio, so the flag is reported, not asserted"
+            ),
         ),
     }
 }
@@ -185,10 +187,7 @@ fn evaluate(ctx: &TrialContext<'_>, p: &WarmupRatioParams) -> Evaluation {
     let prompt = match prompt_ids(&scenario, ctx.encode) {
         Ok(p) => p,
         Err(e) => {
-            return Evaluation::error(format!(
-                "cannot build the `{}` prompt: {e}",
-                scenario.name
-            ))
+            return Evaluation::error(format!("cannot build the `{}` prompt: {e}", scenario.name))
         }
     };
     let plan = |repetitions: usize| {
@@ -357,7 +356,13 @@ mod tests {
             fail_ratio: None,
         };
         let verdict = |p: &WarmupRatioParams| {
-            derive(&Outcome::Judged { parts: vec![judge(&r, p)] }, "", &[])
+            derive(
+                &Outcome::Judged {
+                    parts: vec![judge(&r, p)],
+                },
+                "",
+                &[],
+            )
         };
         let (v, m, _) = verdict(&p);
         assert_eq!(v, Verdict::Info, "{m}");

@@ -10,8 +10,8 @@ use std::fmt::Write;
 
 use super::analysis::{self, IssueKind};
 use super::input::RunData;
-use crate::gate::Counts;
 use super::scaling::ScalingFit;
+use crate::gate::Counts;
 
 /// What the card links to (plot files, relative to the run directory).
 #[derive(Debug, Clone, Default)]
@@ -62,7 +62,11 @@ Valid under the boundary conditions in the manifest below: this machine, these r
         env!("CARGO_PKG_VERSION"),
         data.dir.display()
     );
-    let _ = writeln!(md, "**Overall: {overall}** — {counts} ({} trials).\n", counts.total());
+    let _ = writeln!(
+        md,
+        "**Overall: {overall}** — {counts} ({} trials).\n",
+        counts.total()
+    );
     let _ = writeln!(
         md,
         "PASS: every part of the claim was checked on this backend and held. FAIL: a part did not hold, or could be checked here and produced no data, or a run failed. XFAIL: a part known not to hold on this backend (declared in the gate file with the figure measured). XPASS: a declared known failure now holds (remove the declaration). INFO: nothing failed, but a part only reports or cannot be checked on this backend. SKIP: the trial could not run here.\n"

@@ -194,7 +194,9 @@ mod tests {
         let a2 = TrialRecord::from(result("a", true));
         let kept = last_per_trial(vec![a1, b, a2.clone()]);
         assert_eq!(
-            kept.iter().map(|r| r.result.trial.clone()).collect::<Vec<_>>(),
+            kept.iter()
+                .map(|r| r.result.trial.clone())
+                .collect::<Vec<_>>(),
             [id("a"), id("b")]
         );
         assert_eq!(kept[0], a2);
@@ -237,7 +239,11 @@ mod tests {
         ])
         .unwrap();
         let data = RunData::load(dir.path()).unwrap();
-        assert_eq!(data.trials.len(), 1, "a runnable trial without a result is not invented");
+        assert_eq!(
+            data.trials.len(),
+            1,
+            "a runnable trial without a result is not invented"
+        );
         let t = &data.trials[0];
         assert!(t.from_plan && t.result.verdict == Verdict::Skip);
         assert_eq!(t.result.skip(), Some(&skip));

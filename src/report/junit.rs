@@ -40,7 +40,8 @@ pub fn render(data: &RunData) -> Result<String, ReportError> {
             };
             let skipped = |v: Verdict| {
                 let mut s = TestCaseStatus::skipped();
-                s.set_message(format!("{v}: {}", r.message)).set_type(v.label());
+                s.set_message(format!("{v}: {}", r.message))
+                    .set_type(v.label());
                 s
             };
             let status = match r.verdict {

@@ -64,17 +64,15 @@ impl ScalingFit {
             ));
         }
         if points.len() < 2 {
-            return Err(format!(
-                "{} point(s): a fit needs at least 2",
-                points.len()
-            ));
+            return Err(format!("{} point(s): a fit needs at least 2", points.len()));
         }
         let slope = d
             .slopes
             .iter()
             .find(|s| s.name == PARAMS_ONLY)
             .ok_or("no params-only slope (the gate wrote its points but no fit)")?;
-        let ordered = |(a, b): (f64, f64)| (a.is_finite() && b.is_finite()).then(|| (a.min(b), a.max(b)));
+        let ordered =
+            |(a, b): (f64, f64)| (a.is_finite() && b.is_finite()).then(|| (a.min(b), a.max(b)));
         let t_ci = ordered(slope.t_ci);
         let bootstrap_ci = ordered(slope.bootstrap_ci);
         let slope_ci = match (t_ci, bootstrap_ci) {
@@ -172,7 +170,13 @@ mod tests {
         }
     }
 
-    fn slope(slope: f64, t_ci: (f64, f64), bootstrap_ci: (f64, f64), r2: f64, actionable: bool) -> SlopeSummary {
+    fn slope(
+        slope: f64,
+        t_ci: (f64, f64),
+        bootstrap_ci: (f64, f64),
+        r2: f64,
+        actionable: bool,
+    ) -> SlopeSummary {
         SlopeSummary {
             name: PARAMS_ONLY.into(),
             slope,
@@ -225,8 +229,11 @@ mod tests {
 
     #[test]
     fn an_incomplete_fit_says_what_is_missing() {
-        let e = ScalingFit::from_details("t", &details(1, Some(slope(1.0, (0.5, 1.5), (0.5, 1.5), 0.9, true))))
-            .unwrap_err();
+        let e = ScalingFit::from_details(
+            "t",
+            &details(1, Some(slope(1.0, (0.5, 1.5), (0.5, 1.5), 0.9, true))),
+        )
+        .unwrap_err();
         assert!(e.contains("at least 2"), "{e}");
         let e = ScalingFit::from_details("t", &details(2, None)).unwrap_err();
         assert!(e.contains("params-only slope"), "{e}");

@@ -172,13 +172,18 @@ pub fn ratio_of_geomean_medians_ci(
             / groups.len() as f64
     };
     let (mut buf_a, mut buf_b) = (a.to_vec(), b.to_vec());
-    let point = finite((log_geomean(&mut buf_a) - log_geomean(&mut buf_b)).exp(), || {
-        "the full samples".into()
-    })?;
+    let point = finite(
+        (log_geomean(&mut buf_a) - log_geomean(&mut buf_b)).exp(),
+        || "the full samples".into(),
+    )?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut stats = Vec::with_capacity(resamples);
     for r in 0..resamples {
-        for (src, buf) in a.iter().zip(buf_a.iter_mut()).chain(b.iter().zip(buf_b.iter_mut())) {
+        for (src, buf) in a
+            .iter()
+            .zip(buf_a.iter_mut())
+            .chain(b.iter().zip(buf_b.iter_mut()))
+        {
             resample_into(src, buf, &mut rng);
         }
         let ratio = (log_geomean(&mut buf_a) - log_geomean(&mut buf_b)).exp();
@@ -301,7 +306,9 @@ mod tests {
     #[test]
     fn geomean_ratio_ci_separates_clear_differences_only() {
         let noisy = |base: f64, n: usize| -> Vec<f64> {
-            (0..n).map(|i| base * (1.0 + 0.02 * ((i * 7 % 5) as f64 - 2.0))).collect()
+            (0..n)
+                .map(|i| base * (1.0 + 0.02 * ((i * 7 % 5) as f64 - 2.0)))
+                .collect()
         };
         // b twice as slow in both scenarios: ratio a/b ≈ 0.5, CI far from 1.
         let a = vec![noisy(10.0, 12), noisy(20.0, 12)];
