@@ -253,6 +253,18 @@ fn exit_code(results: &[TrialResult], absent_named: &[String]) -> ExitCode {
         .filter_map(|r| fails_run(r, strict).map(|why| format!("  {}: {why}", r.trial)))
         .collect();
     let counts = Counts::of(results.iter().map(|r| r.verdict));
+    if !failing.is_empty() {
+        eprintln!(
+            "infergate: {} trial(s) fail the run{}:\n{}",
+            failing.len(),
+            if strict { " (INFERGATE_STRICT=1)" } else { "" },
+            failing
+                .iter()
+                .map(|l| l.chars().take(400).collect::<String>())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
     if !absent_named.is_empty() {
         eprintln!(
             "error: backend(s) named with --backend are absent here: {}",
@@ -270,16 +282,6 @@ fn exit_code(results: &[TrialResult], absent_named: &[String]) -> ExitCode {
     if failing.is_empty() {
         ExitCode::SUCCESS
     } else {
-        eprintln!(
-            "infergate: {} trial(s) fail the run{}:\n{}",
-            failing.len(),
-            if strict { " (INFERGATE_STRICT=1)" } else { "" },
-            failing
-                .iter()
-                .map(|l| l.chars().take(400).collect::<String>())
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
         ExitCode::FAILURE
     }
 }

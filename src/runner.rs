@@ -518,6 +518,11 @@ mod tests {
         let absent = skipped(SkipCause::BackendAbsent);
         assert_eq!(harness_failure(&absent, true, false), None);
         assert!(harness_failure(&absent, false, true).is_some_and(|m| m.starts_with("cannot run")));
+        // An XPASS passes, except under strict: the stale declaration must go.
+        let mut xpass = skipped(SkipCause::BackendAbsent);
+        xpass.verdict = crate::gate::Verdict::Xpass;
+        assert_eq!(harness_failure(&xpass, false, false), None);
+        assert!(harness_failure(&xpass, true, false).is_some_and(|m| m.contains("XPASS")));
         assert_eq!(
             summary_line(&[r, absent]),
             "infergate summary: 0 PASS, 0 FAIL, 0 XFAIL, 0 XPASS, 0 INFO, 2 SKIP (2 trials)"

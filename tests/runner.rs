@@ -124,6 +124,66 @@ fn a_backend_named_with_backend_that_is_absent_fails_the_run() {
     );
 }
 
+const NO_BASELINE: &str = r#"
+id = "regression.baseline"
+claim = "test"
+source = "test"
+model = "smollm2-135m-instruct"
+backends = ["ort-cpu"]
+scenarios = ["micro"]
+[profiles.ci]
+warmup = 0
+repetitions = 2
+[profiles.full]
+warmup = 0
+repetitions = 2
+[check]
+kind = "regression"
+gen_tokens = 4
+metrics = ["e2e_ms"]
+resamples = 400
+"#;
+
+#[test]
+fn strict_mode_fails_a_skip_of_a_backend_that_is_usable_here() {
+    // A regression trial without a baseline for this machine: ort-cpu runs here, the baseline is
+    // missing. A SKIP, counted as one; under INFERGATE_STRICT=1 it fails the run.
+    let dir = gate_dir(&[
+        ("a.toml", IDENTITY.replace("UNTRAINED", "0.5")),
+        ("b.toml", NO_BASELINE.to_string()),
+    ]);
+    let baselines = tempfile::tempdir().unwrap();
+    let store = baselines.path().to_str().unwrap();
+    let out = infergate(
+        &["run", "--profile", "ci"],
+        dir.path(),
+        &[("INFERGATE_BASELINES_DIR", store)],
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("SKIP  regression.baseline::ort-cpu::micro: no baseline for this machine")
+            && t.contains("infergate summary: 1 PASS, 0 FAIL, 0 XFAIL, 0 XPASS, 0 INFO, 1 SKIP"),
+        "{t}"
+    );
+    let out = infergate(
+        &["run", "--profile", "ci"],
+        dir.path(),
+        &[
+            ("INFERGATE_STRICT", "1"),
+            ("INFERGATE_BASELINES_DIR", store),
+        ],
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains(
+            "INFERGATE_STRICT=1: a skip of a trial whose backend is usable here fails the run"
+        ),
+        "{t}"
+    );
+}
+
 /// The `gates` test binary, run through cargo like a user would.
 fn cargo_gates(args: &[&str], gates: &Path, envs: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO"));

@@ -338,7 +338,7 @@ pub struct TrialResult {
 
 impl TrialResult {
     /// The one constructor of a ran trial's result: the gate file's known failures for this trial
-    /// and the `runs` part (failed runs beyond the gate's tolerated fraction) join the gate's
+    /// and the `failed_runs` part (failed runs beyond the gate's tolerated fraction) join the gate's
     /// findings, and [`verdict::derive`] decides.
     pub fn judge(spec: &GateSpec, trial: TrialId, e: Evaluation) -> TrialResult {
         let mut outcome = e.outcome.unwrap_or(Outcome::Error {
@@ -423,4 +423,91 @@ impl TrialResult {
 /// Median (type-7 quantile at 0.5, [`crate::stats::median`]); `None` for an empty sample.
 pub(crate) fn median(xs: &[f64]) -> Option<f64> {
     crate::stats::median(xs).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::TimingSource;
+    use crate::measure::RunTimings;
+
+    fn spec(tolerated: &str) -> GateSpec {
+        GateSpec::parse(
+            std::path::Path::new("g.toml"),
+            &format!(
+                "id = \"phase.decode_fraction\"\nclaim = \"c\"\nsource = \"s\"\nmodel = \"smollm2-135m-instruct\"\n\
+                 backends = [\"llama-cpp\"]\nscenarios = [\"short\"]\n{tolerated}\n\
+                 [profiles.ci]\nwarmup = 0\nrepetitions = 1\n[profiles.full]\nwarmup = 0\nrepetitions = 1\n\
+                 [check]\nkind = \"decode_fraction\"\ngen_tokens = 64\nmin_median_decode_fraction = 0.9\n"
+            ),
+        )
+        .unwrap()
+    }
+
+    fn record(index: usize, outcome: RunOutcome) -> RunRecord {
+        RunRecord {
+            run_id: "r".into(),
+            trial: TrialId::new(
+                "phase.decode_fraction",
+                Unit::backend("llama-cpp"),
+                Some("short"),
+            ),
+            sub_series: None,
+            backend: "llama-cpp".into(),
+            scenario: "short".into(),
+            index,
+            phase: RunPhase::Measured,
+            started_unix_ms: 0,
+            outcome,
+        }
+    }
+
+    #[test]
+    fn a_trial_whose_runs_failed_names_them_and_fails_unless_its_gate_tolerates_them() {
+        // Item 13: llama-server killed mid-trial, 4 of 10 measured runs errored, and the trial
+        // said PASS "(6 runs, …)" with no word of the errors.
+        let ok = RunOutcome::Ok(RunTimings {
+            prompt_tokens: 11,
+            gen_tokens: 64,
+            prefill_ms: 20.0,
+            decode_ms: 330.0,
+            e2e_ms: 350.0,
+            decode_steps: 63,
+            timing_source: TimingSource::Engine,
+            cold_start_ms: None,
+            cached_prompt_tokens: None,
+            projection: None,
+        });
+        let error = RunOutcome::Error {
+            message: "llama-cpp failed during decode: connection refused".into(),
+        };
+        let records: Vec<RunRecord> = (0..10)
+            .map(|i| record(i, if i < 6 { ok.clone() } else { error.clone() }))
+            .collect();
+        let id = TrialId::new(
+            "phase.decode_fraction",
+            Unit::backend("llama-cpp"),
+            Some("short"),
+        );
+        let evaluation = || {
+            let held = Part::compare("decode_fraction", 0.94, Threshold::above(0.9), "6 runs");
+            Evaluation::judged(vec![held], "").with_runs(&records, 10)
+        };
+        let r = TrialResult::judge(&spec(""), id.clone(), evaluation());
+        assert_eq!(r.verdict, Verdict::Fail, "{}", r.message);
+        assert!(
+            r.message
+                .contains("4 of 10 recorded runs failed (4 errored")
+                && r.message.contains("connection refused"),
+            "{}",
+            r.message
+        );
+        let tolerated = TrialResult::judge(
+            &spec("tolerated_failed_run_fraction = 0.5"),
+            id,
+            evaluation(),
+        );
+        assert_eq!(tolerated.verdict, Verdict::Pass, "{}", tolerated.message);
+        assert!(tolerated.message.contains("4 of 10 recorded runs failed"));
+    }
 }

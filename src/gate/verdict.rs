@@ -428,9 +428,9 @@ impl fmt::Display for Counts {
 /// How many of a trial's runs may fail before the trial fails (the gate file's
 /// `tolerated_failed_run_fraction`, default 0: a run that lost samples makes the trial invalid,
 /// MLPerf's rule, not a smaller PASS).
-pub const RUNS_PART: &str = "runs";
+pub const RUNS_PART: &str = "failed_runs";
 
-/// The `runs` part every trial with recorded runs gets: the fraction of its runs that were
+/// The `failed_runs` part every trial with recorded runs gets: the fraction of its runs that were
 /// degraded or errored, against the tolerated fraction. `None` when the trial recorded no run.
 pub fn runs_part(runs: &RunCounts, reasons: &[String], tolerated: f64) -> Option<Part> {
     if runs.recorded == 0 {
