@@ -82,6 +82,30 @@ impl RunDir {
         RunLog::new(self.file(RUNS))
     }
 
+    /// Create the directory with an empty `runs.jsonl` (so a run whose gates time nothing still
+    /// says "no runs") and write `manifest.json` once per run directory (parallel processes of one
+    /// run share it; `manifest` is called only by the first). Returns the manifest's path.
+    pub fn start(&self, manifest: impl FnOnce() -> Manifest) -> std::io::Result<PathBuf> {
+        std::fs::create_dir_all(&self.path)?;
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.file(RUNS))?;
+        let path = self.file(MANIFEST);
+        if path.exists() {
+            return Ok(path);
+        }
+        let tmp = self
+            .path
+            .join(format!(".manifest.{}.tmp", std::process::id()));
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(&manifest()).map_err(std::io::Error::other)?,
+        )?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(path)
+    }
+
     /// Append one trial's result with its elapsed time.
     pub fn append_result(&self, result: &TrialResult, elapsed_s: f64) -> std::io::Result<()> {
         let record = TrialRecord {

@@ -2,7 +2,6 @@
 //! artifacts under `target/infergate/<run-id>/`. Shared by `tests/gates.rs` and `infergate run`.
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
@@ -16,7 +15,7 @@ use crate::gate::{self, BackendDoor, Counts, GateSpec, Skip, TrialContext, Trial
 use crate::manifest::{self, GateFileRef, Manifest};
 use crate::model::catalog::{self, CatalogModel, WeightSource};
 use crate::model::onnx_export::WeightFormat;
-use crate::record::{self, PlanRecord, RunDir, RunLog};
+use crate::record::{PlanRecord, RunDir, RunLog};
 use crate::workload::{self, Scenario};
 
 /// Type of a tokenizer's `encode`.
@@ -273,24 +272,7 @@ impl Runner {
     /// Write `manifest.json` once per run directory (parallel processes of one run share it), and
     /// create an empty `runs.jsonl` so a run whose gates time nothing still says "no runs".
     pub fn write_manifest(&self) -> std::io::Result<PathBuf> {
-        let dir = self.config.run_dir();
-        std::fs::create_dir_all(&dir)?;
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.run_log.path())?;
-        let path = self.dir.file(record::MANIFEST);
-        if path.exists() {
-            return Ok(path);
-        }
-        let m = self.manifest();
-        let tmp = dir.join(format!(".manifest.{}.tmp", std::process::id()));
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(&m).map_err(std::io::Error::other)?,
-        )?;
-        std::fs::rename(&tmp, &path)?;
-        Ok(path)
+        self.dir.start(|| self.manifest())
     }
 
     pub fn manifest(&self) -> Manifest {
