@@ -205,6 +205,14 @@ pub enum Collected {
     Evidence(Evidence),
 }
 
+fn joined(checks: &[&ClaimCheck]) -> String {
+    checks
+        .iter()
+        .map(|c| c.words.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// The findings of one case from what was collected.
 pub fn judge_case(case: &Case, collected: Collected, min_fraction: f64) -> Vec<Part> {
     let evidence = match collected {
@@ -239,34 +247,16 @@ pub fn judge_case(case: &Case, collected: Collected, min_fraction: f64) -> Vec<P
             if rejected.is_empty() && !unproven.is_empty() {
                 return vec![Part::no_data(
                     LIE_CAUGHT,
-                    format!(
-                        "the evidence cannot judge the label: {}",
-                        unproven
-                            .iter()
-                            .map(|c| c.words.as_str())
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    ),
+                    format!("the evidence cannot judge the label: {}", joined(&unproven)),
                 )];
             }
             let words = if rejected.is_empty() {
                 format!(
                     "the false label passed: {}",
-                    checks
-                        .iter()
-                        .map(|c| c.words.as_str())
-                        .collect::<Vec<_>>()
-                        .join("; ")
+                    joined(&checks.iter().collect::<Vec<_>>())
                 )
             } else {
-                format!(
-                    "evidence rejected the label: {}",
-                    rejected
-                        .iter()
-                        .map(|c| c.words.as_str())
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                )
+                format!("evidence rejected the label: {}", joined(&rejected))
             };
             vec![Part::compare(
                 LIE_CAUGHT,

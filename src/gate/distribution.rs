@@ -76,6 +76,14 @@ pub struct DistributionParams {
     pub expect_winner: Option<String>,
 }
 
+/// A check that aggregates over the gate's scenarios needs some.
+pub(crate) fn require_scenarios(spec: &super::GateSpec) -> Result<(), String> {
+    if spec.scenarios.is_empty() {
+        return Err("`scenarios` is empty; this check aggregates over scenarios".into());
+    }
+    Ok(())
+}
+
 /// The prompt of every scenario of the gate, by the gate's tokenizer.
 pub(crate) fn prompts(ctx: &TrialContext<'_>) -> Result<Vec<(Scenario, Vec<u32>)>, String> {
     if ctx.spec.scenarios.is_empty() {
@@ -311,9 +319,7 @@ impl GateKind for DistributionParams {
     }
 
     fn units(&self, backends: &[String]) -> Vec<Unit> {
-        vec![Unit::Backends {
-            backends: backends.to_vec(),
-        }]
+        vec![Unit::all(backends)]
     }
 
     fn aggregates_scenarios(&self) -> bool {
@@ -321,9 +327,7 @@ impl GateKind for DistributionParams {
     }
 
     fn validate(&self, spec: &super::GateSpec) -> Result<(), String> {
-        if spec.scenarios.is_empty() {
-            return Err("`scenarios` is empty; this check aggregates over scenarios".into());
-        }
+        require_scenarios(spec)?;
         if let Some(w) = self
             .expect_winner
             .as_ref()

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::distribution::{backend_availability, measure_backend, prompts};
+use super::distribution::{backend_availability, measure_backend, prompts, require_scenarios};
 use super::{
     median, Details, Evaluation, GateKind, NoDataNote, Part, Skip, SkipCause, Threshold,
     TrialContext, Unit,
@@ -266,9 +266,7 @@ impl GateKind for EconomicsParams {
     }
 
     fn units(&self, backends: &[String]) -> Vec<Unit> {
-        vec![Unit::Backends {
-            backends: backends.to_vec(),
-        }]
+        vec![Unit::all(backends)]
     }
 
     fn aggregates_scenarios(&self) -> bool {
@@ -276,9 +274,7 @@ impl GateKind for EconomicsParams {
     }
 
     fn validate(&self, spec: &super::GateSpec) -> Result<(), String> {
-        if spec.scenarios.is_empty() {
-            return Err("`scenarios` is empty; this check aggregates over scenarios".into());
-        }
+        require_scenarios(spec)?;
         if self.tiers.is_empty() {
             return Err("`tiers` is empty".into());
         }

@@ -29,6 +29,13 @@ impl Unit {
         Unit::Backend { backend: id.into() }
     }
 
+    /// One unit over all of `backends` (a cross-backend trial).
+    pub fn all(backends: &[String]) -> Unit {
+        Unit::Backends {
+            backends: backends.to_vec(),
+        }
+    }
+
     /// The backend ids this unit opens.
     pub fn backends(&self) -> Vec<&str> {
         match self {
