@@ -104,6 +104,9 @@ pub fn number(v: f64) -> String {
     if v == v.trunc() && v.abs() < 1e15 {
         return format!("{v:.0}");
     }
+    if v.abs() < 1e-3 {
+        return format!("{v:.3e}");
+    }
     let digits = (3 - v.abs().log10().floor() as i32).clamp(0, 12) as usize;
     let s = format!("{v:.digits$}");
     if s.contains('.') {
@@ -716,6 +719,7 @@ mod tests {
         assert_eq!(number(134515008.0), "134515008");
         assert_eq!(number(12.3456), "12.35");
         assert_eq!(number(0.001), "0.001");
+        assert_eq!(number(0.00000001215), "1.215e-8");
         assert_eq!(number(0.9), "0.9");
     }
 }
