@@ -245,9 +245,9 @@ pub struct NoDataNote {
 }
 
 /// What a gate kind returns for one trial; [`TrialResult::judge`] applies the verdict rule to it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Evaluation {
-    pub outcome: Option<Outcome>,
+    pub outcome: Outcome,
     /// What was measured, in words (tables, rankings): the verdict message's second half.
     pub summary: String,
     pub metrics: Metrics,
@@ -259,28 +259,32 @@ pub struct Evaluation {
 }
 
 impl Evaluation {
+    fn new(outcome: Outcome, summary: String) -> Self {
+        Evaluation {
+            outcome,
+            summary,
+            metrics: Metrics::default(),
+            details: None,
+            no_data: Vec::new(),
+            runs: RunCounts::default(),
+            run_problems: Vec::new(),
+        }
+    }
     /// The trial ran and found `parts`.
     pub fn judged(parts: Vec<Part>, summary: impl Into<String>) -> Self {
-        Evaluation {
-            outcome: Some(Outcome::Judged { parts }),
-            summary: summary.into(),
-            ..Default::default()
-        }
+        Self::new(Outcome::Judged { parts }, summary.into())
     }
     /// The trial could not be set up (FAIL with the message).
     pub fn error(message: impl Into<String>) -> Self {
-        Evaluation {
-            outcome: Some(Outcome::Error {
+        Self::new(
+            Outcome::Error {
                 message: message.into(),
-            }),
-            ..Default::default()
-        }
+            },
+            String::new(),
+        )
     }
     pub fn skip(skip: Skip) -> Self {
-        Evaluation {
-            outcome: Some(Outcome::Skipped(skip)),
-            ..Default::default()
-        }
+        Self::new(Outcome::Skipped(skip), String::new())
     }
     /// The runs behind the trial (every record, warmup included) and the count the plan stated.
     pub fn with_runs(mut self, records: &[RunRecord], stated: usize) -> Self {
@@ -341,9 +345,7 @@ impl TrialResult {
     /// and the `failed_runs` part (failed runs beyond the gate's tolerated fraction) join the gate's
     /// findings, and [`verdict::derive`] decides.
     pub fn judge(spec: &GateSpec, trial: TrialId, e: Evaluation) -> TrialResult {
-        let mut outcome = e.outcome.unwrap_or(Outcome::Error {
-            message: "the gate returned no outcome".into(),
-        });
+        let mut outcome = e.outcome;
         if let Outcome::Judged { parts } = &mut outcome {
             parts.extend(verdict::runs_part(
                 &e.runs,
