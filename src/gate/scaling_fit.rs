@@ -316,25 +316,54 @@ pub struct ScalingDetails {
 }
 
 /// One part per judged slope: the classification against the gate file's expectation.
+/// A slope the gate file expects nothing of (`any`) is not part of the claim: it is described in
+/// the summary only. When no slope is asserted, the trial only reports (INFO).
 pub fn slope_parts(judged: &[JudgedSlope], p: &ScalingFitParams) -> Vec<Part> {
     let expects = [
         (PARAMS_ONLY, p.expect.params_only),
         (MULTIVARIATE_PARAMS, p.expect.multivariate_params),
         (MULTIVARIATE_LAYERS, p.expect.multivariate_layers),
     ];
-    judged
+    let parts: Vec<Part> = judged
         .iter()
         .zip(expects)
-        .map(|(j, (name, expect))| match expect {
-            Expect::Any => Part::reported(name, j.verdict.as_ref().map(|v| v.slope), j.describe()),
-            _ => Part::compare(
+        .filter(|(_, (_, expect))| *expect != Expect::Any)
+        .map(|(j, (name, expect))| {
+            Part::compare(
                 name,
                 f64::from(u8::from(j.class.meets(expect))),
                 Threshold::equal(1.0),
                 format!("1 = {} as expected ({expect:?})", j.describe()),
-            ),
+            )
         })
-        .collect()
+        .collect();
+    if parts.is_empty() {
+        return vec![Part::reported(
+            PARAMS_ONLY,
+            judged
+                .first()
+                .and_then(|j| j.verdict.as_ref())
+                .map(|v| v.slope),
+            "the gate file asserts no slope (every expectation is `any`)",
+        )];
+    }
+    parts
+}
+
+/// The slopes the gate file expects nothing of, in words.
+fn reported_slopes(judged: &[JudgedSlope], p: &ScalingFitParams) -> String {
+    let expects = [
+        p.expect.params_only,
+        p.expect.multivariate_params,
+        p.expect.multivariate_layers,
+    ];
+    judged
+        .iter()
+        .zip(expects)
+        .filter(|(_, e)| *e == Expect::Any)
+        .map(|(j, _)| j.describe())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl GateKind for ScalingFitParams {
@@ -509,8 +538,9 @@ fn evaluate(ctx: &TrialContext<'_>, p: &ScalingFitParams) -> Evaluation {
         })
         .collect::<Vec<_>>()
         .join(", ");
+    let reported = reported_slopes(&judged, p);
     let summary = format!(
-        "{} shapes × {} scenarios, {} tokens, geomean of median e2e: {shapes}{}",
+        "{} shapes × {} scenarios, {} tokens, geomean of median e2e: {shapes}{}{}",
         points.len(),
         prompts.len(),
         p.gen_tokens,
@@ -518,6 +548,11 @@ fn evaluate(ctx: &TrialContext<'_>, p: &ScalingFitParams) -> Evaluation {
             " (prompt ids folded into the vocabulary)"
         } else {
             ""
+        },
+        if reported.is_empty() {
+            String::new()
+        } else {
+            format!("; reported, not asserted: {reported}")
         }
     );
     Evaluation::judged(slope_parts(&judged, p), summary)
@@ -624,6 +659,31 @@ mod tests {
             "{:?}",
             j[2]
         );
+    }
+
+    #[test]
+    fn slopes_expected_to_be_anything_are_not_parts_of_the_claim() {
+        use crate::gate::{verdict::derive, Outcome, Verdict};
+        let noise = [1.02, 0.97, 1.01, 0.99, 1.03];
+        let pts: Vec<_> = [(2, 14e6), (8, 8e6), (12, 22e6), (4, 26e6), (6, 44e6)]
+            .iter()
+            .zip(noise)
+            .map(|(&(l, n), e): (&(usize, f64), f64)| point(l, n as u64, 1e-4 * n * e))
+            .collect();
+        let mut p = params(ANY);
+        let verdict = |p: &ScalingFitParams| {
+            let parts = slope_parts(&judge(&pts, p), p);
+            derive(&Outcome::Judged { parts }, "", &[]).0
+        };
+        assert_eq!(
+            verdict(&p),
+            Verdict::Info,
+            "nothing asserted: it only reports"
+        );
+        p.expect.params_only = Expect::ActionablePositive;
+        assert_eq!(verdict(&p), Verdict::Pass);
+        p.expect.params_only = Expect::NotIdentifiable;
+        assert_eq!(verdict(&p), Verdict::Fail);
     }
 
     #[test]
