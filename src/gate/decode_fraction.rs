@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::{median, TrialContext, TrialResult, Verdict};
+use crate::backend::Recompute;
 use crate::measure::{measured_ok, run_series, SeriesPlan};
 use crate::workload::prompt_ids;
 
@@ -92,11 +93,13 @@ pub fn evaluate(
         if let Ok(backend) = opened.as_deref_mut() {
             let cached = backend.generate(&prompt, gen_tokens).map(|g| g.tokens);
             match (cached, backend.full_recompute_tokens(&prompt, gen_tokens)) {
-                (_, None) => kv_note = "; KV-vs-recompute: not supported by this backend".into(),
-                (Ok(c), Some(Ok(r))) if c == r => {
+                (_, Ok(Recompute::CannotCheck { reason })) => {
+                    kv_note = format!("; KV-vs-recompute not checked: {reason}")
+                }
+                (Ok(c), Ok(Recompute::Tokens(r))) if c == r => {
                     kv_note = format!("; {gen_tokens} KV-cached tokens = full recompute")
                 }
-                (Ok(c), Some(Ok(r))) => {
+                (Ok(c), Ok(Recompute::Tokens(r))) => {
                     let at = c
                         .iter()
                         .zip(&r)
@@ -106,7 +109,7 @@ pub fn evaluate(
                         "KV-cached tokens differ from full recompute at position {at}"
                     ));
                 }
-                (Err(e), _) | (_, Some(Err(e))) => {
+                (Err(e), _) | (_, Err(e)) => {
                     failures.push(format!("KV-vs-recompute check failed to run: {e}"))
                 }
             }

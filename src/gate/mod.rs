@@ -67,6 +67,9 @@ pub struct RunCounts {
     pub degraded: usize,
     pub error: usize,
     pub warmup: usize,
+    /// Runs that stopped early and were projected (excluded from every aggregate).
+    #[serde(default)]
+    pub projected: usize,
 }
 
 impl RunCounts {
@@ -79,6 +82,7 @@ impl RunCounts {
         for r in records {
             match r.outcome {
                 RunOutcome::Ok(_) => c.ok += 1,
+                RunOutcome::Projected(_) => c.projected += 1,
                 RunOutcome::Degraded { .. } => c.degraded += 1,
                 RunOutcome::Error { .. } => c.error += 1,
             }
@@ -154,6 +158,7 @@ impl TrialContext<'_> {
             .filter_map(|r| match &r.outcome {
                 RunOutcome::Degraded { reason } => Some(reason.clone()),
                 RunOutcome::Error { message } => Some(message.clone()),
+                RunOutcome::Projected(p) => Some(p.describe()),
                 RunOutcome::Ok(_) => None,
             })
             .collect();

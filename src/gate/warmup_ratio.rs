@@ -178,6 +178,7 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &WarmupRatioParams) -> TrialResult {
         let why = records.iter().find_map(|r| match &r.outcome {
             RunOutcome::Degraded { reason } => Some(reason.clone()),
             RunOutcome::Error { message } => Some(message.clone()),
+            RunOutcome::Projected(p) => Some(p.describe()),
             RunOutcome::Ok(_) => None,
         });
         let reason = format!(
@@ -286,7 +287,6 @@ mod tests {
             timing_source: TimingSource::Harness,
             cold_start_ms: None,
             cached_prompt_tokens: None,
-            projection: None,
         }
     }
 
