@@ -50,6 +50,8 @@ pub use poller::{
 pub use rapl::{RaplPackages, RaplSensor};
 pub use sensor::{CounterReading, NoSensor, PowerSensor, SensorInfo};
 
+use crate::backend::ComputeDevice;
+
 /// Lines for `infergate doctor`: each readable sensor with what it reads and one live reading,
 /// each unreadable sensor kind with the reason, and what the gates imply for the best sensor.
 pub fn doctor_lines() -> Vec<String> {
@@ -74,6 +76,15 @@ pub fn doctor_lines() -> Vec<String> {
     }
     for u in &detected.unreadable {
         lines.push(format!("energy: {} not readable: {}", u.kind, u.reason));
+    }
+    for device in [ComputeDevice::Cpu, ComputeDevice::Cuda(0)] {
+        lines.push(match sensor_for_device(device) {
+            Ok(s) => format!("energy: {device} backends are measured with {}", s.name()),
+            Err(e) => format!(
+                "energy: {device} backends get no energy here: {e}; fix: {}",
+                e.fix
+            ),
+        });
     }
     match detected.readable.first() {
         None => lines

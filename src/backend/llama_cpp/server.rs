@@ -47,6 +47,18 @@ impl LlamaServer {
         context: usize,
         id: &str,
     ) -> Result<Self, BackendError> {
+        Self::start_with(build, model, threads, context, id, &[])
+    }
+
+    /// As [`start`](Self::start), with extra `llama-server` arguments (e.g. `["-ub", "1"]`).
+    pub fn start_with(
+        build: &LlamaCppBuild,
+        model: &Path,
+        threads: usize,
+        context: usize,
+        id: &str,
+        extra_args: &[&str],
+    ) -> Result<Self, BackendError> {
         let load = |d: String| BackendError::load(id, d);
         let port = free_port().map_err(|e| load(format!("no free port on 127.0.0.1: {e}")))?;
         let log_dir = tempfile::tempdir().map_err(|e| load(e.to_string()))?;
@@ -65,6 +77,7 @@ impl LlamaServer {
                 "1",
                 "--no-webui",
             ])
+            .args(extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| load(e.to_string()))?)
             .stderr(log);
@@ -302,8 +315,21 @@ impl LlamaCppBackend {
         gguf: &Path,
         precision: &str,
     ) -> Result<Self, BackendError> {
+        Self::open_with(id, build, gguf, precision, &[])
+    }
+
+    /// As [`open`](Self::open), with extra `llama-server` arguments. `["-ub", "1"]` makes the server
+    /// evaluate every prompt one token at a time, with the single-token kernels of the decode loop:
+    /// its full recompute then isolates the KV cache from the batched-prefill arithmetic.
+    pub fn open_with(
+        id: &str,
+        build: &LlamaCppBuild,
+        gguf: &Path,
+        precision: &str,
+        extra_server_args: &[&str],
+    ) -> Result<Self, BackendError> {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let server = LlamaServer::start(build, gguf, threads, 2048, id)?;
+        let server = LlamaServer::start_with(build, gguf, threads, 2048, id, extra_server_args)?;
         let n_params = server
             .get("/v1/models")
             .ok()
