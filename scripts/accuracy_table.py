@@ -7,9 +7,11 @@ A data directory (docs/data/accuracy-<date>-<profile>/) holds what one run of
   results.jsonl                      the gate's lines of the run directory's results.jsonl
   manifest.json                      the run's manifest (machine, runtimes, commit)
   accuracy.perplexity_delta.toml     the gate file the run used (its thresholds)
+  command.txt                        the command that made the run
 
 Usage:
-  scripts/accuracy_table.py collect <run-dir> <data-dir>   copy the three files out of a run directory
+  scripts/accuracy_table.py collect <run-dir> <data-dir> <command>
+                                                           copy the files out of a run directory
   scripts/accuracy_table.py table <data-dir>...            print the markdown table(s)
   scripts/accuracy_table.py write <doc.md> <data-dir>...   replace the table(s) between the doc's
                                                            markers, one section per data directory
@@ -40,7 +42,7 @@ def sha256(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def collect(run_dir, data_dir):
+def collect(run_dir, data_dir, command):
     run_dir, data_dir = Path(run_dir), Path(data_dir)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     lines = [
@@ -60,6 +62,7 @@ def collect(run_dir, data_dir):
     (data_dir / "results.jsonl").write_text("\n".join(lines) + "\n")
     shutil.copyfile(run_dir / "manifest.json", data_dir / "manifest.json")
     shutil.copyfile(gate_path, data_dir / GATE_FILE)
+    (data_dir / "command.txt").write_text(command.strip() + "\n")
     print(f"wrote {data_dir}: {len(lines)} trials")
 
 
@@ -75,8 +78,9 @@ def verdict_message(v):
     return ""
 
 
-def pct(x, digits=4):
-    return f"{100 * x:+.{digits}f} %"
+def pct(x):
+    p = 100 * x
+    return f"{p:+.1e} %" if p != 0 and abs(p) < 1e-3 else f"{p:+.4f} %"
 
 
 def table(data_dir):
@@ -102,14 +106,14 @@ def table(data_dir):
         for x in [m.get("cpu_model"), m.get("available_cores") and f"{m.get('available_cores')} cores", m.get("os")]
         if x
     ) or json.dumps(m)
-    runtimes = ", ".join(f"{k} {v}" for k, v in sorted(manifest.get("runtimes", {}).items()))
+    runtimes = ", ".join(v if v.startswith(k) else f"{k} {v}" for k, v in sorted(manifest.get("runtimes", {}).items()))
     commit = (manifest.get("git_commit") or "?")[:12] + (" (dirty)" if manifest.get("git_dirty") else "")
     out = [
         f"Run `{manifest.get('run_id')}`, {manifest.get('started_utc', '?')[:10]}, profile `{profile}` "
         f"({tokens} tokens, chunks of {context}, {(tokens // context) * (context - 1 - context // 2)} scored); "
         f"machine: {machine}; {runtimes}; commit {commit}. Data: `{data_dir.as_posix()}/`.",
         "",
-        f"Command: `cargo run --release -- run --gate {GATE} --profile {profile}`.",
+        f"Command: `{(data_dir / 'command.txt').read_text().strip()}`.",
         "",
         "| candidate | verdict | perplexity | delta | limit | KL (nats) | top-1 |",
         "|---|---|---|---|---|---|---|",
@@ -117,14 +121,18 @@ def table(data_dir):
     if refs:
         (ref,) = refs
         out.append(f"| reference `{gate['check']['reference']}` | | {ref:.4f} | | | | |")
+    not_run = []
     for r in results:
         mt = r["metrics"]
         label = verdict_label(r["verdict"])
         limit = limits.get(r["backend"])
         limit_s = f"{100 * limit:.2f} %" if limit is not None else ""
         if "perplexity" not in mt:
-            why = verdict_message(r["verdict"]).replace("|", "\\|")
-            out.append(f"| `{r['backend']}` | {label} | {why} | | {limit_s} | | |")
+            if label == "SKIP":
+                not_run.append(f"`{r['backend']}`")
+            else:
+                why = verdict_message(r["verdict"]).replace("|", "\\|")
+                out.append(f"| `{r['backend']}` | {label} | {why} | | {limit_s} | | |")
             continue
         ppl = f"{mt['perplexity']:.4f} ± {mt['perplexity_std_error']:.4f}"
         kl = f"{mt['kl_divergence_mean']:.2e}" if "kl_divergence_mean" in mt else "n/a"
@@ -132,6 +140,8 @@ def table(data_dir):
         out.append(
             f"| `{r['backend']}` | {label} | {ppl} | {pct(mt['perplexity_delta'])} | {limit_s} | {kl} | {top1} |"
         )
+    if not_run:
+        out += ["", f"SKIP (backend absent on this machine; reasons in results.jsonl): {', '.join(not_run)}."]
     return "\n".join(out)
 
 
@@ -148,8 +158,8 @@ def write(doc, data_dirs):
 
 
 def main(argv):
-    if len(argv) >= 3 and argv[0] == "collect" and len(argv) == 3:
-        collect(argv[1], argv[2])
+    if len(argv) == 4 and argv[0] == "collect":
+        collect(argv[1], argv[2], argv[3])
     elif len(argv) >= 2 and argv[0] == "table":
         print("\n\n".join(table(d) for d in argv[1:]))
     elif len(argv) >= 3 and argv[0] == "write":
