@@ -5,7 +5,8 @@ A data directory (docs/data/accuracy-<date>-<profile>/) holds what one run of
 `infergate run --gate accuracy.perplexity_delta` wrote, copied unchanged:
 
   results.jsonl                      the gate's lines of the run directory's results.jsonl
-  manifest.json                      the run's manifest (machine, runtimes, commit)
+  manifest.json                      the run's manifest (machine, runtimes, commit; gate-file paths
+                                     made relative to the checkout)
   accuracy.perplexity_delta.toml     the gate file the run used (its thresholds)
   command.txt                        the command that made the run
 
@@ -60,7 +61,14 @@ def collect(run_dir, data_dir, command):
         die(f"{gate_path} changed since the run (sha256 differs from the manifest's)")
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "results.jsonl").write_text("\n".join(lines) + "\n")
-    shutil.copyfile(run_dir / "manifest.json", data_dir / "manifest.json")
+    # The manifest as written, except that gate-file paths become relative to the checkout (they
+    # name the machine's directory layout, not the run).
+    root = gate_path.resolve().parent.parent
+    for g in manifest.get("gate_files", []):
+        path = Path(g["path"])
+        if path.is_absolute() and path.resolve().is_relative_to(root):
+            g["path"] = path.resolve().relative_to(root).as_posix()
+    (data_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     shutil.copyfile(gate_path, data_dir / GATE_FILE)
     (data_dir / "command.txt").write_text(command.strip() + "\n")
     print(f"wrote {data_dir}: {len(lines)} trials")
