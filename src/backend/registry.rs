@@ -6,7 +6,7 @@ use super::llama_cpp::server::LlamaCppBackend;
 use super::llama_cpp::setup;
 use super::ollama::{OllamaBackend, OllamaConfig};
 use super::ort::{OptLevel, OrtBackend, OrtOptions, RequestedProvider};
-use super::Backend;
+use super::{Backend, ComputeDevice};
 use crate::error::{BackendError, ModelError};
 use crate::model::catalog::{self, CatalogModel, WeightSource};
 use crate::model::onnx_export::WeightFormat;
@@ -61,6 +61,20 @@ fn ort_variant(id: &str) -> Option<(WeightFormat, OptLevel)> {
         "ort-cuda-fp16" => (WeightFormat::Fp16, OptLevel::All),
         _ => return None,
     })
+}
+
+/// The device backend `id` computes on, known without opening it; `None` where the backend does not
+/// decide it (Ollama: its server chooses; `tch-auto`: CUDA if available, else CPU, decided when
+/// opened — use [`BackendInfo::compute_device`](super::BackendInfo::compute_device) of the opened
+/// backend) or for an unknown id.
+pub fn requested_device(id: &str) -> Option<ComputeDevice> {
+    match id {
+        "ort-cuda" | "ort-cuda-fp16" | "ort-tensorrt" => Some(ComputeDevice::Cuda(0)),
+        "tch-cuda" | "tch-cuda-bf16" | "tch-cuda-fp16" => Some(ComputeDevice::Cuda(0)),
+        "tch-cpu" | "llama-cpp" => Some(ComputeDevice::Cpu),
+        id if ort_variant(id).is_some() => Some(ComputeDevice::Cpu),
+        _ => None,
+    }
 }
 
 pub fn known_ids() -> Vec<&'static str> {

@@ -435,6 +435,7 @@ fn samples(
             RunOutcome::Ok(t) => t,
             RunOutcome::Degraded { reason } => return Err(format!("measured run {} was degraded ({reason}); a series with failed runs is not compared", r.index)),
             RunOutcome::Error { message } => return Err(format!("measured run {} failed ({message}); a series with failed runs is not compared", r.index)),
+            RunOutcome::Projected(p) => return Err(format!("measured run {}: {}; a series with such runs is not compared", r.index, p.describe())),
         };
         for m in metrics {
             let cpu = match cpu_ms.get(&r.index) {
@@ -963,7 +964,6 @@ mod tests {
             timing_source: crate::backend::TimingSource::Harness,
             cold_start_ms: None,
             cached_prompt_tokens: None,
-            projection: None,
         };
         assert_eq!(Metric::DecodeTokensPerS.value(&t, None), Some(100.0));
         assert_eq!(Metric::E2eTokensPerS.value(&t, None), Some(100.0));

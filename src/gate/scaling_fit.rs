@@ -477,6 +477,7 @@ fn evaluate(ctx: &TrialContext<'_>, p: &ScalingFitParams) -> Evaluation {
                         .find_map(|r| match &r.outcome {
                             RunOutcome::Degraded { reason } => Some(reason.clone()),
                             RunOutcome::Error { message } => Some(message.clone()),
+                            RunOutcome::Projected(p) => Some(p.describe()),
                             RunOutcome::Ok(_) => None,
                         })
                         .unwrap_or_default()
