@@ -82,8 +82,53 @@ pub enum ModelError {
     Gguf { path: PathBuf, detail: String },
     #[error("{path}: tensor `{name}` is missing")]
     MissingTensor { path: PathBuf, name: String },
-    #[error("tensor `{name}` has type {ggml_type}, which this reader cannot dequantize (supported: F32, F16, Q4_0, Q4_1, Q8_0)")]
-    UnsupportedTensorType { name: String, ggml_type: String },
+    #[error("tensor `{name}` has type {ggml_type}, which infergate cannot dequantize (supported: {supported}); llama.cpp can still run this file (backend llama-cpp), or requantize it with `llama-quantize --allow-requantize` to a supported type")]
+    UnsupportedTensorType {
+        name: String,
+        ggml_type: String,
+        supported: String,
+    },
+    #[error("architecture `{arch}` is not supported (supported: {supported}); {detail}")]
+    UnsupportedArchitecture {
+        arch: String,
+        supported: String,
+        detail: String,
+    },
+    #[error("{path}: invalid model declaration: {detail}; fix: {fix}")]
+    ModelFile {
+        path: PathBuf,
+        detail: String,
+        fix: String,
+    },
+    #[error("model `{name}` is not declared in {dir} (declared: {known}); fix: add {dir}/{name}.toml (see README, \"Gate your own model\") or use a declared name")]
+    UnknownModel {
+        name: String,
+        dir: PathBuf,
+        known: String,
+    },
+    #[error("cannot read the model declarations in {dir}: {detail}")]
+    Registry { dir: PathBuf, detail: String },
+    #[error("model `{model}`: the GGUF {path} does not exist; fix: {fix}")]
+    WeightsMissing {
+        model: String,
+        path: PathBuf,
+        fix: String,
+    },
+    #[error("model `{model}`: sha256 mismatch for {path}: declared {expected}, found {actual}; fix: {fix}")]
+    WeightsHashMismatch {
+        model: String,
+        path: PathBuf,
+        expected: String,
+        actual: String,
+        fix: String,
+    },
+    #[error("model `{model}` (declared in {declared_in}) cannot be derived: {detail}; fix: {fix}")]
+    Derive {
+        model: String,
+        declared_in: PathBuf,
+        detail: String,
+        fix: String,
+    },
     #[error("GGUF metadata key `{key}` is missing or has the wrong type")]
     MissingMetadata { key: String },
     #[error("tensor `{name}` has shape {actual:?}, expected {expected:?} from the config")]

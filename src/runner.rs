@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::backend::registry::{self, Availability};
 use crate::error::{GateFileError, ModelError};
@@ -28,6 +28,9 @@ pub struct RunnerConfig {
     pub run_id: String,
     /// The checkout (for the git commit in the manifest).
     pub repo_dir: PathBuf,
+    /// Run every gate on this declared model instead of the one its file names
+    /// (`infergate run --model`, `INFERGATE_MODEL`).
+    pub model: Option<String>,
 }
 
 impl RunnerConfig {
@@ -51,6 +54,7 @@ impl RunnerConfig {
             out_root: target.join("infergate"),
             run_id,
             repo_dir: repo_dir.to_path_buf(),
+            model: var("INFERGATE_MODEL"),
         }
     }
     pub fn run_dir(&self) -> PathBuf {
@@ -83,13 +87,23 @@ pub struct Runner {
     pub config: RunnerConfig,
     pub specs: Vec<GateSpec>,
     availability: Mutex<BTreeMap<String, Availability>>,
-    encoder: OnceLock<Result<Encoder, String>>,
+    /// One tokenizer per model, built on first use.
+    encoders: Mutex<BTreeMap<String, Arc<OnceLock<Result<Encoder, String>>>>>,
     run_log: RunLog,
 }
 
 impl Runner {
     pub fn new(config: RunnerConfig) -> Result<Self, GateFileError> {
-        let specs = gate::spec::load_dir(&config.gates_dir)?;
+        let mut specs = gate::spec::load_dir(&config.gates_dir)?;
+        if let Some(model) = &config.model {
+            for spec in &mut specs {
+                catalog::find(model).map_err(|e| GateFileError::Invalid {
+                    path: spec.path.clone(),
+                    detail: format!("--model / INFERGATE_MODEL: {e}"),
+                })?;
+                spec.model = model.clone();
+            }
+        }
         if !config.profile.is_empty() && !specs.iter().all(|s| s.profile(&config.profile).is_some())
         {
             let s = specs
@@ -109,7 +123,7 @@ impl Runner {
             config,
             specs,
             availability: Mutex::new(BTreeMap::new()),
-            encoder: OnceLock::new(),
+            encoders: Mutex::new(BTreeMap::new()),
             run_log,
         })
     }
@@ -208,11 +222,21 @@ impl Runner {
         Some(reasons.join("; "))
     }
 
-    fn encoder(&self) -> Result<&Encoder, String> {
-        self.encoder
-            .get_or_init(|| load_encoder().map_err(|e| e.to_string()))
-            .as_ref()
-            .map_err(Clone::clone)
+    /// The tokenizer of `model` (built once per model and process).
+    fn encoder(&self, model: &str) -> Arc<OnceLock<Result<Encoder, String>>> {
+        let slot = Arc::clone(
+            self.encoders
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(model.to_string())
+                .or_default(),
+        );
+        slot.get_or_init(|| {
+            catalog::find(model)
+                .and_then(|m| load_encoder_for(&m))
+                .map_err(|e| e.to_string())
+        });
+        slot
     }
 
     /// Run one trial; records go to `runs.jsonl`, the result to `results.jsonl`.
@@ -232,8 +256,14 @@ impl Runner {
         let result = if let Some(reason) = self.skip_reason(plan) {
             skipped(Verdict::Skip { reason })
         } else {
+            let encoder = self.encoder(&spec.model);
+            let encoder = encoder
+                .get()
+                .expect("initialized by Runner::encoder")
+                .as_ref()
+                .map_err(Clone::clone);
             match (
-                self.encoder(),
+                encoder,
                 catalog::lookup(&spec.model),
                 spec.profile(&self.config.profile),
             ) {
@@ -268,7 +298,7 @@ impl Runner {
                         backend_id: backend,
                         scenario: plan.scenario,
                         profile,
-                        model,
+                        model: model.clone(),
                         encode: encode.as_ref(),
                         open: &open,
                         open_broken: &open_broken,
@@ -357,7 +387,7 @@ impl Runner {
             .specs
             .iter()
             .filter_map(|s| catalog::lookup(&s.model))
-            .map(|m| (m.name.to_string(), m.asset.member_sha256.to_string()))
+            .map(|m| (m.name, m.sha256))
             .collect();
         Manifest {
             run_id: self.config.run_id.clone(),
@@ -385,10 +415,14 @@ impl Runner {
     }
 }
 
-/// The tokenizer of the catalog model, built from its GGUF.
+/// The tokenizer of the default model, built from its GGUF.
 pub fn load_encoder() -> Result<Encoder, ModelError> {
-    let path = crate::assets::ensure(&catalog::SMOLLM2_135M.asset)?;
-    let gguf = crate::model::GgufFile::open(&path)?;
+    load_encoder_for(&catalog::default_model()?)
+}
+
+/// The tokenizer of a declared model, built from its GGUF.
+pub fn load_encoder_for(model: &catalog::CatalogModel) -> Result<Encoder, ModelError> {
+    let gguf = crate::model::GgufFile::open(&model.gguf_path()?)?;
     let tokenizer = crate::model::tokenizer::Tokenizer::from_gguf(&gguf)?;
     Ok(Box::new(move |text: &str| tokenizer.encode(text)))
 }

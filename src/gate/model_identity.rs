@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 
 use super::{TrialContext, TrialResult, Verdict};
 use crate::accuracy::{perplexity, PerplexityProtocol};
-use crate::assets;
 use crate::model::{GgufFile, LlamaConfig};
 use crate::workload::Corpus;
 
@@ -22,7 +21,9 @@ pub fn evaluate(
         |verdict: Verdict, metrics: BTreeMap<String, f64>| ctx.result(verdict, metrics, &[], 0);
     let fail = |reason: String, metrics| done(Verdict::Fail { reason }, metrics);
 
-    let config = match assets::ensure(&ctx.model.asset)
+    let config = match ctx
+        .model
+        .gguf_path()
         .map_err(|e| e.to_string())
         .and_then(|p| {
             let g = GgufFile::open(&p).map_err(|e| e.to_string())?;

@@ -567,7 +567,7 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> TrialResult {
         ));
     };
     let store = settings.store_for(&ctx.spec.path);
-    let fp = Fingerprint::detect(&ctx.spec.backends, &[ctx.model]);
+    let fp = Fingerprint::detect(&ctx.spec.backends, std::slice::from_ref(&ctx.model));
     let stored = if settings.update {
         None
     } else {

@@ -141,12 +141,8 @@ impl GateSpec {
                 detail,
             })
         };
-        if catalog::lookup(&self.model).is_none() {
-            return invalid(format!(
-                "model `{}` is not in the catalog (known: {})",
-                self.model,
-                catalog::known_names().join(", ")
-            ));
+        if let Err(e) = catalog::find(&self.model) {
+            return invalid(e.to_string());
         }
         if self.backends.is_empty() {
             return invalid("`backends` is empty".into());

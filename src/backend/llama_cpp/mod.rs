@@ -2,3 +2,4 @@
 
 pub mod server;
 pub mod setup;
+pub mod kld;
