@@ -194,17 +194,18 @@ impl Doctor {
                     let kind = if m.trained { "trained" } else { "untrained" };
                     out.push(format!(
                         "  {:<8} {} ({} parameters, {kind}) from {}",
-                        if m.found.is_some() { "present" } else { "missing" },
+                        if m.found.is_some() {
+                            "present"
+                        } else {
+                            "missing"
+                        },
                         m.name,
                         m.parameters,
                         m.source
                     ));
                     match &m.found {
                         Some(p) => out.push(format!("           at {}", p.display())),
-                        None => out.push(format!(
-                            "           fix: {}",
-                            model_fix(m)
-                        )),
+                        None => out.push(format!("           fix: {}", model_fix(m))),
                     }
                 }
             }

@@ -40,7 +40,11 @@ const MIN_SAME_TOP: f64 = 0.90;
 
 const N_CTX: usize = 512;
 
-fn check(label: &str, a: &infergate::backend::llama_cpp::kld::KldAgreement, ppl_threshold: f64) -> Option<String> {
+fn check(
+    label: &str,
+    a: &infergate::backend::llama_cpp::kld::KldAgreement,
+    ppl_threshold: f64,
+) -> Option<String> {
     eprintln!(
         "{label:<28} ppl llama.cpp {:>10.3}  export {:>10.3}  |Δ| {:.4}  KLD {:.5}  same top {:.2} %",
         a.ppl_llama,
@@ -51,7 +55,10 @@ fn check(label: &str, a: &infergate::backend::llama_cpp::kld::KldAgreement, ppl_
     );
     let mut bad = Vec::new();
     if a.ppl_rel_delta() > ppl_threshold {
-        bad.push(format!("perplexity |Δ| {:.4} > {ppl_threshold}", a.ppl_rel_delta()));
+        bad.push(format!(
+            "perplexity |Δ| {:.4} > {ppl_threshold}",
+            a.ppl_rel_delta()
+        ));
     }
     if a.mean_kld > MAX_MEAN_KLD {
         bad.push(format!("mean KLD {:.4} > {MAX_MEAN_KLD}", a.mean_kld));
@@ -77,7 +84,7 @@ fn assert_contains(path: &std::path::Path, ty: GgmlType) {
 fn the_trained_model_in_every_tensor_type_agrees_with_llama_cpp() {
     let build = common::llama_cpp();
     let threshold = common::llama_cpp_ppl_threshold();
-    let tokens = common::wiki_tokens(2 * N_CTX);
+    let tokens = common::wiki_tokens(N_CTX);
     let src = common::smollm2();
     let mut failures = Vec::new();
     for (name, ty) in TYPES {
@@ -97,12 +104,18 @@ fn the_trained_model_in_every_tensor_type_agrees_with_llama_cpp() {
 fn random_models_of_two_shapes_in_every_tensor_type_agree_with_llama_cpp() {
     let build = common::llama_cpp();
     let threshold = common::llama_cpp_ppl_threshold();
-    let tokens = common::wiki_tokens(2 * N_CTX);
+    let tokens = common::wiki_tokens(N_CTX);
     let shapes = [
         // GQA 4/2, tied head.
-        ("a", common::config(Architecture::Llama, 2, 256, 4, 2, 512, true)),
+        (
+            "a",
+            common::config(Architecture::Llama, 2, 256, 4, 2, 512, true),
+        ),
         // MHA, untied head, wider FFN.
-        ("b", common::config(Architecture::Llama, 3, 512, 8, 8, 768, false)),
+        (
+            "b",
+            common::config(Architecture::Llama, 3, 512, 8, 8, 768, false),
+        ),
     ];
     let mut failures = Vec::new();
     for (shape, config) in shapes {
@@ -125,7 +138,7 @@ fn random_models_of_two_shapes_in_every_tensor_type_agree_with_llama_cpp() {
 fn qwen2_biases_and_llama3_rope_scaling_agree_with_llama_cpp() {
     let build = common::llama_cpp();
     let threshold = common::llama_cpp_ppl_threshold();
-    let tokens = common::wiki_tokens(2 * N_CTX);
+    let tokens = common::wiki_tokens(N_CTX);
     let qwen2 = common::config(Architecture::Qwen2, 2, 256, 4, 2, 512, false);
     let mut llama3 = common::config(Architecture::Llama, 2, 256, 4, 2, 512, true);
     llama3.rope_theta = 500_000.0;
@@ -144,7 +157,10 @@ fn qwen2_biases_and_llama3_rope_scaling_agree_with_llama_cpp() {
         common::write_f32(&common::peaky(&config, 5), &f32_path);
         let read = infergate::model::LlamaConfig::from_gguf(&GgufFile::open(&f32_path).unwrap())
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(read, config, "{label}: the written GGUF reads back as the same config");
+        assert_eq!(
+            read, config,
+            "{label}: the written GGUF reads back as the same config"
+        );
         for name in ["F32", "Q4_K"] {
             let sub = tempfile::tempdir().unwrap();
             let gguf = sub.path().join(format!("{name}.gguf"));
@@ -162,7 +178,7 @@ fn qwen2_biases_and_llama3_rope_scaling_agree_with_llama_cpp() {
 fn a_planted_dequantization_fault_fails_the_same_check() {
     let build = common::llama_cpp();
     let threshold = common::llama_cpp_ppl_threshold();
-    let tokens = common::wiki_tokens(2 * N_CTX);
+    let tokens = common::wiki_tokens(N_CTX);
     let config = common::config(Architecture::Llama, 2, 256, 4, 2, 512, true);
     let dir = tempfile::tempdir().unwrap();
     let gguf = dir.path().join("f32.gguf");

@@ -63,7 +63,10 @@ fn exports_hold_about_two_copies_of_the_largest_tensor_not_the_model() {
             started.elapsed().as_secs_f64()
         );
         assert!(data >= params * if format == WeightFormat::Fp16 { 2 } else { 4 });
-        assert!(onnx < 4 << 20, "the protobuf holds no weights: {onnx} bytes");
+        assert!(
+            onnx < 4 << 20,
+            "the protobuf holds no weights: {onnx} bytes"
+        );
         assert!(
             peak_growth < 3 * largest,
             "{}: peak grew by {peak_growth} bytes, more than 3 × the largest tensor ({largest})",

@@ -89,9 +89,17 @@ fn a_random_model_declared_as_trained_fails_model_identity_with_its_perplexity()
         let result = runner.run_trial(&plan);
         eprintln!("{}", verdict_line(&result));
         let Verdict::Fail { reason } = &result.verdict else {
-            panic!("{}: the random fixture was not caught: {}", plan.name, verdict_line(&result))
+            panic!(
+                "{}: the random fixture was not caught: {}",
+                plan.name,
+                verdict_line(&result)
+            )
         };
-        let ppl = result.metrics.get("perplexity").copied().unwrap_or(f64::NAN);
+        let ppl = result
+            .metrics
+            .get("perplexity")
+            .copied()
+            .unwrap_or(f64::NAN);
         assert!(ppl > 0.5 * 49152.0, "{}: perplexity {ppl}", plan.name);
         assert!(
             reason.contains("untrained fixture") && reason.contains(&format!("{ppl:.1}")),

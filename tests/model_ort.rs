@@ -65,7 +65,9 @@ fn explore_variants() {
     ];
     let expected = reference::forward(&weights, &tokens).unwrap();
     for id in ["ort-cpu", "ort-cpu-q4", "ort-cpu-int8", "ort-cpu-fp16"] {
-        match registry::open(id, &catalog::default_model().unwrap()).and_then(|mut b| b.logits(&tokens)) {
+        match registry::open(id, &catalog::default_model().unwrap())
+            .and_then(|mut b| b.logits(&tokens))
+        {
             Ok(actual) => {
                 let max_abs_ref = expected.iter().fold(0f32, |a, &b| a.max(b.abs()));
                 let max_diff = actual

@@ -27,7 +27,12 @@ fn a_second_model_declared_in_a_file_passes_decode_fraction_perplexity_delta_and
     .flat_map(|g| runner.select(Some(g), Some("ort-cpu,llama-cpp"), None))
     .collect();
     // 4 scenarios × 2 backends, and one trial per backend for the other two gates.
-    assert_eq!(plans.len(), 12, "{:?}", plans.iter().map(|p| &p.name).collect::<Vec<_>>());
+    assert_eq!(
+        plans.len(),
+        12,
+        "{:?}",
+        plans.iter().map(|p| &p.name).collect::<Vec<_>>()
+    );
     let mut failed = Vec::new();
     for plan in &plans {
         if let Some(reason) = runner.skip_reason(plan) {

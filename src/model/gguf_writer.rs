@@ -153,7 +153,10 @@ pub fn write_model(
     let arch = c.arch.key();
     let u32v = |v: usize| MetaValue::U32(v as u32);
     let mut meta: Vec<(String, MetaValue)> = vec![
-        ("general.architecture".into(), MetaValue::String(arch.into())),
+        (
+            "general.architecture".into(),
+            MetaValue::String(arch.into()),
+        ),
         ("general.name".into(), MetaValue::String(name.into())),
         // llama_ftype: 0 = all F32, 1 = mostly F16, 32 = mostly BF16.
         (
@@ -169,8 +172,14 @@ pub fn write_model(
         (format!("{arch}.embedding_length"), u32v(c.d_model)),
         (format!("{arch}.feed_forward_length"), u32v(c.ffn_dim)),
         (format!("{arch}.attention.head_count"), u32v(c.n_heads)),
-        (format!("{arch}.attention.head_count_kv"), u32v(c.n_kv_heads)),
-        (format!("{arch}.rope.freq_base"), MetaValue::F32(c.rope_theta)),
+        (
+            format!("{arch}.attention.head_count_kv"),
+            u32v(c.n_kv_heads),
+        ),
+        (
+            format!("{arch}.rope.freq_base"),
+            MetaValue::F32(c.rope_theta),
+        ),
         (
             format!("{arch}.attention.layer_norm_rms_epsilon"),
             MetaValue::F32(c.rms_norm_eps),
@@ -279,11 +288,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t.gguf");
         let meta = vec![
-            ("general.architecture".to_string(), MetaValue::String("llama".into())),
+            (
+                "general.architecture".to_string(),
+                MetaValue::String("llama".into()),
+            ),
             ("x.u32".to_string(), MetaValue::U32(7)),
             (
                 "x.arr".to_string(),
-                MetaValue::Array(vec![MetaValue::String("a".into()), MetaValue::String("bc".into())]),
+                MetaValue::Array(vec![
+                    MetaValue::String("a".into()),
+                    MetaValue::String("bc".into()),
+                ]),
             ),
             ("x.f".to_string(), MetaValue::F32(0.5)),
         ];

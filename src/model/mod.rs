@@ -13,7 +13,7 @@ pub use weights::LlamaWeights;
 pub mod catalog;
 pub mod declared;
 pub mod gguf_writer;
-pub mod tensors;
 pub mod onnx_export;
 pub mod onnx_external;
 pub mod reference;
+pub mod tensors;

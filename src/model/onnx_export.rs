@@ -526,10 +526,12 @@ fn rope<W: Write>(g: &mut GraphBuilder<W>, x: &str, cos: &str, sin: &str, halves
 
 /// A tensor of the source, as an I/O error on failure (the builder's error type).
 fn fetch_matrix(w: &dyn TensorSource, id: TensorId) -> std::io::Result<ndarray::Array2<f32>> {
-    w.matrix(id).map_err(|e| std::io::Error::other(e.to_string()))
+    w.matrix(id)
+        .map_err(|e| std::io::Error::other(e.to_string()))
 }
 fn fetch_vector(w: &dyn TensorSource, id: TensorId) -> std::io::Result<ndarray::Array1<f32>> {
-    w.vector(id).map_err(|e| std::io::Error::other(e.to_string()))
+    w.vector(id)
+        .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 fn build_decoder<W: Write>(
@@ -758,10 +760,7 @@ fn build_decoder<W: Write>(
             let head = if c.tied_embeddings {
                 embed
             } else {
-                g.linear_weight_free(
-                    "lm_head.weight",
-                    fetch_matrix(w, TensorId::LmHead)?.view(),
-                )?
+                g.linear_weight_free("lm_head.weight", fetch_matrix(w, TensorId::LmHead)?.view())?
             };
             let flat_shape = g.i64_const("shape_flat", &[-1, d as i64])?;
             let vocab = g.i64_const("const_vocab", &[c.vocab_size as i64])?;

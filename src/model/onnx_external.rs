@@ -32,7 +32,11 @@ pub fn write_floats(out: &mut impl Write, values: &[f32], as_f16: bool) -> std::
     for chunk in values.chunks(CHUNK) {
         buf.clear();
         if as_f16 {
-            buf.extend(chunk.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()));
+            buf.extend(
+                chunk
+                    .iter()
+                    .flat_map(|v| half::f16::from_f32(*v).to_le_bytes()),
+            );
         } else {
             buf.extend(chunk.iter().flat_map(|v| v.to_le_bytes()));
         }

@@ -128,9 +128,8 @@ pub trait TensorSource: Sync {
     fn matrix(&self, id: TensorId) -> Result<Array2<f32>, ModelError> {
         let shape = id.shape(self.config());
         let data = self.tensor(id)?;
-        Array2::from_shape_vec((shape[0], shape[1]), data).map_err(|e| {
-            ModelError::Config(format!("{}: {e}", id.gguf_name()))
-        })
+        Array2::from_shape_vec((shape[0], shape[1]), data)
+            .map_err(|e| ModelError::Config(format!("{}: {e}", id.gguf_name())))
     }
     fn vector(&self, id: TensorId) -> Result<Array1<f32>, ModelError> {
         Ok(Array1::from(self.tensor(id)?))

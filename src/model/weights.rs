@@ -162,7 +162,8 @@ impl TensorSource for LlamaWeights {
     }
 
     fn tensor(&self, id: TensorId) -> Result<Vec<f32>, ModelError> {
-        let missing = || ModelError::Config(format!("{} is not part of this model", id.gguf_name()));
+        let missing =
+            || ModelError::Config(format!("{} is not part of this model", id.gguf_name()));
         let vec1 = |a: &Array1<f32>| a.to_vec();
         let vec2 = |a: &Array2<f32>| a.as_standard_layout().iter().copied().collect::<Vec<f32>>();
         Ok(match id {

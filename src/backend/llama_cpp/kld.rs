@@ -43,7 +43,10 @@ fn nearest_int(v: f32) -> u16 {
 /// One row as llama.cpp encodes it (`log_softmax` with a `log_prob` output in perplexity.cpp).
 fn encode_row(logits: &[f32], out: &mut Vec<u16>, nv: usize) {
     let max = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    let min = logits.iter().fold(f32::INFINITY, |a, &b| a.min(b)).max(max - 16.0);
+    let min = logits
+        .iter()
+        .fold(f32::INFINITY, |a, &b| a.min(b))
+        .max(max - 16.0);
     let sum_exp: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
     let log_sum_exp = sum_exp.ln() as f32;
     let min_log_prob = min - max - log_sum_exp;
@@ -56,11 +59,13 @@ fn encode_row(logits: &[f32], out: &mut Vec<u16>, nv: usize) {
     }
     if scale != 0.0 {
         let inv = 1.0 / scale;
-        out.extend(
-            logits
-                .iter()
-                .map(|&l| if l > min { nearest_int(inv * (l - min)) } else { 0 }),
-        );
+        out.extend(logits.iter().map(|&l| {
+            if l > min {
+                nearest_int(inv * (l - min))
+            } else {
+                0
+            }
+        }));
     } else {
         out.extend(std::iter::repeat_n(0, logits.len()));
     }
@@ -190,7 +195,11 @@ mod tests {
         let lse = logits.iter().map(|&l| (l - max).exp()).sum::<f32>().ln() + max;
         for (i, &l) in logits.iter().enumerate() {
             let back = scale * row[4 + i] as f32 + min_lp;
-            assert!((back - (l - lse)).abs() <= scale, "{i}: {back} vs {}", l - lse);
+            assert!(
+                (back - (l - lse)).abs() <= scale,
+                "{i}: {back} vs {}",
+                l - lse
+            );
         }
     }
 
