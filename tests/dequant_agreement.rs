@@ -35,8 +35,9 @@ const TYPES: [(&str, GgmlType); 11] = [
 
 /// Mean KL(ONNX export ‖ llama.cpp) per token above which a file disagrees (nats).
 const MAX_MEAN_KLD: f64 = 0.05;
-/// Top-1 agreement below which a file disagrees.
-const MIN_SAME_TOP: f64 = 0.90;
+/// Top-1 agreement below which a file disagrees (random models have near-ties that llama.cpp's 8-bit
+/// activations flip: measured 90.2–100 % there, 7 % and 73 % under the planted fault).
+const MIN_SAME_TOP: f64 = 0.80;
 
 const N_CTX: usize = 512;
 

@@ -87,8 +87,15 @@ pub fn write_f32(source: &RandomSource, path: &Path) {
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// `llama-quantize --allow-requantize [--pure] src dst TYPE`.
+/// `llama-quantize --allow-requantize [--pure] src dst TYPE` (an F32 source asked for F32 is copied).
 pub fn quantize(build: &LlamaCppBuild, src: &Path, dst: &Path, ty: &str, pure: bool) {
+    let source_is_f32 = GgufFile::open(src)
+        .map(|g| g.dominant_matrix_type() == GgmlType::F32)
+        .unwrap_or(false);
+    if ty == "F32" && source_is_f32 {
+        std::fs::copy(src, dst).expect("copy");
+        return;
+    }
     let mut cmd = Command::new(&build.llama_quantize);
     cmd.arg("--allow-requantize");
     if pure {
