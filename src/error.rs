@@ -114,14 +114,8 @@ pub enum ModelError {
         path: PathBuf,
         fix: String,
     },
-    #[error("model `{model}`: sha256 mismatch for {path}: declared {expected}, found {actual}; fix: {fix}")]
-    WeightsHashMismatch {
-        model: String,
-        path: PathBuf,
-        expected: String,
-        actual: String,
-        fix: String,
-    },
+    #[error("model `{}`: sha256 mismatch for {}: declared {}, found {}; fix: {}", .0.model, .0.path.display(), .0.expected, .0.actual, .0.fix)]
+    WeightsHashMismatch(Box<HashMismatch>),
     #[error("model `{model}` (declared in {declared_in}) cannot be derived: {detail}; fix: {fix}")]
     Derive {
         model: String,
@@ -143,8 +137,25 @@ pub enum ModelError {
     Tokenizer(String),
     #[error("ONNX export to {path}: {detail}")]
     Export { path: PathBuf, detail: String },
+    /// Boxed: asset errors carry the most text, and every backend error may hold a model error.
     #[error(transparent)]
-    Asset(#[from] AssetError),
+    Asset(Box<AssetError>),
+}
+
+impl From<AssetError> for ModelError {
+    fn from(e: AssetError) -> Self {
+        ModelError::Asset(Box::new(e))
+    }
+}
+
+/// A model file whose sha256 is not the declared one (boxed: it is the largest model error).
+#[derive(Debug)]
+pub struct HashMismatch {
+    pub model: String,
+    pub path: PathBuf,
+    pub expected: String,
+    pub actual: String,
+    pub fix: String,
 }
 
 /// A backend could not load or run. These become degraded runs carrying the reason.

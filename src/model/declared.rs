@@ -26,7 +26,7 @@ use serde::Deserialize;
 
 use crate::assets::{self, PinnedAsset, Registry};
 use crate::backend::llama_cpp::setup;
-use crate::error::ModelError;
+use crate::error::{HashMismatch, ModelError};
 
 /// The model every shipped gate file names.
 pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
@@ -478,13 +478,13 @@ impl CatalogModel {
             source: e,
         })?;
         if actual != self.sha256 {
-            return Err(ModelError::WeightsHashMismatch {
+            return Err(ModelError::WeightsHashMismatch(Box::new(HashMismatch {
                 model: self.name.clone(),
                 path: path.to_path_buf(),
                 expected: self.sha256.clone(),
                 actual: actual.clone(),
                 fix: format!("if this file is the model you mean to gate, set sha256 = \"{actual}\" in {}; otherwise restore the file the declaration pins", self.declared_in.display()),
-            });
+            })));
         }
         Ok(path.to_path_buf())
     }
@@ -557,7 +557,7 @@ impl CatalogModel {
         }
         let actual = assets::sha256_file(tmp.path()).map_err(|e| io(tmp.path(), e))?;
         if actual != self.sha256 {
-            return Err(ModelError::WeightsHashMismatch {
+            return Err(ModelError::WeightsHashMismatch(Box::new(HashMismatch {
                 model: self.name.clone(),
                 path: tmp.path().to_path_buf(),
                 expected: self.sha256.clone(),
@@ -568,7 +568,7 @@ impl CatalogModel {
                     build.version,
                     self.declared_in.display()
                 ),
-            });
+            })));
         }
         tmp.persist(&out).map_err(|e| io(&out, e.error))?;
         Ok(out)
@@ -659,10 +659,7 @@ mod tests {
         let r = ModelRegistry::load(dir.path()).unwrap();
         assert_eq!(r.find("good").unwrap().gguf_path().unwrap(), gguf);
         let err = r.find("bad").unwrap().gguf_path().unwrap_err();
-        assert!(
-            matches!(err, ModelError::WeightsHashMismatch { .. }),
-            "{err}"
-        );
+        assert!(matches!(err, ModelError::WeightsHashMismatch(_)), "{err}");
         let text = err.to_string();
         assert!(
             text.contains(&gguf.display().to_string())

@@ -225,7 +225,7 @@ impl TensorInfo {
     fn byte_len(&self) -> Option<u64> {
         let (block, bytes) = self.ggml_type.block_layout()?;
         let n = self.element_count();
-        if n % block as u64 != 0 {
+        if !n.is_multiple_of(block as u64) {
             return None;
         }
         Some(n / block as u64 * bytes as u64)
@@ -489,7 +489,7 @@ impl GgufFile {
 /// Dequantize raw ggml blocks. Returns `None` for types this reader does not implement.
 pub fn dequantize(ty: GgmlType, bytes: &[u8]) -> Option<Vec<f32>> {
     let (block, size) = ty.block_layout()?;
-    if bytes.len() % size != 0 {
+    if !bytes.len().is_multiple_of(size) {
         return None;
     }
     let mut out = Vec::with_capacity(bytes.len() / size * block);
