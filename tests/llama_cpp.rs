@@ -13,7 +13,9 @@ use infergate::workload;
 const GEN_TOKENS: usize = 64;
 
 fn gguf() -> std::path::PathBuf {
-    infergate::assets::ensure(&infergate::assets::SMOLLM2_GGUF).expect("SmolLM2 GGUF")
+    infergate::model::catalog::default_model()
+        .and_then(|m| m.gguf_path())
+        .expect("SmolLM2 GGUF")
 }
 
 fn backend() -> LlamaCppBackend {

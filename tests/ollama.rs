@@ -117,7 +117,9 @@ impl Drop for FakeOllama {
 }
 
 fn tokenizer() -> Tokenizer {
-    let path = infergate::assets::ensure(&infergate::assets::SMOLLM2_GGUF).expect("SmolLM2 GGUF");
+    let path = infergate::model::catalog::default_model()
+        .and_then(|m| m.gguf_path())
+        .expect("SmolLM2 GGUF");
     Tokenizer::from_gguf(&GgufFile::open(&path).expect("GGUF")).expect("tokenizer")
 }
 

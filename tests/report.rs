@@ -120,6 +120,7 @@ fn fixture(dir: &Path) {
     let known = KnownFailure {
         backends: vec!["llama-cpp".into()],
         scenarios: vec!["medium".into()],
+        models: vec!["smollm2-135m-instruct".into()],
         part: "decode_fraction".into(),
         measured: 0.89,
         guard: Some(0.8),

@@ -767,7 +767,9 @@ mod tests {
     fn tokenizer() -> &'static Tokenizer {
         static TOKENIZER: std::sync::OnceLock<Tokenizer> = std::sync::OnceLock::new();
         TOKENIZER.get_or_init(|| {
-            let path = crate::assets::ensure(&crate::assets::SMOLLM2_GGUF).expect("SmolLM2 GGUF");
+            let path = crate::model::catalog::default_model()
+                .and_then(|m| m.gguf_path())
+                .expect("SmolLM2 GGUF");
             Tokenizer::from_gguf(&crate::model::GgufFile::open(&path).expect("GGUF"))
                 .expect("tokenizer")
         })

@@ -7,7 +7,7 @@ use super::llama_cpp::setup;
 use super::ollama::{OllamaBackend, OllamaConfig};
 use super::ort::{OptLevel, OrtBackend, OrtOptions, RequestedProvider};
 use super::{Backend, ComputeDevice};
-use crate::error::{BackendError, ModelError};
+use crate::error::BackendError;
 use crate::model::catalog::{self, CatalogModel, WeightSource};
 use crate::model::onnx_export::WeightFormat;
 
@@ -204,10 +204,7 @@ fn tch_probe(_id: &str) -> Availability {
 pub fn open(id: &str, model: &CatalogModel) -> Result<Box<dyn Backend>, BackendError> {
     match ort_variant(id) {
         Some((format, opt)) => open_ort(id, &WeightSource::catalog(model), format, opt),
-        None if id == "llama-cpp" => open_llama_cpp(
-            id,
-            &crate::assets::ensure(&model.asset).map_err(ModelError::from)?,
-        ),
+        None if id == "llama-cpp" => open_llama_cpp(id, &model.gguf_path()?),
         None if id == "ollama" => open_ollama(ollama_config()?, model),
         None if id.starts_with("tch-") && is_known(id) => open_tch(id, model),
         None => Err(BackendError::Unavailable {
@@ -230,6 +227,28 @@ fn open_tch(id: &str, model: &CatalogModel) -> Result<Box<dyn Backend>, BackendE
         });
     }
     let weights = WeightSource::catalog(model).load_weights()?;
+    // The libtorch forward implements plain LLaMA: refuse what it would silently get wrong.
+    let c = &weights.config;
+    if c.attention_bias || !c.rope_scaling.is_none() {
+        return Err(BackendError::Unsupported {
+            backend: id.into(),
+            feature: format!(
+                "model `{}` ({}{}{})",
+                model.name,
+                c.arch.key(),
+                if c.attention_bias {
+                    ", q/k/v biases"
+                } else {
+                    ""
+                },
+                if c.rope_scaling.is_none() {
+                    ""
+                } else {
+                    ", rope scaling"
+                }
+            ),
+        });
+    }
     Ok(Box::new(super::tch::TchBackend::open(options, &weights)?))
 }
 
@@ -246,7 +265,13 @@ fn open_llama_cpp(id: &str, gguf: &std::path::Path) -> Result<Box<dyn Backend>, 
         backend: id.into(),
         reason: "llama.cpp is not built".into(),
     })?;
-    Ok(Box::new(LlamaCppBackend::open(id, &build, gguf, "q4_1")?))
+    // The precision label is the file's own: its most common matrix type (`q4_1`, `q4_k` …).
+    let precision = crate::model::GgufFile::open(gguf)
+        .map(|g| g.dominant_matrix_type().name().to_lowercase())
+        .unwrap_or_else(|_| "gguf".into());
+    Ok(Box::new(LlamaCppBackend::open(
+        id, &build, gguf, &precision,
+    )?))
 }
 
 fn ollama_config() -> Result<OllamaConfig, BackendError> {
@@ -261,9 +286,9 @@ pub fn open_ollama(
     config: OllamaConfig,
     model: &CatalogModel,
 ) -> Result<Box<dyn Backend>, BackendError> {
-    let path = crate::assets::ensure(&model.asset).map_err(ModelError::from)?;
-    let tokenizer =
-        crate::model::tokenizer::Tokenizer::from_gguf(&crate::model::GgufFile::open(&path)?)?;
+    let tokenizer = crate::model::tokenizer::Tokenizer::from_gguf(&crate::model::GgufFile::open(
+        &model.gguf_path()?,
+    )?)?;
     Ok(Box::new(OllamaBackend::open(config, tokenizer)?))
 }
 

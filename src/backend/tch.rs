@@ -981,6 +981,9 @@ mod tests {
             context_length: 64,
             bos_token_id: None,
             eos_token_id: None,
+            arch: Default::default(),
+            attention_bias: false,
+            rope_scaling: Default::default(),
         }
     }
 

