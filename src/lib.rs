@@ -17,6 +17,7 @@ pub mod measure;
 pub mod model;
 pub mod progress;
 pub mod report;
+pub mod roofline;
 pub mod runner;
 pub mod stats;
 pub mod workload;

@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, DecodeProjection, Generation, TimingSource};
+use crate::backend::{Backend, DecodeProjection, Generation, MemoryTraffic, TimingSource};
 use crate::error::BackendError;
 
 /// Warmup runs are kept in the record but excluded from every aggregate.
@@ -39,6 +39,9 @@ pub struct RunTimings {
     pub cached_prompt_tokens: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub projection: Option<DecodeProjection>,
+    /// What the backend's decode step reads from memory, where it can tell (the roofline's input).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_traffic: Option<MemoryTraffic>,
 }
 
 impl RunTimings {
@@ -177,6 +180,7 @@ pub fn timings_of(g: &Generation, gen_tokens: usize) -> Result<RunTimings, Strin
         cold_start_ms: g.cold_start_ms,
         cached_prompt_tokens: g.cached_prompt_tokens,
         projection: g.projection.clone(),
+        memory_traffic: None,
     })
 }
 
@@ -203,7 +207,10 @@ pub fn run_series(
             Err(e) => RunOutcome::from_error(e),
             Ok(b) => match b.generate(&plan.prompt, plan.gen_tokens) {
                 Ok(g) => match timings_of(&g, plan.gen_tokens) {
-                    Ok(t) => RunOutcome::Ok(t),
+                    Ok(t) => RunOutcome::Ok(RunTimings {
+                        memory_traffic: b.memory_traffic(),
+                        ..t
+                    }),
                     Err(reason) => RunOutcome::Degraded {
                         reason: format!("invariant violated: {reason}"),
                     },

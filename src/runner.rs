@@ -323,6 +323,8 @@ impl Runner {
         if path.exists() {
             return Ok(path);
         }
+        // The decode roofline's bandwidth, measured once per run directory (crate::roofline).
+        crate::roofline::record(&dir, &self.config.run_id)?;
         let m = self.manifest();
         let tmp = dir.join(format!(".manifest.{}.tmp", std::process::id()));
         std::fs::write(

@@ -79,6 +79,7 @@ fn ok(prefill: f64, decode: f64) -> RunOutcome {
         cold_start_ms: None,
         cached_prompt_tokens: None,
         projection: None,
+        memory_traffic: None,
     })
 }
 

@@ -134,23 +134,21 @@ pub fn ensure_onnx(
         "infergate.weight_source",
         serde_json::to_string(source).unwrap_or_default(),
     )];
-    let gguf = match (format, source) {
-        (
-            WeightFormat::GgufQ4_1,
-            WeightSource::Gguf {
-                model,
-                fault_scale_layer: None,
-                ..
-            },
-        ) => {
+    let gguf = match source {
+        WeightSource::Gguf {
+            model,
+            fault_scale_layer: None,
+            ..
+        } if format.needs_gguf_blocks() => {
             let m = lookup(model)
                 .ok_or_else(|| ModelError::Config(format!("unknown model `{model}`")))?;
             Some(GgufFile::open(&assets::ensure(&m.asset)?)?)
         }
-        (WeightFormat::GgufQ4_1, _) => {
-            return Err(ModelError::Config(
-                "the q4_1 format needs an unmodified catalog GGUF".into(),
-            ))
+        _ if format.needs_gguf_blocks() => {
+            return Err(ModelError::Config(format!(
+                "the {} format needs an unmodified catalog GGUF",
+                format.label()
+            )))
         }
         _ => None,
     };

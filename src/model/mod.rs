@@ -11,4 +11,5 @@ pub use tokenizer::Tokenizer;
 pub use weights::LlamaWeights;
 pub mod catalog;
 pub mod onnx_export;
+pub mod onnx_quant;
 pub mod reference;

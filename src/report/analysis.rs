@@ -597,6 +597,7 @@ mod tests {
                 cold_start_ms: None,
                 cached_prompt_tokens: None,
                 projection: None,
+                memory_traffic: None,
             }),
         }
     }
