@@ -197,7 +197,10 @@ fn run(
         return ExitCode::from(2);
     }
     // Every CPU backend from this one command: llama.cpp is built on first use (cached).
-    if plans.iter().any(|p| p.backend.split('+').any(|b| b == "llama-cpp")) {
+    if plans
+        .iter()
+        .any(|p| p.backend.split('+').any(|b| b == "llama-cpp"))
+    {
         use infergate::backend::llama_cpp::setup::{prepare_for_run, RunSetup};
         if let RunSetup::NotBuilt { reason } =
             prepare_for_run(no_build_llama_cpp, &mut std::io::stderr())
@@ -299,7 +302,10 @@ fn merge_shards(dirs: &[PathBuf], into: Option<&Path>) -> Result<PathBuf, ExitCo
     match (dirs, into) {
         ([one], None) => Ok(one.clone()),
         (_, None) => {
-            eprintln!("error: {} run directories given: name the merged directory with --into <dir>", dirs.len());
+            eprintln!(
+                "error: {} run directories given: name the merged directory with --into <dir>",
+                dirs.len()
+            );
             Err(ExitCode::from(2))
         }
         (shards, Some(into)) => match infergate::report::merge::merge(shards, into) {

@@ -186,6 +186,8 @@ struct GraphBuilder<W: Write> {
     data_file: String,
     data_offset: u64,
     counter: usize,
+    /// Activation name → its `[x, block sums]` extension (see [`GraphBuilder::with_block_sums`]).
+    block_sums: std::collections::HashMap<String, String>,
 }
 
 impl<W: Write> GraphBuilder<W> {
@@ -200,6 +202,7 @@ impl<W: Write> GraphBuilder<W> {
             data_file: data_file.into(),
             data_offset: 0,
             counter: 0,
+            block_sums: Default::default(),
         }
     }
 
@@ -337,6 +340,13 @@ impl<W: Write> GraphBuilder<W> {
     /// One `MatMulNBits` node over `w`'s blocks, scales and zero points (if any), at the format's
     /// accuracy level.
     fn nbits_linear(&mut self, x: &str, name: &str, w: &NBitsWeight) -> std::io::Result<String> {
+        let extended;
+        let x = if w.block_sum_columns > 0 {
+            extended = self.with_block_sums(x, w.input_k(), w.block_sum_columns)?;
+            extended.as_str()
+        } else {
+            x
+        };
         let b = self.initializer(
             &format!("{name}.qweight"),
             &w.blob_dims(),
@@ -362,6 +372,29 @@ impl<W: Write> GraphBuilder<W> {
         ];
         let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
         Ok(self.op("MatMulNBits", &inputs, attrs))
+    }
+
+    /// `[x, x·S]`: `x` followed by its sums over each block of 32 (`S` from
+    /// [`onnx_quant::block_sum_matrix`], one initializer per shape), built once per `x` and shared by
+    /// every node that reads it (q, k and v share one; gate and up another).
+    fn with_block_sums(&mut self, x: &str, k: usize, columns: usize) -> std::io::Result<String> {
+        if let Some(done) = self.block_sums.get(x) {
+            return Ok(done.clone());
+        }
+        let matrix = format!("const_block_sums_{k}x{columns}");
+        if !self
+            .graph
+            .initializer
+            .iter()
+            .any(|t| t.name.as_deref() == Some(&matrix))
+        {
+            let m = onnx_quant::block_sum_matrix(k, columns);
+            self.exact_f32_tensor(&matrix, &[k, columns], &m)?;
+        }
+        let sums = self.op("MatMul", &[x, &matrix], vec![]);
+        let extended = self.op("Concat", &[x, &sums], vec![attr_int("axis", -1)]);
+        self.block_sums.insert(x.to_string(), extended.clone());
+        Ok(extended)
     }
 
     fn vector(&mut self, name: &str, v: ArrayView1<f32>) -> std::io::Result<String> {

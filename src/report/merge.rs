@@ -149,7 +149,8 @@ pub fn merge(shards: &[PathBuf], into: &Path) -> Result<Merged, ReportError> {
         path: into.to_path_buf(),
         source,
     })?;
-    let manifest = serde_json::to_vec_pretty(first).map_err(|e| merge_error(e.to_string(), "report a bug"))?;
+    let manifest =
+        serde_json::to_vec_pretty(first).map_err(|e| merge_error(e.to_string(), "report a bug"))?;
     super::write_atomic(&into.join("manifest.json"), &manifest)?;
     for (name, text) in &files {
         super::write_atomic(&into.join(name), text.as_bytes())?;
@@ -191,14 +192,24 @@ mod tests {
             })
             .collect();
         std::fs::write(dir.join("results.jsonl"), lines).unwrap();
-        std::fs::write(dir.join("bandwidth.jsonl"), format!("{{\"shard\":\"{name}\"}}\n")).unwrap();
+        std::fs::write(
+            dir.join("bandwidth.jsonl"),
+            format!("{{\"shard\":\"{name}\"}}\n"),
+        )
+        .unwrap();
         dir
     }
 
     #[test]
     fn shards_of_one_run_concatenate_and_the_earliest_manifest_wins() {
         let tmp = tempfile::tempdir().unwrap();
-        let a = shard(tmp.path(), "a", "r1", "2026-01-02T00:00:00Z", &["g::x", "g::y"]);
+        let a = shard(
+            tmp.path(),
+            "a",
+            "r1",
+            "2026-01-02T00:00:00Z",
+            &["g::x", "g::y"],
+        );
         let b = shard(tmp.path(), "b", "r1", "2026-01-01T00:00:00Z", &["g::z"]);
         let out = tmp.path().join("merged");
         let m = merge(&[a.clone(), b.clone()], &out).unwrap();
@@ -226,7 +237,10 @@ mod tests {
         let c = shard(tmp.path(), "c", "r1", "t3", &["g::x"]);
         let out = tmp.path().join("m");
         let e = merge(&[a.clone(), b], &out).unwrap_err().to_string();
-        assert!(e.contains("different runs") && e.contains("INFERGATE_RUN_ID"), "{e}");
+        assert!(
+            e.contains("different runs") && e.contains("INFERGATE_RUN_ID"),
+            "{e}"
+        );
         let e = merge(&[a.clone(), c], &out).unwrap_err().to_string();
         assert!(e.contains("g::x") && e.contains("partition"), "{e}");
         let e = merge(std::slice::from_ref(&a), &a).unwrap_err().to_string();

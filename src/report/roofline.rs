@@ -111,9 +111,10 @@ impl Roofline {
                 }
             }
         }
-        let best_gb_per_s = bandwidth.iter().map(|s| s.gb_per_s).fold(None, |a, g| {
-            Some(a.map_or(g, |a: f64| a.max(g)))
-        });
+        let best_gb_per_s = bandwidth
+            .iter()
+            .map(|s| s.gb_per_s)
+            .fold(None, |a, g| Some(a.map_or(g, |a: f64| a.max(g))));
         let own: Vec<&LatencyRow> = rows
             .iter()
             .filter(|r| r.variant.is_empty() && !r.decode_tokens_per_s.is_empty())
@@ -257,9 +258,8 @@ A backend below {:.0} % of its limit, or a lower-precision variant slower than i
     );
     for row in &r.rows {
         let parent = row.parent.as_ref().map_or("—".to_string(), |p| {
-            let ci = p
-                .ci
-                .map_or(String::new(), |(lo, hi)| format!(" [{lo:.2}, {hi:.2}]"));
+            let ci =
+                p.ci.map_or(String::new(), |(lo, hi)| format!(" [{lo:.2}, {hi:.2}]"));
             format!("×{:.2}{ci} vs `{}`", p.ratio, p.parent)
         });
         let flag = if row.findings().is_empty() {
@@ -411,7 +411,10 @@ mod tests {
         assert!(routable.iter().all(|x| x.backend == "ort-cpu"));
         let mut md = String::new();
         section(&mut md, &r);
-        assert!(md.contains("**`ort-cpu-q4`: check its configuration**"), "{md}");
+        assert!(
+            md.contains("**`ort-cpu-q4`: check its configuration**"),
+            "{md}"
+        );
     }
 
     #[test]

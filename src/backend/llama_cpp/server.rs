@@ -232,7 +232,9 @@ pub fn gguf_memory_traffic(gguf: &crate::model::GgufFile) -> Option<MemoryTraffi
     }
     Some(MemoryTraffic {
         weight_bytes_per_token: weight_bytes,
-        kv_bytes_per_position: 2 * (config.n_layers * config.n_kv_heads * config.head_dim()) as u64 * 2,
+        kv_bytes_per_position: 2
+            * (config.n_layers * config.n_kv_heads * config.head_dim()) as u64
+            * 2,
     })
 }
 
