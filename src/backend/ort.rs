@@ -245,6 +245,30 @@ pub fn onnx_weight_parameter_count(model_path: &Path) -> Option<u64> {
     let graph = crate::onnx_proto::ModelProto::decode(bytes.as_slice())
         .ok()?
         .graph?;
+    // A deploy 4-bit node reads `[x, block sums of x]` (model::onnx_quant::q4_1_deploy): its K
+    // includes the block-sum columns, which are corrections, not parameters.
+    let producer: std::collections::HashMap<&str, &crate::onnx_proto::NodeProto> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n)))
+        .collect();
+    let block_sum_columns = |input: &str| -> i64 {
+        let sums = producer
+            .get(input)
+            .filter(|n| n.op_type.as_deref() == Some("Concat"))
+            .and_then(|concat| producer.get(concat.input.get(1)?.as_str()))
+            .filter(|n| n.op_type.as_deref() == Some("MatMul"))
+            .and_then(|matmul| matmul.input.get(1))
+            .filter(|m| m.starts_with("const_block_sums_"));
+        sums.and_then(|m| {
+            graph
+                .initializer
+                .iter()
+                .find(|t| t.name.as_ref() == Some(m))
+        })
+        .and_then(|t| t.dims.get(1).copied())
+        .unwrap_or(0)
+    };
     let mut quantized_inputs = std::collections::HashSet::new();
     let mut count = 0u64;
     for node in graph
@@ -264,7 +288,8 @@ pub fn onnx_weight_parameter_count(model_path: &Path) -> Option<u64> {
             .first()
             .is_some_and(|_| node.input.get(1).is_some_and(|b| b.contains("tied_to")))
         {
-            count += (attr("N")? * attr("K")?).max(0) as u64;
+            let k = attr("K")? - node.input.first().map_or(0, |x| block_sum_columns(x));
+            count += (attr("N")? * k).max(0) as u64;
         }
     }
     count += graph
