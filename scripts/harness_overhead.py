@@ -136,7 +136,19 @@ def summarize(out_path, pairs_path):
             "outside_tok_s_all": [tok_s(r) for r in o_runs],
             "same_tokens": same_tokens,
         })
-    result = {"meta": spec["meta"], "rows": rows}
+    # Same run, same threads: each ONNX Runtime variant's decode speed over fp32's, on both sides.
+    fp32 = next((r for r in rows if r["name"] == "ort-cpu"), None)
+    ratios = []
+    if fp32:
+        for r in rows:
+            if r["name"].startswith("ort-cpu-"):
+                ratios.append({
+                    "variant": r["name"],
+                    "over": "ort-cpu",
+                    "harness": r["harness_tok_s"] / fp32["harness_tok_s"],
+                    "outside": r["outside_tok_s"] / fp32["outside_tok_s"],
+                })
+    result = {"meta": spec["meta"], "rows": rows, "speed_over_fp32": ratios}
     json.dump(result, open(out_path, "w"), indent=1)
     print(f"| comparison | harness ms/token | outside ms/token | harness adds | runs (h/o) | same tokens |")
     print(f"| --- | ---: | ---: | ---: | ---: | --- |")
@@ -145,6 +157,12 @@ def summarize(out_path, pairs_path):
         print(f"| {r['name']}: {r['harness']} vs {r['outside']} | {r['harness_ms_per_token']:.2f} | "
               f"{r['outside_ms_per_token']:.2f} | {r['overhead'] * 100:+.1f} % | "
               f"{r['harness_runs']}/{r['outside_runs']} | {same} |")
+    if ratios:
+        print()
+        print("| decode tok/s over `ort-cpu` (fp32) | Rust harness | Python onnxruntime |")
+        print("| --- | ---: | ---: |")
+        for x in ratios:
+            print(f"| `{x['variant']}` | ×{x['harness']:.2f} | ×{x['outside']:.2f} |")
 
 
 def main():

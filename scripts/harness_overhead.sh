@@ -32,12 +32,16 @@ LOOP=target/release/examples/decode_loop
 PY="$VENV/bin/python"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 pairs=()
-for b in $BACKENDS; do
-  for r in $(seq 1 "$ROUNDS"); do
-    echo "== $b round $r/$ROUNDS: Rust harness, then Python onnxruntime" >&2
+# Round-robin over the backends, Rust then Python within a round, so drift in the machine's state
+# hits every side alike (and the rounds double as a same-run comparison of the backends).
+for r in $(seq 1 "$ROUNDS"); do
+  for b in $BACKENDS; do
+    echo "== round $r/$ROUNDS $b: Rust harness, then Python onnxruntime (load $(cut -d' ' -f1 /proc/loadavg))" >&2
     "$LOOP" "$b" "$SCENARIO" "$GEN" "$REPS" > "$RAW/$b-rust-$r.json"
     "$PY" scripts/harness_overhead.py ort "$RAW/$b-rust-$r.json" "$REPS" > "$RAW/$b-python-$r.json"
   done
+done
+for b in $BACKENDS; do
   h=$(ls "$RAW/$b"-rust-*.json | sed 's/.*/"&"/' | paste -sd,); o=$(ls "$RAW/$b"-python-*.json | sed 's/.*/"&"/' | paste -sd,)
   pairs+=("{\"name\":\"$b\",\"harness_label\":\"Rust ORT loop (harness)\",\"outside_label\":\"Python onnxruntime loop\",\"harness\":[$h],\"outside\":[$o]}")
 done
