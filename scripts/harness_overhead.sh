@@ -10,7 +10,9 @@
 #
 # Usage: scripts/harness_overhead.sh [out.json]   (default docs/data/harness-overhead-<date>.json)
 # Env: ROUNDS (default 5), REPS per round (default 3), GEN (default 64), SCENARIO (default short),
-#      BACKENDS (default "ort-cpu ort-cpu-int8 ort-cpu-q4"), LLAMA=0 to leave llama.cpp out.
+#      BACKENDS (default "ort-cpu ort-cpu-int8 ort-cpu-q4"), LLAMA=0 to leave llama.cpp out,
+#      QUIET_LOAD (e.g. 1.0: before every round, wait until the 1-minute load average is below it;
+#      on a shared machine the timings mean little otherwise). The load at every round is recorded.
 # Python onnxruntime is pinned (the version of the .so the harness loads) and installed into a venv
 # this script owns: target/harness-overhead/venv.
 set -euo pipefail
@@ -30,13 +32,26 @@ echo "== building the harness side (cargo build --release --example decode_loop)
 cargo build --release --quiet --example decode_loop
 LOOP=target/release/examples/decode_loop
 PY="$VENV/bin/python"
+QUIET_LOAD="${QUIET_LOAD:-}"
+# Wait (at most 30 min) for a quiet machine when QUIET_LOAD is set; print the load either way.
+wait_quiet() {
+  if [ -n "$QUIET_LOAD" ]; then
+    for _ in $(seq 1 180); do
+      awk -v q="$QUIET_LOAD" '{exit !($1 < q)}' /proc/loadavg && break
+      sleep 10
+    done
+  fi
+  cut -d' ' -f1 /proc/loadavg
+}
+: > "$RAW/loads.txt"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 pairs=()
 # Round-robin over the backends, Rust then Python within a round, so drift in the machine's state
 # hits every side alike (and the rounds double as a same-run comparison of the backends).
 for r in $(seq 1 "$ROUNDS"); do
   for b in $BACKENDS; do
-    echo "== round $r/$ROUNDS $b: Rust harness, then Python onnxruntime (load $(cut -d' ' -f1 /proc/loadavg))" >&2
+    load=$(wait_quiet); echo "$b $r $load" >> "$RAW/loads.txt"
+    echo "== round $r/$ROUNDS $b: Rust harness, then Python onnxruntime (load $load)" >&2
     "$LOOP" "$b" "$SCENARIO" "$GEN" "$REPS" > "$RAW/$b-rust-$r.json"
     "$PY" scripts/harness_overhead.py ort "$RAW/$b-rust-$r.json" "$REPS" > "$RAW/$b-python-$r.json"
   done
@@ -47,7 +62,8 @@ for b in $BACKENDS; do
 done
 if [ "$LLAMA" = 1 ]; then
   for r in $(seq 1 "$ROUNDS"); do
-    echo "== llama-cpp round $r/$ROUNDS: llama-server through the harness, then llama-bench tg$GEN" >&2
+    load=$(wait_quiet); echo "llama-cpp $r $load" >> "$RAW/loads.txt"
+    echo "== llama-cpp round $r/$ROUNDS: llama-server through the harness, then llama-bench tg$GEN (load $load)" >&2
     "$LOOP" llama-cpp "$SCENARIO" "$GEN" "$REPS" > "$RAW/llama-rust-$r.json"
     bin=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['location'])" "$RAW/llama-rust-$r.json")
     gguf=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['model_path'])" "$RAW/llama-rust-$r.json")
@@ -60,7 +76,7 @@ if [ "$LLAMA" = 1 ]; then
 fi
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
-meta="{\"date_utc\":\"$(date -u +%FT%TZ)\",\"cpu\":\"$cpu\",\"cores\":$(nproc),\"kernel\":\"$(uname -r)\",\"load_before\":\"$load_before\",\"load_after\":\"$load_after\",\"commit\":\"$(git rev-parse --short HEAD 2>/dev/null || echo unknown)\",\"scenario\":\"$SCENARIO\",\"gen_tokens\":$GEN,\"rounds\":$ROUNDS,\"reps_per_round\":$REPS,\"python_onnxruntime\":\"$ORT_PIN\"}"
+meta="{\"date_utc\":\"$(date -u +%FT%TZ)\",\"cpu\":\"$cpu\",\"cores\":$(nproc),\"kernel\":\"$(uname -r)\",\"load_before\":\"$load_before\",\"load_after\":\"$load_after\",\"commit\":\"$(git rev-parse --short HEAD 2>/dev/null || echo unknown)\",\"scenario\":\"$SCENARIO\",\"gen_tokens\":$GEN,\"rounds\":$ROUNDS,\"reps_per_round\":$REPS,\"python_onnxruntime\":\"$ORT_PIN\",\"quiet_load\":\"$QUIET_LOAD\",\"load_per_round\":\"$(paste -sd';' "$RAW/loads.txt")\"}"
 (IFS=,; echo "{\"meta\":$meta,\"pairs\":[${pairs[*]}]}") > "$WORK/pairs.json"
 mkdir -p "$(dirname "$OUT")"
 "$PY" scripts/harness_overhead.py summarize "$OUT" "$WORK/pairs.json"
