@@ -19,6 +19,7 @@ pub mod model;
 pub mod progress;
 pub mod record;
 pub mod report;
+pub mod roofline;
 pub mod runner;
 pub mod stats;
 pub mod workload;

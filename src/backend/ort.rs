@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use super::evidence::{is_compute_op, Evidence, GraphOptimization};
-use super::{Backend, BackendInfo, Generation};
+use super::{Backend, BackendInfo, Generation, MemoryTraffic};
 use crate::error::BackendError;
 use crate::model::onnx_export::{
     past_key_name, past_value_name, present_key_name, present_value_name,
@@ -224,6 +224,7 @@ pub struct OrtBackend {
     session: Session,
     config: LlamaConfig,
     loaded_parameters: Option<u64>,
+    memory_traffic: Option<MemoryTraffic>,
     /// Set when opened for evidence: where the profile and optimized graph go, what was asked for.
     evidence_setup: Option<EvidenceSetup>,
 }
@@ -244,6 +245,30 @@ pub fn onnx_weight_parameter_count(model_path: &Path) -> Option<u64> {
     let graph = crate::onnx_proto::ModelProto::decode(bytes.as_slice())
         .ok()?
         .graph?;
+    // A deploy 4-bit node reads `[x, block sums of x]` (model::onnx_quant::q4_1_deploy): its K
+    // includes the block-sum columns, which are corrections, not parameters.
+    let producer: std::collections::HashMap<&str, &crate::onnx_proto::NodeProto> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n)))
+        .collect();
+    let block_sum_columns = |input: &str| -> i64 {
+        let sums = producer
+            .get(input)
+            .filter(|n| n.op_type.as_deref() == Some("Concat"))
+            .and_then(|concat| producer.get(concat.input.get(1)?.as_str()))
+            .filter(|n| n.op_type.as_deref() == Some("MatMul"))
+            .and_then(|matmul| matmul.input.get(1))
+            .filter(|m| m.starts_with("const_block_sums_"));
+        sums.and_then(|m| {
+            graph
+                .initializer
+                .iter()
+                .find(|t| t.name.as_ref() == Some(m))
+        })
+        .and_then(|t| t.dims.get(1).copied())
+        .unwrap_or(0)
+    };
     let mut quantized_inputs = std::collections::HashSet::new();
     let mut count = 0u64;
     for node in graph
@@ -263,7 +288,8 @@ pub fn onnx_weight_parameter_count(model_path: &Path) -> Option<u64> {
             .first()
             .is_some_and(|_| node.input.get(1).is_some_and(|b| b.contains("tied_to")))
         {
-            count += (attr("N")? * attr("K")?).max(0) as u64;
+            let k = attr("K")? - node.input.first().map_or(0, |x| block_sum_columns(x));
+            count += (attr("N")? * k).max(0) as u64;
         }
     }
     count += graph
@@ -278,6 +304,55 @@ pub fn onnx_weight_parameter_count(model_path: &Path) -> Option<u64> {
         .map(|t| t.dims.iter().product::<i64>().max(0) as u64)
         .sum::<u64>();
     Some(count)
+}
+
+/// What one decode step of the exported decoder reads ([`MemoryTraffic`]), from the graph the session
+/// loads: every initializer in its stored type (a `MatMulNBits` weight as its blocks, scales and
+/// zero points), except that one consumed only by `Gather` (the embedding table) counts one row.
+/// The KV cache holds keys and values of every layer in the activation type (`kv_elem_bytes`).
+pub fn onnx_memory_traffic(
+    model_path: &Path,
+    config: &LlamaConfig,
+    kv_elem_bytes: u64,
+) -> Option<MemoryTraffic> {
+    use crate::onnx_proto::tensor_proto::DataType;
+    use prost::Message;
+    let bytes = std::fs::read(model_path).ok()?;
+    let graph = crate::onnx_proto::ModelProto::decode(bytes.as_slice())
+        .ok()?
+        .graph?;
+    let mut gather_only: BTreeMap<&str, bool> = BTreeMap::new();
+    for node in &graph.node {
+        for (i, input) in node.input.iter().enumerate() {
+            let gathered = node.op_type.as_deref() == Some("Gather") && i == 0;
+            gather_only
+                .entry(input.as_str())
+                .and_modify(|g| *g &= gathered)
+                .or_insert(gathered);
+        }
+    }
+    let mut weight_bytes = 0u64;
+    for t in &graph.initializer {
+        let elem = match DataType::try_from(t.data_type.unwrap_or(0)).ok()? {
+            DataType::Float | DataType::Int32 | DataType::Uint32 => 4,
+            DataType::Float16 | DataType::Bfloat16 | DataType::Int16 | DataType::Uint16 => 2,
+            DataType::Int64 | DataType::Uint64 | DataType::Double => 8,
+            _ => 1,
+        };
+        let dims: Vec<u64> = t.dims.iter().map(|&d| d.max(0) as u64).collect();
+        let total = dims.iter().product::<u64>() * elem;
+        let name = t.name.as_deref().unwrap_or_default();
+        weight_bytes += match (gather_only.get(name), dims.first()) {
+            (Some(true), Some(&rows)) if rows > 0 => total / rows,
+            _ => total,
+        };
+    }
+    Some(MemoryTraffic {
+        weight_bytes_per_token: weight_bytes,
+        kv_bytes_per_position: 2
+            * (config.n_layers * config.n_kv_heads * config.head_dim()) as u64
+            * kv_elem_bytes,
+    })
 }
 
 fn default_threads() -> usize {
@@ -383,6 +458,9 @@ impl OrtBackend {
             precision: options.precision.clone(),
         };
         let loaded_parameters = onnx_weight_parameter_count(&options.model_path);
+        let kv_elem_bytes = if options.precision == "fp16" { 2 } else { 4 };
+        let memory_traffic =
+            onnx_memory_traffic(&options.model_path, &options.config, kv_elem_bytes);
         let tensorrt = options.providers.iter().find_map(|p| match p {
             RequestedProvider::TensorRt {
                 engine_cache_dir,
@@ -397,6 +475,7 @@ impl OrtBackend {
             session,
             config: options.config,
             loaded_parameters,
+            memory_traffic,
             evidence_setup,
         })
     }
@@ -641,6 +720,10 @@ impl Backend for OrtBackend {
 
     fn loaded_parameter_count(&self) -> Option<u64> {
         self.loaded_parameters
+    }
+
+    fn memory_traffic(&self) -> Option<MemoryTraffic> {
+        self.memory_traffic
     }
 
     fn full_recompute_tokens(

@@ -31,6 +31,7 @@ const IDS: &[&str] = &[
     "ort-cpu-ref",
     "ort-cpu-int8",
     "ort-cpu-q4",
+    "ort-cpu-q4-exact",
     "ort-cpu-fp16",
     "ort-cuda",
     "ort-cuda-fp16",
@@ -54,8 +55,12 @@ fn ort_variant(id: &str) -> Option<(WeightFormat, OptLevel)> {
         "ort-cpu" => (WeightFormat::Fp32, OptLevel::All),
         // The accuracy reference: fp32 with every graph optimization disabled.
         "ort-cpu-ref" => (WeightFormat::Fp32, OptLevel::Disabled),
-        "ort-cpu-int8" => (WeightFormat::Int8WeightOnly, OptLevel::All),
-        "ort-cpu-q4" => (WeightFormat::GgufQ4_1, OptLevel::All),
+        // The deploy forms ONNX Runtime's integer CPU kernels run (docs/performance.md).
+        "ort-cpu-int8" => (WeightFormat::Int8, OptLevel::All),
+        "ort-cpu-q4" => (WeightFormat::Q4, OptLevel::All),
+        // The bit-exact Q4_1 blocks (fp32 zero points, ONNX Runtime's slow path): an accuracy
+        // reference for the 4-bit form, never a speed candidate.
+        "ort-cpu-q4-exact" => (WeightFormat::GgufQ4_1, OptLevel::All),
         "ort-cpu-fp16" => (WeightFormat::Fp16, OptLevel::All),
         "ort-cuda" | "ort-tensorrt" => (WeightFormat::Fp32, OptLevel::All),
         "ort-cuda-fp16" => (WeightFormat::Fp16, OptLevel::All),
@@ -73,6 +78,18 @@ pub fn requested_device(id: &str) -> Option<ComputeDevice> {
         "tch-cuda" | "tch-cuda-bf16" | "tch-cuda-fp16" => Some(ComputeDevice::Cuda(0)),
         "tch-cpu" | "llama-cpp" => Some(ComputeDevice::Cpu),
         id if ort_variant(id).is_some() => Some(ComputeDevice::Cpu),
+        _ => None,
+    }
+}
+
+/// The fp32 backend a lower-precision variant was made from (same engine, same device). A variant
+/// reads fewer bytes per token, so in memory-bound decode it must be at least as fast as its parent
+/// ([`crate::report::roofline`]).
+pub fn fp32_parent(id: &str) -> Option<&'static str> {
+    match id {
+        "ort-cpu-int8" | "ort-cpu-q4" | "ort-cpu-q4-exact" | "ort-cpu-fp16" => Some("ort-cpu"),
+        "ort-cuda-fp16" => Some("ort-cuda"),
+        "tch-cuda-bf16" | "tch-cuda-fp16" => Some("tch-cuda"),
         _ => None,
     }
 }
@@ -290,6 +307,21 @@ pub fn open_ollama(
         &model.gguf_path()?,
     )?)?;
     Ok(Box::new(OllamaBackend::open(config, tokenizer)?))
+}
+
+/// The cached ONNX export an ORT backend id runs (exported now if needed), for running the same
+/// file outside the harness (scripts/harness_overhead.sh). `None` for other engines.
+pub fn ort_export(
+    id: &str,
+    model: &CatalogModel,
+) -> Result<Option<catalog::PreparedOnnx>, BackendError> {
+    match ort_variant(id) {
+        Some((format, _)) => Ok(Some(catalog::ensure_onnx(
+            &WeightSource::catalog(model),
+            format,
+        )?)),
+        None => Ok(None),
+    }
 }
 
 /// The execution provider an ORT backend id requests (none for the CPU variants).

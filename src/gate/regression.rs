@@ -964,6 +964,7 @@ mod tests {
             timing_source: crate::backend::TimingSource::Harness,
             cold_start_ms: None,
             cached_prompt_tokens: None,
+            memory_traffic: None,
         };
         assert_eq!(Metric::DecodeTokensPerS.value(&t, None), Some(100.0));
         assert_eq!(Metric::E2eTokensPerS.value(&t, None), Some(100.0));

