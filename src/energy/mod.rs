@@ -7,6 +7,8 @@
 //!   clock ([`now_s`]); [`PowerTrace`] with [`CadenceStats`] (median period, p99 gap, missed
 //!   samples) for the run's artifacts.
 //! - [`calibrate_idle`] / [`IdleBaseline`]: idle power mean, std, n.
+//! - [`settle_and_calibrate`]: wait until the device is back at rest (within a band of a reference
+//!   idle) before calibrating, and say whether the idle may be subtracted ([`SettledIdle`]).
 //! - [`attribute()`]: per-event energy by counter and by power trace, each gated, gross and net of
 //!   idle, or `no_data` with the reason (gating and edge handling: see [`attribute`](mod@attribute)).
 //! - [`energy_per_token`], [`EventEnergySummary`] for reports; [`doctor_lines`] for `infergate doctor`.
@@ -24,6 +26,7 @@ pub mod nvml;
 pub mod poller;
 pub mod rapl;
 pub mod sensor;
+pub mod settle;
 
 #[cfg(test)]
 mod tests;
@@ -42,9 +45,10 @@ pub use poller::{
 };
 pub use rapl::RaplSensor;
 pub use sensor::{
-    detect_sensors, detect_sensors_with, CounterReading, DetectedSensors, NoSensor, PowerSensor,
-    SensorInfo, UnreadableSensor,
+    detect_sensors, detect_sensors_with, CounterReading, DetectedSensors, DeviceState, NoSensor,
+    PowerSensor, SensorInfo, UnreadableSensor,
 };
+pub use settle::{settle_and_calibrate, IdleReference, SettleParams, SettledIdle};
 
 /// Lines for `infergate doctor`: each readable sensor with what it reads and one live reading,
 /// each unreadable sensor kind with the reason, and what the gates imply for the best sensor.

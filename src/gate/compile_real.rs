@@ -23,6 +23,10 @@ pub struct Claims {
     pub optimized: Option<bool>,
     /// The device that holds every output (`cuda`, `cpu`).
     pub device: Option<String>,
+    /// The decode loop replays a captured CUDA graph: every decode step of a probe generation was
+    /// a counted replay of a graph that launches kernels (libtorch).
+    #[serde(default)]
+    pub cuda_graph: Option<bool>,
 }
 
 /// The verdict a case must get.
@@ -125,6 +129,31 @@ pub fn check_claims(
             ok.push(detail);
         } else {
             failures.push(format!("label says {device} but {detail}"));
+        }
+    }
+    if let Some(wanted) = claims.cuda_graph {
+        match &evidence.cuda_graph {
+            Some(g) => {
+                let detail = format!(
+                    "decode `{}`: {} replays for {} decode steps, {} kernels per replay",
+                    g.decode_mode,
+                    g.replays,
+                    g.decode_steps,
+                    g.kernels_per_step
+                        .map_or_else(|| "no captured graph, 0".into(), |k| k.to_string())
+                );
+                if g.every_step_replayed() == wanted {
+                    ok.push(detail);
+                } else if wanted {
+                    failures.push(format!("label says CUDA graph but {detail}"));
+                } else {
+                    failures.push(format!("label says no CUDA graph but {detail}"));
+                }
+            }
+            None => failures.push(
+                "label claims a CUDA-graph state but the backend reports no decode-loop evidence"
+                    .into(),
+            ),
         }
     }
     if ok.is_empty() && failures.is_empty() {

@@ -16,9 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{median, TrialContext, TrialResult, Verdict};
-use crate::energy::{
-    self, attribute, calibrate_idle, EnergyQuality, EnergyResult, EventWindow, PowerPoller,
-};
+use crate::energy::{self, attribute, EnergyQuality, EnergyResult, EventWindow, PowerPoller};
 use crate::measure::{RunOutcome, RunPhase, RunRecord, SeriesPlan};
 use crate::workload::prompt_ids;
 
@@ -31,6 +29,15 @@ pub struct EnergyGatingParams {
     /// Pause before the idle calibration so a GPU busy with the previous trial returns to idle clocks.
     #[serde(default)]
     pub settle_seconds: f64,
+    /// Longest wait for the idle to come back within the band of the reference idle; a trial whose
+    /// idle is not at rest then reports gross energy only (see `energy::settle`).
+    #[serde(default = "default_max_settle")]
+    pub max_settle_seconds: f64,
+    /// Band around the reference idle, as a fraction of it (at least `idle_band_min_w`).
+    #[serde(default = "default_band_fraction")]
+    pub idle_band_fraction: f64,
+    #[serde(default = "default_band_min_w")]
+    pub idle_band_min_w: f64,
     /// Expected quality of every prefill event (TR122: `no_data` at 100 ms polling), if asserted.
     #[serde(default)]
     pub expect_prefill: Option<EnergyQuality>,
@@ -39,10 +46,22 @@ pub struct EnergyGatingParams {
     pub expect_decode: Option<EnergyQuality>,
 }
 
+fn default_max_settle() -> f64 {
+    60.0
+}
+fn default_band_fraction() -> f64 {
+    0.10
+}
+fn default_band_min_w() -> f64 {
+    3.0
+}
+
 /// What the trial leaves in `<run-dir>/energy/`.
 #[derive(Debug, Serialize)]
 struct EnergyArtifact<'a> {
     trial: &'a str,
+    /// Which idle was subtracted (or why only gross energy is reported), with the device state.
+    idle_settle: &'a energy::SettledIdle,
     idle: &'a energy::IdleBaseline,
     idle_cadence: &'a energy::CadenceStats,
     cadence: &'a energy::CadenceStats,
@@ -76,15 +95,37 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &EnergyGatingParams) -> TrialResult {
         Err(e) => return fail(format!("cannot build the prompt: {e}"), &[]),
     };
     let period = Duration::from_millis(p.poll_period_ms.max(1));
-    std::thread::sleep(Duration::from_secs_f64(p.settle_seconds.max(0.0)));
-    let (idle, idle_trace) = match calibrate_idle(
-        sensor.clone(),
-        Duration::from_secs_f64(p.idle_seconds),
+    let run_dir = ctx.run_log.path().parent().map(std::path::Path::to_path_buf);
+    let reference = match energy::IdleReference::from_env(sensor.name()) {
+        Ok(r) => r.or_else(|| {
+            run_dir
+                .as_deref()
+                .and_then(|d| energy::IdleReference::load(d, sensor.name()))
+        }),
+        Err(e) => return fail(format!("idle reference: {e}"), &[]),
+    };
+    let settle_params = energy::SettleParams {
+        settle_seconds: p.settle_seconds,
+        max_settle_seconds: p.max_settle_seconds,
+        band_fraction: p.idle_band_fraction,
+        band_min_w: p.idle_band_min_w,
+        // NVML power is a trailing average: every reading in the window must postdate the work.
+        window: sensor
+            .averaging_window()
+            .map_or(Duration::from_secs(2), |w| (2 * w).max(Duration::from_secs(2))),
+        idle: Duration::from_secs_f64(p.idle_seconds),
         period,
-    ) {
+    };
+    let settled = match energy::settle_and_calibrate(sensor.clone(), &settle_params, reference) {
         Ok(x) => x,
         Err(e) => return fail(format!("idle baseline: {e}"), &[]),
     };
+    if settled.reference.is_none() {
+        if let (Some(r), Some(dir)) = (settled.as_reference(ctx.trial), run_dir.as_deref()) {
+            let _ = r.store(dir);
+        }
+    }
+    let (idle, idle_trace) = (settled.baseline.clone(), &settled.trace);
     let mut backend = match (ctx.open)() {
         Ok(b) => b,
         Err(e) => return fail(format!("backend could not load: {e}"), &[]),
@@ -150,11 +191,20 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &EnergyGatingParams) -> TrialResult {
     let summaries: Vec<_> = results
         .iter()
         .zip(&events)
-        .map(|(r, (_, tokens))| r.summary(Some(*tokens)))
+        .map(|(r, (_, tokens))| {
+            let mut s = r.summary(Some(*tokens));
+            if !settled.subtracts() {
+                // The idle is not at rest: a net figure would measure the clock state.
+                s.net_j = None;
+                s.net_j_per_token = None;
+            }
+            s
+        })
         .collect();
     if let Some(dir) = ctx.run_log.path().parent() {
         let artifact = EnergyArtifact {
             trial: ctx.trial,
+            idle_settle: &settled,
             idle: &idle,
             idle_cadence: &idle_trace.cadence,
             cadence: &trace.cadence,
@@ -215,6 +265,11 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &EnergyGatingParams) -> TrialResult {
     let mut metrics = BTreeMap::new();
     metrics.insert("idle_mean_w".into(), idle.mean_w);
     metrics.insert("idle_std_w".into(), idle.std_w);
+    metrics.insert("idle_at_rest".into(), f64::from(u8::from(settled.at_rest)));
+    metrics.insert("idle_settle_waited_s".into(), settled.waited_s);
+    if let Some(r) = &settled.reference {
+        metrics.insert("idle_reference_w".into(), r.mean_w);
+    }
     if let Some(v) = trace.cadence.median_period_s {
         metrics.insert("poll_period_median_ms".into(), v * 1e3);
     }
@@ -251,6 +306,7 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &EnergyGatingParams) -> TrialResult {
         total("decode"),
         metrics.get("decode_net_j_per_token_median").map(|j| format!("; decode {j:.4} J/token net")).unwrap_or_default()
     );
+    let summary = format!("{summary}; {}", settled.statement);
     let verdict = if failures.is_empty() {
         Verdict::Pass { summary }
     } else {
