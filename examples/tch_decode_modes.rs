@@ -60,7 +60,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let started = Instant::now();
     let weights = match arg(&args, "--gguf") {
-        Some(path) => LlamaWeights::from_gguf(&infergate::model::GgufFile::open(std::path::Path::new(&path))?)?,
+        Some(path) => LlamaWeights::from_gguf(&infergate::model::GgufFile::open(
+            std::path::Path::new(&path),
+        )?)?,
         None => LlamaWeights::random(&smollm2_shape(), 7)?,
     };
     eprintln!(

@@ -37,7 +37,10 @@ fn the_bound_cache_loop_decodes_the_plain_loops_tokens() {
         plain.logits(&PROMPT[..4]).unwrap(),
         bound.logits(&PROMPT[..4]).unwrap(),
     );
-    assert_eq!(la, lb, "same session options, same kernels: identical logits");
+    assert_eq!(
+        la, lb,
+        "same session options, same kernels: identical logits"
+    );
 }
 
 /// Where `ort-cuda` is available (probe: provider libraries verified, CUDA libraries loadable).
@@ -53,7 +56,11 @@ fn ort_cuda_runs_its_compute_nodes_on_cuda_and_agrees_with_the_cpu() {
     let ev = cuda.evidence().expect("evidence").expect("profile");
     eprintln!("{ev:?}");
     let on_cuda = ev.compute_fraction_on("CUDAExecutionProvider");
-    assert!(on_cuda >= 0.95, "{:.0}% of compute nodes on CUDA", 100.0 * on_cuda);
+    assert!(
+        on_cuda >= 0.95,
+        "{:.0}% of compute nodes on CUDA",
+        100.0 * on_cuda
+    );
     let mut cpu = registry::open("ort-cpu", model).unwrap();
     let mut cuda = registry::open("ort-cuda", model).unwrap();
     let (a, b) = (cpu.logits(&PROMPT).unwrap(), cuda.logits(&PROMPT).unwrap());

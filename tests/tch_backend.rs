@@ -5,9 +5,7 @@
 use std::sync::OnceLock;
 
 use infergate::backend::registry::{self, Availability};
-use infergate::backend::tch::{
-    runtime, DecodeMode, TchBackend, TchDevice, TchDtype, TchOptions,
-};
+use infergate::backend::tch::{runtime, DecodeMode, TchBackend, TchDevice, TchDtype, TchOptions};
 use infergate::backend::Backend;
 use infergate::error::BackendError;
 use infergate::model::catalog::{self, WeightSource};

@@ -480,9 +480,8 @@ impl OrtBackend {
         let total = past_len + s;
         let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
         let mut inputs: Vec<(String, DynValue)> = Vec::with_capacity(3 + 2 * n_layers);
-        let tensor_i64 = |shape: [usize; 2], v: Vec<i64>| {
-            Tensor::from_array((shape, v)).map(|t| t.into_dyn())
-        };
+        let tensor_i64 =
+            |shape: [usize; 2], v: Vec<i64>| Tensor::from_array((shape, v)).map(|t| t.into_dyn());
         let mk = |r: Result<DynValue, ort::Error>| {
             r.map_err(|e| BackendError::run(&self.info.id, phase, e))
         };

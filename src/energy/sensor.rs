@@ -93,7 +93,8 @@ impl DeviceState {
 
 impl std::fmt::Display for DeviceState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let opt = |v: Option<u32>, unit: &str| v.map_or_else(|| "?".into(), |v| format!("{v} {unit}"));
+        let opt =
+            |v: Option<u32>, unit: &str| v.map_or_else(|| "?".into(), |v| format!("{v} {unit}"));
         write!(
             f,
             "{} SM {} mem {} {}",

@@ -382,24 +382,47 @@ mod tests {
     #[test]
     fn a_cooling_device_is_waited_for_until_it_is_back_at_rest() {
         // 130 W decaying to 80 W with τ = 0.15 s: within ±8 W of 80 W after ≈ 0.3 s.
-        let s = settle_and_calibrate(Cooling::new(130.0, 80.0, 0.15), &params(5.0), reference(80.0))
-            .unwrap();
+        let s = settle_and_calibrate(
+            Cooling::new(130.0, 80.0, 0.15),
+            &params(5.0),
+            reference(80.0),
+        )
+        .unwrap();
         assert!(s.at_rest && s.subtracts(), "{}", s.statement);
-        assert!(s.waited_s >= 0.2 && s.waited_s < 4.0, "waited {}", s.waited_s);
+        assert!(
+            s.waited_s >= 0.2 && s.waited_s < 4.0,
+            "waited {}",
+            s.waited_s
+        );
         assert!((s.baseline.mean_w - 80.0).abs() < 8.0);
         assert!(s.statement.starts_with("net of idle"), "{}", s.statement);
-        assert!(s.statement.contains("reference 80.0 W (test)"), "{}", s.statement);
+        assert!(
+            s.statement.contains("reference 80.0 W (test)"),
+            "{}",
+            s.statement
+        );
     }
 
     #[test]
     fn a_device_that_stays_hot_reports_gross_energy_only_with_the_reason() {
         // τ = 100 s: still ≈ 130 W when the 0.3 s limit is reached.
-        let s = settle_and_calibrate(Cooling::new(130.0, 80.0, 100.0), &params(0.3), reference(80.0))
-            .unwrap();
+        let s = settle_and_calibrate(
+            Cooling::new(130.0, 80.0, 100.0),
+            &params(0.3),
+            reference(80.0),
+        )
+        .unwrap();
         assert!(!s.at_rest && !s.subtracts());
-        assert!(s.statement.starts_with("gross energy only"), "{}", s.statement);
+        assert!(
+            s.statement.starts_with("gross energy only"),
+            "{}",
+            s.statement
+        );
         assert!(s.statement.contains("the settle limit"), "{}", s.statement);
-        assert!(s.as_reference("t").is_none(), "a hot idle never becomes a reference");
+        assert!(
+            s.as_reference("t").is_none(),
+            "a hot idle never becomes a reference"
+        );
     }
 
     #[test]
@@ -411,7 +434,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         r.store(dir.path()).unwrap();
         assert_eq!(IdleReference::load(dir.path(), "cooling"), Some(r));
-        assert_eq!(IdleReference::load(dir.path(), "nvml:1"), None, "another sensor's reference");
+        assert_eq!(
+            IdleReference::load(dir.path(), "nvml:1"),
+            None,
+            "another sensor's reference"
+        );
     }
 
     #[test]

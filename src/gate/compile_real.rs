@@ -166,8 +166,20 @@ pub fn check_claims(
     }
 }
 
-/// A silent-fallback negative control is one only where the real thing is absent.
+/// A silent-fallback negative control is one only where the real thing is absent; and a negative
+/// control whose own backend cannot run here would be "caught" by the open failing, which checks
+/// nothing, so it is skipped with the reason instead.
 pub fn precondition(case: &Case) -> Option<String> {
+    if case.expect == Expect::Fail {
+        if let crate::backend::registry::Availability::Absent { reason, .. } =
+            crate::backend::registry::probe(&case.backend)
+        {
+            return Some(format!(
+                "the negative control needs `{}`, which cannot run here: {reason}",
+                case.backend
+            ));
+        }
+    }
     let other = case.unless_available.as_deref()?;
     crate::backend::registry::probe(other)
         .is_available()

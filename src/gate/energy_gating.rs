@@ -95,7 +95,11 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &EnergyGatingParams) -> TrialResult {
         Err(e) => return fail(format!("cannot build the prompt: {e}"), &[]),
     };
     let period = Duration::from_millis(p.poll_period_ms.max(1));
-    let run_dir = ctx.run_log.path().parent().map(std::path::Path::to_path_buf);
+    let run_dir = ctx
+        .run_log
+        .path()
+        .parent()
+        .map(std::path::Path::to_path_buf);
     let reference = match energy::IdleReference::from_env(sensor.name()) {
         Ok(r) => r.or_else(|| {
             run_dir
@@ -112,7 +116,9 @@ pub fn evaluate(ctx: &TrialContext<'_>, p: &EnergyGatingParams) -> TrialResult {
         // NVML power is a trailing average: every reading in the window must postdate the work.
         window: sensor
             .averaging_window()
-            .map_or(Duration::from_secs(2), |w| (2 * w).max(Duration::from_secs(2))),
+            .map_or(Duration::from_secs(2), |w| {
+                (2 * w).max(Duration::from_secs(2))
+            }),
         idle: Duration::from_secs_f64(p.idle_seconds),
         period,
     };

@@ -61,7 +61,12 @@ impl LlamaServer {
                 "1",
                 "--no-webui",
             ])
-            .args(gpu_layers.map(|n| ["-ngl".to_string(), n.to_string()]).into_iter().flatten())
+            .args(
+                gpu_layers
+                    .map(|n| ["-ngl".to_string(), n.to_string()])
+                    .into_iter()
+                    .flatten(),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| load(e.to_string()))?)
             .stderr(log);
@@ -439,7 +444,12 @@ pub fn llama_perplexity(
             &threads.to_string(),
         ])
         .args(["-b", &protocol.context.to_string()])
-        .args(gpu_layers.map(|n| ["-ngl".to_string(), n.to_string()]).into_iter().flatten())
+        .args(
+            gpu_layers
+                .map(|n| ["-ngl".to_string(), n.to_string()])
+                .into_iter()
+                .flatten(),
+        )
         .output()
         .map_err(|e| format!("cannot run llama-perplexity: {e}"))?;
     let log = format!(
@@ -529,7 +539,8 @@ mod tests {
             p.layers_by_device(),
             [("cpu".to_string(), 1)].into_iter().collect()
         );
-        let partial = Placement::parse("offloaded 10/31 layers to GPU\nCUDA0 model buffer size = 30.0 MiB\n");
+        let partial =
+            Placement::parse("offloaded 10/31 layers to GPU\nCUDA0 model buffer size = 30.0 MiB\n");
         assert_eq!(partial.layers_by_device().get("cpu"), Some(&21));
         assert!(Placement::parse("").layers_by_device().is_empty());
     }

@@ -59,7 +59,10 @@ pub enum Flavor {
 impl Flavor {
     /// The CUDA flavor for `INFERGATE_CUDA_ARCHS`, else this machine's GPUs (nvidia-smi).
     pub fn cuda_from_env() -> Result<Flavor, AssetError> {
-        if let Some(a) = std::env::var(ENV_CUDA_ARCHS).ok().filter(|a| !a.trim().is_empty()) {
+        if let Some(a) = std::env::var(ENV_CUDA_ARCHS)
+            .ok()
+            .filter(|a| !a.trim().is_empty())
+        {
             return Ok(Flavor::Cuda {
                 archs: a.trim().to_string(),
             });
@@ -68,7 +71,9 @@ impl Flavor {
             .map(|archs| Flavor::Cuda { archs })
             .ok_or_else(|| AssetError::ToolMissing {
                 asset: ASSET.into(),
-                tool: "a CUDA GPU to read the architecture from (nvidia-smi --query-gpu=compute_cap)".into(),
+                tool:
+                    "a CUDA GPU to read the architecture from (nvidia-smi --query-gpu=compute_cap)"
+                        .into(),
                 fix: format!("set {ENV_CUDA_ARCHS} (e.g. 90 for H100/H200, 89 for RTX 4080)"),
             })
     }
@@ -235,7 +240,13 @@ pub fn locate_flavor(flavor: &Flavor) -> Option<LlamaCppBuild> {
 /// `INFERGATE_CUDA_ARCHS` when set, else any architecture). Never builds.
 pub fn locate_cuda() -> Option<LlamaCppBuild> {
     if let Some(dir) = std::env::var_os(ENV_CUDA_BIN).filter(|v| !v.is_empty()) {
-        return from_override(Path::new(&dir), &Flavor::Cuda { archs: String::new() }).ok();
+        return from_override(
+            Path::new(&dir),
+            &Flavor::Cuda {
+                archs: String::new(),
+            },
+        )
+        .ok();
     }
     if let Some(archs) = std::env::var(ENV_CUDA_ARCHS)
         .ok()
@@ -365,7 +376,11 @@ fn python() -> String {
 }
 
 /// The cold build. Work dirs persist until success, so an interrupted build resumes where ninja stopped.
-fn build(root: &Path, flavor: &Flavor, progress: &mut dyn Write) -> Result<LlamaCppBuild, AssetError> {
+fn build(
+    root: &Path,
+    flavor: &Flavor,
+    progress: &mut dyn Write,
+) -> Result<LlamaCppBuild, AssetError> {
     let started = Instant::now();
     let nvcc = match flavor {
         Flavor::Cpu => None,
@@ -850,9 +865,7 @@ mod tests {
 
     #[test]
     fn cuda_flavor_has_its_own_cache_dir_and_flags() {
-        let cuda = Flavor::Cuda {
-            archs: "90".into(),
-        };
+        let cuda = Flavor::Cuda { archs: "90".into() };
         assert_ne!(cache_dir_for(&cuda), cache_dir());
         assert!(cache_dir_for(&cuda).ends_with("llama.cpp/11434.0.0-cuda-sm90"));
         assert!(cache_dir().ends_with("llama.cpp/11434.0.0"));
@@ -878,7 +891,10 @@ mod tests {
     #[test]
     fn compute_caps_become_cmake_architectures() {
         assert_eq!(parse_compute_caps("9.0\n").as_deref(), Some("90"));
-        assert_eq!(parse_compute_caps("9.0\n9.0\n8.9\n").as_deref(), Some("90;89"));
+        assert_eq!(
+            parse_compute_caps("9.0\n9.0\n8.9\n").as_deref(),
+            Some("90;89")
+        );
         assert_eq!(parse_compute_caps(""), None);
         assert_eq!(parse_compute_caps("[N/A]\n"), None);
     }
@@ -1049,7 +1065,8 @@ mod tests {
 
     #[test]
     fn override_pointing_nowhere_is_a_typed_error() {
-        let err = from_override(Path::new("/nonexistent/infergate-llama-bin"), &Flavor::Cpu).unwrap_err();
+        let err =
+            from_override(Path::new("/nonexistent/infergate-llama-bin"), &Flavor::Cpu).unwrap_err();
         assert!(matches!(err, AssetError::OverrideMissing { .. }), "{err}");
         assert!(err.to_string().contains(ENV_BIN));
     }

@@ -19,7 +19,8 @@ pub const SHIM_ENV: &str = "INFERGATE_CUDA_GRAPH_SHIM";
 /// The ABI version this build speaks (`ig_graph_abi_version` in the shim).
 pub const SHIM_ABI: i32 = 1;
 /// What fixes a missing shim, for messages.
-pub const SHIM_FIX: &str = "on the GPU machine run scripts/gpu/build-cuda-graph-shim.sh (needs a C++ \
+pub const SHIM_FIX: &str =
+    "on the GPU machine run scripts/gpu/build-cuda-graph-shim.sh (needs a C++ \
 compiler, torch 2.11 with its headers and the CUDA runtime headers), or set \
 INFERGATE_CUDA_GRAPH_SHIM=/path/to/libinfergate_cuda_graph.so";
 
@@ -140,7 +141,9 @@ impl CudaGraph {
         let shim = shim()?;
         let mut handle = std::ptr::null_mut();
         // SAFETY: `handle` is a valid out pointer.
-        shim.check("ig_graph_new", unsafe { (shim.new)(device as i32, &mut handle) })?;
+        shim.check("ig_graph_new", unsafe {
+            (shim.new)(device as i32, &mut handle)
+        })?;
         Ok(CudaGraph {
             shim,
             handle,
@@ -201,8 +204,9 @@ impl CudaGraph {
     /// Launch the captured graph once on the current stream.
     pub fn replay(&mut self) -> Result<(), String> {
         // SAFETY: valid handle; the shim refuses a replay before a capture.
-        self.shim
-            .check("ig_graph_replay", unsafe { (self.shim.replay)(self.handle) })
+        self.shim.check("ig_graph_replay", unsafe {
+            (self.shim.replay)(self.handle)
+        })
     }
 
     /// Replays so far, as counted by the shim.

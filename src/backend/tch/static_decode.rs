@@ -138,11 +138,7 @@ impl StaticState {
         let index = |v: i64| Tensor::f_from_slice(&[v])?.f_to_device(device);
         Ok(StaticState {
             len: l,
-            cache: KvCache {
-                k,
-                v,
-                capacity: l,
-            },
+            cache: KvCache { k, v, capacity: l },
             tok: index(0)?,
             pos: index(0)?,
             step: index(0)?,
