@@ -34,21 +34,26 @@ log() { echo "stage-onnxruntime-gpu: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 
-verify_dest() {
+# 0 when every library is in DEST with its pinned hash; otherwise says which one is not.
+check_dest() {
   local dest=$1 entry file want
   for entry in "${LIBS[@]}"; do
     IFS='|' read -r file want <<<"$entry"
-    [[ -f "$dest/$file" ]] || die "$dest/$file is missing"
-    [[ "$(sha "$dest/$file")" == "$want" ]] || die "$dest/$file: sha256 is not $want"
+    if [[ ! -f "$dest/$file" ]]; then log "$dest/$file is missing"; return 1; fi
+    if [[ "$(sha "$dest/$file")" != "$want" ]]; then log "$dest/$file: sha256 is not $want"; return 1; fi
   done
-  log "verified $(( ${#LIBS[@]} )) libraries in $dest"
-  echo "export ORT_DYLIB_PATH=$(cd "$dest" && pwd)/libonnxruntime.so.1.31.1"
+}
+
+verify_dest() {
+  check_dest "$1" || die "$1 does not hold onnxruntime-gpu 1.31.1's libraries"
+  log "verified ${#LIBS[@]} libraries in $1"
+  echo "export ORT_DYLIB_PATH=$(cd "$1" && pwd)/libonnxruntime.so.1.31.1"
 }
 
 stage() {
   local dest=$1
   mkdir -p "$dest"
-  if verify_dest "$dest" >/dev/null 2>&1; then verify_dest "$dest"; return; fi
+  if check_dest "$dest" 2>/dev/null; then verify_dest "$dest"; return; fi
   local dl
   dl=$(mktemp -d)
   trap 'rm -rf "$dl"' RETURN

@@ -285,6 +285,9 @@ pub fn ensure_flavor_built(
     if let Some(dir) = env_override(flavor) {
         return from_override(&dir, flavor);
     }
+    if let (Flavor::Cuda { .. }, None) = (flavor, find_nvcc()) {
+        return Err(nvcc_missing());
+    }
     let root = cache_dir_for(flavor);
     let bin = root.join("bin");
     if let Some(found) = from_cache(&bin) {
@@ -384,13 +387,7 @@ fn build(
     let started = Instant::now();
     let nvcc = match flavor {
         Flavor::Cpu => None,
-        Flavor::Cuda { .. } => Some(find_nvcc().ok_or_else(|| AssetError::ToolMissing {
-            asset: ASSET.into(),
-            tool: "nvcc (the CUDA compiler: on PATH, $CUDACXX, $CUDA_HOME/bin or /usr/local/cuda/bin)".into(),
-            fix: format!(
-                "install the CUDA toolkit matching the driver, or set {ENV_CUDA_BIN} to an existing CUDA build's bin dir"
-            ),
-        })?),
+        Flavor::Cuda { .. } => Some(find_nvcc().ok_or_else(nvcc_missing)?),
     };
     let compiler = find_cxx_compiler().ok_or_else(|| AssetError::ToolMissing {
         asset: ASSET.into(),
@@ -526,6 +523,17 @@ fn find_cxx_compiler() -> Option<PathBuf> {
     ["c++", "g++", "clang++"]
         .iter()
         .find_map(|name| on_path(name))
+}
+
+fn nvcc_missing() -> AssetError {
+    AssetError::ToolMissing {
+        asset: ASSET.into(),
+        tool: "nvcc (the CUDA compiler: on PATH, $CUDACXX, $CUDA_HOME/bin or /usr/local/cuda/bin)"
+            .into(),
+        fix: format!(
+            "install the CUDA toolkit matching the driver, or set {ENV_CUDA_BIN} to an existing CUDA build's bin dir"
+        ),
+    }
 }
 
 fn find_nvcc() -> Option<PathBuf> {
