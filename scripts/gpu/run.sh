@@ -15,8 +15,8 @@
 #                             libraries (its nvidia/cu13/lib) — set here from TORCH_DIR when unset
 #   TORCH_DIR                 that torch/ folder (default: found through python3)
 #   ORT_DYLIB_PATH            onnxruntime-gpu's libonnxruntime.so.1.31.1 (scripts/gpu/stage-onnxruntime-gpu.sh)
-#   ORT_CPU_DYLIB_PATH        the CPU build's libonnxruntime.so.1.31.1, for the silent-fallback control
-#                             (default: infergate's cached copy, fetched by `infergate fetch`)
+#   ORT_CPU_DYLIB_PATH        an ONNX Runtime whose CUDA provider cannot load, for the silent-fallback
+#                             control (default: a copy of ORT_DYLIB_PATH without the CUDA provider beside it)
 #   INFERGATE_CUDA_GRAPH_SHIM the CUDA-graph shim (default: the cache, scripts/gpu/build-cuda-graph-shim.sh)
 #   INFERGATE_LLAMA_CPP_CUDA_BIN  an existing CUDA llama.cpp build (default: the cache, `infergate build-llama-cpp --cuda`)
 #   INFERGATE_IDLE_REFERENCE_W    the GPU's idle power at rest, if known (else the run's first settled idle)
@@ -60,11 +60,19 @@ run --profile ci --gate attribution.compile_real
 # The silent-fallback controls need the real thing hidden, each in its own process: the CPU build of
 # ONNX Runtime (the CUDA provider cannot register: ORT falls back to the CPU on its own), and
 # libtorch without libtorch_cuda ("cuda if available" code then runs on the CPU).
-CPU_ORT=${ORT_CPU_DYLIB_PATH:-$(env -u ORT_DYLIB_PATH "$IG" fetch 2>/dev/null | grep -o '/[^ ]*libonnxruntime.so.1.31.1' | head -1)}
+# Without ORT_CPU_DYLIB_PATH: the GPU build's libonnxruntime copied into a directory that lacks
+# libonnxruntime_providers_cuda.so, so the CUDA provider cannot load (ONNX Runtime loads providers
+# from its own directory) — the same silent fallback, without fetching the CPU build.
+CPU_ORT=${ORT_CPU_DYLIB_PATH:-}
+if [[ -z "$CPU_ORT" && -n "${ORT_DYLIB_PATH:-}" ]]; then
+  mkdir -p "$OUT/ort-without-cuda-provider"
+  cp "$ORT_DYLIB_PATH" "$(dirname "$ORT_DYLIB_PATH")/libonnxruntime_providers_shared.so" "$OUT/ort-without-cuda-provider/"
+  CPU_ORT=$OUT/ort-without-cuda-provider/$(basename "$ORT_DYLIB_PATH")
+fi
 if [[ -n "$CPU_ORT" ]]; then
   ORT_DYLIB_PATH=$CPU_ORT run --profile ci --gate attribution.compile_real --backend ort-cpu
 else
-  log "no CPU build of ONNX Runtime for the ort-cuda fallback control (set ORT_CPU_DYLIB_PATH)"
+  log "no ONNX Runtime for the ort-cuda fallback control (set ORT_DYLIB_PATH or ORT_CPU_DYLIB_PATH)"
 fi
 INFERGATE_LIBTORCH_CUDA=/nonexistent/libtorch_cuda.so run --profile ci --gate attribution.compile_real --backend tch-auto
 

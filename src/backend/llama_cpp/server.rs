@@ -60,6 +60,11 @@ impl LlamaServer {
                 "--parallel",
                 "1",
                 "--no-webui",
+                // Log verbosity 4 keeps llama.cpp's model-load lines (`offloaded N/M layers to GPU`,
+                // `<buffer> model buffer size`), the evidence of where the weights went; it adds
+                // about 20 lines per request, none per token.
+                "-lv",
+                "4",
             ])
             .args(
                 gpu_layers
