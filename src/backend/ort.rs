@@ -219,9 +219,12 @@ impl RequestedProvider {
 
     fn dispatch_lenient(&self) -> ort::ep::ExecutionProviderDispatch {
         match self {
-            RequestedProvider::Cuda { device_id } => {
-                ort::ep::CUDA::default().with_device_id(*device_id).build()
-            }
+            // TF32 off explicitly: the CUDA ids carry fp32/fp16 labels, and TF32 would round fp32
+            // matmul inputs to 10 mantissa bits.
+            RequestedProvider::Cuda { device_id } => ort::ep::CUDA::default()
+                .with_device_id(*device_id)
+                .with_tf32(false)
+                .build(),
             RequestedProvider::TensorRt {
                 device_id,
                 engine_cache_dir,
