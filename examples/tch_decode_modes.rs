@@ -4,7 +4,8 @@
 //! captured graph and whether the tokens agree.
 //!
 //! cargo run --release --features torch --example tch_decode_modes -- [--gguf FILE | --random]
-//!     [--device cuda|cpu] [--dtype bf16|fp16|fp32] [--prompt 27] [--tokens 64] [--reps 10]
+//!     [--device cuda|cpu] [--dtype bf16|fp16|fp32] [--prompt 27 | --ids 504,1463,…] [--tokens 64]
+//!     [--reps 10]
 //!
 //! `--random` uses SmolLM2-135M-shaped random weights (same shapes, hence the same kernels and
 //! speed, without the model file). Prints one JSON line per mode.
@@ -76,9 +77,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Err(e) => println!("{}", serde_json::json!({ "copy_bandwidth_error": e })),
         }
     }
-    let prompt: Vec<u32> = (0..prompt_len as u32)
-        .map(|i| (i * 7919 + 13) % weights.config.vocab_size as u32)
-        .collect();
+    // `--ids 504,1463,…` (e.g. from `infergate prompts`), else a synthetic prompt of `--prompt` ids.
+    let prompt: Vec<u32> = match arg(&args, "--ids") {
+        Some(ids) => ids
+            .split(',')
+            .map(|t| t.trim().parse())
+            .collect::<Result<_, _>>()?,
+        None => (0..prompt_len as u32)
+            .map(|i| (i * 7919 + 13) % weights.config.vocab_size as u32)
+            .collect(),
+    };
     let modes = [DecodeMode::Eager, DecodeMode::Static, DecodeMode::CudaGraph];
     let mut reference: Option<Vec<u32>> = None;
     for mode in modes {

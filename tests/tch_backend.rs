@@ -139,6 +139,27 @@ fn tch_static_decode_step_gives_the_eager_tokens() {
     assert!(ev.graph.is_none(), "no graph on the CPU: {ev:?}");
 }
 
+/// In bf16 the static formulation rounds differently from the eager forward (RoPE as a matmul,
+/// fused RMSNorm, residual adds inside the matmul), so near-ties can flip; the decode-fraction
+/// gate therefore compares the static and graph loops with a recompute of their own formulation,
+/// which must give the cached loop's tokens: the cache changes nothing.
+#[test]
+fn tch_static_bf16_cached_tokens_equal_its_own_full_recompute() {
+    let mut fixed = TchBackend::open(
+        TchOptions::new("tch-cpu-static-bf16", TchDevice::Cpu, TchDtype::Bf16)
+            .with_decode(DecodeMode::Static),
+        weights(),
+    )
+    .unwrap();
+    let long: [u32; 27] = [
+        504, 1463, 282, 260, 33059, 5634, 351, 9935, 1150, 335, 13083, 33959, 288, 3948, 7761,
+        8342, 618, 28899, 28, 284, 690, 800, 5034, 623, 2232, 325, 38317,
+    ];
+    let cached = fixed.generate(&long, 64).unwrap();
+    let recomputed = fixed.full_recompute_tokens(&long, 64).unwrap().unwrap();
+    assert_eq!(cached.tokens, recomputed);
+}
+
 /// CUDA-graph decoding where CUDA and the shim are there: every decode step is a replay, the
 /// tokens equal the static step's launched from the host (the same kernels), and the captured
 /// step's kernel count is reported.

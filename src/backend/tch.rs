@@ -1045,7 +1045,21 @@ impl Backend for TchBackend {
         prompt: &[u32],
         gen_tokens: usize,
     ) -> Option<Result<Vec<u32>, BackendError>> {
-        Some(self.generate_full_recompute(prompt, gen_tokens))
+        if prompt.is_empty() || gen_tokens == 0 {
+            return Some(Err(
+                self.err("full_recompute", "prompt and gen_tokens must be non-empty")
+            ));
+        }
+        if let Err(e) = self.check_tokens(prompt, gen_tokens - 1, "full_recompute") {
+            return Some(Err(e));
+        }
+        Some(match self.decode {
+            DecodeMode::Eager => self.generate_full_recompute(prompt, gen_tokens),
+            // The static and graph loops are compared with a recompute of their own formulation.
+            DecodeMode::Static | DecodeMode::CudaGraph => {
+                self.static_full_recompute(prompt, gen_tokens)
+            }
+        })
     }
 
     fn logits(&mut self, tokens: &[u32]) -> Result<Array2<f32>, BackendError> {

@@ -10,7 +10,9 @@
 //! position and step: consecutive replays decode consecutive tokens with no host work in between,
 //! and the host reads the tokens once at the end.
 //!
-//! Kernel count per step (what a replay launches) is read from the captured graph; a decode step is
+//! The prefill (and the full recompute the decode-fraction gate compares against) uses the same
+//! formulation over the whole sequence ([`prefill`]), so cached and recomputed tokens differ only in
+//! what the cache holds. Kernel count per step (what a replay launches) is read from the captured graph; a decode step is
 //! about 14 kernels per layer: fused RMSNorm ×2, QKV, RoPE (one matmul for Q and K together), two
 //! cache writes, scores (mask added by `baddbmm`), softmax, P·V, output projection with the residual
 //! add (`addmm`), gate/up, SiLU, multiply, down projection with the residual add.
@@ -208,6 +210,87 @@ fn step(w: &Weights, c: &LlamaConfig, s: &mut StaticState) -> TchResult<Tensor> 
     Ok(logits)
 }
 
+/// The static formulation over a whole sequence at positions `0..s` (the same operations as [`step`]:
+/// fused RMSNorm, RoPE as one matrix per position, masked attention through `baddbmm`, residual
+/// adds inside `addmm`), writing every position's K and V into the static cache. It is the prefill
+/// of the static and graph loops, and, called on a whole sequence with nothing cached, their full
+/// recompute: the KV-cached loop and the recompute then differ in nothing but the cache.
+/// Returns the logits of the last position, `[1, vocab]`.
+fn prefill(
+    w: &Weights,
+    c: &LlamaConfig,
+    st: &mut StaticState,
+    tokens: &[u32],
+) -> TchResult<Tensor> {
+    let (d, hd, nh, nkv) = (
+        c.d_model as i64,
+        c.head_dim() as i64,
+        c.n_heads as i64,
+        c.n_kv_heads as i64,
+    );
+    let (kv, ffn, group) = (nkv * hd, c.ffn_dim as i64, nh / nkv);
+    let eps = f64::from(c.rms_norm_eps);
+    let scale = 1.0 / (hd as f64).sqrt();
+    let s = tokens.len() as i64;
+    if s > st.len {
+        return Err(tch::TchError::Shape(format!(
+            "{s} positions do not fit the static cache of {}",
+            st.len
+        )));
+    }
+    let device = st.rope.device();
+    let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
+    let ids = Tensor::f_from_slice(&ids)?.f_to_device(device)?;
+    let rope = st.rope.f_narrow(0, 0, s)?; // [s, hd, hd]
+                                           // Causal [s, s], rows repeated per query head of a group (rows ordered (head in group, position)).
+    let mask = st
+        .mask
+        .f_narrow(0, 0, s)?
+        .f_reshape([s, st.len])?
+        .f_narrow(1, 0, s)?
+        .f_repeat([group, 1])?;
+    let mut x = w.embed.f_index_select(0, &ids)?; // [s, d]
+    for (i, layer) in w.layers.iter().enumerate() {
+        let h = x.f_rms_norm([d], Some(&layer.attn_norm), eps)?;
+        let qkv = h.f_linear(&layer.wqkv, None::<Tensor>)?; // [s, d + 2 kv]
+        let qk = qkv
+            .f_narrow(1, 0, d + kv)?
+            .f_reshape([s, nh + nkv, hd])?
+            .f_bmm(&rope)?; // [s, nh + nkv, hd]
+        let k = qk.f_narrow(1, nh, nkv)?.f_transpose(0, 1)?; // [nkv, s, hd]
+        let v = qkv
+            .f_narrow(1, d + kv, kv)?
+            .f_reshape([s, nkv, hd])?
+            .f_transpose(0, 1)?;
+        st.cache.k[i].f_narrow(1, 0, s)?.f_copy_(&k)?;
+        st.cache.v[i].f_narrow(1, 0, s)?.f_copy_(&v)?;
+        let q = qk
+            .f_narrow(1, 0, nh)?
+            .f_reshape([s, nkv, group, hd])?
+            .f_permute([1, 2, 0, 3])?
+            .f_reshape([nkv, group * s, hd])?;
+        let scores = mask.f_baddbmm(&q, &k.f_transpose(1, 2)?, 1.0, scale)?; // [nkv, group s, s]
+        let attn = scores
+            .f_softmax(-1, None::<Kind>)?
+            .f_bmm(&v)? // [nkv, group s, hd]
+            .f_reshape([nkv, group, s, hd])?
+            .f_permute([2, 0, 1, 3])?
+            .f_reshape([s, d])?;
+        x = x.f_addmm(&attn, &layer.wo.f_tr()?)?;
+        let h = x.f_rms_norm([d], Some(&layer.ffn_norm), eps)?;
+        let gate_up = h.f_linear(&layer.w_gate_up, None::<Tensor>)?;
+        let act = gate_up
+            .f_narrow(1, 0, ffn)?
+            .f_silu()?
+            .f_mul(&gate_up.f_narrow(1, ffn, ffn)?)?;
+        x = x.f_addmm(&act, &layer.w_down.f_tr()?)?;
+    }
+    let x = x
+        .f_narrow(0, s - 1, 1)?
+        .f_rms_norm([d], Some(&w.final_norm), eps)?;
+    x.f_linear(w.head(), None::<Tensor>)
+}
+
 impl TchBackend {
     /// The decoder for a cache of `len` positions, built (and for [`DecodeMode::CudaGraph`],
     /// captured) on first use. Taken out of the map while in use.
@@ -288,14 +371,14 @@ impl TchBackend {
         }
         self.synchronize("prefill")?;
         let start = Instant::now();
-        let logits = self
-            .forward(prompt, 0, Some(&mut state.cache), true)
-            .map_err(|e| self.err("prefill", e))?;
-        tch::no_grad(|| {
+        let logits = tch::no_grad(|| {
+            let logits = prefill(&self.weights, &self.config, state, prompt)?;
             let first = logits.f_argmax(-1, false)?;
-            state.start(prompt.len(), &first)
+            state.start(prompt.len(), &first)?;
+            Ok::<_, tch::TchError>(logits)
         })
         .map_err(|e| self.err("prefill", e))?;
+        self.outputs_seen.add(&logits, 1);
         self.synchronize("prefill")?;
         let prefill_done = Instant::now();
         for _ in 1..gen_tokens {
@@ -328,6 +411,42 @@ impl TchBackend {
             prefill_done,
             end,
         ))
+    }
+
+    /// Greedy tokens by recomputing the whole sequence at every step with the static formulation and
+    /// nothing reused from a cache (see [`prefill`]).
+    pub(super) fn static_full_recompute(
+        &mut self,
+        prompt: &[u32],
+        gen_tokens: usize,
+    ) -> Result<Vec<u32>, BackendError> {
+        let needed = prompt.len() + gen_tokens;
+        let len = static_len(needed, self.config.context_length).ok_or_else(|| {
+            self.err(
+                "full_recompute",
+                format!("{needed} positions exceed the context length"),
+            )
+        })?;
+        let mut decoder = self.take_decoder(len)?;
+        let mut seq = prompt.to_vec();
+        let mut out = Vec::with_capacity(gen_tokens);
+        let result = (|| {
+            for _ in 0..gen_tokens {
+                let next = tch::no_grad(|| {
+                    prefill(&self.weights, &self.config, &mut decoder.state, &seq)?
+                        .f_argmax(-1, false)?
+                        .f_int64_value(&[0])
+                })
+                .map_err(|e| self.err("full_recompute", e))?;
+                let next = u32::try_from(next)
+                    .map_err(|_| self.err("full_recompute", format!("argmax returned {next}")))?;
+                out.push(next);
+                seq.push(next);
+            }
+            Ok(())
+        })();
+        self.static_decoders.insert(len, decoder);
+        result.map(|()| out)
     }
 
     /// The graph path's evidence: the captured step's size and the replays so far.
