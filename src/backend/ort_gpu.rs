@@ -87,6 +87,11 @@ pub const FIX: &str = "stage onnxruntime-gpu 1.31.1 with scripts/gpu/stage-onnxr
 ORT_DYLIB_PATH=DIR/libonnxruntime.so.1.31.1; its CUDA provider needs CUDA 13's libcudart, libcublas(Lt) and \
 libcurand on the loader path (with a pip-installed torch 2.11: LD_LIBRARY_PATH=<site-packages>/nvidia/cu13/lib)";
 
+/// The fix printed when the TensorRT provider cannot load.
+pub const TENSORRT_FIX: &str = "install TensorRT 10 for CUDA 13 (libnvinfer.so.10, libnvonnxparser.so.10) and cuDNN 9 \
+and put them on LD_LIBRARY_PATH, beside onnxruntime-gpu 1.31.1 staged with scripts/gpu/stage-onnxruntime-gpu.sh \
+(ORT_DYLIB_PATH=DIR/libonnxruntime.so.1.31.1)";
+
 /// A provider that can be loaded: where its files are.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProviderCheck {

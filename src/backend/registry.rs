@@ -96,7 +96,14 @@ pub fn probe(id: &str) -> Availability {
                 Ok(rt) if super::ort::runtime_providers().iter().any(|p| p == wanted) => {
                     match super::ort_gpu::check_provider(&rt.library_path, gpu) {
                         Ok(c) => Availability::Available { detail: format!("ONNX Runtime {} with {wanted} at {} ({})", rt.version, c.provider_library.display(), c.resolved.iter().map(|(n, p)| format!("{n} → {p}")).collect::<Vec<_>>().join(", ")) },
-                        Err(reason) => Availability::Absent { reason, fix: super::ort_gpu::FIX.into() },
+                        Err(reason) => Availability::Absent {
+                            reason,
+                            fix: match gpu {
+                                super::ort_gpu::GpuProvider::Cuda => super::ort_gpu::FIX,
+                                super::ort_gpu::GpuProvider::TensorRt => super::ort_gpu::TENSORRT_FIX,
+                            }
+                            .into(),
+                        },
                     }
                 }
                 Ok(rt) => Availability::Absent {
