@@ -773,7 +773,7 @@ pub fn profile_covers(max_shapes: &str, input: &str, len: usize) -> bool {
         .find(|(name, _)| name.trim() == input)
         .and_then(|(_, dims)| {
             dims.split('x')
-                .last()
+                .next_back()
                 .and_then(|d| d.trim().parse::<usize>().ok())
         })
         .is_some_and(|max| len <= max)
