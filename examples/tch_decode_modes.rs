@@ -89,6 +89,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let modes = [DecodeMode::Eager, DecodeMode::Static, DecodeMode::CudaGraph];
     let mut reference: Option<Vec<u32>> = None;
+    let mut static_tokens: Option<Vec<u32>> = None;
     for mode in modes {
         if mode == DecodeMode::CudaGraph && device == TchDevice::Cpu {
             continue;
@@ -135,6 +136,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .position(|(a, b)| a != b)
                 .unwrap_or(r.len())
         });
+        let equal_to_static = match (mode, &static_tokens) {
+            (DecodeMode::CudaGraph, Some(st)) => Some(st == &tokens),
+            _ => None,
+        };
         let ev = b.tch_evidence();
         println!(
             "{}",
@@ -149,10 +154,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "decode_ms_min": decode[0],
                 "decode_tok_s_median": (gen - 1) as f64 / (med(&decode) / 1e3),
                 "tokens_equal_to_eager_up_to": agree,
+                "tokens_equal_to_static": equal_to_static,
                 "graph": ev.graph,
                 "first_tokens": &tokens[..tokens.len().min(8)],
             })
         );
+        if mode == DecodeMode::Static {
+            static_tokens = Some(tokens.clone());
+        }
         if reference.is_none() {
             reference = Some(tokens);
         }

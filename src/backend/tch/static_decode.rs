@@ -17,6 +17,7 @@
 //! cache writes, scores (mask added by `baddbmm`), softmax, P·V, output projection with the residual
 //! add (`addmm`), gate/up, SiLU, multiply, down projection with the residual add.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -66,6 +67,8 @@ pub fn static_len(needed: usize, context_length: usize) -> Option<usize> {
 pub(super) struct StaticState {
     len: i64,
     cache: KvCache,
+    /// `[len]` i64: the prompt ids the prefill reads (copied in before each prefill).
+    ids: Tensor,
     /// `[1]` i64: the token the next step reads.
     tok: Tensor,
     /// `[1]` i64: its position.
@@ -84,6 +87,9 @@ pub(super) struct StaticState {
 pub(super) struct StaticDecoder {
     state: StaticState,
     graph: Option<CudaGraph>,
+    /// CUDA-graph mode: the prefill (with the first token written into the slots) captured per
+    /// prompt length, so the prefill is not host-launch-bound either.
+    prefill_graphs: BTreeMap<usize, CudaGraph>,
 }
 
 /// What the graph path did, for the compile-is-real evidence.
@@ -96,8 +102,10 @@ pub struct GraphEvidence {
     /// Kernel nodes in the captured step: kernel launches per decoded token on replay.
     pub kernels_per_step: i64,
     pub nodes_per_step: i64,
-    /// Graph replays so far (counted by the shim).
+    /// Replays of the decode-step graph so far (counted by the shim).
     pub replays: u64,
+    /// Prompt lengths whose prefill is captured as a graph of its own (replays not counted above).
+    pub prefill_graph_lengths: Vec<usize>,
 }
 
 impl StaticState {
@@ -141,6 +149,7 @@ impl StaticState {
         Ok(StaticState {
             len: l,
             cache: KvCache { k, v, capacity: l },
+            ids: Tensor::f_zeros([l], (Kind::Int64, device))?,
             tok: index(0)?,
             pos: index(0)?,
             step: index(0)?,
@@ -148,6 +157,13 @@ impl StaticState {
             rope: put(&rope, &[l, hd as i64, hd as i64])?,
             mask: put(&mask, &[l, 1, l])?,
         })
+    }
+
+    /// Copy `tokens` into the prompt slot the prefill reads (outside any capture: a host copy).
+    fn load_ids(&mut self, tokens: &[u32]) -> TchResult<()> {
+        let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
+        let host = Tensor::f_from_slice(&ids)?;
+        self.ids.f_narrow(0, 0, ids.len() as i64)?.f_copy_(&host)
     }
 
     /// Set the slots for the first decode step after a prefill of `prompt_len` tokens whose greedy
@@ -216,12 +232,7 @@ fn step(w: &Weights, c: &LlamaConfig, s: &mut StaticState) -> TchResult<Tensor> 
 /// of the static and graph loops, and, called on a whole sequence with nothing cached, their full
 /// recompute: the KV-cached loop and the recompute then differ in nothing but the cache.
 /// Returns the logits of the last position, `[1, vocab]`.
-fn prefill(
-    w: &Weights,
-    c: &LlamaConfig,
-    st: &mut StaticState,
-    tokens: &[u32],
-) -> TchResult<Tensor> {
+fn prefill(w: &Weights, c: &LlamaConfig, st: &mut StaticState, s: usize) -> TchResult<Tensor> {
     let (d, hd, nh, nkv) = (
         c.d_model as i64,
         c.head_dim() as i64,
@@ -231,18 +242,17 @@ fn prefill(
     let (kv, ffn, group) = (nkv * hd, c.ffn_dim as i64, nh / nkv);
     let eps = f64::from(c.rms_norm_eps);
     let scale = 1.0 / (hd as f64).sqrt();
-    let s = tokens.len() as i64;
+    let s = s as i64;
     if s > st.len {
         return Err(tch::TchError::Shape(format!(
             "{s} positions do not fit the static cache of {}",
             st.len
         )));
     }
-    let device = st.rope.device();
-    let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
-    let ids = Tensor::f_from_slice(&ids)?.f_to_device(device)?;
-    let rope = st.rope.f_narrow(0, 0, s)?; // [s, hd, hd]
-                                           // Causal [s, s], rows repeated per query head of a group (rows ordered (head in group, position)).
+    let ids = st.ids.f_narrow(0, 0, s)?;
+    // RoPE matrices `[s, hd, hd]`; the causal mask `[s, s]` with its rows repeated per query head of
+    // a group (rows ordered (head in group, position)).
+    let rope = st.rope.f_narrow(0, 0, s)?;
     let mask = st
         .mask
         .f_narrow(0, 0, s)?
@@ -291,6 +301,20 @@ fn prefill(
     x.f_linear(w.head(), None::<Tensor>)
 }
 
+/// [`prefill`] of the `s` ids in the prompt slot, then the greedy first token into the decode slots
+/// (no host synchronization: capturable).
+fn prefill_and_start(
+    w: &Weights,
+    c: &LlamaConfig,
+    st: &mut StaticState,
+    s: usize,
+) -> TchResult<Tensor> {
+    let logits = prefill(w, c, st, s)?;
+    let first = logits.f_argmax(-1, false)?;
+    st.start(s, &first)?;
+    Ok(logits)
+}
+
 impl TchBackend {
     /// The decoder for a cache of `len` positions, built (and for [`DecodeMode::CudaGraph`],
     /// captured) on first use. Taken out of the map while in use.
@@ -300,7 +324,11 @@ impl TchBackend {
         }
         let state = tch::no_grad(|| StaticState::new(&self.config, len, self.device, self.kind))
             .map_err(|e| self.err("static cache", e))?;
-        let mut decoder = StaticDecoder { state, graph: None };
+        let mut decoder = StaticDecoder {
+            state,
+            graph: None,
+            prefill_graphs: BTreeMap::new(),
+        };
         if self.decode == DecodeMode::CudaGraph {
             let Device::Cuda(index) = self.device else {
                 return Err(self.err("capture", "CUDA graphs need a CUDA device"));
@@ -325,7 +353,8 @@ impl TchBackend {
         Ok(decoder)
     }
 
-    /// Greedy generation through the static step (prefill stays the dynamic forward).
+    /// Greedy generation through the static prefill and step (both replayed as CUDA graphs in
+    /// CUDA-graph mode).
     pub(super) fn generate_static(
         &mut self,
         prompt: &[u32],
@@ -345,7 +374,15 @@ impl TchBackend {
         let result = match decoder.graph.take() {
             Some(mut graph) => {
                 let r = graph.on_side_stream(|g| {
-                    self.run_static(&mut decoder.state, Some(g), prompt, gen_tokens)
+                    let mut prefill_graph = self.prefill_graph(&mut decoder, prompt)?;
+                    let r = self.run_static(
+                        &mut decoder.state,
+                        Some((g, &mut prefill_graph)),
+                        prompt,
+                        gen_tokens,
+                    );
+                    decoder.prefill_graphs.insert(prompt.len(), prefill_graph);
+                    r
                 });
                 decoder.graph = Some(graph);
                 r.map_err(|e| self.err("decode", e)).and_then(|r| r)
@@ -356,10 +393,42 @@ impl TchBackend {
         result
     }
 
+    /// The captured prefill for `prompt`'s length, taken out of the decoder (captured on first use,
+    /// after one eager warm-up). Call on the step graph's side stream; put it back after use.
+    fn prefill_graph(
+        &self,
+        decoder: &mut StaticDecoder,
+        prompt: &[u32],
+    ) -> Result<CudaGraph, BackendError> {
+        let s = prompt.len();
+        if let Some(g) = decoder.prefill_graphs.remove(&s) {
+            return Ok(g);
+        }
+        let Device::Cuda(index) = self.device else {
+            return Err(self.err("capture", "CUDA graphs need a CUDA device"));
+        };
+        let mut graph = CudaGraph::new(index).map_err(|e| self.err("capture", e))?;
+        let (w, c, state) = (&self.weights, &self.config, &mut decoder.state);
+        let captured = tch::no_grad(|| {
+            graph.on_side_stream(|g| -> Result<GraphCounts, String> {
+                state.load_ids(prompt).map_err(|e| e.to_string())?;
+                let _ = prefill_and_start(w, c, state, s)
+                    .map_err(|e| format!("warm-up prefill: {e}"))?;
+                g.capture(|| prefill_and_start(w, c, state, s).map(|_| ()))
+            })
+        });
+        captured
+            .and_then(|r| r)
+            .map_err(|e| self.err("capture prefill", e))?;
+        Ok(graph)
+    }
+
+    /// One generation on the static state: prefill and decode steps launched from the host, or
+    /// (`graphs`: decode step, prefill) replayed.
     fn run_static(
         &mut self,
         state: &mut StaticState,
-        mut graph: Option<&mut CudaGraph>,
+        mut graphs: Option<(&mut CudaGraph, &mut CudaGraph)>,
         prompt: &[u32],
         gen_tokens: usize,
     ) -> Result<Generation, BackendError> {
@@ -371,19 +440,24 @@ impl TchBackend {
         }
         self.synchronize("prefill")?;
         let start = Instant::now();
-        let logits = tch::no_grad(|| {
-            let logits = prefill(&self.weights, &self.config, state, prompt)?;
-            let first = logits.f_argmax(-1, false)?;
-            state.start(prompt.len(), &first)?;
-            Ok::<_, tch::TchError>(logits)
-        })
-        .map_err(|e| self.err("prefill", e))?;
-        self.outputs_seen.add(&logits, 1);
+        state.load_ids(prompt).map_err(|e| self.err("prefill", e))?;
+        match graphs.as_mut() {
+            Some((_, prefill_graph)) => {
+                prefill_graph.replay().map_err(|e| self.err("prefill", e))?
+            }
+            None => {
+                let logits = tch::no_grad(|| {
+                    prefill_and_start(&self.weights, &self.config, state, prompt.len())
+                })
+                .map_err(|e| self.err("prefill", e))?;
+                self.outputs_seen.add(&logits, 1);
+            }
+        }
         self.synchronize("prefill")?;
         let prefill_done = Instant::now();
         for _ in 1..gen_tokens {
-            match graph.as_deref_mut() {
-                Some(g) => g.replay().map_err(|e| self.err("decode", e))?,
+            match graphs.as_mut() {
+                Some((g, _)) => g.replay().map_err(|e| self.err("decode", e))?,
                 None => {
                     let logits = tch::no_grad(|| step(&self.weights, &self.config, state))
                         .map_err(|e| self.err("decode", e))?;
@@ -433,7 +507,8 @@ impl TchBackend {
         let result = (|| {
             for _ in 0..gen_tokens {
                 let next = tch::no_grad(|| {
-                    prefill(&self.weights, &self.config, &mut decoder.state, &seq)?
+                    decoder.state.load_ids(&seq)?;
+                    prefill(&self.weights, &self.config, &mut decoder.state, seq.len())?
                         .f_argmax(-1, false)?
                         .f_int64_value(&[0])
                 })
@@ -460,6 +535,7 @@ impl TchBackend {
                 kernels_per_step: counts.kernel_nodes,
                 nodes_per_step: counts.total_nodes,
                 replays: g.replays(),
+                prefill_graph_lengths: d.prefill_graphs.keys().copied().collect(),
             })
         })
     }
