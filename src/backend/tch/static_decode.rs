@@ -12,7 +12,8 @@
 //!
 //! The prefill (and the full recompute the decode-fraction gate compares against) uses the same
 //! formulation over the whole sequence ([`prefill`]), so cached and recomputed tokens differ only in
-//! what the cache holds. Kernel count per step (what a replay launches) is read from the captured graph; a decode step is
+//! what the cache holds. In CUDA-graph mode the prefill is captured too, once per prompt length
+//! (its ids are copied into a fixed slot first), so neither phase is host-launch-bound. Kernel count per step (what a replay launches) is read from the captured graph; a decode step is
 //! about 14 kernels per layer: fused RMSNorm ×2, QKV, RoPE (one matmul for Q and K together), two
 //! cache writes, scores (mask added by `baddbmm`), softmax, P·V, output projection with the residual
 //! add (`addmm`), gate/up, SiLU, multiply, down projection with the residual add.
