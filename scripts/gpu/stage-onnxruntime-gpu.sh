@@ -11,8 +11,9 @@
 #
 #   scripts/gpu/stage-onnxruntime-gpu.sh --pack DEST PARTS_DIR [PART_MB]
 #       as above, then also pack the libraries as one xz -9 tarball split into parts of at most
-#       PART_MB MB (default 60) under PARTS_DIR, for carrying to a GPU machine that is reached
-#       through a per-transfer size limit (the CUDA provider alone is 284 MB; ≈ 185 MB packed).
+#       PART_MB MiB (default 55) under PARTS_DIR, for carrying to a GPU machine that is reached
+#       through a per-transfer size limit (the CUDA provider alone is 284 MB; all four pack to
+#       193.9 MB). xz -9 is slow: minutes per core.
 #
 #   scripts/gpu/stage-onnxruntime-gpu.sh --unpack DEST DIR...
 #       on the GPU machine: join the parts found in the DIRs (in name order), unpack into DEST and
@@ -83,7 +84,7 @@ EOF
 case "${1:-}" in
   --pack)
     [[ $# -ge 3 ]] || die "usage: $0 --pack DEST PARTS_DIR [PART_MB]"
-    dest=$2; parts=$3; mb=${4:-60}
+    dest=$2; parts=$3; mb=${4:-55}
     stage "$dest" >/dev/null
     mkdir -p "$parts"
     rm -f "$parts/$PART_PREFIX"*
