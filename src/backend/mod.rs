@@ -13,6 +13,7 @@ pub mod evidence;
 pub mod llama_cpp;
 pub mod ollama;
 pub mod ort;
+pub mod ort_gpu;
 pub mod registry;
 #[cfg(feature = "torch")]
 pub mod tch;

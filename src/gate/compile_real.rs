@@ -1,11 +1,14 @@
 //! `attribution.compile_real` (TR120; conclusive C1, §5.4.4, §10.2 rule 2): a backend label is not
 //! evidence. Each case opens a backend for evidence collection and checks its label's claims against
 //! what the engine reports it did: which provider ran the compute nodes, whether the optimizer
-//! rewrote the graph, which device holds the outputs — one part per claim of the label.
+//! rewrote the graph, which device holds the outputs, whether every decode step replayed a captured
+//! CUDA graph — one part per claim of the label.
 //!
 //! Negative controls are cases whose label lies. Their one part, `lie_caught`, holds only when
 //! evidence was collected **and** the label was rejected by it: a backend that failed to open or
-//! reported no evidence proves nothing (that is a FAIL with the error, never "caught").
+//! reported no evidence proves nothing (that is a FAIL with the error, never "caught"). A control
+//! whose own backend cannot run on this machine is not run at all: the trial is SKIP
+//! (`backend_absent`) with the backend's reason, never "caught" by the open failing.
 
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +28,10 @@ pub struct Claims {
     pub optimized: Option<bool>,
     /// The device that holds every output (`cuda`, `cpu`).
     pub device: Option<String>,
+    /// The decode loop replays a captured CUDA graph: every decode step of a probe generation was
+    /// a counted replay of a graph that launches kernels (libtorch).
+    #[serde(default)]
+    pub cuda_graph: Option<bool>,
 }
 
 /// The verdict a case must get.
@@ -65,6 +72,7 @@ pub struct CompileRealParams {
 pub const PROVIDER: &str = "provider";
 pub const OPTIMIZED: &str = "optimized";
 pub const DEVICE: &str = "device";
+pub const CUDA_GRAPH: &str = "cuda_graph";
 pub const LIE_CAUGHT: &str = "lie_caught";
 
 /// One claim of a label against the evidence.
@@ -177,6 +185,43 @@ pub fn check_claims(claims: &Claims, evidence: &Evidence, min_fraction: f64) -> 
             words,
         });
     }
+    if let Some(wanted) = claims.cuda_graph {
+        out.push(match &evidence.cuda_graph {
+            Some(g) => {
+                let replayed = g.every_step_replayed();
+                let detail = format!(
+                    "decode `{}`: {} replays for {} decode steps, {} kernels per replay",
+                    g.decode_mode,
+                    g.replays,
+                    g.decode_steps,
+                    g.kernels_per_step
+                        .map_or_else(|| "no captured graph, 0".into(), |k| k.to_string())
+                );
+                let words = match (replayed == wanted, wanted) {
+                    (true, _) => detail,
+                    (false, true) => format!("label says CUDA graph but {detail}"),
+                    (false, false) => format!("label says no CUDA graph but {detail}"),
+                };
+                ClaimCheck {
+                    part: Part::compare(
+                        CUDA_GRAPH,
+                        f64::from(u8::from(replayed)),
+                        Threshold::equal(f64::from(u8::from(wanted))),
+                        words.clone(),
+                    ),
+                    words,
+                }
+            }
+            None => ClaimCheck {
+                part: Part::no_data(
+                    CUDA_GRAPH,
+                    "the label claims a CUDA-graph state but the backend reports no decode-loop evidence",
+                ),
+                words: "label claims a CUDA-graph state but the backend reports no decode-loop evidence"
+                    .into(),
+            },
+        });
+    }
     out
 }
 
@@ -270,7 +315,7 @@ pub fn judge_case(case: &Case, collected: Collected, min_fraction: f64) -> Vec<P
 
 impl GateKind for CompileRealParams {
     fn parts(&self) -> &'static [&'static str] {
-        &[PROVIDER, OPTIMIZED, DEVICE, LIE_CAUGHT]
+        &[PROVIDER, OPTIMIZED, DEVICE, CUDA_GRAPH, LIE_CAUGHT]
     }
 
     fn units(&self, _backends: &[String]) -> Vec<Unit> {
