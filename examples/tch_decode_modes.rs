@@ -31,6 +31,9 @@ fn smollm2_shape() -> LlamaConfig {
         context_length: 8192,
         bos_token_id: None,
         eos_token_id: None,
+        arch: Default::default(),
+        attention_bias: false,
+        rope_scaling: Default::default(),
     }
 }
 

@@ -515,4 +515,98 @@ mod tests {
             Verdict::Fail
         );
     }
+
+    fn replay(mode: &str, replays: u64, kernels: Option<i64>) -> Evidence {
+        let mut e = Evidence::default();
+        e.executed_on.insert("cuda:0".into(), 3);
+        e.cuda_graph = Some(crate::backend::evidence::GraphReplayEvidence {
+            decode_mode: mode.into(),
+            decode_steps: 63,
+            replays,
+            kernels_per_step: kernels,
+        });
+        e
+    }
+
+    #[test]
+    fn a_cuda_graph_label_needs_every_decode_step_replayed() {
+        use crate::gate::{Finding, Verdict};
+        let claims = Claims {
+            cuda_graph: Some(true),
+            ..Default::default()
+        };
+        let graph = check_claims(&claims, &replay("cuda_graph", 63, Some(459)), 0.9);
+        assert!(graph[0].held(), "{:?}", graph[0]);
+        assert_eq!(graph[0].part.name, CUDA_GRAPH);
+        // The eager loop launches from the host: no replay, the label is rejected with the count.
+        let eager = check_claims(&claims, &replay("eager", 0, None), 0.9);
+        assert!(matches!(eager[0].part.finding, Finding::NotHeld { .. }));
+        assert!(
+            eager[0].words.contains("label says CUDA graph but decode `eager`: 0 replays"),
+            "{}",
+            eager[0].words
+        );
+        // A graph captured but replayed for only some steps is not "every step".
+        assert!(!check_claims(&claims, &replay("cuda_graph", 62, Some(459)), 0.9)[0].held());
+        // No decode-loop evidence at all: nothing to judge with, never a PASS.
+        let none = check_claims(&claims, &Evidence::default(), 0.9);
+        assert!(matches!(none[0].part.finding, Finding::NoData { .. }));
+        // The negative control (a CUDA-graph label on the eager decode loop) is caught by evidence.
+        let control = Case {
+            name: "negative.cuda-graph-label-on-eager-decode".into(),
+            backend: "tch-cuda-bf16".into(),
+            request_provider: None,
+            unless_available: None,
+            claims,
+            expect: Expect::Fail,
+        };
+        assert_eq!(
+            verdict(judge_case(&control, Collected::Evidence(replay("eager", 0, None)), 0.95)),
+            Verdict::Pass
+        );
+        assert_eq!(
+            verdict(judge_case(&control, Collected::Evidence(Evidence::default()), 0.95)),
+            Verdict::Fail,
+            "no evidence is not a caught lie"
+        );
+    }
+
+    #[test]
+    fn a_negative_control_whose_backend_cannot_run_here_is_skipped_not_caught() {
+        use crate::backend::registry::Availability;
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("gates/attribution.compile_real.toml");
+        let spec = crate::gate::GateSpec::load(&path).unwrap();
+        let units = spec.units();
+        let unit = units
+            .iter()
+            .find(|u| u.to_string() == "negative.cuda-graph-label-on-eager-decode")
+            .expect("the gate file has the eager-decode control");
+        let no_gpu = |b: &str| {
+            if b.starts_with("tch-cuda") {
+                Availability::Absent {
+                    reason: "libtorch_cuda.so not loaded".into(),
+                    fix: "install a CUDA libtorch".into(),
+                }
+            } else {
+                Availability::Available {
+                    detail: String::new(),
+                }
+            }
+        };
+        // Before: opening the absent backend failed, and the failure counted as the lie caught.
+        let skip = crate::gate::skip_reason(&spec, unit, None, &no_gpu)
+            .expect("an absent backend's control does not run");
+        assert_eq!(skip.cause, SkipCause::BackendAbsent);
+        assert!(
+            skip.reason.contains("tch-cuda-bf16 absent: libtorch_cuda.so not loaded"),
+            "{}",
+            skip.reason
+        );
+        let cpu_control = units
+            .iter()
+            .find(|u| u.to_string() == "negative.cuda-label-on-llama-cpp-cpu-build")
+            .expect("the llama.cpp CPU-build control");
+        assert_eq!(crate::gate::skip_reason(&spec, cpu_control, None, &no_gpu), None);
+    }
 }

@@ -539,6 +539,43 @@ mod tests {
         assert_eq!(sensor_precondition("ollama", &GpuOnly), None);
     }
 
+    /// A CPU-only machine (RAPL readable, no NVML).
+    struct CpuOnly;
+
+    impl SensorProbe for CpuOnly {
+        fn nvml(&self, _index: u32) -> Result<std::sync::Arc<dyn energy::PowerSensor>, String> {
+            Err("libnvidia-ml.so.1 not found".into())
+        }
+        fn rapl_zones(&self) -> Result<Vec<energy::RaplSensor>, String> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[test]
+    fn every_gpu_backend_of_the_gate_file_is_measured_with_its_own_gpu_sensor() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("gates/energy.gating.toml");
+        let spec = crate::gate::GateSpec::load(&path).unwrap();
+        let gpu: Vec<&str> = spec
+            .backends
+            .iter()
+            .map(String::as_str)
+            .filter(|b| *b != "ort-cpu")
+            .collect();
+        assert!(gpu.contains(&"tch-cuda-graph-bf16") && gpu.contains(&"llama-cpp-cuda"));
+        for id in gpu {
+            // The device is known before opening (so the idle is settled outside this process's
+            // CUDA context), and it is CUDA device 0: NVML device 0, never RAPL.
+            assert_eq!(requested_device(id), Some(ComputeDevice::Cuda(0)), "{id}");
+            assert_eq!(sensor_precondition(id, &GpuOnly), None, "{id}");
+            let skip = sensor_precondition(id, &CpuOnly).expect("no NVML: SKIP");
+            assert!(
+                skip.reason.contains("NVML") && skip.reason.contains("fix:"),
+                "{id}: {}",
+                skip.reason
+            );
+        }
+    }
+
     #[test]
     fn no_events_of_a_class_is_no_data_not_a_pass() {
         // Item 4: "prefill 0/0 good, decode 0/0 good" was a PASS when every run errored.
