@@ -45,8 +45,9 @@ fn prompt(scenario: &str) -> Vec<u32> {
 fn the_kv_cache_is_exact_against_a_per_token_full_recompute() {
     use infergate::backend::llama_cpp::server::CompletionResponse;
     let build = setup::ensure_built().unwrap_or_else(|e| panic!("llama.cpp build: {e}"));
-    let mut b = LlamaCppBackend::open_with("llama-cpp", &build, &gguf(), "q4_1", None, &["-ub", "1"])
-        .expect("llama-server starts");
+    let mut b =
+        LlamaCppBackend::open_with("llama-cpp", &build, &gguf(), "q4_1", None, &["-ub", "1"])
+            .expect("llama-server starts");
     // micro and short: the prompts where the batched recompute differs from the KV-cached loop.
     for scenario in ["micro", "short"] {
         let prompt = prompt(scenario);

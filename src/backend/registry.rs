@@ -73,9 +73,10 @@ fn ort_variant(id: &str) -> Option<(WeightFormat, OptLevel)> {
 pub fn requested_device(id: &str) -> Option<ComputeDevice> {
     match id {
         "ort-cuda" | "ort-cuda-fp16" | "ort-tensorrt" => Some(ComputeDevice::Cuda(0)),
-        "tch-cuda" | "tch-cuda-bf16" | "tch-cuda-fp16" | "tch-cuda-static-bf16"
-        | "tch-cuda-graph-bf16" => Some(ComputeDevice::Cuda(0)),
-        "llama-cpp-cuda" => Some(ComputeDevice::Cuda(0)),
+        "tch-cuda" | "tch-cuda-bf16" | "tch-cuda-fp16" => Some(ComputeDevice::Cuda(0)),
+        "tch-cuda-static-bf16" | "tch-cuda-graph-bf16" | "llama-cpp-cuda" => {
+            Some(ComputeDevice::Cuda(0))
+        }
         "tch-cpu" | "llama-cpp" => Some(ComputeDevice::Cpu),
         id if ort_variant(id).is_some() => Some(ComputeDevice::Cpu),
         _ => None,

@@ -542,7 +542,9 @@ mod tests {
         let eager = check_claims(&claims, &replay("eager", 0, None), 0.9);
         assert!(matches!(eager[0].part.finding, Finding::NotHeld { .. }));
         assert!(
-            eager[0].words.contains("label says CUDA graph but decode `eager`: 0 replays"),
+            eager[0]
+                .words
+                .contains("label says CUDA graph but decode `eager`: 0 replays"),
             "{}",
             eager[0].words
         );
@@ -561,11 +563,19 @@ mod tests {
             expect: Expect::Fail,
         };
         assert_eq!(
-            verdict(judge_case(&control, Collected::Evidence(replay("eager", 0, None)), 0.95)),
+            verdict(judge_case(
+                &control,
+                Collected::Evidence(replay("eager", 0, None)),
+                0.95
+            )),
             Verdict::Pass
         );
         assert_eq!(
-            verdict(judge_case(&control, Collected::Evidence(Evidence::default()), 0.95)),
+            verdict(judge_case(
+                &control,
+                Collected::Evidence(Evidence::default()),
+                0.95
+            )),
             Verdict::Fail,
             "no evidence is not a caught lie"
         );
@@ -599,7 +609,8 @@ mod tests {
             .expect("an absent backend's control does not run");
         assert_eq!(skip.cause, SkipCause::BackendAbsent);
         assert!(
-            skip.reason.contains("tch-cuda-bf16 absent: libtorch_cuda.so not loaded"),
+            skip.reason
+                .contains("tch-cuda-bf16 absent: libtorch_cuda.so not loaded"),
             "{}",
             skip.reason
         );
@@ -607,6 +618,9 @@ mod tests {
             .iter()
             .find(|u| u.to_string() == "negative.cuda-label-on-llama-cpp-cpu-build")
             .expect("the llama.cpp CPU-build control");
-        assert_eq!(crate::gate::skip_reason(&spec, cpu_control, None, &no_gpu), None);
+        assert_eq!(
+            crate::gate::skip_reason(&spec, cpu_control, None, &no_gpu),
+            None
+        );
     }
 }

@@ -223,7 +223,9 @@ fn settle(
         // NVML power is a trailing average: every reading in the window must postdate the work.
         window: sensor
             .averaging_window()
-            .map_or(Duration::from_secs(2), |w| (2 * w).max(Duration::from_secs(2))),
+            .map_or(Duration::from_secs(2), |w| {
+                (2 * w).max(Duration::from_secs(2))
+            }),
         idle: Duration::from_secs_f64(p.idle_seconds),
         period,
     };
@@ -277,7 +279,11 @@ fn evaluate(ctx: &TrialContext<'_>, p: &EnergyGatingParams) -> Evaluation {
         Err(e) => return Evaluation::skip(sensor_skip(&e)),
     };
     let period = Duration::from_millis(p.poll_period_ms.max(1));
-    let run_dir = ctx.run_log.path().parent().map(std::path::Path::to_path_buf);
+    let run_dir = ctx
+        .run_log
+        .path()
+        .parent()
+        .map(std::path::Path::to_path_buf);
     let settled = match settle(ctx, p, &sensor, period, run_dir.as_deref()) {
         Ok(x) => x,
         Err(e) => return Evaluation::error(e),
@@ -509,7 +515,9 @@ mod tests {
     impl SensorProbe for GpuOnly {
         fn nvml(&self, index: u32) -> Result<std::sync::Arc<dyn energy::PowerSensor>, String> {
             if index == 0 {
-                Ok(std::sync::Arc::new(energy::NoSensor::new("stands for NVML device 0")))
+                Ok(std::sync::Arc::new(energy::NoSensor::new(
+                    "stands for NVML device 0",
+                )))
             } else {
                 Err(format!("NVML sees 1 device, not {index}"))
             }
@@ -553,7 +561,8 @@ mod tests {
 
     #[test]
     fn every_gpu_backend_of_the_gate_file_is_measured_with_its_own_gpu_sensor() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("gates/energy.gating.toml");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("gates/energy.gating.toml");
         let spec = crate::gate::GateSpec::load(&path).unwrap();
         let gpu: Vec<&str> = spec
             .backends
