@@ -247,7 +247,7 @@ const PROVIDERS: [&str; 2] = ["cuda", "tensorrt"];
 pub enum Collected {
     /// The backend could not be opened, or reported no evidence: nothing proven either way.
     Failed(String),
-    Evidence(Evidence),
+    Evidence(Box<Evidence>),
 }
 
 fn joined(checks: &[&ClaimCheck]) -> String {
@@ -372,7 +372,7 @@ impl GateKind for CompileRealParams {
                     case.backend
                 )),
                 Some(Err(e)) => Collected::Failed(e.to_string()),
-                Some(Ok(evidence)) => Collected::Evidence(evidence),
+                Some(Ok(evidence)) => Collected::Evidence(Box::new(evidence)),
             },
         };
         let mut metrics = Metrics::default();
@@ -503,7 +503,11 @@ mod tests {
         assert_eq!(verdict(open_failed.clone()), Verdict::Fail);
         assert!(format!("{open_failed:?}").contains("libonnxruntime.so missing"));
         // Evidence collected, and it shows the CPU ran everything: the lie is caught.
-        let caught = judge_case(&control(), Collected::Evidence(cpu_evidence(true)), 0.95);
+        let caught = judge_case(
+            &control(),
+            Collected::Evidence(Box::new(cpu_evidence(true))),
+            0.95,
+        );
         assert_eq!(verdict(caught), Verdict::Pass);
         // Evidence that agrees with the false label: the control was not caught.
         let mut cuda = cpu_evidence(true);
@@ -511,7 +515,11 @@ mod tests {
         cuda.compute_executed_on
             .insert("CUDAExecutionProvider".into(), 300);
         assert_eq!(
-            verdict(judge_case(&control(), Collected::Evidence(cuda), 0.95)),
+            verdict(judge_case(
+                &control(),
+                Collected::Evidence(Box::new(cuda)),
+                0.95
+            )),
             Verdict::Fail
         );
     }
@@ -565,7 +573,7 @@ mod tests {
         assert_eq!(
             verdict(judge_case(
                 &control,
-                Collected::Evidence(replay("eager", 0, None)),
+                Collected::Evidence(Box::new(replay("eager", 0, None))),
                 0.95
             )),
             Verdict::Pass
@@ -573,7 +581,7 @@ mod tests {
         assert_eq!(
             verdict(judge_case(
                 &control,
-                Collected::Evidence(Evidence::default()),
+                Collected::Evidence(Box::default()),
                 0.95
             )),
             Verdict::Fail,
