@@ -95,6 +95,12 @@ if [[ "${SKIP_HF:-0}" != 1 && -n "$GGUF" ]]; then
       "$OUT/hf-$mode.json" --mode "$mode" 2>&1 | grep -vE "Warning|warn" | tail -8 | tee -a "$OUT/run.log"
   done
 fi
+# The tools' own outputs travel with the run directory: the card reads them beside the gates'
+# results (llama-bench's tg, transformers' decode tok/s, the device copy bandwidth for the roofline).
+mkdir -p "target/infergate/$INFERGATE_RUN_ID/tools"
+for f in llama-bench.json tch-decode-modes.jsonl hf-eager.json hf-compile.json nvidia-smi.csv; do
+  [[ -s "$OUT/$f" ]] && cp "$OUT/$f" "target/infergate/$INFERGATE_RUN_ID/tools/"
+done
 "$IG" report "target/infergate/$INFERGATE_RUN_ID" > /dev/null 2>&1
 tar czf "$OUT/run.tgz" -C target/infergate "$INFERGATE_RUN_ID"
 log "done in $(( $(date +%s) - start )) s; run directory target/infergate/$INFERGATE_RUN_ID"

@@ -23,7 +23,7 @@ use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use super::{Backend, BackendInfo, Generation};
+use super::{Backend, BackendInfo, Generation, MemoryTraffic};
 use crate::error::BackendError;
 use crate::model::{LlamaConfig, LlamaWeights};
 
@@ -1040,6 +1040,20 @@ impl Backend for TchBackend {
         Some(self.weights_seen.total())
     }
 
+    /// Every weight tensor on the device, read once per decode step in the model dtype, except an
+    /// untied embedding table, which the step reads one row of (a tied table is the head's matrix
+    /// and is read whole); the KV cache in the model dtype.
+    fn memory_traffic(&self) -> Option<MemoryTraffic> {
+        let c = &self.config;
+        let elem = self.kind.elt_size_in_bytes() as u64;
+        let (vocab, d) = (c.vocab_size as u64, c.d_model as u64);
+        let gathered_away = if c.tied_embeddings { 0 } else { vocab * d - d };
+        Some(MemoryTraffic {
+            weight_bytes_per_token: self.weights_seen.total().saturating_sub(gathered_away) * elem,
+            kv_bytes_per_position: 2 * (c.n_layers * c.n_kv_heads * c.head_dim()) as u64 * elem,
+        })
+    }
+
     fn full_recompute_tokens(
         &mut self,
         prompt: &[u32],
@@ -1150,6 +1164,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(b.loaded_parameter_count(), Some(w.parameter_count()));
+        let c = &w.config;
+        let traffic = b.memory_traffic().unwrap();
+        let table = if c.tied_embeddings {
+            0
+        } else {
+            (c.vocab_size * c.d_model - c.d_model) as u64
+        };
+        assert_eq!(
+            traffic.weight_bytes_per_token,
+            (w.parameter_count() - table) * 4
+        );
+        assert_eq!(
+            traffic.kv_bytes_per_position,
+            (2 * c.n_layers * c.n_kv_heads * c.head_dim() * 4) as u64
+        );
         let tokens = [1u32, 7, 42, 99, 0, 13, 5];
         let expected = reference::forward(&w, &tokens).unwrap();
         let rel = relative_max_diff(&b.logits(&tokens).unwrap(), &expected);
