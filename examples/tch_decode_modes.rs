@@ -8,7 +8,9 @@
 //!     [--reps 10]
 //!
 //! `--random` uses SmolLM2-135M-shaped random weights (same shapes, hence the same kernels and
-//! speed, without the model file). Prints one JSON line per mode.
+//! speed, without the model file). Prints one JSON line per mode
+//! ([`infergate::report::tools::DecodeModesLine`], which the card reads back from a run directory's
+//! `tools/tch-decode-modes.jsonl`).
 use std::time::Instant;
 
 use infergate::backend::tch::{
@@ -16,6 +18,12 @@ use infergate::backend::tch::{
 };
 use infergate::backend::Backend;
 use infergate::model::{LlamaConfig, LlamaWeights};
+use infergate::report::tools::{DecodeModeResult, DecodeModesLine};
+
+fn emit(line: &DecodeModesLine) -> Result<(), Box<dyn std::error::Error>> {
+    println!("{}", serde_json::to_string(line)?);
+    Ok(())
+}
 
 fn smollm2_shape() -> LlamaConfig {
     LlamaConfig {
@@ -75,10 +83,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         weights.parameter_count()
     );
     if device != TchDevice::Cpu {
-        match copy_bandwidth(device, 1 << 30, 20) {
-            Ok(bw) => println!("{}", serde_json::json!({ "copy_bandwidth": bw })),
-            Err(e) => println!("{}", serde_json::json!({ "copy_bandwidth_error": e })),
-        }
+        emit(&match copy_bandwidth(device, 1 << 30, 20) {
+            Ok(copy_bandwidth) => DecodeModesLine::CopyBandwidth { copy_bandwidth },
+            Err(copy_bandwidth_error) => DecodeModesLine::CopyBandwidthError {
+                copy_bandwidth_error,
+            },
+        })?;
     }
     // `--ids 504,1463,…` (e.g. from `infergate prompts`), else a synthetic prompt of `--prompt` ids.
     let prompt: Vec<u32> = match arg(&args, "--ids") {
@@ -105,10 +115,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ) {
             Ok(b) => b,
             Err(e) => {
-                println!(
-                    "{}",
-                    serde_json::json!({"mode": mode.label(), "error": e.to_string()})
-                );
+                emit(&DecodeModesLine::ModeError {
+                    mode,
+                    error: e.to_string(),
+                })?;
                 continue;
             }
         };
@@ -117,10 +127,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let warm = (0..2).map(|_| b.generate(&prompt, gen)).last();
         let first_s = first.elapsed().as_secs_f64();
         if let Some(Err(e)) = warm {
-            println!(
-                "{}",
-                serde_json::json!({"mode": mode.label(), "error": e.to_string()})
-            );
+            emit(&DecodeModesLine::ModeError {
+                mode,
+                error: e.to_string(),
+            })?;
             continue;
         }
         let (mut decode, mut prefill, mut tokens) = (Vec::new(), Vec::new(), Vec::new());
@@ -144,24 +154,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ => None,
         };
         let ev = b.tch_evidence();
-        println!(
-            "{}",
-            serde_json::json!({
-                "mode": mode.label(),
-                "dtype": dtype.label(),
-                "device": device.label(),
-                "open_s": open_s,
-                "two_warmups_s": first_s,
-                "prefill_ms_median": med(&prefill),
-                "decode_ms_median": med(&decode),
-                "decode_ms_min": decode[0],
-                "decode_tok_s_median": (gen - 1) as f64 / (med(&decode) / 1e3),
-                "tokens_equal_to_eager_up_to": agree,
-                "tokens_equal_to_static": equal_to_static,
-                "graph": ev.graph,
-                "first_tokens": &tokens[..tokens.len().min(8)],
-            })
-        );
+        emit(&DecodeModesLine::Mode(DecodeModeResult {
+            mode,
+            dtype: dtype.label().into(),
+            device: device.into(),
+            open_s,
+            two_warmups_s: first_s,
+            prefill_ms_median: med(&prefill),
+            decode_ms_median: med(&decode),
+            decode_ms_min: decode[0],
+            decode_tok_s_median: (gen - 1) as f64 / (med(&decode) / 1e3),
+            tokens_equal_to_eager_up_to: agree,
+            tokens_equal_to_static: equal_to_static,
+            graph: ev.graph,
+            first_tokens: tokens[..tokens.len().min(8)].to_vec(),
+        }))?;
         if mode == DecodeMode::Static {
             static_tokens = Some(tokens.clone());
         }

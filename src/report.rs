@@ -18,6 +18,7 @@ pub mod merge;
 pub mod plots;
 pub mod roofline;
 pub mod scaling;
+pub mod tools;
 
 pub use input::{RunData, TrialRecord};
 

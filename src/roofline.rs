@@ -18,6 +18,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::ComputeDevice;
 use crate::baseline::probe::Probe;
 
 /// The file in a run directory that holds the bandwidth samples.
@@ -61,6 +62,22 @@ impl BandwidthSample {
             load_average_1m: load_average(),
         }
     }
+}
+
+/// A device's copy bandwidth, measured by the engine on that device (libtorch's `copy_` between two
+/// device buffers, `crate::backend::tch::copy_bandwidth`, run by the `tch_decode_modes` example
+/// on a GPU): bytes moved count both the read and the write, as `cudaMemcpy` bandwidth tests do.
+/// The roofline of a backend on that device is the weight bytes a token reads divided by the
+/// median.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CopyBandwidth {
+    pub device: ComputeDevice,
+    /// Bytes one copy reads (and writes).
+    pub bytes: u64,
+    pub reps: usize,
+    /// Median over `reps` of (2 × bytes) / seconds, in GB/s (10⁹ bytes).
+    pub gb_per_s_median: f64,
+    pub gb_per_s_max: f64,
 }
 
 fn load_average() -> Option<f64> {

@@ -18,6 +18,45 @@ pub struct GraphOptimization {
     pub fused_ops: BTreeMap<String, usize>,
 }
 
+/// How a libtorch backend runs its decode loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecodeMode {
+    /// The dynamic-shape forward, one host-launched kernel sequence per token.
+    Eager,
+    /// The static-shape step, launched from the host every token (same kernels as the graph).
+    Static,
+    /// The static-shape step captured once as a CUDA graph and replayed per token (CUDA only).
+    CudaGraph,
+}
+
+impl DecodeMode {
+    pub fn label(self) -> &'static str {
+        match self {
+            DecodeMode::Eager => "eager",
+            DecodeMode::Static => "static",
+            DecodeMode::CudaGraph => "cuda_graph",
+        }
+    }
+}
+
+/// What libtorch's CUDA-graph decode path did, for the compile-is-real evidence and the roofline
+/// (kernels per token).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GraphEvidence {
+    /// The shim library that wraps `at::cuda::CUDAGraph`.
+    pub shim: String,
+    /// Static cache length the graph was captured for.
+    pub static_len: i64,
+    /// Kernel nodes in the captured step: kernel launches per decoded token on replay.
+    pub kernels_per_step: i64,
+    pub nodes_per_step: i64,
+    /// Replays of the decode-step graph so far (counted by the shim).
+    pub replays: u64,
+    /// Prompt lengths whose prefill is captured as a graph of its own (replays not counted above).
+    pub prefill_graph_lengths: Vec<usize>,
+}
+
 /// How a probe generation's decode loop ran: kernels launched from a captured CUDA graph, or not.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GraphReplayEvidence {

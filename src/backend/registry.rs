@@ -176,17 +176,26 @@ pub fn probe(id: &str) -> Availability {
         other => Availability::Absent { reason: format!("unknown backend `{other}`"), fix: format!("use one of: {}", IDS.join(", ")) },
     }
 }
+/// How a `tch-*` id runs its decode loop (`None`: not a libtorch id).
+pub fn tch_decode_mode(id: &str) -> Option<super::evidence::DecodeMode> {
+    use super::evidence::DecodeMode;
+    match id {
+        // The static-shape decode step, launched from the host per token (same kernels as the graph).
+        "tch-cuda-static-bf16" => Some(DecodeMode::Static),
+        // That step captured once as a CUDA graph and replayed per token.
+        "tch-cuda-graph-bf16" => Some(DecodeMode::CudaGraph),
+        "tch-cpu" | "tch-auto" | "tch-cuda" | "tch-cuda-bf16" | "tch-cuda-fp16" => {
+            Some(DecodeMode::Eager)
+        }
+        _ => None,
+    }
+}
+
 /// Device and dtype of each `tch-*` id.
 #[cfg(feature = "torch")]
 fn tch_options(id: &str) -> Option<super::tch::TchOptions> {
-    use super::tch::{DecodeMode, TchDevice, TchDtype, TchOptions};
-    let decode = match id {
-        // The static-shape decode step, launched from the host per token (same kernels as the graph).
-        "tch-cuda-static-bf16" => DecodeMode::Static,
-        // That step captured once as a CUDA graph and replayed per token.
-        "tch-cuda-graph-bf16" => DecodeMode::CudaGraph,
-        _ => DecodeMode::Eager,
-    };
+    use super::tch::{TchDevice, TchDtype, TchOptions};
+    let decode = tch_decode_mode(id)?;
     let (device, dtype) = match id {
         "tch-cpu" => (TchDevice::Cpu, TchDtype::Fp32),
         // `cuda if available, else cpu`: the silent-fallback pattern behind TR117's "gpu" labels.

@@ -29,6 +29,7 @@ use crate::model::{LlamaConfig, LlamaWeights};
 
 pub mod cuda_graph;
 mod static_decode;
+pub use crate::roofline::CopyBandwidth;
 pub use static_decode::{static_len, DecodeMode, GraphEvidence};
 
 /// The libtorch version `tch =0.24.0` is built against.
@@ -261,20 +262,6 @@ fn load_libtorch_cuda(libtorch_cpu: Option<&Path>) -> LibtorchCuda {
     }
 }
 
-/// Device copy bandwidth measured with libtorch: one `copy_` of `bytes` between two device buffers,
-/// timed over `reps` after a warm-up; bytes moved count both the read and the write (as
-/// `cudaMemcpy` bandwidth tests do). The memory-bandwidth roofline of a decode is the weight bytes
-/// a token reads divided by this.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CopyBandwidth {
-    pub device: String,
-    pub bytes: u64,
-    pub reps: usize,
-    /// Median over `reps` of (2 × bytes) / seconds, in GB/s (10⁹ bytes).
-    pub gb_per_s_median: f64,
-    pub gb_per_s_max: f64,
-}
-
 /// See [`CopyBandwidth`]. `bytes` should be several times the last-level cache (≥ 1 GB on a GPU).
 pub fn copy_bandwidth(device: TchDevice, bytes: u64, reps: usize) -> Result<CopyBandwidth, String> {
     let rt = runtime();
@@ -308,7 +295,7 @@ pub fn copy_bandwidth(device: TchDevice, bytes: u64, reps: usize) -> Result<Copy
     }
     rates.sort_by(f64::total_cmp);
     Ok(CopyBandwidth {
-        device: device.label(),
+        device: device.into(),
         bytes: n as u64 * 4,
         reps: rates.len(),
         gb_per_s_median: rates[rates.len() / 2],
@@ -352,6 +339,15 @@ impl TchDtype {
 pub enum TchDevice {
     Cpu,
     Cuda(usize),
+}
+
+impl From<TchDevice> for super::ComputeDevice {
+    fn from(d: TchDevice) -> Self {
+        match d {
+            TchDevice::Cpu => super::ComputeDevice::Cpu,
+            TchDevice::Cuda(i) => super::ComputeDevice::Cuda(i as u32),
+        }
+    }
 }
 
 impl TchDevice {

@@ -38,6 +38,9 @@ pub struct RunData {
     pub gates: BTreeMap<String, GateInfo>,
     /// Memory-bandwidth samples of the run (several when shards were merged).
     pub bandwidth: Vec<crate::roofline::BandwidthSample>,
+    /// The engines' own tools run beside the gates (`tools/`: device copy bandwidth, llama-bench,
+    /// transformers), for the GPU table.
+    pub tools: super::tools::Tools,
     /// What could not be read, said in the report.
     pub notes: Vec<String>,
 }
@@ -83,6 +86,7 @@ impl RunData {
         data.trials = with_plan_skips(last_per_trial(results), plan);
         data.runs = run_dir.read_runs(&data.run_id)?;
         data.bandwidth = run_dir.read_bandwidth()?;
+        data.tools = super::tools::Tools::load(dir, &mut data.notes);
         data.gates = gate_infos(data.manifest.as_ref(), &mut data.notes);
         Ok(data)
     }

@@ -1,6 +1,10 @@
 //! The decode roofline on the decision card: per backend × scenario, median decode tokens/s against
-//! the limit `bandwidth ÷ bytes read per token` (the machine's bandwidth measured in the run,
-//! [`crate::roofline`]; the bytes from what the backend loaded, [`MemoryTraffic`]).
+//! the limit `bandwidth ÷ bytes read per token` (the bytes from what the backend loaded,
+//! [`MemoryTraffic`]). The bandwidth is that of the device the backend computes on
+//! ([`registry::requested_device`]), measured in the run: a CPU backend's is the CPU probe's
+//! ([`crate::roofline`]), a `cuda:N` backend's is the copy bandwidth of `cuda:N` that the tools
+//! measured ([`super::tools`]). A GPU backend without its device's bandwidth has no limit — never
+//! the CPU's.
 //!
 //! Two findings say "check its configuration", and keep a backend out of the routing
 //! recommendation — a ranking that a configuration choice explains is not a finding about engines:
@@ -15,9 +19,10 @@ use std::fmt::Write;
 
 use super::analysis::{variant_of, LatencyRow};
 use super::input::RunData;
-use crate::backend::MemoryTraffic;
+use crate::backend::registry;
+use crate::backend::{ComputeDevice, MemoryTraffic};
 use crate::measure::{RunOutcome, RunPhase};
-use crate::roofline::{BandwidthSample, BANDWIDTH_FILE};
+use crate::roofline::{BandwidthSample, CopyBandwidth, BANDWIDTH_FILE};
 
 /// A backend decoding below this fraction of its roofline is flagged. Measured here (2-core EPYC,
 /// docs/performance.md): the deploy-form ONNX Runtime variants and llama.cpp run at 0.5–1.1 of
@@ -47,11 +52,42 @@ pub struct ParentComparison {
     pub ci: Option<(f64, f64)>,
 }
 
+/// Which measurement a row's bandwidth is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BandwidthSource {
+    /// The CPU probe's best sample in this run (`bandwidth.jsonl`).
+    CpuProbe,
+    /// The median device copy bandwidth the tools measured in this run (`tools/`).
+    DeviceCopy,
+}
+
+/// The bandwidth a row's limit divides by.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UsedBandwidth {
+    pub device: ComputeDevice,
+    pub gb_per_s: f64,
+    pub source: BandwidthSource,
+}
+
+impl std::fmt::Display for UsedBandwidth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self.source {
+            BandwidthSource::CpuProbe => "probe",
+            BandwidthSource::DeviceCopy => "copy",
+        };
+        write!(f, "{} {what} {:.1} GB/s", self.device, self.gb_per_s)
+    }
+}
+
 /// One backend × scenario: the longest generation measured (the most decode steps).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RooflineRow {
     pub backend: String,
     pub scenario: String,
+    /// The device the backend computes on (`None`: not known without opening it, e.g. Ollama).
+    pub device: Option<ComputeDevice>,
+    /// The bandwidth of that device the limit divides by.
+    pub bandwidth: Option<UsedBandwidth>,
     pub prompt_tokens: usize,
     pub gen_tokens: usize,
     pub runs: usize,
@@ -59,10 +95,11 @@ pub struct RooflineRow {
     pub traffic: Option<MemoryTraffic>,
     /// Weights + KV cache at the decode loop's mean context (prompt + gen/2 positions).
     pub bytes_per_token: Option<f64>,
+    /// `bandwidth ÷ bytes_per_token`.
     pub limit_tokens_per_s: Option<f64>,
     pub fraction: Option<f64>,
-    /// Whether the fraction is judged against [`MIN_FRACTION`] (the bandwidth sample was taken on
-    /// a machine no busier than [`MAX_LOAD_PER_THREAD`]).
+    /// Whether the fraction is judged against [`MIN_FRACTION`]: a device copy bandwidth always; the
+    /// CPU probe's when taken on a machine no busier than [`MAX_LOAD_PER_THREAD`].
     pub fraction_judged: bool,
     pub parent: Option<ParentComparison>,
 }
@@ -96,8 +133,10 @@ impl RooflineRow {
 /// The roofline of one run.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Roofline {
-    /// Every bandwidth sample of the run (several when shards were merged).
+    /// Every CPU bandwidth sample of the run (several when shards were merged).
     pub bandwidth: Vec<BandwidthSample>,
+    /// The device copy bandwidths the rows used, one per device.
+    pub device_copy: Vec<CopyBandwidth>,
     pub rows: Vec<RooflineRow>,
 }
 
@@ -126,8 +165,34 @@ impl Roofline {
         let best = bandwidth
             .iter()
             .max_by(|a, b| a.gb_per_s.total_cmp(&b.gb_per_s));
-        let best_gb_per_s = best.map(|s| s.gb_per_s);
-        let fraction_judged = best.is_some_and(quiet_enough);
+        let cpu = best.map(|s| {
+            (
+                UsedBandwidth {
+                    device: ComputeDevice::Cpu,
+                    gb_per_s: s.gb_per_s,
+                    source: BandwidthSource::CpuProbe,
+                },
+                quiet_enough(s),
+            )
+        });
+        let mut device_copy: Vec<CopyBandwidth> = Vec::new();
+        let mut bandwidth_of = |device: Option<ComputeDevice>| match device? {
+            ComputeDevice::Cpu => cpu,
+            d @ ComputeDevice::Cuda(_) => {
+                let c = data.tools.copy_bandwidth(d)?;
+                if !device_copy.iter().any(|x| x.device == d) {
+                    device_copy.push(c.clone());
+                }
+                Some((
+                    UsedBandwidth {
+                        device: d,
+                        gb_per_s: c.gb_per_s_median,
+                        source: BandwidthSource::DeviceCopy,
+                    },
+                    true,
+                ))
+            }
+        };
         let own: Vec<&LatencyRow> = rows
             .iter()
             .filter(|r| r.variant.is_empty() && !r.decode_tokens_per_s.is_empty())
@@ -150,11 +215,13 @@ impl Roofline {
                 let traffic = traffic.get(r.backend.as_str()).copied();
                 let positions = r.prompt_tokens as f64 + r.gen_tokens as f64 / 2.0;
                 let bytes_per_token = traffic.map(|t| t.bytes_per_token(positions));
-                let limit = match (best_gb_per_s, bytes_per_token) {
-                    (Some(gb), Some(b)) if b > 0.0 => Some(gb * 1e9 / b),
+                let device = registry::requested_device(&r.backend);
+                let used = bandwidth_of(device);
+                let limit = match (used, bytes_per_token) {
+                    (Some((bw, _)), Some(b)) if b > 0.0 => Some(bw.gb_per_s * 1e9 / b),
                     _ => None,
                 };
-                let parent = crate::backend::registry::fp32_parent(&r.backend).and_then(|p| {
+                let parent = registry::fp32_parent(&r.backend).and_then(|p| {
                     let pr = own.iter().find(|x| {
                         x.backend == p && x.scenario == r.scenario && x.gen_tokens == r.gen_tokens
                     })?;
@@ -177,6 +244,8 @@ impl Roofline {
                 RooflineRow {
                     backend: r.backend.clone(),
                     scenario: r.scenario.clone(),
+                    device,
+                    bandwidth: used.map(|(bw, _)| bw),
                     prompt_tokens: r.prompt_tokens,
                     gen_tokens: r.gen_tokens,
                     runs: r.decode_tokens_per_s.len(),
@@ -185,18 +254,26 @@ impl Roofline {
                     bytes_per_token,
                     limit_tokens_per_s: limit,
                     fraction: limit.map(|l| r.decode_tokens_per_s_median / l),
-                    fraction_judged,
+                    fraction_judged: used.is_some_and(|(_, judged)| judged),
                     parent,
                 }
             })
             .collect();
         Roofline {
             bandwidth,
+            device_copy,
             rows: out,
         }
     }
 
-    /// The best bandwidth sample (GB/s): the limit is what the machine can do.
+    /// Whether any row is of a backend on a CUDA device.
+    pub fn has_gpu(&self) -> bool {
+        self.rows
+            .iter()
+            .any(|r| matches!(r.device, Some(ComputeDevice::Cuda(_))))
+    }
+
+    /// The best CPU bandwidth sample (GB/s): the limit is what the machine can do.
     pub fn best_bandwidth(&self) -> Option<&BandwidthSample> {
         self.bandwidth
             .iter()
@@ -253,8 +330,8 @@ pub fn section(md: &mut String, r: &Roofline) {
                 .map_or(String::new(), |l| format!(", load average {l:.2}"));
             let _ = writeln!(
                 md,
-                "Bandwidth **{:.1} GB/s**: the best of {} sample(s) of the probe's streaming fp32 matrix-vector kernel ({} MiB streamed per timing, {} thread(s){load}). \
-Limit = bandwidth ÷ bytes one decode step reads (the weights in their stored type, an embedding read by row gather counted as one row, plus the KV cache at the loop's mean context). \
+                "CPU bandwidth **{:.1} GB/s**: the best of {} sample(s) of the probe's streaming fp32 matrix-vector kernel ({} MiB streamed per timing, {} thread(s){load}); CPU backends' limits divide by it. \
+Limit = bandwidth of the backend's device ÷ bytes one decode step reads (the weights in their stored type, an embedding read by row gather counted as one row, plus the KV cache at the loop's mean context). \
 A backend below {:.0} % of its limit, or a lower-precision variant slower than its fp32 parent in decode (it reads fewer bytes, and decode is memory-bound), is flagged **check its configuration** and left out of routing.\n",
                 b.gb_per_s,
                 r.bandwidth.len(),
@@ -272,17 +349,56 @@ A backend below {:.0} % of its limit, or a lower-precision variant slower than i
             }
         }
         None => {
-            let _ = writeln!(md, "No bandwidth was measured in this run (`{BANDWIDTH_FILE}` is absent), so no limit can be drawn; variants are still compared with their fp32 parents.\n");
+            let _ = writeln!(md, "No CPU bandwidth was measured in this run (`{BANDWIDTH_FILE}` is absent), so no CPU backend has a limit; variants are still compared with their fp32 parents.\n");
         }
+    }
+    for c in &r.device_copy {
+        let _ = writeln!(
+            md,
+            "`{}` bandwidth **{:.1} GB/s**: the median of {} device-to-device copies of {} MiB (max {:.1} GB/s; read + write counted, libtorch, `tools/{}` of this run); the limits of the backends on `{}` divide by it.\n",
+            c.device,
+            c.gb_per_s_median,
+            c.reps,
+            c.bytes >> 20,
+            c.gb_per_s_max,
+            super::tools::DECODE_MODES_FILE,
+            c.device,
+        );
+    }
+    let mut no_device_bw: Vec<String> = Vec::new();
+    for row in r
+        .rows
+        .iter()
+        .filter(|x| x.bandwidth.is_none() && x.traffic.is_some())
+    {
+        let what = match row.device {
+            Some(ComputeDevice::Cuda(_)) => format!(
+                "`{}` (no copy bandwidth of `{}` in this run's `tools/`)",
+                row.backend,
+                row.device.map_or(String::new(), |d| d.to_string())
+            ),
+            Some(ComputeDevice::Cpu) => continue,
+            None => format!("`{}` (its device is decided when it opens)", row.backend),
+        };
+        if !no_device_bw.contains(&what) {
+            no_device_bw.push(what);
+        }
+    }
+    if !no_device_bw.is_empty() {
+        let _ = writeln!(
+            md,
+            "No bandwidth of their device for {}: no limit (another device's bandwidth is never used).\n",
+            no_device_bw.join(", ")
+        );
     }
     if r.rows.is_empty() {
         let _ = writeln!(md, "No decode timings in this run.\n");
         return;
     }
-    let _ = writeln!(md, "| backend | scenario | gen | runs | decode tok/s (median) | bytes/token | limit tok/s | of limit | vs fp32 parent | |");
+    let _ = writeln!(md, "| backend | scenario | gen | runs | decode tok/s (median) | bytes/token | bandwidth | limit tok/s | of limit | vs fp32 parent | |");
     let _ = writeln!(
         md,
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"
+        "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- | --- |"
     );
     for row in &r.rows {
         let parent = row.parent.as_ref().map_or("—".to_string(), |p| {
@@ -297,13 +413,14 @@ A backend below {:.0} % of its limit, or a lower-precision variant slower than i
         };
         let _ = writeln!(
             md,
-            "| `{}` | {} | {} | {} | {:.1} | {} | {} | {} | {} | {} |",
+            "| `{}` | {} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} |",
             row.backend,
             row.scenario,
             row.gen_tokens,
             row.runs,
             row.decode_tokens_per_s,
             opt(row.bytes_per_token, fmt_bytes),
+            row.bandwidth.map_or("n/a".into(), |b| b.to_string()),
             opt(row.limit_tokens_per_s, |v| format!("{v:.1}")),
             opt(row.fraction, |v| format!("{:.0} %", v * 100.0)),
             parent,

@@ -21,36 +21,14 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 use super::cuda_graph::{CudaGraph, GraphCounts};
 use super::{KvCache, TchBackend, TchResult, Weights};
+pub use crate::backend::evidence::{DecodeMode, GraphEvidence};
 use crate::backend::Generation;
 use crate::error::BackendError;
 use crate::model::LlamaConfig;
-
-/// How a libtorch backend runs its decode loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DecodeMode {
-    /// The dynamic-shape forward, one host-launched kernel sequence per token.
-    Eager,
-    /// The static-shape step, launched from the host every token (same kernels as the graph).
-    Static,
-    /// The static-shape step captured once as a CUDA graph and replayed per token (CUDA only).
-    CudaGraph,
-}
-
-impl DecodeMode {
-    pub fn label(self) -> &'static str {
-        match self {
-            DecodeMode::Eager => "eager",
-            DecodeMode::Static => "static",
-            DecodeMode::CudaGraph => "cuda_graph",
-        }
-    }
-}
 
 /// Smallest static cache length the step is built for; larger needs round up to a power of two.
 pub const MIN_STATIC_LEN: usize = 128;
@@ -91,22 +69,6 @@ pub(super) struct StaticDecoder {
     /// CUDA-graph mode: the prefill (with the first token written into the slots) captured per
     /// prompt length, so the prefill is not host-launch-bound either.
     prefill_graphs: BTreeMap<usize, CudaGraph>,
-}
-
-/// What the graph path did, for the compile-is-real evidence.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct GraphEvidence {
-    /// The shim library that wraps `at::cuda::CUDAGraph`.
-    pub shim: String,
-    /// Static cache length the graph was captured for.
-    pub static_len: i64,
-    /// Kernel nodes in the captured step: kernel launches per decoded token on replay.
-    pub kernels_per_step: i64,
-    pub nodes_per_step: i64,
-    /// Replays of the decode-step graph so far (counted by the shim).
-    pub replays: u64,
-    /// Prompt lengths whose prefill is captured as a graph of its own (replays not counted above).
-    pub prefill_graph_lengths: Vec<usize>,
 }
 
 impl StaticState {
