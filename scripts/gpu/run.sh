@@ -23,6 +23,9 @@
 #   GGUF                      the model file (default: infergate's cached, sha256-checked copy)
 #   PROFILE                   gate profile for the decode-fraction trials (default full)
 #   SKIP_HF=1                 skip the transformers baselines
+#   STEPS                     which parts to run, in order (default all: "energy decode accuracy
+#                             identity compile tools report"); a run split over several invocations
+#                             keeps one INFERGATE_RUN_ID, so every part lands in the same run directory
 set -u
 OUT=${1:-target/infergate-gpu-out}; mkdir -p "$OUT"
 IG=${IG:-target/release/infergate}
@@ -39,6 +42,8 @@ GGUF=${GGUF:-$("$IG" fetch 2>/dev/null | grep -o '/[^ ]*SmolLM2-135M-Instruct.Q4
 log() { echo "== $*" | tee -a "$OUT/run.log"; }
 run() { log "infergate run $*"; timeout 900 "$IG" run --repo . "$@" 2>&1 | tee -a "$OUT/run.log"; }
 start=$(date +%s)
+STEPS=${STEPS:-energy decode accuracy identity compile tools report}
+step() { [[ " $STEPS " == *" $1 "* ]]; }
 
 nvidia-smi --query-gpu=name,driver_version,pstate,power.draw,power.limit,clocks.sm,clocks.mem --format=csv | tee "$OUT/nvidia-smi.csv"
 "$IG" doctor 2>&1 | tee "$OUT/doctor.txt"
@@ -48,14 +53,17 @@ GPU_TCH=tch-cuda-bf16,tch-cuda-static-bf16,tch-cuda-graph-bf16
 # trial per process: while a process holds a CUDA context the GPU stays at its boost clock (H200:
 # SM 1980 MHz, ≈ 125 W idle against 78 W at rest) until the process exits, so only an idle measured
 # before the process's own GPU work is at rest (energy::settle explains and reports it per trial).
-for b in tch-cuda-bf16 tch-cuda-graph-bf16 ort-cuda llama-cpp-cuda; do
-  for sc in short long; do
-    run --profile ci --gate energy.gating --backend "$b" --scenario "$sc"
+if step energy; then
+  for b in tch-cuda-bf16 tch-cuda-graph-bf16 ort-cuda llama-cpp-cuda; do
+    for sc in short long; do
+      run --profile ci --gate energy.gating --backend "$b" --scenario "$sc"
+    done
   done
-done
-run --profile "$PROFILE" --gate phase.decode_fraction --backend "$GPU_TCH,tch-cuda,ort-cuda,llama-cpp-cuda"
-run --profile ci --gate accuracy --backend tch-cuda,tch-cuda-bf16,tch-cuda-fp16,tch-cuda-graph-bf16,ort-cuda,llama-cpp-cuda
-run --profile ci --gate integrity.model_identity --backend tch-cuda-bf16,tch-cuda-graph-bf16,ort-cuda,llama-cpp-cuda
+fi
+step decode && run --profile "$PROFILE" --gate phase.decode_fraction --backend "$GPU_TCH,tch-cuda,ort-cuda,llama-cpp-cuda"
+step accuracy && run --profile ci --gate accuracy --backend tch-cuda,tch-cuda-bf16,tch-cuda-fp16,tch-cuda-graph-bf16,ort-cuda,llama-cpp-cuda
+step identity && run --profile ci --gate integrity.model_identity --backend tch-cuda-bf16,tch-cuda-graph-bf16,ort-cuda,llama-cpp-cuda
+if step compile; then
 run --profile ci --gate attribution.compile_real
 # The silent-fallback controls need the real thing hidden, each in its own process: the CPU build of
 # ONNX Runtime (the CUDA provider cannot register: ORT falls back to the CPU on its own), and
@@ -75,8 +83,10 @@ else
   log "no ONNX Runtime for the ort-cuda fallback control (set ORT_DYLIB_PATH or ORT_CPU_DYLIB_PATH)"
 fi
 INFERGATE_LIBTORCH_CUDA=/nonexistent/libtorch_cuda.so run --profile ci --gate attribution.compile_real --backend tch-auto
+fi
 
 # The engines' own tools and the ceilings, same machine, same run.
+if step tools; then
 LLAMA_BIN=${INFERGATE_LLAMA_CPP_CUDA_BIN:-$(ls -d "${INFERGATE_CACHE:-$HOME/.cache/infergate}"/llama.cpp/*-cuda-*/bin 2>/dev/null | head -1)}
 if [[ -n "$LLAMA_BIN" && -n "$GGUF" ]]; then
   log "llama-bench tg64 pp27 (the llama-cpp-cuda build, all layers on the GPU)"
@@ -95,12 +105,14 @@ if [[ "${SKIP_HF:-0}" != 1 && -n "$GGUF" ]]; then
       "$OUT/hf-$mode.json" --mode "$mode" 2>&1 | grep -vE "Warning|warn" | tail -8 | tee -a "$OUT/run.log"
   done
 fi
+fi
 # The tools' own outputs travel with the run directory: the card reads them beside the gates'
 # results (llama-bench's tg, transformers' decode tok/s, the device copy bandwidth for the roofline).
 mkdir -p "target/infergate/$INFERGATE_RUN_ID/tools"
 for f in llama-bench.json tch-decode-modes.jsonl hf-eager.json hf-compile.json nvidia-smi.csv; do
   [[ -s "$OUT/$f" ]] && cp "$OUT/$f" "target/infergate/$INFERGATE_RUN_ID/tools/"
 done
+step report || exit 0
 "$IG" report "target/infergate/$INFERGATE_RUN_ID" > /dev/null 2>&1
 tar czf "$OUT/run.tgz" -C target/infergate "$INFERGATE_RUN_ID"
 log "done in $(( $(date +%s) - start )) s; run directory target/infergate/$INFERGATE_RUN_ID"
