@@ -54,6 +54,8 @@ pub struct GraphEvidence {
     /// Replays of the decode-step graph so far (counted by the shim).
     pub replays: u64,
     /// Prompt lengths whose prefill is captured as a graph of its own (replays not counted above).
+    /// Absent in probe outputs written before prefill graphs existed.
+    #[serde(default)]
     pub prefill_graph_lengths: Vec<usize>,
 }
 

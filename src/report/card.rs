@@ -100,6 +100,7 @@ Valid under the boundary conditions in the manifest below: this machine, these r
     let roofline = super::roofline::Roofline::from_run(data, &rows);
     operational_defaults(&mut md, &roofline.routable(&rows), &issues);
     super::roofline::section(&mut md, &roofline);
+    super::roofline::gpu_section(&mut md, &roofline, &data.tools);
     latency_section(&mut md, &rows, files);
     decode_fraction_section(&mut md, &rows);
     cost_section(&mut md, data);

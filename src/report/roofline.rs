@@ -19,6 +19,9 @@ use std::fmt::Write;
 
 use super::analysis::{variant_of, LatencyRow};
 use super::input::RunData;
+use super::tools::{
+    HfMode, Tools, DECODE_MODES_FILE, HF_COMPILE_FILE, HF_EAGER_FILE, LLAMA_BENCH_FILE, TOOLS_DIR,
+};
 use crate::backend::registry;
 use crate::backend::{ComputeDevice, MemoryTraffic};
 use crate::measure::{RunOutcome, RunPhase};
@@ -476,6 +479,235 @@ A backend below {:.0} % of its limit, or a lower-precision variant slower than i
     }
 }
 
+/// llama.cpp's CUDA backend, as the harness drives it, must decode within this fraction of
+/// `llama-bench`'s `tg` on the same build (issue 12): the harness adds no cost of its own.
+pub const LLAMA_BENCH_TOLERANCE: f64 = 0.05;
+
+/// The harness's llama.cpp CUDA backend, compared with `llama-bench` on the same build.
+pub const LLAMA_CPP_CUDA: &str = "llama-cpp-cuda";
+
+/// libtorch's CUDA-graph decode, compared with transformers compiled (static cache, CUDA graphs).
+pub const TCH_GRAPH: &str = "tch-cuda-graph-bf16";
+
+/// A GPU backend's decode tokens/s against one tool's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolComparison {
+    pub tool_tokens_per_s: f64,
+    /// Tokens the tool generated per run (its decode loop is one fewer step).
+    pub tool_gen_tokens: usize,
+    /// The backend's median decode tokens/s ÷ the tool's.
+    pub ratio: f64,
+}
+
+/// `llama-cpp-cuda` against `llama-bench`'s text-generation test on the same build.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaBenchCheck {
+    pub comparison: ToolComparison,
+    pub stddev_tokens_per_s: f64,
+    pub n_gpu_layers: Option<i64>,
+    /// |ratio − 1| ≤ [`LLAMA_BENCH_TOLERANCE`].
+    pub holds: bool,
+}
+
+/// One GPU backend × scenario of the card's GPU table. Each `Err` says which file (or which part
+/// of it) the comparison lacks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuRow {
+    pub backend: String,
+    pub scenario: String,
+    pub device: ComputeDevice,
+    pub gen_tokens: usize,
+    pub runs: usize,
+    pub decode_tokens_per_s: f64,
+    /// Decode tokens/s ÷ (device copy bandwidth ÷ bytes one step reads).
+    pub fraction: Result<f64, String>,
+    pub vs_hf_eager: Result<ToolComparison, String>,
+    pub vs_hf_compile: Result<ToolComparison, String>,
+    /// Only for [`LLAMA_CPP_CUDA`].
+    pub vs_llama_bench: Option<Result<LlamaBenchCheck, String>>,
+}
+
+fn compare(
+    decode_tokens_per_s: f64,
+    tool_tokens_per_s: f64,
+    tool_gen_tokens: usize,
+) -> Result<ToolComparison, String> {
+    if tool_tokens_per_s.is_finite() && tool_tokens_per_s > 0.0 {
+        Ok(ToolComparison {
+            tool_tokens_per_s,
+            tool_gen_tokens,
+            ratio: decode_tokens_per_s / tool_tokens_per_s,
+        })
+    } else {
+        Err(format!("the tool reported {tool_tokens_per_s} tok/s"))
+    }
+}
+
+/// The GPU table: every roofline row of a backend on a CUDA device, against the tools of the run.
+pub fn gpu_rows(r: &Roofline, tools: &Tools) -> Vec<GpuRow> {
+    r.rows
+        .iter()
+        .filter_map(|row| {
+            let device = match row.device {
+                Some(d @ ComputeDevice::Cuda(_)) => d,
+                _ => return None,
+            };
+            let fraction = match (row.fraction, row.bandwidth, row.traffic) {
+                (Some(f), Some(_), _) if f.is_finite() => Ok(f),
+                (_, _, None) => {
+                    Err("the backend does not report the bytes it reads per token".to_string())
+                }
+                (_, None, _) => Err(tools.copy_bandwidth_missing(device)),
+                _ => Err("no bytes per token".to_string()),
+            };
+            let hf = |mode: HfMode| {
+                let file = mode.file();
+                let base = tools
+                    .hf_baseline(mode)
+                    .ok_or_else(|| tools.missing(file, "transformers result"))?;
+                let sc = base
+                    .scenarios
+                    .get(&row.scenario)
+                    .ok_or_else(|| tools.missing(file, &format!("scenario `{}`", row.scenario)))?;
+                compare(
+                    row.decode_tokens_per_s,
+                    sc.decode_tokens_per_s,
+                    base.gen_tokens,
+                )
+            };
+            let vs_llama_bench = (row.backend == LLAMA_CPP_CUDA).then(|| {
+                let tg = tools
+                    .llama_bench_tg()
+                    .ok_or_else(|| tools.missing(LLAMA_BENCH_FILE, "text-generation (tg) test"))?;
+                let comparison = compare(row.decode_tokens_per_s, tg.avg_ts, tg.n_gen as usize)?;
+                Ok(LlamaBenchCheck {
+                    holds: (comparison.ratio - 1.0).abs() <= LLAMA_BENCH_TOLERANCE,
+                    comparison,
+                    stddev_tokens_per_s: tg.stddev_ts,
+                    n_gpu_layers: tg.n_gpu_layers,
+                })
+            });
+            Some(GpuRow {
+                backend: row.backend.clone(),
+                scenario: row.scenario.clone(),
+                device,
+                gen_tokens: row.gen_tokens,
+                runs: row.runs,
+                decode_tokens_per_s: row.decode_tokens_per_s,
+                fraction,
+                vs_hf_eager: hf(HfMode::Eager),
+                vs_hf_compile: hf(HfMode::Compile),
+                vs_llama_bench,
+            })
+        })
+        .collect()
+}
+
+fn comparison_cell(c: &Result<ToolComparison, String>, gen_tokens: usize) -> String {
+    match c {
+        Ok(c) => {
+            let gen = if c.tool_gen_tokens == gen_tokens {
+                String::new()
+            } else {
+                format!(", tool gen {}", c.tool_gen_tokens)
+            };
+            format!("×{:.2} ({:.1} tok/s{gen})", c.ratio, c.tool_tokens_per_s)
+        }
+        Err(why) => format!("missing: {why}"),
+    }
+}
+
+/// The card's GPU section (nothing when the run has no GPU backend).
+pub fn gpu_section(md: &mut String, r: &Roofline, tools: &Tools) {
+    let rows = gpu_rows(r, tools);
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "## GPU backends against the engines' own tools (this run)\n"
+    );
+    let _ = writeln!(
+        md,
+        "Decode tok/s: the median of this run's measured runs. Of roofline: decode ÷ (device copy bandwidth from `{TOOLS_DIR}/{DECODE_MODES_FILE}` ÷ bytes one decode step reads). \
+vs transformers: decode ÷ transformers' decode tok/s on the same scenario and weights (`{TOOLS_DIR}/{HF_EAGER_FILE}`, `{TOOLS_DIR}/{HF_COMPILE_FILE}`: `scripts/gpu/hf_decode_baseline.py`). \
+vs llama-bench: `{LLAMA_CPP_CUDA}` ÷ `llama-bench`'s tg test on the same build (`{TOOLS_DIR}/{LLAMA_BENCH_FILE}`); the check is that they agree within {:.0} %.\n",
+        LLAMA_BENCH_TOLERANCE * 100.0
+    );
+    let _ = writeln!(md, "| backend | scenario | device | gen | runs | decode tok/s | of roofline | vs transformers eager | vs transformers compiled | vs llama-bench tg |");
+    let _ = writeln!(
+        md,
+        "| --- | --- | --- | ---: | ---: | ---: | --- | --- | --- | --- |"
+    );
+    for g in &rows {
+        let bench = match &g.vs_llama_bench {
+            None => "—".to_string(),
+            Some(Ok(b)) => format!(
+                "×{:.3} ({:.1} ± {:.1} tok/s, tg{})",
+                b.comparison.ratio,
+                b.comparison.tool_tokens_per_s,
+                b.stddev_tokens_per_s,
+                b.comparison.tool_gen_tokens
+            ),
+            Some(Err(why)) => format!("missing: {why}"),
+        };
+        let _ = writeln!(
+            md,
+            "| `{}` | {} | {} | {} | {} | {:.1} | {} | {} | {} | {} |",
+            g.backend,
+            g.scenario,
+            g.device,
+            g.gen_tokens,
+            g.runs,
+            g.decode_tokens_per_s,
+            match &g.fraction {
+                Ok(f) => format!("{:.0} %", f * 100.0),
+                Err(why) => format!("missing: {why}"),
+            },
+            comparison_cell(&g.vs_hf_eager, g.gen_tokens),
+            comparison_cell(&g.vs_hf_compile, g.gen_tokens),
+            bench,
+        );
+    }
+    md.push('\n');
+    for g in rows.iter().filter(|g| g.vs_llama_bench.is_some()) {
+        let line = match &g.vs_llama_bench {
+            Some(Ok(b)) => format!(
+                "**{}**: `{}` · {} decodes at {:.1} tok/s, llama-bench tg{} {:.1} tok/s (n_gpu_layers {}): ×{:.3}, {} {:.0} %",
+                if b.holds { "holds" } else { "does not hold" },
+                g.backend,
+                g.scenario,
+                g.decode_tokens_per_s,
+                b.comparison.tool_gen_tokens,
+                b.comparison.tool_tokens_per_s,
+                b.n_gpu_layers.map_or("unknown".into(), |n| n.to_string()),
+                b.comparison.ratio,
+                if b.holds { "within" } else { "outside" },
+                LLAMA_BENCH_TOLERANCE * 100.0
+            ),
+            Some(Err(why)) => format!("**not checked**: `{}` · {}: {why}", g.backend, g.scenario),
+            None => continue,
+        };
+        let _ = writeln!(md, "- llama-bench agreement {line}");
+    }
+    for g in rows.iter().filter(|g| g.backend == TCH_GRAPH) {
+        let line = match &g.vs_hf_compile {
+            Ok(c) => format!(
+                "**{}**: `{}` · {} at {:.1} tok/s against transformers compiled {:.1} tok/s (×{:.2})",
+                if c.ratio >= 1.0 { "holds" } else { "does not hold" },
+                g.backend,
+                g.scenario,
+                g.decode_tokens_per_s,
+                c.tool_tokens_per_s,
+                c.ratio
+            ),
+            Err(why) => format!("**not checked**: `{}` · {}: {why}", g.backend, g.scenario),
+        };
+        let _ = writeln!(md, "- CUDA graph at or above transformers compiled {line}");
+    }
+    md.push('\n');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -606,6 +838,213 @@ mod tests {
         assert!(r.flagged().is_empty());
         let mut md = String::new();
         section(&mut md, &r);
-        assert!(md.contains("No bandwidth was measured"), "{md}");
+        assert!(md.contains("No CPU bandwidth was measured"), "{md}");
+    }
+
+    // GPU table fixtures: the tools' outputs with their real field names (trimmed).
+    const MODES: &str = r#"{"copy_bandwidth":{"bytes":1073741824,"device":"cuda:0","gb_per_s_max":4146.2,"gb_per_s_median":4000.0,"reps":20}}
+{"mode":"static","error":"out of memory"}
+"#;
+    const BENCH: &str = r#"[{"build_commit":"abc","build_number":11434,"backends":"CUDA","gpu_info":"NVIDIA H200","n_gpu_layers":99,"flash_attn":false,"n_prompt":27,"n_gen":0,"avg_ts":30000.0,"stddev_ts":100.0},
+ {"build_commit":"abc","build_number":11434,"backends":"CUDA","gpu_info":"NVIDIA H200","n_gpu_layers":99,"flash_attn":false,"n_prompt":0,"n_gen":64,"avg_ts":920.0,"stddev_ts":7.0}]"#;
+    const HF_EAGER: &str = r#"{"transformers":"4.57","torch":"2.11.0","device":"NVIDIA H200","dtype":"bfloat16","mode":"eager","attn_implementation":"eager","gen_tokens":64,
+ "scenarios":{"short":{"prompt_tokens":10,"prefill_ms_median":9.0,"e2e_ms_median":900.0,"decode_tokens_per_s":70.0}}}"#;
+    const HF_COMPILE: &str = r#"{"transformers":"4.57","torch":"2.11.0","device":"NVIDIA H200","dtype":"bfloat16","mode":"compile","attn_implementation":"sdpa","gen_tokens":64,
+ "scenarios":{"short":{"prompt_tokens":10,"prefill_ms_median":3.0,"e2e_ms_median":204.3,"decode_tokens_per_s":315.0,"tokens":[1,2]}}}"#;
+
+    const BF16: MemoryTraffic = MemoryTraffic {
+        weight_bytes_per_token: 200_000_000,
+        kv_bytes_per_position: 0,
+    };
+
+    fn tools_dir(files: &[(&str, &str)]) -> (tempfile::TempDir, Tools, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            let t = dir.path().join(super::super::tools::TOOLS_DIR);
+            std::fs::create_dir_all(&t).unwrap();
+            std::fs::write(t.join(name), text).unwrap();
+        }
+        let mut notes = Vec::new();
+        let tools = Tools::load(dir.path(), &mut notes);
+        (dir, tools, notes)
+    }
+
+    /// 63 decode steps in `ms` → 63 000 / ms tok/s.
+    fn gpu_runs() -> Vec<RunRecord> {
+        vec![
+            // 63 / 0.070 s = 900 tok/s: ×0.978 of llama-bench's 920.
+            run("llama-cpp-cuda", "short", 70.0, Q4),
+            // 63 / 0.100 s = 630 tok/s: ×0.685.
+            run("llama-cpp-cuda", "long", 100.0, Q4),
+            // 63 / 0.090 s = 700 tok/s; limit 4000 GB/s ÷ 0.2 GB = 20 000 tok/s → 3.5 %.
+            run("tch-cuda-graph-bf16", "short", 90.0, BF16),
+            run("ort-cpu", "short", 1500.0, FP32),
+        ]
+    }
+
+    fn gpu_table(tools: Tools) -> (Roofline, Vec<GpuRow>, String) {
+        let mut d = data(gpu_runs(), Some(20.0));
+        d.tools = tools;
+        let rows = super::super::analysis::latency_rows(&d.runs);
+        let r = Roofline::from_run(&d, &rows);
+        let g = gpu_rows(&r, &d.tools);
+        let mut md = String::new();
+        gpu_section(&mut md, &r, &d.tools);
+        (r, g, md)
+    }
+
+    fn row<'a>(g: &'a [GpuRow], backend: &str, scenario: &str) -> &'a GpuRow {
+        g.iter()
+            .find(|x| x.backend == backend && x.scenario == scenario)
+            .unwrap_or_else(|| panic!("no row {backend} · {scenario} in {g:?}"))
+    }
+
+    #[test]
+    fn the_gpu_table_compares_each_gpu_backend_with_the_tools_of_its_run() {
+        let (_dir, tools, notes) = tools_dir(&[
+            (super::super::tools::DECODE_MODES_FILE, MODES),
+            (super::super::tools::LLAMA_BENCH_FILE, BENCH),
+            (super::super::tools::HF_EAGER_FILE, HF_EAGER),
+            (super::super::tools::HF_COMPILE_FILE, HF_COMPILE),
+        ]);
+        assert!(notes.is_empty(), "{notes:?}");
+        let (r, g, md) = gpu_table(tools);
+        assert_eq!(g.len(), 3, "the CPU backend is not in the GPU table: {g:?}");
+        assert!(g.iter().all(|x| x.backend != "ort-cpu"));
+        // The CPU row still divides by the CPU probe, never the device copy bandwidth.
+        let cpu = r.rows.iter().find(|x| x.backend == "ort-cpu").unwrap();
+        assert_eq!(cpu.bandwidth.unwrap().source, BandwidthSource::CpuProbe);
+
+        let graph = row(&g, "tch-cuda-graph-bf16", "short");
+        assert!((graph.decode_tokens_per_s - 700.0).abs() < 1e-6);
+        assert!((graph.fraction.clone().unwrap() - 0.035).abs() < 1e-9);
+        let eager = graph.vs_hf_eager.clone().unwrap();
+        assert!((eager.ratio - 10.0).abs() < 1e-9, "{eager:?}");
+        let compiled = graph.vs_hf_compile.clone().unwrap();
+        assert!((compiled.ratio - 700.0 / 315.0).abs() < 1e-9);
+        assert!(
+            graph.vs_llama_bench.is_none(),
+            "only llama-cpp-cuda is checked"
+        );
+
+        let short = row(&g, "llama-cpp-cuda", "short");
+        let b = short.vs_llama_bench.clone().unwrap().unwrap();
+        assert!(b.holds, "{b:?}");
+        assert!((b.comparison.ratio - 900.0 / 920.0).abs() < 1e-9);
+        assert_eq!(b.n_gpu_layers, Some(99));
+        let long = row(&g, "llama-cpp-cuda", "long");
+        assert!(!long.vs_llama_bench.clone().unwrap().unwrap().holds);
+        // transformers has no `long` scenario in this fixture: said, not blank.
+        assert_eq!(
+            long.vs_hf_eager.clone().unwrap_err(),
+            "`tools/hf-eager.json` has no scenario `long`"
+        );
+
+        assert!(
+            md.contains("## GPU backends against the engines' own tools"),
+            "{md}"
+        );
+        assert!(
+            md.contains("- llama-bench agreement **holds**: `llama-cpp-cuda` · short"),
+            "{md}"
+        );
+        assert!(
+            md.contains("- llama-bench agreement **does not hold**: `llama-cpp-cuda` · long"),
+            "{md}"
+        );
+        assert!(md.contains("- CUDA graph at or above transformers compiled **holds**: `tch-cuda-graph-bf16` · short"), "{md}");
+    }
+
+    #[test]
+    fn a_missing_tool_file_is_named_in_the_row() {
+        let (_dir, tools, _) = tools_dir(&[]);
+        let (r, g, md) = gpu_table(tools);
+        let graph = row(&g, "tch-cuda-graph-bf16", "short");
+        assert_eq!(
+            graph.fraction.clone().unwrap_err(),
+            "no `tools/tch-decode-modes.jsonl` in this run"
+        );
+        assert_eq!(
+            graph.vs_hf_compile.clone().unwrap_err(),
+            "no `tools/hf-compile.json` in this run"
+        );
+        let gpu_row = r
+            .rows
+            .iter()
+            .find(|x| x.backend == "tch-cuda-graph-bf16")
+            .unwrap();
+        assert!(gpu_row.bandwidth.is_none(), "never the CPU's bandwidth");
+        let bench = row(&g, "llama-cpp-cuda", "short")
+            .vs_llama_bench
+            .clone()
+            .unwrap();
+        assert_eq!(
+            bench.unwrap_err(),
+            "no `tools/llama-bench.json` in this run"
+        );
+        assert!(
+            md.contains("missing: no `tools/hf-eager.json` in this run"),
+            "{md}"
+        );
+        assert!(md.contains("- llama-bench agreement **not checked**: `llama-cpp-cuda` · short: no `tools/llama-bench.json` in this run"), "{md}");
+        assert!(
+            md.contains("- CUDA graph at or above transformers compiled **not checked**"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_tool_file_or_a_failed_probe_says_so_in_the_row() {
+        let (_dir, tools, notes) = tools_dir(&[
+            (
+                super::super::tools::DECODE_MODES_FILE,
+                r#"{"copy_bandwidth_error":"CUDA unavailable"}"#,
+            ),
+            (
+                super::super::tools::LLAMA_BENCH_FILE,
+                "llama-bench: error: model not found",
+            ),
+            (super::super::tools::HF_EAGER_FILE, HF_EAGER),
+        ]);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        let (_, g, _) = gpu_table(tools);
+        let graph = row(&g, "tch-cuda-graph-bf16", "short");
+        let why = graph.fraction.clone().unwrap_err();
+        assert!(
+            why.contains("could not measure") && why.contains("CUDA unavailable"),
+            "{why}"
+        );
+        let bench = row(&g, "llama-cpp-cuda", "short")
+            .vs_llama_bench
+            .clone()
+            .unwrap();
+        assert!(bench
+            .unwrap_err()
+            .starts_with("`tools/llama-bench.json` unreadable"));
+
+        // A prompt-processing test only: no tg.
+        let pp_only = BENCH.replace("\"n_gen\":64", "\"n_gen\":0");
+        let (_dir, tools, _) = tools_dir(&[(super::super::tools::LLAMA_BENCH_FILE, &pp_only)]);
+        let (_, g, _) = gpu_table(tools);
+        let bench = row(&g, "llama-cpp-cuda", "short")
+            .vs_llama_bench
+            .clone()
+            .unwrap();
+        assert_eq!(
+            bench.unwrap_err(),
+            "`tools/llama-bench.json` has no text-generation (tg) test"
+        );
+    }
+
+    #[test]
+    fn a_run_without_gpu_backends_has_no_gpu_section() {
+        let runs = vec![run("ort-cpu", "short", 1500.0, FP32)];
+        let d = data(runs, Some(20.0));
+        let rows = super::super::analysis::latency_rows(&d.runs);
+        let r = Roofline::from_run(&d, &rows);
+        assert!(gpu_rows(&r, &d.tools).is_empty());
+        let mut md = String::new();
+        gpu_section(&mut md, &r, &d.tools);
+        assert!(md.is_empty(), "{md}");
     }
 }

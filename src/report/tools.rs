@@ -8,7 +8,8 @@
 //! - `hf-eager.json`, `hf-compile.json`: `scripts/gpu/hf_decode_baseline.py`, Hugging Face
 //!   transformers eager and compiled (static cache, CUDA graphs) on the same weights and prompts.
 //!
-//! Every file is optional: an absent `tools/` or file is nothing; one that cannot be read is a note.
+//! Every file is optional: an absent `tools/` or file is nothing here (the GPU table says which file
+//! a comparison lacks, [`Tools::missing`]); one that cannot be read is a note.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -119,6 +120,16 @@ pub enum HfMode {
     Compile,
 }
 
+impl HfMode {
+    /// The file `hf_decode_baseline.py --mode <mode>` writes in `tools/`.
+    pub fn file(self) -> &'static str {
+        match self {
+            HfMode::Eager => HF_EAGER_FILE,
+            HfMode::Compile => HF_COMPILE_FILE,
+        }
+    }
+}
+
 /// One scenario of the transformers baseline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HfScenario {
@@ -146,12 +157,24 @@ pub struct HfBaseline {
     pub scenarios: BTreeMap<String, HfScenario>,
 }
 
+/// What became of one tool file when the run directory was read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FileState {
+    /// Not in `tools/` (or no `tools/` at all).
+    Absent,
+    /// There, but not readable as the tool's output (the reason).
+    Unreadable(String),
+    Read,
+}
+
 /// The tools' outputs of one run directory.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Tools {
     pub decode_modes: Vec<DecodeModesLine>,
     pub llama_bench: Vec<LlamaBenchResult>,
     pub hf: Vec<HfBaseline>,
+    /// File name → what became of it (a name not here is [`FileState::Absent`]).
+    pub files: BTreeMap<&'static str, FileState>,
 }
 
 impl Tools {
@@ -162,13 +185,20 @@ impl Tools {
         if !dir.is_dir() {
             return out;
         }
-        let read = |name: &str, notes: &mut Vec<String>| -> Option<String> {
+        let read = |name: &'static str,
+                    notes: &mut Vec<String>,
+                    files: &mut BTreeMap<&'static str, FileState>|
+         -> Option<String> {
             let path = dir.join(name);
             match std::fs::read_to_string(&path) {
-                Ok(t) => Some(t),
+                Ok(t) => {
+                    files.insert(name, FileState::Read);
+                    Some(t)
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                 Err(e) => {
                     notes.push(format!("{} unreadable ({e}): not compared", path.display()));
+                    files.insert(name, FileState::Unreadable(e.to_string()));
                     None
                 }
             }
@@ -179,7 +209,7 @@ impl Tools {
                 dir.join(name).display()
             )
         };
-        if let Some(text) = read(DECODE_MODES_FILE, notes) {
+        if let Some(text) = read(DECODE_MODES_FILE, notes, &mut out.files) {
             for (i, line) in text.lines().enumerate() {
                 if line.trim().is_empty() {
                     continue;
@@ -191,21 +221,62 @@ impl Tools {
                 }
             }
         }
-        if let Some(text) = read(LLAMA_BENCH_FILE, notes) {
+        if let Some(text) = read(LLAMA_BENCH_FILE, notes, &mut out.files) {
             match serde_json::from_str(&text) {
                 Ok(v) => out.llama_bench = v,
-                Err(e) => notes.push(bad(LLAMA_BENCH_FILE, &e)),
+                Err(e) => {
+                    notes.push(bad(LLAMA_BENCH_FILE, &e));
+                    out.files
+                        .insert(LLAMA_BENCH_FILE, FileState::Unreadable(e.to_string()));
+                }
             }
         }
         for name in [HF_EAGER_FILE, HF_COMPILE_FILE] {
-            if let Some(text) = read(name, notes) {
+            if let Some(text) = read(name, notes, &mut out.files) {
                 match serde_json::from_str(&text) {
                     Ok(v) => out.hf.push(v),
-                    Err(e) => notes.push(bad(name, &e)),
+                    Err(e) => {
+                        notes.push(bad(name, &e));
+                        out.files.insert(name, FileState::Unreadable(e.to_string()));
+                    }
                 }
             }
         }
         out
+    }
+
+    /// What became of `name` (one of the `*_FILE`s).
+    pub fn state(&self, name: &str) -> FileState {
+        self.files.get(name).cloned().unwrap_or(FileState::Absent)
+    }
+
+    /// Why a comparison with `name` has no value: the file is absent or unreadable, or (when it was
+    /// read) it lacks `what`.
+    pub fn missing(&self, name: &str, what: &str) -> String {
+        match self.state(name) {
+            FileState::Absent => format!("no `{TOOLS_DIR}/{name}` in this run"),
+            FileState::Unreadable(e) => format!("`{TOOLS_DIR}/{name}` unreadable ({e})"),
+            FileState::Read => format!("`{TOOLS_DIR}/{name}` has no {what}"),
+        }
+    }
+
+    /// Why there is no copy bandwidth of `device` ([`Self::copy_bandwidth`] is `None`).
+    pub fn copy_bandwidth_missing(&self, device: ComputeDevice) -> String {
+        let error = self.decode_modes.iter().rev().find_map(|l| match l {
+            DecodeModesLine::CopyBandwidthError {
+                copy_bandwidth_error,
+            } => Some(copy_bandwidth_error),
+            _ => None,
+        });
+        match (self.state(DECODE_MODES_FILE), error) {
+            (FileState::Read, Some(e)) => format!(
+                "the probe could not measure the copy bandwidth (`{TOOLS_DIR}/{DECODE_MODES_FILE}`: {e})"
+            ),
+            _ => self.missing(
+                DECODE_MODES_FILE,
+                &format!("copy bandwidth of `{device}`"),
+            ),
+        }
     }
 
     /// The copy bandwidth the probe measured on `device` (the last, if it ran more than once).
@@ -216,7 +287,9 @@ impl Tools {
                 DecodeModesLine::CopyBandwidth { copy_bandwidth } => Some(copy_bandwidth),
                 _ => None,
             })
-            .filter(|b| b.device == device && b.gb_per_s_median.is_finite() && b.gb_per_s_median > 0.0)
+            .filter(|b| {
+                b.device == device && b.gb_per_s_median.is_finite() && b.gb_per_s_median > 0.0
+            })
             .last()
     }
 
@@ -239,6 +312,11 @@ impl Tools {
             .iter()
             .filter(|r| r.is_tg())
             .max_by_key(|r| r.n_gen)
+    }
+
+    /// transformers' output in `mode` (the last read, if several).
+    pub fn hf_baseline(&self, mode: HfMode) -> Option<&HfBaseline> {
+        self.hf.iter().rev().find(|h| h.mode == mode)
     }
 
     /// transformers in `mode` on `scenario`.
@@ -291,7 +369,10 @@ mod tests {
         assert_eq!(t.decode_modes.len(), 4);
         assert!(matches!(
             &t.decode_modes[2],
-            DecodeModesLine::ModeError { mode: DecodeMode::Static, .. }
+            DecodeModesLine::ModeError {
+                mode: DecodeMode::Static,
+                ..
+            }
         ));
         let bw = t.copy_bandwidth(ComputeDevice::Cuda(0)).unwrap();
         assert_eq!(bw.gb_per_s_median, 4131.3);
@@ -305,7 +386,10 @@ mod tests {
         assert_eq!((tg.n_gen, tg.avg_ts), (64, 919.0));
         assert_eq!(tg.flash_attn.unwrap().to_string(), "auto");
         assert_eq!(t.llama_bench[0].flash_attn, Some(FlashAttn::Flag(false)));
-        assert_eq!(t.hf(HfMode::Compile, "short").unwrap().decode_tokens_per_s, 313.0);
+        assert_eq!(
+            t.hf(HfMode::Compile, "short").unwrap().decode_tokens_per_s,
+            313.0
+        );
         assert!(t.hf(HfMode::Eager, "short").is_none());
         assert!(t.hf(HfMode::Compile, "long").is_none());
     }
@@ -323,7 +407,10 @@ mod tests {
         };
         let text = serde_json::to_string(&line).unwrap();
         assert!(text.contains("\"device\":\"cuda:1\""), "{text}");
-        assert_eq!(serde_json::from_str::<DecodeModesLine>(&text).unwrap(), line);
+        assert_eq!(
+            serde_json::from_str::<DecodeModesLine>(&text).unwrap(),
+            line
+        );
         let err = DecodeModesLine::ModeError {
             mode: DecodeMode::CudaGraph,
             error: "no shim".into(),
@@ -339,12 +426,60 @@ mod tests {
         assert!(Tools::load(dir.path(), &mut notes).is_empty());
         assert!(notes.is_empty());
         write(dir.path(), LLAMA_BENCH_FILE, "{\"n_prompt\": 0}");
-        write(dir.path(), DECODE_MODES_FILE, &format!("weights ready\n{MODES}"));
+        write(
+            dir.path(),
+            DECODE_MODES_FILE,
+            &format!("weights ready\n{MODES}"),
+        );
         let t = Tools::load(dir.path(), &mut notes);
         assert!(t.llama_bench.is_empty());
         assert_eq!(t.decode_modes.len(), 4, "the good lines still count");
         assert_eq!(notes.len(), 2, "{notes:?}");
         assert!(notes[0].contains("tch-decode-modes.jsonl:1"), "{notes:?}");
         assert!(notes[1].contains(LLAMA_BENCH_FILE), "{notes:?}");
+    }
+
+    #[test]
+    fn a_committed_probe_output_without_newer_fields_reads_back() {
+        // docs/data/h200-tch-decode-modes-random-2026-12-02.jsonl: no `tokens_equal_to_static`,
+        // no `prefill_graph_lengths`.
+        let line = r#"{"decode_ms_median":88.032316,"decode_ms_min":88.005586,"decode_tok_s_median":715.6462860752181,"device":"cuda:0","dtype":"bf16","first_tokens":[33001,33001],"graph":{"kernels_per_step":459,"nodes_per_step":520,"replays":756,"shim":"/tmp/shim-box/libinfergate_cuda_graph.so","static_len":128},"mode":"cuda_graph","open_s":0.863437152,"prefill_ms_median":22.213064000000003,"tokens_equal_to_eager_up_to":28,"two_warmups_s":0.264735774}"#;
+        let DecodeModesLine::Mode(m) = serde_json::from_str::<DecodeModesLine>(line).unwrap()
+        else {
+            panic!("not read as a mode line");
+        };
+        assert_eq!(m.mode, DecodeMode::CudaGraph);
+        assert_eq!(m.device, ComputeDevice::Cuda(0));
+        assert_eq!(m.tokens_equal_to_static, None);
+        assert!(m.graph.unwrap().prefill_graph_lengths.is_empty());
+    }
+
+    #[test]
+    fn file_states_say_absent_unreadable_or_what_is_lacking() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), HF_EAGER_FILE, "not json");
+        write(dir.path(), HF_COMPILE_FILE, HF);
+        let mut notes = Vec::new();
+        let t = Tools::load(dir.path(), &mut notes);
+        assert_eq!(t.state(LLAMA_BENCH_FILE), FileState::Absent);
+        assert!(matches!(t.state(HF_EAGER_FILE), FileState::Unreadable(_)));
+        assert_eq!(t.state(HF_COMPILE_FILE), FileState::Read);
+        assert_eq!(
+            t.missing(LLAMA_BENCH_FILE, "tg test"),
+            "no `tools/llama-bench.json` in this run"
+        );
+        assert!(t
+            .missing(HF_EAGER_FILE, "x")
+            .starts_with("`tools/hf-eager.json` unreadable ("));
+        assert_eq!(
+            t.missing(HF_COMPILE_FILE, "scenario `long`"),
+            "`tools/hf-compile.json` has no scenario `long`"
+        );
+        assert_eq!(
+            t.copy_bandwidth_missing(ComputeDevice::Cuda(0)),
+            "no `tools/tch-decode-modes.jsonl` in this run"
+        );
+        assert_eq!(t.hf_baseline(HfMode::Compile).unwrap().gen_tokens, 64);
+        assert!(t.hf_baseline(HfMode::Eager).is_none());
     }
 }
