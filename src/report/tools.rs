@@ -283,14 +283,14 @@ impl Tools {
     pub fn copy_bandwidth(&self, device: ComputeDevice) -> Option<&CopyBandwidth> {
         self.decode_modes
             .iter()
+            .rev()
             .filter_map(|l| match l {
                 DecodeModesLine::CopyBandwidth { copy_bandwidth } => Some(copy_bandwidth),
                 _ => None,
             })
-            .filter(|b| {
+            .find(|b| {
                 b.device == device && b.gb_per_s_median.is_finite() && b.gb_per_s_median > 0.0
             })
-            .last()
     }
 
     /// The probe's decode loops that ran.
