@@ -95,7 +95,7 @@ if [[ -n "$LLAMA_BIN" && -n "$GGUF" ]]; then
 fi
 if [[ -x "$PROBE" ]]; then
   log "libtorch decode modes and device copy bandwidth"
-  "$PROBE" ${GGUF:+--gguf "$GGUF"} --reps 10 2>&1 | tee "$OUT/tch-decode-modes.jsonl" | tee -a "$OUT/run.log"
+  "$PROBE" ${GGUF:+--gguf "$GGUF"} --reps 10 2>"$OUT/tch-decode-modes.log" | tee "$OUT/tch-decode-modes.jsonl" | tee -a "$OUT/run.log"
 fi
 if [[ "${SKIP_HF:-0}" != 1 && -n "$GGUF" ]]; then
   "$IG" prompts > "$OUT/prompts.json"
