@@ -101,8 +101,8 @@ pub struct RooflineRow {
     /// `bandwidth ÷ bytes_per_token`.
     pub limit_tokens_per_s: Option<f64>,
     pub fraction: Option<f64>,
-    /// Whether the fraction is judged against [`MIN_FRACTION`]: a device copy bandwidth always; the
-    /// CPU probe's when taken on a machine no busier than [`MAX_LOAD_PER_THREAD`].
+    /// Whether the fraction is judged against [`MIN_FRACTION`]: the CPU probe's, when taken on a
+    /// machine no busier than [`MAX_LOAD_PER_THREAD`]; never a device copy bandwidth (see `from_run`).
     pub fraction_judged: bool,
     pub parent: Option<ParentComparison>,
 }
@@ -192,7 +192,12 @@ impl Roofline {
                         gb_per_s: c.gb_per_s_median,
                         source: BandwidthSource::DeviceCopy,
                     },
-                    true,
+                    // Shown, not judged: MIN_FRACTION is calibrated on CPU decode, which is
+                    // memory-bound. At batch 1 a small model on a GPU is launch-bound (hundreds of
+                    // kernels of a few kilobytes each per token), so every engine sits at a few
+                    // per cent of the copy roofline; GPU backends are held against the engines'
+                    // own tools instead (`gpu_section`).
+                    false,
                 ))
             }
         };
@@ -629,9 +634,10 @@ pub fn gpu_section(md: &mut String, r: &Roofline, tools: &Tools) {
     );
     let _ = writeln!(
         md,
-        "Decode tok/s: the median of this run's measured runs. Of roofline: decode ÷ (device copy bandwidth from `{TOOLS_DIR}/{DECODE_MODES_FILE}` ÷ bytes one decode step reads). \
+        "Decode tok/s: the median of this run's measured runs. Of roofline: decode ÷ (device copy bandwidth from `{TOOLS_DIR}/{DECODE_MODES_FILE}` ÷ bytes one decode step reads), shown but not judged against the CPU floor of {:.0} %: at batch 1 a small model on a GPU is launch-bound (kernels per token × launch cost), not bandwidth-bound, so every engine sits far below this limit and the engines' own tools are the yardstick. \
 vs transformers: decode ÷ transformers' decode tok/s on the same scenario and weights (`{TOOLS_DIR}/{HF_EAGER_FILE}`, `{TOOLS_DIR}/{HF_COMPILE_FILE}`: `scripts/gpu/hf_decode_baseline.py`). \
 vs llama-bench: `{LLAMA_CPP_CUDA}` ÷ `llama-bench`'s tg test on the same build (`{TOOLS_DIR}/{LLAMA_BENCH_FILE}`); the check is that they agree within {:.0} %.\n",
+        MIN_FRACTION * 100.0,
         LLAMA_BENCH_TOLERANCE * 100.0
     );
     let _ = writeln!(md, "| backend | scenario | device | gen | runs | decode tok/s | of roofline | vs transformers eager | vs transformers compiled | vs llama-bench tg |");
