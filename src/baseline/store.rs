@@ -136,16 +136,17 @@ pub struct WritePolicy {
     pub ci: bool,
     /// `INFERGATE_FORCE_BASELINE_WRITE=1` or `--force`.
     pub force: bool,
-    /// `INFERGATE_TEST_SLOWDOWN` is set: never record.
-    pub test_slowdown: Option<f64>,
+    /// A test-only backend option is set (a planted slowdown, fewer threads): never record.
+    pub tweaks: super::slowdown::Tweaks,
 }
 
 impl WritePolicy {
     /// `Err(reason)` when nothing may be written.
     pub fn refusal(&self) -> Option<String> {
-        if let Some(f) = self.test_slowdown {
+        if !self.tweaks.is_none() {
             return Some(format!(
-                "INFERGATE_TEST_SLOWDOWN={f} is set: a run with a planted slowdown can never become a baseline (unset it); nothing was written"
+                "{} is set: a run with a test-only slowdown can never become a baseline (unset it); nothing was written",
+                self.tweaks.describe()
             ));
         }
         if self.ci && !self.force {

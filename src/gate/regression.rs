@@ -33,62 +33,7 @@ use crate::error::{BackendError, BaselineError};
 use crate::measure::{run_series, RunOutcome, RunPhase, RunRecord, RunTimings, SeriesPlan};
 use crate::workload::{prompt_ids, Scenario};
 
-/// A per-run metric the gate can compare.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Metric {
-    /// Whole generation, ms.
-    E2eMs,
-    /// The KV-cached decode loop, ms.
-    DecodeMs,
-    /// One forward over the prompt, ms.
-    PrefillMs,
-    /// Decode steps per second of decode time.
-    DecodeTokensPerS,
-    /// Generated tokens per second end to end.
-    E2eTokensPerS,
-    /// CPU time of this process and its child processes over the run, ms ([`crate::baseline::cpu`]):
-    /// the work done, nearly independent of other processes' load.
-    E2eCpuMs,
-}
-
-impl Metric {
-    pub fn name(self) -> &'static str {
-        match self {
-            Metric::E2eMs => "e2e_ms",
-            Metric::DecodeMs => "decode_ms",
-            Metric::PrefillMs => "prefill_ms",
-            Metric::DecodeTokensPerS => "decode_tokens_per_s",
-            Metric::E2eTokensPerS => "e2e_tokens_per_s",
-            Metric::E2eCpuMs => "e2e_cpu_ms",
-        }
-    }
-    pub fn unit(self) -> &'static str {
-        match self {
-            Metric::E2eMs | Metric::DecodeMs | Metric::PrefillMs | Metric::E2eCpuMs => "ms",
-            Metric::DecodeTokensPerS | Metric::E2eTokensPerS => "tokens/s",
-        }
-    }
-    pub fn direction(self) -> Direction {
-        match self {
-            Metric::E2eMs | Metric::DecodeMs | Metric::PrefillMs | Metric::E2eCpuMs => {
-                Direction::LowerIsBetter
-            }
-            Metric::DecodeTokensPerS | Metric::E2eTokensPerS => Direction::HigherIsBetter,
-        }
-    }
-    /// The metric of one run from its timings and the CPU time it took (`None` = not measured).
-    pub fn value(self, t: &RunTimings, cpu_ms: Option<f64>) -> Option<f64> {
-        Some(match self {
-            Metric::E2eMs => t.e2e_ms,
-            Metric::DecodeMs => t.decode_ms,
-            Metric::PrefillMs => t.prefill_ms,
-            Metric::DecodeTokensPerS => t.decode_tokens_per_s(),
-            Metric::E2eTokensPerS => t.e2e_tokens_per_s(),
-            Metric::E2eCpuMs => return cpu_ms,
-        })
-    }
-}
+pub use crate::baseline::metric::Metric;
 
 fn default_tolerance() -> f64 {
     rule::DEFAULT_TOLERANCE
@@ -131,6 +76,61 @@ pub struct RegressionParams {
     /// drawn: on a slower machine a pass, on a faster one a regression; the rest is a SKIP.
     #[serde(default = "default_machine_tolerance")]
     pub machine_tolerance: f64,
+    /// Paired mode (`[check.paired]`): both runtimes measured in this job.
+    #[serde(default)]
+    pub paired: PairedParams,
+}
+
+/// `[check.paired]`: rounds and rule of paired mode ([`crate::paired`]). Defaults measured on the
+/// 2-core CI machine kind (docs/regression.md, calibration).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PairedParams {
+    /// Generations per side before the rounds, discarded.
+    pub warmup: usize,
+    /// Rounds before the first look.
+    pub rounds: usize,
+    /// Rounds added after an unknown answer.
+    pub extra_rounds: usize,
+    /// Cap on rounds (then unknown is a SKIP, inconclusive).
+    pub max_rounds: usize,
+    /// Family-wise false-alarm rate of one trial (all metrics, all looks).
+    pub alpha: f64,
+    /// A slowdown up to this fraction is not a regression.
+    pub min_effect: f64,
+    /// "Same" excludes a slowdown of this fraction or more.
+    pub same_within: f64,
+}
+
+impl Default for PairedParams {
+    fn default() -> Self {
+        PairedParams {
+            warmup: 2,
+            rounds: 20,
+            extra_rounds: 20,
+            max_rounds: 60,
+            alpha: 0.05,
+            min_effect: 0.01,
+            same_within: 0.03,
+        }
+    }
+}
+
+impl PairedParams {
+    /// The paired settings with `seed` (intervals reported at 95 %).
+    pub fn settings(&self, seed: u64) -> crate::paired::Settings {
+        crate::paired::Settings {
+            warmup: self.warmup,
+            rounds: self.rounds,
+            extra_rounds: self.extra_rounds,
+            max_rounds: self.max_rounds,
+            level: 0.95,
+            alpha: self.alpha,
+            min_effect: self.min_effect,
+            same_within: self.same_within,
+            seed,
+        }
+    }
 }
 
 fn default_machine_tolerance() -> f64 {
@@ -185,6 +185,10 @@ impl RegressionParams {
                 self.confidence
             ));
         }
+        self.paired
+            .settings(0)
+            .validate()
+            .map_err(|e| format!("[check.paired]: {e}"))?;
         crate::stats::bootstrap::check_resamples(self.confidence, self.resamples)
             .map_err(|e| e.to_string())
     }

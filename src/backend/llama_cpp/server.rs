@@ -220,7 +220,19 @@ impl LlamaCppBackend {
         gguf: &Path,
         precision: &str,
     ) -> Result<Self, BackendError> {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self::open_with_threads(id, build, gguf, precision, None)
+    }
+
+    /// [`LlamaCppBackend::open`] with the server's thread count (`None`: every core).
+    pub fn open_with_threads(
+        id: &str,
+        build: &LlamaCppBuild,
+        gguf: &Path,
+        precision: &str,
+        threads: Option<usize>,
+    ) -> Result<Self, BackendError> {
+        let threads =
+            threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let server = LlamaServer::start(build, gguf, threads, 2048, id)?;
         let n_params = server
             .get("/v1/models")

