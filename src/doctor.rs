@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use crate::assets::{self, PinnedAsset, Registry};
 use crate::backend::registry::{self, Availability};
+use crate::model::catalog::{self, ModelSource};
 
 /// The backend every gate can fall back on; doctor fails only if it is unusable.
 pub const DEFAULT_BACKEND: &str = "ort-cpu";
@@ -17,6 +18,18 @@ pub const DEFAULT_BACKEND: &str = "ort-cpu";
 #[derive(Debug, Clone, PartialEq)]
 pub struct AssetStatus {
     pub asset: PinnedAsset,
+    pub found: Option<PathBuf>,
+}
+
+/// One declared model (models/<name>.toml) as found, not fetched or derived.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelStatus {
+    pub name: String,
+    pub parameters: u64,
+    pub trained: bool,
+    /// Where its weights come from, in words.
+    pub source: String,
+    pub declared_in: PathBuf,
     pub found: Option<PathBuf>,
 }
 
@@ -32,6 +45,9 @@ pub struct Doctor {
     /// Which setting chose the cache root.
     pub cache_origin: String,
     pub assets: Vec<AssetStatus>,
+    /// The models directory and its declarations, or why it cannot be read.
+    pub models_dir: PathBuf,
+    pub models: Result<Vec<ModelStatus>, String>,
     /// Cached derived artifacts (ONNX exports, llama.cpp builds), by directory name.
     pub derived: Vec<String>,
     pub backends: Vec<BackendStatus>,
@@ -77,6 +93,20 @@ pub fn inspect() -> Doctor {
         })
         .collect();
     let derived = derived(&cache_root);
+    let models = catalog::registry()
+        .map(|r| {
+            r.models()
+                .map(|m| ModelStatus {
+                    name: m.name.clone(),
+                    parameters: m.declared_parameters,
+                    trained: m.trained,
+                    source: m.source.describe(),
+                    declared_in: m.declared_in.clone(),
+                    found: catalog::locate(m),
+                })
+                .collect()
+        })
+        .map_err(|e| e.to_string());
     let backends = registry::known_ids()
         .into_iter()
         .map(|id| BackendStatus {
@@ -88,6 +118,8 @@ pub fn inspect() -> Doctor {
         cache_origin: cache_origin(),
         cache_root,
         assets,
+        models_dir: catalog::models_dir(),
+        models,
         derived,
         backends,
         energy: crate::energy::doctor_lines(),
@@ -103,6 +135,23 @@ fn fetch_fix(a: &PinnedAsset) -> String {
         "run `infergate fetch` (fetches {from}), or set {}=<path to {}>",
         a.env_var, a.file_name
     )
+}
+
+/// What makes a declared model present, by its source.
+fn model_fix(m: &ModelStatus) -> String {
+    let source = catalog::lookup(&m.name).map(|d| d.source);
+    match source {
+        Some(ModelSource::Pinned(a)) => fetch_fix(&a),
+        Some(ModelSource::Local(p)) => format!(
+            "put the GGUF at {} or change `source.path` in {}",
+            p.display(),
+            m.declared_in.display()
+        ),
+        Some(ModelSource::LlamaQuantize { .. }) => {
+            "derived on first use (needs llama.cpp: `infergate build-llama-cpp`), or run `infergate fetch`".into()
+        }
+        None => format!("fix {}", m.declared_in.display()),
+    }
 }
 
 impl Doctor {
@@ -134,6 +183,36 @@ impl Doctor {
                     fetch_fix(&a.asset)
                 )),
             }
+        }
+        match &self.models {
+            Ok(models) => {
+                out.push(format!(
+                    "models (declared in {}; gate files and `run --model` name them):",
+                    self.models_dir.display()
+                ));
+                for m in models {
+                    let kind = if m.trained { "trained" } else { "untrained" };
+                    out.push(format!(
+                        "  {:<8} {} ({} parameters, {kind}) from {}",
+                        if m.found.is_some() {
+                            "present"
+                        } else {
+                            "missing"
+                        },
+                        m.name,
+                        m.parameters,
+                        m.source
+                    ));
+                    match &m.found {
+                        Some(p) => out.push(format!("           at {}", p.display())),
+                        None => out.push(format!("           fix: {}", model_fix(m))),
+                    }
+                }
+            }
+            Err(e) => out.push(format!(
+                "models   CANNOT READ {}: {e}",
+                self.models_dir.display()
+            )),
         }
         let of = |kind: &str| {
             self.derived
@@ -209,6 +288,15 @@ mod tests {
                     found: Some(PathBuf::from("/c/wiki.utf8")),
                 },
             ],
+            models_dir: PathBuf::from("/m"),
+            models: Ok(vec![ModelStatus {
+                name: "tiny".into(),
+                parameters: 10,
+                trained: true,
+                source: "local file /w/tiny.gguf".into(),
+                declared_in: PathBuf::from("/m/tiny.toml"),
+                found: Some(PathBuf::from("/w/tiny.gguf")),
+            }]),
             derived: vec![],
             backends: vec![
                 BackendStatus {
@@ -250,6 +338,10 @@ mod tests {
         );
         assert!(
             text.starts_with("cache    /c") && text.contains("no readable sensor"),
+            "{text}"
+        );
+        assert!(
+            text.contains("present  tiny (10 parameters, trained) from local file /w/tiny.gguf"),
             "{text}"
         );
 

@@ -82,8 +82,47 @@ pub enum ModelError {
     Gguf { path: PathBuf, detail: String },
     #[error("{path}: tensor `{name}` is missing")]
     MissingTensor { path: PathBuf, name: String },
-    #[error("tensor `{name}` has type {ggml_type}, which this reader cannot dequantize (supported: F32, F16, Q4_0, Q4_1, Q8_0)")]
-    UnsupportedTensorType { name: String, ggml_type: String },
+    #[error("tensor `{name}` has type {ggml_type}, which infergate cannot dequantize (supported: {supported}); llama.cpp can still run this file (backend llama-cpp), or requantize it with `llama-quantize --allow-requantize` to a supported type")]
+    UnsupportedTensorType {
+        name: String,
+        ggml_type: String,
+        supported: String,
+    },
+    #[error("architecture `{arch}` is not supported (supported: {supported}); {detail}")]
+    UnsupportedArchitecture {
+        arch: String,
+        supported: String,
+        detail: String,
+    },
+    #[error("{path}: invalid model declaration: {detail}; fix: {fix}")]
+    ModelFile {
+        path: PathBuf,
+        detail: String,
+        fix: String,
+    },
+    #[error("model `{name}` is not declared in {dir} (declared: {known}); fix: add {dir}/{name}.toml (see README, \"Gate your own model\") or use a declared name")]
+    UnknownModel {
+        name: String,
+        dir: PathBuf,
+        known: String,
+    },
+    #[error("cannot read the model declarations in {dir}: {detail}")]
+    Registry { dir: PathBuf, detail: String },
+    #[error("model `{model}`: the GGUF {path} does not exist; fix: {fix}")]
+    WeightsMissing {
+        model: String,
+        path: PathBuf,
+        fix: String,
+    },
+    #[error("model `{}`: sha256 mismatch for {}: declared {}, found {}; fix: {}", .0.model, .0.path.display(), .0.expected, .0.actual, .0.fix)]
+    WeightsHashMismatch(Box<HashMismatch>),
+    #[error("model `{model}` (declared in {declared_in}) cannot be derived: {detail}; fix: {fix}")]
+    Derive {
+        model: String,
+        declared_in: PathBuf,
+        detail: String,
+        fix: String,
+    },
     #[error("GGUF metadata key `{key}` is missing or has the wrong type")]
     MissingMetadata { key: String },
     #[error("tensor `{name}` has shape {actual:?}, expected {expected:?} from the config")]
@@ -98,8 +137,25 @@ pub enum ModelError {
     Tokenizer(String),
     #[error("ONNX export to {path}: {detail}")]
     Export { path: PathBuf, detail: String },
+    /// Boxed: asset errors carry the most text, and every backend error may hold a model error.
     #[error(transparent)]
-    Asset(#[from] AssetError),
+    Asset(Box<AssetError>),
+}
+
+impl From<AssetError> for ModelError {
+    fn from(e: AssetError) -> Self {
+        ModelError::Asset(Box::new(e))
+    }
+}
+
+/// A model file whose sha256 is not the declared one (boxed: it is the largest model error).
+#[derive(Debug)]
+pub struct HashMismatch {
+    pub model: String,
+    pub path: PathBuf,
+    pub expected: String,
+    pub actual: String,
+    pub fix: String,
 }
 
 /// A backend could not load or run. These become degraded runs carrying the reason.

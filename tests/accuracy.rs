@@ -68,17 +68,20 @@ fn a_planted_weight_fault_fails_the_perplexity_delta_gate_with_delta_and_thresho
     params.distribution_positions = 64;
     params.max_abs_delta.insert("ort-cpu-fault".into(), 0.001);
 
-    let model = catalog::SMOLLM2_135M;
+    let model = catalog::default_model().unwrap();
     // The CI profile's token budget would override the span above; this test pins its own.
     let mut profile = spec.profile("ci").unwrap();
     profile.perplexity_tokens = None;
     let faulty = WeightSource::Gguf {
-        model: model.name.into(),
-        gguf_sha256: model.asset.member_sha256.into(),
+        model: model.name.clone(),
+        gguf_sha256: model.sha256.clone(),
         fault_scale_layer: Some((0, 1.05)),
     };
     let encode = infergate::runner::load_encoder().expect("tokenizer");
-    let door = Faulty { model, faulty };
+    let door = Faulty {
+        model: model.clone(),
+        faulty,
+    };
     let dir = tempfile::tempdir().unwrap();
     let log = RunLog::new(dir.path().join("runs.jsonl"));
     let trial = TrialId::new(&spec.id, Unit::backend("ort-cpu-fault"), None);
@@ -88,7 +91,7 @@ fn a_planted_weight_fault_fails_the_perplexity_delta_gate_with_delta_and_thresho
         spec: &spec,
         scenario: None,
         profile,
-        model,
+        model: model.clone(),
         encode: encode.as_ref(),
         backends: &door,
         run_log: &log,

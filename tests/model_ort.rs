@@ -7,7 +7,7 @@ use infergate::model::onnx_export::WeightFormat;
 use infergate::model::reference;
 
 fn open(opt: OptLevel) -> (OrtBackend, WeightSource) {
-    let source = WeightSource::catalog(&catalog::SMOLLM2_135M);
+    let source = WeightSource::catalog(&catalog::default_model().unwrap());
     let prepared = catalog::ensure_onnx(&source, WeightFormat::Fp32).expect("export");
     let b = OrtBackend::open(OrtOptions::cpu(
         "ort-cpu",
@@ -58,14 +58,16 @@ fn kv_cached_greedy_tokens_equal_full_recompute_tokens() {
 #[ignore = "exploration: prints how far each ORT variant is from the reference"]
 fn explore_variants() {
     use infergate::backend::registry;
-    let source = WeightSource::catalog(&catalog::SMOLLM2_135M);
+    let source = WeightSource::catalog(&catalog::default_model().unwrap());
     let weights = source.load_weights().unwrap();
     let tokens: Vec<u32> = vec![
         504, 2365, 6354, 16438, 27003, 690, 260, 23790, 3290, 30, 378, 5248,
     ];
     let expected = reference::forward(&weights, &tokens).unwrap();
     for id in ["ort-cpu", "ort-cpu-q4", "ort-cpu-int8", "ort-cpu-fp16"] {
-        match registry::open(id, &catalog::SMOLLM2_135M).and_then(|mut b| b.logits(&tokens)) {
+        match registry::open(id, &catalog::default_model().unwrap())
+            .and_then(|mut b| b.logits(&tokens))
+        {
             Ok(actual) => {
                 let max_abs_ref = expected.iter().fold(0f32, |a, &b| a.max(b.abs()));
                 let max_diff = actual

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use infergate::backend::ollama::{self, OllamaBackend, OllamaConfig};
 use infergate::backend::registry::Availability;
-use infergate::backend::Backend;
+use infergate::backend::{Backend, Recompute};
 use infergate::error::BackendError;
-use infergate::measure::{run_series, RunOutcome, SeriesPlan};
+use infergate::measure::{measured_ok, run_series, RunOutcome, SeriesPlan};
 use infergate::model::tokenizer::Tokenizer;
 use infergate::model::GgufFile;
 use infergate::workload;
@@ -117,7 +117,9 @@ impl Drop for FakeOllama {
 }
 
 fn tokenizer() -> Tokenizer {
-    let path = infergate::assets::ensure(&infergate::assets::SMOLLM2_GGUF).expect("SmolLM2 GGUF");
+    let path = infergate::model::catalog::default_model()
+        .and_then(|m| m.gguf_path())
+        .expect("SmolLM2 GGUF");
     Tokenizer::from_gguf(&GgufFile::open(&path).expect("GGUF")).expect("tokenizer")
 }
 
@@ -181,39 +183,68 @@ fn generate_sends_a_greedy_raw_request_and_reads_engine_phases() {
     assert_eq!(g.decode_ms, ms("eval_duration"));
     assert_eq!(g.e2e_ms, ms("total_duration"));
     assert_eq!(g.cold_start_ms, Some(ms("load_duration")));
-    assert_eq!(g.projection, None);
+    assert_eq!(g.early_stop, None);
     assert_eq!(backend.last_reply().map(|r| r.eval_count), Some(Some(16)));
 }
 
 #[test]
-fn an_early_stop_run_is_recorded_as_projected() {
+fn an_early_stop_run_is_recorded_as_projected_and_left_out_of_aggregates() {
     let fake = FakeOllama::start(GenerateReply::Body(200, EARLY_STOP), 200);
     let mut opened: Result<Box<dyn Backend>, BackendError> = Ok(Box::new(open(&fake)));
     let records = run_series(&mut opened, &plan(64));
     assert_eq!(records.len(), 2);
+    assert!(
+        measured_ok(&records).is_empty(),
+        "a projected run must not reach medians or decode fractions"
+    );
+    let reply: serde_json::Value = serde_json::from_str(EARLY_STOP).unwrap();
+    let eval_ms = reply["eval_duration"].as_f64().unwrap() / 1e6;
     for r in &records {
-        let t = r
-            .timings()
-            .unwrap_or_else(|| panic!("an ok record, got {:?}", r.outcome));
-        let p = t
-            .projection
-            .as_ref()
-            .expect("the record says the decode was projected");
+        assert!(r.timings().is_none(), "no timings for aggregates: {r:?}");
+        let p = r
+            .projected()
+            .unwrap_or_else(|| panic!("a projected record, got {:?}", r.outcome));
         assert_eq!(
             (
-                p.generated_tokens,
+                p.measured.gen_tokens,
                 p.requested_tokens,
                 p.stop_reason.as_str()
             ),
             (8, 64, "stop")
         );
-        assert_eq!(t.gen_tokens, 64);
+        // Measured as Ollama reported; projected with eval_duration / (eval_count − 1) × (64 − 1).
+        assert_eq!(p.measured.decode_ms, eval_ms);
+        assert_eq!(p.measured.decode_steps, 7);
+        let want = eval_ms / 7.0 * 63.0;
+        assert!((p.projected_decode_ms.unwrap() - want).abs() < 1e-9);
         let line = serde_json::to_value(r).unwrap();
+        assert_eq!(line["status"], "projected", "the flag reaches runs.jsonl");
+        assert_eq!(line["requested_tokens"], 64);
+        assert_eq!(line["measured"]["gen_tokens"], 8);
         assert_eq!(
-            line["projection"]["requested_tokens"], 64,
-            "the projection reaches runs.jsonl"
+            serde_json::from_value::<infergate::measure::RunRecord>(line).unwrap(),
+            *r,
+            "read back as the same record"
         );
     }
+}
+
+#[test]
+fn kv_versus_recompute_is_not_checkable_through_ollama_and_sends_nothing() {
+    let fake = FakeOllama::start(GenerateReply::Body(200, NORMAL), 200);
+    let mut backend = open(&fake);
+    match backend.full_recompute_tokens(micro_prompt(), 16) {
+        Ok(Recompute::CannotCheck { reason }) => {
+            assert!(reason.contains("prompt cache"), "{reason}")
+        }
+        other => panic!("expected CannotCheck with the reason, got {other:?}"),
+    }
+    assert!(
+        fake.generate_bodies
+            .recv_timeout(Duration::from_millis(200))
+            .is_err(),
+        "no generation was requested for a check that cannot be made"
+    );
 }
 
 #[test]
@@ -366,10 +397,11 @@ fn live_ollama_generates_a_fixed_length_run() {
     let g = backend.generate(prompt, 32).expect("a live generation");
     eprintln!("live: {g:?}");
     assert_eq!(g.prompt_tokens, prompt.len());
-    assert_eq!(g.decode_steps, 31);
+    let generated = g.early_stop.as_ref().map_or(32, |s| s.generated_tokens);
+    assert_eq!(g.decode_steps, generated - 1);
     assert!(g.prefill_ms > 0.0 && g.decode_ms > 0.0 && g.e2e_ms >= g.prefill_ms + g.decode_ms);
-    match &g.projection {
+    match &g.early_stop {
         None => assert_eq!(g.tokens.len(), 32),
-        Some(p) => assert!(p.generated_tokens <= 32 && p.requested_tokens == 32),
+        Some(s) => assert!(s.generated_tokens <= 32 && s.requested_tokens == 32),
     }
 }

@@ -20,7 +20,7 @@ const PROMPT: [u32; 8] = [504, 2365, 6354, 16438, 27003, 690, 260, 23790];
 fn weights() -> &'static LlamaWeights {
     static W: OnceLock<LlamaWeights> = OnceLock::new();
     W.get_or_init(|| {
-        WeightSource::catalog(&catalog::SMOLLM2_135M)
+        WeightSource::catalog(&catalog::default_model().unwrap())
             .load_weights()
             .expect("SmolLM2 weights")
     })
@@ -75,7 +75,7 @@ fn tch_loaded_parameters_are_the_declared_count() {
     let tch = open("tch-cpu", TchDevice::Cpu, TchDtype::Fp32).unwrap();
     assert_eq!(
         tch.loaded_parameter_count(),
-        Some(catalog::SMOLLM2_135M.declared_parameters)
+        Some(catalog::default_model().unwrap().declared_parameters)
     );
     let info = tch.info();
     assert_eq!(
@@ -112,8 +112,8 @@ fn tch_kv_cached_greedy_tokens_equal_full_recompute_tokens() {
 
 #[test]
 fn tch_fp32_logits_agree_with_onnx_runtime_fp32_within_1e_4_relative() {
-    let mut ort = registry::open("ort-cpu", &catalog::SMOLLM2_135M).expect("ort-cpu");
-    let mut tch = registry::open("tch-cpu", &catalog::SMOLLM2_135M).expect("tch-cpu");
+    let mut ort = registry::open("ort-cpu", &catalog::default_model().unwrap()).expect("ort-cpu");
+    let mut tch = registry::open("tch-cpu", &catalog::default_model().unwrap()).expect("tch-cpu");
     assert_eq!(tch.info().engine, "libtorch");
     let ort_logits = ort.logits(&TOKENS).unwrap();
     let tch_logits = tch.logits(&TOKENS).unwrap();
@@ -142,7 +142,7 @@ fn tch_registry_ids_probe_truthfully() {
                 );
                 assert!(fix.contains("libtorch_cuda.so"), "{fix}");
                 // The negative control for the compile-is-real gate: a cuda label cannot open here.
-                match registry::open(id, &catalog::SMOLLM2_135M) {
+                match registry::open(id, &catalog::default_model().unwrap()) {
                     Err(BackendError::Unavailable { reason, .. }) => assert!(
                         reason.contains("libtorch_cuda") || reason.contains("device"),
                         "{reason}"
@@ -231,7 +231,7 @@ fn tch_cuda_fp32_bf16_fp16_run_on_the_gpu_in_their_dtype() {
 #[ignore = "informational timing; run explicitly"]
 fn decode_tokens_per_second_tch_cpu_vs_ort_cpu() {
     for id in ["tch-cpu", "ort-cpu"] {
-        let mut b = registry::open(id, &catalog::SMOLLM2_135M).unwrap();
+        let mut b = registry::open(id, &catalog::default_model().unwrap()).unwrap();
         b.generate(&PROMPT, 8).unwrap();
         let g = b.generate(&PROMPT, 64).unwrap();
         eprintln!(

@@ -38,7 +38,9 @@ fn fixture() -> Fixture {
 fn tokenizer() -> &'static Tokenizer {
     static TOKENIZER: OnceLock<Tokenizer> = OnceLock::new();
     TOKENIZER.get_or_init(|| {
-        let path = assets::ensure(&assets::SMOLLM2_GGUF).unwrap_or_else(|e| panic!("{e}"));
+        let path = infergate::model::catalog::default_model()
+            .and_then(|m| m.gguf_path())
+            .unwrap_or_else(|e| panic!("{e}"));
         let gguf = GgufFile::open(&path).unwrap_or_else(|e| panic!("{e}"));
         Tokenizer::from_gguf(&gguf).unwrap_or_else(|e| panic!("{e}"))
     })
@@ -52,7 +54,10 @@ fn ids_sha256(ids: &[u32]) -> String {
 #[test]
 fn fixtures_were_made_from_the_pinned_assets() {
     let f = fixture();
-    assert_eq!(f.gguf_sha256, assets::SMOLLM2_GGUF.member_sha256);
+    assert_eq!(
+        f.gguf_sha256,
+        infergate::model::catalog::default_model().unwrap().sha256
+    );
     assert_eq!(f.wiki_prefix.text_sha256, assets::WIKI_TEXT.member_sha256);
     assert!(f.cases.len() >= 40, "only {} cases", f.cases.len());
 }
@@ -136,7 +141,9 @@ fn wiki_100kb_matches_live_llama_tokenize() {
 
     let build =
         infergate::backend::llama_cpp::setup::ensure_built().unwrap_or_else(|e| panic!("{e}"));
-    let gguf = assets::ensure(&assets::SMOLLM2_GGUF).unwrap_or_else(|e| panic!("{e}"));
+    let gguf = infergate::model::catalog::default_model()
+        .and_then(|m| m.gguf_path())
+        .unwrap_or_else(|e| panic!("{e}"));
     let text = std::fs::read_to_string(
         assets::ensure(&assets::WIKI_TEXT).unwrap_or_else(|e| panic!("{e}")),
     )

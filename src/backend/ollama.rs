@@ -20,11 +20,18 @@
 //! fails with that reason (a degraded run) rather than carrying an invented count. Newer versions
 //! report the reused tokens as `prompt_eval_cached_count`, kept as `cached_prompt_tokens`.
 //!
-//! **Early stop** (EOS cannot be disabled in Ollama): when `eval_count < num_predict`, decode is
-//! projected to the requested length, `eval_duration / eval_count × num_predict` (TR121 fixed-length
-//! equivalence), e2e grows by the same amount, and [`Generation::projection`] records the measured
-//! values and the stop reason. A reply with `done_reason: stop` is marked the same way even at full
-//! count (factor 1): its text holds fewer tokens than `eval_count`, which counts the EOS.
+//! **Early stop** (EOS cannot be disabled in Ollama): the reply's durations are kept as measured, and
+//! [`Generation::early_stop`] records Ollama's own count and `done_reason`. The measurement layer
+//! records a run that stopped short of `num_predict` as `projected` ([`crate::measure::ProjectedRun`]),
+//! outside every aggregate; its projection divides `eval_duration` by `eval_count − 1`, the forward
+//! passes it covers. (Ollama's runner starts the `eval_duration` clock after the prompt's forward pass
+//! and counts the token sampled from the prompt's logits in `eval_count`; its API reference says
+//! `eval_count` is the output tokens and `eval_duration` the time spent generating them.) A reply
+//! with `done_reason: stop` at the full count is marked too: its text holds fewer tokens than
+//! `eval_count`, which counts the stop token, and Ollama's count is then the count of record.
+//!
+//! **KV cache vs full recompute** cannot be checked through Ollama:
+//! [`Backend::full_recompute_tokens`] says why ([`RECOMPUTE_NOT_CHECKABLE`]).
 
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
@@ -34,7 +41,7 @@ use reqwest::{StatusCode, Url};
 use serde::{Deserialize, Serialize};
 
 use super::registry::Availability;
-use super::{Backend, BackendInfo, DecodeProjection, Generation, TimingSource};
+use super::{Backend, BackendInfo, EarlyStop, Generation, Recompute, TimingSource};
 use crate::error::{BackendError, ModelError};
 use crate::model::tokenizer::Tokenizer;
 
@@ -52,6 +59,13 @@ pub const DEFAULT_MODEL: &str = "smollm2:135m";
 pub const PROBE_CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
 
 const ENGINE: &str = "ollama";
+
+/// Why the KV-vs-recompute check cannot run through Ollama's API.
+pub const RECOMPUTE_NOT_CHECKABLE: &str = "Ollama's /api/generate cannot switch its prompt cache off \
+(the runner loads every completion with the cache on and reuses the longest common prefix), so a \
+one-token request over the growing prefix is served by the same cached decode, not a recompute; and \
+prompts travel as text, whose re-tokenization need not reproduce the generated ids. Check the engine \
+through the `llama-cpp` backend instead";
 
 /// Where the server is and how to ask it.
 #[derive(Debug, Clone, PartialEq)]
@@ -279,8 +293,9 @@ fn pull_fix(model: &str) -> String {
     format!("run `ollama pull {model}`, or set {MODEL_ENV} to a model the server has")
 }
 
-/// Turn one `/api/generate` reply into a [`Generation`] of `requested` tokens (see the module docs for
-/// the phase mapping, the cache-hit rule and the projection). `encode` re-tokenizes the reply text.
+/// Turn one `/api/generate` reply to a request for `requested` tokens into a [`Generation`] of what was
+/// measured (see the module docs for the phase mapping, the cache-hit rule and early stops). `encode`
+/// re-tokenizes the reply text.
 pub fn generation_from_response(
     backend: &str,
     reply: &GenerateResponse,
@@ -320,8 +335,8 @@ pub fn generation_from_response(
         "prompt_eval_duration",
     )?);
     let generated = positive(reply.eval_count, "eval_count (no token was generated)")? as usize;
-    let decode_measured_ms = ns_to_ms(positive(reply.eval_duration, "eval_duration")?);
-    let e2e_measured_ms = ns_to_ms(positive(reply.total_duration, "total_duration")?);
+    let decode_ms = ns_to_ms(positive(reply.eval_duration, "eval_duration")?);
+    let e2e_ms = ns_to_ms(positive(reply.total_duration, "total_duration")?);
     if generated > requested {
         return Err(broken(format!(
             "Ollama generated {generated} tokens with num_predict = {requested}"
@@ -329,52 +344,39 @@ pub fn generation_from_response(
     }
     let tokens = encode(&reply.response)?;
     // Stopped by the model (EOS or a stop string): the text holds fewer tokens than `eval_count`, which
-    // counts the EOS; the run is marked even when it reached the requested count.
+    // counts the stop token; marked even when it reached the requested count.
     let stopped_itself = reply.done_reason.as_deref() == Some("stop");
-    let projection = if generated < requested || stopped_itself {
-        Some(DecodeProjection {
-            generated_tokens: generated,
-            requested_tokens: requested,
-            measured_decode_ms: decode_measured_ms,
-            measured_e2e_ms: e2e_measured_ms,
-            stop_reason: reply
-                .done_reason
-                .clone()
-                .unwrap_or_else(|| "unreported".into()),
-        })
-    } else {
-        if tokens.len() != generated {
-            return Err(broken(format!(
-                "Ollama counted {generated} generated tokens, but its text re-tokenizes to {} with the catalog model's \
-                 tokenizer (a different model behind {MODEL_ENV}, or a multi-byte character cut at the end)",
-                tokens.len()
-            )));
-        }
-        None
-    };
-    let (decode_ms, e2e_ms) = if generated < requested {
-        let projected = decode_measured_ms / generated as f64 * requested as f64;
-        (
-            projected,
-            e2e_measured_ms + (projected - decode_measured_ms),
-        )
-    } else {
-        (decode_measured_ms, e2e_measured_ms)
-    };
+    let early_stop = (generated < requested || stopped_itself).then(|| EarlyStop {
+        generated_tokens: generated,
+        requested_tokens: requested,
+        stop_reason: reply
+            .done_reason
+            .clone()
+            .unwrap_or_else(|| "unreported".into()),
+    });
+    if early_stop.is_none() && tokens.len() != generated {
+        return Err(broken(format!(
+            "Ollama counted {generated} generated tokens, but its text re-tokenizes to {} with the catalog model's \
+             tokenizer (a different model behind {MODEL_ENV}, or a multi-byte character cut at the end)",
+            tokens.len()
+        )));
+    }
     Ok(Generation {
         prompt_tokens: prompt_tokens as usize,
         tokens,
         prefill_ms,
         decode_ms,
         e2e_ms,
-        decode_steps: requested - 1,
+        // `eval_duration` starts after the prompt's forward pass, which produced the first of the
+        // `eval_count` tokens: it covers the other `eval_count − 1` forward passes.
+        decode_steps: generated - 1,
         timing_source: TimingSource::Engine,
         cold_start_ms: reply.load_duration.map(ns_to_ms),
         cached_prompt_tokens: reply
             .prompt_eval_cached_count
             .filter(|&n| n > 0)
             .map(|n| n as usize),
-        projection,
+        early_stop,
     })
 }
 
@@ -732,6 +734,17 @@ impl Backend for OllamaBackend {
         }
         Ok(generation)
     }
+
+    /// Not checkable through Ollama's API: see [`RECOMPUTE_NOT_CHECKABLE`]. Sends nothing.
+    fn full_recompute_tokens(
+        &mut self,
+        _prompt: &[u32],
+        _gen_tokens: usize,
+    ) -> Result<Recompute, BackendError> {
+        Ok(Recompute::CannotCheck {
+            reason: RECOMPUTE_NOT_CHECKABLE.into(),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -754,7 +767,9 @@ mod tests {
     fn tokenizer() -> &'static Tokenizer {
         static TOKENIZER: std::sync::OnceLock<Tokenizer> = std::sync::OnceLock::new();
         TOKENIZER.get_or_init(|| {
-            let path = crate::assets::ensure(&crate::assets::SMOLLM2_GGUF).expect("SmolLM2 GGUF");
+            let path = crate::model::catalog::default_model()
+                .and_then(|m| m.gguf_path())
+                .expect("SmolLM2 GGUF");
             Tokenizer::from_gguf(&crate::model::GgufFile::open(&path).expect("GGUF"))
                 .expect("tokenizer")
         })
@@ -802,40 +817,76 @@ mod tests {
         assert_eq!(g.cold_start_ms, Some(r.load_duration.unwrap() as f64 / 1e6));
         assert_eq!(g.decode_steps, n - 1);
         assert_eq!(g.timing_source, TimingSource::Engine);
-        assert_eq!(g.projection, None);
+        assert_eq!(g.early_stop, None);
         assert_eq!(g.cached_prompt_tokens, None);
         assert!(g.e2e_ms >= g.prefill_ms + g.decode_ms);
     }
 
     #[test]
-    fn early_stop_is_projected_to_the_requested_length_and_says_so() {
+    fn early_stop_keeps_the_measured_durations_and_becomes_a_projected_run() {
+        use crate::measure::{outcome_of, RunOutcome};
         let r = reply(EARLY_STOP);
         let generated = r.eval_count.unwrap() as usize;
         let requested = generated * 4;
         let g = generation_from_response("ollama", &r, requested, encode).unwrap();
         let measured = r.eval_duration.unwrap() as f64 / 1e6;
-        let p = g.projection.clone().expect("marked as projected");
+        let stop = g.early_stop.clone().expect("marked as stopped early");
         assert_eq!(
-            (p.generated_tokens, p.requested_tokens),
-            (generated, requested)
+            (
+                stop.generated_tokens,
+                stop.requested_tokens,
+                stop.stop_reason.as_str()
+            ),
+            (generated, requested, "stop")
         );
-        assert_eq!(p.stop_reason, "stop");
-        assert_eq!(p.measured_decode_ms, measured);
-        assert!((g.decode_ms - measured / generated as f64 * requested as f64).abs() < 1e-9);
-        assert!((g.e2e_ms - (p.measured_e2e_ms + g.decode_ms - measured)).abs() < 1e-9);
-        assert_eq!(g.decode_steps, requested - 1);
+        // Nothing is projected in the generation: the durations are Ollama's.
+        assert_eq!(g.decode_ms, measured);
+        assert_eq!(g.e2e_ms, r.total_duration.unwrap() as f64 / 1e6);
+        assert_eq!(
+            g.decode_steps,
+            generated - 1,
+            "eval_duration covers eval_count − 1 passes"
+        );
         assert!(
             g.tokens.len() < requested,
             "the tokens are what was generated, not padded"
         );
-        // Stopped by EOS exactly at the requested count: marked, with a projection factor of 1.
+        // The run record: projected, with the divisor eval_count − 1, and no timings for aggregates.
+        let RunOutcome::Projected(p) = outcome_of(&g, requested) else {
+            panic!("an early stop must be a projected run")
+        };
+        assert_eq!(p.measured.gen_tokens, generated);
+        assert_eq!(p.measured.decode_ms, measured);
+        let want = measured / (generated - 1) as f64 * (requested - 1) as f64;
+        assert!((p.projected_decode_ms.unwrap() - want).abs() < 1e-9);
+        assert!((p.projected_e2e_ms.unwrap() - (g.e2e_ms + want - measured)).abs() < 1e-9);
+        // Stopped by EOS exactly at the requested count: measured at full length, an ok run.
         let exact = generation_from_response("ollama", &r, generated, encode).unwrap();
         assert_eq!(
-            exact.projection.map(|p| p.requested_tokens),
+            exact.early_stop.as_ref().map(|s| s.generated_tokens),
             Some(generated)
         );
-        assert_eq!(exact.decode_ms, measured);
-        assert_eq!(exact.e2e_ms, r.total_duration.unwrap() as f64 / 1e6);
+        let RunOutcome::Ok(t) = outcome_of(&exact, generated) else {
+            panic!("a run measured at the requested length is ok")
+        };
+        assert_eq!((t.gen_tokens, t.decode_ms), (generated, measured));
+    }
+
+    #[test]
+    fn an_eos_as_first_token_projects_nothing() {
+        use crate::measure::{outcome_of, RunOutcome};
+        let r = GenerateResponse {
+            response: String::new(),
+            eval_count: Some(1),
+            eval_duration: Some(20_000),
+            ..reply(EARLY_STOP)
+        };
+        let g = generation_from_response("ollama", &r, 64, encode).unwrap();
+        assert_eq!(g.decode_steps, 0);
+        let RunOutcome::Projected(p) = outcome_of(&g, 64) else {
+            panic!("projected")
+        };
+        assert_eq!((p.projected_decode_ms, p.projected_e2e_ms), (None, None));
     }
 
     #[test]

@@ -669,8 +669,9 @@ impl Backend for OrtBackend {
         &mut self,
         prompt: &[u32],
         gen_tokens: usize,
-    ) -> Option<Result<Vec<u32>, BackendError>> {
-        Some(self.generate_full_recompute(prompt, gen_tokens))
+    ) -> Result<super::Recompute, BackendError> {
+        self.generate_full_recompute(prompt, gen_tokens)
+            .map(super::Recompute::Tokens)
     }
 
     /// Runs one short forward, ends profiling and reads back where every node ran and what the

@@ -6,9 +6,9 @@ use super::llama_cpp::server::LlamaCppBackend;
 use super::llama_cpp::setup;
 use super::ollama::{OllamaBackend, OllamaConfig};
 use super::ort::{OptLevel, OrtBackend, OrtOptions, RequestedProvider};
-use super::Backend;
+use super::{Backend, ComputeDevice};
 use crate::baseline::slowdown::{Stretch, Tweaks};
-use crate::error::{BackendError, ModelError};
+use crate::error::BackendError;
 use crate::model::catalog::{self, CatalogModel, WeightSource};
 use crate::model::onnx_export::WeightFormat;
 
@@ -62,6 +62,20 @@ fn ort_variant(id: &str) -> Option<(WeightFormat, OptLevel)> {
         "ort-cuda-fp16" => (WeightFormat::Fp16, OptLevel::All),
         _ => return None,
     })
+}
+
+/// The device backend `id` computes on, known without opening it; `None` where the backend does not
+/// decide it (Ollama: its server chooses; `tch-auto`: CUDA if available, else CPU, decided when
+/// opened — use [`BackendInfo::compute_device`](super::BackendInfo::compute_device) of the opened
+/// backend) or for an unknown id.
+pub fn requested_device(id: &str) -> Option<ComputeDevice> {
+    match id {
+        "ort-cuda" | "ort-cuda-fp16" | "ort-tensorrt" => Some(ComputeDevice::Cuda(0)),
+        "tch-cuda" | "tch-cuda-bf16" | "tch-cuda-fp16" => Some(ComputeDevice::Cuda(0)),
+        "tch-cpu" | "llama-cpp" => Some(ComputeDevice::Cpu),
+        id if ort_variant(id).is_some() => Some(ComputeDevice::Cpu),
+        _ => None,
+    }
 }
 
 pub fn known_ids() -> Vec<&'static str> {
@@ -220,11 +234,7 @@ pub fn open_tweaked(
             false,
             stretch,
         ),
-        None if id == "llama-cpp" => open_llama_cpp(
-            id,
-            &crate::assets::ensure(&model.asset).map_err(ModelError::from)?,
-            threads,
-        ),
+        None if id == "llama-cpp" => open_llama_cpp(id, &model.gguf_path()?, threads),
         None if id == "ollama" => open_ollama(ollama_config()?, model),
         None if id.starts_with("tch-") && is_known(id) => open_tch(id, model),
         None => Err(BackendError::Unavailable {
@@ -247,6 +257,28 @@ fn open_tch(id: &str, model: &CatalogModel) -> Result<Box<dyn Backend>, BackendE
         });
     }
     let weights = WeightSource::catalog(model).load_weights()?;
+    // The libtorch forward implements plain LLaMA: refuse what it would silently get wrong.
+    let c = &weights.config;
+    if c.attention_bias || !c.rope_scaling.is_none() {
+        return Err(BackendError::Unsupported {
+            backend: id.into(),
+            feature: format!(
+                "model `{}` ({}{}{})",
+                model.name,
+                c.arch.key(),
+                if c.attention_bias {
+                    ", q/k/v biases"
+                } else {
+                    ""
+                },
+                if c.rope_scaling.is_none() {
+                    ""
+                } else {
+                    ", rope scaling"
+                }
+            ),
+        });
+    }
     Ok(Box::new(super::tch::TchBackend::open(options, &weights)?))
 }
 
@@ -267,8 +299,12 @@ fn open_llama_cpp(
         backend: id.into(),
         reason: "llama.cpp is not built".into(),
     })?;
+    // The precision label is the file's own: its most common matrix type (`q4_1`, `q4_k` …).
+    let precision = crate::model::GgufFile::open(gguf)
+        .map(|g| g.dominant_matrix_type().name().to_lowercase())
+        .unwrap_or_else(|_| "gguf".into());
     Ok(Box::new(LlamaCppBackend::open_with_threads(
-        id, &build, gguf, "q4_1", threads,
+        id, &build, gguf, &precision, threads,
     )?))
 }
 
@@ -284,9 +320,9 @@ pub fn open_ollama(
     config: OllamaConfig,
     model: &CatalogModel,
 ) -> Result<Box<dyn Backend>, BackendError> {
-    let path = crate::assets::ensure(&model.asset).map_err(ModelError::from)?;
-    let tokenizer =
-        crate::model::tokenizer::Tokenizer::from_gguf(&crate::model::GgufFile::open(&path)?)?;
+    let tokenizer = crate::model::tokenizer::Tokenizer::from_gguf(&crate::model::GgufFile::open(
+        &model.gguf_path()?,
+    )?)?;
     Ok(Box::new(OllamaBackend::open(config, tokenizer)?))
 }
 

@@ -926,8 +926,9 @@ impl Backend for TchBackend {
         &mut self,
         prompt: &[u32],
         gen_tokens: usize,
-    ) -> Option<Result<Vec<u32>, BackendError>> {
-        Some(self.generate_full_recompute(prompt, gen_tokens))
+    ) -> Result<super::Recompute, BackendError> {
+        self.generate_full_recompute(prompt, gen_tokens)
+            .map(super::Recompute::Tokens)
     }
 
     fn logits(&mut self, tokens: &[u32]) -> Result<Array2<f32>, BackendError> {
@@ -980,6 +981,9 @@ mod tests {
             context_length: 64,
             bos_token_id: None,
             eos_token_id: None,
+            arch: Default::default(),
+            attention_bias: false,
+            rope_scaling: Default::default(),
         }
     }
 

@@ -64,7 +64,7 @@ impl Fingerprint {
             runtimes: runtime_versions(backends),
             models: models
                 .iter()
-                .map(|m| (m.name.to_string(), m.asset.member_sha256.to_string()))
+                .map(|m| (m.name.clone(), m.sha256.clone()))
                 .collect(),
             build_profile: build_profile().to_string(),
         }

@@ -95,9 +95,7 @@ impl Settings {
             )
         });
         let tweaks = slowdown::Tweaks::from_lookup(&get);
-        let test_slowdown = tweaks
-            .clone()
-            .map(|t| t.planted.map(|p| p.fraction));
+        let test_slowdown = tweaks.clone().map(|t| t.planted.map(|p| p.fraction));
         Settings {
             update: truthy(get("INFERGATE_UPDATE_BASELINES")),
             require: truthy(get("INFERGATE_REQUIRE_BASELINE")),

@@ -244,7 +244,10 @@ mod tests {
         );
         assert!(parse_planted("0.25:warmup").is_err());
         assert_eq!(parse_planted("0.1").unwrap().to_string(), "0.1");
-        assert_eq!(parse_planted("0.1:decode").unwrap().to_string(), "0.1:decode");
+        assert_eq!(
+            parse_planted("0.1:decode").unwrap().to_string(),
+            "0.1:decode"
+        );
     }
 
     #[test]
@@ -301,6 +304,10 @@ mod tests {
         let before = start.elapsed();
         s.clone().apply(Phase::Decode, start);
         assert!(start.elapsed() >= before.mul_f64(1.5));
-        assert!(s.added_ms() >= before.as_secs_f64() * 1e3 * 0.5, "{}", s.added_ms());
+        assert!(
+            s.added_ms() >= before.as_secs_f64() * 1e3 * 0.5,
+            "{}",
+            s.added_ms()
+        );
     }
 }

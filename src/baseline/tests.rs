@@ -6,6 +6,7 @@ use std::path::Path;
 
 use super::store::{record, FINGERPRINT_FILE};
 use super::*;
+use crate::baseline::slowdown::{Phases, Planted, Tweaks};
 use crate::error::BaselineError;
 
 fn fp(cores: usize) -> Fingerprint {
@@ -51,7 +52,11 @@ const GATE: &str = "regression.baseline";
 const WRITE: WritePolicy = WritePolicy {
     ci: false,
     force: false,
-    test_slowdown: None,
+    tweaks: NO_TWEAKS,
+};
+const NO_TWEAKS: Tweaks = Tweaks {
+    planted: None,
+    threads: None,
 };
 
 fn stored(dir: &Path) -> (BaselineStore, Fingerprint) {
@@ -342,7 +347,7 @@ fn ci_refuses_to_write_unless_forced() {
     let ci = WritePolicy {
         ci: true,
         force: false,
-        test_slowdown: None,
+        tweaks: NO_TWEAKS,
     };
     let e = store
         .write(&f, GATE, vec![rec("ort-cpu", "e2e_ms", vec![1.0])], &ci)
@@ -371,7 +376,13 @@ fn a_slowed_run_never_becomes_a_baseline() {
     let slowed = WritePolicy {
         ci: false,
         force: true,
-        test_slowdown: Some(0.25),
+        tweaks: Tweaks {
+            planted: Some(Planted {
+                fraction: 0.25,
+                phases: Phases::All,
+            }),
+            threads: None,
+        },
     };
     let e = store
         .write(

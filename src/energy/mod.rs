@@ -1,8 +1,10 @@
 //! Energy measurement that refuses to guess (TR122, issue 6, gate `energy.gating`).
 //!
 //! - [`PowerSensor`]: [`NvmlSensor`] (GPU power and total-energy counter), [`RaplSensor`] (CPU
-//!   package energy counter), [`NoSensor`]; [`detect_sensors`] says what is readable here and why
-//!   the rest is not.
+//!   package energy counter; [`RaplPackages`] sums several), [`NoSensor`]; [`detect_sensors`] says
+//!   what is readable here and why the rest is not; [`sensor_for_device`] picks the sensor that
+//!   covers a backend's device (`cpu` → RAPL, `cuda:N` → NVML device N) or says why it cannot
+//!   ([`SensorUnavailable`], with the fix).
 //! - [`PowerPoller`]: a thread sampling a sensor (default every 100 ms) on the shared monotonic
 //!   clock ([`now_s`]); [`PowerTrace`] with [`CadenceStats`] (median period, p99 gap, missed
 //!   samples) for the run's artifacts.
@@ -11,7 +13,7 @@
 //!   idle, or `no_data` with the reason (gating and edge handling: see [`attribute`](mod@attribute)).
 //! - [`energy_per_token`], [`EventEnergySummary`] for reports; [`doctor_lines`] for `infergate doctor`.
 //!
-//! Typical use: `let sensor = detect_sensors().best();` → `calibrate_idle(sensor.clone(), 10 s,
+//! Typical use: `let sensor = sensor_for_device(backend.info().compute_device()?)?;` → `calibrate_idle(sensor.clone(), 10 s,
 //! 100 ms)` → `PowerPoller::start(sensor, 100 ms)` → run work, recording `EventWindow`s with
 //! `now_s()` → `poller.stop()` → `attribute(&event, &trace, &baseline)` per event.
 //!
@@ -20,6 +22,7 @@
 
 pub mod attribute;
 pub mod baseline;
+pub mod detect;
 pub mod nvml;
 pub mod poller;
 pub mod rapl;
@@ -33,6 +36,10 @@ pub use attribute::{
     EnergyResult, EventEnergySummary, EventWindow, MethodEnergy,
 };
 pub use baseline::{calibrate_idle, BaselineSource, IdleBaseline};
+pub use detect::{
+    detect_sensors, detect_sensors_with, sensor_for_device, sensor_for_device_with,
+    DetectedSensors, SensorKind, SensorProbe, SensorUnavailable, SystemProbe, UnreadableSensor,
+};
 pub use nvml::{
     default_averaging_window, AveragingWindowSetting, NvmlConfig, NvmlPowerSource, NvmlSensor,
 };
@@ -40,11 +47,10 @@ pub use poller::{
     epoch, now_s, seconds_since_epoch, CadenceStats, CounterSample, PowerPoller, PowerSample,
     PowerTrace, DEFAULT_POLL_PERIOD, MISSED_GAP_FACTOR,
 };
-pub use rapl::RaplSensor;
-pub use sensor::{
-    detect_sensors, detect_sensors_with, CounterReading, DetectedSensors, NoSensor, PowerSensor,
-    SensorInfo, UnreadableSensor,
-};
+pub use rapl::{RaplPackages, RaplSensor};
+pub use sensor::{CounterReading, NoSensor, PowerSensor, SensorInfo};
+
+use crate::backend::ComputeDevice;
 
 /// Lines for `infergate doctor`: each readable sensor with what it reads and one live reading,
 /// each unreadable sensor kind with the reason, and what the gates imply for the best sensor.
@@ -70,6 +76,15 @@ pub fn doctor_lines() -> Vec<String> {
     }
     for u in &detected.unreadable {
         lines.push(format!("energy: {} not readable: {}", u.kind, u.reason));
+    }
+    for device in [ComputeDevice::Cpu, ComputeDevice::Cuda(0)] {
+        lines.push(match sensor_for_device(device) {
+            Ok(s) => format!("energy: {device} backends are measured with {}", s.name()),
+            Err(e) => format!(
+                "energy: {device} backends get no energy here: {e}; fix: {}",
+                e.fix
+            ),
+        });
     }
     match detected.readable.first() {
         None => lines

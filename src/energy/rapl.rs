@@ -7,6 +7,7 @@
 use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::error::EnergyError;
@@ -74,6 +75,16 @@ impl RaplSensor {
                 reason,
             })?;
         Ok(sensor)
+    }
+
+    /// The zone's own name (`package-0`, `psys` …), from its `name` file.
+    pub fn zone_name(&self) -> &str {
+        &self.zone_name
+    }
+
+    /// Whether the zone is a CPU package (`package-N`), as opposed to the platform (`psys`).
+    pub fn is_package(&self) -> bool {
+        self.zone_name.starts_with("package")
     }
 
     /// Overrides the counter's update period (default [`RAPL_UPDATE_PERIOD`]).
@@ -193,6 +204,137 @@ impl PowerSensor for RaplSensor {
     }
 }
 
+/// Several RAPL package zones read as one energy counter: the sum of their counters, each unwrapped on
+/// its own (a sum of counters that wrap at different values has no single wrap point). The sum never
+/// wraps, provided it is read at least once per wrap period of each zone (minutes at full load; the
+/// poller reads every 100 ms).
+#[derive(Debug)]
+pub struct RaplPackages {
+    zones: Vec<RaplSensor>,
+    name: String,
+    /// Per zone: the last raw reading and the unwrapped total.
+    state: Mutex<Vec<(f64, f64)>>,
+}
+
+impl RaplPackages {
+    /// `zones` must not be empty; each is read once here.
+    pub fn new(zones: Vec<RaplSensor>) -> Result<Self, EnergyError> {
+        let names: Vec<&str> = zones
+            .iter()
+            .map(|z| z.name.trim_start_matches("rapl:"))
+            .collect();
+        let name = format!("rapl:{}", names.join("+"));
+        if zones.is_empty() {
+            return Err(EnergyError::Unavailable {
+                sensor: "rapl".into(),
+                reason: "no RAPL package zone to sum".into(),
+            });
+        }
+        let mut state = Vec::with_capacity(zones.len());
+        for z in &zones {
+            let raw = z
+                .read_counter_raw()
+                .map_err(|reason| EnergyError::Unavailable {
+                    sensor: z.name.clone(),
+                    reason,
+                })?;
+            state.push((raw, raw));
+        }
+        Ok(RaplPackages {
+            zones,
+            name,
+            state: Mutex::new(state),
+        })
+    }
+
+    pub fn zones(&self) -> &[RaplSensor] {
+        &self.zones
+    }
+}
+
+impl PowerSensor for RaplPackages {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "sum of {} RAPL package zones ({}), each unwrapped; no power reading",
+            self.zones.len(),
+            self.zones
+                .iter()
+                .map(|z| z.zone_name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+
+    fn has_power(&self) -> bool {
+        false
+    }
+
+    fn read_power_w(&self) -> Result<f64, EnergyError> {
+        Err(EnergyError::NotSupported {
+            sensor: self.name.clone(),
+            what: "power reading".into(),
+            reason: "RAPL exposes only cumulative energy counters".into(),
+        })
+    }
+
+    fn averaging_window(&self) -> Option<Duration> {
+        None
+    }
+
+    fn read_energy_counter_j(&self) -> Result<Option<CounterReading>, EnergyError> {
+        let mut state = self.state.lock().map_err(|_| EnergyError::Read {
+            sensor: self.name.clone(),
+            what: "energy counters".into(),
+            detail: "a previous reader panicked".into(),
+        })?;
+        let mut sum = 0.0;
+        for (zone, (last, total)) in self.zones.iter().zip(state.iter_mut()) {
+            let raw = zone
+                .read_counter_raw()
+                .map_err(|detail| EnergyError::Read {
+                    sensor: zone.name.clone(),
+                    what: "energy_uj".into(),
+                    detail,
+                })?;
+            let raw = check_reading(&zone.name, "energy counter", raw)?;
+            let mut delta = raw - *last;
+            if delta < 0.0 {
+                match zone.wraps_at_j {
+                    Some(w) => delta += w,
+                    None => {
+                        return Err(EnergyError::Read {
+                            sensor: zone.name.clone(),
+                            what: "energy_uj".into(),
+                            detail: format!(
+                                "the counter went back ({last} → {raw} J) and the zone states no wrap value"
+                            ),
+                        })
+                    }
+                }
+            }
+            *last = raw;
+            *total += delta;
+            sum += *total;
+        }
+        Ok(Some(CounterReading {
+            joules: sum,
+            update_period: self.counter_update_period().unwrap_or(RAPL_UPDATE_PERIOD),
+        }))
+    }
+
+    fn counter_update_period(&self) -> Option<Duration> {
+        self.zones.iter().map(|z| z.update_period).max()
+    }
+
+    fn counter_wraps_at_j(&self) -> Option<f64> {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,5 +399,31 @@ mod tests {
             .expect_err("garbage is not a counter")
             .to_string();
         assert!(err.contains("is not a counter"), "{err}");
+    }
+
+    #[test]
+    fn packages_sum_unwraps_each_zone_on_its_own() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let z0 = zone(root.path(), "intel-rapl:0", "900\n", Some("1000\n"));
+        let z1 = zone(root.path(), "intel-rapl:1", "50\n", Some("5000\n"));
+        let zones = vec![
+            RaplSensor::open(&z0).unwrap(),
+            RaplSensor::open(&z1).unwrap(),
+        ];
+        let sum = RaplPackages::new(zones).unwrap();
+        let read = || sum.read_energy_counter_j().unwrap().unwrap().joules;
+        let first = read();
+        assert!((first - 950e-6).abs() < 1e-12);
+        // Zone 0 wraps (900 → 100 µJ: +200 µJ with a 1000 µJ range), zone 1 grows by 25 µJ.
+        fs::write(z0.join("energy_uj"), "100\n").unwrap();
+        fs::write(z1.join("energy_uj"), "75\n").unwrap();
+        assert!((read() - first - 225e-6).abs() < 1e-12);
+        assert_eq!(sum.counter_wraps_at_j(), None);
+        assert_eq!(sum.name(), "rapl:intel-rapl:0+intel-rapl:1");
+        // A zone that goes back with no stated wrap is an error, not a negative delta.
+        let z2 = zone(root.path(), "intel-rapl:2", "10\n", None);
+        let no_wrap = RaplPackages::new(vec![RaplSensor::open(&z2).unwrap()]).unwrap();
+        fs::write(z2.join("energy_uj"), "5\n").unwrap();
+        assert!(no_wrap.read_energy_counter_j().is_err());
     }
 }

@@ -1,15 +1,12 @@
-//! The [`PowerSensor`] trait, the sensor description carried in every trace, [`NoSensor`], and
-//! [`detect_sensors`], which says what is readable on this machine and why the rest is not.
+//! The [`PowerSensor`] trait, the sensor description carried in every trace, and [`NoSensor`].
+//! Detection (which sensors are readable here) lives in [`super::detect`], so the sensor kinds
+//! ([`super::nvml`], [`super::rapl`]) depend on this module and not the other way round.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::EnergyError;
-
-use super::nvml::{NvmlConfig, NvmlSensor};
-use super::rapl::RaplSensor;
 
 /// One reading of a cumulative energy counter.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -120,93 +117,6 @@ impl PowerSensor for NoSensor {
     fn counter_wraps_at_j(&self) -> Option<f64> {
         None
     }
-}
-
-/// A sensor kind that is not readable here, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UnreadableSensor {
-    /// `NVML`, `RAPL`.
-    pub kind: String,
-    pub reason: String,
-}
-
-/// Result of [`detect_sensors`].
-#[derive(Clone, Default)]
-pub struct DetectedSensors {
-    /// Sensors that gave a power or counter reading when probed.
-    pub readable: Vec<Arc<dyn PowerSensor>>,
-    /// Sensor kinds that are not readable, each with the reason.
-    pub unreadable: Vec<UnreadableSensor>,
-}
-
-impl DetectedSensors {
-    /// The first readable sensor (NVML before RAPL), or a [`NoSensor`] whose reason lists why
-    /// each kind is unreadable.
-    pub fn best(&self) -> Arc<dyn PowerSensor> {
-        match self.readable.first() {
-            Some(s) => Arc::clone(s),
-            None => Arc::new(NoSensor::new(self.unreadable_summary())),
-        }
-    }
-
-    /// `"NVML: …; RAPL: …"`.
-    pub fn unreadable_summary(&self) -> String {
-        if self.unreadable.is_empty() {
-            return "no sensor kinds probed".into();
-        }
-        self.unreadable
-            .iter()
-            .map(|u| format!("{}: {}", u.kind, u.reason))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-}
-
-impl std::fmt::Debug for DetectedSensors {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DetectedSensors")
-            .field(
-                "readable",
-                &self
-                    .readable
-                    .iter()
-                    .map(|s| s.name().to_string())
-                    .collect::<Vec<_>>(),
-            )
-            .field("unreadable", &self.unreadable)
-            .finish()
-    }
-}
-
-/// Probes NVML (device 0, default settings) and every RAPL package zone under
-/// `/sys/class/powercap`. See [`detect_sensors_with`] to pick the NVML device.
-pub fn detect_sensors() -> DetectedSensors {
-    detect_sensors_with(&NvmlConfig::default())
-}
-
-/// Like [`detect_sensors`], with an explicit NVML configuration (device index, library path,
-/// power source, averaging window override).
-pub fn detect_sensors_with(nvml: &NvmlConfig) -> DetectedSensors {
-    let mut found = DetectedSensors::default();
-    match NvmlSensor::open(nvml.clone()) {
-        Ok(s) => found.readable.push(Arc::new(s)),
-        Err(e) => found.unreadable.push(UnreadableSensor {
-            kind: "NVML".into(),
-            reason: e.to_string(),
-        }),
-    }
-    match RaplSensor::detect_packages() {
-        Ok(zones) => found.readable.extend(
-            zones
-                .into_iter()
-                .map(|z| Arc::new(z) as Arc<dyn PowerSensor>),
-        ),
-        Err(reason) => found.unreadable.push(UnreadableSensor {
-            kind: "RAPL".into(),
-            reason,
-        }),
-    }
-    found
 }
 
 /// Rejects NaN, infinities and negative values from a sensor.

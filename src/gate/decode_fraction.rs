@@ -4,13 +4,21 @@
 //! Two parts: `decode_fraction` (median `kv_decode_ms / e2e_ms` against the claim's threshold,
 //! the same for every backend — a backend where it is known not to hold declares a known failure
 //! in the gate file, never a lower threshold) and `kv_equals_recompute` (greedy tokens of the
-//! cached loop = tokens of a cache-free recompute; `not_checked` on a backend that has no
-//! cache-free path, which keeps the trial from passing).
+//! cached loop = tokens of a cache-free recompute, [`crate::backend::Backend::full_recompute_tokens`];
+//! `not_checked` with the backend's reason where it cannot recompute, which keeps the trial from
+//! passing).
+//!
+//! `kv_equals_recompute` measures the tokens the two paths agree on before their first difference
+//! (`measured` = the first differing position, or the length when none differs) against
+//! `≥ gen_tokens`. A known failure of that part declares the measured first-difference position,
+//! and its `guard` is the earliest position a difference may appear at (a difference before it
+//! FAILs despite the declaration): see `gates/phase.decode_fraction.toml` and docs/kv-recompute.md.
 
 use serde::{Deserialize, Serialize};
 
 use super::{median, Evaluation, GateKind, Metrics, Part, Threshold, TrialContext};
-use crate::measure::{measured_ok, run_series, RunOutcome};
+use crate::backend::Recompute;
+use crate::measure::{measured_ok, run_series};
 use crate::workload::prompt_ids;
 
 pub const DECODE_FRACTION: &str = "decode_fraction";
@@ -33,8 +41,8 @@ fn yes() -> bool {
 /// What the KV-vs-recompute comparison found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum KvCheck {
-    /// The backend has no cache-free recompute path.
-    Unsupported,
+    /// The backend cannot recompute here ([`Recompute::CannotCheck`]); the reason says why.
+    CannotCheck(String),
     /// Both ran: the cached tokens and the recomputed ones.
     Compared {
         cached: Vec<u32>,
@@ -49,6 +57,7 @@ pub fn judge(
     fractions: &[f64],
     threshold: f64,
     kv: Option<KvCheck>,
+    gen_tokens: usize,
     backend: &str,
     detail: String,
 ) -> Vec<Part> {
@@ -57,10 +66,9 @@ pub fn judge(
         None => Part::no_data(DECODE_FRACTION, "no successful measured run"),
     }];
     parts.extend(kv.map(|kv| match kv {
-        KvCheck::Unsupported => Part::not_checked(
-            KV_EQUALS_RECOMPUTE,
-            format!("`{backend}` has no cache-free recompute path"),
-        ),
+        KvCheck::CannotCheck(reason) => {
+            Part::not_checked(KV_EQUALS_RECOMPUTE, format!("`{backend}`: {reason}"))
+        }
         KvCheck::Failed(e) => {
             Part::no_data(KV_EQUALS_RECOMPUTE, format!("the check failed to run: {e}"))
         }
@@ -71,21 +79,41 @@ pub fn judge(
                 .position(|(a, b)| a != b)
                 .or((cached.len() != recomputed.len())
                     .then_some(cached.len().min(recomputed.len())));
-            let differing =
-                first_difference.map_or(0, |at| cached.len().max(recomputed.len()) - at);
-            let detail = match first_difference {
-                None => format!("{} cached tokens = full recompute", cached.len()),
-                Some(at) => format!("first difference at position {at} of {}", cached.len()),
+            let (agreeing, detail) = match first_difference {
+                None => (
+                    cached.len(),
+                    format!(
+                        "{} cached tokens = full recompute ({gen_tokens} asked)",
+                        cached.len()
+                    ),
+                ),
+                Some(at) => (
+                    at,
+                    format!(
+                        "tokens agree before position {at}: cached {}, recomputed {} there; {} cached, {} recomputed tokens",
+                        token_at(&cached, at),
+                        token_at(&recomputed, at),
+                        cached.len(),
+                        recomputed.len()
+                    ),
+                ),
             };
             Part::compare(
                 KV_EQUALS_RECOMPUTE,
-                differing as f64,
-                Threshold::equal(0.0),
+                agreeing as f64,
+                Threshold::at_least(gen_tokens as f64),
                 detail,
             )
         }
     }));
     parts
+}
+
+/// The token at `at`, or `none` past the end.
+fn token_at(tokens: &[u32], at: usize) -> String {
+    tokens
+        .get(at)
+        .map_or_else(|| "none".into(), ToString::to_string)
 }
 
 impl GateKind for DecodeFractionParams {
@@ -153,19 +181,15 @@ impl GateKind for DecodeFractionParams {
                         cached,
                         backend.full_recompute_tokens(&prompt, self.gen_tokens),
                     ) {
-                        (_, None) => KvCheck::Unsupported,
-                        (Ok(cached), Some(Ok(recomputed))) => {
+                        (_, Ok(Recompute::CannotCheck { reason })) => KvCheck::CannotCheck(reason),
+                        (Ok(cached), Ok(Recompute::Tokens(recomputed))) => {
                             KvCheck::Compared { cached, recomputed }
                         }
-                        (Err(e), _) | (_, Some(Err(e))) => KvCheck::Failed(e.to_string()),
+                        (Err(e), _) | (_, Err(e)) => KvCheck::Failed(e.to_string()),
                     }
                 }
             });
-        let first_problem = records.iter().find_map(|r| match &r.outcome {
-            RunOutcome::Degraded { reason } => Some(reason.as_str()),
-            RunOutcome::Error { message } => Some(message.as_str()),
-            RunOutcome::Ok(_) => None,
-        });
+        let first_problem = records.iter().find_map(|r| r.outcome.not_ok_reason());
         let detail = format!(
             "median of {} measured runs, {} prompt tokens, gen_tokens = {}",
             ok.len(),
@@ -176,6 +200,7 @@ impl GateKind for DecodeFractionParams {
             &fractions,
             self.min_median_decode_fraction,
             kv,
+            self.gen_tokens,
             ctx.backend_id(),
             detail,
         );
@@ -194,35 +219,73 @@ impl GateKind for DecodeFractionParams {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gate::{verdict::derive, Finding, Outcome, Verdict};
+    use crate::gate::{
+        verdict::derive, Evaluation, Finding, Outcome, TrialId, TrialResult, Unit, Verdict,
+    };
 
     fn verdict(parts: Vec<Part>) -> Verdict {
         derive(&Outcome::Judged { parts }, "", &[]).0
     }
 
+    fn gate_file() -> crate::gate::GateSpec {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("gates/phase.decode_fraction.toml");
+        crate::gate::GateSpec::load(&path).unwrap()
+    }
+
+    fn judged_by_gate_file(backend: &str, scenario: &str, parts: Vec<Part>) -> TrialResult {
+        let spec = gate_file();
+        let id = TrialId::new(&spec.id, Unit::backend(backend), Some(scenario));
+        TrialResult::judge(&spec, id, Evaluation::judged(parts, String::new()))
+    }
+
+    /// 64 tokens that agree with `base` before `at` and differ there (and after).
+    fn differing_from(base: &[u32], at: usize) -> Vec<u32> {
+        base.iter()
+            .enumerate()
+            .map(|(i, t)| if i < at { *t } else { t + 1 })
+            .collect()
+    }
+
     #[test]
     fn a_median_at_the_claim_threshold_does_not_hold() {
-        let parts = judge(&[0.86, 0.87, 0.9], 0.9, None, "llama-cpp", String::new());
+        let parts = judge(
+            &[0.86, 0.87, 0.9],
+            0.9,
+            None,
+            64,
+            "llama-cpp",
+            String::new(),
+        );
         assert!(matches!(parts[0].finding, Finding::NotHeld { measured, .. } if measured == 0.87));
         assert_eq!(verdict(parts), Verdict::Fail);
     }
 
     #[test]
-    fn kv_not_supported_is_not_checked_and_never_a_pass() {
-        // Item 2: the second half of the claim is "not supported" on llama-cpp and ollama.
+    fn kv_that_cannot_be_checked_is_not_checked_and_never_a_pass() {
+        // Item 2: the second half of the claim was "not supported" on llama-cpp and ollama, and
+        // those trials PASSed. Ollama still cannot check it: `not_checked` with its reason.
         let parts = judge(
             &[0.95, 0.96],
             0.9,
-            Some(KvCheck::Unsupported),
+            Some(KvCheck::CannotCheck(
+                "the prompt cache cannot be switched off".into(),
+            )),
+            64,
             "ollama",
             String::new(),
         );
-        assert!(matches!(parts[1].finding, Finding::NotChecked { .. }));
+        assert!(
+            matches!(&parts[1].finding, Finding::NotChecked { reason } if reason.contains("prompt cache")),
+            "{:?}",
+            parts[1]
+        );
         assert_eq!(verdict(parts), Verdict::Info);
         let failed = judge(
             &[0.95],
             0.9,
             Some(KvCheck::Failed("boom".into())),
+            64,
             "ort-cpu",
             String::new(),
         );
@@ -238,8 +301,14 @@ mod tests {
                 cached: vec![1, 2, 3, 4],
                 recomputed: vec![1, 2, 9, 4],
             }),
+            4,
             "ort-cpu",
             String::new(),
+        );
+        assert!(
+            matches!(parts[1].finding, Finding::NotHeld { measured, .. } if measured == 2.0),
+            "{:?}",
+            parts[1]
         );
         assert!(parts[1].detail.contains("position 2"), "{:?}", parts[1]);
         assert_eq!(verdict(parts), Verdict::Fail);
@@ -250,12 +319,103 @@ mod tests {
                 cached: vec![1, 2],
                 recomputed: vec![1, 2],
             }),
+            2,
             "ort-cpu",
             String::new(),
         );
         assert_eq!(verdict(same), Verdict::Pass);
+        // A recompute cut short is not agreement, nor are equal but short sequences.
+        let short = judge(
+            &[0.95],
+            0.9,
+            Some(KvCheck::Compared {
+                cached: vec![1, 2, 3],
+                recomputed: vec![1, 2],
+            }),
+            3,
+            "ort-cpu",
+            String::new(),
+        );
+        assert_eq!(verdict(short), Verdict::Fail);
+        let both_short = judge(
+            &[0.95],
+            0.9,
+            Some(KvCheck::Compared {
+                cached: vec![1, 2],
+                recomputed: vec![1, 2],
+            }),
+            3,
+            "ort-cpu",
+            String::new(),
+        );
+        assert_eq!(verdict(both_short), Verdict::Fail);
         assert_eq!(
-            verdict(judge(&[], 0.9, None, "x", String::new())),
+            verdict(judge(&[], 0.9, None, 64, "x", String::new())),
+            Verdict::Fail
+        );
+    }
+
+    #[test]
+    fn llama_cpp_kv_known_failures_target_the_kv_part_only() {
+        // docs/kv-recompute.md: on llama.cpp's CPU build the batched recompute differs from the
+        // one-query decode kernel once a batch holds ≥ 64 queries (micro from position 63, short
+        // from 53). Declared for the KV part of those two scenarios: XFAIL, never PASS, and the
+        // declaration excuses neither the decode-fraction part nor a difference before the guard.
+        let kv: Vec<u32> = (100..164).collect();
+        let trial = |scenario: &str, fraction: f64, recomputed: Vec<u32>| {
+            let parts = judge(
+                &[fraction],
+                0.9,
+                Some(KvCheck::Compared {
+                    cached: kv.clone(),
+                    recomputed,
+                }),
+                64,
+                "llama-cpp",
+                String::new(),
+            );
+            judged_by_gate_file("llama-cpp", scenario, parts)
+        };
+        for (scenario, at) in [("micro", 63), ("short", 53)] {
+            let r = trial(scenario, 0.95, differing_from(&kv, at));
+            assert_eq!(r.verdict, Verdict::Xfail, "{}", r.message);
+            assert_eq!(
+                r.known_failure.as_ref().map(|k| k.part.as_str()),
+                Some(KV_EQUALS_RECOMPUTE)
+            );
+            assert!(
+                r.message.contains(&format!("position {at}")),
+                "{}",
+                r.message
+            );
+            // The decode-fraction part is not excused by the KV declaration.
+            let r = trial(scenario, 0.85, differing_from(&kv, at));
+            assert_eq!(r.verdict, Verdict::Fail, "{}", r.message);
+            // A difference before the sequence reaches 64 tokens is not the tiled kernel: FAIL.
+            let r = trial(scenario, 0.95, differing_from(&kv, 20));
+            assert_eq!(r.verdict, Verdict::Fail, "{}", r.message);
+            assert!(r.message.contains("guard"), "{}", r.message);
+            // Equal tokens: the declaration is stale.
+            let r = trial(scenario, 0.95, kv.clone());
+            assert_eq!(r.verdict, Verdict::Xpass, "{}", r.message);
+        }
+        // medium and long matched: no declaration, a difference there FAILs.
+        let r = trial("medium", 0.95, differing_from(&kv, 60));
+        assert_eq!(r.verdict, Verdict::Fail, "{}", r.message);
+        // The KV declaration is llama-cpp's: on ort-cpu the same difference FAILs.
+        let parts = judge(
+            &[0.95],
+            0.9,
+            Some(KvCheck::Compared {
+                cached: kv.clone(),
+                recomputed: differing_from(&kv, 63),
+            }),
+            64,
+            "ort-cpu",
+            String::new(),
+        );
+        assert_eq!(
+            judged_by_gate_file("ort-cpu", "micro", parts).verdict,
             Verdict::Fail
         );
     }
@@ -263,15 +423,13 @@ mod tests {
     #[test]
     fn the_same_engine_gets_the_same_treatment_through_llama_cpp_and_ollama() {
         // Item 10: through Ollama (llama-server behind it) medium/long FAILed at 0.88/0.86 while
-        // llama-cpp PASSed at 0.89/0.86 under a lowered threshold. Now both are declared.
-        use crate::gate::{Evaluation, TrialId, TrialResult, Unit};
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("gates/phase.decode_fraction.toml");
-        let spec = crate::gate::GateSpec::load(&path).unwrap();
+        // llama-cpp PASSed at 0.89/0.86 under a lowered threshold. Now both are declared. (The KV
+        // part is llama-cpp's alone: Ollama cannot check it, so it has nothing to declare.)
+        let spec = gate_file();
         for k in spec
             .known_failures
             .iter()
-            .filter(|k| k.backends.contains(&"llama-cpp".to_string()))
+            .filter(|k| k.backends.contains(&"llama-cpp".to_string()) && k.part == DECODE_FRACTION)
         {
             for s in &k.scenarios {
                 assert!(
@@ -296,12 +454,12 @@ mod tests {
             let parts = judge(
                 &[measured],
                 0.9,
-                Some(KvCheck::Unsupported),
+                Some(KvCheck::CannotCheck("not checked here".into())),
+                64,
                 backend,
                 String::new(),
             );
-            let id = TrialId::new(&spec.id, Unit::backend(backend), Some(scenario));
-            let r = TrialResult::judge(&spec, id, Evaluation::judged(parts, String::new()));
+            let r = judged_by_gate_file(backend, scenario, parts);
             assert_eq!(
                 r.verdict, expect,
                 "{backend} {scenario} {measured}: {}",

@@ -137,6 +137,7 @@ impl ScenarioRuns {
         self.records.iter().find_map(|r| match &r.outcome {
             RunOutcome::Degraded { reason } => Some(reason.clone()),
             RunOutcome::Error { message } => Some(message.clone()),
+            RunOutcome::Projected(p) => Some(p.describe()),
             RunOutcome::Ok(_) => None,
         })
     }

@@ -601,7 +601,6 @@ mod tests {
                 timing_source: TimingSource::Harness,
                 cold_start_ms: None,
                 cached_prompt_tokens: None,
-                projection: None,
             }),
         }
     }

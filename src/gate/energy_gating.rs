@@ -4,7 +4,10 @@
 //! sensor's cumulative counter or from the power trace only when the gating rules hold (≥ 2
 //! in-window samples, event at least as long as the sensor's averaging window, counter spanning ≥ 2
 //! update periods with a positive delta) — otherwise `no_data` with the reason, never a number.
-//! The idle baseline is measured first and subtracted (gross and net both reported).
+//! The sensor is the one covering the backend's device ([`energy::sensor_for_device`]: RAPL for
+//! `cpu`, NVML device N for `cuda:N`); when it cannot be read the trial is a SKIP with the reason
+//! and the fix, never measured with another device's sensor. The idle baseline (backend loaded,
+//! not computing) is measured first and subtracted (gross and net both reported).
 //!
 //! Event windows come from the harness clock around each generation: prefill = [start, start +
 //! prefill_ms], decode = [end − decode_ms, end]. For in-process backends these are the measured
@@ -18,8 +21,11 @@ use super::{
     median, Evaluation, GateKind, Metrics, NoDataNote, Part, PlanContext, Skip, SkipCause,
     Threshold, TrialContext,
 };
+use crate::backend::registry::requested_device;
+use crate::backend::{Backend, ComputeDevice};
 use crate::energy::{
     self, attribute, calibrate_idle, EnergyQuality, EnergyResult, EventWindow, PowerPoller,
+    SensorProbe, SensorUnavailable, SystemProbe,
 };
 use crate::measure::{RunOutcome, RunPhase, RunRecord};
 use crate::workload::prompt_ids;
@@ -129,17 +135,11 @@ impl GateKind for EnergyGatingParams {
         &[PREFILL, DECODE, GATING_RULE]
     }
 
-    fn precondition(&self, _plan: &PlanContext<'_>) -> Option<Skip> {
-        let detected = energy::detect_sensors();
-        detected.readable.is_empty().then(|| {
-            Skip::new(
-                SkipCause::Precondition,
-                format!(
-                    "no readable power sensor, so every event would be no_data: {}",
-                    detected.unreadable_summary()
-                ),
-            )
-        })
+    /// The sensor covering the backend's device must be readable (known before running for every
+    /// backend whose device the registry knows; a server that picks its own device is asked when
+    /// the trial opens it).
+    fn precondition(&self, plan: &PlanContext<'_>) -> Option<Skip> {
+        sensor_precondition(plan.unit.single_backend()?, &SystemProbe::default())
     }
 
     fn evaluate(&self, ctx: &TrialContext<'_>) -> Evaluation {
@@ -147,24 +147,63 @@ impl GateKind for EnergyGatingParams {
     }
 }
 
+/// The plan-time SKIP of `backend`'s trial when the registry knows its device and `probe` cannot
+/// read the sensor covering it.
+fn sensor_precondition(backend: &str, probe: &dyn SensorProbe) -> Option<Skip> {
+    let device = requested_device(backend)?;
+    energy::sensor_for_device_with(device, probe)
+        .err()
+        .map(|e| sensor_skip(&e))
+}
+
+/// The SKIP of a trial whose device's sensor cannot be read: the reason and the fix; never another
+/// device's sensor instead (a GPU's power charged to CPU inference).
+fn sensor_skip(e: &SensorUnavailable) -> Skip {
+    Skip::new(
+        SkipCause::Precondition,
+        format!(
+            "{e}, so every event would be no_data (another device's sensor would measure the wrong \
+             device); fix: {}",
+            e.fix
+        ),
+    )
+}
+
+/// The device whose energy the trial measures: what the opened backend reports, else what the
+/// registry requests for it.
+fn device_of(backend: &dyn Backend, id: &str) -> Option<ComputeDevice> {
+    backend
+        .info()
+        .compute_device()
+        .or_else(|| requested_device(id))
+}
+
 fn evaluate(ctx: &TrialContext<'_>, p: &EnergyGatingParams) -> Evaluation {
-    let detected = energy::detect_sensors();
-    if detected.readable.is_empty() {
-        return Evaluation::skip(Skip::new(
-            SkipCause::Precondition,
-            format!(
-                "no readable power sensor here, so every event would be no_data: {}",
-                detected.unreadable_summary()
-            ),
-        ));
-    }
-    let sensor = detected.best();
     let Some(scenario) = ctx.scenario else {
         return Evaluation::error("energy.gating needs a scenario");
     };
     let prompt = match prompt_ids(&scenario, ctx.encode) {
         Ok(p) => p,
         Err(e) => return Evaluation::error(format!("cannot build the prompt: {e}")),
+    };
+    let mut backend = match ctx.open() {
+        Ok(b) => b,
+        Err(e) => return Evaluation::error(format!("backend could not load: {e}")),
+    };
+    let Some(device) = device_of(backend.as_ref(), ctx.backend_id()) else {
+        return Evaluation::skip(Skip::new(
+            SkipCause::Precondition,
+            format!(
+                "`{}` does not say which device it computes on ({}), so no sensor can be said to \
+                 cover it; fix: run a backend whose device is known (the Ollama server picks its own)",
+                ctx.backend_id(),
+                backend.info().device
+            ),
+        ));
+    };
+    let sensor = match energy::sensor_for_device(device) {
+        Ok(s) => s,
+        Err(e) => return Evaluation::skip(sensor_skip(&e)),
     };
     let period = Duration::from_millis(p.poll_period_ms.max(1));
     std::thread::sleep(Duration::from_secs_f64(p.settle_seconds.max(0.0)));
@@ -175,10 +214,6 @@ fn evaluate(ctx: &TrialContext<'_>, p: &EnergyGatingParams) -> Evaluation {
     ) {
         Ok(x) => x,
         Err(e) => return Evaluation::error(format!("idle baseline: {e}")),
-    };
-    let mut backend = match ctx.open() {
-        Ok(b) => b,
-        Err(e) => return Evaluation::error(format!("backend could not load: {e}")),
     };
     let plan = ctx.series(None, scenario.name, prompt, p.gen_tokens);
     for _ in 0..plan.warmup {
@@ -206,12 +241,7 @@ fn evaluate(ctx: &TrialContext<'_>, p: &EnergyGatingParams) -> Evaluation {
                     EventWindow::new(format!("decode#{rep}"), t1 - g.decode_ms / 1e3, t1),
                     g.decode_steps as u64,
                 ));
-                match crate::measure::timings_of(&g, plan.gen_tokens) {
-                    Ok(t) => RunOutcome::Ok(t),
-                    Err(reason) => RunOutcome::Degraded {
-                        reason: format!("invariant violated: {reason}"),
-                    },
-                }
+                crate::measure::outcome_of(&g, plan.gen_tokens)
             }
             Err(e) => RunOutcome::from_error(&e),
         };
@@ -370,6 +400,44 @@ fn evaluate(ctx: &TrialContext<'_>, p: &EnergyGatingParams) -> Evaluation {
 mod tests {
     use super::*;
     use crate::gate::{verdict::derive, Outcome, Verdict};
+
+    /// A machine with a readable GPU sensor and no readable CPU sensor (a cloud VM with a GPU).
+    struct GpuOnly;
+
+    impl SensorProbe for GpuOnly {
+        fn nvml(&self, index: u32) -> Result<std::sync::Arc<dyn energy::PowerSensor>, String> {
+            if index == 0 {
+                Ok(std::sync::Arc::new(energy::NoSensor::new(
+                    "stands for NVML device 0",
+                )))
+            } else {
+                Err(format!("NVML sees 1 device, not {index}"))
+            }
+        }
+        fn rapl_zones(&self) -> Result<Vec<energy::RaplSensor>, String> {
+            Err("no /sys/class/powercap (virtual machine)".into())
+        }
+    }
+
+    #[test]
+    fn a_cpu_backend_is_never_measured_with_the_gpu_sensor() {
+        // Item 4: the best sensor (NVML first) was read for CPU backends, charging GPU power to CPU
+        // inference. Now a CPU backend needs RAPL: without it the trial SKIPs with the fix.
+        let skip = sensor_precondition("ort-cpu", &GpuOnly).expect("a CPU backend without RAPL");
+        assert_eq!(skip.cause, SkipCause::Precondition);
+        assert!(
+            skip.reason.contains("RAPL")
+                && skip.reason.contains("cpu")
+                && skip.reason.contains("fix: RAPL needs"),
+            "{}",
+            skip.reason
+        );
+        assert!(sensor_precondition("llama-cpp", &GpuOnly).is_some());
+        // The GPU backend's own sensor is readable: it runs.
+        assert_eq!(sensor_precondition("tch-cuda-bf16", &GpuOnly), None);
+        // A server that picks its own device is decided when it is opened.
+        assert_eq!(sensor_precondition("ollama", &GpuOnly), None);
+    }
 
     #[test]
     fn no_events_of_a_class_is_no_data_not_a_pass() {

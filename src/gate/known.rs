@@ -8,6 +8,7 @@
 //! [[known_failure]]
 //! backends = ["llama-cpp", "ollama"]   # the same engine gets the same treatment
 //! scenarios = ["long"]                 # omit for every scenario
+//! models = ["smollm2-135m-instruct"]   # omit for the gate file's own `model`
 //! part = "decode_fraction"             # a part the gate kind lists
 //! measured = 0.86                      # what was measured (the claim's own quantity)
 //! guard = 0.8                          # still FAIL past this, with the claim's comparison
@@ -28,6 +29,10 @@ pub struct KnownFailure {
     /// Scenario names; empty = every scenario (and trials without one).
     #[serde(default)]
     pub scenarios: Vec<String>,
+    /// Models it was measured on; omitted = the gate file's `model` (filled in when the file is
+    /// parsed), so a declaration never excuses a model it was not measured on (`run --model`).
+    #[serde(default)]
+    pub models: Vec<String>,
     /// The claim part that does not hold.
     pub part: String,
     /// The value measured when the failure was declared.
@@ -43,8 +48,11 @@ pub struct KnownFailure {
 }
 
 impl KnownFailure {
-    /// Whether the declaration covers this trial.
-    pub fn applies_to(&self, trial: &TrialId) -> bool {
+    /// Whether the declaration covers this trial of `model`.
+    pub fn applies_to(&self, trial: &TrialId, model: &str) -> bool {
+        if !self.models.iter().any(|m| m == model) {
+            return false;
+        }
         let backend = match &trial.unit {
             Unit::Backend { backend } | Unit::Case { backend, .. } => backend,
             Unit::Backends { .. } => return false,

@@ -205,6 +205,9 @@ pub struct RunCounts {
     pub degraded: usize,
     pub error: usize,
     pub warmup: usize,
+    /// Runs that stopped early and were projected (excluded from every aggregate).
+    #[serde(default)]
+    pub projected: usize,
 }
 
 impl RunCounts {
@@ -217,6 +220,7 @@ impl RunCounts {
         for r in records {
             match r.outcome {
                 RunOutcome::Ok(_) => c.ok += 1,
+                RunOutcome::Projected(_) => c.projected += 1,
                 RunOutcome::Degraded { .. } => c.degraded += 1,
                 RunOutcome::Error { .. } => c.error += 1,
             }
@@ -254,7 +258,7 @@ pub struct Evaluation {
     pub details: Option<Details>,
     pub no_data: Vec<NoDataNote>,
     pub runs: RunCounts,
-    /// Distinct reasons of degraded or failed runs.
+    /// Distinct reasons of degraded, failed or projected runs.
     pub run_problems: Vec<String>,
 }
 
@@ -294,6 +298,7 @@ impl Evaluation {
             .filter_map(|r| match &r.outcome {
                 RunOutcome::Degraded { reason } => Some(reason.clone()),
                 RunOutcome::Error { message } => Some(message.clone()),
+                RunOutcome::Projected(p) => Some(p.describe()),
                 RunOutcome::Ok(_) => None,
             })
             .collect();
@@ -356,7 +361,7 @@ impl TrialResult {
         let declared: Vec<KnownFailure> = spec
             .known_failures
             .iter()
-            .filter(|k| k.applies_to(&trial))
+            .filter(|k| k.applies_to(&trial, &spec.model))
             .cloned()
             .collect();
         let (verdict, message, known_failure) = verdict::derive(&outcome, &e.summary, &declared);
@@ -478,7 +483,6 @@ mod tests {
             timing_source: TimingSource::Engine,
             cold_start_ms: None,
             cached_prompt_tokens: None,
-            projection: None,
         });
         let error = RunOutcome::Error {
             message: "llama-cpp failed during decode: connection refused".into(),

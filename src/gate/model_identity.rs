@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 
 use super::{Evaluation, GateKind, Metrics, Part, Threshold, TrialContext};
 use crate::accuracy::{perplexity, PerplexityProtocol};
-use crate::assets;
 use crate::model::{GgufFile, LlamaConfig};
 use crate::workload::Corpus;
 
@@ -31,7 +30,9 @@ impl GateKind for ModelIdentityParams {
     }
 
     fn evaluate(&self, ctx: &TrialContext<'_>) -> Evaluation {
-        let config = match assets::ensure(&ctx.model.asset)
+        let config = match ctx
+            .model
+            .gguf_path()
             .map_err(|e| e.to_string())
             .and_then(|p| {
                 let g = GgufFile::open(&p).map_err(|e| e.to_string())?;

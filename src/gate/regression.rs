@@ -30,7 +30,7 @@ use crate::baseline::rule::{self, Comparison, Outcome};
 use crate::baseline::store::{self, BaselineRecord, Direction, Provenance, Workload};
 use crate::baseline::{record_command, BaselineStore, Fingerprint, Settings};
 use crate::error::{BackendError, BaselineError};
-use crate::measure::{run_series, RunOutcome, RunPhase, RunRecord, RunTimings, SeriesPlan};
+use crate::measure::{run_series, RunOutcome, RunPhase, RunRecord, SeriesPlan};
 use crate::workload::{prompt_ids, Scenario};
 
 pub use crate::baseline::metric::Metric;
@@ -439,6 +439,7 @@ fn samples(
             RunOutcome::Ok(t) => t,
             RunOutcome::Degraded { reason } => return Err(format!("measured run {} was degraded ({reason}); a series with failed runs is not compared", r.index)),
             RunOutcome::Error { message } => return Err(format!("measured run {} failed ({message}); a series with failed runs is not compared", r.index)),
+            RunOutcome::Projected(p) => return Err(format!("measured run {}: {}; a series with such runs is not compared", r.index, p.describe())),
         };
         for m in metrics {
             let cpu = match cpu_ms.get(&r.index) {
@@ -637,7 +638,7 @@ fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> Evaluation {
         ));
     };
     let store = settings.store_for(&ctx.spec.path);
-    let fp = Fingerprint::detect(&ctx.spec.backends, &[ctx.model]);
+    let fp = Fingerprint::detect(&ctx.spec.backends, std::slice::from_ref(&ctx.model));
     let stored = if settings.update {
         None
     } else {
@@ -895,6 +896,7 @@ fn profile_name(ctx: &TrialContext<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::measure::RunTimings;
     use std::path::Path;
 
     fn repo_gate() -> (std::path::PathBuf, String) {
@@ -967,7 +969,6 @@ mod tests {
             timing_source: crate::backend::TimingSource::Harness,
             cold_start_ms: None,
             cached_prompt_tokens: None,
-            projection: None,
         };
         assert_eq!(Metric::DecodeTokensPerS.value(&t, None), Some(100.0));
         assert_eq!(Metric::E2eTokensPerS.value(&t, None), Some(100.0));

@@ -68,6 +68,9 @@ impl ShapeSpec {
             context_length: 2048,
             bos_token_id: None,
             eos_token_id: None,
+            arch: Default::default(),
+            attention_bias: false,
+            rope_scaling: Default::default(),
         }
     }
 }
@@ -477,6 +480,7 @@ fn evaluate(ctx: &TrialContext<'_>, p: &ScalingFitParams) -> Evaluation {
                         .find_map(|r| match &r.outcome {
                             RunOutcome::Degraded { reason } => Some(reason.clone()),
                             RunOutcome::Error { message } => Some(message.clone()),
+                            RunOutcome::Projected(p) => Some(p.describe()),
                             RunOutcome::Ok(_) => None,
                         })
                         .unwrap_or_default()

@@ -67,6 +67,11 @@ impl GateSpec {
         })?;
         spec.path = path.to_path_buf();
         spec.file_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()));
+        for k in &mut spec.known_failures {
+            if k.models.is_empty() {
+                k.models.push(spec.model.clone());
+            }
+        }
         spec.validate()?;
         Ok(spec)
     }
@@ -86,12 +91,8 @@ impl GateSpec {
                 detail,
             })
         };
-        if catalog::lookup(&self.model).is_none() {
-            return invalid(format!(
-                "model `{}` is not in the catalog (known: {})",
-                self.model,
-                catalog::known_names().join(", ")
-            ));
+        if let Err(e) = catalog::find(&self.model) {
+            return invalid(e.to_string());
         }
         if self.backends.is_empty() {
             return invalid("`backends` is empty".into());
@@ -129,6 +130,14 @@ impl GateSpec {
             }
             k.validate(kind.parts(), &self.backends, &self.scenarios)
                 .or_else(invalid)?;
+            if let Some(Err(e)) = k
+                .models
+                .iter()
+                .map(|m| catalog::find(m))
+                .find(Result::is_err)
+            {
+                return invalid(format!("known_failure: {e}"));
+            }
         }
         for p in ["ci", "full"] {
             match self.profiles.get(p) {
@@ -187,6 +196,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<GateSpec>, GateFileError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gate::TrialId;
 
     const GOOD: &str = r#"
 id = "phase.decode_fraction"
@@ -259,7 +269,23 @@ reason = "prefill-heavy"
         .unwrap();
         assert_eq!(s.known_failures.len(), 1);
         assert_eq!(s.known_failures[0].date.to_string(), "2026-11-27");
+        // Measured on the gate file's model: it excuses that model only (`run --model` another).
+        let k = &s.known_failures[0];
+        assert_eq!(k.models, vec![s.model.clone()]);
+        let trial = TrialId {
+            gate: s.id.clone(),
+            unit: Unit::Backend {
+                backend: "ort-cpu".into(),
+            },
+            scenario: Some("short".into()),
+        };
+        assert!(k.applies_to(&trial, &s.model));
+        assert!(!k.applies_to(&trial, "smollm2-135m-instruct-q4_k_m"));
         for (bad, expect) in [
+            (
+                "part = \"decode_fraction\"",
+                "models = [\"no-such-model\"]\npart = \"decode_fraction\"",
+            ),
             ("part = \"decode_fraction\"", "part = \"decode_fractoin\""),
             (
                 "backends = [\"ort-cpu\"]\nscenarios = [\"short\"]\npart",

@@ -441,14 +441,24 @@ pub fn runs_part(runs: &RunCounts, reasons: &[String], tolerated: f64) -> Option
     }
     let failed = runs.degraded + runs.error;
     let fraction = failed as f64 / runs.recorded as f64;
-    let detail = if failed == 0 {
+    let detail = if failed == 0 && runs.projected == 0 {
         format!("all {} recorded runs ok", runs.recorded)
+    } else if failed == 0 {
+        format!(
+            "no recorded run failed; {} of {} stopped early and were projected, kept out of every aggregate",
+            runs.projected, runs.recorded
+        )
     } else {
         format!(
-            "{failed} of {} recorded runs failed ({} errored, {} degraded): {}",
+            "{failed} of {} recorded runs failed ({} errored, {} degraded{}): {}",
             runs.recorded,
             runs.error,
             runs.degraded,
+            if runs.projected > 0 {
+                format!("; {} more stopped early and were projected", runs.projected)
+            } else {
+                String::new()
+            },
             reasons
                 .iter()
                 .map(|r| r.chars().take(160).collect::<String>())
@@ -587,6 +597,7 @@ mod tests {
         KnownFailure {
             backends: vec!["llama-cpp".into()],
             scenarios: vec!["long".into()],
+            models: vec!["smollm2-135m-instruct".into()],
             part: part.into(),
             measured: 0.86,
             guard,
@@ -689,6 +700,7 @@ mod tests {
             degraded: 0,
             error: 4,
             warmup: 3,
+            projected: 0,
         };
         let reasons = vec!["llama-server: connection refused".to_string()];
         let part = runs_part(&runs, &reasons, 0.0).unwrap();
@@ -705,6 +717,21 @@ mod tests {
             Verdict::Pass
         );
         assert!(runs_part(&RunCounts::default(), &[], 0.0).is_none());
+        // Item 7: runs that stopped early are kept out of the aggregates and named, not "all ok".
+        let projected = RunCounts {
+            stated: 13,
+            recorded: 13,
+            ok: 10,
+            projected: 3,
+            warmup: 3,
+            ..RunCounts::default()
+        };
+        let part = runs_part(&projected, &[], 0.0).unwrap();
+        assert!(
+            part.detail
+                .contains("3 of 13 stopped early and were projected"),
+            "{part:?}"
+        );
     }
 
     #[test]

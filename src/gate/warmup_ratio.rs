@@ -21,7 +21,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::{median, Details, Evaluation, GateKind, Metrics, Part, Threshold, TrialContext};
-use crate::measure::{measured_ok, run_series, RunOutcome, RunPhase, RunRecord, RunTimings};
+use crate::measure::{measured_ok, run_series, RunPhase, RunRecord, RunTimings};
 use crate::workload::prompt_ids;
 
 pub const WARMUP_RATIO: &str = "warmup_ratio";
@@ -239,11 +239,7 @@ fn evaluate(ctx: &TrialContext<'_>, p: &WarmupRatioParams) -> Evaluation {
         .collect();
     let steady = measured_ok(&records);
     if warm.is_empty() || steady.is_empty() {
-        let why = records.iter().find_map(|r| match &r.outcome {
-            RunOutcome::Degraded { reason } => Some(reason.clone()),
-            RunOutcome::Error { message } => Some(message.clone()),
-            RunOutcome::Ok(_) => None,
-        });
+        let why = records.iter().find_map(|r| r.outcome.not_ok_reason());
         let part = Part::no_data(
             WARMUP_RATIO,
             format!(
@@ -310,7 +306,6 @@ mod tests {
             timing_source: TimingSource::Harness,
             cold_start_ms: None,
             cached_prompt_tokens: None,
-            projection: None,
         }
     }
 

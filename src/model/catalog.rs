@@ -1,4 +1,5 @@
-//! Models a gate file can name, and the cached artifacts derived from them (fp32 ONNX exports).
+//! Models a gate file can name (declared in `models/*.toml`, see [`super::declared`]), and the cached
+//! artifacts derived from them (ONNX exports, keyed by the GGUF's sha256).
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -6,35 +7,15 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::onnx_export::{self, WeightFormat, EXPORTER_VERSION};
+use super::tensors::{GgufSource, RandomSource, TensorSource};
 use super::{GgufFile, LlamaConfig, LlamaWeights};
-use crate::assets::{self, PinnedAsset};
+use crate::assets;
 use crate::error::ModelError;
 
-/// A model known to infergate.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CatalogModel {
-    /// The name gate files use.
-    pub name: &'static str,
-    pub asset: PinnedAsset,
-    /// Parameter count the model card declares.
-    pub declared_parameters: u64,
-}
-
-pub const SMOLLM2_135M: CatalogModel = CatalogModel {
-    name: "smollm2-135m-instruct",
-    asset: assets::SMOLLM2_GGUF,
-    declared_parameters: 134_515_008,
+pub use super::declared::{
+    default_model, find, known_names, locate, lookup, models_dir, registry, CatalogModel,
+    ModelRegistry, ModelSource, DEFAULT_MODEL, MODELS_DIR_ENV,
 };
-
-pub const CATALOG: [CatalogModel; 1] = [SMOLLM2_135M];
-
-pub fn lookup(name: &str) -> Option<CatalogModel> {
-    CATALOG.iter().copied().find(|m| m.name == name)
-}
-
-pub fn known_names() -> Vec<&'static str> {
-    CATALOG.iter().map(|m| m.name).collect()
-}
 
 /// Where weights for an export come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,8 +34,8 @@ pub enum WeightSource {
 impl WeightSource {
     pub fn catalog(model: &CatalogModel) -> Self {
         WeightSource::Gguf {
-            model: model.name.into(),
-            gguf_sha256: model.asset.member_sha256.into(),
+            model: model.name.clone(),
+            gguf_sha256: model.sha256.clone(),
             fault_scale_layer: None,
         }
     }
@@ -63,7 +44,9 @@ impl WeightSource {
         let json = serde_json::to_string(&(self, format, EXPORTER_VERSION)).unwrap_or_default();
         let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(json.as_bytes()));
         let stem = match self {
-            WeightSource::Gguf { model, .. } => model.clone(),
+            WeightSource::Gguf {
+                model, gguf_sha256, ..
+            } => format!("{model}-{}", &gguf_sha256[..gguf_sha256.len().min(12)]),
             WeightSource::Synthetic { config, .. } => {
                 format!("synthetic-l{}-d{}", config.n_layers, config.d_model)
             }
@@ -79,10 +62,7 @@ impl WeightSource {
                 fault_scale_layer,
                 ..
             } => {
-                let m = lookup(model)
-                    .ok_or_else(|| ModelError::Config(format!("unknown model `{model}`")))?;
-                let path = assets::ensure(&m.asset)?;
-                let gguf = GgufFile::open(&path)?;
+                let gguf = GgufFile::open(&find(model)?.gguf_path()?)?;
                 let mut w = LlamaWeights::from_gguf(&gguf)?;
                 if let Some((layer, factor)) = fault_scale_layer {
                     w.scale_layer(*layer, *factor)?;
@@ -128,40 +108,50 @@ pub fn ensure_onnx(
     if let Some(p) = read_prepared(&dir) {
         return Ok(p);
     }
-    let weights = source.load_weights()?;
     let tmp = tempfile::tempdir_in(&root).map_err(|e| io(&root, e))?;
     let meta = [(
         "infergate.weight_source",
         serde_json::to_string(source).unwrap_or_default(),
     )];
-    let gguf = match (format, source) {
-        (
-            WeightFormat::GgufQ4_1,
+    if format == WeightFormat::GgufQ4_1
+        && !matches!(
+            source,
             WeightSource::Gguf {
-                model,
                 fault_scale_layer: None,
                 ..
-            },
-        ) => {
-            let m = lookup(model)
-                .ok_or_else(|| ModelError::Config(format!("unknown model `{model}`")))?;
-            Some(GgufFile::open(&assets::ensure(&m.asset)?)?)
+            }
+        )
+    {
+        return Err(ModelError::Config(
+            "the q4_1 format needs an unmodified catalog GGUF".into(),
+        ));
+    }
+    // Weights stream from the source tensor by tensor (see onnx_export::export).
+    let (exported, config) = match source {
+        WeightSource::Gguf {
+            model,
+            fault_scale_layer,
+            ..
+        } => {
+            let file = GgufFile::open(&find(model)?.gguf_path()?)?;
+            let tensors = GgufSource::new(&file)?.with_fault(*fault_scale_layer)?;
+            let blocks = (format == WeightFormat::GgufQ4_1).then_some(&file);
+            let e = onnx_export::export(&tensors, format, blocks, tmp.path(), &meta)?;
+            (e, tensors.config().clone())
         }
-        (WeightFormat::GgufQ4_1, _) => {
-            return Err(ModelError::Config(
-                "the q4_1 format needs an unmodified catalog GGUF".into(),
-            ))
+        WeightSource::Synthetic { config, seed } => {
+            let tensors = RandomSource::new(config, *seed)?;
+            let e = onnx_export::export(&tensors, format, None, tmp.path(), &meta)?;
+            (e, config.clone())
         }
-        _ => None,
     };
-    let exported = onnx_export::export(&weights, format, gguf.as_ref(), tmp.path(), &meta)?;
     let prepared = PreparedOnnx {
         model_path: dir.join("model.onnx"),
-        config: weights.config.clone(),
+        parameter_count: config.parameter_count(),
+        config,
         source: source.clone(),
         format,
         node_count: exported.node_count,
-        parameter_count: weights.parameter_count(),
     };
     let json =
         serde_json::to_vec_pretty(&prepared).map_err(|e| ModelError::Config(e.to_string()))?;

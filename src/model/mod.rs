@@ -1,4 +1,5 @@
-//! The model: GGUF file, LLaMA config, tokenizer, fp32 weights, ONNX export and a reference forward.
+//! The model: declared models, GGUF file, LLaMA-family config, tokenizer, weights (streamed or in
+//! memory), ONNX export and a reference forward.
 
 pub mod config;
 pub mod gguf;
@@ -10,5 +11,9 @@ pub use gguf::GgufFile;
 pub use tokenizer::Tokenizer;
 pub use weights::LlamaWeights;
 pub mod catalog;
+pub mod declared;
+pub mod gguf_writer;
 pub mod onnx_export;
+pub mod onnx_external;
 pub mod reference;
+pub mod tensors;

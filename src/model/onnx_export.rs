@@ -11,11 +11,13 @@ use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use ndarray::{Array2, ArrayView1, ArrayView2};
+use ndarray::{ArrayView1, ArrayView2};
 use prost::Message;
 
 use super::gguf::{GgmlType, GgufFile, Q4_1Block};
-use super::weights::{hf_row_order, layer_tensor_name, LlamaWeights};
+use super::onnx_external;
+use super::tensors::{LayerPart, TensorId, TensorSource};
+use super::weights::{hf_row_order, layer_tensor_name};
 use crate::error::ModelError;
 use crate::onnx_proto::{
     attribute_proto::AttributeType, tensor_proto::DataLocation, tensor_proto::DataType,
@@ -25,9 +27,8 @@ use crate::onnx_proto::{
 };
 
 /// Bumped whenever the emitted graph changes, so cached exports are rebuilt.
-pub const EXPORTER_VERSION: u32 = 3;
+pub const EXPORTER_VERSION: u32 = 4;
 const OPSET: i64 = 17;
-const EXTERNAL_ALIGN: u64 = 64 * 1024;
 const INLINE_LIMIT: usize = 1024;
 const MS_DOMAIN: &str = "com.microsoft";
 
@@ -93,8 +94,13 @@ pub struct ExportedModel {
 
 /// Export `weights` to `<dir>/model.onnx` + `<dir>/model.onnx.data`.
 /// `gguf` supplies the raw quantized blocks for [`WeightFormat::GgufQ4_1`] (ignored otherwise).
+///
+/// Streams: each tensor is asked of `weights` when its node is built, converted and written to the
+/// external-data file, and dropped, so the exporter holds about three copies of the largest tensor
+/// (the fp32 tensor, its transpose, the bytes being written), never the model. `&LlamaWeights` is a
+/// [`TensorSource`] too.
 pub fn export(
-    weights: &LlamaWeights,
+    weights: &dyn TensorSource,
     format: WeightFormat,
     gguf: Option<&GgufFile>,
     dir: &Path,
@@ -230,20 +236,50 @@ impl<W: Write> GraphBuilder<W> {
         };
         if bytes.len() <= INLINE_LIMIT {
             t.raw_data = Some(bytes.to_vec());
-        } else {
-            let pad = self.data_offset.next_multiple_of(EXTERNAL_ALIGN) - self.data_offset;
-            self.data.write_all(&vec![0u8; pad as usize])?;
-            self.data_offset += pad;
-            self.data.write_all(bytes)?;
-            t.data_location = Some(DataLocation::External as i32);
-            t.external_data = vec![
-                kv("location", &self.data_file),
-                kv("offset", &self.data_offset.to_string()),
-                kv("length", &bytes.len().to_string()),
-            ];
-            self.data_offset += bytes.len() as u64;
+            self.graph.initializer.push(t);
+            return Ok(name.into());
         }
+        self.data_offset = onnx_external::pad_to_alignment(&mut self.data, self.data_offset)?;
+        self.data.write_all(bytes)?;
+        self.push_external(t, bytes.len() as u64);
+        Ok(name.into())
+    }
+
+    /// Record `t` as stored at the current data offset with `len` bytes, and advance the offset.
+    fn push_external(&mut self, mut t: TensorProto, len: u64) {
+        t.data_location = Some(DataLocation::External as i32);
+        t.external_data = vec![
+            kv("location", &self.data_file),
+            kv("offset", &self.data_offset.to_string()),
+            kv("length", &len.to_string()),
+        ];
+        self.data_offset += len;
         self.graph.initializer.push(t);
+    }
+
+    /// A float initializer (fp32 or fp16) converted chunk by chunk into the external-data file.
+    fn float_initializer(
+        &mut self,
+        name: &str,
+        dims: &[usize],
+        values: &[f32],
+        data_type: DataType,
+    ) -> std::io::Result<String> {
+        let as_f16 = data_type == DataType::Float16;
+        let len = values.len() * if as_f16 { 2 } else { 4 };
+        if len <= INLINE_LIMIT {
+            let bytes = onnx_external::float_bytes(values, as_f16);
+            return self.initializer(name, dims, data_type, &bytes);
+        }
+        let t = TensorProto {
+            name: Some(name.into()),
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: Some(data_type as i32),
+            ..Default::default()
+        };
+        self.data_offset = onnx_external::pad_to_alignment(&mut self.data, self.data_offset)?;
+        let written = onnx_external::write_floats(&mut self.data, values, as_f16)?;
+        self.push_external(t, written);
         Ok(name.into())
     }
 
@@ -254,14 +290,8 @@ impl<W: Write> GraphBuilder<W> {
         dims: &[usize],
         values: &[f32],
     ) -> std::io::Result<String> {
-        if self.format.activation_type() == DataType::Float16 {
-            let bytes: Vec<u8> = values
-                .iter()
-                .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
-                .collect();
-            return self.initializer(name, dims, DataType::Float16, &bytes);
-        }
-        self.exact_f32_tensor(name, dims, values)
+        let ty = self.format.activation_type();
+        self.float_initializer(name, dims, values, ty)
     }
 
     /// A float tensor that stays fp32 whatever the format (quantization scales).
@@ -271,8 +301,7 @@ impl<W: Write> GraphBuilder<W> {
         dims: &[usize],
         values: &[f32],
     ) -> std::io::Result<String> {
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.initializer(name, dims, DataType::Float, &bytes)
+        self.float_initializer(name, dims, values, DataType::Float)
     }
 
     fn i64_const(&mut self, name: &str, values: &[i64]) -> std::io::Result<String> {
@@ -380,8 +409,8 @@ impl<W: Write> GraphBuilder<W> {
     }
 
     fn vector(&mut self, name: &str, v: ArrayView1<f32>) -> std::io::Result<String> {
-        let owned = v.to_owned();
-        self.f32_tensor(name, &[owned.len()], owned.as_slice().expect("contiguous"))
+        let standard = v.as_standard_layout();
+        self.f32_tensor(name, &[v.len()], standard.as_slice().expect("contiguous"))
     }
 
     fn input(&mut self, name: &str, elem: DataType, dims: &[Dim]) {
@@ -495,12 +524,22 @@ fn rope<W: Write>(g: &mut GraphBuilder<W>, x: &str, cos: &str, sin: &str, halves
     g.op("Add", &[&a, &b], vec![])
 }
 
+/// A tensor of the source, as an I/O error on failure (the builder's error type).
+fn fetch_matrix(w: &dyn TensorSource, id: TensorId) -> std::io::Result<ndarray::Array2<f32>> {
+    w.matrix(id)
+        .map_err(|e| std::io::Error::other(e.to_string()))
+}
+fn fetch_vector(w: &dyn TensorSource, id: TensorId) -> std::io::Result<ndarray::Array1<f32>> {
+    w.vector(id)
+        .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
 fn build_decoder<W: Write>(
     g: &mut GraphBuilder<W>,
-    w: &LlamaWeights,
+    w: &dyn TensorSource,
     gguf: Option<&GgufFile>,
 ) -> std::io::Result<()> {
-    let c = &w.config;
+    let c = w.config();
     let act = g.format.activation_type();
     let format = g.format;
     let q4 = |name: &str, order: Option<&[usize]>| -> std::io::Result<Option<Vec<u8>>> {
@@ -567,10 +606,7 @@ fn build_decoder<W: Write>(
     let idx1 = g.initializer("const_idx1", &[], DataType::Int64, &1i64.to_le_bytes())?;
     let idx2 = g.initializer("const_idx2", &[], DataType::Int64, &2i64.to_le_bytes())?;
     let zero_i = g.initializer("const_zero_i", &[], DataType::Int64, &0i64.to_le_bytes())?;
-    let inv_freq: Vec<f32> = (0..hd / 2)
-        .map(|i| 1.0 / c.rope_theta.powf(2.0 * i as f32 / hd as f32))
-        .collect();
-    let inv_freq = g.f32_tensor("rope_inv_freq", &[hd / 2], &inv_freq)?;
+    let inv_freq = g.f32_tensor("rope_inv_freq", &[hd / 2], &c.rope_inv_freq())?;
     let q_shape = g.i64_const("shape_q", &[0, 0, n_kv as i64, groups as i64, hd as i64])?;
     let kv_shape = g.i64_const("shape_kv", &[0, 0, n_kv as i64, hd as i64])?;
     let merge_shape = g.i64_const("shape_merge", &[0, 0, d as i64])?;
@@ -605,22 +641,47 @@ fn build_decoder<W: Write>(
     let allowed = g.op("And", &[&causal, &padding], vec![]);
     let mask = g.op("Where", &[&allowed, &zero_f, &neg_big], vec![]);
 
-    let embed = g.linear_weight_free("model.embed_tokens.weight", w.token_embd.view())?;
+    let embed = g.linear_weight_free(
+        "model.embed_tokens.weight",
+        fetch_matrix(w, TensorId::TokenEmbd)?.view(),
+    )?;
     let mut x = g.op("Gather", &[&embed, "input_ids"], vec![attr_int("axis", 0)]);
 
-    for (i, l) in w.layers.iter().enumerate() {
+    for i in 0..c.n_layers {
         let p = |s: &str| format!("model.layers.{i}.{s}");
-        let attn_norm = g.vector(&p("input_layernorm.weight"), l.attn_norm.view())?;
-        let ffn_norm = g.vector(&p("post_attention_layernorm.weight"), l.ffn_norm.view())?;
+        let part = |part: LayerPart| TensorId::Layer(i, part);
+        let attn_norm = g.vector(
+            &p("input_layernorm.weight"),
+            fetch_vector(w, part(LayerPart::AttnNorm))?.view(),
+        )?;
+        let ffn_norm = g.vector(
+            &p("post_attention_layernorm.weight"),
+            fetch_vector(w, part(LayerPart::FfnNorm))?.view(),
+        )?;
         let gguf_name = |part: &str| layer_tensor_name(i, part);
+        // q/k/v biases (Qwen2): added after the projection.
+        let bias = |g: &mut GraphBuilder<W>, y: String, name: &str, b: LayerPart| {
+            if !c.attention_bias {
+                return Ok(y);
+            }
+            let b = g.vector(&p(name), fetch_vector(w, part(b))?.view())?;
+            Ok::<_, std::io::Error>(g.op("Add", &[&y, &b], vec![]))
+        };
 
         let h = rms_norm(g, &x, &attn_norm, &eps, &two);
         let raw = q4(&gguf_name("attn_q"), Some(&q_order))?;
-        let q = g.linear(&h, &p("self_attn.q_proj.weight"), l.wq.view(), raw)?;
+        let wq = fetch_matrix(w, part(LayerPart::Q))?;
+        let q = g.linear(&h, &p("self_attn.q_proj.weight"), wq.view(), raw)?;
+        let q = bias(g, q, "self_attn.q_proj.bias", LayerPart::QBias)?;
         let raw = q4(&gguf_name("attn_k"), Some(&k_order))?;
-        let k = g.linear(&h, &p("self_attn.k_proj.weight"), l.wk.view(), raw)?;
+        let wk = fetch_matrix(w, part(LayerPart::K))?;
+        let k = g.linear(&h, &p("self_attn.k_proj.weight"), wk.view(), raw)?;
+        let k = bias(g, k, "self_attn.k_proj.bias", LayerPart::KBias)?;
         let raw = q4(&gguf_name("attn_v"), None)?;
-        let v = g.linear(&h, &p("self_attn.v_proj.weight"), l.wv.view(), raw)?;
+        let wv = fetch_matrix(w, part(LayerPart::V))?;
+        let v = g.linear(&h, &p("self_attn.v_proj.weight"), wv.view(), raw)?;
+        let v = bias(g, v, "self_attn.v_proj.bias", LayerPart::VBias)?;
+        drop((wq, wk, wv));
         let q = g.op("Reshape", &[&q, &q_shape], vec![]); // [B,S,kv,g,hd]
         let q = g.op(
             "Transpose",
@@ -666,30 +727,40 @@ fn build_decoder<W: Write>(
         );
         let attn = g.op("Reshape", &[&attn, &merge_shape], vec![]);
         let raw = q4(&gguf_name("attn_output"), None)?;
-        let o = g.linear(&attn, &p("self_attn.o_proj.weight"), l.wo.view(), raw)?;
+        let wo = fetch_matrix(w, part(LayerPart::O))?;
+        let o = g.linear(&attn, &p("self_attn.o_proj.weight"), wo.view(), raw)?;
         let hres = g.op("Add", &[&x, &o], vec![]);
 
         let h2 = rms_norm(g, &hres, &ffn_norm, &eps, &two);
         let raw = q4(&gguf_name("ffn_gate"), None)?;
-        let gate = g.linear(&h2, &p("mlp.gate_proj.weight"), l.w_gate.view(), raw)?;
+        let w_gate = fetch_matrix(w, part(LayerPart::Gate))?;
+        let gate = g.linear(&h2, &p("mlp.gate_proj.weight"), w_gate.view(), raw)?;
+        drop(w_gate);
         let raw = q4(&gguf_name("ffn_up"), None)?;
-        let up = g.linear(&h2, &p("mlp.up_proj.weight"), l.w_up.view(), raw)?;
+        let w_up = fetch_matrix(w, part(LayerPart::Up))?;
+        let up = g.linear(&h2, &p("mlp.up_proj.weight"), w_up.view(), raw)?;
+        drop(w_up);
         let sig = g.op("Sigmoid", &[&gate], vec![]);
         let silu = g.op("Mul", &[&gate, &sig], vec![]);
         let gated = g.op("Mul", &[&silu, &up], vec![]);
         let raw = q4(&gguf_name("ffn_down"), None)?;
-        let down = g.linear(&gated, &p("mlp.down_proj.weight"), l.w_down.view(), raw)?;
+        let w_down = fetch_matrix(w, part(LayerPart::Down))?;
+        let down = g.linear(&gated, &p("mlp.down_proj.weight"), w_down.view(), raw)?;
         x = g.op("Add", &[&hres, &down], vec![]);
     }
 
-    let final_norm = g.vector("model.norm.weight", w.final_norm.view())?;
+    let final_norm = g.vector(
+        "model.norm.weight",
+        fetch_vector(w, TensorId::FinalNorm)?.view(),
+    )?;
     let x = rms_norm(g, &x, &final_norm, &eps, &two);
     let logits = match g.format {
         // x · Eᵀ through Gemm(transB=1) over a flattened x, so a tied head shares the embedding.
         WeightFormat::Fp32 | WeightFormat::Fp16 => {
-            let head = match &w.lm_head {
-                None => embed,
-                Some(m) => g.linear_weight_free("lm_head.weight", m.view())?,
+            let head = if c.tied_embeddings {
+                embed
+            } else {
+                g.linear_weight_free("lm_head.weight", fetch_matrix(w, TensorId::LmHead)?.view())?
             };
             let flat_shape = g.i64_const("shape_flat", &[-1, d as i64])?;
             let vocab = g.i64_const("const_vocab", &[c.vocab_size as i64])?;
@@ -705,14 +776,16 @@ fn build_decoder<W: Write>(
         }
         // A quantized copy of the head; a tied head is named so the parameter count skips it.
         WeightFormat::Int8WeightOnly | WeightFormat::GgufQ4_1 => {
-            let (name, matrix, gguf_name) = match &w.lm_head {
-                None => (
+            let (name, id, gguf_name) = if c.tied_embeddings {
+                (
                     "lm_head.tied_to_embed_tokens",
-                    &w.token_embd,
+                    TensorId::TokenEmbd,
                     "token_embd.weight",
-                ),
-                Some(m) => ("lm_head.weight", m, "output.weight"),
+                )
+            } else {
+                ("lm_head.weight", TensorId::LmHead, "output.weight")
             };
+            let matrix = fetch_matrix(w, id)?;
             let exact = match (g.format, gguf) {
                 (WeightFormat::GgufQ4_1, Some(f)) => {
                     q8_0_blocks(f, gguf_name).map_err(std::io::Error::other)?
@@ -764,12 +837,13 @@ fn build_decoder<W: Write>(
 impl<W: Write> GraphBuilder<W> {
     /// A `[rows, cols]` matrix stored as is (no transpose).
     fn linear_weight_free(&mut self, name: &str, m: ArrayView2<f32>) -> std::io::Result<String> {
-        let owned: Array2<f32> = m.as_standard_layout().to_owned();
-        let (rows, cols) = owned.dim();
+        // Borrowed when already row-major (no copy of the largest tensor).
+        let standard = m.as_standard_layout();
+        let (rows, cols) = standard.dim();
         self.f32_tensor(
             name,
             &[rows, cols],
-            owned.as_slice().expect("standard layout"),
+            standard.as_slice().expect("standard layout"),
         )
     }
 }

@@ -19,13 +19,13 @@ fn rms_norm(x: &Array2<f32>, weight: ArrayView1<f32>, eps: f32) -> Array2<f32> {
     out
 }
 
-/// Apply rotate-half RoPE in place to `x` = `[seq, heads * hd]` for absolute positions `0..seq`.
-fn rope(x: &mut Array2<f32>, n_heads: usize, hd: usize, theta: f32) {
+/// Apply rotate-half RoPE in place to `x` = `[seq, heads * hd]` for absolute positions `0..seq`,
+/// with inverse frequencies `inv_freq` (`[hd / 2]`, scaling applied).
+fn rope(x: &mut Array2<f32>, n_heads: usize, hd: usize, inv_freq: &[f32]) {
     let half = hd / 2;
     for (pos, mut row) in x.rows_mut().into_iter().enumerate() {
         for h in 0..n_heads {
-            for i in 0..half {
-                let freq = 1.0 / theta.powf(2.0 * i as f32 / hd as f32);
+            for (i, &freq) in inv_freq.iter().enumerate().take(half) {
                 let angle = pos as f32 * freq;
                 let (sin, cos) = angle.sin_cos();
                 let (a, b) = (row[h * hd + i], row[h * hd + half + i]);
@@ -63,13 +63,19 @@ pub fn forward(w: &LlamaWeights, tokens: &[u32]) -> Result<Array2<f32>, ModelErr
         x.row_mut(r).assign(&w.token_embd.row(t));
     }
     let scale = 1.0 / (hd as f32).sqrt();
+    let inv_freq = c.rope_inv_freq();
     for l in &w.layers {
         let h = rms_norm(&x, l.attn_norm.view(), c.rms_norm_eps);
         let mut q = h.dot(&l.wq.t());
         let mut k = h.dot(&l.wk.t());
-        let v = h.dot(&l.wv.t());
-        rope(&mut q, n_heads, hd, c.rope_theta);
-        rope(&mut k, n_kv, hd, c.rope_theta);
+        let mut v = h.dot(&l.wv.t());
+        for (m, b) in [(&mut q, &l.bq), (&mut k, &l.bk), (&mut v, &l.bv)] {
+            if let Some(b) = b {
+                *m += b;
+            }
+        }
+        rope(&mut q, n_heads, hd, &inv_freq);
+        rope(&mut k, n_kv, hd, &inv_freq);
         let mut attn = Array2::<f32>::zeros((seq, d));
         for head in 0..n_heads {
             let kv = head / groups;

@@ -1,14 +1,17 @@
-//! LLaMA weights as fp32 matrices in Hugging Face layout (`[out, in]`, Q/K rows in rotate-half order).
+//! LLaMA weights as fp32 matrices in Hugging Face layout (`[out, in]`, Q/K rows in rotate-half order),
+//! all in memory: for small models (the reference forward, libtorch). Exports stream tensor by tensor
+//! from a [`TensorSource`] instead.
 //!
-//! GGUF stores Q and K permuted for ggml's adjacent-pair RoPE; [`hf_row_order`] undoes that, so every
-//! consumer (ONNX export, reference forward, libtorch) uses the standard rotate-half RoPE.
+//! GGUF stores Q and K of `llama` models permuted for ggml's adjacent-pair RoPE; [`hf_row_order`]
+//! undoes that, so every consumer (ONNX export, reference forward, libtorch) uses the standard
+//! rotate-half RoPE.
 
 use ndarray::{Array1, Array2};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
 use super::config::LlamaConfig;
 use super::gguf::GgufFile;
+pub use super::tensors::hf_row_order;
+use super::tensors::{GgufSource, LayerPart, RandomSource, TensorId, TensorSource};
 use crate::error::ModelError;
 
 #[derive(Debug, Clone)]
@@ -18,6 +21,10 @@ pub struct LayerWeights {
     pub wk: Array2<f32>,
     pub wv: Array2<f32>,
     pub wo: Array2<f32>,
+    /// Q/K/V biases (Qwen2); `None` without [`LlamaConfig::attention_bias`].
+    pub bq: Option<Array1<f32>>,
+    pub bk: Option<Array1<f32>>,
+    pub bv: Option<Array1<f32>>,
     pub ffn_norm: Array1<f32>,
     pub w_gate: Array2<f32>,
     pub w_up: Array2<f32>,
@@ -40,124 +47,58 @@ pub fn layer_tensor_name(layer: usize, part: &str) -> String {
     format!("blk.{layer}.{part}.weight")
 }
 
-/// For each row of the HF-layout Q (or K) matrix, the GGUF row that holds it.
-///
-/// llama.cpp's converter maps HF row `j * (hd/2) + i` of every head to row `2 * i + j` (j ∈ {0,1}).
-pub fn hf_row_order(n_heads: usize, head_dim: usize) -> Vec<usize> {
-    let half = head_dim / 2;
-    let mut order = Vec::with_capacity(n_heads * head_dim);
-    for h in 0..n_heads {
-        for j in 0..2 {
-            for i in 0..half {
-                order.push(h * head_dim + 2 * i + j);
-            }
-        }
-    }
-    order
-}
-
-fn permute_rows(m: &Array2<f32>, order: &[usize]) -> Array2<f32> {
-    m.select(ndarray::Axis(0), order)
-}
-
 impl LlamaWeights {
-    /// Dequantize every tensor of a LLaMA GGUF to fp32.
-    pub fn from_gguf(gguf: &GgufFile) -> Result<Self, ModelError> {
-        let config = LlamaConfig::from_gguf(gguf)?;
-        let d = config.d_model;
-        let kv = config.kv_dim();
-        let ffn = config.ffn_dim;
-        let matrix = |name: &str, rows: usize, cols: usize| -> Result<Array2<f32>, ModelError> {
-            let info = gguf.tensor_info(name)?;
-            let shape = info.shape_row_major();
-            if shape != [rows, cols] {
-                return Err(ModelError::ShapeMismatch {
-                    name: name.into(),
-                    expected: vec![rows, cols],
-                    actual: shape,
-                });
+    /// Every tensor of `source`, in memory.
+    pub fn from_source(source: &dyn TensorSource) -> Result<Self, ModelError> {
+        let config = source.config().clone();
+        let m = |id| source.matrix(id);
+        let v = |id| source.vector(id);
+        let bias = |l, p| -> Result<Option<Array1<f32>>, ModelError> {
+            if config.attention_bias {
+                Ok(Some(v(TensorId::Layer(l, p))?))
+            } else {
+                Ok(None)
             }
-            let data = gguf.tensor_f32(name)?;
-            Ok(Array2::from_shape_vec((rows, cols), data).expect("length checked against shape"))
         };
-        let vector = |name: &str, len: usize| -> Result<Array1<f32>, ModelError> {
-            let info = gguf.tensor_info(name)?;
-            let shape = info.shape_row_major();
-            if shape != [len] {
-                return Err(ModelError::ShapeMismatch {
-                    name: name.into(),
-                    expected: vec![len],
-                    actual: shape,
-                });
-            }
-            Ok(Array1::from(gguf.tensor_f32(name)?))
-        };
-        let q_order = hf_row_order(config.n_heads, config.head_dim());
-        let k_order = hf_row_order(config.n_kv_heads, config.head_dim());
         let mut layers = Vec::with_capacity(config.n_layers);
         for l in 0..config.n_layers {
-            let n = |part: &str| layer_tensor_name(l, part);
+            let t = |p| TensorId::Layer(l, p);
             layers.push(LayerWeights {
-                attn_norm: vector(&n("attn_norm"), d)?,
-                wq: permute_rows(&matrix(&n("attn_q"), d, d)?, &q_order),
-                wk: permute_rows(&matrix(&n("attn_k"), kv, d)?, &k_order),
-                wv: matrix(&n("attn_v"), kv, d)?,
-                wo: matrix(&n("attn_output"), d, d)?,
-                ffn_norm: vector(&n("ffn_norm"), d)?,
-                w_gate: matrix(&n("ffn_gate"), ffn, d)?,
-                w_up: matrix(&n("ffn_up"), ffn, d)?,
-                w_down: matrix(&n("ffn_down"), d, ffn)?,
+                attn_norm: v(t(LayerPart::AttnNorm))?,
+                wq: m(t(LayerPart::Q))?,
+                wk: m(t(LayerPart::K))?,
+                wv: m(t(LayerPart::V))?,
+                wo: m(t(LayerPart::O))?,
+                bq: bias(l, LayerPart::QBias)?,
+                bk: bias(l, LayerPart::KBias)?,
+                bv: bias(l, LayerPart::VBias)?,
+                ffn_norm: v(t(LayerPart::FfnNorm))?,
+                w_gate: m(t(LayerPart::Gate))?,
+                w_up: m(t(LayerPart::Up))?,
+                w_down: m(t(LayerPart::Down))?,
             });
         }
-        let lm_head = if config.tied_embeddings {
-            None
-        } else {
-            Some(matrix("output.weight", config.vocab_size, d)?)
-        };
         Ok(LlamaWeights {
-            token_embd: matrix("token_embd.weight", config.vocab_size, d)?,
-            final_norm: vector("output_norm.weight", d)?,
-            lm_head,
+            token_embd: m(TensorId::TokenEmbd)?,
+            final_norm: v(TensorId::FinalNorm)?,
+            lm_head: if config.tied_embeddings {
+                None
+            } else {
+                Some(m(TensorId::LmHead)?)
+            },
             layers,
             config,
         })
     }
 
+    /// Dequantize every tensor of a LLaMA-family GGUF to fp32.
+    pub fn from_gguf(gguf: &GgufFile) -> Result<Self, ModelError> {
+        Self::from_source(&GgufSource::new(gguf)?)
+    }
+
     /// Seeded random weights of any LLaMA shape (uniform with std 0.02; norms 1): the scaling family.
     pub fn random(config: &LlamaConfig, seed: u64) -> Result<Self, ModelError> {
-        config.validate()?;
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let bound = 0.02f32 * 3f32.sqrt();
-        let mut matrix = |rows: usize, cols: usize| {
-            Array2::from_shape_simple_fn((rows, cols), || rng.gen_range(-bound..bound))
-        };
-        let (d, kv, ffn) = (config.d_model, config.kv_dim(), config.ffn_dim);
-        let token_embd = matrix(config.vocab_size, d);
-        let layers = (0..config.n_layers)
-            .map(|_| LayerWeights {
-                attn_norm: Array1::ones(d),
-                wq: matrix(d, d),
-                wk: matrix(kv, d),
-                wv: matrix(kv, d),
-                wo: matrix(d, d),
-                ffn_norm: Array1::ones(d),
-                w_gate: matrix(ffn, d),
-                w_up: matrix(ffn, d),
-                w_down: matrix(d, ffn),
-            })
-            .collect();
-        let lm_head = if config.tied_embeddings {
-            None
-        } else {
-            Some(matrix(config.vocab_size, d))
-        };
-        Ok(LlamaWeights {
-            config: config.clone(),
-            token_embd,
-            layers,
-            final_norm: Array1::ones(d),
-            lm_head,
-        })
+        Self::from_source(&RandomSource::new(config, seed)?)
     }
 
     /// The output projection (`lm_head`, or the embedding when tied).
@@ -167,6 +108,7 @@ impl LlamaWeights {
 
     /// Parameters actually held, counted tensor by tensor (tied head counted once).
     pub fn parameter_count(&self) -> u64 {
+        let len = |b: &Option<Array1<f32>>| b.as_ref().map_or(0, |b| b.len());
         let layer: usize = self
             .layers
             .iter()
@@ -176,6 +118,9 @@ impl LlamaWeights {
                     + l.wk.len()
                     + l.wv.len()
                     + l.wo.len()
+                    + len(&l.bq)
+                    + len(&l.bk)
+                    + len(&l.bv)
                     + l.ffn_norm.len()
                     + l.w_gate.len()
                     + l.w_up.len()
@@ -210,48 +155,65 @@ impl LlamaWeights {
     }
 }
 
+/// In-memory weights are a source too (each tensor copied out on request).
+impl TensorSource for LlamaWeights {
+    fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    fn tensor(&self, id: TensorId) -> Result<Vec<f32>, ModelError> {
+        let missing =
+            || ModelError::Config(format!("{} is not part of this model", id.gguf_name()));
+        let vec1 = |a: &Array1<f32>| a.to_vec();
+        let vec2 = |a: &Array2<f32>| a.as_standard_layout().iter().copied().collect::<Vec<f32>>();
+        Ok(match id {
+            TensorId::TokenEmbd => vec2(&self.token_embd),
+            TensorId::FinalNorm => vec1(&self.final_norm),
+            TensorId::LmHead => vec2(self.lm_head.as_ref().ok_or_else(missing)?),
+            TensorId::Layer(i, part) => {
+                let l = self.layers.get(i).ok_or_else(missing)?;
+                match part {
+                    LayerPart::AttnNorm => vec1(&l.attn_norm),
+                    LayerPart::Q => vec2(&l.wq),
+                    LayerPart::K => vec2(&l.wk),
+                    LayerPart::V => vec2(&l.wv),
+                    LayerPart::O => vec2(&l.wo),
+                    LayerPart::QBias => vec1(l.bq.as_ref().ok_or_else(missing)?),
+                    LayerPart::KBias => vec1(l.bk.as_ref().ok_or_else(missing)?),
+                    LayerPart::VBias => vec1(l.bv.as_ref().ok_or_else(missing)?),
+                    LayerPart::FfnNorm => vec1(&l.ffn_norm),
+                    LayerPart::Gate => vec2(&l.w_gate),
+                    LayerPart::Up => vec2(&l.w_up),
+                    LayerPart::Down => vec2(&l.w_down),
+                }
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn hf_row_order_inverts_llama_cpp_permute() {
-        // llama.cpp: w.reshape(n_head, 2, hd/2, cols).swapaxes(1, 2).reshape(...)
-        let (n_head, hd) = (3, 8);
-        let hf_rows: Vec<usize> = (0..n_head * hd).collect();
-        let mut gguf_rows = vec![0; n_head * hd];
-        for h in 0..n_head {
-            for j in 0..2 {
-                for i in 0..hd / 2 {
-                    // (h, j, i) -> (h, i, j)
-                    gguf_rows[h * hd + i * 2 + j] = hf_rows[h * hd + j * hd / 2 + i];
-                }
-            }
-        }
-        let order = hf_row_order(n_head, hd);
-        let recovered: Vec<usize> = order.iter().map(|&g| gguf_rows[g]).collect();
-        assert_eq!(recovered, hf_rows);
-    }
-
-    #[test]
     fn random_family_member_has_the_config_parameter_count() {
-        let c = LlamaConfig {
-            n_layers: 2,
-            d_model: 64,
-            n_heads: 4,
-            n_kv_heads: 2,
-            ffn_dim: 128,
-            vocab_size: 100,
-            rope_theta: 10000.0,
-            rms_norm_eps: 1e-5,
-            tied_embeddings: true,
-            context_length: 128,
-            bos_token_id: None,
-            eos_token_id: None,
-        };
+        let c = crate::model::config::tests_support::tiny();
         let w = LlamaWeights::random(&c, 7).unwrap();
         assert_eq!(w.parameter_count(), c.parameter_count());
         let w2 = LlamaWeights::random(&c, 7).unwrap();
         assert_eq!(w.layers[1].wq, w2.layers[1].wq, "same seed, same weights");
+        let mut biased = c.clone();
+        biased.attention_bias = true;
+        let w = LlamaWeights::random(&biased, 7).unwrap();
+        assert_eq!(w.parameter_count(), biased.parameter_count());
+    }
+
+    #[test]
+    fn in_memory_weights_hand_out_the_tensors_they_hold() {
+        let c = crate::model::config::tests_support::tiny();
+        let w = LlamaWeights::random(&c, 3).unwrap();
+        let again = LlamaWeights::from_source(&w).unwrap();
+        assert_eq!(again.layers[1].w_down, w.layers[1].w_down);
+        assert_eq!(again.token_embd, w.token_embd);
     }
 }

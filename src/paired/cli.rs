@@ -49,14 +49,17 @@ fn gate_params(repo: &std::path::Path) -> (String, usize, Vec<Metric>, PairedPar
         _ => None,
     });
     match found {
-        Some((model, RegressionParams {
-            gen_tokens,
-            metrics,
-            paired,
-            ..
-        })) => (model, gen_tokens, metrics, paired),
+        Some((
+            model,
+            RegressionParams {
+                gen_tokens,
+                metrics,
+                paired,
+                ..
+            },
+        )) => (model, gen_tokens, metrics, paired),
         None => (
-            crate::model::catalog::SMOLLM2_135M.name.to_string(),
+            crate::model::catalog::DEFAULT_MODEL.to_string(),
             32,
             vec![
                 Metric::E2eMs,
@@ -135,7 +138,11 @@ fn run_ab(o: &AbOptions) -> Result<PairedResult, String> {
     let encode = crate::runner::load_encoder().map_err(|e| e.to_string())?;
     let prompt = crate::workload::prompt_ids(&scenario, &encode).map_err(|e| e.to_string())?;
     let baseline = side("baseline", o.baseline_runtime.as_deref(), o.baseline_tweaks)?;
-    let candidate = side("candidate", o.candidate_runtime.as_deref(), o.candidate_tweaks)?;
+    let candidate = side(
+        "candidate",
+        o.candidate_runtime.as_deref(),
+        o.candidate_tweaks,
+    )?;
     let seed = o.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

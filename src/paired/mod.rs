@@ -228,10 +228,7 @@ pub fn prepare(side: &Side, progress: &mut dyn std::io::Write) -> Result<Launch,
                 .map_err(|e| format!("{}: {e}", side.label))?
             {
                 Fetched::Library(_) => Ok(Launch {
-                    set: vec![(
-                        crate::pins::ONNXRUNTIME_ENV.into(),
-                        artifact.requirement(),
-                    )],
+                    set: vec![(crate::pins::ONNXRUNTIME_ENV.into(), artifact.requirement())],
                     remove,
                 }),
                 Fetched::LlamaCppBin { bin_dir, .. } => Ok(Launch {
@@ -260,10 +257,7 @@ pub fn run(
         return Err("no metric to compare".into());
     }
     let clock = Instant::now();
-    let launches = [
-        prepare(baseline, progress)?,
-        prepare(candidate, progress)?,
-    ];
+    let launches = [prepare(baseline, progress)?, prepare(candidate, progress)?];
     let mut workers = Vec::with_capacity(2);
     let mut infos = Vec::with_capacity(2);
     for (side, launch) in [baseline, candidate].into_iter().zip(&launches) {
@@ -368,9 +362,8 @@ pub fn analyse(
                 .iter()
                 .map(|r| {
                     let s = pick(r);
-                    m.value(&s.timings, s.cpu_ms).ok_or_else(|| {
-                        format!("round {}: {} was not measured", r.index, m.name())
-                    })
+                    m.value(&s.timings, s.cpu_ms)
+                        .ok_or_else(|| format!("round {}: {} was not measured", r.index, m.name()))
                 })
                 .collect::<Result<Vec<f64>, String>>()
         };
@@ -445,7 +438,6 @@ mod tests {
                 timing_source: TimingSource::Harness,
                 cold_start_ms: None,
                 cached_prompt_tokens: None,
-                projection: None,
             },
             cpu_ms: Some(e2e * 2.0),
             planted_ms: planted,
@@ -488,7 +480,11 @@ mod tests {
                 let drift = 1.0 + 0.05 * ((i % 5) as f64);
                 Round {
                     index: i,
-                    first: if i % 2 == 0 { Which::Baseline } else { Which::Candidate },
+                    first: if i % 2 == 0 {
+                        Which::Baseline
+                    } else {
+                        Which::Candidate
+                    },
                     baseline: sample(100.0 * drift, 0.0),
                     candidate: sample(110.0 * drift, 10.0 * drift),
                 }

@@ -328,7 +328,8 @@ mod tests {
 
     #[test]
     fn orientation_makes_greater_than_one_worse() {
-        let lat = log_slowdowns(&[100.0, 100.0], &[110.0, 110.0], Direction::LowerIsBetter).unwrap();
+        let lat =
+            log_slowdowns(&[100.0, 100.0], &[110.0, 110.0], Direction::LowerIsBetter).unwrap();
         let thr = log_slowdowns(&[10.0, 10.0], &[9.0, 9.0], Direction::HigherIsBetter).unwrap();
         assert!(lat.iter().all(|x| *x > 0.0) && thr.iter().all(|x| *x > 0.0));
         assert!(log_slowdowns(&[1.0], &[1.0, 2.0], Direction::LowerIsBetter).is_err());
@@ -354,7 +355,15 @@ mod tests {
         let faster = estimate(&normal_logs(30, -0.05, 0.01, &mut rng), 0.95).unwrap();
         let wide = estimate(&normal_logs(30, 0.0, 0.2, &mut rng), 0.95).unwrap();
         let a = decide(&[same, slower, faster, wide], &RULE).unwrap();
-        assert_eq!(a, vec![Answer::Same, Answer::Slower, Answer::Faster, Answer::Unknown]);
+        assert_eq!(
+            a,
+            vec![
+                Answer::Same,
+                Answer::Slower,
+                Answer::Faster,
+                Answer::Unknown
+            ]
+        );
         assert_eq!(overall(&a), Answer::Slower);
         assert_eq!(overall(&[Answer::Same, Answer::Unknown]), Answer::Unknown);
         assert_eq!(overall(&[Answer::Same, Answer::Faster]), Answer::Same);
@@ -376,8 +385,11 @@ mod tests {
                 (0..5)
                     .map(|_| {
                         let own = normal_logs(20, 0.0, 0.005, rng);
-                        let logs: Vec<f64> =
-                            common.iter().zip(&own).map(|(c, o)| shift + c + o).collect();
+                        let logs: Vec<f64> = common
+                            .iter()
+                            .zip(&own)
+                            .map(|(c, o)| shift + c + o)
+                            .collect();
                         estimate(&logs, 0.95).unwrap()
                     })
                     .collect::<Vec<_>>()
@@ -391,8 +403,14 @@ mod tests {
                 caught += 1;
             }
         }
-        assert!(alarms as f64 / trials as f64 <= 0.01, "{alarms} false alarms");
-        assert!(caught as f64 / trials as f64 >= 0.95, "{caught} of {trials} caught");
+        assert!(
+            alarms as f64 / trials as f64 <= 0.01,
+            "{alarms} false alarms"
+        );
+        assert!(
+            caught as f64 / trials as f64 >= 0.95,
+            "{caught} of {trials} caught"
+        );
     }
 
     #[test]
@@ -421,8 +439,14 @@ mod tests {
         assert!(RULE.validate().is_ok());
         for bad in [
             Rule { alpha: 0.0, ..RULE },
-            Rule { min_effect: -0.1, ..RULE },
-            Rule { same_within: 0.005, ..RULE },
+            Rule {
+                min_effect: -0.1,
+                ..RULE
+            },
+            Rule {
+                same_within: 0.005,
+                ..RULE
+            },
             Rule { looks: 0, ..RULE },
         ] {
             assert!(bad.validate().is_err(), "{bad:?}");

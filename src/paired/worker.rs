@@ -37,7 +37,10 @@ pub enum Request {
         tweaks: Tweaks,
     },
     /// One timed generation.
-    Generate { prompt: Vec<u32>, gen_tokens: usize },
+    Generate {
+        prompt: Vec<u32>,
+        gen_tokens: usize,
+    },
     Shutdown,
 }
 
@@ -203,7 +206,11 @@ impl Worker {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log);
-        for k in NOT_INHERITED.iter().copied().chain(launch.remove.iter().map(String::as_str)) {
+        for k in NOT_INHERITED
+            .iter()
+            .copied()
+            .chain(launch.remove.iter().map(String::as_str))
+        {
             cmd.env_remove(k);
         }
         for (k, v) in &launch.set {
@@ -252,7 +259,11 @@ impl Worker {
         let mut line = serde_json::to_string(request).map_err(|e| e.to_string())?;
         line.push('\n');
         let died = |w: &Self, what: String| {
-            format!("{} worker: {what}; its log ends:\n{}", w.label, w.log_tail())
+            format!(
+                "{} worker: {what}; its log ends:\n{}",
+                w.label,
+                w.log_tail()
+            )
         };
         if let Err(e) = self
             .stdin
@@ -271,14 +282,21 @@ impl Worker {
     }
 
     /// Open the backend; returns what it is.
-    pub fn open(&mut self, backend: &str, model: &str, tweaks: &Tweaks) -> Result<BackendInfo, String> {
+    pub fn open(
+        &mut self,
+        backend: &str,
+        model: &str,
+        tweaks: &Tweaks,
+    ) -> Result<BackendInfo, String> {
         match self.call(&Request::Open {
             backend: backend.into(),
             model: model.into(),
             tweaks: *tweaks,
         })? {
             Response::Opened { info, .. } => Ok(info),
-            Response::Failed { message } => Err(format!("{}: cannot open {backend}: {message}", self.label)),
+            Response::Failed { message } => {
+                Err(format!("{}: cannot open {backend}: {message}", self.label))
+            }
             other => Err(format!("{}: unexpected answer {other:?}", self.label)),
         }
     }
@@ -380,6 +398,9 @@ mod tests {
         let line = serde_json::to_string(&r).unwrap();
         assert!(!line.contains('\n'));
         assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), r);
-        assert!(serde_json::from_str::<Request>(r#"{"request":"open","backend":"x","model":"m","extra":1}"#).is_err());
+        assert!(serde_json::from_str::<Request>(
+            r#"{"request":"open","backend":"x","model":"m","extra":1}"#
+        )
+        .is_err());
     }
 }

@@ -411,8 +411,13 @@ pub fn issues(data: &RunData) -> Vec<Issue> {
         }
     }
     for r in &data.runs {
+        let projected;
         let (kind, reason) = match &r.outcome {
             RunOutcome::Ok(_) => continue,
+            RunOutcome::Projected(p) => {
+                projected = p.describe();
+                (IssueKind::Degraded, &projected)
+            }
             RunOutcome::Degraded { reason } => (IssueKind::Degraded, reason),
             RunOutcome::Error { message } => (IssueKind::Error, message),
         };
@@ -549,7 +554,6 @@ mod tests {
                 timing_source: TimingSource::Harness,
                 cold_start_ms: None,
                 cached_prompt_tokens: None,
-                projection: None,
             }),
         }
     }

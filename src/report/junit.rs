@@ -66,12 +66,13 @@ pub fn render(data: &RunData) -> Result<String, ReportError> {
                 .join("\n");
             let runs = &r.runs;
             case.set_system_out(format!(
-                "{} {}\nruns: stated {}, recorded {}, ok {}, degraded {}, error {}, warmup {}\n{metrics}",
+                "{} {}\nruns: stated {}, recorded {}, ok {}, projected {}, degraded {}, error {}, warmup {}\n{metrics}",
                 r.verdict.label(),
                 r.message,
                 runs.stated,
                 runs.recorded,
                 runs.ok,
+                runs.projected,
                 runs.degraded,
                 runs.error,
                 runs.warmup

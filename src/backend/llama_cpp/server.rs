@@ -3,6 +3,12 @@
 //! `PR_SET_PDEATHSIG`). Generation through `/completion` with the prompt as token ids, temperature
 //! 0, a fixed seed, prompt cache off and a fixed `n_predict` with EOS ignored; prefill and decode
 //! times are the server's own `timings` (`prompt_ms`, `predicted_ms`).
+//!
+//! **Full recompute** ([`Backend::full_recompute_tokens`]): one `/completion` request per token with
+//! `n_predict = 1` over the growing sequence, the prompt cache off (`cache_prompt: false`, so the
+//! server's slot starts from position 0: llama-server's `n_past = 0` branch) and the same sampling
+//! fields as generation ([`completion_body`]). Each reply's `timings.prompt_n` must equal the length
+//! sent — the proof that the whole sequence was evaluated in one batch and no cached KV was reused.
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -15,7 +21,7 @@ use serde::Deserialize;
 
 use super::setup::LlamaCppBuild;
 use crate::accuracy::{PerplexityProtocol, PerplexityResult};
-use crate::backend::{Backend, BackendInfo, Generation, TimingSource};
+use crate::backend::{Backend, BackendInfo, Generation, Recompute, TimingSource};
 use crate::error::BackendError;
 
 const SEED: u64 = 42;
@@ -41,6 +47,18 @@ impl LlamaServer {
         context: usize,
         id: &str,
     ) -> Result<Self, BackendError> {
+        Self::start_with(build, model, threads, context, id, &[])
+    }
+
+    /// As [`start`](Self::start), with extra `llama-server` arguments (e.g. `["-ub", "1"]`).
+    pub fn start_with(
+        build: &LlamaCppBuild,
+        model: &Path,
+        threads: usize,
+        context: usize,
+        id: &str,
+        extra_args: &[&str],
+    ) -> Result<Self, BackendError> {
         let load = |d: String| BackendError::load(id, d);
         let port = free_port().map_err(|e| load(format!("no free port on 127.0.0.1: {e}")))?;
         let log_dir = tempfile::tempdir().map_err(|e| load(e.to_string()))?;
@@ -59,6 +77,7 @@ impl LlamaServer {
                 "1",
                 "--no-webui",
             ])
+            .args(extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| load(e.to_string()))?)
             .stderr(log);
@@ -140,6 +159,12 @@ impl LlamaServer {
         self.child.id()
     }
 
+    /// `POST /completion` with `body` as is, the reply as JSON (for checks of the server itself; the
+    /// backend builds its bodies with [`completion_body`]).
+    pub fn completion(&self, body: &serde_json::Value) -> Result<serde_json::Value, String> {
+        self.post("/completion", body)
+    }
+
     fn post(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, String> {
         let resp = self
             .client
@@ -186,6 +211,76 @@ pub struct CompletionResponse {
     #[serde(default)]
     pub tokens: Vec<u32>,
     pub timings: ServerTimings,
+    /// One entry per generated token when the request asked for `n_probs > 0`.
+    #[serde(default)]
+    pub completion_probabilities: Vec<TokenProbabilities>,
+}
+
+/// A generated token with the most likely candidates at its position, log-probabilities from the
+/// softmax of the raw logits (before sampling: `post_sampling_probs` off), so the difference of two
+/// log-probabilities is the difference of their logits.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct TokenProbabilities {
+    pub id: u32,
+    pub logprob: f64,
+    #[serde(default)]
+    pub top_logprobs: Vec<Candidate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Candidate {
+    pub id: u32,
+    pub logprob: f64,
+}
+
+impl TokenProbabilities {
+    /// Logit of the chosen token minus the best other candidate's (`None` with fewer than two
+    /// candidates): how far a numerics difference must move the logits to change a greedy choice.
+    pub fn margin(&self) -> Option<f64> {
+        let chosen = self
+            .top_logprobs
+            .iter()
+            .find(|c| c.id == self.id)
+            .map_or(self.logprob, |c| c.logprob);
+        self.top_logprobs
+            .iter()
+            .filter(|c| c.id != self.id)
+            .map(|c| c.logprob)
+            .reduce(f64::max)
+            .map(|other| chosen - other)
+    }
+}
+
+/// The `/completion` request every call sends: `prompt` as token ids, `n_predict` tokens, greedy
+/// (temperature 0, top-k 1), a fixed seed, repetition penalties off, EOS ignored (its logit biased to
+/// −∞, so generation and recompute choose among the same tokens), prompt cache off, and the top
+/// `n_probs` candidates per token (0 = none) reported before sampling.
+pub fn completion_body(prompt: &[u32], n_predict: usize, n_probs: usize) -> serde_json::Value {
+    serde_json::json!({
+        "prompt": prompt,
+        "n_predict": n_predict,
+        "temperature": 0.0,
+        "top_k": 1,
+        "seed": SEED,
+        "repeat_penalty": 1.0,
+        "presence_penalty": 0.0,
+        "frequency_penalty": 0.0,
+        "dry_multiplier": 0.0,
+        "cache_prompt": false,
+        "ignore_eos": true,
+        "return_tokens": true,
+        "n_probs": n_probs,
+        "post_sampling_probs": false,
+        "stream": false,
+    })
+}
+
+/// One step of the full recompute: the greedy token after `sequence`, computed from all of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecomputeStep {
+    pub token: u32,
+    /// The candidates at this position, when asked for.
+    pub probabilities: Option<TokenProbabilities>,
 }
 
 /// Turn a `/completion` response into a [`Generation`]; `wall_ms` is the HTTP round trip.
@@ -201,7 +296,7 @@ pub fn generation_from(resp: &CompletionResponse, gen_tokens: usize, wall_ms: f6
         timing_source: TimingSource::Engine,
         cold_start_ms: None,
         cached_prompt_tokens: None,
-        projection: None,
+        early_stop: None,
     }
 }
 
@@ -220,7 +315,7 @@ impl LlamaCppBackend {
         gguf: &Path,
         precision: &str,
     ) -> Result<Self, BackendError> {
-        Self::open_with_threads(id, build, gguf, precision, None)
+        Self::open_configured(id, build, gguf, precision, None, &[])
     }
 
     /// [`LlamaCppBackend::open`] with the server's thread count (`None`: every core).
@@ -231,9 +326,33 @@ impl LlamaCppBackend {
         precision: &str,
         threads: Option<usize>,
     ) -> Result<Self, BackendError> {
+        Self::open_configured(id, build, gguf, precision, threads, &[])
+    }
+
+    /// As [`open`](Self::open), with extra `llama-server` arguments. `["-ub", "1"]` makes the server
+    /// evaluate every prompt one token at a time, with the single-token kernels of the decode loop:
+    /// its full recompute then isolates the KV cache from the batched-prefill arithmetic.
+    pub fn open_with(
+        id: &str,
+        build: &LlamaCppBuild,
+        gguf: &Path,
+        precision: &str,
+        extra_server_args: &[&str],
+    ) -> Result<Self, BackendError> {
+        Self::open_configured(id, build, gguf, precision, None, extra_server_args)
+    }
+
+    fn open_configured(
+        id: &str,
+        build: &LlamaCppBuild,
+        gguf: &Path,
+        precision: &str,
+        threads: Option<usize>,
+        extra_server_args: &[&str],
+    ) -> Result<Self, BackendError> {
         let threads =
             threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let server = LlamaServer::start(build, gguf, threads, 2048, id)?;
+        let server = LlamaServer::start_with(build, gguf, threads, 2048, id, extra_server_args)?;
         let n_params = server
             .get("/v1/models")
             .ok()
@@ -260,23 +379,94 @@ impl LlamaCppBackend {
     }
 }
 
+impl LlamaCppBackend {
+    /// One untimed `/completion` request ([`completion_body`]) that must evaluate the whole of
+    /// `prompt` (no cached KV reused) and return `n_predict` tokens.
+    pub fn complete(
+        &self,
+        prompt: &[u32],
+        n_predict: usize,
+        n_probs: usize,
+        what: &str,
+    ) -> Result<CompletionResponse, BackendError> {
+        let value = self
+            .server
+            .post("/completion", &completion_body(prompt, n_predict, n_probs))
+            .map_err(|e| BackendError::run(&self.info.id, what, e))?;
+        let resp: CompletionResponse = serde_json::from_value(value).map_err(|e| {
+            BackendError::run(
+                &self.info.id,
+                what,
+                format!("unexpected /completion response: {e}"),
+            )
+        })?;
+        self.check_full(&resp, prompt.len(), n_predict, n_probs)?;
+        Ok(resp)
+    }
+
+    fn check_full(
+        &self,
+        resp: &CompletionResponse,
+        prompt_len: usize,
+        n_predict: usize,
+        n_probs: usize,
+    ) -> Result<(), BackendError> {
+        let broken = |detail: String| BackendError::Invariant {
+            backend: self.info.id.clone(),
+            detail,
+        };
+        if resp.timings.prompt_n != prompt_len {
+            return Err(broken(format!(
+                "server evaluated {} prompt tokens, sent {prompt_len} (prompt cache must be off)",
+                resp.timings.prompt_n
+            )));
+        }
+        if resp.tokens.len() != n_predict {
+            return Err(broken(format!(
+                "server returned {} tokens for n_predict = {n_predict} with EOS ignored",
+                resp.tokens.len()
+            )));
+        }
+        if n_probs > 0 && resp.completion_probabilities.len() != n_predict {
+            return Err(broken(format!(
+                "server returned candidates for {} of {n_predict} tokens",
+                resp.completion_probabilities.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The full recompute, step by step: for each of `gen_tokens` positions, one request with
+    /// `n_predict = 1` over `prompt` + the tokens so far, prompt cache off. With `n_probs > 0` each
+    /// step also carries the top candidates (for a margin when cached and recomputed tokens differ).
+    pub fn recompute_steps(
+        &self,
+        prompt: &[u32],
+        gen_tokens: usize,
+        n_probs: usize,
+    ) -> Result<Vec<RecomputeStep>, BackendError> {
+        let mut sequence = prompt.to_vec();
+        let mut steps = Vec::with_capacity(gen_tokens);
+        for _ in 0..gen_tokens {
+            let resp = self.complete(&sequence, 1, n_probs, "full recompute")?;
+            let token = resp.tokens[0];
+            sequence.push(token);
+            steps.push(RecomputeStep {
+                token,
+                probabilities: resp.completion_probabilities.into_iter().next(),
+            });
+        }
+        Ok(steps)
+    }
+}
+
 impl Backend for LlamaCppBackend {
     fn info(&self) -> &BackendInfo {
         &self.info
     }
 
     fn generate(&mut self, prompt: &[u32], gen_tokens: usize) -> Result<Generation, BackendError> {
-        let body = serde_json::json!({
-            "prompt": prompt,
-            "n_predict": gen_tokens,
-            "temperature": 0.0,
-            "top_k": 1,
-            "seed": SEED,
-            "cache_prompt": false,
-            "ignore_eos": true,
-            "return_tokens": true,
-            "stream": false,
-        });
+        let body = completion_body(prompt, gen_tokens, 0);
         let start = Instant::now();
         let value = self
             .server
@@ -305,6 +495,18 @@ impl Backend for LlamaCppBackend {
 
     fn loaded_parameter_count(&self) -> Option<u64> {
         self.n_params
+    }
+
+    /// One request per token over the growing sequence, prompt cache off; see the module docs.
+    fn full_recompute_tokens(
+        &mut self,
+        prompt: &[u32],
+        gen_tokens: usize,
+    ) -> Result<Recompute, BackendError> {
+        let steps = self.recompute_steps(prompt, gen_tokens, 0)?;
+        Ok(Recompute::Tokens(
+            steps.into_iter().map(|s| s.token).collect(),
+        ))
     }
 
     fn perplexity_native(

