@@ -135,6 +135,12 @@ enum BaselineAction {
         #[arg(long, default_value = ".")]
         repo: PathBuf,
     },
+    /// Rewrite baselines stored by an older infergate into this version's schema (keeps every
+    /// sample; runtimes and GPU drivers become each record's provenance).
+    Migrate {
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+    },
     /// Measure the regression trials and record them as this machine's baseline (atomic writes;
     /// prints old → new medians). Refused when CI is set unless --force.
     Update {
@@ -184,6 +190,12 @@ fn main() -> ExitCode {
             run(config, gate, backend, scenario)
         }
         Command::List { repo } => list(RunnerConfig::from_env(&repo, "full")),
+        Command::Baseline {
+            action: BaselineAction::Migrate { repo },
+        } => infergate::baseline::cli::migrate(
+            &RunnerConfig::from_env(&repo, "full"),
+            &mut std::io::stdout(),
+        ),
         Command::Baseline {
             action: BaselineAction::Show { repo },
         } => infergate::baseline::cli::show(

@@ -1,7 +1,9 @@
 //! Stored baselines and the regression rule: the build fails when a stored baseline regresses —
 //! and only when the regression beyond tolerance is statistically clear on a noisy machine.
 //!
-//! - [`fingerprint`]: what machine, runtimes and model a baseline belongs to; its directory name.
+//! - [`fingerprint`]: what machine and model a baseline belongs to; its directory name. Runtimes
+//!   and GPU drivers are each record's provenance, so a bump is compared and named, not skipped.
+//! - [`migrate`]: `infergate baseline migrate` (schema 1 → 2).
 //! - [`store`]: `baselines/<fingerprint>/{fingerprint.json, <gate-id>.json}` — records with their
 //!   samples, validated loading (corrupt / foreign / newer-schema files are typed errors naming the
 //!   file), atomic writes that report old → new medians.
@@ -23,6 +25,7 @@ pub mod cli;
 pub mod cpu;
 pub mod fingerprint;
 pub mod metric;
+pub mod migrate;
 pub mod probe;
 pub mod rule;
 pub mod slowdown;
@@ -33,8 +36,8 @@ pub use rule::{
     compare, Comparison, Outcome, DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_TOLERANCE,
 };
 pub use store::{
-    BaselineRecord, BaselineStore, Change, Direction, GateBaselines, Provenance, Workload,
-    WritePolicy, WriteReport, SCHEMA_VERSION,
+    BaselineRecord, BaselineStore, Change, Direction, GateBaselines, Provenance, ProvenanceChange,
+    Workload, WritePolicy, WriteReport, SCHEMA_VERSION,
 };
 
 /// The fingerprint the suite's regression gate compares under (for the manifest), if it has one.
@@ -44,7 +47,7 @@ pub fn fingerprint_of_suite(specs: &[crate::gate::GateSpec]) -> Option<String> {
         .find(|s| matches!(s.check, crate::gate::Check::Regression(_)))
         .and_then(|s| {
             let model = crate::model::catalog::lookup(&s.model)?;
-            Some(Fingerprint::detect(&s.backends, &[model]).id())
+            Some(Fingerprint::detect(&[model]).id())
         })
 }
 

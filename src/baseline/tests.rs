@@ -14,7 +14,6 @@ fn fp(cores: usize) -> Fingerprint {
         cpu_model: "AMD EPYC".into(),
         available_cores: cores,
         gpus: vec![],
-        runtimes: [("onnxruntime".to_string(), "1.31.1".to_string())].into(),
         models: [("smollm2-135m-instruct".to_string(), "ab".repeat(32))].into(),
         build_profile: "dev".into(),
     }
@@ -27,6 +26,12 @@ fn provenance() -> Provenance {
         git_dirty: Some(false),
         run_id: "run-1".into(),
         profile: "ci".into(),
+        runtime: Some(crate::pins::RuntimePin {
+            runtime: crate::pins::Runtime::OnnxRuntime,
+            reported: "1.31.1".into(),
+            artifact: Some(crate::pins::default_onnxruntime()),
+        }),
+        gpu_drivers: vec![],
     }
 }
 
@@ -150,7 +155,7 @@ fn a_file_that_is_not_json_is_corrupt_and_named() {
     let tmp = tempfile::tempdir().unwrap();
     let (store, f) = stored(tmp.path());
     let path = gate_file(&store, &f);
-    fs::write(&path, b"{\"schema_version\": 1, \"records\": [").unwrap();
+    fs::write(&path, b"{\"schema_version\": 2, \"records\": [").unwrap();
     let (e, msg) = load_err(&store, &f);
     assert!(matches!(e, BaselineError::Corrupt { .. }), "{e:?}");
     assert!(
@@ -393,7 +398,8 @@ fn a_slowed_run_never_becomes_a_baseline() {
         )
         .unwrap_err();
     assert!(
-        e.to_string().contains("INFERGATE_TEST_SLOWDOWN=0.25"),
+        e.to_string()
+            .contains("planted slowdown 0.25 (INFERGATE_TEST_SLOWDOWN)"),
         "{e}"
     );
     assert!(!store.root().exists());

@@ -25,12 +25,17 @@ use super::{
 };
 use crate::backend::Backend;
 use crate::baseline::cpu;
+use crate::baseline::fingerprint::{current_runtime, gpu_drivers};
 use crate::baseline::probe::{Probe, PROBE_METRIC};
 use crate::baseline::rule::{self, Comparison, Outcome};
-use crate::baseline::store::{self, BaselineRecord, Direction, Provenance, Workload};
+use crate::baseline::store::{
+    self, BaselineRecord, Direction, Provenance, ProvenanceChange, Workload,
+};
 use crate::baseline::{record_command, BaselineStore, Fingerprint, Settings};
 use crate::error::{BackendError, BaselineError};
 use crate::measure::{run_series, RunOutcome, RunPhase, RunRecord, SeriesPlan};
+use crate::paired::{Answer, MetricResult};
+use crate::pins::RuntimePin;
 use crate::workload::{prompt_ids, Scenario};
 
 pub use crate::baseline::metric::Metric;
@@ -303,6 +308,133 @@ fn lookup(
     }
 }
 
+/// How a trial compares, chosen before anything is measured ([`choose`]).
+enum Mode {
+    /// With this machine's stored numbers. `changes` names what differs from the recording and
+    /// could not be re-run (a runtime without a fetchable pin, a GPU driver).
+    Stored {
+        stored: Stored,
+        changes: Vec<ProvenanceChange>,
+    },
+    /// Both runtimes measured in this job ([`crate::paired`]): the baseline's, fetched by its
+    /// pin, and this process's.
+    Paired {
+        baseline: RuntimePin,
+        current: RuntimePin,
+        /// Why paired mode decides (which baseline's recipe is re-run).
+        why: String,
+    },
+}
+
+/// A baseline recorded on another machine for this trial whose runtime pin can be re-run here:
+/// `(fingerprint id, pin)`. Only a record of the same model weights counts (the recipe is the
+/// runtime pin, the model hash and the gate's parameters).
+fn recipe_elsewhere(
+    store: &BaselineStore,
+    fp: &Fingerprint,
+    gate: &str,
+    backend: &str,
+    scenario: &Scenario,
+    p: &RegressionParams,
+) -> Result<Vec<(String, RuntimePin)>, BaselineError> {
+    let mut out = Vec::new();
+    let here = fp.id();
+    for id in store.fingerprint_ids()? {
+        if id == here {
+            continue;
+        }
+        let Some(theirs) = store.read_fingerprint(&id)? else {
+            continue;
+        };
+        if theirs.components.models != fp.models {
+            continue;
+        }
+        let Some(file) = store.load(&id, gate)? else {
+            continue;
+        };
+        let pin = p.metrics.first().and_then(|m| {
+            file.get(backend, Some(scenario.name), m.name())
+                .and_then(|r| r.provenance.runtime.clone())
+        });
+        out.extend(pin.map(|pin| (id, pin)));
+    }
+    Ok(out)
+}
+
+/// The comparison a trial makes: paired when the runtime differs from the baseline's and the
+/// baseline's pin can be fetched (from this machine's record, else from another machine's
+/// recipe); stored with this machine's numbers otherwise; `Err(reason)` when there is nothing to
+/// compare (a counted SKIP, or a failure under `INFERGATE_REQUIRE_BASELINE=1`).
+fn choose(
+    store: &BaselineStore,
+    fp: &Fingerprint,
+    gate: &str,
+    backend: &str,
+    scenario: &Scenario,
+    p: &RegressionParams,
+    current: Option<&RuntimePin>,
+) -> Result<Result<Mode, String>, BaselineError> {
+    let drivers = gpu_drivers();
+    match lookup(store, fp, gate, backend, scenario, p)? {
+        Ok(stored) => {
+            let prov = stored
+                .records
+                .first()
+                .map(|r| r.provenance.clone())
+                .unwrap_or_else(|| stored.probe.provenance.clone());
+            if let (Some(base), Some(cur)) = (&prov.runtime, current) {
+                if !base.same_build(cur) && base.fetchable() {
+                    return Ok(Ok(Mode::Paired {
+                        baseline: base.clone(),
+                        current: cur.clone(),
+                        why: format!(
+                            "this machine's baseline (run {}) ran on {}",
+                            prov.run_id,
+                            base.short()
+                        ),
+                    }));
+                }
+            }
+            Ok(Ok(Mode::Stored {
+                changes: prov.changes(current, &drivers),
+                stored,
+            }))
+        }
+        Err(missing) => {
+            let Some(cur) = current else {
+                return Ok(Err(missing));
+            };
+            let recipes = recipe_elsewhere(store, fp, gate, backend, scenario, p)?;
+            if let Some((id, pin)) = recipes
+                .iter()
+                .find(|(_, pin)| pin.fetchable() && !pin.same_build(cur))
+            {
+                return Ok(Ok(Mode::Paired {
+                    baseline: pin.clone(),
+                    current: cur.clone(),
+                    why: format!(
+                        "no stored numbers for this machine; the baseline recorded on {id} ran on {}, re-run here from its pin",
+                        pin.short()
+                    ),
+                }));
+            }
+            if recipes.is_empty() {
+                Ok(Err(missing))
+            } else {
+                let on: Vec<String> = recipes
+                    .iter()
+                    .map(|(id, pin)| format!("{id} ({})", pin.short()))
+                    .collect();
+                Ok(Err(format!(
+                    "{missing}; the baselines of other machines ({}) ran on this machine's runtime ({}) or cannot be fetched, so paired mode has nothing to compare either",
+                    on.join(", "),
+                    cur.short()
+                )))
+            }
+        }
+    }
+}
+
 pub const NO_REGRESSION: &str = "no_regression";
 
 /// One metric compared with its baseline in one attempt (1 = first series, 2 = re-measured).
@@ -329,6 +461,47 @@ pub struct RegressionDetails {
     pub machine_slowdown: Vec<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_slowdown: Option<f64>,
+    /// Which comparison decided (absent in update mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<ComparisonMode>,
+    /// What differs from the baseline's recording (`onnxruntime 1.31.1 → 1.32.0`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<String>,
+    /// Paired mode's result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paired: Option<PairedSummary>,
+}
+
+/// Which comparison decided a regression verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ComparisonMode {
+    /// With the numbers stored for this machine.
+    Stored,
+    /// Both runtimes measured in this job, interleaved.
+    Paired,
+}
+
+impl ComparisonMode {
+    pub fn label(self) -> &'static str {
+        match self {
+            ComparisonMode::Stored => "stored mode",
+            ComparisonMode::Paired => "paired mode",
+        }
+    }
+}
+
+/// What a paired comparison inside the gate found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairedSummary {
+    pub baseline: RuntimePin,
+    pub candidate: RuntimePin,
+    pub rounds: usize,
+    pub looks: usize,
+    pub seed: u64,
+    pub answer: Answer,
+    pub metrics: Vec<MetricResult>,
+    pub elapsed_s: f64,
 }
 
 impl GateKind for RegressionParams {
@@ -364,14 +537,15 @@ fn skip_reason(
         return None;
     }
     let model = crate::model::catalog::lookup(&spec.model)?;
-    let fp = Fingerprint::detect(&spec.backends, &[model]);
-    match lookup(
+    let fp = Fingerprint::detect(&[model]);
+    match choose(
         &settings.store_for(&spec.path),
         &fp,
         &spec.id,
         backend,
         scenario?,
         p,
+        current_runtime(backend).as_ref(),
     ) {
         Ok(Err(missing)) => Some(missing),
         _ => None,
@@ -638,11 +812,20 @@ fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> Evaluation {
         ));
     };
     let store = settings.store_for(&ctx.spec.path);
-    let fp = Fingerprint::detect(&ctx.spec.backends, std::slice::from_ref(&ctx.model));
-    let stored = if settings.update {
-        None
+    let fp = Fingerprint::detect(std::slice::from_ref(&ctx.model));
+    let current = current_runtime(ctx.backend_id());
+    let (stored, changes) = if settings.update {
+        (None, Vec::new())
     } else {
-        match lookup(&store, &fp, &ctx.spec.id, ctx.backend_id(), &scenario, p) {
+        match choose(
+            &store,
+            &fp,
+            &ctx.spec.id,
+            ctx.backend_id(),
+            &scenario,
+            p,
+            current.as_ref(),
+        ) {
             Err(e) => return fail(e.to_string()),
             Ok(Err(missing)) if settings.require => {
                 return fail(format!(
@@ -652,7 +835,15 @@ fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> Evaluation {
             Ok(Err(missing)) => {
                 return Evaluation::skip(Skip::new(SkipCause::Precondition, missing))
             }
-            Ok(Ok(stored)) => Some(stored),
+            Ok(Ok(Mode::Paired {
+                baseline,
+                current,
+                why,
+            })) => {
+                let tweaks = settings.tweaks.clone().unwrap_or_default();
+                return evaluate_paired(ctx, p, &scenario, &baseline, &current, &why, tweaks);
+            }
+            Ok(Ok(Mode::Stored { stored, changes })) => (Some(stored), changes),
         }
     };
     let prompt = match prompt_ids(&scenario, ctx.encode) {
@@ -676,7 +867,24 @@ fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> Evaluation {
     }
     let mut details = RegressionDetails {
         test_slowdown: planted,
+        mode: stored.as_ref().map(|_| ComparisonMode::Stored),
+        changes: changes.iter().map(ToString::to_string).collect(),
         ..Default::default()
+    };
+    // Every stored-mode verdict says which mode decided and names what changed since the recording.
+    let note = if stored.is_some() {
+        let changed = if changes.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<String> = changes.iter().map(ToString::to_string).collect();
+            format!(
+                "{} (cannot be re-run side by side: compared with the stored numbers): ",
+                names.join("; ")
+            )
+        };
+        format!("[{}] {note}{changed}", ComparisonMode::Stored.label())
+    } else {
+        note
     };
     let first = match first {
         Ok(s) => s,
@@ -811,6 +1019,117 @@ fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> Evaluation {
     done(part, &records, stated, details)
 }
 
+/// Paired mode inside the gate: the baseline's runtime (fetched by its pin) and this process's
+/// runtime, each in its own worker, rounds interleaved in a seeded random order; the answer of
+/// [`crate::paired`] decides: slower → FAIL, same or faster → PASS, unknown after the capped
+/// extra rounds → SKIP (inconclusive). A planted test slowdown goes to the current side.
+fn evaluate_paired(
+    ctx: &TrialContext<'_>,
+    p: &RegressionParams,
+    scenario: &Scenario,
+    baseline: &RuntimePin,
+    current: &RuntimePin,
+    why: &str,
+    tweaks: crate::baseline::slowdown::Tweaks,
+) -> Evaluation {
+    let mode = ComparisonMode::Paired;
+    let change = ProvenanceChange::Runtime {
+        from: baseline.clone(),
+        to: current.clone(),
+    };
+    let head = format!("[{}] {change}: ", mode.label());
+    let fail = |e: String| Evaluation::error(format!("{head}{e}"));
+    let Some(artifact) = baseline.artifact.clone() else {
+        return fail(format!("{} has no fetchable artifact", baseline.short()));
+    };
+    let prompt = match prompt_ids(scenario, ctx.encode) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("cannot build the `{}` prompt: {e}", scenario.name)),
+    };
+    let workload = crate::paired::Workload {
+        backend: ctx.backend_id().to_string(),
+        model: ctx.model.name.clone(),
+        prompt,
+        gen_tokens: p.gen_tokens,
+        metrics: p.metrics.clone(),
+    };
+    let planted = if tweaks.is_none() {
+        String::new()
+    } else {
+        format!(" with {}", tweaks.describe())
+    };
+    let sides = (
+        crate::paired::Side {
+            label: format!("baseline ({})", baseline.short()),
+            runtime: crate::paired::SideRuntime::Pinned { artifact },
+            tweaks: Default::default(),
+        },
+        crate::paired::Side {
+            label: format!("current ({}{planted})", current.short()),
+            runtime: crate::paired::SideRuntime::Inherited,
+            tweaks,
+        },
+    );
+    let trial = ctx.trial.to_string();
+    let seed = rule::seed_for(&[&trial, "paired"]);
+    let settings = p.paired.settings(seed);
+    let mut progress = std::io::sink();
+    let r = match crate::paired::run(&workload, &sides.0, &sides.1, &settings, &mut progress) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let slower = r.with_answer(Answer::Slower);
+    let text = format!(
+        "{why}; {} rounds in {} look(s), seed {}, {:.0} s: {}",
+        r.rounds.len(),
+        r.looks,
+        r.settings.seed,
+        r.elapsed_s,
+        r.describe_metrics()
+    );
+    let details = RegressionDetails {
+        test_slowdown: tweaks.planted.map(|p| p.fraction),
+        mode: Some(mode),
+        changes: vec![change.to_string()],
+        paired: Some(PairedSummary {
+            baseline: baseline.clone(),
+            candidate: current.clone(),
+            rounds: r.rounds.len(),
+            looks: r.looks,
+            seed: r.settings.seed,
+            answer: r.answer,
+            metrics: r.metrics.clone(),
+            elapsed_s: r.elapsed_s,
+        }),
+        ..Default::default()
+    };
+    let eval = match r.answer {
+        Answer::Slower => Evaluation::judged(
+            vec![Part::compare(
+                NO_REGRESSION,
+                slower.len() as f64,
+                Threshold::equal(0.0),
+                format!("{head}regression of {} (slower beyond {:.0} % at family-wise α {}): {text}", slower.join(", "), p.paired.min_effect * 100.0, p.paired.alpha),
+            )],
+            String::new(),
+        ),
+        Answer::Same | Answer::Faster => Evaluation::judged(
+            vec![Part::compare(
+                NO_REGRESSION,
+                0.0,
+                Threshold::equal(0.0),
+                format!("{head}{}: {text}", r.answer.label()),
+            )],
+            String::new(),
+        ),
+        Answer::Unknown => Evaluation::skip(Skip::new(
+            SkipCause::Inconclusive,
+            format!("{head}inconclusive after the capped {} rounds (the pair spread is too wide to tell a {:.0} % slowdown from none, e.g. under load): {text}. Re-run on a quieter machine", r.rounds.len(), p.paired.same_within * 100.0),
+        )),
+    };
+    eval.with_details(Details::Regression(details))
+}
+
 /// The sub-series of a re-measurement after a suspected regression.
 pub const REMEASURE: &str = "remeasure";
 
@@ -837,6 +1156,8 @@ fn record_series(
         git_dirty,
         run_id: ctx.run_id.to_string(),
         profile: profile_name(ctx),
+        runtime: current_runtime(ctx.backend_id()),
+        gpu_drivers: gpu_drivers(),
     };
     let workload = Workload {
         prompt_tokens: scenario.prompt_tokens,
