@@ -1217,8 +1217,152 @@ fn profile_name(ctx: &TrialContext<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gate::Check;
     use crate::measure::RunTimings;
     use std::path::Path;
+
+    /// A store holding one machine's ort-cpu::short records (every metric of `p` and the probe),
+    /// measured on `runtime`.
+    fn store_with(
+        dir: &Path,
+        fp: &Fingerprint,
+        p: &RegressionParams,
+        runtime: Option<RuntimePin>,
+    ) -> BaselineStore {
+        let store = BaselineStore::new(dir);
+        let sc = crate::workload::scenario("short").unwrap();
+        let provenance = Provenance {
+            recorded_utc: "2026-01-01T00:00:00Z".into(),
+            git_commit: None,
+            git_dirty: None,
+            run_id: "rec-1".into(),
+            profile: "full".into(),
+            runtime,
+            gpu_drivers: gpu_drivers(),
+        };
+        let workload = Workload {
+            prompt_tokens: sc.prompt_tokens,
+            gen_tokens: p.gen_tokens,
+        };
+        let mut records: Vec<BaselineRecord> = p
+            .metrics
+            .iter()
+            .map(|m| (m.name(), m.direction(), m.unit()))
+            .chain([(PROBE_METRIC, Direction::LowerIsBetter, "ms")])
+            .map(|(name, d, unit)| {
+                store::record(
+                    "ort-cpu",
+                    Some("short"),
+                    name,
+                    d,
+                    unit,
+                    vec![1.0, 1.1, 1.2],
+                    workload,
+                    provenance.clone(),
+                )
+                .unwrap()
+            })
+            .collect();
+        records.sort_by_key(|r| r.key());
+        let policy = crate::baseline::WritePolicy {
+            ci: false,
+            force: true,
+            tweaks: Default::default(),
+        };
+        store
+            .write(fp, "regression.baseline", records, &policy)
+            .unwrap();
+        store
+    }
+
+    fn ort_pin(version: &str, fetchable: bool) -> RuntimePin {
+        RuntimePin {
+            runtime: crate::pins::Runtime::OnnxRuntime,
+            reported: version.into(),
+            artifact: fetchable.then(|| crate::pins::parse(&format!("onnxruntime=={version}")).unwrap()),
+        }
+    }
+
+    fn machine(cpu: &str) -> Fingerprint {
+        Fingerprint {
+            cpu_model: cpu.into(),
+            available_cores: 2,
+            gpus: vec![],
+            models: [("m".to_string(), "ab".repeat(32))].into(),
+            build_profile: "dev".into(),
+        }
+    }
+
+    #[test]
+    fn the_mode_follows_the_runtime_and_the_stored_numbers() {
+        let (path, text) = repo_gate();
+        let spec = GateSpec::parse(&path, &text).unwrap();
+        let Check::Regression(p) = &spec.check else {
+            panic!("not a regression gate")
+        };
+        let sc = crate::workload::scenario("short").unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let here = machine("AMD EPYC");
+        let old = ort_pin("1.31.1", true);
+        let new = ort_pin("1.32.0", true);
+        let store = store_with(tmp.path(), &here, p, Some(old.clone()));
+        let mode = |fp: &Fingerprint, cur: &RuntimePin| {
+            choose(&store, fp, "regression.baseline", "ort-cpu", &sc, p, Some(cur)).unwrap()
+        };
+        // Same runtime: stored numbers, nothing changed.
+        match mode(&here, &old) {
+            Ok(Mode::Stored { changes, .. }) => assert!(changes.is_empty(), "{changes:?}"),
+            _ => panic!("expected stored mode"),
+        }
+        // A bump with a fetchable baseline pin: paired, naming the baseline's run.
+        match mode(&here, &new) {
+            Ok(Mode::Paired { baseline, why, .. }) => {
+                assert_eq!(baseline, old);
+                assert!(why.contains("rec-1"), "{why}");
+            }
+            _ => panic!("expected paired mode"),
+        }
+        // Another machine (no stored numbers for its CPU): the bump is still compared, paired
+        // from the recipe; the same runtime there has nothing to compare.
+        let other = machine("Intel Xeon Processor");
+        match mode(&other, &new) {
+            Ok(Mode::Paired { why, .. }) => {
+                assert!(why.contains("no stored numbers"), "{why}");
+                assert!(why.contains(&here.id()), "{why}");
+            }
+            _ => panic!("expected paired mode from another machine's recipe"),
+        }
+        match mode(&other, &old) {
+            Err(reason) => assert!(reason.contains("nothing to compare"), "{reason}"),
+            Ok(_) => panic!("expected nothing to compare"),
+        }
+        // A different model hash is another recipe: nothing to compare.
+        let mut other_model = other.clone();
+        other_model.models.insert("m".into(), "cd".repeat(32));
+        assert!(mode(&other_model, &new).is_err());
+    }
+
+    #[test]
+    fn a_bump_that_cannot_be_fetched_is_compared_with_the_stored_numbers_and_named() {
+        let (path, text) = repo_gate();
+        let spec = GateSpec::parse(&path, &text).unwrap();
+        let Check::Regression(p) = &spec.check else {
+            panic!("not a regression gate")
+        };
+        let sc = crate::workload::scenario("short").unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let here = machine("AMD EPYC");
+        // Recorded on a library given by path: no artifact to fetch again.
+        let store = store_with(tmp.path(), &here, p, Some(ort_pin("1.31.1", false)));
+        let cur = ort_pin("1.32.0", true);
+        match choose(&store, &here, "regression.baseline", "ort-cpu", &sc, p, Some(&cur)).unwrap() {
+            Ok(Mode::Stored { changes, .. }) => {
+                let names: Vec<String> = changes.iter().map(ToString::to_string).collect();
+                assert_eq!(names, vec!["onnxruntime 1.31.1 → 1.32.0".to_string()]);
+            }
+            _ => panic!("expected stored mode"),
+        }
+    }
 
     fn repo_gate() -> (std::path::PathBuf, String) {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("gates/regression.baseline.toml");
