@@ -11,8 +11,10 @@
 //! available here is skipped with its reason printed. `INFERGATE_BENCH_BACKENDS` and
 //! `INFERGATE_BENCH_SCENARIOS` (comma-separated) narrow the set.
 //!
-//! `cargo bench --bench phases` (about 10 minutes for everything on 2 cores; the 8-bit and 4-bit
-//! ONNX Runtime variants dominate). These benches inform; the gates in `gates/` decide.
+//! `cargo bench --bench phases` (a few minutes for everything on 2 cores). These benches inform; the
+//! gates in `gates/` decide. The same decode loops against each runtime's own tool (Python
+//! onnxruntime on the same export, `llama-bench` on the same build) are in
+//! `scripts/harness_overhead.sh` and docs/performance.md.
 
 use std::time::Duration;
 

@@ -43,13 +43,24 @@ def sha256(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def gate_of(r):
+    """The trial's gate: `trial.gate` (typed results), or the top-level `gate` of older runs."""
+    t = r.get("trial")
+    return t.get("gate") if isinstance(t, dict) else r.get("gate")
+
+
+def backend_of(r):
+    t = r.get("trial")
+    return t.get("backend") if isinstance(t, dict) else r.get("backend")
+
+
 def collect(run_dir, data_dir, command):
     run_dir, data_dir = Path(run_dir), Path(data_dir)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     lines = [
         line
         for line in (run_dir / "results.jsonl").read_text().splitlines()
-        if line.strip() and json.loads(line).get("gate") == GATE
+        if line.strip() and gate_of(json.loads(line)) == GATE
     ]
     if not lines:
         die(f"{run_dir}/results.jsonl has no {GATE} trial")
@@ -74,16 +85,18 @@ def collect(run_dir, data_dir, command):
     print(f"wrote {data_dir}: {len(lines)} trials")
 
 
-def verdict_label(v):
+def verdict_label(r):
+    v = r["verdict"]
     if isinstance(v, dict):
         v = v.get("verdict", "?")
     return str(v).upper()
 
 
-def verdict_message(v):
+def verdict_message(r):
+    v = r["verdict"]
     if isinstance(v, dict):
         return v.get("summary") or v.get("reason") or ""
-    return ""
+    return r.get("message", "")
 
 
 def pct(x):
@@ -103,9 +116,9 @@ def table(data_dir):
     context = gate["check"]["context"]
     results = [json.loads(l) for l in (data_dir / "results.jsonl").read_text().splitlines() if l.strip()]
     order = gate["backends"]
-    results.sort(key=lambda r: order.index(r["backend"]) if r["backend"] in order else len(order))
+    results.sort(key=lambda r: order.index(backend_of(r)) if backend_of(r) in order else len(order))
 
-    refs = {r["metrics"]["reference_perplexity"] for r in results if "reference_perplexity" in r["metrics"]}
+    refs = {r["metrics"]["reference_perplexity"] for r in results if "reference_perplexity" in r.get("metrics", {})}
     if len(refs) > 1:
         die(f"trials disagree on the reference perplexity: {sorted(refs)}")
     m = manifest.get("machine", {})
@@ -131,22 +144,23 @@ def table(data_dir):
         out.append(f"| reference `{gate['check']['reference']}` | | {ref:.4f} | | | | |")
     not_run = []
     for r in results:
-        mt = r["metrics"]
-        label = verdict_label(r["verdict"])
-        limit = limits.get(r["backend"])
+        mt = r.get("metrics", {})
+        backend = backend_of(r)
+        label = verdict_label(r)
+        limit = limits.get(backend)
         limit_s = f"{100 * limit:.2f} %" if limit is not None else ""
         if "perplexity" not in mt:
             if label == "SKIP":
-                not_run.append(f"`{r['backend']}`")
+                not_run.append(f"`{backend}`")
             else:
-                why = verdict_message(r["verdict"]).replace("|", "\\|")
-                out.append(f"| `{r['backend']}` | {label} | {why} | | {limit_s} | | |")
+                why = verdict_message(r).replace("|", "\\|")
+                out.append(f"| `{backend}` | {label} | {why} | | {limit_s} | | |")
             continue
         ppl = f"{mt['perplexity']:.4f} ± {mt['perplexity_std_error']:.4f}"
         kl = f"{mt['kl_divergence_mean']:.2e}" if "kl_divergence_mean" in mt else "n/a"
         top1 = f"{100 * mt['top1_agreement']:.2f} %" if "top1_agreement" in mt else "n/a"
         out.append(
-            f"| `{r['backend']}` | {label} | {ppl} | {pct(mt['perplexity_delta'])} | {limit_s} | {kl} | {top1} |"
+            f"| `{backend}` | {label} | {ppl} | {pct(mt['perplexity_delta'])} | {limit_s} | {kl} | {top1} |"
         )
     if not_run:
         out += ["", f"SKIP (backend absent on this machine; reasons in results.jsonl): {', '.join(not_run)}."]

@@ -324,6 +324,8 @@ pub enum ReportError {
     Plot { path: PathBuf, detail: String },
     #[error("junit.xml: {0}")]
     Junit(String),
+    #[error("cannot merge the run directories: {detail}\n  fix: {fix}")]
+    Merge { detail: String, fix: String },
 }
 
 /// Bad input to a cost formula in [`crate::cost`]; the message names the quantity (and backend).

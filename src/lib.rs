@@ -21,6 +21,7 @@ pub mod pins;
 pub mod progress;
 pub mod record;
 pub mod report;
+pub mod roofline;
 pub mod runner;
 pub mod stats;
 pub mod workload;

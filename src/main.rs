@@ -49,6 +49,9 @@ enum Command {
         /// file names (same as INFERGATE_MODEL).
         #[arg(long)]
         model: Option<String>,
+        /// Do not build llama.cpp on first use (its trials are then skipped with the fix).
+        #[arg(long)]
+        no_build_llama_cpp: bool,
     },
     /// List the trials and whether each can run here.
     List {
@@ -61,9 +64,15 @@ enum Command {
     /// Rebuild report.md, junit.xml, summary.json and the plots from a run directory's files (e.g.
     /// after `cargo nextest run`, where every trial is its own process); plan-time skips come back
     /// from plan.jsonl. Exits 1 if a gate failed (INFERGATE_STRICT=1 as for `run`), 2 if no trial ran.
+    /// With several directories and --into: merge the shards of one sharded run (each runner's
+    /// target/infergate/<run-id>, same INFERGATE_RUN_ID) into one directory first.
     Report {
-        /// The run directory, e.g. target/infergate/<run-id>.
-        run_dir: PathBuf,
+        /// The run directory, e.g. target/infergate/<run-id> (several: shards to merge).
+        #[arg(required = true)]
+        run_dirs: Vec<PathBuf>,
+        /// Merge the given directories into this one and report on it.
+        #[arg(long)]
+        into: Option<PathBuf>,
     },
     /// Fetch and verify every pinned asset (runtime library, model, texts) into the cache.
     Fetch,
@@ -75,6 +84,10 @@ enum Command {
         /// version; for paired comparisons).
         #[arg(long)]
         sdist: Option<String>,
+        /// The CUDA build (`llama-cpp-cuda`): needs nvcc; architectures from INFERGATE_CUDA_ARCHS,
+        /// else from nvidia-smi. Cached apart from the CPU build.
+        #[arg(long)]
+        cuda: bool,
     },
     /// Paired A/B comparison of two runtimes on one backend, both measured in this job in
     /// randomized interleaved rounds, e.g. `infergate ab --backend ort-cpu --baseline-runtime
@@ -175,6 +188,7 @@ fn main() -> ExitCode {
             backend,
             scenario,
             model,
+            no_build_llama_cpp,
         } => {
             // Absolute paths in the manifest, so `infergate report` finds the gate files from anywhere.
             let repo = repo.canonicalize().unwrap_or(repo);
@@ -187,7 +201,7 @@ fn main() -> ExitCode {
             if let Some(g) = gates {
                 config.gates_dir = g;
             }
-            run(config, gate, backend, scenario)
+            run(config, gate, backend, scenario, no_build_llama_cpp)
         }
         Command::List { repo } => list(RunnerConfig::from_env(&repo, "full")),
         Command::Baseline {
@@ -218,10 +232,13 @@ fn main() -> ExitCode {
             infergate::baseline::cli::update(config, gate, backend, scenario, force)
         }
         Command::Doctor => doctor(),
-        Command::Report { run_dir } => report(&run_dir),
+        Command::Report { run_dirs, into } => match merge_shards(&run_dirs, into.as_deref()) {
+            Ok(dir) => report(&dir),
+            Err(code) => code,
+        },
         Command::Fetch => fetch(),
         Command::Prompts => prompts(),
-        Command::BuildLlamaCpp { sdist } => build_llama_cpp(sdist.as_deref()),
+        Command::BuildLlamaCpp { sdist, cuda } => build_llama_cpp(sdist.as_deref(), cuda),
         Command::Ab {
             repo,
             backend,
@@ -274,17 +291,34 @@ fn main() -> ExitCode {
     }
 }
 
-fn build_llama_cpp(sdist: Option<&str>) -> ExitCode {
+/// `build-llama-cpp [--sdist PIN] [--cuda]`: the pinned sdist (or the one named) in the CPU or
+/// CUDA flavor; every build lands in its own cache directory (`setup::build_key`).
+fn build_llama_cpp(sdist: Option<&str>, cuda: bool) -> ExitCode {
     use infergate::backend::llama_cpp::setup;
+    let flavor = if cuda {
+        match setup::Flavor::cuda_from_env() {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        setup::Flavor::Cpu
+    };
     let built = match sdist {
-        None => setup::ensure_built_reporting(&mut std::io::stderr()).map_err(|e| e.to_string()),
+        None => {
+            setup::ensure_flavor_built(&flavor, &mut std::io::stderr()).map_err(|e| e.to_string())
+        }
         Some(text) => match infergate::pins::parse(text) {
             Ok(infergate::pins::Artifact::Sdist {
                 version, sha256, ..
-            }) => {
-                setup::ensure_built_sdist(&setup::Sdist { version, sha256 }, &mut std::io::stderr())
-                    .map_err(|e| e.to_string())
-            }
+            }) => setup::ensure_built_sdist(
+                &setup::Sdist { version, sha256 },
+                &flavor,
+                &mut std::io::stderr(),
+            )
+            .map_err(|e| e.to_string()),
             Ok(other) => Err(format!("{} is not a llama.cpp sdist", other.requirement())),
             Err(e) => Err(e.to_string()),
         },
@@ -324,6 +358,7 @@ fn run(
     gate: Option<String>,
     backend: Option<String>,
     scenario: Option<String>,
+    no_build_llama_cpp: bool,
 ) -> ExitCode {
     let runner = match load(config) {
         Ok(r) => r,
@@ -333,6 +368,18 @@ fn run(
     if plans.is_empty() {
         eprintln!("error: no trial matches the filters");
         return ExitCode::from(2);
+    }
+    // Every CPU backend from this one command: llama.cpp is built on first use (cached).
+    if plans
+        .iter()
+        .any(|p| p.id.unit.backends().contains(&"llama-cpp"))
+    {
+        use infergate::backend::llama_cpp::setup::{prepare_for_run, RunSetup};
+        if let RunSetup::NotBuilt { reason } =
+            prepare_for_run(no_build_llama_cpp, &mut std::io::stderr())
+        {
+            eprintln!("infergate: the llama-cpp trials will be skipped: {reason}");
+        }
     }
     let dir = runner.config.run_dir();
     if let Err(e) = runner.write_manifest() {
@@ -455,6 +502,35 @@ fn doctor() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// The directory to report on: the one given, or the shards merged into `--into`.
+fn merge_shards(dirs: &[PathBuf], into: Option<&Path>) -> Result<PathBuf, ExitCode> {
+    match (dirs, into) {
+        ([one], None) => Ok(one.clone()),
+        (_, None) => {
+            eprintln!(
+                "error: {} run directories given: name the merged directory with --into <dir>",
+                dirs.len()
+            );
+            Err(ExitCode::from(2))
+        }
+        (shards, Some(into)) => match infergate::report::merge::merge(shards, into) {
+            Ok(m) => {
+                for (shard, n) in &m.trials_per_shard {
+                    eprintln!("infergate: merged {n} trial(s) from {}", shard.display());
+                }
+                for other in &m.other_machines {
+                    eprintln!("infergate: warning: shard on a different machine: {other}");
+                }
+                Ok(m.dir)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Err(ExitCode::from(2))
+            }
+        },
     }
 }
 

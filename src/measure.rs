@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, Generation, TimingSource};
+use crate::backend::{Backend, Generation, MemoryTraffic, TimingSource};
 use crate::error::BackendError;
 use crate::gate::TrialId;
 
@@ -38,6 +38,9 @@ pub struct RunTimings {
     pub cold_start_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_prompt_tokens: Option<usize>,
+    /// What the backend's decode step reads from memory, where it can tell (the roofline's input).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_traffic: Option<MemoryTraffic>,
 }
 
 impl RunTimings {
@@ -296,6 +299,7 @@ fn measured_timings(g: &Generation, tokens: usize) -> Result<RunTimings, String>
         timing_source: g.timing_source,
         cold_start_ms: g.cold_start_ms,
         cached_prompt_tokens: g.cached_prompt_tokens,
+        memory_traffic: None,
     })
 }
 
@@ -321,7 +325,13 @@ pub fn run_series(
         let outcome = match backend {
             Err(e) => RunOutcome::from_error(e),
             Ok(b) => match b.generate(&plan.prompt, plan.gen_tokens) {
-                Ok(g) => outcome_of(&g, plan.gen_tokens),
+                Ok(g) => match outcome_of(&g, plan.gen_tokens) {
+                    RunOutcome::Ok(t) => RunOutcome::Ok(RunTimings {
+                        memory_traffic: b.memory_traffic(),
+                        ..t
+                    }),
+                    other => other,
+                },
                 Err(e) => RunOutcome::from_error(&e),
             },
         };

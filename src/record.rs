@@ -162,6 +162,15 @@ impl RunDir {
         let runs: Vec<RunRecord> = read_jsonl(&path)?;
         Ok(runs.into_iter().filter(|r| r.run_id == run_id).collect())
     }
+    /// `bandwidth.jsonl`: the memory-bandwidth samples of the run ([`crate::roofline`]).
+    pub fn read_bandwidth(&self) -> Result<Vec<crate::roofline::BandwidthSample>, ReportError> {
+        let path = self.file(crate::roofline::BANDWIDTH_FILE);
+        if path.exists() {
+            read_jsonl(&path)
+        } else {
+            Ok(Vec::new())
+        }
+    }
     pub fn read_manifest(&self) -> Result<Option<Manifest>, ReportError> {
         let path = self.file(MANIFEST);
         if !path.exists() {

@@ -14,7 +14,9 @@ pub mod analysis;
 pub mod card;
 pub mod input;
 pub mod junit;
+pub mod merge;
 pub mod plots;
+pub mod roofline;
 pub mod scaling;
 
 pub use input::{RunData, TrialRecord};

@@ -300,7 +300,13 @@ impl Runner {
     /// Write `manifest.json` once per run directory (parallel processes of one run share it), and
     /// create an empty `runs.jsonl` so a run whose gates time nothing still says "no runs".
     pub fn write_manifest(&self) -> std::io::Result<PathBuf> {
-        self.dir.start(|| self.manifest())
+        self.dir.start(|| {
+            // The decode roofline's bandwidth, measured once per run directory (crate::roofline).
+            if let Err(e) = crate::roofline::record(self.dir.path(), &self.config.run_id) {
+                eprintln!("infergate: memory bandwidth not measured (no roofline): {e}");
+            }
+            self.manifest()
+        })
     }
 
     pub fn manifest(&self) -> Manifest {

@@ -89,3 +89,57 @@ fn explore_variants() {
         }
     }
 }
+
+/// The deploy forms are built the way ONNX Runtime's fast CPU kernels take them (every
+/// `MatMulNBits` with `uint8` or no zero points and `accuracy_level` 4; docs/performance.md), count
+/// exactly the model's parameters, and read fewer bytes per token than fp32.
+#[test]
+fn deploy_exports_are_on_the_fast_path_and_read_fewer_bytes() {
+    use infergate::backend::ort::{onnx_memory_traffic, onnx_weight_parameter_count};
+    use infergate::onnx_proto::{tensor_proto::DataType, ModelProto};
+    use prost::Message;
+    let model = catalog::default_model().unwrap();
+    let source = WeightSource::catalog(&model);
+    let mut bytes = Vec::new();
+    for format in [WeightFormat::Fp32, WeightFormat::Int8, WeightFormat::Q4] {
+        let prepared = catalog::ensure_onnx(&source, format).expect("export");
+        assert_eq!(
+            onnx_weight_parameter_count(&prepared.model_path),
+            Some(model.declared_parameters),
+            "{format:?}"
+        );
+        let traffic = onnx_memory_traffic(&prepared.model_path, &prepared.config, 4).unwrap();
+        bytes.push(traffic.weight_bytes_per_token);
+        let graph = ModelProto::decode(std::fs::read(&prepared.model_path).unwrap().as_slice())
+            .unwrap()
+            .graph
+            .unwrap();
+        let nbits: Vec<_> = graph
+            .node
+            .iter()
+            .filter(|n| n.op_type.as_deref() == Some("MatMulNBits"))
+            .collect();
+        assert_eq!(nbits.is_empty(), format == WeightFormat::Fp32, "{format:?}");
+        for n in nbits {
+            let level = n
+                .attribute
+                .iter()
+                .find(|a| a.name.as_deref() == Some("accuracy_level"))
+                .and_then(|a| a.i);
+            assert_eq!(level, Some(4), "{format:?} {:?}", n.name);
+            if let Some(zp) = n.input.get(3).filter(|z| !z.is_empty()) {
+                let t = graph
+                    .initializer
+                    .iter()
+                    .find(|t| t.name.as_ref() == Some(zp))
+                    .expect("zero points are an initializer");
+                assert_eq!(t.data_type, Some(DataType::Uint8 as i32), "{format:?} {zp}");
+            }
+        }
+    }
+    // fp32 > int8 > q4, each by a wide margin (the tied head alone is 28M parameters).
+    assert!(
+        bytes[0] > 3 * bytes[1] && bytes[1] > bytes[2] * 13 / 10,
+        "weight bytes per token fp32/int8/q4: {bytes:?}"
+    );
+}

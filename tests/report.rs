@@ -103,6 +103,7 @@ fn ok(prefill: f64, decode: f64) -> RunOutcome {
         timing_source: TimingSource::Harness,
         cold_start_ms: None,
         cached_prompt_tokens: None,
+        memory_traffic: None,
     })
 }
 

@@ -5,8 +5,8 @@
 use std::sync::OnceLock;
 
 use infergate::backend::registry::{self, Availability};
-use infergate::backend::tch::{runtime, TchBackend, TchDevice, TchDtype, TchOptions};
-use infergate::backend::Backend;
+use infergate::backend::tch::{runtime, DecodeMode, TchBackend, TchDevice, TchDtype, TchOptions};
+use infergate::backend::{Backend, Recompute};
 use infergate::error::BackendError;
 use infergate::model::catalog::{self, WeightSource};
 use infergate::model::{reference, LlamaWeights};
@@ -107,6 +107,95 @@ fn tch_kv_cached_greedy_tokens_equal_full_recompute_tokens() {
         distinct.len() > 1,
         "a trained model does not repeat one token 64 times: {:?}",
         cached.tokens
+    );
+}
+
+/// The static-shape decode step (fixed cache, position as a tensor, masked full-length attention,
+/// RoPE as a matrix) is the step the CUDA-graph backend captures; on the CPU in fp32 it must decode
+/// exactly the tokens of the eager loop, and keep doing so when its buffers are reused.
+#[test]
+fn tch_static_decode_step_gives_the_eager_tokens() {
+    let mut eager = open("tch-cpu", TchDevice::Cpu, TchDtype::Fp32).unwrap();
+    let mut fixed = TchBackend::open(
+        TchOptions::new("tch-cpu-static", TchDevice::Cpu, TchDtype::Fp32)
+            .with_decode(DecodeMode::Static),
+        weights(),
+    )
+    .unwrap();
+    let expected = eager.generate(&PROMPT, 64).unwrap();
+    for round in 0..2 {
+        let got = fixed.generate(&PROMPT, 64).unwrap();
+        assert_eq!(got.decode_steps, 63);
+        assert_eq!(got.tokens, expected.tokens, "round {round}");
+    }
+    // A different prompt length on the same static buffers: stale cache entries stay masked.
+    let short = &PROMPT[..3];
+    assert_eq!(
+        fixed.generate(short, 20).unwrap().tokens,
+        eager.generate(short, 20).unwrap().tokens
+    );
+    let ev = fixed.tch_evidence();
+    assert_eq!(ev.decode_mode, "static");
+    assert!(ev.graph.is_none(), "no graph on the CPU: {ev:?}");
+}
+
+/// In bf16 the static formulation rounds differently from the eager forward (RoPE as a matmul,
+/// fused RMSNorm, residual adds inside the matmul), so near-ties can flip; the decode-fraction
+/// gate therefore compares the static and graph loops with a recompute of their own formulation,
+/// which must give the cached loop's tokens: the cache changes nothing.
+#[test]
+fn tch_static_bf16_cached_tokens_equal_its_own_full_recompute() {
+    let mut fixed = TchBackend::open(
+        TchOptions::new("tch-cpu-static-bf16", TchDevice::Cpu, TchDtype::Bf16)
+            .with_decode(DecodeMode::Static),
+        weights(),
+    )
+    .unwrap();
+    let long: [u32; 27] = [
+        504, 1463, 282, 260, 33059, 5634, 351, 9935, 1150, 335, 13083, 33959, 288, 3948, 7761,
+        8342, 618, 28899, 28, 284, 690, 800, 5034, 623, 2232, 325, 38317,
+    ];
+    let cached = fixed.generate(&long, 64).unwrap();
+    match fixed.full_recompute_tokens(&long, 64).unwrap() {
+        Recompute::Tokens(recomputed) => assert_eq!(cached.tokens, recomputed),
+        Recompute::CannotCheck { reason } => {
+            panic!("the static formulation has its own recompute: {reason}")
+        }
+    }
+}
+
+/// CUDA-graph decoding where CUDA and the shim are there: every decode step is a replay, the
+/// tokens equal the static step's launched from the host (the same kernels), and the captured
+/// step's kernel count is reported.
+#[test]
+fn tch_cuda_graph_replays_every_decode_step() {
+    let probe = registry::probe("tch-cuda-graph-bf16");
+    if let Availability::Absent { reason, .. } = &probe {
+        eprintln!("skipping the CUDA-graph check: {reason}");
+        return;
+    }
+    let open_mode = |mode| {
+        TchBackend::open(
+            TchOptions::new("tch-cuda-graph-bf16", TchDevice::Cuda(0), TchDtype::Bf16)
+                .with_decode(mode),
+            weights(),
+        )
+        .unwrap()
+    };
+    let mut graph = open_mode(DecodeMode::CudaGraph);
+    let mut fixed = open_mode(DecodeMode::Static);
+    let g = graph.generate(&PROMPT, 64).unwrap();
+    let replays = graph.tch_evidence().graph.expect("graph evidence").replays;
+    assert_eq!(replays, 63, "one replay per decode step");
+    assert_eq!(g.tokens, fixed.generate(&PROMPT, 64).unwrap().tokens);
+    let again = graph.generate(&PROMPT, 64).unwrap();
+    assert_eq!(again.tokens, g.tokens);
+    let ev = graph.tch_evidence().graph.unwrap();
+    assert_eq!(ev.replays, 126);
+    assert!(ev.kernels_per_step > 30, "{ev:?}");
+    eprintln!(
+        "graph: {} kernels per step; decode {:.2} ms for 63 steps",
+        ev.kernels_per_step, again.decode_ms
     );
 }
 

@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
-"""Decode throughput of Hugging Face transformers (eager attention) on the same SmolLM2 weights.
+"""Decode throughput of Hugging Face transformers on the same SmolLM2 weights.
 
-The independent baseline for infergate's libtorch backend on a GPU machine: transformers loads the
-very GGUF infergate uses (dequantized by gguf-py, Q/K un-permuted by transformers' GGUF loader),
-runs greedy generation of exactly 64 new tokens (EOS ignored) on the same prompt ids, and times
-prefill (one forward over the prompt) and the whole generation with CUDA synchronisation.
+The independent baseline for infergate's GPU backends: transformers loads the very GGUF infergate
+uses (dequantized by gguf-py, Q/K un-permuted by transformers' GGUF loader), runs greedy generation
+of exactly 64 new tokens (EOS ignored) on the same prompt ids, and times prefill (one forward over
+the prompt) and the whole generation with CUDA synchronisation. Two modes:
 
-usage: hf_decode_baseline.py GGUF PROMPTS_JSON OUT_JSON [--dtype bfloat16] [--reps 10]
+  eager    eager attention, dynamic KV cache (transformers' default loop)
+  compile  static KV cache (`cache_implementation="static"`) with the forward compiled by
+           torch.compile(mode="reduce-overhead"), i.e. captured as CUDA graphs: how transformers'
+           own documentation makes decoding fast
+
+usage: hf_decode_baseline.py GGUF PROMPTS_JSON OUT_JSON [--mode eager|compile] [--dtype bfloat16] [--reps 10]
 PROMPTS_JSON: {"scenario": [token ids], ...} as printed by `infergate prompts`.
 """
 import argparse
@@ -30,26 +35,34 @@ def main():
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--gen-tokens", type=int, default=64)
+    ap.add_argument("--mode", choices=["eager", "compile"], default="eager")
     args = ap.parse_args()
 
     dtype = getattr(torch, args.dtype)
+    attn = "eager" if args.mode == "eager" else "sdpa"
     model = AutoModelForCausalLM.from_pretrained(
         os.path.dirname(os.path.abspath(args.gguf)),
         gguf_file=os.path.basename(args.gguf),
         torch_dtype=dtype,
-        attn_implementation="eager",
+        attn_implementation=attn,
     ).to("cuda").eval()
+    extra = {}
+    if args.mode == "compile":
+        model.generation_config.cache_implementation = "static"
+        model.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=True)
+        extra = dict(cache_implementation="static")
     prompts = json.load(open(args.prompts))
     results = {"transformers": transformers.__version__, "torch": torch.__version__, "device": torch.cuda.get_device_name(0),
-               "dtype": args.dtype, "attn_implementation": "eager", "gen_tokens": args.gen_tokens, "scenarios": {}}
+               "dtype": args.dtype, "mode": args.mode, "attn_implementation": attn, "gen_tokens": args.gen_tokens,
+               "scenarios": {}}
     n = args.gen_tokens
     for name, ids in prompts.items():
         input_ids = torch.tensor([ids], device="cuda")
         mask = torch.ones_like(input_ids)
         kwargs = dict(attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False, num_beams=1,
-                      eos_token_id=None, pad_token_id=0)
+                      eos_token_id=None, pad_token_id=0, **extra)
         with torch.no_grad():
-            for _ in range(3):  # warmup
+            for _ in range(3):  # warmup (compile mode: compiles and captures here)
                 model.generate(input_ids, **kwargs)
             prefill, e2e, tokens = [], [], None
             for _ in range(args.reps):

@@ -18,6 +18,28 @@ pub struct GraphOptimization {
     pub fused_ops: BTreeMap<String, usize>,
 }
 
+/// How a probe generation's decode loop ran: kernels launched from a captured CUDA graph, or not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GraphReplayEvidence {
+    /// The decode mode the backend was opened with (`eager`, `static`, `cuda_graph`).
+    pub decode_mode: String,
+    /// Decode steps of the probe generation.
+    pub decode_steps: u64,
+    /// Graph replays during the probe generation (counted by the graph wrapper, not the label).
+    pub replays: u64,
+    /// Kernel launches one replay performs (node count of the captured graph), if one was captured.
+    pub kernels_per_step: Option<i64>,
+}
+
+impl GraphReplayEvidence {
+    /// Every decode step was a replay of a captured graph that launches kernels.
+    pub fn every_step_replayed(&self) -> bool {
+        self.decode_steps > 0
+            && self.replays == self.decode_steps
+            && self.kernels_per_step.is_some_and(|k| k > 0)
+    }
+}
+
 /// Evidence from one backend session.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
@@ -33,6 +55,9 @@ pub struct Evidence {
     /// Output tensor dtypes seen (libtorch).
     pub output_dtypes: BTreeMap<String, usize>,
     pub graph_optimization: Option<GraphOptimization>,
+    /// How the decode loop ran (libtorch): graph replays counted during a probe generation.
+    #[serde(default)]
+    pub cuda_graph: Option<GraphReplayEvidence>,
     /// Facts that matter for a claim but fit no field (e.g. "libtorch_cuda.so not loaded: …").
     pub notes: Vec<String>,
 }

@@ -13,6 +13,7 @@ pub mod evidence;
 pub mod llama_cpp;
 pub mod ollama;
 pub mod ort;
+pub mod ort_gpu;
 pub mod registry;
 #[cfg(feature = "torch")]
 pub mod tch;
@@ -142,13 +143,17 @@ impl Generation {
         end: std::time::Instant,
     ) -> Generation {
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        let (prefill_ms, decode_ms) = (ms(prefill_done - start), ms(end - prefill_done));
         Generation {
             prompt_tokens,
             decode_steps: tokens.len().saturating_sub(1),
             tokens,
-            prefill_ms: ms(prefill_done - start),
-            decode_ms: ms(end - prefill_done),
-            e2e_ms: ms(end - start),
+            prefill_ms,
+            decode_ms,
+            // (prefill_done − start) + (end − prefill_done) is end − start exactly; the sum of the
+            // rounded parts keeps e2e ≥ prefill + decode in floating point too (ms(end − start)
+            // can round one ulp below it).
+            e2e_ms: prefill_ms + decode_ms,
             timing_source: TimingSource::Harness,
             cold_start_ms: None,
             cached_prompt_tokens: None,
@@ -180,6 +185,24 @@ pub enum Recompute {
     CannotCheck { reason: String },
 }
 
+/// Bytes one decode step reads from memory, from what the engine actually loaded: the weights a
+/// token passes through in their stored type (quantized blocks with their scales and zero points),
+/// an embedding table read by a row gather counted as one row; and the KV cache per cached position.
+/// Divided into the machine's measured bandwidth it is the decode roofline ([`crate::roofline`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryTraffic {
+    pub weight_bytes_per_token: u64,
+    /// Keys and values of every layer for one cached position, in the cache's element type.
+    pub kv_bytes_per_position: u64,
+}
+
+impl MemoryTraffic {
+    /// Bytes read by a decode step that attends over `positions` cached positions.
+    pub fn bytes_per_token(&self, positions: f64) -> f64 {
+        self.weight_bytes_per_token as f64 + self.kv_bytes_per_position as f64 * positions
+    }
+}
+
 /// An inference engine under test.
 pub trait Backend: Send {
     fn info(&self) -> &BackendInfo;
@@ -189,6 +212,12 @@ pub trait Backend: Send {
 
     /// Parameters in the weights the engine actually loaded (not what a config says), if it can tell.
     fn loaded_parameter_count(&self) -> Option<u64> {
+        None
+    }
+
+    /// What a decode step reads from memory, where the engine's loaded weights tell (the decode
+    /// roofline, [`crate::roofline`]).
+    fn memory_traffic(&self) -> Option<MemoryTraffic> {
         None
     }
 

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use super::evidence::{is_compute_op, Evidence, GraphOptimization};
-use super::{Backend, BackendInfo, Generation};
+use super::{Backend, BackendInfo, Generation, MemoryTraffic};
 use crate::error::BackendError;
 use crate::model::onnx_export::{
     past_key_name, past_value_name, present_key_name, present_value_name,
@@ -156,6 +156,50 @@ pub struct OrtOptions {
     pub strict_providers: bool,
     /// Test-only planted slowdown (a no-op by default; [`crate::baseline::slowdown`]).
     pub stretch: crate::baseline::slowdown::Stretch,
+    /// Where the KV cache lives between decode steps.
+    pub kv_cache: KvCacheHome,
+}
+
+/// Where the KV cache lives between decode steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KvCacheHome {
+    /// Plain `run()`: every output comes back to host memory and goes in again next step (for a
+    /// CUDA session: 60 cache tensors copied each way per token).
+    HostRoundTrip,
+    /// ONNX Runtime's I/O binding: `present.*` outputs stay in this memory and feed the next step's
+    /// `past_key_values.*` without a copy; only the logits are bound to host memory. How ONNX
+    /// Runtime's own generation loop (onnxruntime-genai) keeps a CUDA session's cache on the GPU.
+    Bound(BindTarget),
+}
+
+/// Memory the bound cache lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BindTarget {
+    /// The CPU allocator (exercises the binding path on machines without a GPU).
+    Cpu,
+    Cuda(i32),
+}
+
+impl BindTarget {
+    fn memory_info(self) -> Result<ort::memory::MemoryInfo<'static>, ort::Error> {
+        use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+        match self {
+            BindTarget::Cpu => MemoryInfo::new(
+                AllocationDevice::CPU,
+                0,
+                AllocatorType::Device,
+                MemoryType::Default,
+            ),
+            BindTarget::Cuda(id) => MemoryInfo::new(
+                AllocationDevice::CUDA,
+                id,
+                AllocatorType::Device,
+                MemoryType::Default,
+            ),
+        }
+    }
 }
 
 /// An execution provider to request.
@@ -193,9 +237,12 @@ impl RequestedProvider {
 
     fn dispatch_lenient(&self) -> ort::ep::ExecutionProviderDispatch {
         match self {
-            RequestedProvider::Cuda { device_id } => {
-                ort::ep::CUDA::default().with_device_id(*device_id).build()
-            }
+            // TF32 off explicitly: the CUDA ids carry fp32/fp16 labels, and TF32 would round fp32
+            // matmul inputs to 10 mantissa bits.
+            RequestedProvider::Cuda { device_id } => ort::ep::CUDA::default()
+                .with_device_id(*device_id)
+                .with_tf32(false)
+                .build(),
             RequestedProvider::TensorRt {
                 device_id,
                 engine_cache_dir,
@@ -235,13 +282,21 @@ pub fn runtime_providers() -> Vec<String> {
     found
 }
 
+/// Memory infos of a bound session: the cache's, and host memory for the logits.
+struct Bound {
+    cache: ort::memory::MemoryInfo<'static>,
+    host: ort::memory::MemoryInfo<'static>,
+}
+
 pub struct OrtBackend {
     info: BackendInfo,
+    bound: Option<Bound>,
     /// TensorRT: the engine cache and the largest shapes its profile covers.
     tensorrt: Option<(PathBuf, String)>,
     session: Session,
     config: LlamaConfig,
     loaded_parameters: Option<u64>,
+    memory_traffic: Option<MemoryTraffic>,
     /// Set when opened for evidence: where the profile and optimized graph go, what was asked for.
     evidence_setup: Option<EvidenceSetup>,
     stretch: crate::baseline::slowdown::Stretch,
@@ -263,6 +318,30 @@ pub fn onnx_weight_parameter_count(model_path: &Path) -> Option<u64> {
     let graph = crate::onnx_proto::ModelProto::decode(bytes.as_slice())
         .ok()?
         .graph?;
+    // A deploy 4-bit node reads `[x, block sums of x]` (model::onnx_quant::q4_1_deploy): its K
+    // includes the block-sum columns, which are corrections, not parameters.
+    let producer: std::collections::HashMap<&str, &crate::onnx_proto::NodeProto> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n)))
+        .collect();
+    let block_sum_columns = |input: &str| -> i64 {
+        let sums = producer
+            .get(input)
+            .filter(|n| n.op_type.as_deref() == Some("Concat"))
+            .and_then(|concat| producer.get(concat.input.get(1)?.as_str()))
+            .filter(|n| n.op_type.as_deref() == Some("MatMul"))
+            .and_then(|matmul| matmul.input.get(1))
+            .filter(|m| m.starts_with("const_block_sums_"));
+        sums.and_then(|m| {
+            graph
+                .initializer
+                .iter()
+                .find(|t| t.name.as_ref() == Some(m))
+        })
+        .and_then(|t| t.dims.get(1).copied())
+        .unwrap_or(0)
+    };
     let mut quantized_inputs = std::collections::HashSet::new();
     let mut count = 0u64;
     for node in graph
@@ -282,7 +361,8 @@ pub fn onnx_weight_parameter_count(model_path: &Path) -> Option<u64> {
             .first()
             .is_some_and(|_| node.input.get(1).is_some_and(|b| b.contains("tied_to")))
         {
-            count += (attr("N")? * attr("K")?).max(0) as u64;
+            let k = attr("K")? - node.input.first().map_or(0, |x| block_sum_columns(x));
+            count += (attr("N")? * k).max(0) as u64;
         }
     }
     count += graph
@@ -297,6 +377,55 @@ pub fn onnx_weight_parameter_count(model_path: &Path) -> Option<u64> {
         .map(|t| t.dims.iter().product::<i64>().max(0) as u64)
         .sum::<u64>();
     Some(count)
+}
+
+/// What one decode step of the exported decoder reads ([`MemoryTraffic`]), from the graph the session
+/// loads: every initializer in its stored type (a `MatMulNBits` weight as its blocks, scales and
+/// zero points), except that one consumed only by `Gather` (the embedding table) counts one row.
+/// The KV cache holds keys and values of every layer in the activation type (`kv_elem_bytes`).
+pub fn onnx_memory_traffic(
+    model_path: &Path,
+    config: &LlamaConfig,
+    kv_elem_bytes: u64,
+) -> Option<MemoryTraffic> {
+    use crate::onnx_proto::tensor_proto::DataType;
+    use prost::Message;
+    let bytes = std::fs::read(model_path).ok()?;
+    let graph = crate::onnx_proto::ModelProto::decode(bytes.as_slice())
+        .ok()?
+        .graph?;
+    let mut gather_only: BTreeMap<&str, bool> = BTreeMap::new();
+    for node in &graph.node {
+        for (i, input) in node.input.iter().enumerate() {
+            let gathered = node.op_type.as_deref() == Some("Gather") && i == 0;
+            gather_only
+                .entry(input.as_str())
+                .and_modify(|g| *g &= gathered)
+                .or_insert(gathered);
+        }
+    }
+    let mut weight_bytes = 0u64;
+    for t in &graph.initializer {
+        let elem = match DataType::try_from(t.data_type.unwrap_or(0)).ok()? {
+            DataType::Float | DataType::Int32 | DataType::Uint32 => 4,
+            DataType::Float16 | DataType::Bfloat16 | DataType::Int16 | DataType::Uint16 => 2,
+            DataType::Int64 | DataType::Uint64 | DataType::Double => 8,
+            _ => 1,
+        };
+        let dims: Vec<u64> = t.dims.iter().map(|&d| d.max(0) as u64).collect();
+        let total = dims.iter().product::<u64>() * elem;
+        let name = t.name.as_deref().unwrap_or_default();
+        weight_bytes += match (gather_only.get(name), dims.first()) {
+            (Some(true), Some(&rows)) if rows > 0 => total / rows,
+            _ => total,
+        };
+    }
+    Some(MemoryTraffic {
+        weight_bytes_per_token: weight_bytes,
+        kv_bytes_per_position: 2
+            * (config.n_layers * config.n_kv_heads * config.head_dim()) as u64
+            * kv_elem_bytes,
+    })
 }
 
 fn default_threads() -> usize {
@@ -322,6 +451,7 @@ impl OrtOptions {
             collect_evidence: false,
             strict_providers: true,
             stretch: Default::default(),
+            kv_cache: KvCacheHome::HostRoundTrip,
         }
     }
 }
@@ -403,6 +533,9 @@ impl OrtBackend {
             precision: options.precision.clone(),
         };
         let loaded_parameters = onnx_weight_parameter_count(&options.model_path);
+        let kv_elem_bytes = if options.precision == "fp16" { 2 } else { 4 };
+        let memory_traffic =
+            onnx_memory_traffic(&options.model_path, &options.config, kv_elem_bytes);
         let tensorrt = options.providers.iter().find_map(|p| match p {
             RequestedProvider::TensorRt {
                 engine_cache_dir,
@@ -411,12 +544,21 @@ impl OrtBackend {
             } => Some((engine_cache_dir.clone(), profile_max_shapes.clone())),
             _ => None,
         });
+        let bound = match options.kv_cache {
+            KvCacheHome::HostRoundTrip => None,
+            KvCacheHome::Bound(target) => Some(Bound {
+                cache: target.memory_info().map_err(load)?,
+                host: BindTarget::Cpu.memory_info().map_err(load)?,
+            }),
+        };
         Ok(OrtBackend {
             info,
+            bound,
             tensorrt,
             session,
             config: options.config,
             loaded_parameters,
+            memory_traffic,
             evidence_setup,
             stretch: options.stretch,
         })
@@ -440,12 +582,10 @@ impl OrtBackend {
         let s = tokens.len();
         let total = past_len + s;
         let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
-        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
-            Vec::with_capacity(3 + 2 * n_layers);
-        let tensor_i64 = |shape: [usize; 2], v: Vec<i64>| {
-            Tensor::from_array((shape, v)).map(|t| SessionInputValue::from(t.into_dyn()))
-        };
-        let mk = |r: Result<SessionInputValue<'static>, ort::Error>| {
+        let mut inputs: Vec<(String, DynValue)> = Vec::with_capacity(3 + 2 * n_layers);
+        let tensor_i64 =
+            |shape: [usize; 2], v: Vec<i64>| Tensor::from_array((shape, v)).map(|t| t.into_dyn());
+        let mk = |r: Result<DynValue, ort::Error>| {
             r.map_err(|e| BackendError::run(&self.info.id, phase, e))
         };
         inputs.push(("input_ids".into(), mk(tensor_i64([1, s], ids))?));
@@ -478,7 +618,7 @@ impl OrtBackend {
                     } else {
                         past_value_name(i / 2)
                     };
-                    inputs.push((name.into(), SessionInputValue::from(v)));
+                    inputs.push((name, v));
                 }
             }
             None => {
@@ -488,42 +628,46 @@ impl OrtBackend {
                         let shape = [1usize, n_kv, 0, hd];
                         let empty = if fp16 {
                             Tensor::<half::f16>::from_array((shape, Vec::new()))
-                                .map(|t| SessionInputValue::from(t.into_dyn()))
+                                .map(|t| t.into_dyn())
                         } else {
-                            Tensor::<f32>::from_array((shape, Vec::new()))
-                                .map(|t| SessionInputValue::from(t.into_dyn()))
+                            Tensor::<f32>::from_array((shape, Vec::new())).map(|t| t.into_dyn())
                         };
-                        inputs.push((name.into(), mk(empty)?));
+                        inputs.push((name, mk(empty)?));
                     }
                 }
             }
         }
         let id = self.info.id.clone();
         let run_err = |e: ort::Error| BackendError::run(&id, phase, e);
-        let mut outputs = self.session.run(inputs).map_err(run_err)?;
-        let logits = outputs
-            .remove("logits")
-            .ok_or_else(|| BackendError::run(&id, phase, "no `logits` output"))?;
-        let (shape, data) = logits.try_extract_tensor::<f32>().map_err(run_err)?;
         let expect = [1, s as i64, c.vocab_size as i64];
-        if **shape != expect {
-            return Err(BackendError::Invariant {
-                backend: id,
-                detail: format!("logits shape {:?}, expected {expect:?}", &**shape),
-            });
-        }
-        let logits = data.to_vec();
-        let mut cache = Vec::with_capacity(2 * n_layers);
-        for i in 0..n_layers {
-            for name in [present_key_name(i), present_value_name(i)] {
-                cache.push(
-                    outputs.remove(&name).ok_or_else(|| {
-                        BackendError::run(&id, phase, format!("no `{name}` output"))
-                    })?,
-                );
+        match &self.bound {
+            None => {
+                let inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = inputs
+                    .into_iter()
+                    .map(|(n, v)| (Cow::Owned(n), SessionInputValue::from(v)))
+                    .collect();
+                let mut outputs = self.session.run(inputs).map_err(run_err)?;
+                take_outputs(&mut outputs, &id, phase, expect, n_layers)
+            }
+            Some(bound) => {
+                let mut binding = self.session.create_binding().map_err(run_err)?;
+                for (name, value) in &inputs {
+                    binding.bind_input(name.as_str(), value).map_err(run_err)?;
+                }
+                binding
+                    .bind_output_to_device("logits", &bound.host)
+                    .map_err(run_err)?;
+                for i in 0..n_layers {
+                    for name in [present_key_name(i), present_value_name(i)] {
+                        binding
+                            .bind_output_to_device(name, &bound.cache)
+                            .map_err(run_err)?;
+                    }
+                }
+                let mut outputs = self.session.run_binding(&binding).map_err(run_err)?;
+                take_outputs(&mut outputs, &id, phase, expect, n_layers)
             }
         }
-        Ok((logits, cache))
     }
 
     fn last_argmax(&self, logits: &[f32]) -> u32 {
@@ -572,6 +716,7 @@ impl OrtBackend {
             compute_executed_on,
             output_dtypes: Default::default(),
             graph_optimization,
+            cuda_graph: None,
             notes,
         })
     }
@@ -665,6 +810,10 @@ impl Backend for OrtBackend {
         self.loaded_parameters
     }
 
+    fn memory_traffic(&self) -> Option<MemoryTraffic> {
+        self.memory_traffic
+    }
+
     fn full_recompute_tokens(
         &mut self,
         prompt: &[u32],
@@ -688,6 +837,39 @@ impl Backend for OrtBackend {
     }
 }
 
+/// The logits (host memory) and the new cache from a run's outputs.
+fn take_outputs(
+    outputs: &mut ort::session::SessionOutputs<'_>,
+    id: &str,
+    phase: &str,
+    expect: [i64; 3],
+    n_layers: usize,
+) -> Result<(Vec<f32>, Vec<DynValue>), BackendError> {
+    let run_err = |e: ort::Error| BackendError::run(id, phase, e);
+    let logits = outputs
+        .remove("logits")
+        .ok_or_else(|| BackendError::run(id, phase, "no `logits` output"))?;
+    let (shape, data) = logits.try_extract_tensor::<f32>().map_err(run_err)?;
+    if **shape != expect {
+        return Err(BackendError::Invariant {
+            backend: id.into(),
+            detail: format!("logits shape {:?}, expected {expect:?}", &**shape),
+        });
+    }
+    let logits = data.to_vec();
+    let mut cache = Vec::with_capacity(2 * n_layers);
+    for i in 0..n_layers {
+        for name in [present_key_name(i), present_value_name(i)] {
+            cache.push(
+                outputs
+                    .remove(&name)
+                    .ok_or_else(|| BackendError::run(id, phase, format!("no `{name}` output")))?,
+            );
+        }
+    }
+    Ok((logits, cache))
+}
+
 /// Whether a TensorRT shape-profile string (`name:1x32,other:1x128`) allows `input`'s last dimension
 /// to reach `len`.
 pub fn profile_covers(max_shapes: &str, input: &str, len: usize) -> bool {
@@ -697,7 +879,7 @@ pub fn profile_covers(max_shapes: &str, input: &str, len: usize) -> bool {
         .find(|(name, _)| name.trim() == input)
         .and_then(|(_, dims)| {
             dims.split('x')
-                .last()
+                .next_back()
                 .and_then(|d| d.trim().parse::<usize>().ok())
         })
         .is_some_and(|max| len <= max)

@@ -5,7 +5,7 @@ use serde::Serialize;
 use super::llama_cpp::server::LlamaCppBackend;
 use super::llama_cpp::setup;
 use super::ollama::{OllamaBackend, OllamaConfig};
-use super::ort::{OptLevel, OrtBackend, OrtOptions, RequestedProvider};
+use super::ort::{BindTarget, KvCacheHome, OptLevel, OrtBackend, OrtOptions, RequestedProvider};
 use super::{Backend, ComputeDevice};
 use crate::baseline::slowdown::{Stretch, Tweaks};
 use crate::error::BackendError;
@@ -32,17 +32,21 @@ const IDS: &[&str] = &[
     "ort-cpu-ref",
     "ort-cpu-int8",
     "ort-cpu-q4",
+    "ort-cpu-q4-exact",
     "ort-cpu-fp16",
     "ort-cuda",
     "ort-cuda-fp16",
     "ort-tensorrt",
     "llama-cpp",
+    "llama-cpp-cuda",
     "ollama",
     "tch-cpu",
     "tch-auto",
     "tch-cuda",
     "tch-cuda-bf16",
     "tch-cuda-fp16",
+    "tch-cuda-static-bf16",
+    "tch-cuda-graph-bf16",
 ];
 
 /// The fix for every `tch-*` id when this build has no libtorch backend.
@@ -55,8 +59,12 @@ fn ort_variant(id: &str) -> Option<(WeightFormat, OptLevel)> {
         "ort-cpu" => (WeightFormat::Fp32, OptLevel::All),
         // The accuracy reference: fp32 with every graph optimization disabled.
         "ort-cpu-ref" => (WeightFormat::Fp32, OptLevel::Disabled),
-        "ort-cpu-int8" => (WeightFormat::Int8WeightOnly, OptLevel::All),
-        "ort-cpu-q4" => (WeightFormat::GgufQ4_1, OptLevel::All),
+        // The deploy forms ONNX Runtime's integer CPU kernels run (docs/performance.md).
+        "ort-cpu-int8" => (WeightFormat::Int8, OptLevel::All),
+        "ort-cpu-q4" => (WeightFormat::Q4, OptLevel::All),
+        // The bit-exact Q4_1 blocks (fp32 zero points, ONNX Runtime's slow path): an accuracy
+        // reference for the 4-bit form, never a speed candidate.
+        "ort-cpu-q4-exact" => (WeightFormat::GgufQ4_1, OptLevel::All),
         "ort-cpu-fp16" => (WeightFormat::Fp16, OptLevel::All),
         "ort-cuda" | "ort-tensorrt" => (WeightFormat::Fp32, OptLevel::All),
         "ort-cuda-fp16" => (WeightFormat::Fp16, OptLevel::All),
@@ -72,8 +80,23 @@ pub fn requested_device(id: &str) -> Option<ComputeDevice> {
     match id {
         "ort-cuda" | "ort-cuda-fp16" | "ort-tensorrt" => Some(ComputeDevice::Cuda(0)),
         "tch-cuda" | "tch-cuda-bf16" | "tch-cuda-fp16" => Some(ComputeDevice::Cuda(0)),
+        "tch-cuda-static-bf16" | "tch-cuda-graph-bf16" | "llama-cpp-cuda" => {
+            Some(ComputeDevice::Cuda(0))
+        }
         "tch-cpu" | "llama-cpp" => Some(ComputeDevice::Cpu),
         id if ort_variant(id).is_some() => Some(ComputeDevice::Cpu),
+        _ => None,
+    }
+}
+
+/// The fp32 backend a lower-precision variant was made from (same engine, same device). A variant
+/// reads fewer bytes per token, so in memory-bound decode it must be at least as fast as its parent
+/// ([`crate::report::roofline`]).
+pub fn fp32_parent(id: &str) -> Option<&'static str> {
+    match id {
+        "ort-cpu-int8" | "ort-cpu-q4" | "ort-cpu-q4-exact" | "ort-cpu-fp16" => Some("ort-cpu"),
+        "ort-cuda-fp16" => Some("ort-cuda"),
+        "tch-cuda-bf16" | "tch-cuda-fp16" => Some("tch-cuda"),
         _ => None,
     }
 }
@@ -103,9 +126,20 @@ pub fn probe(id: &str) -> Availability {
     match id {
         id if ort_provider(id).is_some() => {
             let wanted = ort_provider(id).map(|p| p.ort_name()).unwrap_or_default();
+            let gpu = if id == "ort-tensorrt" { super::ort_gpu::GpuProvider::TensorRt } else { super::ort_gpu::GpuProvider::Cuda };
             match super::ort::runtime() {
                 Ok(rt) if super::ort::runtime_providers().iter().any(|p| p == wanted) => {
-                    Availability::Available { detail: format!("ONNX Runtime {} with {wanted} at {}", rt.version, rt.library_path.display()) }
+                    match super::ort_gpu::check_provider(&rt.library_path, gpu) {
+                        Ok(c) => Availability::Available { detail: format!("ONNX Runtime {} with {wanted} at {} ({})", rt.version, c.provider_library.display(), c.resolved.iter().map(|(n, p)| format!("{n} → {p}")).collect::<Vec<_>>().join(", ")) },
+                        Err(reason) => Availability::Absent {
+                            reason,
+                            fix: match gpu {
+                                super::ort_gpu::GpuProvider::Cuda => super::ort_gpu::FIX,
+                                super::ort_gpu::GpuProvider::TensorRt => super::ort_gpu::TENSORRT_FIX,
+                            }
+                            .into(),
+                        },
+                    }
                 }
                 Ok(rt) => Availability::Absent {
                     reason: format!("the ONNX Runtime at {} has no {wanted} (providers: {})", rt.library_path.display(), super::ort::runtime_providers().join(", ")),
@@ -128,6 +162,13 @@ pub fn probe(id: &str) -> Availability {
                 fix: format!("run `cargo run --release -- build-llama-cpp` (about 6 min on 2 cores, cached) or set {}", setup::ENV_BIN),
             },
         },
+        "llama-cpp-cuda" => match setup::locate_cuda() {
+            Some(b) => Availability::Available { detail: format!("{} at {} (all layers on the GPU: -ngl {})", b.version, b.bin_dir.display(), super::llama_cpp::server::ALL_LAYERS) },
+            None => Availability::Absent {
+                reason: "no CUDA build of llama.cpp on this machine".into(),
+                fix: format!("on a machine with nvcc run `infergate build-llama-cpp --cuda` (set {} for the GPU architecture, e.g. 90), or set {}", setup::ENV_CUDA_ARCHS, setup::ENV_CUDA_BIN),
+            },
+        },
         "ollama" => match OllamaConfig::from_env() {
             Ok(config) => super::ollama::probe(&config),
             Err(reason) => Availability::Absent { reason, fix: "set OLLAMA_HOST to host:port or http://host:port".into() },
@@ -139,7 +180,14 @@ pub fn probe(id: &str) -> Availability {
 /// Device and dtype of each `tch-*` id.
 #[cfg(feature = "torch")]
 fn tch_options(id: &str) -> Option<super::tch::TchOptions> {
-    use super::tch::{TchDevice, TchDtype, TchOptions};
+    use super::tch::{DecodeMode, TchDevice, TchDtype, TchOptions};
+    let decode = match id {
+        // The static-shape decode step, launched from the host per token (same kernels as the graph).
+        "tch-cuda-static-bf16" => DecodeMode::Static,
+        // That step captured once as a CUDA graph and replayed per token.
+        "tch-cuda-graph-bf16" => DecodeMode::CudaGraph,
+        _ => DecodeMode::Eager,
+    };
     let (device, dtype) = match id {
         "tch-cpu" => (TchDevice::Cpu, TchDtype::Fp32),
         // `cuda if available, else cpu`: the silent-fallback pattern behind TR117's "gpu" labels.
@@ -150,9 +198,10 @@ fn tch_options(id: &str) -> Option<super::tch::TchOptions> {
         "tch-cuda" => (TchDevice::Cuda(0), TchDtype::Fp32),
         "tch-cuda-bf16" => (TchDevice::Cuda(0), TchDtype::Bf16),
         "tch-cuda-fp16" => (TchDevice::Cuda(0), TchDtype::Fp16),
+        "tch-cuda-static-bf16" | "tch-cuda-graph-bf16" => (TchDevice::Cuda(0), TchDtype::Bf16),
         _ => return None,
     };
-    Some(TchOptions::new(id, device, dtype))
+    Some(TchOptions::new(id, device, dtype).with_decode(decode))
 }
 
 #[cfg(feature = "torch")]
@@ -163,7 +212,18 @@ fn tch_probe(id: &str) -> Availability {
         .libtorch_path
         .as_ref()
         .map_or_else(|| "an unknown path".into(), |p| p.display().to_string());
-    match tch_options(id).map(|o| o.device) {
+    let options = tch_options(id);
+    if let (Some(o), None) = (&options, rt.cuda_unavailable_reason()) {
+        if o.decode == super::tch::DecodeMode::CudaGraph {
+            if let Err(reason) = super::tch::cuda_graph::shim() {
+                return Availability::Absent {
+                    reason,
+                    fix: super::tch::cuda_graph::SHIM_FIX.into(),
+                };
+            }
+        }
+    }
+    match options.map(|o| o.device) {
         Some(TchDevice::Cpu) => Availability::Available {
             detail: format!("libtorch {} at {location}", rt.libtorch_version),
         },
@@ -234,7 +294,9 @@ pub fn open_tweaked(
             false,
             stretch,
         ),
-        None if id == "llama-cpp" => open_llama_cpp(id, &model.gguf_path()?, threads),
+        None if id == "llama-cpp" || id == "llama-cpp-cuda" => {
+            open_llama_cpp(id, &model.gguf_path()?, threads)
+        }
         None if id == "ollama" => open_ollama(ollama_config()?, model),
         None if id.starts_with("tch-") && is_known(id) => open_tch(id, model),
         None => Err(BackendError::Unavailable {
@@ -290,21 +352,34 @@ fn open_tch(id: &str, _model: &CatalogModel) -> Result<Box<dyn Backend>, Backend
     })
 }
 
+/// `llama-cpp` (CPU build) or `llama-cpp-cuda` (CUDA build, every layer offloaded); `threads`:
+/// the server's thread count (`None`: every core).
 fn open_llama_cpp(
     id: &str,
     gguf: &std::path::Path,
     threads: Option<usize>,
 ) -> Result<Box<dyn Backend>, BackendError> {
-    let build = setup::locate().ok_or_else(|| BackendError::Unavailable {
+    let (build, gpu_layers) = if id == "llama-cpp-cuda" {
+        (
+            setup::locate_cuda(),
+            Some(super::llama_cpp::server::ALL_LAYERS),
+        )
+    } else {
+        (setup::locate(), None)
+    };
+    let build = build.ok_or_else(|| BackendError::Unavailable {
         backend: id.into(),
-        reason: "llama.cpp is not built".into(),
+        reason: match probe(id) {
+            Availability::Absent { reason, fix } => format!("{reason}; fix: {fix}"),
+            Availability::Available { .. } => "llama.cpp is not built".into(),
+        },
     })?;
     // The precision label is the file's own: its most common matrix type (`q4_1`, `q4_k` …).
     let precision = crate::model::GgufFile::open(gguf)
         .map(|g| g.dominant_matrix_type().name().to_lowercase())
         .unwrap_or_else(|_| "gguf".into());
     Ok(Box::new(LlamaCppBackend::open_with_threads(
-        id, &build, gguf, &precision, threads,
+        id, &build, gguf, &precision, gpu_layers, threads,
     )?))
 }
 
@@ -324,6 +399,21 @@ pub fn open_ollama(
         &model.gguf_path()?,
     )?)?;
     Ok(Box::new(OllamaBackend::open(config, tokenizer)?))
+}
+
+/// The cached ONNX export an ORT backend id runs (exported now if needed), for running the same
+/// file outside the harness (scripts/harness_overhead.sh). `None` for other engines.
+pub fn ort_export(
+    id: &str,
+    model: &CatalogModel,
+) -> Result<Option<catalog::PreparedOnnx>, BackendError> {
+    match ort_variant(id) {
+        Some((format, _)) => Ok(Some(catalog::ensure_onnx(
+            &WeightSource::catalog(model),
+            format,
+        )?)),
+        None => Ok(None),
+    }
 }
 
 /// The execution provider an ORT backend id requests (none for the CPU variants).
@@ -376,6 +466,11 @@ fn open_ort_with(
         opt,
     );
     opts.providers.extend(provider);
+    // A CUDA id keeps its KV cache on the GPU between steps (I/O binding), as ONNX Runtime's own
+    // generation loop does; an extra provider requested on top (the fallback control) does not.
+    if let Some(RequestedProvider::Cuda { device_id }) = ort_provider(id) {
+        opts.kv_cache = KvCacheHome::Bound(BindTarget::Cuda(device_id));
+    }
     opts.collect_evidence = evidence;
     // Evidence sessions keep ONNX Runtime's own (lenient) behaviour: the fallback is what they expose.
     opts.strict_providers = !evidence;
@@ -422,7 +517,9 @@ pub fn open_broken(id: &str, model: &CatalogModel) -> Result<Box<dyn Backend>, B
                 opt,
             ))?))
         }
-        None if id == "llama-cpp" => open_llama_cpp(id, &missing.with_extension("gguf"), None),
+        None if id == "llama-cpp" || id == "llama-cpp-cuda" => {
+            open_llama_cpp(id, &missing.with_extension("gguf"), None)
+        }
         // A model name no server has: opening fails with the `ollama pull` fix (or "no server").
         None if id == "ollama" => open_ollama(
             OllamaConfig {

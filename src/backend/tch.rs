@@ -23,9 +23,13 @@ use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use super::{Backend, BackendInfo, Generation};
+use super::{Backend, BackendInfo, Generation, MemoryTraffic};
 use crate::error::BackendError;
 use crate::model::{LlamaConfig, LlamaWeights};
+
+pub mod cuda_graph;
+mod static_decode;
+pub use static_decode::{static_len, DecodeMode, GraphEvidence};
 
 /// The libtorch version `tch =0.24.0` is built against.
 pub const EXPECTED_LIBTORCH: &str = "2.11.0";
@@ -257,6 +261,61 @@ fn load_libtorch_cuda(libtorch_cpu: Option<&Path>) -> LibtorchCuda {
     }
 }
 
+/// Device copy bandwidth measured with libtorch: one `copy_` of `bytes` between two device buffers,
+/// timed over `reps` after a warm-up; bytes moved count both the read and the write (as
+/// `cudaMemcpy` bandwidth tests do). The memory-bandwidth roofline of a decode is the weight bytes
+/// a token reads divided by this.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CopyBandwidth {
+    pub device: String,
+    pub bytes: u64,
+    pub reps: usize,
+    /// Median over `reps` of (2 × bytes) / seconds, in GB/s (10⁹ bytes).
+    pub gb_per_s_median: f64,
+    pub gb_per_s_max: f64,
+}
+
+/// See [`CopyBandwidth`]. `bytes` should be several times the last-level cache (≥ 1 GB on a GPU).
+pub fn copy_bandwidth(device: TchDevice, bytes: u64, reps: usize) -> Result<CopyBandwidth, String> {
+    let rt = runtime();
+    if let (TchDevice::Cuda(_), Some(reason)) = (device, rt.cuda_unavailable_reason()) {
+        return Err(reason);
+    }
+    let d = device.to_tch();
+    let n = (bytes / 4) as i64;
+    let sync = || -> Result<(), String> {
+        if let Device::Cuda(i) = d {
+            // SAFETY: plain C call with a device index that exists (checked above).
+            checked(|| unsafe { torch_sys::cuda::atc_synchronize(i as i64) })?;
+        }
+        Ok(())
+    };
+    let (src, mut dst) = tch::no_grad(|| -> TchResult<(Tensor, Tensor)> {
+        Ok((
+            Tensor::f_ones([n], (Kind::Float, d))?,
+            Tensor::f_zeros([n], (Kind::Float, d))?,
+        ))
+    })
+    .map_err(|e| e.to_string())?;
+    dst.f_copy_(&src).map_err(|e| e.to_string())?;
+    sync()?;
+    let mut rates = Vec::with_capacity(reps);
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        dst.f_copy_(&src).map_err(|e| e.to_string())?;
+        sync()?;
+        rates.push(2.0 * (n as f64 * 4.0) / t.elapsed().as_secs_f64() / 1e9);
+    }
+    rates.sort_by(f64::total_cmp);
+    Ok(CopyBandwidth {
+        device: device.label(),
+        bytes: n as u64 * 4,
+        reps: rates.len(),
+        gb_per_s_median: rates[rates.len() / 2],
+        gb_per_s_max: rates[rates.len() - 1],
+    })
+}
+
 // ---------------------------------------------------------------------------------------------
 // Options, evidence
 // ---------------------------------------------------------------------------------------------
@@ -331,6 +390,8 @@ pub struct TchOptions {
     pub id: String,
     pub device: TchDevice,
     pub dtype: TchDtype,
+    /// How the decode loop runs (eager unless a `*-static`/`*-graph` id asks otherwise).
+    pub decode: DecodeMode,
 }
 
 impl TchOptions {
@@ -339,7 +400,13 @@ impl TchOptions {
             id: id.into(),
             device,
             dtype,
+            decode: DecodeMode::Eager,
         }
+    }
+
+    pub fn with_decode(mut self, decode: DecodeMode) -> Self {
+        self.decode = decode;
+        self
     }
 }
 
@@ -367,6 +434,10 @@ pub struct TchEvidence {
     /// "loaded from …", or why not.
     pub libtorch_cuda_reason: String,
     pub cudnn_available: bool,
+    /// How the decode loop runs (`eager`, `static`, `cuda_graph`).
+    pub decode_mode: String,
+    /// The captured decode step and its replays (CUDA-graph mode, once a generation ran).
+    pub graph: Option<GraphEvidence>,
     /// Loaded weight tensors: device, dtype, number of elements.
     pub weights: Vec<Placement>,
     /// Every output tensor of a forward (the logits as computed, before the fp32 host copy):
@@ -488,6 +559,9 @@ pub struct TchBackend {
     sin: Tensor,
     weights_seen: Tally,
     outputs_seen: Tally,
+    decode: DecodeMode,
+    /// Static decoders by cache length (static and CUDA-graph modes).
+    static_decoders: BTreeMap<usize, static_decode::StaticDecoder>,
 }
 
 type TchResult<T> = Result<T, tch::TchError>;
@@ -511,6 +585,20 @@ impl TchBackend {
                         "cuda:{index} requested, {} device(s) visible",
                         rt.cuda_device_count
                     ),
+                });
+            }
+        }
+        if options.decode == DecodeMode::CudaGraph {
+            if !matches!(options.device, TchDevice::Cuda(_)) {
+                return Err(BackendError::Unavailable {
+                    backend: id,
+                    reason: "CUDA-graph decoding needs a CUDA device".into(),
+                });
+            }
+            if let Err(reason) = cuda_graph::shim() {
+                return Err(BackendError::Unavailable {
+                    backend: id,
+                    reason: format!("{reason}; fix: {}", cuda_graph::SHIM_FIX),
                 });
             }
         }
@@ -552,6 +640,8 @@ impl TchBackend {
             sin,
             weights_seen,
             outputs_seen: Tally::default(),
+            decode: options.decode,
+            static_decoders: BTreeMap::new(),
         })
     }
 
@@ -574,6 +664,8 @@ impl TchBackend {
                 .map(|p| p.display().to_string()),
             libtorch_cuda_reason: rt.libtorch_cuda.reason.clone(),
             cudnn_available: rt.cudnn_available,
+            decode_mode: self.decode.label().into(),
+            graph: self.graph_evidence(),
             weights: self.weights_seen.to_vec(),
             outputs: self.outputs_seen.to_vec(),
         }
@@ -858,15 +950,38 @@ impl Backend for TchBackend {
     }
 
     /// Runs one short forward so outputs are seen, then reports where outputs and weights live.
+    /// Runs one short forward so outputs are seen, and a short generation whose graph replays are
+    /// counted; then reports where outputs and weights live and how the decode loop ran.
     fn evidence(&mut self) -> Option<Result<crate::backend::evidence::Evidence, BackendError>> {
         if let Err(e) = self.logits(&[1, 2, 3, 4]) {
             return Some(Err(e));
         }
+        const PROBE_TOKENS: usize = 8;
+        let replays_before = self.graph_evidence().map_or(0, |g| g.replays);
+        let probe = match self.generate(&[1, 2, 3, 4], PROBE_TOKENS) {
+            Ok(g) => g,
+            Err(e) => return Some(Err(e)),
+        };
         let t = self.tch_evidence();
         let mut e = crate::backend::evidence::Evidence {
-            requested: vec![format!("{} {}", t.requested_device, t.requested_dtype)],
+            requested: vec![format!(
+                "{} {} decode={}",
+                t.requested_device, t.requested_dtype, t.decode_mode
+            )],
+            cuda_graph: Some(crate::backend::evidence::GraphReplayEvidence {
+                decode_mode: t.decode_mode.clone(),
+                decode_steps: probe.decode_steps as u64,
+                replays: t.graph.as_ref().map_or(0, |g| g.replays) - replays_before,
+                kernels_per_step: t.graph.as_ref().map(|g| g.kernels_per_step),
+            }),
             ..Default::default()
         };
+        if let Some(g) = &t.graph {
+            e.notes.push(format!(
+                "CUDA graph of the decode step (static cache {}): {} kernels, {} nodes per replay, shim {}",
+                g.static_len, g.kernels_per_step, g.nodes_per_step, g.shim
+            ));
+        }
         for p in &t.outputs {
             *e.executed_on.entry(p.device.clone()).or_insert(0) += p.count as usize;
             *e.output_dtypes.entry(p.dtype.clone()).or_insert(0) += p.count as usize;
@@ -886,6 +1001,9 @@ impl Backend for TchBackend {
             return Err(self.err("generate", "prompt and gen_tokens must be non-empty"));
         }
         self.check_tokens(prompt, gen_tokens - 1, "generate")?;
+        if self.decode != DecodeMode::Eager {
+            return self.generate_static(prompt, gen_tokens);
+        }
         let mut cache = self
             .new_cache(prompt.len() + gen_tokens)
             .map_err(|e| self.err("generate", format!("KV cache: {e}")))?;
@@ -922,13 +1040,37 @@ impl Backend for TchBackend {
         Some(self.weights_seen.total())
     }
 
+    /// Every weight tensor on the device, read once per decode step in the model dtype, except an
+    /// untied embedding table, which the step reads one row of (a tied table is the head's matrix
+    /// and is read whole); the KV cache in the model dtype.
+    fn memory_traffic(&self) -> Option<MemoryTraffic> {
+        let c = &self.config;
+        let elem = self.kind.elt_size_in_bytes() as u64;
+        let (vocab, d) = (c.vocab_size as u64, c.d_model as u64);
+        let gathered_away = if c.tied_embeddings { 0 } else { vocab * d - d };
+        Some(MemoryTraffic {
+            weight_bytes_per_token: self.weights_seen.total().saturating_sub(gathered_away) * elem,
+            kv_bytes_per_position: 2 * (c.n_layers * c.n_kv_heads * c.head_dim()) as u64 * elem,
+        })
+    }
+
     fn full_recompute_tokens(
         &mut self,
         prompt: &[u32],
         gen_tokens: usize,
     ) -> Result<super::Recompute, BackendError> {
-        self.generate_full_recompute(prompt, gen_tokens)
-            .map(super::Recompute::Tokens)
+        if prompt.is_empty() || gen_tokens == 0 {
+            return Err(self.err("full_recompute", "prompt and gen_tokens must be non-empty"));
+        }
+        self.check_tokens(prompt, gen_tokens - 1, "full_recompute")?;
+        match self.decode {
+            DecodeMode::Eager => self.generate_full_recompute(prompt, gen_tokens),
+            // The static and graph loops are compared with a recompute of their own formulation.
+            DecodeMode::Static | DecodeMode::CudaGraph => {
+                self.static_full_recompute(prompt, gen_tokens)
+            }
+        }
+        .map(super::Recompute::Tokens)
     }
 
     fn logits(&mut self, tokens: &[u32]) -> Result<Array2<f32>, BackendError> {
@@ -1022,6 +1164,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(b.loaded_parameter_count(), Some(w.parameter_count()));
+        let c = &w.config;
+        let traffic = b.memory_traffic().unwrap();
+        let table = if c.tied_embeddings {
+            0
+        } else {
+            (c.vocab_size * c.d_model - c.d_model) as u64
+        };
+        assert_eq!(
+            traffic.weight_bytes_per_token,
+            (w.parameter_count() - table) * 4
+        );
+        assert_eq!(
+            traffic.kv_bytes_per_position,
+            (2 * c.n_layers * c.n_kv_heads * c.head_dim() * 4) as u64
+        );
         let tokens = [1u32, 7, 42, 99, 0, 13, 5];
         let expected = reference::forward(&w, &tokens).unwrap();
         let rel = relative_max_diff(&b.logits(&tokens).unwrap(), &expected);

@@ -233,9 +233,17 @@ pub fn current_runtime(backend: &str) -> Option<RuntimePin> {
         }
         Runtime::LlamaCpp => {
             use crate::backend::llama_cpp::setup::{self, BuildOrigin};
-            let build = setup::locate()?;
+            // The CUDA build is recorded by what it reports only: a pin re-fetches the CPU
+            // build (the paired workers set INFERGATE_LLAMA_CPP_BIN), which is not what
+            // `llama-cpp-cuda` runs, so its baselines are compared in stored mode.
+            let cuda = backend == "llama-cpp-cuda";
+            let build = if cuda {
+                setup::locate_cuda()?
+            } else {
+                setup::locate()?
+            };
             let artifact =
-                (build.origin == BuildOrigin::Cache).then(crate::pins::default_llama_cpp);
+                (build.origin == BuildOrigin::Cache && !cuda).then(crate::pins::default_llama_cpp);
             Some(RuntimePin {
                 runtime: Runtime::LlamaCpp,
                 reported: build.version,

@@ -14,6 +14,9 @@
 //! rescale the metrics: measured here, its slowdown under load (×2.5) was far from ONNX Runtime's
 //! (×4–5), so a rescaled metric would have been wrong by a factor of two.
 //! Hand-written because it must be exactly this fixed work, in-process, with no dependencies.
+//!
+//! The same kernel measures the machine's read bandwidth for the decode roofline
+//! ([`crate::roofline`]): its bytes ([`Probe::bytes_per_timing`]) over its best time.
 
 use std::hint::black_box;
 use std::sync::Barrier;
@@ -54,6 +57,16 @@ impl Probe {
     /// As many threads as the process may use.
     pub fn for_this_machine() -> Self {
         Probe::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    /// Bytes one timing ([`Probe::time_ms`]) streams from memory: the 64 MiB matrix, `PASSES` times.
+    pub fn bytes_per_timing(&self) -> u64 {
+        (ROWS * COLS * std::mem::size_of::<f32>() * PASSES) as u64
+    }
+
+    /// Threads the probe splits its rows over.
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// Wall time of one timing (`PASSES` passes), in ms.

@@ -9,6 +9,8 @@
 //!   clock ([`now_s`]); [`PowerTrace`] with [`CadenceStats`] (median period, p99 gap, missed
 //!   samples) for the run's artifacts.
 //! - [`calibrate_idle`] / [`IdleBaseline`]: idle power mean, std, n.
+//! - [`settle_and_calibrate`]: wait until the device is back at rest (within a band of a reference
+//!   idle) before calibrating, and say whether the idle may be subtracted ([`SettledIdle`]).
 //! - [`attribute()`]: per-event energy by counter and by power trace, each gated, gross and net of
 //!   idle, or `no_data` with the reason (gating and edge handling: see [`attribute`](mod@attribute)).
 //! - [`energy_per_token`], [`EventEnergySummary`] for reports; [`doctor_lines`] for `infergate doctor`.
@@ -27,6 +29,7 @@ pub mod nvml;
 pub mod poller;
 pub mod rapl;
 pub mod sensor;
+pub mod settle;
 
 #[cfg(test)]
 mod tests;
@@ -48,7 +51,8 @@ pub use poller::{
     PowerTrace, DEFAULT_POLL_PERIOD, MISSED_GAP_FACTOR,
 };
 pub use rapl::{RaplPackages, RaplSensor};
-pub use sensor::{CounterReading, NoSensor, PowerSensor, SensorInfo};
+pub use sensor::{CounterReading, DeviceState, NoSensor, PowerSensor, SensorInfo};
+pub use settle::{settle_and_calibrate, IdleReference, SettleParams, SettledIdle};
 
 use crate::backend::ComputeDevice;
 

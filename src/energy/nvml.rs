@@ -282,6 +282,35 @@ impl NvmlSensor {
     }
 }
 
+fn state_error(what: &str, e: NvmlError) -> String {
+    format!("{what}: {e}")
+}
+
+/// `P0` … `P15` from NVML's enum.
+fn pstate_label(p: &nvml_wrapper::enum_wrappers::device::PerformanceState) -> String {
+    use nvml_wrapper::enum_wrappers::device::PerformanceState as P;
+    let n = match p {
+        P::Zero => 0,
+        P::One => 1,
+        P::Two => 2,
+        P::Three => 3,
+        P::Four => 4,
+        P::Five => 5,
+        P::Six => 6,
+        P::Seven => 7,
+        P::Eight => 8,
+        P::Nine => 9,
+        P::Ten => 10,
+        P::Eleven => 11,
+        P::Twelve => 12,
+        P::Thirteen => 13,
+        P::Fourteen => 14,
+        P::Fifteen => 15,
+        P::Unknown => return "P?".into(),
+    };
+    format!("P{n}")
+}
+
 impl PowerSensor for NvmlSensor {
     fn name(&self) -> &str {
         &self.name
@@ -324,6 +353,36 @@ impl PowerSensor for NvmlSensor {
 
     fn has_power(&self) -> bool {
         true
+    }
+
+    fn device_state(&self) -> Option<super::sensor::DeviceState> {
+        use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
+        let device = self.device().ok()?;
+        let mut state = super::sensor::DeviceState::default();
+        let note = state_error;
+        let mut errors = Vec::new();
+        match device.performance_state() {
+            Ok(p) => state.pstate = Some(pstate_label(&p)),
+            Err(e) => errors.push(note("performance state", e)),
+        }
+        match device.clock_info(Clock::Graphics) {
+            Ok(v) => state.sm_clock_mhz = Some(v),
+            Err(e) => errors.push(note("graphics clock", e)),
+        }
+        match device.clock_info(Clock::Memory) {
+            Ok(v) => state.memory_clock_mhz = Some(v),
+            Err(e) => errors.push(note("memory clock", e)),
+        }
+        match device.temperature(TemperatureSensor::Gpu) {
+            Ok(v) => state.temperature_c = Some(v),
+            Err(e) => errors.push(note("temperature", e)),
+        }
+        match device.running_compute_processes() {
+            Ok(p) => state.compute_pids = Some(p.iter().map(|p| p.pid).collect()),
+            Err(e) => errors.push(note("compute processes", e)),
+        }
+        state.errors = errors;
+        Some(state)
     }
 
     fn read_power_w(&self) -> Result<f64, EnergyError> {

@@ -41,6 +41,13 @@ pub trait PowerSensor: Send + Sync {
     /// Value (joules) at which the raw counter wraps back to 0, if it does.
     fn counter_wraps_at_j(&self) -> Option<f64>;
 
+    /// The device's operating state (performance state, clocks), read-only, where the sensor's
+    /// API reports one (NVML). Recorded beside every idle calibration: a GPU still at its boost
+    /// clock after a trial draws far more than at rest.
+    fn device_state(&self) -> Option<DeviceState> {
+        None
+    }
+
     /// The sensor's properties as recorded in a [`PowerTrace`](super::PowerTrace).
     fn info(&self) -> SensorInfo {
         SensorInfo {
@@ -51,6 +58,55 @@ pub trait PowerSensor: Send + Sync {
             counter_update_period_s: self.counter_update_period().map(|d| d.as_secs_f64()),
             counter_wraps_at_j: self.counter_wraps_at_j(),
         }
+    }
+}
+
+/// A device's operating state as the driver reports it (nothing here is ever changed).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeviceState {
+    /// Performance state, `P0` (maximum performance) … `P15`.
+    pub pstate: Option<String>,
+    pub sm_clock_mhz: Option<u32>,
+    pub memory_clock_mhz: Option<u32>,
+    pub temperature_c: Option<u32>,
+    /// Processes holding a compute context on the device (NVML's list; `None` if unreadable).
+    #[serde(default)]
+    pub compute_pids: Option<Vec<u32>>,
+    /// Readings that failed, with the reason.
+    pub errors: Vec<String>,
+}
+
+impl DeviceState {
+    /// This process holds a compute context on the device. Observed on an H200 (driver 580):
+    /// while any process holds one the SM clock stays at its boost (1980 MHz) and idle power at
+    /// ≈ 125 W instead of 78 W, and it drops within seconds of that process exiting — so an idle
+    /// measured after this process's own GPU work cannot be at rest, however long it waits.
+    pub fn held_by_this_process(&self) -> bool {
+        self.compute_pids
+            .as_ref()
+            .is_some_and(|p| p.contains(&std::process::id()))
+    }
+}
+
+impl std::fmt::Display for DeviceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let opt =
+            |v: Option<u32>, unit: &str| v.map_or_else(|| "?".into(), |v| format!("{v} {unit}"));
+        write!(
+            f,
+            "{} SM {} mem {} {}",
+            self.pstate.as_deref().unwrap_or("P?"),
+            opt(self.sm_clock_mhz, "MHz"),
+            opt(self.memory_clock_mhz, "MHz"),
+            opt(self.temperature_c, "°C")
+        )?;
+        if let Some(p) = &self.compute_pids {
+            write!(f, ", {} compute context(s)", p.len())?;
+            if self.held_by_this_process() {
+                write!(f, " incl. this process")?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -1,11 +1,14 @@
 //! `attribution.compile_real` (TR120; conclusive C1, §5.4.4, §10.2 rule 2): a backend label is not
 //! evidence. Each case opens a backend for evidence collection and checks its label's claims against
 //! what the engine reports it did: which provider ran the compute nodes, whether the optimizer
-//! rewrote the graph, which device holds the outputs — one part per claim of the label.
+//! rewrote the graph, which device holds the outputs, whether every decode step replayed a captured
+//! CUDA graph — one part per claim of the label.
 //!
 //! Negative controls are cases whose label lies. Their one part, `lie_caught`, holds only when
 //! evidence was collected **and** the label was rejected by it: a backend that failed to open or
-//! reported no evidence proves nothing (that is a FAIL with the error, never "caught").
+//! reported no evidence proves nothing (that is a FAIL with the error, never "caught"). A control
+//! whose own backend cannot run on this machine is not run at all: the trial is SKIP
+//! (`backend_absent`) with the backend's reason, never "caught" by the open failing.
 
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +28,10 @@ pub struct Claims {
     pub optimized: Option<bool>,
     /// The device that holds every output (`cuda`, `cpu`).
     pub device: Option<String>,
+    /// The decode loop replays a captured CUDA graph: every decode step of a probe generation was
+    /// a counted replay of a graph that launches kernels (libtorch).
+    #[serde(default)]
+    pub cuda_graph: Option<bool>,
 }
 
 /// The verdict a case must get.
@@ -65,6 +72,7 @@ pub struct CompileRealParams {
 pub const PROVIDER: &str = "provider";
 pub const OPTIMIZED: &str = "optimized";
 pub const DEVICE: &str = "device";
+pub const CUDA_GRAPH: &str = "cuda_graph";
 pub const LIE_CAUGHT: &str = "lie_caught";
 
 /// One claim of a label against the evidence.
@@ -177,6 +185,43 @@ pub fn check_claims(claims: &Claims, evidence: &Evidence, min_fraction: f64) -> 
             words,
         });
     }
+    if let Some(wanted) = claims.cuda_graph {
+        out.push(match &evidence.cuda_graph {
+            Some(g) => {
+                let replayed = g.every_step_replayed();
+                let detail = format!(
+                    "decode `{}`: {} replays for {} decode steps, {} kernels per replay",
+                    g.decode_mode,
+                    g.replays,
+                    g.decode_steps,
+                    g.kernels_per_step
+                        .map_or_else(|| "no captured graph, 0".into(), |k| k.to_string())
+                );
+                let words = match (replayed == wanted, wanted) {
+                    (true, _) => detail,
+                    (false, true) => format!("label says CUDA graph but {detail}"),
+                    (false, false) => format!("label says no CUDA graph but {detail}"),
+                };
+                ClaimCheck {
+                    part: Part::compare(
+                        CUDA_GRAPH,
+                        f64::from(u8::from(replayed)),
+                        Threshold::equal(f64::from(u8::from(wanted))),
+                        words.clone(),
+                    ),
+                    words,
+                }
+            }
+            None => ClaimCheck {
+                part: Part::no_data(
+                    CUDA_GRAPH,
+                    "the label claims a CUDA-graph state but the backend reports no decode-loop evidence",
+                ),
+                words: "label claims a CUDA-graph state but the backend reports no decode-loop evidence"
+                    .into(),
+            },
+        });
+    }
     out
 }
 
@@ -202,7 +247,7 @@ const PROVIDERS: [&str; 2] = ["cuda", "tensorrt"];
 pub enum Collected {
     /// The backend could not be opened, or reported no evidence: nothing proven either way.
     Failed(String),
-    Evidence(Evidence),
+    Evidence(Box<Evidence>),
 }
 
 fn joined(checks: &[&ClaimCheck]) -> String {
@@ -270,7 +315,7 @@ pub fn judge_case(case: &Case, collected: Collected, min_fraction: f64) -> Vec<P
 
 impl GateKind for CompileRealParams {
     fn parts(&self) -> &'static [&'static str] {
-        &[PROVIDER, OPTIMIZED, DEVICE, LIE_CAUGHT]
+        &[PROVIDER, OPTIMIZED, DEVICE, CUDA_GRAPH, LIE_CAUGHT]
     }
 
     fn units(&self, _backends: &[String]) -> Vec<Unit> {
@@ -327,7 +372,7 @@ impl GateKind for CompileRealParams {
                     case.backend
                 )),
                 Some(Err(e)) => Collected::Failed(e.to_string()),
-                Some(Ok(evidence)) => Collected::Evidence(evidence),
+                Some(Ok(evidence)) => Collected::Evidence(Box::new(evidence)),
             },
         };
         let mut metrics = Metrics::default();
@@ -458,7 +503,11 @@ mod tests {
         assert_eq!(verdict(open_failed.clone()), Verdict::Fail);
         assert!(format!("{open_failed:?}").contains("libonnxruntime.so missing"));
         // Evidence collected, and it shows the CPU ran everything: the lie is caught.
-        let caught = judge_case(&control(), Collected::Evidence(cpu_evidence(true)), 0.95);
+        let caught = judge_case(
+            &control(),
+            Collected::Evidence(Box::new(cpu_evidence(true))),
+            0.95,
+        );
         assert_eq!(verdict(caught), Verdict::Pass);
         // Evidence that agrees with the false label: the control was not caught.
         let mut cuda = cpu_evidence(true);
@@ -466,8 +515,120 @@ mod tests {
         cuda.compute_executed_on
             .insert("CUDAExecutionProvider".into(), 300);
         assert_eq!(
-            verdict(judge_case(&control(), Collected::Evidence(cuda), 0.95)),
+            verdict(judge_case(
+                &control(),
+                Collected::Evidence(Box::new(cuda)),
+                0.95
+            )),
             Verdict::Fail
+        );
+    }
+
+    fn replay(mode: &str, replays: u64, kernels: Option<i64>) -> Evidence {
+        let mut e = Evidence::default();
+        e.executed_on.insert("cuda:0".into(), 3);
+        e.cuda_graph = Some(crate::backend::evidence::GraphReplayEvidence {
+            decode_mode: mode.into(),
+            decode_steps: 63,
+            replays,
+            kernels_per_step: kernels,
+        });
+        e
+    }
+
+    #[test]
+    fn a_cuda_graph_label_needs_every_decode_step_replayed() {
+        use crate::gate::{Finding, Verdict};
+        let claims = Claims {
+            cuda_graph: Some(true),
+            ..Default::default()
+        };
+        let graph = check_claims(&claims, &replay("cuda_graph", 63, Some(459)), 0.9);
+        assert!(graph[0].held(), "{:?}", graph[0]);
+        assert_eq!(graph[0].part.name, CUDA_GRAPH);
+        // The eager loop launches from the host: no replay, the label is rejected with the count.
+        let eager = check_claims(&claims, &replay("eager", 0, None), 0.9);
+        assert!(matches!(eager[0].part.finding, Finding::NotHeld { .. }));
+        assert!(
+            eager[0]
+                .words
+                .contains("label says CUDA graph but decode `eager`: 0 replays"),
+            "{}",
+            eager[0].words
+        );
+        // A graph captured but replayed for only some steps is not "every step".
+        assert!(!check_claims(&claims, &replay("cuda_graph", 62, Some(459)), 0.9)[0].held());
+        // No decode-loop evidence at all: nothing to judge with, never a PASS.
+        let none = check_claims(&claims, &Evidence::default(), 0.9);
+        assert!(matches!(none[0].part.finding, Finding::NoData { .. }));
+        // The negative control (a CUDA-graph label on the eager decode loop) is caught by evidence.
+        let control = Case {
+            name: "negative.cuda-graph-label-on-eager-decode".into(),
+            backend: "tch-cuda-bf16".into(),
+            request_provider: None,
+            unless_available: None,
+            claims,
+            expect: Expect::Fail,
+        };
+        assert_eq!(
+            verdict(judge_case(
+                &control,
+                Collected::Evidence(Box::new(replay("eager", 0, None))),
+                0.95
+            )),
+            Verdict::Pass
+        );
+        assert_eq!(
+            verdict(judge_case(
+                &control,
+                Collected::Evidence(Box::default()),
+                0.95
+            )),
+            Verdict::Fail,
+            "no evidence is not a caught lie"
+        );
+    }
+
+    #[test]
+    fn a_negative_control_whose_backend_cannot_run_here_is_skipped_not_caught() {
+        use crate::backend::registry::Availability;
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("gates/attribution.compile_real.toml");
+        let spec = crate::gate::GateSpec::load(&path).unwrap();
+        let units = spec.units();
+        let unit = units
+            .iter()
+            .find(|u| u.to_string() == "negative.cuda-graph-label-on-eager-decode")
+            .expect("the gate file has the eager-decode control");
+        let no_gpu = |b: &str| {
+            if b.starts_with("tch-cuda") {
+                Availability::Absent {
+                    reason: "libtorch_cuda.so not loaded".into(),
+                    fix: "install a CUDA libtorch".into(),
+                }
+            } else {
+                Availability::Available {
+                    detail: String::new(),
+                }
+            }
+        };
+        // Before: opening the absent backend failed, and the failure counted as the lie caught.
+        let skip = crate::gate::skip_reason(&spec, unit, None, &no_gpu)
+            .expect("an absent backend's control does not run");
+        assert_eq!(skip.cause, SkipCause::BackendAbsent);
+        assert!(
+            skip.reason
+                .contains("tch-cuda-bf16 absent: libtorch_cuda.so not loaded"),
+            "{}",
+            skip.reason
+        );
+        let cpu_control = units
+            .iter()
+            .find(|u| u.to_string() == "negative.cuda-label-on-llama-cpp-cpu-build")
+            .expect("the llama.cpp CPU-build control");
+        assert_eq!(
+            crate::gate::skip_reason(&spec, cpu_control, None, &no_gpu),
+            None
         );
     }
 }

@@ -6,8 +6,11 @@
 //! update periods with a positive delta) — otherwise `no_data` with the reason, never a number.
 //! The sensor is the one covering the backend's device ([`energy::sensor_for_device`]: RAPL for
 //! `cpu`, NVML device N for `cuda:N`); when it cannot be read the trial is a SKIP with the reason
-//! and the fix, never measured with another device's sensor. The idle baseline (backend loaded,
-//! not computing) is measured first and subtracted (gross and net both reported).
+//! and the fix, never measured with another device's sensor. The idle is measured before the
+//! backend is opened where its device is known from the registry (a CUDA context held by this
+//! process keeps a GPU at boost clocks), after the device is back at rest ([`energy::settle`]:
+//! within a band of a reference idle, for at most `max_settle_seconds`); energy is reported net
+//! of that idle only when it is at rest, otherwise gross only, with the reason in the summary.
 //!
 //! Event windows come from the harness clock around each generation: prefill = [start, start +
 //! prefill_ms], decode = [end − decode_ms, end]. For in-process backends these are the measured
@@ -24,7 +27,7 @@ use super::{
 use crate::backend::registry::requested_device;
 use crate::backend::{Backend, ComputeDevice};
 use crate::energy::{
-    self, attribute, calibrate_idle, EnergyQuality, EnergyResult, EventWindow, PowerPoller,
+    self, attribute, EnergyQuality, EnergyResult, EventWindow, PowerPoller, PowerSensor,
     SensorProbe, SensorUnavailable, SystemProbe,
 };
 use crate::measure::{RunOutcome, RunPhase, RunRecord};
@@ -43,12 +46,31 @@ pub struct EnergyGatingParams {
     /// Pause before the idle calibration so a GPU busy with the previous trial returns to idle clocks.
     #[serde(default)]
     pub settle_seconds: f64,
+    /// Longest wait for the idle to come back within the band of the reference idle; a trial whose
+    /// idle is not at rest then reports gross energy only (see `energy::settle`).
+    #[serde(default = "default_max_settle")]
+    pub max_settle_seconds: f64,
+    /// Band around the reference idle, as a fraction of it (at least `idle_band_min_w`).
+    #[serde(default = "default_band_fraction")]
+    pub idle_band_fraction: f64,
+    #[serde(default = "default_band_min_w")]
+    pub idle_band_min_w: f64,
     /// Expected quality of every prefill event (TR122: `no_data` at 100 ms polling), if asserted.
     #[serde(default)]
     pub expect_prefill: Option<EnergyQuality>,
     /// Expected quality of every decode event (TR122: `good` for 64-token decodes), if asserted.
     #[serde(default)]
     pub expect_decode: Option<EnergyQuality>,
+}
+
+fn default_max_settle() -> f64 {
+    60.0
+}
+fn default_band_fraction() -> f64 {
+    0.10
+}
+fn default_band_min_w() -> f64 {
+    3.0
 }
 
 /// The two kinds of event a generation yields.
@@ -77,6 +99,8 @@ impl EventClass {
 #[derive(Debug, Serialize)]
 struct EnergyArtifact<'a> {
     trial: &'a super::TrialId,
+    /// Which idle was subtracted (or why only gross energy is reported), with the device state.
+    idle_settle: &'a energy::SettledIdle,
     idle: &'a energy::IdleBaseline,
     idle_cadence: &'a energy::CadenceStats,
     cadence: &'a energy::CadenceStats,
@@ -178,6 +202,44 @@ fn device_of(backend: &dyn Backend, id: &str) -> Option<ComputeDevice> {
         .or_else(|| requested_device(id))
 }
 
+/// Wait until the device is back at rest, then measure the idle (see [`energy::settle`]). The
+/// reference idle is `INFERGATE_IDLE_REFERENCE_W`, else the run's recorded one for this sensor;
+/// with none yet, this trial's idle becomes the run's reference when it is at rest.
+fn settle(
+    ctx: &TrialContext<'_>,
+    p: &EnergyGatingParams,
+    sensor: &std::sync::Arc<dyn PowerSensor>,
+    period: Duration,
+    run_dir: Option<&std::path::Path>,
+) -> Result<energy::SettledIdle, String> {
+    let reference = energy::IdleReference::from_env(sensor.name())
+        .map_err(|e| format!("idle reference: {e}"))?
+        .or_else(|| run_dir.and_then(|d| energy::IdleReference::load(d, sensor.name())));
+    let params = energy::SettleParams {
+        settle_seconds: p.settle_seconds,
+        max_settle_seconds: p.max_settle_seconds,
+        band_fraction: p.idle_band_fraction,
+        band_min_w: p.idle_band_min_w,
+        // NVML power is a trailing average: every reading in the window must postdate the work.
+        window: sensor
+            .averaging_window()
+            .map_or(Duration::from_secs(2), |w| {
+                (2 * w).max(Duration::from_secs(2))
+            }),
+        idle: Duration::from_secs_f64(p.idle_seconds),
+        period,
+    };
+    let settled = energy::settle_and_calibrate(sensor.clone(), &params, reference)
+        .map_err(|e| format!("idle baseline: {e}"))?;
+    if settled.reference.is_none() {
+        if let (Some(r), Some(dir)) = (settled.as_reference(&ctx.trial.to_string()), run_dir) {
+            // Best effort: without it, the next trial settles against its own plateau.
+            let _ = r.store(dir);
+        }
+    }
+    Ok(settled)
+}
+
 fn evaluate(ctx: &TrialContext<'_>, p: &EnergyGatingParams) -> Evaluation {
     let Some(scenario) = ctx.scenario else {
         return Evaluation::error("energy.gating needs a scenario");
@@ -186,35 +248,66 @@ fn evaluate(ctx: &TrialContext<'_>, p: &EnergyGatingParams) -> Evaluation {
         Ok(p) => p,
         Err(e) => return Evaluation::error(format!("cannot build the prompt: {e}")),
     };
-    let mut backend = match ctx.open() {
-        Ok(b) => b,
-        Err(e) => return Evaluation::error(format!("backend could not load: {e}")),
-    };
-    let Some(device) = device_of(backend.as_ref(), ctx.backend_id()) else {
-        return Evaluation::skip(Skip::new(
-            SkipCause::Precondition,
-            format!(
-                "`{}` does not say which device it computes on ({}), so no sensor can be said to \
-                 cover it; fix: run a backend whose device is known (the Ollama server picks its own)",
-                ctx.backend_id(),
-                backend.info().device
-            ),
-        ));
+    // Where the registry knows the device, the idle is settled and measured before the backend is
+    // opened: this process's own CUDA context would keep the GPU at boost clocks (never at rest).
+    let mut opened: Option<Box<dyn Backend>> = None;
+    let device = match requested_device(ctx.backend_id()) {
+        Some(d) => d,
+        None => {
+            let backend = match ctx.open() {
+                Ok(b) => b,
+                Err(e) => return Evaluation::error(format!("backend could not load: {e}")),
+            };
+            let Some(device) = device_of(backend.as_ref(), ctx.backend_id()) else {
+                return Evaluation::skip(Skip::new(
+                    SkipCause::Precondition,
+                    format!(
+                        "`{}` does not say which device it computes on ({}), so no sensor can be \
+                         said to cover it; fix: run a backend whose device is known (the Ollama \
+                         server picks its own)",
+                        ctx.backend_id(),
+                        backend.info().device
+                    ),
+                ));
+            };
+            opened = Some(backend);
+            device
+        }
     };
     let sensor = match energy::sensor_for_device(device) {
         Ok(s) => s,
         Err(e) => return Evaluation::skip(sensor_skip(&e)),
     };
     let period = Duration::from_millis(p.poll_period_ms.max(1));
-    std::thread::sleep(Duration::from_secs_f64(p.settle_seconds.max(0.0)));
-    let (idle, idle_trace) = match calibrate_idle(
-        sensor.clone(),
-        Duration::from_secs_f64(p.idle_seconds),
-        period,
-    ) {
+    let run_dir = ctx
+        .run_log
+        .path()
+        .parent()
+        .map(std::path::Path::to_path_buf);
+    let settled = match settle(ctx, p, &sensor, period, run_dir.as_deref()) {
         Ok(x) => x,
-        Err(e) => return Evaluation::error(format!("idle baseline: {e}")),
+        Err(e) => return Evaluation::error(e),
     };
+    let (idle, idle_trace) = (settled.baseline.clone(), &settled.trace);
+    let mut backend = match opened {
+        Some(b) => b,
+        None => match ctx.open() {
+            Ok(b) => b,
+            Err(e) => return Evaluation::error(format!("backend could not load: {e}")),
+        },
+    };
+    // The sensor was chosen for the device the registry requests: the opened backend must compute
+    // there, or its energy would be read from another device.
+    if let Some(actual) = backend.info().compute_device() {
+        if actual != device {
+            return Evaluation::error(format!(
+                "`{}` computes on {actual}, but the registry requests {device} for it and the \
+                 idle was measured with that device's sensor ({})",
+                ctx.backend_id(),
+                sensor.name()
+            ));
+        }
+    }
     let plan = ctx.series(None, scenario.name, prompt, p.gen_tokens);
     for _ in 0..plan.warmup {
         let _ = backend.generate(&plan.prompt, plan.gen_tokens);
@@ -268,12 +361,21 @@ fn evaluate(ctx: &TrialContext<'_>, p: &EnergyGatingParams) -> Evaluation {
     let summaries: Vec<(EventClass, energy::EventEnergySummary)> = results
         .iter()
         .zip(&events)
-        .map(|((c, r), (_, _, tokens))| (*c, r.summary(Some(*tokens))))
+        .map(|((c, r), (_, _, tokens))| {
+            let mut s = r.summary(Some(*tokens));
+            if !settled.subtracts() {
+                // The idle is not at rest: a net figure would measure the clock state.
+                s.net_j = None;
+                s.net_j_per_token = None;
+            }
+            (*c, s)
+        })
         .collect();
     if let Some(dir) = ctx.run_log.path().parent() {
         let plain: Vec<EnergyResult> = results.iter().map(|(_, r)| r.clone()).collect();
         let artifact = EnergyArtifact {
             trial: ctx.trial,
+            idle_settle: &settled,
             idle: &idle,
             idle_cadence: &idle_trace.cadence,
             cadence: &trace.cadence,
@@ -341,6 +443,11 @@ fn evaluate(ctx: &TrialContext<'_>, p: &EnergyGatingParams) -> Evaluation {
     let mut metrics = Metrics::default();
     metrics.insert("idle_mean_w", idle.mean_w);
     metrics.insert("idle_std_w", idle.std_w);
+    metrics.insert("idle_at_rest", f64::from(u8::from(settled.at_rest)));
+    metrics.insert("idle_settle_waited_s", settled.waited_s);
+    if let Some(r) = &settled.reference {
+        metrics.insert("idle_reference_w", r.mean_w);
+    }
     if let Some(v) = trace.cadence.median_period_s {
         metrics.insert("poll_period_median_ms", v * 1e3);
     }
@@ -390,6 +497,7 @@ fn evaluate(ctx: &TrialContext<'_>, p: &EnergyGatingParams) -> Evaluation {
             .map(|j| format!("; decode {j:.4} J/token net"))
             .unwrap_or_default()
     );
+    let summary = format!("{summary}; {}", settled.statement);
     Evaluation::judged(parts, summary)
         .with_runs(&records, plan.repetitions)
         .with_metrics(metrics)
@@ -437,6 +545,44 @@ mod tests {
         assert_eq!(sensor_precondition("tch-cuda-bf16", &GpuOnly), None);
         // A server that picks its own device is decided when it is opened.
         assert_eq!(sensor_precondition("ollama", &GpuOnly), None);
+    }
+
+    /// A CPU-only machine (RAPL readable, no NVML).
+    struct CpuOnly;
+
+    impl SensorProbe for CpuOnly {
+        fn nvml(&self, _index: u32) -> Result<std::sync::Arc<dyn energy::PowerSensor>, String> {
+            Err("libnvidia-ml.so.1 not found".into())
+        }
+        fn rapl_zones(&self) -> Result<Vec<energy::RaplSensor>, String> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[test]
+    fn every_gpu_backend_of_the_gate_file_is_measured_with_its_own_gpu_sensor() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("gates/energy.gating.toml");
+        let spec = crate::gate::GateSpec::load(&path).unwrap();
+        let gpu: Vec<&str> = spec
+            .backends
+            .iter()
+            .map(String::as_str)
+            .filter(|b| *b != "ort-cpu")
+            .collect();
+        assert!(gpu.contains(&"tch-cuda-graph-bf16") && gpu.contains(&"llama-cpp-cuda"));
+        for id in gpu {
+            // The device is known before opening (so the idle is settled outside this process's
+            // CUDA context), and it is CUDA device 0: NVML device 0, never RAPL.
+            assert_eq!(requested_device(id), Some(ComputeDevice::Cuda(0)), "{id}");
+            assert_eq!(sensor_precondition(id, &GpuOnly), None, "{id}");
+            let skip = sensor_precondition(id, &CpuOnly).expect("no NVML: SKIP");
+            assert!(
+                skip.reason.contains("NVML") && skip.reason.contains("fix:"),
+                "{id}: {}",
+                skip.reason
+            );
+        }
     }
 
     #[test]

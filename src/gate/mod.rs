@@ -483,6 +483,7 @@ mod tests {
             timing_source: TimingSource::Engine,
             cold_start_ms: None,
             cached_prompt_tokens: None,
+            memory_traffic: None,
         });
         let error = RunOutcome::Error {
             message: "llama-cpp failed during decode: connection refused".into(),

@@ -1279,7 +1279,8 @@ mod tests {
         RuntimePin {
             runtime: crate::pins::Runtime::OnnxRuntime,
             reported: version.into(),
-            artifact: fetchable.then(|| crate::pins::parse(&format!("onnxruntime=={version}")).unwrap()),
+            artifact: fetchable
+                .then(|| crate::pins::parse(&format!("onnxruntime=={version}")).unwrap()),
         }
     }
 
@@ -1307,7 +1308,16 @@ mod tests {
         let new = ort_pin("1.32.0", true);
         let store = store_with(tmp.path(), &here, p, Some(old.clone()));
         let mode = |fp: &Fingerprint, cur: &RuntimePin| {
-            choose(&store, fp, "regression.baseline", "ort-cpu", &sc, p, Some(cur)).unwrap()
+            choose(
+                &store,
+                fp,
+                "regression.baseline",
+                "ort-cpu",
+                &sc,
+                p,
+                Some(cur),
+            )
+            .unwrap()
         };
         // Same runtime: stored numbers, nothing changed.
         match mode(&here, &old) {
@@ -1355,13 +1365,164 @@ mod tests {
         // Recorded on a library given by path: no artifact to fetch again.
         let store = store_with(tmp.path(), &here, p, Some(ort_pin("1.31.1", false)));
         let cur = ort_pin("1.32.0", true);
-        match choose(&store, &here, "regression.baseline", "ort-cpu", &sc, p, Some(&cur)).unwrap() {
+        match choose(
+            &store,
+            &here,
+            "regression.baseline",
+            "ort-cpu",
+            &sc,
+            p,
+            Some(&cur),
+        )
+        .unwrap()
+        {
             Ok(Mode::Stored { changes, .. }) => {
                 let names: Vec<String> = changes.iter().map(ToString::to_string).collect();
                 assert_eq!(names, vec!["onnxruntime 1.31.1 → 1.32.0".to_string()]);
             }
             _ => panic!("expected stored mode"),
         }
+    }
+
+    #[test]
+    fn no_baseline_anywhere_is_a_skip_reason_with_the_record_command() {
+        let (path, text) = repo_gate();
+        let spec = GateSpec::parse(&path, &text).unwrap();
+        let Check::Regression(p) = &spec.check else {
+            panic!("not a regression gate")
+        };
+        let sc = crate::workload::scenario("short").unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let store = BaselineStore::new(tmp.path().join("baselines"));
+        let here = machine("Intel(R) Xeon(R) Processor");
+        for cur in [Some(ort_pin("1.31.1", true)), None] {
+            match choose(
+                &store,
+                &here,
+                "regression.baseline",
+                "ort-cpu",
+                &sc,
+                p,
+                cur.as_ref(),
+            )
+            .unwrap()
+            {
+                Err(reason) => {
+                    assert!(reason.contains("no baseline for this machine"), "{reason}");
+                    assert!(reason.contains("record one with"), "{reason}");
+                }
+                Ok(_) => panic!("a machine without any baseline must have nothing to compare"),
+            }
+        }
+    }
+
+    /// The committed baselines, read as CI reads them with this build's own runtimes: the machine
+    /// they were recorded on compares with its stored numbers, and a machine without a baseline
+    /// (this 2-core Intel Xeon) has nothing to compare. Neither chooses paired mode, so no second
+    /// runtime is fetched while the runtime equals the baselines'.
+    #[test]
+    fn the_committed_baselines_need_no_second_runtime_for_this_build() {
+        let (path, text) = repo_gate();
+        let spec = GateSpec::parse(&path, &text).unwrap();
+        let Check::Regression(p) = &spec.check else {
+            panic!("not a regression gate")
+        };
+        let store = BaselineStore::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("baselines"));
+        let ids = store.fingerprint_ids().unwrap();
+        let amd = ids
+            .iter()
+            .find(|id| id.starts_with("amd-epyc-2c-"))
+            .expect("the CI machine's baseline is committed");
+        let recorded = store.read_fingerprint(amd).unwrap().unwrap().components;
+        assert_eq!(
+            recorded.id(),
+            *amd,
+            "the committed fingerprint matches its directory"
+        );
+        // The default model's declared hash is still the one the baselines were recorded on.
+        let model = crate::model::declared::default_model().unwrap();
+        assert_eq!(
+            recorded.models.get(&model.name),
+            Some(&model.sha256),
+            "the default model changed: the committed baselines no longer match any machine"
+        );
+        let file = store.load(amd, "regression.baseline").unwrap().unwrap();
+        let mut intel = recorded.clone();
+        intel.cpu_model = "Intel(R) Xeon(R) Processor".into();
+        assert!(
+            !ids.contains(&intel.id()),
+            "{} has a baseline now",
+            intel.id()
+        );
+        let mut checked = 0;
+        for (backend, current) in [
+            ("ort-cpu", crate::pins::default_onnxruntime()),
+            ("llama-cpp", crate::pins::default_llama_cpp()),
+        ] {
+            let runtime = crate::pins::Runtime::of_backend(backend).unwrap();
+            let reported = file
+                .records
+                .iter()
+                .find(|r| r.backend == backend)
+                .and_then(|r| r.provenance.runtime.clone())
+                .expect("the committed records name their runtime")
+                .reported;
+            let cur = RuntimePin {
+                runtime,
+                reported,
+                artifact: Some(current),
+            };
+            for sc in ["short", "medium", "long"] {
+                let Some(sc) = crate::workload::scenario(sc) else {
+                    continue;
+                };
+                if !file
+                    .records
+                    .iter()
+                    .any(|r| r.backend == backend && r.scenario.as_deref() == Some(sc.name))
+                {
+                    continue;
+                }
+                let mode = |fp: &Fingerprint| {
+                    choose(
+                        &store,
+                        fp,
+                        "regression.baseline",
+                        backend,
+                        &sc,
+                        p,
+                        Some(&cur),
+                    )
+                    .unwrap()
+                };
+                match mode(&recorded) {
+                    Ok(Mode::Stored { changes, .. }) => {
+                        assert!(
+                            changes
+                                .iter()
+                                .all(|c| !c.to_string().contains(runtime.name())),
+                            "{backend} {}: {changes:?}",
+                            sc.name
+                        )
+                    }
+                    Ok(Mode::Paired { why, .. }) => {
+                        panic!(
+                            "{backend} {}: paired (would fetch a runtime): {why}",
+                            sc.name
+                        )
+                    }
+                    Err(reason) => panic!("{backend} {}: {reason}", sc.name),
+                }
+                match mode(&intel) {
+                    Err(reason) => {
+                        assert!(reason.contains("no baseline for this machine"), "{reason}")
+                    }
+                    Ok(_) => panic!("{backend} {}: {} has no baseline", sc.name, intel.id()),
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 0, "no committed record was checked");
     }
 
     fn repo_gate() -> (std::path::PathBuf, String) {
@@ -1434,6 +1595,7 @@ mod tests {
             timing_source: crate::backend::TimingSource::Harness,
             cold_start_ms: None,
             cached_prompt_tokens: None,
+            memory_traffic: None,
         };
         assert_eq!(Metric::DecodeTokensPerS.value(&t, None), Some(100.0));
         assert_eq!(Metric::E2eTokensPerS.value(&t, None), Some(100.0));

@@ -277,7 +277,7 @@ fn ort_setup(backend: &str) -> Option<(WeightFormat, OptLevel)> {
     Some(match backend {
         "ort-cpu" => (WeightFormat::Fp32, OptLevel::All),
         "ort-cpu-ref" => (WeightFormat::Fp32, OptLevel::Disabled),
-        "ort-cpu-int8" => (WeightFormat::Int8WeightOnly, OptLevel::All),
+        "ort-cpu-int8" => (WeightFormat::Int8, OptLevel::All),
         "ort-cpu-fp16" => (WeightFormat::Fp16, OptLevel::All),
         _ => return None,
     })

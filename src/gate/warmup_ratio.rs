@@ -306,6 +306,7 @@ mod tests {
             timing_source: TimingSource::Harness,
             cold_start_ms: None,
             cached_prompt_tokens: None,
+            memory_traffic: None,
         }
     }
 

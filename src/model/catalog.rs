@@ -113,7 +113,7 @@ pub fn ensure_onnx(
         "infergate.weight_source",
         serde_json::to_string(source).unwrap_or_default(),
     )];
-    if format == WeightFormat::GgufQ4_1
+    if format.needs_gguf_blocks()
         && !matches!(
             source,
             WeightSource::Gguf {
@@ -122,9 +122,10 @@ pub fn ensure_onnx(
             }
         )
     {
-        return Err(ModelError::Config(
-            "the q4_1 format needs an unmodified catalog GGUF".into(),
-        ));
+        return Err(ModelError::Config(format!(
+            "the {} format needs an unmodified catalog GGUF",
+            format.label()
+        )));
     }
     // Weights stream from the source tensor by tensor (see onnx_export::export).
     let (exported, config) = match source {
@@ -135,7 +136,7 @@ pub fn ensure_onnx(
         } => {
             let file = GgufFile::open(&find(model)?.gguf_path()?)?;
             let tensors = GgufSource::new(&file)?.with_fault(*fault_scale_layer)?;
-            let blocks = (format == WeightFormat::GgufQ4_1).then_some(&file);
+            let blocks = format.needs_gguf_blocks().then_some(&file);
             let e = onnx_export::export(&tensors, format, blocks, tmp.path(), &meta)?;
             (e, tensors.config().clone())
         }

@@ -341,6 +341,7 @@ fn parse_file(dir: &Path, path: &Path) -> Result<CatalogModel, ModelError> {
             archive_sha256: leak(archive_sha256),
             member: leak(member),
             member_sha256: leak(f.sha256.clone()),
+            also_accepted: &[],
             file_name: leak(file_name),
         }))
     };

@@ -15,5 +15,6 @@ pub mod declared;
 pub mod gguf_writer;
 pub mod onnx_export;
 pub mod onnx_external;
+pub mod onnx_quant;
 pub mod reference;
 pub mod tensors;

@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 use ndarray::{ArrayView1, ArrayView2};
 use prost::Message;
 
-use super::gguf::{GgmlType, GgufFile, Q4_1Block};
+use super::gguf::GgufFile;
 use super::onnx_external;
+use super::onnx_quant::{self, AccuracyLevel, NBitsWeight, ZeroPoints};
 use super::tensors::{LayerPart, TensorId, TensorSource};
 use super::weights::{hf_row_order, layer_tensor_name};
 use crate::error::ModelError;
@@ -32,17 +33,24 @@ const OPSET: i64 = 17;
 const INLINE_LIMIT: usize = 1024;
 const MS_DOMAIN: &str = "com.microsoft";
 
-/// How the weight matrices are stored in the exported graph.
+/// How the weight matrices are stored in the exported graph. The quantized forms and why they were
+/// chosen are in [`super::onnx_quant`] and docs/performance.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WeightFormat {
     /// Every weight as fp32 (dequantized from the GGUF).
     Fp32,
-    /// Linear layers and the head as symmetric 8-bit blocks of 32 (`MatMulNBits` bits=8, zero point
-    /// 128, scale = absmax/127 per block), quantized from the fp32 weights; activations stay fp32.
-    Int8WeightOnly,
-    /// Linear layers as `MatMulNBits` bits=4 built from the GGUF's own Q4_1 blocks (scale d, float
-    /// zero point −m/d, so `x = d·q + m` exactly); the head from its Q8_0 blocks (8-bit, exact).
+    /// Deploy form, 8 bits: linear layers and the head as symmetric 8-bit blocks of 32
+    /// (`MatMulNBits` bits=8, no zero points, scale = absmax/127 per block) quantized from the fp32
+    /// weights, `accuracy_level = 4` (int8 activations: ONNX Runtime's integer kernels).
+    Int8,
+    /// Deploy form, 4 bits: linear layers as `MatMulNBits` bits=4 refitted from the GGUF's own Q4_1
+    /// blocks to packed `uint8` zero points, the head from its Q8_0 blocks (8-bit, exact), both with
+    /// `accuracy_level = 4`.
+    Q4,
+    /// Bit-exact Q4_1 (the accuracy reference of the 4-bit form, not a deploy form): `MatMulNBits`
+    /// bits=4 with scale d and fp32 zero point −m/d, so `x = d·q + m` exactly; the head from its Q8_0
+    /// blocks; `accuracy_level` unset. ONNX Runtime runs fp32 zero points on its slow path.
     GgufQ4_1,
     /// Every weight and activation in fp16 (KV cache fp16; logits cast back to fp32).
     Fp16,
@@ -52,7 +60,8 @@ impl WeightFormat {
     pub fn label(self) -> &'static str {
         match self {
             WeightFormat::Fp32 => "fp32",
-            WeightFormat::Int8WeightOnly => "int8",
+            WeightFormat::Int8 => "int8",
+            WeightFormat::Q4 => "q4",
             WeightFormat::GgufQ4_1 => "q4_1",
             WeightFormat::Fp16 => "fp16",
         }
@@ -64,10 +73,18 @@ impl WeightFormat {
             _ => DataType::Float,
         }
     }
+    /// Whether the export reads the GGUF's quantized blocks (not only the fp32 weights).
+    pub fn needs_gguf_blocks(self) -> bool {
+        matches!(self, WeightFormat::Q4 | WeightFormat::GgufQ4_1)
+    }
+    /// `MatMulNBits`'s accuracy level for this format's quantized nodes.
+    fn accuracy_level(self) -> AccuracyLevel {
+        match self {
+            WeightFormat::Int8 | WeightFormat::Q4 => AccuracyLevel::Int8,
+            _ => AccuracyLevel::Unset,
+        }
+    }
 }
-
-/// Block size of every `MatMulNBits` weight (GGUF's Q4_1 and Q8_0 blocks are 32 wide).
-const QUANT_BLOCK: usize = 32;
 
 /// Names of the graph's inputs and outputs for layer `i`.
 pub fn past_key_name(i: usize) -> String {
@@ -116,8 +133,11 @@ pub fn export(
     fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
     let data = BufWriter::new(File::create(&data_path).map_err(|e| err(e.to_string()))?);
     let mut g = GraphBuilder::new(data, data_file, format);
-    if format == WeightFormat::GgufQ4_1 && gguf.is_none() {
-        return Err(err("the q4_1 format needs the GGUF's raw blocks".into()));
+    if format.needs_gguf_blocks() && gguf.is_none() {
+        return Err(err(format!(
+            "the {} format needs the GGUF's raw blocks",
+            format.label()
+        )));
     }
     build_decoder(&mut g, weights, gguf).map_err(|e| err(e.to_string()))?;
     let (graph, initializer_bytes) = g.finish().map_err(|e| err(e.to_string()))?;
@@ -172,6 +192,8 @@ struct GraphBuilder<W: Write> {
     data_file: String,
     data_offset: u64,
     counter: usize,
+    /// Activation name → its `[x, block sums]` extension (see [`GraphBuilder::with_block_sums`]).
+    block_sums: std::collections::HashMap<String, String>,
 }
 
 impl<W: Write> GraphBuilder<W> {
@@ -186,6 +208,7 @@ impl<W: Write> GraphBuilder<W> {
             data_file: data_file.into(),
             data_offset: 0,
             counter: 0,
+            block_sums: Default::default(),
         }
     }
 
@@ -323,89 +346,84 @@ impl<W: Write> GraphBuilder<W> {
         q4: Option<Vec<u8>>,
     ) -> std::io::Result<String> {
         let (n, k) = w.dim();
-        match (self.format, q4) {
-            (WeightFormat::GgufQ4_1, Some(raw)) => {
-                let (blob, scales, zps) =
-                    q4_1_to_matmul_nbits(&raw, n, k).map_err(std::io::Error::other)?;
-                let b = self.initializer(
-                    &format!("{name}.qweight"),
-                    &[n, k / QUANT_BLOCK, QUANT_BLOCK / 2],
-                    DataType::Uint8,
-                    &blob,
-                )?;
-                let s = self.exact_f32_tensor(
-                    &format!("{name}.scales"),
-                    &[n, k / QUANT_BLOCK],
-                    &scales,
-                )?;
-                let z = self.exact_f32_tensor(
-                    &format!("{name}.zero_points"),
-                    &[n, k / QUANT_BLOCK],
-                    &zps,
-                )?;
-                Ok(self.matmul_nbits(x, &b, &s, &z, n, k, 4))
+        let quantized = match (self.format, q4) {
+            (WeightFormat::Q4, Some(raw)) => onnx_quant::q4_1_deploy(&raw, n, k),
+            (WeightFormat::GgufQ4_1, Some(raw)) => onnx_quant::q4_1_exact(&raw, n, k),
+            (WeightFormat::Int8 | WeightFormat::Q4 | WeightFormat::GgufQ4_1, _) => {
+                onnx_quant::int8_symmetric(w)
             }
-            (WeightFormat::Int8WeightOnly, _) | (WeightFormat::GgufQ4_1, None) => {
-                let (blob, scales) = symmetric_int8_blocks(w);
-                self.int8_linear(x, name, &blob, &scales, n, k)
-            }
-            _ => {
+            (WeightFormat::Fp32 | WeightFormat::Fp16, _) => {
                 let t = w.t().as_standard_layout().to_owned();
                 let wt = self.f32_tensor(
                     &format!("{name}_t"),
                     &[k, n],
                     t.as_slice().expect("standard layout"),
                 )?;
-                Ok(self.op("MatMul", &[x, &wt], vec![]))
+                return Ok(self.op("MatMul", &[x, &wt], vec![]));
             }
-        }
+        };
+        let quantized = quantized.map_err(std::io::Error::other)?;
+        self.nbits_linear(x, name, &quantized)
     }
 
-    /// MatMulNBits bits=8 with zero point 128 over `[n, k/32, 32]` unsigned bytes.
-    fn int8_linear(
-        &mut self,
-        x: &str,
-        name: &str,
-        blob: &[u8],
-        scales: &[f32],
-        n: usize,
-        k: usize,
-    ) -> std::io::Result<String> {
+    /// One `MatMulNBits` node over `w`'s blocks, scales and zero points (if any), at the format's
+    /// accuracy level.
+    fn nbits_linear(&mut self, x: &str, name: &str, w: &NBitsWeight) -> std::io::Result<String> {
+        let extended;
+        let x = if w.block_sum_columns > 0 {
+            extended = self.with_block_sums(x, w.input_k(), w.block_sum_columns)?;
+            extended.as_str()
+        } else {
+            x
+        };
         let b = self.initializer(
             &format!("{name}.qweight"),
-            &[n, k / QUANT_BLOCK, QUANT_BLOCK],
+            &w.blob_dims(),
             DataType::Uint8,
-            blob,
+            &w.blob,
         )?;
-        let s = self.exact_f32_tensor(&format!("{name}.scales"), &[n, k / QUANT_BLOCK], scales)?;
-        let z = self.initializer(
-            &format!("{name}.zero_points"),
-            &[n, k / QUANT_BLOCK],
-            DataType::Uint8,
-            &vec![128u8; scales.len()],
-        )?;
-        Ok(self.matmul_nbits(x, &b, &s, &z, n, k, 8))
+        let s = self.exact_f32_tensor(&format!("{name}.scales"), &w.scale_dims(), &w.scales)?;
+        let mut inputs = vec![x.to_string(), b, s];
+        if let Some(dims) = w.zero_point_dims() {
+            let zp_name = format!("{name}.zero_points");
+            inputs.push(match &w.zero_points {
+                ZeroPoints::Packed(z) => self.initializer(&zp_name, &dims, DataType::Uint8, z)?,
+                ZeroPoints::Float(z) => self.exact_f32_tensor(&zp_name, &dims, z)?,
+                ZeroPoints::Symmetric => unreachable!("symmetric blocks have no zero-point shape"),
+            });
+        }
+        let attrs = vec![
+            attr_int("K", w.k as i64),
+            attr_int("N", w.n as i64),
+            attr_int("bits", w.bits as i64),
+            attr_int("block_size", onnx_quant::BLOCK as i64),
+            attr_int("accuracy_level", self.format.accuracy_level().attribute()),
+        ];
+        let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        Ok(self.op("MatMulNBits", &inputs, attrs))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn matmul_nbits(
-        &mut self,
-        x: &str,
-        b: &str,
-        scales: &str,
-        zero_points: &str,
-        n: usize,
-        k: usize,
-        bits: i64,
-    ) -> String {
-        let attrs = vec![
-            attr_int("K", k as i64),
-            attr_int("N", n as i64),
-            attr_int("bits", bits),
-            attr_int("block_size", QUANT_BLOCK as i64),
-            attr_int("accuracy_level", 0),
-        ];
-        self.op("MatMulNBits", &[x, b, scales, zero_points], attrs)
+    /// `[x, x·S]`: `x` followed by its sums over each block of 32 (`S` from
+    /// [`onnx_quant::block_sum_matrix`], one initializer per shape), built once per `x` and shared by
+    /// every node that reads it (q, k and v share one; gate and up another).
+    fn with_block_sums(&mut self, x: &str, k: usize, columns: usize) -> std::io::Result<String> {
+        if let Some(done) = self.block_sums.get(x) {
+            return Ok(done.clone());
+        }
+        let matrix = format!("const_block_sums_{k}x{columns}");
+        if !self
+            .graph
+            .initializer
+            .iter()
+            .any(|t| t.name.as_deref() == Some(&matrix))
+        {
+            let m = onnx_quant::block_sum_matrix(k, columns);
+            self.exact_f32_tensor(&matrix, &[k, columns], &m)?;
+        }
+        let sums = self.op("MatMul", &[x, &matrix], vec![]);
+        let extended = self.op("Concat", &[x, &sums], vec![attr_int("axis", -1)]);
+        self.block_sums.insert(x.to_string(), extended.clone());
+        Ok(extended)
     }
 
     fn vector(&mut self, name: &str, v: ArrayView1<f32>) -> std::io::Result<String> {
@@ -544,7 +562,7 @@ fn build_decoder<W: Write>(
     let format = g.format;
     let q4 = |name: &str, order: Option<&[usize]>| -> std::io::Result<Option<Vec<u8>>> {
         match (format, gguf) {
-            (WeightFormat::GgufQ4_1, Some(f)) => q4_1_rows(f, name, order)
+            (f, Some(gguf)) if f.needs_gguf_blocks() => onnx_quant::q4_1_rows(gguf, name, order)
                 .map(Some)
                 .map_err(std::io::Error::other),
             _ => Ok(None),
@@ -775,7 +793,7 @@ fn build_decoder<W: Write>(
             g.op("Reshape", &[&logits, &out_shape], vec![])
         }
         // A quantized copy of the head; a tied head is named so the parameter count skips it.
-        WeightFormat::Int8WeightOnly | WeightFormat::GgufQ4_1 => {
+        WeightFormat::Int8 | WeightFormat::Q4 | WeightFormat::GgufQ4_1 => {
             let (name, id, gguf_name) = if c.tied_embeddings {
                 (
                     "lm_head.tied_to_embed_tokens",
@@ -786,15 +804,17 @@ fn build_decoder<W: Write>(
                 ("lm_head.weight", TensorId::LmHead, "output.weight")
             };
             let matrix = fetch_matrix(w, id)?;
-            let exact = match (g.format, gguf) {
-                (WeightFormat::GgufQ4_1, Some(f)) => {
-                    q8_0_blocks(f, gguf_name).map_err(std::io::Error::other)?
-                }
-                _ => None,
+            // The GGUF's own 8-bit head blocks where it has them (exact); else 8-bit blocks of the
+            // fp32 head.
+            let exact = match gguf.filter(|_| g.format.needs_gguf_blocks()) {
+                Some(f) => onnx_quant::q8_0(f, gguf_name).map_err(std::io::Error::other)?,
+                None => None,
             };
-            let (blob, scales) = exact.unwrap_or_else(|| symmetric_int8_blocks(matrix.view()));
-            let (n, k) = matrix.dim();
-            g.int8_linear(&x, name, &blob, &scales, n, k)?
+            let head = match exact {
+                Some(h) => h,
+                None => onnx_quant::int8_symmetric(matrix.view()).map_err(std::io::Error::other)?,
+            };
+            g.nbits_linear(&x, name, &head)?
         }
     };
     if act == DataType::Float16 {
@@ -845,128 +865,5 @@ impl<W: Write> GraphBuilder<W> {
             &[rows, cols],
             standard.as_slice().expect("standard layout"),
         )
-    }
-}
-
-/// Symmetric 8-bit blocks of 32 along each row of `w` (`[n, k]`): `x ≈ (u − 128) · s`, `s = absmax/127`.
-fn symmetric_int8_blocks(w: ArrayView2<f32>) -> (Vec<u8>, Vec<f32>) {
-    let (n, k) = w.dim();
-    let mut blob = Vec::with_capacity(n * k);
-    let mut scales = Vec::with_capacity(n * k / QUANT_BLOCK);
-    for row in w.rows() {
-        let row = row.to_vec();
-        for block in row.chunks(QUANT_BLOCK) {
-            let amax = block.iter().fold(0f32, |a, &v| a.max(v.abs()));
-            let scale = if amax > 0.0 { amax / 127.0 } else { 1.0 };
-            scales.push(scale);
-            blob.extend(
-                block
-                    .iter()
-                    .map(|&v| ((v / scale).round().clamp(-127.0, 127.0) as i32 + 128) as u8),
-            );
-        }
-    }
-    (blob, scales)
-}
-
-/// Raw Q4_1 bytes of a GGUF tensor with rows reordered (`order[i]` = source row of row i).
-fn q4_1_rows(gguf: &GgufFile, name: &str, order: Option<&[usize]>) -> Result<Vec<u8>, String> {
-    let info = gguf.tensor_info(name).map_err(|e| e.to_string())?;
-    if info.ggml_type != GgmlType::Q4_1 {
-        return Err(format!("{name} is {:?}, not Q4_1", info.ggml_type));
-    }
-    let bytes = gguf.tensor_bytes(info).map_err(|e| e.to_string())?;
-    let shape = info.shape_row_major();
-    let row_bytes = shape[1] / QUANT_BLOCK * 20;
-    Ok(match order {
-        None => bytes.to_vec(),
-        Some(order) => order
-            .iter()
-            .flat_map(|&r| bytes[r * row_bytes..(r + 1) * row_bytes].iter().copied())
-            .collect(),
-    })
-}
-
-/// Q4_1 blocks → MatMulNBits 4-bit: packed nibbles (element 2j low, 2j+1 high nibble of byte j),
-/// scale `d`, float zero point `−m/d` (ORT computes `q·s − s·zp`).
-fn q4_1_to_matmul_nbits(
-    raw: &[u8],
-    n: usize,
-    k: usize,
-) -> Result<(Vec<u8>, Vec<f32>, Vec<f32>), String> {
-    let blocks = n * k / QUANT_BLOCK;
-    if raw.len() != blocks * 20 {
-        return Err(format!("{} bytes of Q4_1 for a {n}×{k} matrix", raw.len()));
-    }
-    let mut blob = Vec::with_capacity(blocks * 16);
-    let (mut scales, mut zps) = (Vec::with_capacity(blocks), Vec::with_capacity(blocks));
-    for b in raw.chunks_exact(20) {
-        let q = Q4_1Block::parse(b);
-        blob.extend(q.q.chunks_exact(2).map(|p| p[0] | (p[1] << 4)));
-        if q.d != 0.0 {
-            scales.push(q.d);
-            zps.push(-q.m / q.d);
-        } else {
-            // d = 0: every element is m whatever q is; represent x = 1·(q − (q − m)) for the block's q.
-            if q.q.iter().any(|&v| v != q.q[0]) {
-                return Err("a Q4_1 block with d = 0 has differing quants".into());
-            }
-            scales.push(1.0);
-            zps.push(q.q[0] as f32 - q.m);
-        }
-    }
-    Ok((blob, scales, zps))
-}
-
-/// A GGUF Q8_0 tensor as MatMulNBits 8-bit with zero point 128 (`u = q + 128`, scale `d`): exact.
-/// `None` when the tensor is not Q8_0.
-#[allow(clippy::type_complexity)]
-fn q8_0_blocks(gguf: &GgufFile, name: &str) -> Result<Option<(Vec<u8>, Vec<f32>)>, String> {
-    let info = gguf.tensor_info(name).map_err(|e| e.to_string())?;
-    if info.ggml_type != GgmlType::Q8_0 {
-        return Ok(None);
-    }
-    let bytes = gguf.tensor_bytes(info).map_err(|e| e.to_string())?;
-    let mut blob = Vec::with_capacity(bytes.len() / 34 * 32);
-    let mut scales = Vec::with_capacity(bytes.len() / 34);
-    for b in bytes.chunks_exact(34) {
-        scales.push(half::f16::from_le_bytes([b[0], b[1]]).to_f32());
-        blob.extend(b[2..].iter().map(|&q| (q as i8 as i32 + 128) as u8));
-    }
-    Ok(Some((blob, scales)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn symmetric_int8_round_trips_within_half_a_step() {
-        let w =
-            ndarray::Array2::from_shape_fn((2, 64), |(r, c)| ((r * 64 + c) as f32 * 0.37).sin());
-        let (blob, scales) = symmetric_int8_blocks(w.view());
-        for (i, v) in w.iter().enumerate() {
-            let back = (blob[i] as f32 - 128.0) * scales[i / QUANT_BLOCK];
-            assert!((back - v).abs() <= scales[i / QUANT_BLOCK] / 2.0 + 1e-7);
-        }
-    }
-
-    #[test]
-    fn q4_1_repacking_reproduces_ggml_dequantization() {
-        let mut raw = vec![];
-        raw.extend_from_slice(&half::f16::from_f32(0.25).to_le_bytes());
-        raw.extend_from_slice(&half::f16::from_f32(-1.5).to_le_bytes());
-        raw.extend((0..16u8).map(|i| i | ((15 - i) << 4)));
-        let expected = crate::model::gguf::dequantize(GgmlType::Q4_1, &raw).unwrap();
-        let (blob, scales, zps) = q4_1_to_matmul_nbits(&raw, 1, 32).unwrap();
-        for (i, e) in expected.iter().enumerate() {
-            let nibble = if i % 2 == 0 {
-                blob[i / 2] & 0x0f
-            } else {
-                blob[i / 2] >> 4
-            };
-            let ort = nibble as f32 * scales[0] - scales[0] * zps[0];
-            assert!((ort - e).abs() < 1e-6, "element {i}: {ort} vs {e}");
-        }
     }
 }

@@ -438,6 +438,7 @@ mod tests {
                 timing_source: TimingSource::Harness,
                 cold_start_ms: None,
                 cached_prompt_tokens: None,
+                memory_traffic: None,
             },
             cpu_ms: Some(e2e * 2.0),
             planted_ms: planted,

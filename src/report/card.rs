@@ -96,7 +96,10 @@ Valid under the boundary conditions in the manifest below: this machine, these r
     }
     md.push('\n');
 
-    operational_defaults(&mut md, &rows, &issues);
+    // A backend the roofline flags ("check its configuration") is no routing candidate.
+    let roofline = super::roofline::Roofline::from_run(data, &rows);
+    operational_defaults(&mut md, &roofline.routable(&rows), &issues);
+    super::roofline::section(&mut md, &roofline);
     latency_section(&mut md, &rows, files);
     decode_fraction_section(&mut md, &rows);
     cost_section(&mut md, data);

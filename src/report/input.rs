@@ -36,6 +36,8 @@ pub struct RunData {
     pub runs: Vec<RunRecord>,
     /// Gate id → claim and source.
     pub gates: BTreeMap<String, GateInfo>,
+    /// Memory-bandwidth samples of the run (several when shards were merged).
+    pub bandwidth: Vec<crate::roofline::BandwidthSample>,
     /// What could not be read, said in the report.
     pub notes: Vec<String>,
 }
@@ -80,6 +82,7 @@ impl RunData {
         };
         data.trials = with_plan_skips(last_per_trial(results), plan);
         data.runs = run_dir.read_runs(&data.run_id)?;
+        data.bandwidth = run_dir.read_bandwidth()?;
         data.gates = gate_infos(data.manifest.as_ref(), &mut data.notes);
         Ok(data)
     }

@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 use super::setup::LlamaCppBuild;
 use crate::accuracy::{PerplexityProtocol, PerplexityResult};
-use crate::backend::{Backend, BackendInfo, Generation, Recompute, TimingSource};
+use crate::backend::{Backend, BackendInfo, Generation, MemoryTraffic, Recompute, TimingSource};
 use crate::error::BackendError;
 
 const SEED: u64 = 42;
@@ -40,14 +40,16 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 impl LlamaServer {
+    /// `gpu_layers`: `-ngl` (layers offloaded to the GPU; `None` leaves llama.cpp's default).
     pub fn start(
         build: &LlamaCppBuild,
         model: &Path,
         threads: usize,
         context: usize,
         id: &str,
+        gpu_layers: Option<u32>,
     ) -> Result<Self, BackendError> {
-        Self::start_with(build, model, threads, context, id, &[])
+        Self::start_with(build, model, threads, context, id, gpu_layers, &[])
     }
 
     /// As [`start`](Self::start), with extra `llama-server` arguments (e.g. `["-ub", "1"]`).
@@ -57,6 +59,7 @@ impl LlamaServer {
         threads: usize,
         context: usize,
         id: &str,
+        gpu_layers: Option<u32>,
         extra_args: &[&str],
     ) -> Result<Self, BackendError> {
         let load = |d: String| BackendError::load(id, d);
@@ -76,7 +79,18 @@ impl LlamaServer {
                 "--parallel",
                 "1",
                 "--no-webui",
+                // Log verbosity 4 keeps llama.cpp's model-load lines (`offloaded N/M layers to GPU`,
+                // `<buffer> model buffer size`), the evidence of where the weights went; it adds
+                // about 20 lines per request, none per token.
+                "-lv",
+                "4",
             ])
+            .args(
+                gpu_layers
+                    .map(|n| ["-ngl".to_string(), n.to_string()])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| load(e.to_string()))?)
@@ -112,6 +126,11 @@ impl LlamaServer {
             .wait_healthy(Duration::from_secs(120))
             .map_err(load)?;
         Ok(server)
+    }
+
+    /// The whole server log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
     fn log_tail(&self) -> String {
@@ -300,22 +319,118 @@ pub fn generation_from(resp: &CompletionResponse, gen_tokens: usize, wall_ms: f6
     }
 }
 
+/// Layers llama.cpp offloads to the GPU for the CUDA backend id: all of them.
+pub const ALL_LAYERS: u32 = 99;
+
 pub struct LlamaCppBackend {
     info: BackendInfo,
     server: LlamaServer,
     n_params: Option<u64>,
+    memory_traffic: Option<MemoryTraffic>,
     build: LlamaCppBuild,
     gguf: PathBuf,
+    gpu_layers: Option<u32>,
+}
+
+/// Where llama.cpp put the model, read from its load log: `offloaded N/M layers to GPU` and the
+/// `<buffer> model buffer size = X MiB` lines.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Placement {
+    pub offloaded: Option<(u32, u32)>,
+    /// Buffer name (`CUDA0`, `CPU_Mapped`, `CPU`) → MiB.
+    pub model_buffers: std::collections::BTreeMap<String, f64>,
+}
+
+impl Placement {
+    pub fn parse(log: &str) -> Placement {
+        let mut p = Placement::default();
+        for line in log.lines() {
+            if let Some(rest) = line.split("offloaded ").nth(1) {
+                if let Some((n, m)) = rest
+                    .split_whitespace()
+                    .next()
+                    .and_then(|f| f.split_once('/'))
+                {
+                    if let (Ok(n), Ok(m)) = (n.parse(), m.parse()) {
+                        p.offloaded = Some((n, m));
+                    }
+                }
+            }
+            if let Some((left, right)) = line.split_once(" model buffer size =") {
+                let name = left.rsplit(':').next().unwrap_or(left).trim().to_string();
+                let mib = right
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok());
+                if let (false, Some(mib)) = (name.is_empty(), mib) {
+                    p.model_buffers.insert(name, mib);
+                }
+            }
+        }
+        p
+    }
+
+    /// Layers per device (`cuda:0` for `CUDA0` offload, `cpu` for the rest) for the evidence.
+    pub fn layers_by_device(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut m = std::collections::BTreeMap::new();
+        match self.offloaded {
+            Some((n, total)) => {
+                let gpu = self
+                    .model_buffers
+                    .keys()
+                    .find_map(|b| b.strip_prefix("CUDA"))
+                    .map_or_else(|| "gpu".to_string(), |i| format!("cuda:{i}"));
+                if n > 0 {
+                    m.insert(gpu, n as usize);
+                }
+                if total > n {
+                    m.insert("cpu".into(), (total - n) as usize);
+                }
+            }
+            None if !self.model_buffers.is_empty() => {
+                // A build without GPU backends reports no offload line: everything is on the CPU.
+                m.insert("cpu".into(), 1);
+            }
+            None => {}
+        }
+        m
+    }
+}
+
+/// What a llama.cpp decode step reads: every GGUF tensor in its stored type, except `token_embd`
+/// when the model has its own `output.weight` (then the embedding is only row-gathered); the KV cache
+/// in llama.cpp's default f16.
+pub fn gguf_memory_traffic(gguf: &crate::model::GgufFile) -> Option<MemoryTraffic> {
+    let config = crate::model::LlamaConfig::from_gguf(gguf).ok()?;
+    let tied = gguf.tensor_info("output.weight").is_err();
+    let mut weight_bytes = 0u64;
+    for t in &gguf.tensors {
+        let bytes = gguf.tensor_bytes(t).ok()?.len() as u64;
+        let rows = t.dims.get(1).copied().unwrap_or(1).max(1);
+        weight_bytes += if t.name == "token_embd.weight" && !tied {
+            bytes / rows
+        } else {
+            bytes
+        };
+    }
+    Some(MemoryTraffic {
+        weight_bytes_per_token: weight_bytes,
+        kv_bytes_per_position: 2
+            * (config.n_layers * config.n_kv_heads * config.head_dim()) as u64
+            * 2,
+    })
 }
 
 impl LlamaCppBackend {
+    /// `gpu_layers`: `-ngl` for the server and `llama-perplexity` (`None` on the CPU build).
     pub fn open(
         id: &str,
         build: &LlamaCppBuild,
         gguf: &Path,
         precision: &str,
+        gpu_layers: Option<u32>,
     ) -> Result<Self, BackendError> {
-        Self::open_configured(id, build, gguf, precision, None, &[])
+        Self::open_configured(id, build, gguf, precision, gpu_layers, None, &[])
     }
 
     /// [`LlamaCppBackend::open`] with the server's thread count (`None`: every core).
@@ -324,9 +439,10 @@ impl LlamaCppBackend {
         build: &LlamaCppBuild,
         gguf: &Path,
         precision: &str,
+        gpu_layers: Option<u32>,
         threads: Option<usize>,
     ) -> Result<Self, BackendError> {
-        Self::open_configured(id, build, gguf, precision, threads, &[])
+        Self::open_configured(id, build, gguf, precision, gpu_layers, threads, &[])
     }
 
     /// As [`open`](Self::open), with extra `llama-server` arguments. `["-ub", "1"]` makes the server
@@ -337,9 +453,18 @@ impl LlamaCppBackend {
         build: &LlamaCppBuild,
         gguf: &Path,
         precision: &str,
+        gpu_layers: Option<u32>,
         extra_server_args: &[&str],
     ) -> Result<Self, BackendError> {
-        Self::open_configured(id, build, gguf, precision, None, extra_server_args)
+        Self::open_configured(
+            id,
+            build,
+            gguf,
+            precision,
+            gpu_layers,
+            None,
+            extra_server_args,
+        )
     }
 
     fn open_configured(
@@ -347,12 +472,21 @@ impl LlamaCppBackend {
         build: &LlamaCppBuild,
         gguf: &Path,
         precision: &str,
+        gpu_layers: Option<u32>,
         threads: Option<usize>,
         extra_server_args: &[&str],
     ) -> Result<Self, BackendError> {
         let threads =
             threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let server = LlamaServer::start_with(build, gguf, threads, 2048, id, extra_server_args)?;
+        let server = LlamaServer::start_with(
+            build,
+            gguf,
+            threads,
+            2048,
+            id,
+            gpu_layers,
+            extra_server_args,
+        )?;
         let n_params = server
             .get("/v1/models")
             .ok()
@@ -362,15 +496,25 @@ impl LlamaCppBackend {
             engine: "llama.cpp".into(),
             engine_version: build.version.clone(),
             location: build.bin_dir.display().to_string(),
-            device: "cpu".into(),
+            device: if gpu_layers.is_some_and(|n| n > 0) {
+                "cuda:0".into()
+            } else {
+                "cpu".into()
+            },
             precision: precision.into(),
         };
+        let memory_traffic = crate::model::GgufFile::open(gguf)
+            .ok()
+            .as_ref()
+            .and_then(gguf_memory_traffic);
         Ok(LlamaCppBackend {
             info,
             server,
             n_params,
+            memory_traffic,
             build: build.clone(),
             gguf: gguf.to_path_buf(),
+            gpu_layers,
         })
     }
 
@@ -497,6 +641,10 @@ impl Backend for LlamaCppBackend {
         self.n_params
     }
 
+    fn memory_traffic(&self) -> Option<MemoryTraffic> {
+        self.memory_traffic
+    }
+
     /// One request per token over the growing sequence, prompt cache off; see the module docs.
     fn full_recompute_tokens(
         &mut self,
@@ -509,13 +657,33 @@ impl Backend for LlamaCppBackend {
         ))
     }
 
+    /// Where the server put the layers, from its own load log (not from `-ngl`).
+    fn evidence(&mut self) -> Option<Result<crate::backend::evidence::Evidence, BackendError>> {
+        let placement = Placement::parse(&self.server.log());
+        let mut e = crate::backend::evidence::Evidence {
+            requested: vec![format!(
+                "{} (-ngl {})",
+                self.info.device,
+                self.gpu_layers
+                    .map_or_else(|| "default".into(), |n| n.to_string())
+            )],
+            executed_on: placement.layers_by_device(),
+            ..Default::default()
+        };
+        e.notes.push(format!(
+            "llama-server log: offloaded {:?} layers, model buffers {:?} MiB; {}",
+            placement.offloaded, placement.model_buffers, self.build.version
+        ));
+        Some(Ok(e))
+    }
+
     fn perplexity_native(
         &mut self,
         text: &str,
         protocol: PerplexityProtocol,
     ) -> Option<Result<PerplexityResult, BackendError>> {
         Some(
-            llama_perplexity(&self.build, &self.gguf, text, protocol)
+            llama_perplexity(&self.build, &self.gguf, text, protocol, self.gpu_layers)
                 .map_err(|e| BackendError::run(&self.info.id, "llama-perplexity", e)),
         )
     }
@@ -528,6 +696,7 @@ pub fn llama_perplexity(
     gguf: &Path,
     text: &str,
     protocol: PerplexityProtocol,
+    gpu_layers: Option<u32>,
 ) -> Result<PerplexityResult, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let text_path = dir.path().join("text.txt");
@@ -548,6 +717,12 @@ pub fn llama_perplexity(
             &threads.to_string(),
         ])
         .args(["-b", &protocol.context.to_string()])
+        .args(
+            gpu_layers
+                .map(|n| ["-ngl".to_string(), n.to_string()])
+                .into_iter()
+                .flatten(),
+        )
         .output()
         .map_err(|e| format!("cannot run llama-perplexity: {e}"))?;
     let log = format!(
@@ -618,6 +793,29 @@ mod tests {
             (8, 12.5, 30.0, 50.0, 2)
         );
         assert_eq!(g.timing_source, TimingSource::Engine);
+    }
+
+    #[test]
+    fn placement_is_read_from_the_load_log() {
+        let cuda = "load_tensors: offloading 30 repeating layers to GPU\nload_tensors: offloaded 31/31 layers to GPU\nload_tensors:        CUDA0 model buffer size =    98.23 MiB\nload_tensors:   CPU_Mapped model buffer size =    20.25 MiB\n";
+        let p = Placement::parse(cuda);
+        assert_eq!(p.offloaded, Some((31, 31)));
+        assert_eq!(p.model_buffers.get("CUDA0"), Some(&98.23));
+        assert_eq!(
+            p.layers_by_device(),
+            [("cuda:0".to_string(), 31)].into_iter().collect()
+        );
+        let cpu = "load_tensors:   CPU_Mapped model buffer size =   118.48 MiB\n";
+        let p = Placement::parse(cpu);
+        assert_eq!(p.offloaded, None);
+        assert_eq!(
+            p.layers_by_device(),
+            [("cpu".to_string(), 1)].into_iter().collect()
+        );
+        let partial =
+            Placement::parse("offloaded 10/31 layers to GPU\nCUDA0 model buffer size = 30.0 MiB\n");
+        assert_eq!(partial.layers_by_device().get("cpu"), Some(&21));
+        assert!(Placement::parse("").layers_by_device().is_empty());
     }
 
     #[test]

