@@ -65,7 +65,10 @@ pub struct Provenance {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProvenanceChange {
     /// The backend's runtime: another version or build.
-    Runtime { from: RuntimePin, to: RuntimePin },
+    Runtime {
+        from: Box<RuntimePin>,
+        to: Box<RuntimePin>,
+    },
     /// The GPU driver.
     GpuDriver { from: Vec<String>, to: Vec<String> },
 }
@@ -115,8 +118,8 @@ impl Provenance {
         if let (Some(from), Some(to)) = (&self.runtime, runtime) {
             if !from.same_build(to) {
                 out.push(ProvenanceChange::Runtime {
-                    from: from.clone(),
-                    to: to.clone(),
+                    from: Box::new(from.clone()),
+                    to: Box::new(to.clone()),
                 });
             }
         }

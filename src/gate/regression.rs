@@ -891,7 +891,7 @@ fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> Evaluation {
         Err(e) => {
             return fail(format!("{note}{e}"))
                 .with_runs(&records, stated)
-                .with_details(Details::Regression(details))
+                .with_details(Details::Regression(Box::new(details)))
         }
     };
     for (m, v) in &first.values {
@@ -903,10 +903,10 @@ fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> Evaluation {
     let done = |parts: Result<Part, Skip>, records: &[RunRecord], stated, details| match parts {
         Ok(part) => Evaluation::judged(vec![part], String::new())
             .with_runs(records, stated)
-            .with_details(Details::Regression(details)),
+            .with_details(Details::Regression(Box::new(details))),
         Err(skip) => Evaluation::skip(skip)
             .with_runs(records, stated)
-            .with_details(Details::Regression(details)),
+            .with_details(Details::Regression(Box::new(details))),
     };
 
     let Some(stored) = stored else {
@@ -923,7 +923,7 @@ fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> Evaluation {
             ),
             Err(e) => fail(format!("{note}update requested but {e}"))
                 .with_runs(&records, stated)
-                .with_details(Details::Regression(details)),
+                .with_details(Details::Regression(Box::new(details))),
         };
     };
 
@@ -932,7 +932,7 @@ fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> Evaluation {
         Err(e) => {
             return fail(format!("{note}{e}"))
                 .with_runs(&records, stated)
-                .with_details(Details::Regression(details))
+                .with_details(Details::Regression(Box::new(details)))
         }
     };
     one.insert_into(&mut details, 1);
@@ -982,7 +982,7 @@ fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> Evaluation {
                 suspects.join(", ")
             ))
             .with_runs(&records, stated)
-            .with_details(Details::Regression(details))
+            .with_details(Details::Regression(Box::new(details)))
         }
     };
     two.insert_into(&mut details, 2);
@@ -1034,8 +1034,8 @@ fn evaluate_paired(
 ) -> Evaluation {
     let mode = ComparisonMode::Paired;
     let change = ProvenanceChange::Runtime {
-        from: baseline.clone(),
-        to: current.clone(),
+        from: Box::new(baseline.clone()),
+        to: Box::new(current.clone()),
     };
     let head = format!("[{}] {change}: ", mode.label());
     let fail = |e: String| Evaluation::error(format!("{head}{e}"));
@@ -1127,7 +1127,7 @@ fn evaluate_paired(
             format!("{head}inconclusive after the capped {} rounds (the pair spread is too wide to tell a {:.0} % slowdown from none, e.g. under load): {text}. Re-run on a quieter machine", r.rounds.len(), p.paired.same_within * 100.0),
         )),
     };
-    eval.with_details(Details::Regression(details))
+    eval.with_details(Details::Regression(Box::new(details)))
 }
 
 /// The sub-series of a re-measurement after a suspected regression.
