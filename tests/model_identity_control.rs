@@ -108,9 +108,17 @@ fn a_random_model_declared_as_trained_fails_model_identity_with_its_perplexity()
         };
         // Only the perplexity fails: the declared count is the fixture's true one.
         let Finding::NotHeld { measured, .. } = part(TRAINED_PERPLEXITY).finding else {
-            panic!("{}: perplexity part {:?}", plan.id, part(TRAINED_PERPLEXITY))
+            panic!(
+                "{}: perplexity part {:?}",
+                plan.id,
+                part(TRAINED_PERPLEXITY)
+            )
         };
-        assert!(measured > 0.5 * 49152.0, "{}: perplexity {measured}", plan.id);
+        assert!(
+            measured > 0.5 * 49152.0,
+            "{}: perplexity {measured}",
+            plan.id
+        );
         assert_eq!(result.metrics.get("perplexity"), Some(measured));
         assert!(
             result.message.contains(TRAINED_PERPLEXITY),

@@ -52,10 +52,26 @@ pub fn runtime() -> Result<&'static OrtRuntime, BackendError> {
 }
 
 fn load_runtime() -> Result<OrtRuntime, String> {
-    let library_path = crate::assets::ensure(&crate::assets::ONNXRUNTIME).map_err(|e| {
-        format!("libonnxruntime not found: {e}\n  fix: run `infergate fetch` with PyPI reachable, or set ORT_DYLIB_PATH=/path/to/libonnxruntime.so.1.31.1")
-    })?;
+    // INFERGATE_ONNXRUNTIME (another pinned version, crate::pins) wins over the compiled-in pin.
+    let selected = crate::pins::selected_onnxruntime()?;
+    let library_path = match &selected {
+        Some(pin) => match crate::pins::fetch(pin, &mut std::io::sink()) {
+            Ok(crate::pins::Fetched::Library(p)) => p,
+            Ok(other) => return Err(format!("{}: not a library: {other:?}", pin.requirement())),
+            Err(e) => return Err(format!("{}={}: {e}", crate::pins::ONNXRUNTIME_ENV, pin.requirement())),
+        },
+        None => crate::assets::ensure(&crate::assets::ONNXRUNTIME).map_err(|e| {
+            format!("libonnxruntime not found: {e}\n  fix: run `infergate fetch` with PyPI reachable, or set ORT_DYLIB_PATH=/path/to/libonnxruntime.so.1.31.1")
+        })?,
+    };
     let version = library_version(&library_path)?;
+    if let Some(pin) = selected.as_ref().filter(|p| p.version() != version) {
+        return Err(format!(
+            "{} reports version {version}, not the pinned {}",
+            library_path.display(),
+            pin.version()
+        ));
+    }
     let builder = ort::init_from(&library_path).map_err(|e| {
         format!("cannot load ONNX Runtime from {}: {e}\n  fix: set ORT_DYLIB_PATH to a libonnxruntime.so of version 1.31 (this build uses ort's api-31)", library_path.display())
     })?;
@@ -138,6 +154,8 @@ pub struct OrtOptions {
     /// A requested provider that cannot register is an error (default). Off only for the
     /// silent-fallback negative control, which must show what ONNX Runtime does on its own.
     pub strict_providers: bool,
+    /// Test-only planted slowdown (a no-op by default; [`crate::baseline::slowdown`]).
+    pub stretch: crate::baseline::slowdown::Stretch,
     /// Where the KV cache lives between decode steps.
     pub kv_cache: KvCacheHome,
 }
@@ -281,6 +299,7 @@ pub struct OrtBackend {
     memory_traffic: Option<MemoryTraffic>,
     /// Set when opened for evidence: where the profile and optimized graph go, what was asked for.
     evidence_setup: Option<EvidenceSetup>,
+    stretch: crate::baseline::slowdown::Stretch,
 }
 
 struct EvidenceSetup {
@@ -431,6 +450,7 @@ impl OrtOptions {
             providers: Vec::new(),
             collect_evidence: false,
             strict_providers: true,
+            stretch: Default::default(),
             kv_cache: KvCacheHome::HostRoundTrip,
         }
     }
@@ -540,6 +560,7 @@ impl OrtBackend {
             loaded_parameters,
             memory_traffic,
             evidence_setup,
+            stretch: options.stretch,
         })
     }
 
@@ -738,12 +759,13 @@ impl Backend for OrtBackend {
                 }
             }
         }
-        // Test-only planted slowdown (INFERGATE_TEST_SLOWDOWN; a no-op unless set): see baseline::slowdown.
-        let stretch =
-            crate::baseline::slowdown::Stretch::from_env().map_err(|e| self.err("generate", e))?;
+        // Test-only planted slowdown (a no-op unless the backend was opened with one): see
+        // baseline::slowdown.
+        use crate::baseline::slowdown::Phase;
+        let stretch = self.stretch.clone();
         let start = Instant::now();
         let (logits, mut cache) = self.forward(prompt, 0, None, "prefill")?;
-        stretch.apply(start);
+        stretch.apply(Phase::Prefill, start);
         let mut next = self.last_argmax(&logits);
         let prefill_done = Instant::now();
         let mut tokens = vec![next];
@@ -751,7 +773,7 @@ impl Backend for OrtBackend {
             let past_len = prompt.len() + step - 1;
             let step_start = Instant::now();
             let (logits, new_cache) = self.forward(&[next], past_len, Some(cache), "decode")?;
-            stretch.apply(step_start);
+            stretch.apply(Phase::Decode, step_start);
             cache = new_cache;
             next = self.last_argmax(&logits);
             tokens.push(next);

@@ -7,6 +7,7 @@ use super::llama_cpp::setup;
 use super::ollama::{OllamaBackend, OllamaConfig};
 use super::ort::{BindTarget, KvCacheHome, OptLevel, OrtBackend, OrtOptions, RequestedProvider};
 use super::{Backend, ComputeDevice};
+use crate::baseline::slowdown::{Stretch, Tweaks};
 use crate::error::BackendError;
 use crate::model::catalog::{self, CatalogModel, WeightSource};
 use crate::model::onnx_export::WeightFormat;
@@ -269,12 +270,41 @@ fn tch_probe(_id: &str) -> Availability {
     }
 }
 
+/// The test-only options of `INFERGATE_TEST_SLOWDOWN` / `INFERGATE_TEST_THREADS`, read once per
+/// open (never inside a timed loop; [`crate::baseline::slowdown`]).
+fn env_tweaks(id: &str) -> Result<Tweaks, BackendError> {
+    Tweaks::from_env().map_err(|reason| BackendError::Unavailable {
+        backend: id.into(),
+        reason,
+    })
+}
+
 /// What a backend needs prepared for a model (exports are cached, so this is cheap after the first time).
 pub fn open(id: &str, model: &CatalogModel) -> Result<Box<dyn Backend>, BackendError> {
+    let tweaks = env_tweaks(id)?;
+    open_tweaked(id, model, Stretch::new(tweaks.planted), tweaks.threads)
+}
+
+/// [`open`] with test-only options: a planted slowdown for ONNX Runtime (`stretch`; a clone kept
+/// by the caller reads the time it added) and llama.cpp's thread count (`None`: every core).
+pub fn open_tweaked(
+    id: &str,
+    model: &CatalogModel,
+    stretch: Stretch,
+    threads: Option<usize>,
+) -> Result<Box<dyn Backend>, BackendError> {
     match ort_variant(id) {
-        Some((format, opt)) => open_ort(id, &WeightSource::catalog(model), format, opt),
+        Some((format, opt)) => open_ort_with(
+            id,
+            &WeightSource::catalog(model),
+            format,
+            opt,
+            ort_provider(id),
+            false,
+            stretch,
+        ),
         None if id == "llama-cpp" || id == "llama-cpp-cuda" => {
-            open_llama_cpp(id, &model.gguf_path()?)
+            open_llama_cpp(id, &model.gguf_path()?, threads)
         }
         None if id == "ollama" => open_ollama(ollama_config()?, model),
         None if id.starts_with("tch-") && is_known(id) => open_tch(id, model),
@@ -331,8 +361,13 @@ fn open_tch(id: &str, _model: &CatalogModel) -> Result<Box<dyn Backend>, Backend
     })
 }
 
-/// `llama-cpp` (CPU build) or `llama-cpp-cuda` (CUDA build, every layer offloaded).
-fn open_llama_cpp(id: &str, gguf: &std::path::Path) -> Result<Box<dyn Backend>, BackendError> {
+/// `llama-cpp` (CPU build) or `llama-cpp-cuda` (CUDA build, every layer offloaded); `threads`:
+/// the server's thread count (`None`: every core).
+fn open_llama_cpp(
+    id: &str,
+    gguf: &std::path::Path,
+    threads: Option<usize>,
+) -> Result<Box<dyn Backend>, BackendError> {
     let (build, gpu_layers) = if id == "llama-cpp-cuda" {
         (
             setup::locate_cuda(),
@@ -352,8 +387,8 @@ fn open_llama_cpp(id: &str, gguf: &std::path::Path) -> Result<Box<dyn Backend>, 
     let precision = crate::model::GgufFile::open(gguf)
         .map(|g| g.dominant_matrix_type().name().to_lowercase())
         .unwrap_or_else(|_| "gguf".into());
-    Ok(Box::new(LlamaCppBackend::open(
-        id, &build, gguf, &precision, gpu_layers,
+    Ok(Box::new(LlamaCppBackend::open_with_threads(
+        id, &build, gguf, &precision, gpu_layers, threads,
     )?))
 }
 
@@ -418,7 +453,8 @@ pub fn open_ort(
     format: WeightFormat,
     opt: OptLevel,
 ) -> Result<Box<dyn Backend>, BackendError> {
-    open_ort_with(id, source, format, opt, ort_provider(id), false)
+    let stretch = Stretch::new(env_tweaks(id)?.planted);
+    open_ort_with(id, source, format, opt, ort_provider(id), false, stretch)
 }
 
 fn open_ort_with(
@@ -428,6 +464,7 @@ fn open_ort_with(
     opt: OptLevel,
     provider: Option<RequestedProvider>,
     evidence: bool,
+    stretch: Stretch,
 ) -> Result<Box<dyn Backend>, BackendError> {
     let prepared = catalog::ensure_onnx(source, format)?;
     let mut opts = OrtOptions::cpu(
@@ -446,6 +483,7 @@ fn open_ort_with(
     opts.collect_evidence = evidence;
     // Evidence sessions keep ONNX Runtime's own (lenient) behaviour: the fallback is what they expose.
     opts.strict_providers = !evidence;
+    opts.stretch = stretch;
     Ok(Box::new(OrtBackend::open(opts)?))
 }
 
@@ -464,6 +502,7 @@ pub fn open_for_evidence(
             opt,
             extra.or_else(|| ort_provider(id)),
             true,
+            Stretch::default(),
         ),
         None => open(id, model),
     }
@@ -488,7 +527,7 @@ pub fn open_broken(id: &str, model: &CatalogModel) -> Result<Box<dyn Backend>, B
             ))?))
         }
         None if id == "llama-cpp" || id == "llama-cpp-cuda" => {
-            open_llama_cpp(id, &missing.with_extension("gguf"))
+            open_llama_cpp(id, &missing.with_extension("gguf"), None)
         }
         // A model name no server has: opening fails with the `ollama pull` fix (or "no server").
         None if id == "ollama" => open_ollama(

@@ -36,7 +36,7 @@ pub fn show(config: &RunnerConfig, out: &mut dyn Write) -> ExitCode {
         let Some(model) = crate::model::catalog::lookup(&spec.model) else {
             continue;
         };
-        let fp = Fingerprint::detect(&spec.backends, &[model]);
+        let fp = Fingerprint::detect(&[model]);
         let store = settings.store_for(&spec.path);
         let id = fp.id();
         let _ = writeln!(
@@ -48,25 +48,26 @@ pub fn show(config: &RunnerConfig, out: &mut dyn Write) -> ExitCode {
         let gpus = if fp.gpus.is_empty() {
             "none".to_string()
         } else {
-            fp.gpus
-                .iter()
-                .map(|g| format!("{} (driver {})", g.name, g.driver_version))
-                .collect::<Vec<_>>()
-                .join(", ")
+            fp.gpus.join(", ")
         };
         let _ = writeln!(
             out,
             "  cpu: {}, {} cores; gpus: {gpus}; infergate build: {}",
             fp.cpu_model, fp.available_cores, fp.build_profile
         );
+        let drivers = super::fingerprint::gpu_drivers();
+        let runtimes: Vec<String> = spec
+            .backends
+            .iter()
+            .map(|b| match super::fingerprint::current_runtime(b) {
+                Some(pin) => format!("{b}: {}", pin.short()),
+                None => format!("{b}: (no pinnable runtime here)"),
+            })
+            .collect();
         let _ = writeln!(
             out,
-            "  runtimes: {}",
-            fp.runtimes
-                .iter()
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect::<Vec<_>>()
-                .join("; ")
+            "  runtimes now (provenance, not part of the fingerprint): {}",
+            runtimes.join("; ")
         );
         let _ = writeln!(
             out,
@@ -89,7 +90,7 @@ pub fn show(config: &RunnerConfig, out: &mut dyn Write) -> ExitCode {
                     .into_iter()
                     .filter(|d| *d != id)
                     .collect();
-                let _ = writeln!(out, "  no baseline recorded for this machine; record one with `infergate baseline update --gate {}`", spec.id);
+                let _ = writeln!(out, "  no baseline recorded for this machine; record one with `infergate baseline update --gate {}` (until then a trial compares only in paired mode, when another machine's record ran on a runtime that differs from this one's)", spec.id);
                 if !others.is_empty() {
                     let _ = writeln!(
                         out,
@@ -127,6 +128,14 @@ pub fn show(config: &RunnerConfig, out: &mut dyn Write) -> ExitCode {
                         r.provenance.recorded_utc,
                         r.provenance.run_id
                     );
+                    let changes = r.provenance.changes(
+                        super::fingerprint::current_runtime(&r.backend).as_ref(),
+                        &drivers,
+                    );
+                    if !changes.is_empty() {
+                        let names: Vec<String> = changes.iter().map(|c| c.to_string()).collect();
+                        let _ = writeln!(out, "      compared across: {}", names.join("; "));
+                    }
                 }
             }
         }
@@ -203,4 +212,38 @@ pub fn update(
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// `infergate baseline migrate`: rewrite older-schema baselines of the checkout's regression gates.
+pub fn migrate(config: &RunnerConfig, out: &mut dyn Write) -> ExitCode {
+    let specs = match crate::gate::spec::load_dir(&config.gates_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let settings = Settings::current();
+    let mut stores: Vec<super::BaselineStore> = regression_specs(&specs)
+        .iter()
+        .map(|s| settings.store_for(&s.path))
+        .collect();
+    stores.dedup();
+    for store in stores {
+        match super::migrate::migrate(&store) {
+            Ok(done) if done.is_empty() => {
+                let _ = writeln!(out, "{}: nothing to migrate", store.root().display());
+            }
+            Ok(done) => {
+                for m in done {
+                    let _ = writeln!(out, "{}: {m}", store.root().display());
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }

@@ -1,7 +1,12 @@
-//! The machine fingerprint a baseline belongs to: hardware (CPU model, available cores, NVIDIA GPU
-//! model and driver when one is visible), the versions of the runtimes the gate's backends use (as the
-//! runtimes report them), and the hashes of the model weights. Two machines with equal fingerprints
-//! are expected to measure the same numbers up to noise; anything else gets its own directory.
+//! The machine a baseline belongs to: its hardware (CPU model, available cores, NVIDIA GPU models),
+//! the hashes of the model weights and infergate's build profile. Two machines with equal
+//! fingerprints are expected to measure the same numbers up to noise; anything else gets its own
+//! directory.
+//!
+//! What is *under test* is deliberately not part of it: the runtime versions (ONNX Runtime,
+//! llama.cpp build, libtorch) and the GPU driver are provenance stored with every record
+//! ([`crate::baseline::Provenance`]). A runtime or driver bump then still finds the baseline, and
+//! the regression verdict names the change instead of going silent.
 //!
 //! The directory name is human-readable plus a short hash of every component:
 //! `<cpu-slug>-<cores>c[-<gpu-slug>]-<hash12>`, e.g. `amd-epyc-2c-3f9a0c1d2e4b`. The hostname is
@@ -15,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::model::catalog::CatalogModel;
+use crate::pins::{Runtime, RuntimePin};
 
 /// One visible NVIDIA GPU, as `nvidia-smi --query-gpu=name,driver_version` reports it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -32,11 +38,8 @@ pub struct Fingerprint {
     pub cpu_model: String,
     /// Logical CPUs this process may use.
     pub available_cores: usize,
-    /// Empty when no NVIDIA GPU is visible (no `nvidia-smi`, or it lists none).
-    pub gpus: Vec<Gpu>,
-    /// Runtime → version as the runtime reports it (`onnxruntime` → `1.31.1`, `llama.cpp` → …),
-    /// for the runtimes of the backends the gate names that are present here.
-    pub runtimes: BTreeMap<String, String>,
+    /// GPU model names (no driver: that is provenance); empty when no NVIDIA GPU is visible.
+    pub gpus: Vec<String>,
     /// Catalog model name → sha256 of its weights file.
     pub models: BTreeMap<String, String>,
     /// `dev` or `release` (infergate's own build: the harness and the machine-speed probe run at
@@ -54,14 +57,13 @@ pub fn build_profile() -> &'static str {
 }
 
 impl Fingerprint {
-    /// The fingerprint of this machine for a gate running `backends` on `models`.
-    pub fn detect(backends: &[String], models: &[CatalogModel]) -> Fingerprint {
+    /// The fingerprint of this machine for a gate on `models`.
+    pub fn detect(models: &[CatalogModel]) -> Fingerprint {
         let hw = hardware();
         Fingerprint {
             cpu_model: hw.cpu_model.clone(),
             available_cores: hw.available_cores,
-            gpus: hw.gpus.clone(),
-            runtimes: runtime_versions(backends),
+            gpus: hw.gpus.iter().map(|g| g.name.clone()).collect(),
             models: models
                 .iter()
                 .map(|m| (m.name.clone(), m.sha256.clone()))
@@ -88,7 +90,7 @@ impl Fingerprint {
             } else {
                 String::new()
             };
-            parts.push(format!("{count}{}", slug(&gpu.name, 32)));
+            parts.push(format!("{count}{}", slug(gpu, 32)));
         }
         parts.push(self.hash()[..12].to_string());
         parts.retain(|p| !p.is_empty());
@@ -119,10 +121,8 @@ impl Fingerprint {
         if self.gpus != other.gpus {
             out.push(format!("gpus: {:?} → {:?}", self.gpus, other.gpus));
         }
-        for (what, a, b) in [
-            ("runtime", &self.runtimes, &other.runtimes),
-            ("model", &self.models, &other.models),
-        ] {
+        {
+            let (what, a, b) = ("model", &self.models, &other.models);
             let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
             for k in keys {
                 if a.get(k) != b.get(k) {
@@ -207,33 +207,61 @@ pub fn parse_nvidia_smi(text: &str) -> Vec<Gpu> {
         .collect()
 }
 
-/// Versions of the runtimes behind `backends`, as the runtimes report them. A runtime that is not
-/// present here is left out (its trials are skipped as absent anyway).
-fn runtime_versions(backends: &[String]) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for b in backends {
-        if b.starts_with("ort-") {
-            if let Ok(rt) = crate::backend::ort::runtime() {
-                out.insert("onnxruntime".to_string(), rt.version.clone());
+/// The GPU drivers visible here (`550.54.15`), distinct, for a record's provenance.
+pub fn gpu_drivers() -> Vec<String> {
+    let mut out: Vec<String> = hardware()
+        .gpus
+        .iter()
+        .map(|g| g.driver_version.clone())
+        .collect();
+    out.dedup();
+    out
+}
+
+/// The runtime behind `backend` as this process would run it: what it reports and, when it came
+/// from a pin infergate fetched, the artifact (so that another run can fetch it again). `None` for
+/// a backend without a pinnable runtime (a remote server) or a runtime that is absent here.
+pub fn current_runtime(backend: &str) -> Option<RuntimePin> {
+    match Runtime::of_backend(backend)? {
+        Runtime::OnnxRuntime => {
+            let rt = crate::backend::ort::runtime().ok()?;
+            Some(RuntimePin {
+                runtime: Runtime::OnnxRuntime,
+                reported: rt.version.clone(),
+                artifact: crate::pins::onnxruntime_in_use().ok(),
+            })
+        }
+        Runtime::LlamaCpp => {
+            use crate::backend::llama_cpp::setup::{self, BuildOrigin};
+            // The CUDA build is recorded by what it reports only: a pin re-fetches the CPU
+            // build (the paired workers set INFERGATE_LLAMA_CPP_BIN), which is not what
+            // `llama-cpp-cuda` runs, so its baselines are compared in stored mode.
+            let cuda = backend == "llama-cpp-cuda";
+            let build = if cuda {
+                setup::locate_cuda()?
+            } else {
+                setup::locate()?
+            };
+            let artifact =
+                (build.origin == BuildOrigin::Cache && !cuda).then(crate::pins::default_llama_cpp);
+            Some(RuntimePin {
+                runtime: Runtime::LlamaCpp,
+                reported: build.version,
+                artifact,
+            })
+        }
+        Runtime::Libtorch => {
+            // The version only: the probe's detail names paths, which must not split a baseline.
+            if !crate::backend::registry::probe(backend).is_available() {
+                return None;
             }
-        } else if b == "llama-cpp" {
-            if let Some(build) = crate::backend::llama_cpp::setup::locate() {
-                out.insert("llama.cpp".to_string(), build.version);
-            }
-        } else if b.starts_with("tch-") {
-            // The version only: the probe's detail names paths, which must not split a fingerprint.
-            if crate::backend::registry::probe(b).is_available() {
-                if let Some(v) = crate::backend::registry::libtorch_version() {
-                    out.insert("libtorch".to_string(), v);
-                }
-            }
-        } else if let crate::backend::registry::Availability::Available { detail } =
-            crate::backend::registry::probe(b)
-        {
-            out.insert(b.clone(), detail);
+            Some(RuntimePin {
+                runtime: Runtime::Libtorch,
+                reported: crate::backend::registry::libtorch_version()?,
+                artifact: None,
+            })
         }
     }
-    out
 }
 
 #[cfg(test)]
@@ -244,11 +272,7 @@ mod tests {
         Fingerprint {
             cpu_model: "Intel(R) Xeon(R) Platinum 8480+".into(),
             available_cores: 16,
-            gpus: vec![Gpu {
-                name: "NVIDIA H100 80GB HBM3".into(),
-                driver_version: "550.54.15".into(),
-            }],
-            runtimes: [("onnxruntime".to_string(), "1.31.1".to_string())].into(),
+            gpus: vec!["NVIDIA H100 80GB HBM3".into()],
             models: [("m".to_string(), "ab".repeat(32))].into(),
             build_profile: "dev".into(),
         }
@@ -273,10 +297,10 @@ mod tests {
         f.available_cores = 8;
         variants.push(f);
         let mut f = fp();
-        f.gpus[0].driver_version = "560.1".into();
+        f.gpus[0] = "NVIDIA H200".into();
         variants.push(f);
         let mut f = fp();
-        f.runtimes.insert("onnxruntime".into(), "1.32.0".into());
+        f.cpu_model = "AMD EPYC".into();
         variants.push(f);
         let mut f = fp();
         f.models.insert("m".into(), "cd".repeat(32));

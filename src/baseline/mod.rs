@@ -1,7 +1,9 @@
 //! Stored baselines and the regression rule: the build fails when a stored baseline regresses —
 //! and only when the regression beyond tolerance is statistically clear on a noisy machine.
 //!
-//! - [`fingerprint`]: what machine, runtimes and model a baseline belongs to; its directory name.
+//! - [`fingerprint`]: what machine and model a baseline belongs to; its directory name. Runtimes
+//!   and GPU drivers are each record's provenance, so a bump is compared and named, not skipped.
+//! - [`migrate`]: `infergate baseline migrate` (schema 1 → 2).
 //! - [`store`]: `baselines/<fingerprint>/{fingerprint.json, <gate-id>.json}` — records with their
 //!   samples, validated loading (corrupt / foreign / newer-schema files are typed errors naming the
 //!   file), atomic writes that report old → new medians.
@@ -22,6 +24,8 @@ use std::sync::Mutex;
 pub mod cli;
 pub mod cpu;
 pub mod fingerprint;
+pub mod metric;
+pub mod migrate;
 pub mod probe;
 pub mod rule;
 pub mod slowdown;
@@ -32,8 +36,8 @@ pub use rule::{
     compare, Comparison, Outcome, DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_TOLERANCE,
 };
 pub use store::{
-    BaselineRecord, BaselineStore, Change, Direction, GateBaselines, Provenance, Workload,
-    WritePolicy, WriteReport, SCHEMA_VERSION,
+    BaselineRecord, BaselineStore, Change, Direction, GateBaselines, Provenance, ProvenanceChange,
+    Workload, WritePolicy, WriteReport, SCHEMA_VERSION,
 };
 
 /// The fingerprint the suite's regression gate compares under (for the manifest), if it has one.
@@ -43,7 +47,7 @@ pub fn fingerprint_of_suite(specs: &[crate::gate::GateSpec]) -> Option<String> {
         .find(|s| matches!(s.check, crate::gate::Check::Regression(_)))
         .and_then(|s| {
             let model = crate::model::catalog::lookup(&s.model)?;
-            Some(Fingerprint::detect(&s.backends, &[model]).id())
+            Some(Fingerprint::detect(&[model]).id())
         })
 }
 
@@ -58,8 +62,10 @@ pub struct Settings {
     pub ci: bool,
     /// Write even in CI.
     pub force_write: bool,
-    /// `INFERGATE_TEST_SLOWDOWN`, parsed (an invalid value is an error with the fix).
+    /// `INFERGATE_TEST_SLOWDOWN`'s fraction, parsed (an invalid value is an error with the fix).
     pub test_slowdown: Result<Option<f64>, String>,
+    /// Every test-only backend option (`INFERGATE_TEST_SLOWDOWN`, `INFERGATE_TEST_THREADS`).
+    pub tweaks: Result<slowdown::Tweaks, String>,
     /// `INFERGATE_BASELINES_DIR`.
     pub baselines_dir: Option<PathBuf>,
 }
@@ -91,16 +97,15 @@ impl Settings {
                 "" | "0" | "false" | "no"
             )
         });
-        let test_slowdown = match get(slowdown::ENV) {
-            Some(v) if !v.trim().is_empty() => slowdown::parse(&v).map(Some),
-            _ => Ok(None),
-        };
+        let tweaks = slowdown::Tweaks::from_lookup(&get);
+        let test_slowdown = tweaks.clone().map(|t| t.planted.map(|p| p.fraction));
         Settings {
             update: truthy(get("INFERGATE_UPDATE_BASELINES")),
             require: truthy(get("INFERGATE_REQUIRE_BASELINE")),
             ci,
             force_write: truthy(get("INFERGATE_FORCE_BASELINE_WRITE")),
             test_slowdown,
+            tweaks,
             baselines_dir: get("INFERGATE_BASELINES_DIR")
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from),
@@ -121,7 +126,7 @@ impl Settings {
         WritePolicy {
             ci: self.ci,
             force: self.force_write,
-            test_slowdown: self.test_slowdown.clone().ok().flatten(),
+            tweaks: self.tweaks.clone().unwrap_or_default(),
         }
     }
 

@@ -1,23 +1,81 @@
-//! `INFERGATE_TEST_SLOWDOWN`: a **test-only** knob that exists for one purpose — proving that the
-//! regression gate catches a real slowdown (docs/regression.md). With `INFERGATE_TEST_SLOWDOWN=0.25`
-//! the ONNX Runtime backend busy-waits after every forward pass (prefill and each decode step) for
-//! 0.25 × the time that pass took, inside the timed region, so prefill, decode and end-to-end times
-//! all grow by 25 % and throughput falls by the same factor. It spins on as many threads as the
-//! machine has cores (as ONNX Runtime's intra-op pool computes on all of them), so it also costs
-//! about 25 % more CPU time, like slower code would.
+//! Planted slowdowns and fewer threads: **test-only** changes to how a backend is opened, which
+//! exist for one purpose — measuring what the regression gate catches (docs/regression.md).
 //!
-//! So that a run with it can never be mistaken for a clean one: the run manifest records it
-//! (`test_slowdown`), every regression verdict names it, and no baseline is ever written while it is
-//! set ([`super::WritePolicy`]). Only in-process backends can be slowed; engine-timed backends
-//! (llama.cpp, Ollama) report their own clocks and are not affected.
+//! - A planted slowdown ([`Planted`]): with `0.25` the ONNX Runtime backend busy-waits after every
+//!   forward pass (prefill and each decode step, or only the phases named: `0.25:decode`) for
+//!   0.25 × the time that pass took, inside the timed region, so the slowed phases take exactly
+//!   ×1.25 and throughput falls by the same factor. It spins on as many threads as the machine has
+//!   cores (as ONNX Runtime's intra-op pool computes on all of them), so CPU time grows too, like
+//!   slower code. The backend counts the time it added ([`Stretch::added_ms`]), so the planted
+//!   factor can be checked against the measured one.
+//! - Fewer threads ([`Tweaks::threads`]): llama.cpp started with fewer threads than it was
+//!   recorded with — a real slowdown of an engine whose timings come from the engine itself.
+//!
+//! Both are options of the backend, fixed when it is opened ([`Tweaks`]); nothing is read inside a
+//! timed loop. For the in-process suite they come from `INFERGATE_TEST_SLOWDOWN` and
+//! `INFERGATE_TEST_THREADS`, read once per open; a paired worker gets them in its open request.
+//! So that a run with them can never be mistaken for a clean one: the run manifest records the
+//! slowdown, every regression verdict names them, and no baseline is ever written while one is
+//! set ([`super::WritePolicy`]).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
-/// The environment variable.
+use serde::{Deserialize, Serialize};
+
+/// The environment variable of the planted slowdown (`0.10`, `0.25:decode`).
 pub const ENV: &str = "INFERGATE_TEST_SLOWDOWN";
+/// The environment variable of the thread count llama.cpp is started with.
+pub const THREADS_ENV: &str = "INFERGATE_TEST_THREADS";
 
 /// The largest accepted factor (a 10× slowdown is already far beyond any tolerance).
 const MAX: f64 = 10.0;
+
+/// Which phases a planted slowdown stretches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Phases {
+    #[default]
+    All,
+    Prefill,
+    Decode,
+}
+
+/// A timed phase of one generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Prefill,
+    Decode,
+}
+
+impl Phases {
+    fn covers(self, p: Phase) -> bool {
+        matches!(
+            (self, p),
+            (Phases::All, _) | (Phases::Prefill, Phase::Prefill) | (Phases::Decode, Phase::Decode)
+        )
+    }
+}
+
+/// A planted slowdown: `fraction` more time in the phases named.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Planted {
+    pub fraction: f64,
+    #[serde(default)]
+    pub phases: Phases,
+}
+
+impl std::fmt::Display for Planted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.phases {
+            Phases::All => write!(f, "{}", self.fraction),
+            Phases::Prefill => write!(f, "{}:prefill", self.fraction),
+            Phases::Decode => write!(f, "{}:decode", self.fraction),
+        }
+    }
+}
 
 /// Parse a slowdown fraction: a finite number in `[0, 10]` (`0.10` = 10 % slower).
 pub fn parse(value: &str) -> Result<f64, String> {
@@ -28,32 +86,119 @@ pub fn parse(value: &str) -> Result<f64, String> {
     Ok(f)
 }
 
-/// The planted slowdown, if `INFERGATE_TEST_SLOWDOWN` is set (to anything but the empty string).
+/// Parse `fraction[:all|prefill|decode]`.
+pub fn parse_planted(value: &str) -> Result<Planted, String> {
+    let (f, phases) = match value.trim().split_once(':') {
+        None => (value, Phases::All),
+        Some((f, "all")) => (f, Phases::All),
+        Some((f, "prefill")) => (f, Phases::Prefill),
+        Some((f, "decode")) => (f, Phases::Decode),
+        Some((_, other)) => {
+            return Err(format!(
+                "{ENV}={value:?}: unknown phase `{other}` (all, prefill or decode)"
+            ))
+        }
+    };
+    Ok(Planted {
+        fraction: parse(f)?,
+        phases,
+    })
+}
+
+/// The planted slowdown's fraction, if `INFERGATE_TEST_SLOWDOWN` is set (to anything but empty).
 pub fn planted() -> Result<Option<f64>, String> {
-    match std::env::var(ENV) {
-        Ok(v) if !v.trim().is_empty() => parse(&v).map(Some),
-        _ => Ok(None),
+    Ok(Tweaks::from_env()?.planted.map(|p| p.fraction))
+}
+
+/// Test-only options of a backend, fixed when it is opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tweaks {
+    /// Stretch the timed phases of an in-process backend (ONNX Runtime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planted: Option<Planted>,
+    /// Threads an engine server (llama.cpp) is started with, instead of every core.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+}
+
+impl Tweaks {
+    /// From variables looked up by `get` (the environment in [`Tweaks::from_env`]).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Tweaks, String> {
+        let planted = match get(ENV) {
+            Some(v) if !v.trim().is_empty() => Some(parse_planted(&v)?),
+            _ => None,
+        }
+        .filter(|p| p.fraction > 0.0);
+        let threads = match get(THREADS_ENV) {
+            Some(v) if !v.trim().is_empty() => match v.trim().parse::<usize>() {
+                Ok(n) if n >= 1 => Some(n),
+                _ => {
+                    return Err(format!(
+                        "{THREADS_ENV}={v:?} is not a thread count (1 or more); unset it"
+                    ))
+                }
+            },
+            _ => None,
+        };
+        Ok(Tweaks { planted, threads })
+    }
+
+    /// `INFERGATE_TEST_SLOWDOWN` and `INFERGATE_TEST_THREADS`.
+    pub fn from_env() -> Result<Tweaks, String> {
+        Tweaks::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn is_none(&self) -> bool {
+        self.planted.is_none() && self.threads.is_none()
+    }
+
+    /// `planted slowdown 0.25:decode, 1 thread` (empty when none).
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(p) = self.planted {
+            parts.push(format!("planted slowdown {p} ({ENV})"));
+        }
+        if let Some(t) = self.threads {
+            parts.push(format!("{t} thread(s) ({THREADS_ENV})"));
+        }
+        parts.join(", ")
     }
 }
 
-/// Stretches timed sections by a factor; a no-op when no slowdown is planted.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Stretch(Option<f64>);
+/// Stretches timed phases by a planted fraction and counts the time it added; a no-op without one.
+#[derive(Debug, Clone, Default)]
+pub struct Stretch {
+    planted: Option<Planted>,
+    added_ns: Arc<AtomicU64>,
+}
+
+impl PartialEq for Stretch {
+    fn eq(&self, other: &Self) -> bool {
+        self.planted == other.planted
+    }
+}
 
 impl Stretch {
-    pub fn new(fraction: Option<f64>) -> Self {
-        Stretch(fraction.filter(|f| *f > 0.0))
+    pub fn new(planted: Option<Planted>) -> Self {
+        Stretch {
+            planted: planted.filter(|p| p.fraction > 0.0),
+            added_ns: Arc::default(),
+        }
     }
 
-    /// From the environment; an invalid value is an error with the fix.
-    pub fn from_env() -> Result<Self, String> {
-        planted().map(Stretch::new)
+    pub fn planted(&self) -> Option<Planted> {
+        self.planted
     }
 
-    /// Busy-wait, on every core, until `(1 + fraction) ×` the time elapsed since `start` has passed.
-    pub fn apply(&self, start: Instant) {
-        let Some(f) = self.0 else { return };
-        let until = Instant::now() + start.elapsed().mul_f64(f);
+    /// Busy-wait, on every core, until `(1 + fraction) ×` the time elapsed since `start` has
+    /// passed, when `phase` is one the slowdown covers.
+    pub fn apply(&self, phase: Phase, start: Instant) {
+        let Some(p) = self.planted.filter(|p| p.phases.covers(phase)) else {
+            return;
+        };
+        let began = Instant::now();
+        let until = began + start.elapsed().mul_f64(p.fraction);
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         std::thread::scope(|s| {
             for _ in 1..threads {
@@ -61,6 +206,13 @@ impl Stretch {
             }
             spin_until(until);
         });
+        let added = began.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+        self.added_ns.fetch_add(added, Ordering::Relaxed);
+    }
+
+    /// Time added so far, in ms (shared by clones).
+    pub fn added_ms(&self) -> f64 {
+        self.added_ns.load(Ordering::Relaxed) as f64 / 1e6
     }
 }
 
@@ -83,23 +235,79 @@ mod tests {
             let e = parse(bad).unwrap_err();
             assert!(e.contains(ENV), "{e}");
         }
+        assert_eq!(
+            parse_planted("0.25:decode"),
+            Ok(Planted {
+                fraction: 0.25,
+                phases: Phases::Decode
+            })
+        );
+        assert!(parse_planted("0.25:warmup").is_err());
+        assert_eq!(parse_planted("0.1").unwrap().to_string(), "0.1");
+        assert_eq!(
+            parse_planted("0.1:decode").unwrap().to_string(),
+            "0.1:decode"
+        );
+    }
+
+    #[test]
+    fn tweaks_from_variables() {
+        let get = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert!(Tweaks::from_lookup(get(&[])).unwrap().is_none());
+        let t = Tweaks::from_lookup(get(&[(ENV, "0.03:decode"), (THREADS_ENV, "1")])).unwrap();
+        assert_eq!(t.threads, Some(1));
+        assert_eq!(t.planted.unwrap().phases, Phases::Decode);
+        assert!(t.describe().contains("0.03:decode") && t.describe().contains("1 thread"));
+        assert!(Tweaks::from_lookup(get(&[(THREADS_ENV, "0")])).is_err());
+        // A zero slowdown plants nothing.
+        assert!(Tweaks::from_lookup(get(&[(ENV, "0")])).unwrap().is_none());
     }
 
     #[test]
     fn no_slowdown_is_a_no_op() {
         assert_eq!(Stretch::new(None), Stretch::default());
-        assert_eq!(Stretch::new(Some(0.0)), Stretch::default());
-        assert_ne!(Stretch::new(Some(0.1)), Stretch::default());
+        let zero = Planted {
+            fraction: 0.0,
+            phases: Phases::All,
+        };
+        assert_eq!(Stretch::new(Some(zero)), Stretch::default());
+        let s = Stretch::new(Some(Planted {
+            fraction: 0.1,
+            phases: Phases::Decode,
+        }));
+        assert_ne!(s, Stretch::default());
+        // A phase the slowdown does not cover adds nothing.
+        let start = Instant::now();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        s.apply(Phase::Prefill, start);
+        assert_eq!(s.added_ms(), 0.0);
     }
 
-    /// A lower bound only (busy-waiting can overshoot on a loaded machine, never undershoot).
+    /// A lower bound only (busy-waiting can overshoot on a loaded machine, never undershoot), and
+    /// the counter holds what was added.
     #[test]
-    fn stretch_waits_at_least_the_fraction() {
+    fn stretch_waits_at_least_the_fraction_and_counts_it() {
         use std::time::Duration;
+        let s = Stretch::new(Some(Planted {
+            fraction: 0.5,
+            phases: Phases::All,
+        }));
         let start = Instant::now();
         std::thread::sleep(Duration::from_millis(4));
         let before = start.elapsed();
-        Stretch::new(Some(0.5)).apply(start);
+        s.clone().apply(Phase::Decode, start);
         assert!(start.elapsed() >= before.mul_f64(1.5));
+        assert!(
+            s.added_ms() >= before.as_secs_f64() * 1e3 * 0.5,
+            "{}",
+            s.added_ms()
+        );
     }
 }

@@ -13,9 +13,13 @@ use serde::{Deserialize, Serialize};
 
 use super::fingerprint::Fingerprint;
 use crate::error::BaselineError;
+use crate::pins::RuntimePin;
 
-/// The schema this infergate reads and writes. A file with a higher number is refused.
-pub const SCHEMA_VERSION: u64 = 1;
+/// The schema this infergate reads and writes. A file with a higher number is refused; one with a
+/// lower number is migrated by `infergate baseline migrate` ([`migrate`]).
+/// 2: the fingerprint is the machine only; runtimes and GPU drivers moved into each record's
+/// [`Provenance`].
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// Name of the fingerprint description in every fingerprint directory.
 pub const FINGERPRINT_FILE: &str = "fingerprint.json";
@@ -47,6 +51,86 @@ pub struct Provenance {
     pub git_dirty: Option<bool>,
     pub run_id: String,
     pub profile: String,
+    /// The runtime the record's backend ran on (with its fetchable artifact when infergate
+    /// fetched it): what a later run on another runtime compares against, and re-runs in paired
+    /// mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimePin>,
+    /// GPU drivers visible at the recording (empty without a GPU).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpu_drivers: Vec<String>,
+}
+
+/// Something under test that differs between a record's provenance and this run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProvenanceChange {
+    /// The backend's runtime: another version or build.
+    Runtime {
+        from: Box<RuntimePin>,
+        to: Box<RuntimePin>,
+    },
+    /// The GPU driver.
+    GpuDriver { from: Vec<String>, to: Vec<String> },
+}
+
+impl std::fmt::Display for ProvenanceChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProvenanceChange::Runtime { from, to } if from.runtime == to.runtime => {
+                let name = from.runtime.name();
+                let strip = |p: &RuntimePin| {
+                    let s = p.short();
+                    s.strip_prefix(name)
+                        .map_or(s.clone(), |r| r.trim().to_string())
+                };
+                write!(f, "{name} {} → {}", strip(from), strip(to))
+            }
+            ProvenanceChange::Runtime { from, to } => {
+                write!(f, "{} → {}", from.short(), to.short())
+            }
+            ProvenanceChange::GpuDriver { from, to } => write!(
+                f,
+                "GPU driver {} → {}",
+                if from.is_empty() {
+                    "none".into()
+                } else {
+                    from.join(", ")
+                },
+                if to.is_empty() {
+                    "none".into()
+                } else {
+                    to.join(", ")
+                }
+            ),
+        }
+    }
+}
+
+impl Provenance {
+    /// What differs between this recording and a run on `runtime` with `gpu_drivers`. A record
+    /// without a stored runtime (none was known) names no runtime change.
+    pub fn changes(
+        &self,
+        runtime: Option<&RuntimePin>,
+        gpu_drivers: &[String],
+    ) -> Vec<ProvenanceChange> {
+        let mut out = Vec::new();
+        if let (Some(from), Some(to)) = (&self.runtime, runtime) {
+            if !from.same_build(to) {
+                out.push(ProvenanceChange::Runtime {
+                    from: Box::new(from.clone()),
+                    to: Box::new(to.clone()),
+                });
+            }
+        }
+        if self.gpu_drivers != gpu_drivers {
+            out.push(ProvenanceChange::GpuDriver {
+                from: self.gpu_drivers.clone(),
+                to: gpu_drivers.to_vec(),
+            });
+        }
+        out
+    }
 }
 
 /// One stored series: gate × backend × scenario × metric (the gate is the file).
@@ -136,16 +220,17 @@ pub struct WritePolicy {
     pub ci: bool,
     /// `INFERGATE_FORCE_BASELINE_WRITE=1` or `--force`.
     pub force: bool,
-    /// `INFERGATE_TEST_SLOWDOWN` is set: never record.
-    pub test_slowdown: Option<f64>,
+    /// A test-only backend option is set (a planted slowdown, fewer threads): never record.
+    pub tweaks: super::slowdown::Tweaks,
 }
 
 impl WritePolicy {
     /// `Err(reason)` when nothing may be written.
     pub fn refusal(&self) -> Option<String> {
-        if let Some(f) = self.test_slowdown {
+        if !self.tweaks.is_none() {
             return Some(format!(
-                "INFERGATE_TEST_SLOWDOWN={f} is set: a run with a planted slowdown can never become a baseline (unset it); nothing was written"
+                "{} is set: a run with a test-only slowdown can never become a baseline (unset it); nothing was written",
+                self.tweaks.describe()
             ));
         }
         if self.ci && !self.force {
@@ -454,7 +539,11 @@ fn parse_versioned<T: serde::de::DeserializeOwned>(
         });
     }
     if version < SCHEMA_VERSION {
-        return Err(corrupt(format!("schema_version {version} is not one infergate ever wrote (the first is {SCHEMA_VERSION})")));
+        return Err(BaselineError::OlderSchema {
+            path: path.to_path_buf(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
     }
     serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use super::store::{record, FINGERPRINT_FILE};
 use super::*;
+use crate::baseline::slowdown::{Phases, Planted, Tweaks};
 use crate::error::BaselineError;
 
 fn fp(cores: usize) -> Fingerprint {
@@ -13,7 +14,6 @@ fn fp(cores: usize) -> Fingerprint {
         cpu_model: "AMD EPYC".into(),
         available_cores: cores,
         gpus: vec![],
-        runtimes: [("onnxruntime".to_string(), "1.31.1".to_string())].into(),
         models: [("smollm2-135m-instruct".to_string(), "ab".repeat(32))].into(),
         build_profile: "dev".into(),
     }
@@ -26,6 +26,12 @@ fn provenance() -> Provenance {
         git_dirty: Some(false),
         run_id: "run-1".into(),
         profile: "ci".into(),
+        runtime: Some(crate::pins::RuntimePin {
+            runtime: crate::pins::Runtime::OnnxRuntime,
+            reported: "1.31.1".into(),
+            artifact: Some(crate::pins::default_onnxruntime()),
+        }),
+        gpu_drivers: vec![],
     }
 }
 
@@ -51,7 +57,11 @@ const GATE: &str = "regression.baseline";
 const WRITE: WritePolicy = WritePolicy {
     ci: false,
     force: false,
-    test_slowdown: None,
+    tweaks: NO_TWEAKS,
+};
+const NO_TWEAKS: Tweaks = Tweaks {
+    planted: None,
+    threads: None,
 };
 
 fn stored(dir: &Path) -> (BaselineStore, Fingerprint) {
@@ -145,7 +155,7 @@ fn a_file_that_is_not_json_is_corrupt_and_named() {
     let tmp = tempfile::tempdir().unwrap();
     let (store, f) = stored(tmp.path());
     let path = gate_file(&store, &f);
-    fs::write(&path, b"{\"schema_version\": 1, \"records\": [").unwrap();
+    fs::write(&path, b"{\"schema_version\": 2, \"records\": [").unwrap();
     let (e, msg) = load_err(&store, &f);
     assert!(matches!(e, BaselineError::Corrupt { .. }), "{e:?}");
     assert!(
@@ -342,7 +352,7 @@ fn ci_refuses_to_write_unless_forced() {
     let ci = WritePolicy {
         ci: true,
         force: false,
-        test_slowdown: None,
+        tweaks: NO_TWEAKS,
     };
     let e = store
         .write(&f, GATE, vec![rec("ort-cpu", "e2e_ms", vec![1.0])], &ci)
@@ -371,7 +381,13 @@ fn a_slowed_run_never_becomes_a_baseline() {
     let slowed = WritePolicy {
         ci: false,
         force: true,
-        test_slowdown: Some(0.25),
+        tweaks: Tweaks {
+            planted: Some(Planted {
+                fraction: 0.25,
+                phases: Phases::All,
+            }),
+            threads: None,
+        },
     };
     let e = store
         .write(
@@ -382,7 +398,8 @@ fn a_slowed_run_never_becomes_a_baseline() {
         )
         .unwrap_err();
     assert!(
-        e.to_string().contains("INFERGATE_TEST_SLOWDOWN=0.25"),
+        e.to_string()
+            .contains("planted slowdown 0.25 (INFERGATE_TEST_SLOWDOWN)"),
         "{e}"
     );
     assert!(!store.root().exists());

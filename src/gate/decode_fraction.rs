@@ -219,7 +219,9 @@ impl GateKind for DecodeFractionParams {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gate::{verdict::derive, Evaluation, Finding, Outcome, TrialId, TrialResult, Unit, Verdict};
+    use crate::gate::{
+        verdict::derive, Evaluation, Finding, Outcome, TrialId, TrialResult, Unit, Verdict,
+    };
 
     fn verdict(parts: Vec<Part>) -> Verdict {
         derive(&Outcome::Judged { parts }, "", &[]).0
@@ -247,7 +249,14 @@ mod tests {
 
     #[test]
     fn a_median_at_the_claim_threshold_does_not_hold() {
-        let parts = judge(&[0.86, 0.87, 0.9], 0.9, None, 64, "llama-cpp", String::new());
+        let parts = judge(
+            &[0.86, 0.87, 0.9],
+            0.9,
+            None,
+            64,
+            "llama-cpp",
+            String::new(),
+        );
         assert!(matches!(parts[0].finding, Finding::NotHeld { measured, .. } if measured == 0.87));
         assert_eq!(verdict(parts), Verdict::Fail);
     }
@@ -259,7 +268,9 @@ mod tests {
         let parts = judge(
             &[0.95, 0.96],
             0.9,
-            Some(KvCheck::CannotCheck("the prompt cache cannot be switched off".into())),
+            Some(KvCheck::CannotCheck(
+                "the prompt cache cannot be switched off".into(),
+            )),
             64,
             "ollama",
             String::new(),
@@ -372,7 +383,11 @@ mod tests {
                 r.known_failure.as_ref().map(|k| k.part.as_str()),
                 Some(KV_EQUALS_RECOMPUTE)
             );
-            assert!(r.message.contains(&format!("position {at}")), "{}", r.message);
+            assert!(
+                r.message.contains(&format!("position {at}")),
+                "{}",
+                r.message
+            );
             // The decode-fraction part is not excused by the KV declaration.
             let r = trial(scenario, 0.85, differing_from(&kv, at));
             assert_eq!(r.verdict, Verdict::Fail, "{}", r.message);
@@ -411,9 +426,11 @@ mod tests {
         // llama-cpp PASSed at 0.89/0.86 under a lowered threshold. Now both are declared. (The KV
         // part is llama-cpp's alone: Ollama cannot check it, so it has nothing to declare.)
         let spec = gate_file();
-        for k in spec.known_failures.iter().filter(|k| {
-            k.backends.contains(&"llama-cpp".to_string()) && k.part == DECODE_FRACTION
-        }) {
+        for k in spec
+            .known_failures
+            .iter()
+            .filter(|k| k.backends.contains(&"llama-cpp".to_string()) && k.part == DECODE_FRACTION)
+        {
             for s in &k.scenarios {
                 assert!(
                     spec.known_failures

@@ -90,7 +90,7 @@ pub enum Details {
     Cost(economics::CostDetails),
     Scaling(scaling_fit::ScalingDetails),
     Warmup(warmup_ratio::WarmupDetails),
-    Regression(regression::RegressionDetails),
+    Regression(Box<regression::RegressionDetails>),
 }
 
 /// Everything the runner knows about a trial before running it.

@@ -25,70 +25,20 @@ use super::{
 };
 use crate::backend::Backend;
 use crate::baseline::cpu;
+use crate::baseline::fingerprint::{current_runtime, gpu_drivers};
 use crate::baseline::probe::{Probe, PROBE_METRIC};
 use crate::baseline::rule::{self, Comparison, Outcome};
-use crate::baseline::store::{self, BaselineRecord, Direction, Provenance, Workload};
+use crate::baseline::store::{
+    self, BaselineRecord, Direction, Provenance, ProvenanceChange, Workload,
+};
 use crate::baseline::{record_command, BaselineStore, Fingerprint, Settings};
 use crate::error::{BackendError, BaselineError};
-use crate::measure::{run_series, RunOutcome, RunPhase, RunRecord, RunTimings, SeriesPlan};
+use crate::measure::{run_series, RunOutcome, RunPhase, RunRecord, SeriesPlan};
+use crate::paired::{Answer, MetricResult};
+use crate::pins::RuntimePin;
 use crate::workload::{prompt_ids, Scenario};
 
-/// A per-run metric the gate can compare.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Metric {
-    /// Whole generation, ms.
-    E2eMs,
-    /// The KV-cached decode loop, ms.
-    DecodeMs,
-    /// One forward over the prompt, ms.
-    PrefillMs,
-    /// Decode steps per second of decode time.
-    DecodeTokensPerS,
-    /// Generated tokens per second end to end.
-    E2eTokensPerS,
-    /// CPU time of this process and its child processes over the run, ms ([`crate::baseline::cpu`]):
-    /// the work done, nearly independent of other processes' load.
-    E2eCpuMs,
-}
-
-impl Metric {
-    pub fn name(self) -> &'static str {
-        match self {
-            Metric::E2eMs => "e2e_ms",
-            Metric::DecodeMs => "decode_ms",
-            Metric::PrefillMs => "prefill_ms",
-            Metric::DecodeTokensPerS => "decode_tokens_per_s",
-            Metric::E2eTokensPerS => "e2e_tokens_per_s",
-            Metric::E2eCpuMs => "e2e_cpu_ms",
-        }
-    }
-    pub fn unit(self) -> &'static str {
-        match self {
-            Metric::E2eMs | Metric::DecodeMs | Metric::PrefillMs | Metric::E2eCpuMs => "ms",
-            Metric::DecodeTokensPerS | Metric::E2eTokensPerS => "tokens/s",
-        }
-    }
-    pub fn direction(self) -> Direction {
-        match self {
-            Metric::E2eMs | Metric::DecodeMs | Metric::PrefillMs | Metric::E2eCpuMs => {
-                Direction::LowerIsBetter
-            }
-            Metric::DecodeTokensPerS | Metric::E2eTokensPerS => Direction::HigherIsBetter,
-        }
-    }
-    /// The metric of one run from its timings and the CPU time it took (`None` = not measured).
-    pub fn value(self, t: &RunTimings, cpu_ms: Option<f64>) -> Option<f64> {
-        Some(match self {
-            Metric::E2eMs => t.e2e_ms,
-            Metric::DecodeMs => t.decode_ms,
-            Metric::PrefillMs => t.prefill_ms,
-            Metric::DecodeTokensPerS => t.decode_tokens_per_s(),
-            Metric::E2eTokensPerS => t.e2e_tokens_per_s(),
-            Metric::E2eCpuMs => return cpu_ms,
-        })
-    }
-}
+pub use crate::baseline::metric::Metric;
 
 fn default_tolerance() -> f64 {
     rule::DEFAULT_TOLERANCE
@@ -131,6 +81,61 @@ pub struct RegressionParams {
     /// drawn: on a slower machine a pass, on a faster one a regression; the rest is a SKIP.
     #[serde(default = "default_machine_tolerance")]
     pub machine_tolerance: f64,
+    /// Paired mode (`[check.paired]`): both runtimes measured in this job.
+    #[serde(default)]
+    pub paired: PairedParams,
+}
+
+/// `[check.paired]`: rounds and rule of paired mode ([`crate::paired`]). Defaults measured on the
+/// 2-core CI machine kind (docs/regression.md, calibration).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PairedParams {
+    /// Generations per side before the rounds, discarded.
+    pub warmup: usize,
+    /// Rounds before the first look.
+    pub rounds: usize,
+    /// Rounds added after an unknown answer.
+    pub extra_rounds: usize,
+    /// Cap on rounds (then unknown is a SKIP, inconclusive).
+    pub max_rounds: usize,
+    /// Family-wise false-alarm rate of one trial (all metrics, all looks).
+    pub alpha: f64,
+    /// A slowdown up to this fraction is not a regression.
+    pub min_effect: f64,
+    /// "Same" excludes a slowdown of this fraction or more.
+    pub same_within: f64,
+}
+
+impl Default for PairedParams {
+    fn default() -> Self {
+        PairedParams {
+            warmup: 2,
+            rounds: 20,
+            extra_rounds: 20,
+            max_rounds: 60,
+            alpha: 0.05,
+            min_effect: 0.01,
+            same_within: 0.03,
+        }
+    }
+}
+
+impl PairedParams {
+    /// The paired settings with `seed` (intervals reported at 95 %).
+    pub fn settings(&self, seed: u64) -> crate::paired::Settings {
+        crate::paired::Settings {
+            warmup: self.warmup,
+            rounds: self.rounds,
+            extra_rounds: self.extra_rounds,
+            max_rounds: self.max_rounds,
+            level: 0.95,
+            alpha: self.alpha,
+            min_effect: self.min_effect,
+            same_within: self.same_within,
+            seed,
+        }
+    }
 }
 
 fn default_machine_tolerance() -> f64 {
@@ -185,6 +190,10 @@ impl RegressionParams {
                 self.confidence
             ));
         }
+        self.paired
+            .settings(0)
+            .validate()
+            .map_err(|e| format!("[check.paired]: {e}"))?;
         crate::stats::bootstrap::check_resamples(self.confidence, self.resamples)
             .map_err(|e| e.to_string())
     }
@@ -299,6 +308,133 @@ fn lookup(
     }
 }
 
+/// How a trial compares, chosen before anything is measured ([`choose`]).
+enum Mode {
+    /// With this machine's stored numbers. `changes` names what differs from the recording and
+    /// could not be re-run (a runtime without a fetchable pin, a GPU driver).
+    Stored {
+        stored: Stored,
+        changes: Vec<ProvenanceChange>,
+    },
+    /// Both runtimes measured in this job ([`crate::paired`]): the baseline's, fetched by its
+    /// pin, and this process's.
+    Paired {
+        baseline: RuntimePin,
+        current: RuntimePin,
+        /// Why paired mode decides (which baseline's recipe is re-run).
+        why: String,
+    },
+}
+
+/// A baseline recorded on another machine for this trial whose runtime pin can be re-run here:
+/// `(fingerprint id, pin)`. Only a record of the same model weights counts (the recipe is the
+/// runtime pin, the model hash and the gate's parameters).
+fn recipe_elsewhere(
+    store: &BaselineStore,
+    fp: &Fingerprint,
+    gate: &str,
+    backend: &str,
+    scenario: &Scenario,
+    p: &RegressionParams,
+) -> Result<Vec<(String, RuntimePin)>, BaselineError> {
+    let mut out = Vec::new();
+    let here = fp.id();
+    for id in store.fingerprint_ids()? {
+        if id == here {
+            continue;
+        }
+        let Some(theirs) = store.read_fingerprint(&id)? else {
+            continue;
+        };
+        if theirs.components.models != fp.models {
+            continue;
+        }
+        let Some(file) = store.load(&id, gate)? else {
+            continue;
+        };
+        let pin = p.metrics.first().and_then(|m| {
+            file.get(backend, Some(scenario.name), m.name())
+                .and_then(|r| r.provenance.runtime.clone())
+        });
+        out.extend(pin.map(|pin| (id, pin)));
+    }
+    Ok(out)
+}
+
+/// The comparison a trial makes: paired when the runtime differs from the baseline's and the
+/// baseline's pin can be fetched (from this machine's record, else from another machine's
+/// recipe); stored with this machine's numbers otherwise; `Err(reason)` when there is nothing to
+/// compare (a counted SKIP, or a failure under `INFERGATE_REQUIRE_BASELINE=1`).
+fn choose(
+    store: &BaselineStore,
+    fp: &Fingerprint,
+    gate: &str,
+    backend: &str,
+    scenario: &Scenario,
+    p: &RegressionParams,
+    current: Option<&RuntimePin>,
+) -> Result<Result<Mode, String>, BaselineError> {
+    let drivers = gpu_drivers();
+    match lookup(store, fp, gate, backend, scenario, p)? {
+        Ok(stored) => {
+            let prov = stored
+                .records
+                .first()
+                .map(|r| r.provenance.clone())
+                .unwrap_or_else(|| stored.probe.provenance.clone());
+            if let (Some(base), Some(cur)) = (&prov.runtime, current) {
+                if !base.same_build(cur) && base.fetchable() {
+                    return Ok(Ok(Mode::Paired {
+                        baseline: base.clone(),
+                        current: cur.clone(),
+                        why: format!(
+                            "this machine's baseline (run {}) ran on {}",
+                            prov.run_id,
+                            base.short()
+                        ),
+                    }));
+                }
+            }
+            Ok(Ok(Mode::Stored {
+                changes: prov.changes(current, &drivers),
+                stored,
+            }))
+        }
+        Err(missing) => {
+            let Some(cur) = current else {
+                return Ok(Err(missing));
+            };
+            let recipes = recipe_elsewhere(store, fp, gate, backend, scenario, p)?;
+            if let Some((id, pin)) = recipes
+                .iter()
+                .find(|(_, pin)| pin.fetchable() && !pin.same_build(cur))
+            {
+                return Ok(Ok(Mode::Paired {
+                    baseline: pin.clone(),
+                    current: cur.clone(),
+                    why: format!(
+                        "no stored numbers for this machine; the baseline recorded on {id} ran on {}, re-run here from its pin",
+                        pin.short()
+                    ),
+                }));
+            }
+            if recipes.is_empty() {
+                Ok(Err(missing))
+            } else {
+                let on: Vec<String> = recipes
+                    .iter()
+                    .map(|(id, pin)| format!("{id} ({})", pin.short()))
+                    .collect();
+                Ok(Err(format!(
+                    "{missing}; the baselines of other machines ({}) ran on this machine's runtime ({}) or cannot be fetched, so paired mode has nothing to compare either",
+                    on.join(", "),
+                    cur.short()
+                )))
+            }
+        }
+    }
+}
+
 pub const NO_REGRESSION: &str = "no_regression";
 
 /// One metric compared with its baseline in one attempt (1 = first series, 2 = re-measured).
@@ -325,6 +461,47 @@ pub struct RegressionDetails {
     pub machine_slowdown: Vec<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_slowdown: Option<f64>,
+    /// Which comparison decided (absent in update mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<ComparisonMode>,
+    /// What differs from the baseline's recording (`onnxruntime 1.31.1 → 1.32.0`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<String>,
+    /// Paired mode's result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paired: Option<PairedSummary>,
+}
+
+/// Which comparison decided a regression verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ComparisonMode {
+    /// With the numbers stored for this machine.
+    Stored,
+    /// Both runtimes measured in this job, interleaved.
+    Paired,
+}
+
+impl ComparisonMode {
+    pub fn label(self) -> &'static str {
+        match self {
+            ComparisonMode::Stored => "stored mode",
+            ComparisonMode::Paired => "paired mode",
+        }
+    }
+}
+
+/// What a paired comparison inside the gate found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairedSummary {
+    pub baseline: RuntimePin,
+    pub candidate: RuntimePin,
+    pub rounds: usize,
+    pub looks: usize,
+    pub seed: u64,
+    pub answer: Answer,
+    pub metrics: Vec<MetricResult>,
+    pub elapsed_s: f64,
 }
 
 impl GateKind for RegressionParams {
@@ -360,14 +537,15 @@ fn skip_reason(
         return None;
     }
     let model = crate::model::catalog::lookup(&spec.model)?;
-    let fp = Fingerprint::detect(&spec.backends, &[model]);
-    match lookup(
+    let fp = Fingerprint::detect(&[model]);
+    match choose(
         &settings.store_for(&spec.path),
         &fp,
         &spec.id,
         backend,
         scenario?,
         p,
+        current_runtime(backend).as_ref(),
     ) {
         Ok(Err(missing)) => Some(missing),
         _ => None,
@@ -634,11 +812,20 @@ fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> Evaluation {
         ));
     };
     let store = settings.store_for(&ctx.spec.path);
-    let fp = Fingerprint::detect(&ctx.spec.backends, std::slice::from_ref(&ctx.model));
-    let stored = if settings.update {
-        None
+    let fp = Fingerprint::detect(std::slice::from_ref(&ctx.model));
+    let current = current_runtime(ctx.backend_id());
+    let (stored, changes) = if settings.update {
+        (None, Vec::new())
     } else {
-        match lookup(&store, &fp, &ctx.spec.id, ctx.backend_id(), &scenario, p) {
+        match choose(
+            &store,
+            &fp,
+            &ctx.spec.id,
+            ctx.backend_id(),
+            &scenario,
+            p,
+            current.as_ref(),
+        ) {
             Err(e) => return fail(e.to_string()),
             Ok(Err(missing)) if settings.require => {
                 return fail(format!(
@@ -648,7 +835,15 @@ fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> Evaluation {
             Ok(Err(missing)) => {
                 return Evaluation::skip(Skip::new(SkipCause::Precondition, missing))
             }
-            Ok(Ok(stored)) => Some(stored),
+            Ok(Ok(Mode::Paired {
+                baseline,
+                current,
+                why,
+            })) => {
+                let tweaks = settings.tweaks.clone().unwrap_or_default();
+                return evaluate_paired(ctx, p, &scenario, &baseline, &current, &why, tweaks);
+            }
+            Ok(Ok(Mode::Stored { stored, changes })) => (Some(stored), changes),
         }
     };
     let prompt = match prompt_ids(&scenario, ctx.encode) {
@@ -672,14 +867,31 @@ fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> Evaluation {
     }
     let mut details = RegressionDetails {
         test_slowdown: planted,
+        mode: stored.as_ref().map(|_| ComparisonMode::Stored),
+        changes: changes.iter().map(ToString::to_string).collect(),
         ..Default::default()
+    };
+    // Every stored-mode verdict says which mode decided and names what changed since the recording.
+    let note = if stored.is_some() {
+        let changed = if changes.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<String> = changes.iter().map(ToString::to_string).collect();
+            format!(
+                "{} (cannot be re-run side by side: compared with the stored numbers): ",
+                names.join("; ")
+            )
+        };
+        format!("[{}] {note}{changed}", ComparisonMode::Stored.label())
+    } else {
+        note
     };
     let first = match first {
         Ok(s) => s,
         Err(e) => {
             return fail(format!("{note}{e}"))
                 .with_runs(&records, stated)
-                .with_details(Details::Regression(details))
+                .with_details(Details::Regression(Box::new(details)))
         }
     };
     for (m, v) in &first.values {
@@ -691,10 +903,10 @@ fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> Evaluation {
     let done = |parts: Result<Part, Skip>, records: &[RunRecord], stated, details| match parts {
         Ok(part) => Evaluation::judged(vec![part], String::new())
             .with_runs(records, stated)
-            .with_details(Details::Regression(details)),
+            .with_details(Details::Regression(Box::new(details))),
         Err(skip) => Evaluation::skip(skip)
             .with_runs(records, stated)
-            .with_details(Details::Regression(details)),
+            .with_details(Details::Regression(Box::new(details))),
     };
 
     let Some(stored) = stored else {
@@ -711,7 +923,7 @@ fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> Evaluation {
             ),
             Err(e) => fail(format!("{note}update requested but {e}"))
                 .with_runs(&records, stated)
-                .with_details(Details::Regression(details)),
+                .with_details(Details::Regression(Box::new(details))),
         };
     };
 
@@ -720,7 +932,7 @@ fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> Evaluation {
         Err(e) => {
             return fail(format!("{note}{e}"))
                 .with_runs(&records, stated)
-                .with_details(Details::Regression(details))
+                .with_details(Details::Regression(Box::new(details)))
         }
     };
     one.insert_into(&mut details, 1);
@@ -770,7 +982,7 @@ fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> Evaluation {
                 suspects.join(", ")
             ))
             .with_runs(&records, stated)
-            .with_details(Details::Regression(details))
+            .with_details(Details::Regression(Box::new(details)))
         }
     };
     two.insert_into(&mut details, 2);
@@ -807,6 +1019,117 @@ fn evaluate(ctx: &TrialContext<'_>, p: &RegressionParams) -> Evaluation {
     done(part, &records, stated, details)
 }
 
+/// Paired mode inside the gate: the baseline's runtime (fetched by its pin) and this process's
+/// runtime, each in its own worker, rounds interleaved in a seeded random order; the answer of
+/// [`crate::paired`] decides: slower → FAIL, same or faster → PASS, unknown after the capped
+/// extra rounds → SKIP (inconclusive). A planted test slowdown goes to the current side.
+fn evaluate_paired(
+    ctx: &TrialContext<'_>,
+    p: &RegressionParams,
+    scenario: &Scenario,
+    baseline: &RuntimePin,
+    current: &RuntimePin,
+    why: &str,
+    tweaks: crate::baseline::slowdown::Tweaks,
+) -> Evaluation {
+    let mode = ComparisonMode::Paired;
+    let change = ProvenanceChange::Runtime {
+        from: Box::new(baseline.clone()),
+        to: Box::new(current.clone()),
+    };
+    let head = format!("[{}] {change}: ", mode.label());
+    let fail = |e: String| Evaluation::error(format!("{head}{e}"));
+    let Some(artifact) = baseline.artifact.clone() else {
+        return fail(format!("{} has no fetchable artifact", baseline.short()));
+    };
+    let prompt = match prompt_ids(scenario, ctx.encode) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("cannot build the `{}` prompt: {e}", scenario.name)),
+    };
+    let workload = crate::paired::Workload {
+        backend: ctx.backend_id().to_string(),
+        model: ctx.model.name.clone(),
+        prompt,
+        gen_tokens: p.gen_tokens,
+        metrics: p.metrics.clone(),
+    };
+    let planted = if tweaks.is_none() {
+        String::new()
+    } else {
+        format!(" with {}", tweaks.describe())
+    };
+    let sides = (
+        crate::paired::Side {
+            label: format!("baseline ({})", baseline.short()),
+            runtime: crate::paired::SideRuntime::Pinned { artifact },
+            tweaks: Default::default(),
+        },
+        crate::paired::Side {
+            label: format!("current ({}{planted})", current.short()),
+            runtime: crate::paired::SideRuntime::Inherited,
+            tweaks,
+        },
+    );
+    let trial = ctx.trial.to_string();
+    let seed = rule::seed_for(&[&trial, "paired"]);
+    let settings = p.paired.settings(seed);
+    let mut progress = std::io::sink();
+    let r = match crate::paired::run(&workload, &sides.0, &sides.1, &settings, &mut progress) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let slower = r.with_answer(Answer::Slower);
+    let text = format!(
+        "{why}; {} rounds in {} look(s), seed {}, {:.0} s: {}",
+        r.rounds.len(),
+        r.looks,
+        r.settings.seed,
+        r.elapsed_s,
+        r.describe_metrics()
+    );
+    let details = RegressionDetails {
+        test_slowdown: tweaks.planted.map(|p| p.fraction),
+        mode: Some(mode),
+        changes: vec![change.to_string()],
+        paired: Some(PairedSummary {
+            baseline: baseline.clone(),
+            candidate: current.clone(),
+            rounds: r.rounds.len(),
+            looks: r.looks,
+            seed: r.settings.seed,
+            answer: r.answer,
+            metrics: r.metrics.clone(),
+            elapsed_s: r.elapsed_s,
+        }),
+        ..Default::default()
+    };
+    let eval = match r.answer {
+        Answer::Slower => Evaluation::judged(
+            vec![Part::compare(
+                NO_REGRESSION,
+                slower.len() as f64,
+                Threshold::equal(0.0),
+                format!("{head}regression of {} (slower beyond {:.0} % at family-wise α {}): {text}", slower.join(", "), p.paired.min_effect * 100.0, p.paired.alpha),
+            )],
+            String::new(),
+        ),
+        Answer::Same | Answer::Faster => Evaluation::judged(
+            vec![Part::compare(
+                NO_REGRESSION,
+                0.0,
+                Threshold::equal(0.0),
+                format!("{head}{}: {text}", r.answer.label()),
+            )],
+            String::new(),
+        ),
+        Answer::Unknown => Evaluation::skip(Skip::new(
+            SkipCause::Inconclusive,
+            format!("{head}inconclusive after the capped {} rounds (the pair spread is too wide to tell a {:.0} % slowdown from none, e.g. under load): {text}. Re-run on a quieter machine", r.rounds.len(), p.paired.same_within * 100.0),
+        )),
+    };
+    eval.with_details(Details::Regression(Box::new(details)))
+}
+
 /// The sub-series of a re-measurement after a suspected regression.
 pub const REMEASURE: &str = "remeasure";
 
@@ -833,6 +1156,8 @@ fn record_series(
         git_dirty,
         run_id: ctx.run_id.to_string(),
         profile: profile_name(ctx),
+        runtime: current_runtime(ctx.backend_id()),
+        gpu_drivers: gpu_drivers(),
     };
     let workload = Workload {
         prompt_tokens: scenario.prompt_tokens,
@@ -892,7 +1217,313 @@ fn profile_name(ctx: &TrialContext<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gate::Check;
+    use crate::measure::RunTimings;
     use std::path::Path;
+
+    /// A store holding one machine's ort-cpu::short records (every metric of `p` and the probe),
+    /// measured on `runtime`.
+    fn store_with(
+        dir: &Path,
+        fp: &Fingerprint,
+        p: &RegressionParams,
+        runtime: Option<RuntimePin>,
+    ) -> BaselineStore {
+        let store = BaselineStore::new(dir);
+        let sc = crate::workload::scenario("short").unwrap();
+        let provenance = Provenance {
+            recorded_utc: "2026-01-01T00:00:00Z".into(),
+            git_commit: None,
+            git_dirty: None,
+            run_id: "rec-1".into(),
+            profile: "full".into(),
+            runtime,
+            gpu_drivers: gpu_drivers(),
+        };
+        let workload = Workload {
+            prompt_tokens: sc.prompt_tokens,
+            gen_tokens: p.gen_tokens,
+        };
+        let mut records: Vec<BaselineRecord> = p
+            .metrics
+            .iter()
+            .map(|m| (m.name(), m.direction(), m.unit()))
+            .chain([(PROBE_METRIC, Direction::LowerIsBetter, "ms")])
+            .map(|(name, d, unit)| {
+                store::record(
+                    "ort-cpu",
+                    Some("short"),
+                    name,
+                    d,
+                    unit,
+                    vec![1.0, 1.1, 1.2],
+                    workload,
+                    provenance.clone(),
+                )
+                .unwrap()
+            })
+            .collect();
+        records.sort_by_key(|r| r.key());
+        let policy = crate::baseline::WritePolicy {
+            ci: false,
+            force: true,
+            tweaks: Default::default(),
+        };
+        store
+            .write(fp, "regression.baseline", records, &policy)
+            .unwrap();
+        store
+    }
+
+    fn ort_pin(version: &str, fetchable: bool) -> RuntimePin {
+        RuntimePin {
+            runtime: crate::pins::Runtime::OnnxRuntime,
+            reported: version.into(),
+            artifact: fetchable
+                .then(|| crate::pins::parse(&format!("onnxruntime=={version}")).unwrap()),
+        }
+    }
+
+    fn machine(cpu: &str) -> Fingerprint {
+        Fingerprint {
+            cpu_model: cpu.into(),
+            available_cores: 2,
+            gpus: vec![],
+            models: [("m".to_string(), "ab".repeat(32))].into(),
+            build_profile: "dev".into(),
+        }
+    }
+
+    #[test]
+    fn the_mode_follows_the_runtime_and_the_stored_numbers() {
+        let (path, text) = repo_gate();
+        let spec = GateSpec::parse(&path, &text).unwrap();
+        let Check::Regression(p) = &spec.check else {
+            panic!("not a regression gate")
+        };
+        let sc = crate::workload::scenario("short").unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let here = machine("AMD EPYC");
+        let old = ort_pin("1.31.1", true);
+        let new = ort_pin("1.32.0", true);
+        let store = store_with(tmp.path(), &here, p, Some(old.clone()));
+        let mode = |fp: &Fingerprint, cur: &RuntimePin| {
+            choose(
+                &store,
+                fp,
+                "regression.baseline",
+                "ort-cpu",
+                &sc,
+                p,
+                Some(cur),
+            )
+            .unwrap()
+        };
+        // Same runtime: stored numbers, nothing changed.
+        match mode(&here, &old) {
+            Ok(Mode::Stored { changes, .. }) => assert!(changes.is_empty(), "{changes:?}"),
+            _ => panic!("expected stored mode"),
+        }
+        // A bump with a fetchable baseline pin: paired, naming the baseline's run.
+        match mode(&here, &new) {
+            Ok(Mode::Paired { baseline, why, .. }) => {
+                assert_eq!(baseline, old);
+                assert!(why.contains("rec-1"), "{why}");
+            }
+            _ => panic!("expected paired mode"),
+        }
+        // Another machine (no stored numbers for its CPU): the bump is still compared, paired
+        // from the recipe; the same runtime there has nothing to compare.
+        let other = machine("Intel Xeon Processor");
+        match mode(&other, &new) {
+            Ok(Mode::Paired { why, .. }) => {
+                assert!(why.contains("no stored numbers"), "{why}");
+                assert!(why.contains(&here.id()), "{why}");
+            }
+            _ => panic!("expected paired mode from another machine's recipe"),
+        }
+        match mode(&other, &old) {
+            Err(reason) => assert!(reason.contains("nothing to compare"), "{reason}"),
+            Ok(_) => panic!("expected nothing to compare"),
+        }
+        // A different model hash is another recipe: nothing to compare.
+        let mut other_model = other.clone();
+        other_model.models.insert("m".into(), "cd".repeat(32));
+        assert!(mode(&other_model, &new).is_err());
+    }
+
+    #[test]
+    fn a_bump_that_cannot_be_fetched_is_compared_with_the_stored_numbers_and_named() {
+        let (path, text) = repo_gate();
+        let spec = GateSpec::parse(&path, &text).unwrap();
+        let Check::Regression(p) = &spec.check else {
+            panic!("not a regression gate")
+        };
+        let sc = crate::workload::scenario("short").unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let here = machine("AMD EPYC");
+        // Recorded on a library given by path: no artifact to fetch again.
+        let store = store_with(tmp.path(), &here, p, Some(ort_pin("1.31.1", false)));
+        let cur = ort_pin("1.32.0", true);
+        match choose(
+            &store,
+            &here,
+            "regression.baseline",
+            "ort-cpu",
+            &sc,
+            p,
+            Some(&cur),
+        )
+        .unwrap()
+        {
+            Ok(Mode::Stored { changes, .. }) => {
+                let names: Vec<String> = changes.iter().map(ToString::to_string).collect();
+                assert_eq!(names, vec!["onnxruntime 1.31.1 → 1.32.0".to_string()]);
+            }
+            _ => panic!("expected stored mode"),
+        }
+    }
+
+    #[test]
+    fn no_baseline_anywhere_is_a_skip_reason_with_the_record_command() {
+        let (path, text) = repo_gate();
+        let spec = GateSpec::parse(&path, &text).unwrap();
+        let Check::Regression(p) = &spec.check else {
+            panic!("not a regression gate")
+        };
+        let sc = crate::workload::scenario("short").unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let store = BaselineStore::new(tmp.path().join("baselines"));
+        let here = machine("Intel(R) Xeon(R) Processor");
+        for cur in [Some(ort_pin("1.31.1", true)), None] {
+            match choose(
+                &store,
+                &here,
+                "regression.baseline",
+                "ort-cpu",
+                &sc,
+                p,
+                cur.as_ref(),
+            )
+            .unwrap()
+            {
+                Err(reason) => {
+                    assert!(reason.contains("no baseline for this machine"), "{reason}");
+                    assert!(reason.contains("record one with"), "{reason}");
+                }
+                Ok(_) => panic!("a machine without any baseline must have nothing to compare"),
+            }
+        }
+    }
+
+    /// The committed baselines, read as CI reads them with this build's own runtimes: the machine
+    /// they were recorded on compares with its stored numbers, and a machine without a baseline
+    /// (this 2-core Intel Xeon) has nothing to compare. Neither chooses paired mode, so no second
+    /// runtime is fetched while the runtime equals the baselines'.
+    #[test]
+    fn the_committed_baselines_need_no_second_runtime_for_this_build() {
+        let (path, text) = repo_gate();
+        let spec = GateSpec::parse(&path, &text).unwrap();
+        let Check::Regression(p) = &spec.check else {
+            panic!("not a regression gate")
+        };
+        let store = BaselineStore::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("baselines"));
+        let ids = store.fingerprint_ids().unwrap();
+        let amd = ids
+            .iter()
+            .find(|id| id.starts_with("amd-epyc-2c-"))
+            .expect("the CI machine's baseline is committed");
+        let recorded = store.read_fingerprint(amd).unwrap().unwrap().components;
+        assert_eq!(
+            recorded.id(),
+            *amd,
+            "the committed fingerprint matches its directory"
+        );
+        // The default model's declared hash is still the one the baselines were recorded on.
+        let model = crate::model::declared::default_model().unwrap();
+        assert_eq!(
+            recorded.models.get(&model.name),
+            Some(&model.sha256),
+            "the default model changed: the committed baselines no longer match any machine"
+        );
+        let file = store.load(amd, "regression.baseline").unwrap().unwrap();
+        let mut intel = recorded.clone();
+        intel.cpu_model = "Intel(R) Xeon(R) Processor".into();
+        assert!(
+            !ids.contains(&intel.id()),
+            "{} has a baseline now",
+            intel.id()
+        );
+        let mut checked = 0;
+        for (backend, current) in [
+            ("ort-cpu", crate::pins::default_onnxruntime()),
+            ("llama-cpp", crate::pins::default_llama_cpp()),
+        ] {
+            let runtime = crate::pins::Runtime::of_backend(backend).unwrap();
+            let reported = file
+                .records
+                .iter()
+                .find(|r| r.backend == backend)
+                .and_then(|r| r.provenance.runtime.clone())
+                .expect("the committed records name their runtime")
+                .reported;
+            let cur = RuntimePin {
+                runtime,
+                reported,
+                artifact: Some(current),
+            };
+            for sc in ["short", "medium", "long"] {
+                let Some(sc) = crate::workload::scenario(sc) else {
+                    continue;
+                };
+                if !file
+                    .records
+                    .iter()
+                    .any(|r| r.backend == backend && r.scenario.as_deref() == Some(sc.name))
+                {
+                    continue;
+                }
+                let mode = |fp: &Fingerprint| {
+                    choose(
+                        &store,
+                        fp,
+                        "regression.baseline",
+                        backend,
+                        &sc,
+                        p,
+                        Some(&cur),
+                    )
+                    .unwrap()
+                };
+                match mode(&recorded) {
+                    Ok(Mode::Stored { changes, .. }) => {
+                        assert!(
+                            changes
+                                .iter()
+                                .all(|c| !c.to_string().contains(runtime.name())),
+                            "{backend} {}: {changes:?}",
+                            sc.name
+                        )
+                    }
+                    Ok(Mode::Paired { why, .. }) => {
+                        panic!(
+                            "{backend} {}: paired (would fetch a runtime): {why}",
+                            sc.name
+                        )
+                    }
+                    Err(reason) => panic!("{backend} {}: {reason}", sc.name),
+                }
+                match mode(&intel) {
+                    Err(reason) => {
+                        assert!(reason.contains("no baseline for this machine"), "{reason}")
+                    }
+                    Ok(_) => panic!("{backend} {}: {} has no baseline", sc.name, intel.id()),
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 0, "no committed record was checked");
+    }
 
     fn repo_gate() -> (std::path::PathBuf, String) {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("gates/regression.baseline.toml");

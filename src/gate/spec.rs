@@ -130,7 +130,12 @@ impl GateSpec {
             }
             k.validate(kind.parts(), &self.backends, &self.scenarios)
                 .or_else(invalid)?;
-            if let Some(Err(e)) = k.models.iter().map(|m| catalog::find(m)).find(Result::is_err) {
+            if let Some(Err(e)) = k
+                .models
+                .iter()
+                .map(|m| catalog::find(m))
+                .find(Result::is_err)
+            {
                 return invalid(format!("known_failure: {e}"));
             }
         }

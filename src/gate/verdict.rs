@@ -728,7 +728,8 @@ mod tests {
         };
         let part = runs_part(&projected, &[], 0.0).unwrap();
         assert!(
-            part.detail.contains("3 of 13 stopped early and were projected"),
+            part.detail
+                .contains("3 of 13 stopped early and were projected"),
             "{part:?}"
         );
     }

@@ -311,38 +311,40 @@ fn parse_file(dir: &Path, path: &Path) -> Result<CatalogModel, ModelError> {
             .collect();
         format!("INFERGATE_MODEL_{upper}")
     };
-    let pinned =
-        |registry: Registry, archive_sha256: String, member: String, env: Option<String>| {
-            if !is_sha256(&archive_sha256) {
-                return Err(file_error(
-                    path,
-                    format!(
+    let pinned = |registry: Registry<'static>,
+                  archive_sha256: String,
+                  member: String,
+                  env: Option<String>| {
+        if !is_sha256(&archive_sha256) {
+            return Err(file_error(
+                path,
+                format!(
                     "`source.archive_sha256 = \"{archive_sha256}\"` is not 64 lowercase hex digits"
                 ),
-                    "put the sha256 of the registry archive there",
-                ));
-            }
-            let file_name = Path::new(&member)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .ok_or_else(|| {
-                    file_error(
-                        path,
-                        format!("`source.member = \"{member}\"` has no file name"),
-                        "name the file inside the archive",
-                    )
-                })?;
-            Ok(ModelSource::Pinned(PinnedAsset {
-                name: leak(format!("model {} ({})", f.name, file_name)),
-                env_var: leak(env.unwrap_or_else(env_default)),
-                registry,
-                archive_sha256: leak(archive_sha256),
-                member: leak(member),
-                member_sha256: leak(f.sha256.clone()),
-                also_accepted: &[],
-                file_name: leak(file_name),
-            }))
-        };
+                "put the sha256 of the registry archive there",
+            ));
+        }
+        let file_name = Path::new(&member)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| {
+                file_error(
+                    path,
+                    format!("`source.member = \"{member}\"` has no file name"),
+                    "name the file inside the archive",
+                )
+            })?;
+        Ok(ModelSource::Pinned(PinnedAsset {
+            name: leak(format!("model {} ({})", f.name, file_name)),
+            env_var: leak(env.unwrap_or_else(env_default)),
+            registry,
+            archive_sha256: leak(archive_sha256),
+            member: leak(member),
+            member_sha256: leak(f.sha256.clone()),
+            also_accepted: &[],
+            file_name: leak(file_name),
+        }))
+    };
     let source = match f.source {
         SourceDecl::Pypi {
             requirement,

@@ -126,7 +126,7 @@ impl NBitsWeight {
         let q = match self.bits {
             4 => {
                 let byte = self.blob[b * BLOCK / 2 + (col % BLOCK) / 2];
-                if col % 2 == 0 {
+                if col.is_multiple_of(2) {
                     byte & 0x0f
                 } else {
                     byte >> 4
@@ -142,7 +142,11 @@ impl NBitsWeight {
                     let per_row = self.zero_point_dims().map_or(0, |d| d[1]);
                     let i = col / BLOCK;
                     let byte = z[row * per_row + i / 2];
-                    (if i % 2 == 0 { byte & 0x0f } else { byte >> 4 }) as f32
+                    (if i.is_multiple_of(2) {
+                        byte & 0x0f
+                    } else {
+                        byte >> 4
+                    }) as f32
                 }
                 _ => z[b] as f32,
             },
@@ -152,7 +156,7 @@ impl NBitsWeight {
 }
 
 fn check_shape(raw_len: usize, block_bytes: usize, n: usize, k: usize) -> Result<(), String> {
-    if k % BLOCK != 0 {
+    if !k.is_multiple_of(BLOCK) {
         return Err(format!("K = {k} is not a multiple of {BLOCK}"));
     }
     if raw_len != n * k / BLOCK * block_bytes {

