@@ -30,7 +30,7 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import onnxruntime as
 fi
 echo "== building the harness side (cargo build --release --example decode_loop)" >&2
 cargo build --release --quiet --example decode_loop
-LOOP=target/release/examples/decode_loop
+LOOP=${CARGO_TARGET_DIR:-target}/release/examples/decode_loop
 PY="$VENV/bin/python"
 QUIET_LOAD="${QUIET_LOAD:-}"
 # Wait (at most 30 min) for a quiet machine when QUIET_LOAD is set; print the load either way.
