@@ -140,18 +140,58 @@ impl StaticState {
     }
 }
 
+/// The model's dimensions as the static step's tensor shapes use them.
+struct Dims {
+    d: i64,
+    hd: i64,
+    nh: i64,
+    nkv: i64,
+    /// Width of the K and V projections (`nkv · hd`).
+    kv: i64,
+    ffn: i64,
+    /// Query heads per KV head.
+    group: i64,
+    eps: f64,
+    /// `1 / sqrt(head_dim)`.
+    scale: f64,
+}
+
+impl Dims {
+    fn of(c: &LlamaConfig) -> Self {
+        let (d, hd, nh, nkv) = (
+            c.d_model as i64,
+            c.head_dim() as i64,
+            c.n_heads as i64,
+            c.n_kv_heads as i64,
+        );
+        Dims {
+            d,
+            hd,
+            nh,
+            nkv,
+            kv: nkv * hd,
+            ffn: c.ffn_dim as i64,
+            group: nh / nkv,
+            eps: f64::from(c.rms_norm_eps),
+            scale: 1.0 / (hd as f64).sqrt(),
+        }
+    }
+}
+
 /// One decode step on static tensors; returns the step's logits `[1, vocab]` (for evidence only:
 /// the step itself already wrote its token into the slots).
 fn step(w: &Weights, c: &LlamaConfig, s: &mut StaticState) -> TchResult<Tensor> {
-    let (d, hd, nh, nkv) = (
-        c.d_model as i64,
-        c.head_dim() as i64,
-        c.n_heads as i64,
-        c.n_kv_heads as i64,
-    );
-    let (kv, ffn, group) = (nkv * hd, c.ffn_dim as i64, nh / nkv);
-    let eps = f64::from(c.rms_norm_eps);
-    let scale = 1.0 / (hd as f64).sqrt();
+    let Dims {
+        d,
+        hd,
+        nh,
+        nkv,
+        kv,
+        ffn,
+        group,
+        eps,
+        scale,
+    } = Dims::of(c);
     let rope = s.rope.f_index_select(0, &s.pos)?.f_reshape([hd, hd])?;
     let mask = s.mask.f_index_select(0, &s.pos)?; // [1, 1, L], broadcast over heads
     let mut x = w.embed.f_index_select(0, &s.tok)?; // [1, d]
@@ -196,15 +236,17 @@ fn step(w: &Weights, c: &LlamaConfig, s: &mut StaticState) -> TchResult<Tensor> 
 /// recompute: the KV-cached loop and the recompute then differ in nothing but the cache.
 /// Returns the logits of the last position, `[1, vocab]`.
 fn prefill(w: &Weights, c: &LlamaConfig, st: &mut StaticState, s: usize) -> TchResult<Tensor> {
-    let (d, hd, nh, nkv) = (
-        c.d_model as i64,
-        c.head_dim() as i64,
-        c.n_heads as i64,
-        c.n_kv_heads as i64,
-    );
-    let (kv, ffn, group) = (nkv * hd, c.ffn_dim as i64, nh / nkv);
-    let eps = f64::from(c.rms_norm_eps);
-    let scale = 1.0 / (hd as f64).sqrt();
+    let Dims {
+        d,
+        hd,
+        nh,
+        nkv,
+        kv,
+        ffn,
+        group,
+        eps,
+        scale,
+    } = Dims::of(c);
     let s = s as i64;
     if s > st.len {
         return Err(tch::TchError::Shape(format!(
