@@ -11,41 +11,10 @@
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
+pub use crate::backend::perplexity::{PerplexityProtocol, PerplexityResult};
 use crate::backend::Backend;
 use crate::error::BackendError;
 use crate::model::reference::log_softmax;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PerplexityProtocol {
-    pub context: usize,
-    pub max_tokens: usize,
-}
-
-impl PerplexityProtocol {
-    pub fn first_scored(&self) -> usize {
-        self.context / 2
-    }
-    pub fn chunks(&self, available: usize) -> usize {
-        available.min(self.max_tokens) / self.context
-    }
-    pub fn scored_tokens(&self, available: usize) -> usize {
-        self.chunks(available) * (self.context - 1 - self.first_scored())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PerplexityResult {
-    pub perplexity: f64,
-    /// Mean negative log-likelihood (nats per token).
-    pub mean_nll: f64,
-    /// Standard error of `mean_nll` (sample std / √n).
-    pub mean_nll_std_error: f64,
-    /// Standard error of the perplexity by the delta method: `ppl · se(mean_nll)`.
-    pub perplexity_std_error: f64,
-    pub scored_tokens: usize,
-    pub chunks: usize,
-    pub protocol: PerplexityProtocol,
-}
 
 /// Negative log-likelihoods of tokens `first_scored + 1 ..` of one chunk (logits row `i − 1`
 /// predicts token `i`).

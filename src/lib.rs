@@ -13,6 +13,8 @@ pub mod doctor;
 pub mod energy;
 pub mod error;
 pub mod gate;
+pub mod id;
+pub mod jsonl;
 pub mod manifest;
 pub mod measure;
 pub mod model;

@@ -7,13 +7,14 @@
 //! [`RunRecord::timings`], so a projected run cannot enter a median, a decode fraction, a
 //! distribution or a regression comparison by accident.
 
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, Generation, MemoryTraffic, TimingSource};
-use crate::error::BackendError;
-use crate::gate::TrialId;
+use crate::error::{BackendError, ReportError};
+use crate::id::TrialId;
 
 /// Warmup runs are kept in the record but excluded from every aggregate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -384,6 +385,28 @@ pub fn measured_ok(records: &[RunRecord]) -> Vec<&RunTimings> {
         .collect()
 }
 
+/// Appends run records to `runs.jsonl`; safe across threads and processes.
+#[derive(Debug, Clone)]
+pub struct RunLog {
+    path: PathBuf,
+}
+
+impl RunLog {
+    pub fn new(path: PathBuf) -> Self {
+        RunLog { path }
+    }
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn append(&self, records: &[RunRecord]) -> std::io::Result<()> {
+        crate::jsonl::append(&self.path, records)
+    }
+    /// Read every record back, failing on a malformed line (with its number).
+    pub fn read(&self) -> Result<Vec<RunRecord>, ReportError> {
+        crate::jsonl::read(&self.path)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,7 +415,7 @@ mod tests {
     fn a_degraded_record_serializes_without_latency_fields() {
         let r = RunRecord {
             run_id: "r".into(),
-            trial: TrialId::new("g", crate::gate::Unit::backend("b"), None),
+            trial: TrialId::new("g", crate::id::Unit::backend("b"), None),
             sub_series: None,
             backend: "b".into(),
             scenario: "s".into(),
@@ -417,7 +440,7 @@ mod tests {
         let mut err = Err(BackendError::load("ort-cpu", "model file missing"));
         let plan = SeriesPlan {
             run_id: "r".into(),
-            trial: TrialId::new("g", crate::gate::Unit::backend("ort-cpu"), None),
+            trial: TrialId::new("g", crate::id::Unit::backend("ort-cpu"), None),
             sub_series: None,
             scenario: "s".into(),
             prompt: vec![1],

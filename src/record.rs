@@ -4,7 +4,7 @@
 //!
 //! | file | record |
 //! |---|---|
-//! | `runs.jsonl` | [`RunRecord`] per run (written through [`RunLog`]) |
+//! | `runs.jsonl` | [`RunRecord`] per run (written through [`crate::measure::RunLog`]) |
 //! | `results.jsonl` | [`TrialRecord`] per trial: its [`TrialResult`], how long it took |
 //! | `plan.jsonl` | [`PlanRecord`] per planned trial: runnable, or its plan-time skip |
 //! | `manifest.json` | [`Manifest`] |
@@ -19,7 +19,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ReportError;
-use crate::gate::{Skip, TrialId, TrialResult};
+use crate::gate::{Skip, TrialResult};
+use crate::id::TrialId;
+use crate::jsonl;
+use crate::measure::RunLog;
 pub use crate::manifest::Manifest;
 pub use crate::measure::RunRecord;
 
@@ -114,12 +117,12 @@ impl RunDir {
             finished_utc: Some(chrono::Utc::now().to_rfc3339()),
             from_plan: false,
         };
-        append_jsonl(&self.file(RESULTS), std::slice::from_ref(&record))
+        jsonl::append(&self.file(RESULTS), std::slice::from_ref(&record))
     }
 
     /// Append planned trials.
     pub fn append_plan(&self, plan: &[PlanRecord]) -> std::io::Result<()> {
-        append_jsonl(&self.file(PLAN), plan)
+        jsonl::append(&self.file(PLAN), plan)
     }
 
     /// Write the plan only if no process of this run wrote one yet (nextest: every trial's process
@@ -133,7 +136,7 @@ impl RunDir {
         {
             Ok(mut f) => {
                 f.lock()?;
-                f.write_all(&lines(plan)?)?;
+                f.write_all(&jsonl::lines(plan)?)?;
                 Ok(true)
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
@@ -142,13 +145,13 @@ impl RunDir {
     }
 
     pub fn read_results(&self) -> Result<Vec<TrialRecord>, ReportError> {
-        read_jsonl(&self.file(RESULTS))
+        jsonl::read(&self.file(RESULTS))
     }
     /// `plan.jsonl`, empty when no process wrote one.
     pub fn read_plan(&self) -> Result<Vec<PlanRecord>, ReportError> {
         let path = self.file(PLAN);
         if path.exists() {
-            read_jsonl(&path)
+            jsonl::read(&path)
         } else {
             Ok(Vec::new())
         }
@@ -159,14 +162,14 @@ impl RunDir {
         if !path.exists() {
             return Ok(Vec::new());
         }
-        let runs: Vec<RunRecord> = read_jsonl(&path)?;
+        let runs: Vec<RunRecord> = jsonl::read(&path)?;
         Ok(runs.into_iter().filter(|r| r.run_id == run_id).collect())
     }
     /// `bandwidth.jsonl`: the memory-bandwidth samples of the run ([`crate::roofline`]).
     pub fn read_bandwidth(&self) -> Result<Vec<crate::roofline::BandwidthSample>, ReportError> {
         let path = self.file(crate::roofline::BANDWIDTH_FILE);
         if path.exists() {
-            read_jsonl(&path)
+            jsonl::read(&path)
         } else {
             Ok(Vec::new())
         }
@@ -190,65 +193,3 @@ impl RunDir {
     }
 }
 
-/// Appends run records to `runs.jsonl`; safe across threads and processes.
-#[derive(Debug, Clone)]
-pub struct RunLog {
-    path: PathBuf,
-}
-
-impl RunLog {
-    pub fn new(path: PathBuf) -> Self {
-        RunLog { path }
-    }
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-    pub fn append(&self, records: &[RunRecord]) -> std::io::Result<()> {
-        append_jsonl(&self.path, records)
-    }
-    /// Read every record back, failing on a malformed line (with its number).
-    pub fn read(&self) -> Result<Vec<RunRecord>, ReportError> {
-        read_jsonl(&self.path)
-    }
-}
-
-fn lines<T: Serialize>(items: &[T]) -> std::io::Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    for item in items {
-        serde_json::to_writer(&mut buf, item).map_err(std::io::Error::other)?;
-        buf.push(b'\n');
-    }
-    Ok(buf)
-}
-
-/// Append whole lines under an exclusive lock (one write per batch).
-fn append_jsonl<T: Serialize>(path: &Path, items: &[T]) -> std::io::Result<()> {
-    let buf = lines(items)?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut f = OpenOptions::new().create(true).append(true).open(path)?;
-    f.lock()?;
-    f.write_all(&buf)?;
-    f.flush()
-}
-
-/// Parse every non-empty line of a JSONL file as `T`; a malformed line is an error naming the
-/// file and the line (a report must not silently drop evidence).
-pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, ReportError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ReportError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| ReportError::Malformed {
-                path: path.to_path_buf(),
-                line: i + 1,
-                detail: e.to_string(),
-            })
-        })
-        .collect()
-}

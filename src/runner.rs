@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::backend::ort::{OptLevel, RequestedProvider};
-use crate::backend::registry::{self, Availability};
+use crate::backend::registry::{self, Availability, Engine};
 use crate::backend::Backend;
 use crate::error::{BackendError, GateFileError, ModelError};
 use crate::gate::verdict::fails_run;
@@ -15,7 +15,8 @@ use crate::gate::{self, BackendDoor, Counts, GateSpec, Skip, TrialContext, Trial
 use crate::manifest::{self, GateFileRef, Manifest};
 use crate::model::catalog::{self, CatalogModel, WeightSource};
 use crate::model::onnx_export::WeightFormat;
-use crate::record::{PlanRecord, RunDir, RunLog};
+use crate::measure::RunLog;
+use crate::record::{PlanRecord, RunDir};
 use crate::workload::{self, Scenario};
 
 /// Type of a tokenizer's `encode`.
@@ -311,17 +312,11 @@ impl Runner {
 
     pub fn manifest(&self) -> Manifest {
         let (git_commit, git_dirty) = manifest::git_state(&self.config.repo_dir);
-        let mut runtimes = BTreeMap::new();
-        if let Ok(rt) = crate::backend::ort::runtime() {
-            runtimes.insert("onnxruntime".to_string(), rt.version.clone());
-        }
-        if let Some(build) = crate::backend::llama_cpp::setup::locate() {
-            runtimes.insert("llama.cpp".to_string(), build.version.clone());
-        }
-        if let Some(v) = crate::backend::registry::libtorch_version() {
-            runtimes.insert("libtorch".to_string(), v);
-        }
-        let baseline_fingerprint = crate::baseline::fingerprint_of_suite(&self.specs);
+        let runtimes: BTreeMap<String, String> = Engine::ALL
+            .into_iter()
+            .filter_map(|e| Some((e.name().to_string(), registry::runtime_version(e)?)))
+            .collect();
+        let baseline_fingerprint = fingerprint_of_suite(&self.specs);
         let models = self
             .specs
             .iter()
@@ -483,6 +478,17 @@ impl BackendDoor for RegistryDoor<'_> {
     ) -> Result<Box<dyn Backend>, BackendError> {
         registry::open_ort(id, source, format, opt)
     }
+}
+
+/// The fingerprint the suite's regression gate compares under (for the manifest), if it has one.
+fn fingerprint_of_suite(specs: &[GateSpec]) -> Option<String> {
+    specs
+        .iter()
+        .find(|s| matches!(s.check, gate::Check::Regression(_)))
+        .and_then(|s| {
+            let model = catalog::lookup(&s.model)?;
+            Some(crate::baseline::Fingerprint::detect(&[model]).id())
+        })
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use infergate::gate::{
 };
 use infergate::model::catalog::{self, CatalogModel, WeightSource};
 use infergate::model::onnx_export::WeightFormat;
-use infergate::record::RunLog;
+use infergate::measure::RunLog;
 
 /// The registry, except that `ort-cpu-fault` opens the faulty weights.
 struct Faulty {

@@ -6,6 +6,8 @@ use infergate::model::catalog::{self, WeightSource};
 use infergate::model::onnx_export::WeightFormat;
 use infergate::model::reference;
 
+mod common;
+
 fn open(opt: OptLevel) -> (OrtBackend, WeightSource) {
     let source = WeightSource::catalog(&catalog::default_model().unwrap());
     let prepared = catalog::ensure_onnx(&source, WeightFormat::Fp32).expect("export");
@@ -29,14 +31,7 @@ fn ort_logits_match_the_reference_forward_within_1e_4_relative() {
     ];
     let expected = reference::forward(&weights, &tokens).unwrap();
     let actual = ort.logits(&tokens).unwrap();
-    assert_eq!(actual.dim(), expected.dim());
-    let max_abs_ref = expected.iter().fold(0f32, |a, &b| a.max(b.abs()));
-    let max_diff = actual
-        .iter()
-        .zip(expected.iter())
-        .fold(0f32, |a, (&x, &y)| a.max((x - y).abs()));
-    let rel = max_diff / max_abs_ref;
-    eprintln!("max |Δ| = {max_diff:e}, max |ref| = {max_abs_ref}, relative = {rel:e}");
+    let rel = common::logits::relative_max_diff(&actual, &expected);
     assert!(rel < 1e-4, "relative max difference {rel:e} ≥ 1e-4");
     assert_eq!(
         reference::argmax_rows(&actual),

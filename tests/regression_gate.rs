@@ -4,7 +4,10 @@
 //! and the planted-slowdown knob being recorded. No assertion depends on how fast anything ran.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
+use common::bin::{text, Infergate};
 
 const GATE: &str = r#"
 id = "regression.baseline"
@@ -36,8 +39,7 @@ fn repo() -> tempfile::TempDir {
 
 /// Run the binary with a clean baseline-related environment plus `envs`.
 fn infergate(args: &[&str], repo: &Path, out_root: &Path, envs: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_infergate"));
-    cmd.args(args)
+    let mut cmd = Infergate::new(args)
         .arg("--repo")
         .arg(repo)
         .env("CARGO_TARGET_DIR", out_root);
@@ -51,20 +53,12 @@ fn infergate(args: &[&str], repo: &Path, out_root: &Path, envs: &[(&str, &str)])
         "INFERGATE_GATES_DIR",
         "INFERGATE_RUN_ID",
     ] {
-        cmd.env_remove(k);
+        cmd = cmd.env_remove(k);
     }
     for (k, v) in envs {
-        cmd.env(k, v);
+        cmd = cmd.env(k, v);
     }
-    cmd.output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    cmd.output()
 }
 
 fn gate_files(repo: &Path) -> Vec<std::path::PathBuf> {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use infergate::backend::TimingSource;
 use infergate::gate::economics::{CostDetails, CostLine};
@@ -18,6 +18,9 @@ use infergate::manifest::{GateFileRef, Machine, Manifest};
 use infergate::measure::{RunOutcome, RunPhase, RunRecord, RunTimings};
 use infergate::record::{PlanRecord, TrialRecord};
 use quick_xml::events::Event;
+
+mod common;
+use common::bin::{text, Infergate};
 
 const RUN_ID: &str = "fixture-run";
 const SKIP_REASON: &str = "llama-cpp absent: llama.cpp is not built on this machine (fix: run `cargo run --release -- build-llama-cpp`)";
@@ -377,20 +380,11 @@ fn fixture(dir: &Path) {
 }
 
 fn infergate(args: &[&str], envs: &[(&str, &Path)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_infergate"));
-    cmd.args(args);
+    let mut cmd = Infergate::new(args);
     for (k, v) in envs {
-        cmd.env(k, v);
+        cmd = cmd.env(k, v);
     }
-    cmd.output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    cmd.output()
 }
 
 /// How report.md writes text in a table cell.

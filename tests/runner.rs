@@ -4,6 +4,9 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+mod common;
+use common::bin::{text, Infergate};
+
 const IDENTITY: &str = r#"
 id = "integrity.model_identity"
 claim = "test"
@@ -33,23 +36,14 @@ fn gate_dir(files: &[(&str, String)]) -> tempfile::TempDir {
 
 fn infergate(args: &[&str], gates: &Path, envs: &[(&str, &str)]) -> Output {
     let out_root = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_infergate"));
-    cmd.args(args)
+    let mut cmd = Infergate::new(args)
         .arg("--gates")
         .arg(gates)
         .env("CARGO_TARGET_DIR", out_root.path());
     for (k, v) in envs {
-        cmd.env(k, v);
+        cmd = cmd.env(k, v);
     }
-    cmd.output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    cmd.output()
 }
 
 #[test]

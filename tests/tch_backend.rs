@@ -12,6 +12,9 @@ use infergate::model::catalog::{self, WeightSource};
 use infergate::model::{reference, LlamaWeights};
 use ndarray::Array2;
 
+mod common;
+use common::logits::relative_max_diff;
+
 const TOKENS: [u32; 12] = [
     504, 2365, 6354, 16438, 27003, 690, 260, 23790, 3290, 30, 378, 5248,
 ];
@@ -33,21 +36,6 @@ fn reference_logits() -> &'static Array2<f32> {
 
 fn open(id: &str, device: TchDevice, dtype: TchDtype) -> Result<TchBackend, BackendError> {
     TchBackend::open(TchOptions::new(id, device, dtype), weights())
-}
-
-/// max |a − b| / max |b|
-fn relative_max_diff(actual: &Array2<f32>, expected: &Array2<f32>) -> f32 {
-    assert_eq!(actual.dim(), expected.dim());
-    let max_abs_ref = expected.iter().fold(0f32, |a, &b| a.max(b.abs()));
-    let max_diff = actual
-        .iter()
-        .zip(expected.iter())
-        .fold(0f32, |a, (&x, &y)| a.max((x - y).abs()));
-    eprintln!(
-        "max |Δ| = {max_diff:e}, max |ref| = {max_abs_ref}, relative = {:e}",
-        max_diff / max_abs_ref
-    );
-    max_diff / max_abs_ref
 }
 
 #[test]

@@ -14,6 +14,7 @@ pub mod llama_cpp;
 pub mod ollama;
 pub mod ort;
 pub mod ort_gpu;
+pub mod perplexity;
 pub mod registry;
 #[cfg(feature = "torch")]
 pub mod tch;
@@ -203,6 +204,22 @@ impl MemoryTraffic {
     }
 }
 
+/// A device's copy bandwidth, measured by the engine on that device (libtorch's `copy_` between two
+/// device buffers, `tch::copy_bandwidth`, run by the `tch_decode_modes` example
+/// on a GPU): bytes moved count both the read and the write, as `cudaMemcpy` bandwidth tests do.
+/// The roofline of a backend on that device is the weight bytes a token reads divided by the
+/// median.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CopyBandwidth {
+    pub device: ComputeDevice,
+    /// Bytes one copy reads (and writes).
+    pub bytes: u64,
+    pub reps: usize,
+    /// Median over `reps` of (2 × bytes) / seconds, in GB/s (10⁹ bytes).
+    pub gb_per_s_median: f64,
+    pub gb_per_s_max: f64,
+}
+
 /// An inference engine under test.
 pub trait Backend: Send {
     fn info(&self) -> &BackendInfo;
@@ -246,8 +263,8 @@ pub trait Backend: Send {
     fn perplexity_native(
         &mut self,
         text: &str,
-        protocol: crate::accuracy::PerplexityProtocol,
-    ) -> Option<Result<crate::accuracy::PerplexityResult, BackendError>> {
+        protocol: perplexity::PerplexityProtocol,
+    ) -> Option<Result<perplexity::PerplexityResult, BackendError>> {
         let _ = (text, protocol);
         None
     }

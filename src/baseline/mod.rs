@@ -8,7 +8,7 @@
 //!   samples, validated loading (corrupt / foreign / newer-schema files are typed errors naming the
 //!   file), atomic writes that report old → new medians.
 //! - [`rule`]: CI of the slowdown factor vs the tolerance band, confirmation by re-measurement.
-//! - [`probe`]: a machine-speed probe timed around each run, to normalize away the machine's load.
+//! - the machine-speed probe ([`crate::roofline::probe`]) timed around each run, to normalize away the machine's load.
 //! - [`cpu`]: CPU time of this process and its children (the load-robust `e2e_cpu_ms` metric).
 //! - [`slowdown`]: the test-only `INFERGATE_TEST_SLOWDOWN` knob used to prove detection.
 //! - [`cli`]: `infergate baseline show|update`.
@@ -26,7 +26,6 @@ pub mod cpu;
 pub mod fingerprint;
 pub mod metric;
 pub mod migrate;
-pub mod probe;
 pub mod rule;
 pub mod slowdown;
 pub mod store;
@@ -39,17 +38,6 @@ pub use store::{
     BaselineRecord, BaselineStore, Change, Direction, GateBaselines, Provenance, ProvenanceChange,
     Workload, WritePolicy, WriteReport, SCHEMA_VERSION,
 };
-
-/// The fingerprint the suite's regression gate compares under (for the manifest), if it has one.
-pub fn fingerprint_of_suite(specs: &[crate::gate::GateSpec]) -> Option<String> {
-    specs
-        .iter()
-        .find(|s| matches!(s.check, crate::gate::Check::Regression(_)))
-        .and_then(|s| {
-            let model = crate::model::catalog::lookup(&s.model)?;
-            Some(Fingerprint::detect(&[model]).id())
-        })
-}
 
 /// How regression trials behave in this process.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,7 +9,7 @@ use crate::error::{BackendError, ModelError};
 use crate::measure::{RunRecord, SeriesPlan};
 use crate::model::catalog::{CatalogModel, WeightSource};
 use crate::model::onnx_export::WeightFormat;
-use crate::record::RunLog;
+use crate::measure::RunLog;
 use crate::workload::Scenario;
 
 use super::{GateSpec, ProfileSettings, TrialId};

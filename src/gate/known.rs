@@ -19,7 +19,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::id::{TrialId, Unit};
+use crate::id::{TrialId, Unit};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

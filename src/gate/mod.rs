@@ -19,7 +19,6 @@ pub mod degraded_runs;
 pub mod distribution;
 pub mod economics;
 pub mod energy_gating;
-pub mod id;
 pub mod known;
 pub mod model_identity;
 pub mod perplexity_delta;
@@ -30,7 +29,7 @@ pub mod verdict;
 pub mod warmup_ratio;
 
 pub use context::{BackendDoor, TrialContext};
-pub use id::{TrialId, Unit};
+pub use crate::id::{TrialId, Unit};
 pub use known::KnownFailure;
 pub use spec::{GateSpec, ProfileSettings};
 pub use verdict::{Counts, Finding, Outcome, Part, Skip, SkipCause, Threshold, Verdict};

@@ -5,7 +5,7 @@
 //! in the first series *and* in a re-measured one. With `INFERGATE_UPDATE_BASELINES=1` (or
 //! `infergate baseline update`) the series is recorded as the new baseline instead.
 //!
-//! The machine's own speed is measured too ([`crate::baseline::probe`], timed between runs) and
+//! The machine's own speed is measured too ([`crate::roofline::probe`], timed between runs) and
 //! compared with its speed at the recording. A shared machine's load changes that speed by far more
 //! than any tolerance (measured here: ONNX Runtime 4–5× slower at load 8 than at load 2), so when the
 //! probe differs by more than `machine_tolerance` only the conclusions the difference cannot explain
@@ -26,7 +26,7 @@ use super::{
 use crate::backend::Backend;
 use crate::baseline::cpu;
 use crate::baseline::fingerprint::{current_runtime, gpu_drivers};
-use crate::baseline::probe::{Probe, PROBE_METRIC};
+use crate::roofline::probe::{Probe, PROBE_METRIC};
 use crate::baseline::rule::{self, Comparison, Outcome};
 use crate::baseline::store::{
     self, BaselineRecord, Direction, Provenance, ProvenanceChange, Workload,
@@ -75,7 +75,7 @@ pub struct RegressionParams {
     /// Bootstrap resamples per CI.
     #[serde(default = "default_resamples")]
     pub resamples: usize,
-    /// How far the machine's own speed (the probe timed between runs, [`crate::baseline::probe`])
+    /// How far the machine's own speed (the probe timed between runs, [`crate::roofline::probe`])
     /// may differ from its speed when the baseline was recorded for every conclusion to stand
     /// (fraction; 0.10 = 10 %). Beyond it only the conclusions the difference cannot explain are
     /// drawn: on a slower machine a pass, on a faster one a regression; the rest is a SKIP.

@@ -2,6 +2,9 @@
 //! the fp32 ONNX export of a GGUF.
 #![allow(dead_code)]
 
+pub mod bin;
+pub mod logits;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

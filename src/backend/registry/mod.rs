@@ -1,4 +1,6 @@
-//! The backends a gate file can name: a cheap availability probe and a constructor for each.
+//! The backend table: every backend id a gate file can name ([`table::BACKENDS`], one row each),
+//! and for each a cheap availability probe and a constructor, both read from its row and
+//! dispatched to the engine's own module.
 
 use serde::Serialize;
 
@@ -6,11 +8,15 @@ use super::llama_cpp::server::LlamaCppBackend;
 use super::llama_cpp::setup;
 use super::ollama::{OllamaBackend, OllamaConfig};
 use super::ort::{BindTarget, KvCacheHome, OptLevel, OrtBackend, OrtOptions, RequestedProvider};
+use super::evidence::DecodeMode;
 use super::{Backend, ComputeDevice};
 use crate::baseline::slowdown::{Stretch, Tweaks};
 use crate::error::BackendError;
 use crate::model::catalog::{self, CatalogModel, WeightSource};
 use crate::model::onnx_export::WeightFormat;
+
+mod table;
+pub use table::{spec, BackendSpec, Engine, OrtDevice, Recipe, TorchDevice, TorchDtype, BACKENDS};
 
 /// Whether a backend can run on this machine, and if not, what fixes it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -26,87 +32,54 @@ impl Availability {
     }
 }
 
-/// Every backend id, in report order.
-const IDS: &[&str] = &[
-    "ort-cpu",
-    "ort-cpu-ref",
-    "ort-cpu-int8",
-    "ort-cpu-q4",
-    "ort-cpu-q4-exact",
-    "ort-cpu-fp16",
-    "ort-cuda",
-    "ort-cuda-fp16",
-    "ort-tensorrt",
-    "llama-cpp",
-    "llama-cpp-cuda",
-    "ollama",
-    "tch-cpu",
-    "tch-auto",
-    "tch-cuda",
-    "tch-cuda-bf16",
-    "tch-cuda-fp16",
-    "tch-cuda-static-bf16",
-    "tch-cuda-graph-bf16",
-];
-
 /// The fix for every `tch-*` id when this build has no libtorch backend.
 pub const TCH_FEATURE_FIX: &str = "build with --features torch after scripts/setup-libtorch.sh \
 (it prints `export LIBTORCH=~/.cache/infergate/libtorch-2.11.0`; run it as `eval \"$(scripts/setup-libtorch.sh)\"`)";
 
-/// The ONNX Runtime CPU variants: weight format and graph optimization level.
+/// The weight format and graph optimization level of an ONNX Runtime backend id.
 fn ort_variant(id: &str) -> Option<(WeightFormat, OptLevel)> {
-    Some(match id {
-        "ort-cpu" => (WeightFormat::Fp32, OptLevel::All),
-        // The accuracy reference: fp32 with every graph optimization disabled.
-        "ort-cpu-ref" => (WeightFormat::Fp32, OptLevel::Disabled),
-        // The deploy forms ONNX Runtime's integer CPU kernels run (docs/performance.md).
-        "ort-cpu-int8" => (WeightFormat::Int8, OptLevel::All),
-        "ort-cpu-q4" => (WeightFormat::Q4, OptLevel::All),
-        // The bit-exact Q4_1 blocks (fp32 zero points, ONNX Runtime's slow path): an accuracy
-        // reference for the 4-bit form, never a speed candidate.
-        "ort-cpu-q4-exact" => (WeightFormat::GgufQ4_1, OptLevel::All),
-        "ort-cpu-fp16" => (WeightFormat::Fp16, OptLevel::All),
-        "ort-cuda" | "ort-tensorrt" => (WeightFormat::Fp32, OptLevel::All),
-        "ort-cuda-fp16" => (WeightFormat::Fp16, OptLevel::All),
-        _ => return None,
-    })
+    match spec(id)?.recipe {
+        Recipe::Ort { format, opt, .. } => Some((format, opt)),
+        _ => None,
+    }
 }
 
-/// The device backend `id` computes on, known without opening it; `None` where the backend does not
-/// decide it (Ollama: its server chooses; `tch-auto`: CUDA if available, else CPU, decided when
-/// opened — use [`BackendInfo::compute_device`](super::BackendInfo::compute_device) of the opened
-/// backend) or for an unknown id.
+/// The device backend `id` computes on, known without opening it ([`BackendSpec::requested_device`]);
+/// `None` where the backend does not decide it, or for an unknown id.
 pub fn requested_device(id: &str) -> Option<ComputeDevice> {
-    match id {
-        "ort-cuda" | "ort-cuda-fp16" | "ort-tensorrt" => Some(ComputeDevice::Cuda(0)),
-        "tch-cuda" | "tch-cuda-bf16" | "tch-cuda-fp16" => Some(ComputeDevice::Cuda(0)),
-        "tch-cuda-static-bf16" | "tch-cuda-graph-bf16" | "llama-cpp-cuda" => {
-            Some(ComputeDevice::Cuda(0))
-        }
-        "tch-cpu" | "llama-cpp" => Some(ComputeDevice::Cpu),
-        id if ort_variant(id).is_some() => Some(ComputeDevice::Cpu),
-        _ => None,
-    }
+    spec(id)?.requested_device()
 }
 
-/// The fp32 backend a lower-precision variant was made from (same engine, same device). A variant
-/// reads fewer bytes per token, so in memory-bound decode it must be at least as fast as its parent
-/// ([`crate::report::roofline`]).
+/// The fp32 backend a lower-precision variant was made from ([`BackendSpec::fp32_parent`]).
 pub fn fp32_parent(id: &str) -> Option<&'static str> {
-    match id {
-        "ort-cpu-int8" | "ort-cpu-q4" | "ort-cpu-q4-exact" | "ort-cpu-fp16" => Some("ort-cpu"),
-        "ort-cuda-fp16" => Some("ort-cuda"),
-        "tch-cuda-bf16" | "tch-cuda-fp16" => Some("tch-cuda"),
-        _ => None,
-    }
+    spec(id)?.fp32_parent
 }
 
+/// Every backend id, in report order.
 pub fn known_ids() -> Vec<&'static str> {
-    IDS.to_vec()
+    BACKENDS.iter().map(|s| s.id).collect()
 }
 
 pub fn is_known(id: &str) -> bool {
-    IDS.contains(&id)
+    spec(id).is_some()
+}
+
+fn unknown(id: &str) -> Availability {
+    Availability::Absent {
+        reason: format!("unknown backend `{id}`"),
+        fix: format!("use one of: {}", known_ids().join(", ")),
+    }
+}
+
+/// The version of `engine`'s runtime as this process would load it (for manifests); `None` where
+/// it is absent here or, for a remote server, not a runtime of this machine.
+pub fn runtime_version(engine: Engine) -> Option<String> {
+    match engine {
+        Engine::OnnxRuntime => super::ort::runtime().ok().map(|rt| rt.version.clone()),
+        Engine::LlamaCpp => setup::locate().map(|b| b.version),
+        Engine::Libtorch => libtorch_version(),
+        Engine::Ollama => None,
+    }
 }
 
 /// The libtorch version this build loads (feature `torch`), for manifests and fingerprints.
@@ -123,71 +96,71 @@ pub fn libtorch_version() -> Option<String> {
 
 /// Probe without running a model. May fetch a pinned runtime from its registry (cached afterwards).
 pub fn probe(id: &str) -> Availability {
-    match id {
-        id if ort_provider(id).is_some() => {
-            let wanted = ort_provider(id).map(|p| p.ort_name()).unwrap_or_default();
-            let gpu = if id == "ort-tensorrt" { super::ort_gpu::GpuProvider::TensorRt } else { super::ort_gpu::GpuProvider::Cuda };
-            match super::ort::runtime() {
-                Ok(rt) if super::ort::runtime_providers().iter().any(|p| p == wanted) => {
-                    match super::ort_gpu::check_provider(&rt.library_path, gpu) {
-                        Ok(c) => Availability::Available { detail: format!("ONNX Runtime {} with {wanted} at {} ({})", rt.version, c.provider_library.display(), c.resolved.iter().map(|(n, p)| format!("{n} → {p}")).collect::<Vec<_>>().join(", ")) },
-                        Err(reason) => Availability::Absent {
-                            reason,
-                            fix: match gpu {
-                                super::ort_gpu::GpuProvider::Cuda => super::ort_gpu::FIX,
-                                super::ort_gpu::GpuProvider::TensorRt => super::ort_gpu::TENSORRT_FIX,
-                            }
-                            .into(),
-                        },
-                    }
-                }
-                Ok(rt) => Availability::Absent {
-                    reason: format!("the ONNX Runtime at {} has no {wanted} (providers: {})", rt.library_path.display(), super::ort::runtime_providers().join(", ")),
-                    fix: "point ORT_DYLIB_PATH at an onnxruntime-gpu 1.31 build with its provider libraries and CUDA 13 (see docs/gpu.md); TensorRT also needs libnvinfer.so.10".into(),
-                },
-                Err(e) => Availability::Absent { reason: e.to_string(), fix: "set ORT_DYLIB_PATH".into() },
-            }
-        }
-        id if ort_variant(id).is_some() => match super::ort::runtime() {
-            Ok(rt) => Availability::Available { detail: format!("ONNX Runtime {} at {}", rt.version, rt.library_path.display()) },
-            Err(e) => Availability::Absent {
-                reason: e.to_string(),
-                fix: "run `infergate fetch` with PyPI reachable, or set ORT_DYLIB_PATH=/path/to/libonnxruntime.so.1.31.1".into(),
-            },
-        },
-        "llama-cpp" => match setup::locate() {
+    let Some(spec) = spec(id) else { return unknown(id) };
+    match spec.recipe {
+        Recipe::Ort { device: OrtDevice::Cpu, .. } => probe_ort_cpu(),
+        Recipe::Ort { device, .. } => probe_ort_gpu(id, device),
+        Recipe::LlamaCpp { cuda: false } => match setup::locate() {
             Some(b) => Availability::Available { detail: format!("{} at {}", b.version, b.bin_dir.display()) },
             None => Availability::Absent {
                 reason: "llama.cpp is not built on this machine".into(),
                 fix: format!("run `cargo run --release -- build-llama-cpp` (about 6 min on 2 cores, cached) or set {}", setup::ENV_BIN),
             },
         },
-        "llama-cpp-cuda" => match setup::locate_cuda() {
+        Recipe::LlamaCpp { cuda: true } => match setup::locate_cuda() {
             Some(b) => Availability::Available { detail: format!("{} at {} (all layers on the GPU: -ngl {})", b.version, b.bin_dir.display(), super::llama_cpp::server::ALL_LAYERS) },
             None => Availability::Absent {
                 reason: "no CUDA build of llama.cpp on this machine".into(),
                 fix: format!("on a machine with nvcc run `infergate build-llama-cpp --cuda` (set {} for the GPU architecture, e.g. 90), or set {}", setup::ENV_CUDA_ARCHS, setup::ENV_CUDA_BIN),
             },
         },
-        "ollama" => match OllamaConfig::from_env() {
+        Recipe::Ollama => match OllamaConfig::from_env() {
             Ok(config) => super::ollama::probe(&config),
             Err(reason) => Availability::Absent { reason, fix: "set OLLAMA_HOST to host:port or http://host:port".into() },
         },
-        id if id.starts_with("tch-") && is_known(id) => tch_probe(id),
-        other => Availability::Absent { reason: format!("unknown backend `{other}`"), fix: format!("use one of: {}", IDS.join(", ")) },
+        Recipe::Tch { .. } => tch_probe(id),
     }
 }
-/// How a `tch-*` id runs its decode loop (`None`: not a libtorch id).
-pub fn tch_decode_mode(id: &str) -> Option<super::evidence::DecodeMode> {
-    use super::evidence::DecodeMode;
-    match id {
-        // The static-shape decode step, launched from the host per token (same kernels as the graph).
-        "tch-cuda-static-bf16" => Some(DecodeMode::Static),
-        // That step captured once as a CUDA graph and replayed per token.
-        "tch-cuda-graph-bf16" => Some(DecodeMode::CudaGraph),
-        "tch-cpu" | "tch-auto" | "tch-cuda" | "tch-cuda-bf16" | "tch-cuda-fp16" => {
-            Some(DecodeMode::Eager)
+
+fn probe_ort_cpu() -> Availability {
+    match super::ort::runtime() {
+        Ok(rt) => Availability::Available { detail: format!("ONNX Runtime {} at {}", rt.version, rt.library_path.display()) },
+        Err(e) => Availability::Absent {
+            reason: e.to_string(),
+            fix: "run `infergate fetch` with PyPI reachable, or set ORT_DYLIB_PATH=/path/to/libonnxruntime.so.1.31.1".into(),
+        },
+    }
+}
+
+fn probe_ort_gpu(id: &str, device: OrtDevice) -> Availability {
+    let wanted = ort_provider(id).map(|p| p.ort_name()).unwrap_or_default();
+    let gpu = if device == OrtDevice::TensorRt { super::ort_gpu::GpuProvider::TensorRt } else { super::ort_gpu::GpuProvider::Cuda };
+    match super::ort::runtime() {
+        Ok(rt) if super::ort::runtime_providers().iter().any(|p| p == wanted) => {
+            match super::ort_gpu::check_provider(&rt.library_path, gpu) {
+                Ok(c) => Availability::Available { detail: format!("ONNX Runtime {} with {wanted} at {} ({})", rt.version, c.provider_library.display(), c.resolved.iter().map(|(n, p)| format!("{n} → {p}")).collect::<Vec<_>>().join(", ")) },
+                Err(reason) => Availability::Absent {
+                    reason,
+                    fix: match gpu {
+                        super::ort_gpu::GpuProvider::Cuda => super::ort_gpu::FIX,
+                        super::ort_gpu::GpuProvider::TensorRt => super::ort_gpu::TENSORRT_FIX,
+                    }
+                    .into(),
+                },
+            }
         }
+        Ok(rt) => Availability::Absent {
+            reason: format!("the ONNX Runtime at {} has no {wanted} (providers: {})", rt.library_path.display(), super::ort::runtime_providers().join(", ")),
+            fix: "point ORT_DYLIB_PATH at an onnxruntime-gpu 1.31 build with its provider libraries and CUDA 13 (see docs/gpu.md); TensorRT also needs libnvinfer.so.10".into(),
+        },
+        Err(e) => Availability::Absent { reason: e.to_string(), fix: "set ORT_DYLIB_PATH".into() },
+    }
+}
+
+/// How a `tch-*` id runs its decode loop (`None`: not a libtorch id).
+pub fn tch_decode_mode(id: &str) -> Option<DecodeMode> {
+    match spec(id)?.recipe {
+        Recipe::Tch { decode, .. } => Some(decode),
         _ => None,
     }
 }
@@ -195,20 +168,20 @@ pub fn tch_decode_mode(id: &str) -> Option<super::evidence::DecodeMode> {
 /// Device and dtype of each `tch-*` id.
 #[cfg(feature = "torch")]
 fn tch_options(id: &str) -> Option<super::tch::TchOptions> {
-    use super::tch::{TchDevice, TchDtype, TchOptions};
-    let decode = tch_decode_mode(id)?;
-    let (device, dtype) = match id {
-        "tch-cpu" => (TchDevice::Cpu, TchDtype::Fp32),
-        // `cuda if available, else cpu`: the silent-fallback pattern behind TR117's "gpu" labels.
-        "tch-auto" if super::tch::runtime().cuda_unavailable_reason().is_none() => {
-            (TchDevice::Cuda(0), TchDtype::Fp32)
+        use super::tch::{TchDevice, TchDtype, TchOptions};
+    let Recipe::Tch { device, dtype, decode } = spec(id)?.recipe else { return None };
+    let device = match device {
+        TorchDevice::Cpu => TchDevice::Cpu,
+        TorchDevice::Cuda => TchDevice::Cuda(0),
+        TorchDevice::CudaIfAvailable if super::tch::runtime().cuda_unavailable_reason().is_none() => {
+            TchDevice::Cuda(0)
         }
-        "tch-auto" => (TchDevice::Cpu, TchDtype::Fp32),
-        "tch-cuda" => (TchDevice::Cuda(0), TchDtype::Fp32),
-        "tch-cuda-bf16" => (TchDevice::Cuda(0), TchDtype::Bf16),
-        "tch-cuda-fp16" => (TchDevice::Cuda(0), TchDtype::Fp16),
-        "tch-cuda-static-bf16" | "tch-cuda-graph-bf16" => (TchDevice::Cuda(0), TchDtype::Bf16),
-        _ => return None,
+        TorchDevice::CudaIfAvailable => TchDevice::Cpu,
+    };
+    let dtype = match dtype {
+        TorchDtype::Fp32 => TchDtype::Fp32,
+        TorchDtype::Bf16 => TchDtype::Bf16,
+        TorchDtype::Fp16 => TchDtype::Fp16,
     };
     Some(TchOptions::new(id, device, dtype).with_decode(decode))
 }
@@ -255,10 +228,7 @@ fn tch_probe(id: &str) -> Availability {
                 fix: CUDA_FIX.into(),
             },
         },
-        None => Availability::Absent {
-            reason: format!("unknown backend `{id}`"),
-            fix: format!("use one of: {}", IDS.join(", ")),
-        },
+        None => unknown(id),
     }
 }
 
@@ -293,8 +263,14 @@ pub fn open_tweaked(
     stretch: Stretch,
     threads: Option<usize>,
 ) -> Result<Box<dyn Backend>, BackendError> {
-    match ort_variant(id) {
-        Some((format, opt)) => open_ort_with(
+    let Some(spec) = spec(id) else {
+        return Err(BackendError::Unavailable {
+            backend: id.into(),
+            reason: "unknown backend".into(),
+        });
+    };
+    match spec.recipe {
+        Recipe::Ort { format, opt, .. } => open_ort_with(
             id,
             &WeightSource::catalog(model),
             format,
@@ -303,15 +279,9 @@ pub fn open_tweaked(
             false,
             stretch,
         ),
-        None if id == "llama-cpp" || id == "llama-cpp-cuda" => {
-            open_llama_cpp(id, &model.gguf_path()?, threads)
-        }
-        None if id == "ollama" => open_ollama(ollama_config()?, model),
-        None if id.starts_with("tch-") && is_known(id) => open_tch(id, model),
-        None => Err(BackendError::Unavailable {
-            backend: id.into(),
-            reason: "unknown backend".into(),
-        }),
+        Recipe::LlamaCpp { cuda } => open_llama_cpp(id, cuda, &model.gguf_path()?, threads),
+        Recipe::Ollama => open_ollama(ollama_config()?, model),
+        Recipe::Tch { .. } => open_tch(id, model),
     }
 }
 
@@ -361,14 +331,15 @@ fn open_tch(id: &str, _model: &CatalogModel) -> Result<Box<dyn Backend>, Backend
     })
 }
 
-/// `llama-cpp` (CPU build) or `llama-cpp-cuda` (CUDA build, every layer offloaded); `threads`:
-/// the server's thread count (`None`: every core).
+/// `llama-server` from the CPU build, or from the CUDA build with every layer offloaded (`cuda`);
+/// `threads`: the server's thread count (`None`: every core).
 fn open_llama_cpp(
     id: &str,
+    cuda: bool,
     gguf: &std::path::Path,
     threads: Option<usize>,
 ) -> Result<Box<dyn Backend>, BackendError> {
-    let (build, gpu_layers) = if id == "llama-cpp-cuda" {
+    let (build, gpu_layers) = if cuda {
         (
             setup::locate_cuda(),
             Some(super::llama_cpp::server::ALL_LAYERS),
@@ -427,9 +398,9 @@ pub fn ort_export(
 
 /// The execution provider an ORT backend id requests (none for the CPU variants).
 pub fn ort_provider(id: &str) -> Option<RequestedProvider> {
-    match id {
-        "ort-cuda" | "ort-cuda-fp16" => Some(RequestedProvider::Cuda { device_id: 0 }),
-        "ort-tensorrt" => Some(tensorrt_request()),
+    match spec(id)?.recipe {
+        Recipe::Ort { device: OrtDevice::Cuda, .. } => Some(RequestedProvider::Cuda { device_id: 0 }),
+        Recipe::Ort { device: OrtDevice::TensorRt, .. } => Some(tensorrt_request()),
         _ => None,
     }
 }
@@ -514,8 +485,9 @@ pub fn open_broken(id: &str, model: &CatalogModel) -> Result<Box<dyn Backend>, B
     let missing = std::env::temp_dir()
         .join("infergate-negative-control")
         .join("missing-model.onnx");
-    match ort_variant(id) {
-        Some((format, opt)) => {
+    let recipe = spec(id).map(|s| s.recipe);
+    match recipe {
+        Some(Recipe::Ort { format, opt, .. }) => {
             let config =
                 catalog::ensure_onnx(&WeightSource::catalog(model), WeightFormat::Fp32)?.config;
             Ok(Box::new(OrtBackend::open(OrtOptions::cpu(
@@ -526,18 +498,18 @@ pub fn open_broken(id: &str, model: &CatalogModel) -> Result<Box<dyn Backend>, B
                 opt,
             ))?))
         }
-        None if id == "llama-cpp" || id == "llama-cpp-cuda" => {
-            open_llama_cpp(id, &missing.with_extension("gguf"), None)
+        Some(Recipe::LlamaCpp { cuda }) => {
+            open_llama_cpp(id, cuda, &missing.with_extension("gguf"), None)
         }
         // A model name no server has: opening fails with the `ollama pull` fix (or "no server").
-        None if id == "ollama" => open_ollama(
+        Some(Recipe::Ollama) => open_ollama(
             OllamaConfig {
                 model: "infergate-negative-control:missing".into(),
                 ..ollama_config()?
             },
             model,
         ),
-        None => Err(BackendError::Unsupported {
+        Some(Recipe::Tch { .. }) | None => Err(BackendError::Unsupported {
             backend: id.into(),
             feature: "a broken-model negative control".into(),
         }),

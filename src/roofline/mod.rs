@@ -6,7 +6,7 @@
 //! than its fp32 parent, is running a configuration artifact, not its engine's speed
 //! ([`crate::report::roofline`] draws those conclusions on the card).
 //!
-//! The bandwidth is the regression probe's kernel ([`crate::baseline::probe`]: fp32 matrix-vector
+//! The bandwidth is the regression probe's kernel ([`probe`]: fp32 matrix-vector
 //! products streaming 64 MiB, twice the last-level cache here, on every core, as a decode step
 //! streams the weights), timed a few times when a run directory is created; the best timing counts
 //! (the limit is what the machine can do, and load only ever lowers it). Each sample is one line of
@@ -18,8 +18,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::ComputeDevice;
-use crate::baseline::probe::Probe;
+pub use crate::backend::CopyBandwidth;
+use probe::Probe;
+
+pub mod probe;
 
 /// The file in a run directory that holds the bandwidth samples.
 pub const BANDWIDTH_FILE: &str = "bandwidth.jsonl";
@@ -64,21 +66,6 @@ impl BandwidthSample {
     }
 }
 
-/// A device's copy bandwidth, measured by the engine on that device (libtorch's `copy_` between two
-/// device buffers, `crate::backend::tch::copy_bandwidth`, run by the `tch_decode_modes` example
-/// on a GPU): bytes moved count both the read and the write, as `cudaMemcpy` bandwidth tests do.
-/// The roofline of a backend on that device is the weight bytes a token reads divided by the
-/// median.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CopyBandwidth {
-    pub device: ComputeDevice,
-    /// Bytes one copy reads (and writes).
-    pub bytes: u64,
-    pub reps: usize,
-    /// Median over `reps` of (2 × bytes) / seconds, in GB/s (10⁹ bytes).
-    pub gb_per_s_median: f64,
-    pub gb_per_s_max: f64,
-}
 
 fn load_average() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg")
