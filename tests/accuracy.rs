@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use infergate::backend::ort::OptLevel;
-use infergate::backend::registry::{self, Availability};
+use infergate::backend::{registry, Availability};
 use infergate::backend::Backend;
 use infergate::error::BackendError;
 use infergate::gate::{

@@ -4,7 +4,7 @@
 //! provider: compute nodes on CUDA by ONNX Runtime's own profile, logits close to the CPU's.
 
 use infergate::backend::ort::{BindTarget, KvCacheHome, OptLevel, OrtBackend, OrtOptions};
-use infergate::backend::registry::{self, Availability};
+use infergate::backend::{registry, Availability};
 use infergate::backend::Backend;
 use infergate::model::catalog::{self, WeightSource};
 use infergate::model::onnx_export::WeightFormat;

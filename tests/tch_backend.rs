@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use infergate::backend::registry::{self, Availability};
+use infergate::backend::{registry, Availability};
 use infergate::backend::tch::{runtime, DecodeMode, TchBackend, TchDevice, TchDtype, TchOptions};
 use infergate::backend::{Backend, Recompute};
 use infergate::error::BackendError;

@@ -1,30 +1,16 @@
 //! The backends a gate file can name: a cheap availability probe and a constructor for each.
 
-use serde::Serialize;
 
 use super::llama_cpp::server::LlamaCppBackend;
 use super::llama_cpp::setup;
 use super::ollama::{OllamaBackend, OllamaConfig};
 use super::ort::{BindTarget, KvCacheHome, OptLevel, OrtBackend, OrtOptions, RequestedProvider};
-use super::{Backend, ComputeDevice};
-use crate::baseline::slowdown::{Stretch, Tweaks};
+use super::{Availability, Backend, ComputeDevice};
+use super::stretch::Stretch;
+use crate::baseline::slowdown::Tweaks;
 use crate::error::BackendError;
 use crate::model::catalog::{self, CatalogModel, WeightSource};
 use crate::model::onnx_export::WeightFormat;
-
-/// Whether a backend can run on this machine, and if not, what fixes it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum Availability {
-    Available { detail: String },
-    Absent { reason: String, fix: String },
-}
-
-impl Availability {
-    pub fn is_available(&self) -> bool {
-        matches!(self, Availability::Available { .. })
-    }
-}
 
 /// Every backend id, in report order.
 const IDS: &[&str] = &[

@@ -28,7 +28,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::BackendInfo;
 use crate::baseline::metric::Metric;
-use crate::baseline::slowdown::{Phases, Tweaks};
+use crate::backend::stretch::Phases;
+use crate::baseline::slowdown::Tweaks;
 use crate::pins::{Artifact, Fetched};
 
 pub mod cli;
