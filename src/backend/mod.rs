@@ -13,7 +13,6 @@ pub mod evidence;
 pub mod llama_cpp;
 pub mod ollama;
 pub mod ort;
-pub mod ort_gpu;
 pub mod registry;
 pub mod stretch;
 #[cfg(feature = "torch")]

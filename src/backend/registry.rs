@@ -112,16 +112,16 @@ pub fn probe(id: &str) -> Availability {
     match id {
         id if ort_provider(id).is_some() => {
             let wanted = ort_provider(id).map(|p| p.ort_name()).unwrap_or_default();
-            let gpu = if id == "ort-tensorrt" { super::ort_gpu::GpuProvider::TensorRt } else { super::ort_gpu::GpuProvider::Cuda };
+            let gpu = if id == "ort-tensorrt" { super::ort::gpu::GpuProvider::TensorRt } else { super::ort::gpu::GpuProvider::Cuda };
             match super::ort::runtime() {
                 Ok(rt) if super::ort::runtime_providers().iter().any(|p| p == wanted) => {
-                    match super::ort_gpu::check_provider(&rt.library_path, gpu) {
+                    match super::ort::gpu::check_provider(&rt.library_path, gpu) {
                         Ok(c) => Availability::Available { detail: format!("ONNX Runtime {} with {wanted} at {} ({})", rt.version, c.provider_library.display(), c.resolved.iter().map(|(n, p)| format!("{n} → {p}")).collect::<Vec<_>>().join(", ")) },
                         Err(reason) => Availability::Absent {
                             reason,
                             fix: match gpu {
-                                super::ort_gpu::GpuProvider::Cuda => super::ort_gpu::FIX,
-                                super::ort_gpu::GpuProvider::TensorRt => super::ort_gpu::TENSORRT_FIX,
+                                super::ort::gpu::GpuProvider::Cuda => super::ort::gpu::FIX,
+                                super::ort::gpu::GpuProvider::TensorRt => super::ort::gpu::TENSORRT_FIX,
                             }
                             .into(),
                         },
