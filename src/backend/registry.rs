@@ -1,12 +1,11 @@
 //! The backends a gate file can name: a cheap availability probe and a constructor for each.
 
-
 use super::llama_cpp::server::LlamaCppBackend;
 use super::llama_cpp::setup;
 use super::ollama::{OllamaBackend, OllamaConfig};
 use super::ort::{BindTarget, KvCacheHome, OptLevel, OrtBackend, OrtOptions, RequestedProvider};
-use super::{Availability, Backend, ComputeDevice};
 use super::stretch::Stretch;
+use super::{Availability, Backend, ComputeDevice};
 use crate::baseline::slowdown::Tweaks;
 use crate::error::BackendError;
 use crate::model::catalog::{self, CatalogModel, WeightSource};

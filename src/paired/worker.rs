@@ -15,9 +15,9 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::stretch::Stretch;
 use crate::backend::{Backend, BackendInfo};
 use crate::baseline::cpu;
-use crate::backend::stretch::Stretch;
 use crate::baseline::slowdown::Tweaks;
 use crate::measure::{timings_of, RunTimings};
 

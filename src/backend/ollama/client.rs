@@ -8,7 +8,9 @@ use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 
 use super::config::{pull_fix, OllamaConfig, HOST_ENV};
-use super::wire::{ErrorBody, GenerateOptions, GenerateRequest, GenerateResponse, TagsResponse, VersionResponse};
+use super::wire::{
+    ErrorBody, GenerateOptions, GenerateRequest, GenerateResponse, TagsResponse, VersionResponse,
+};
 use crate::error::BackendError;
 
 /// An error with its sources (reqwest's own message omits the cause, e.g. "connection refused").

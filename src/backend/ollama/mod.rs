@@ -276,7 +276,8 @@ mod tests {
     const NORMAL: &str = include_str!("../../../tests/data/ollama/generate_normal.json");
     const CACHE_HIT: &str = include_str!("../../../tests/data/ollama/generate_cache_hit.json");
     const EARLY_STOP: &str = include_str!("../../../tests/data/ollama/generate_early_stop.json");
-    const CACHED_PREFIX: &str = include_str!("../../../tests/data/ollama/generate_cached_prefix.json");
+    const CACHED_PREFIX: &str =
+        include_str!("../../../tests/data/ollama/generate_cached_prefix.json");
 
     fn reply(json: &str) -> GenerateResponse {
         serde_json::from_str(json).expect("fixture parses")

@@ -81,9 +81,8 @@ impl Decoder {
         let mut inputs: Vec<(String, DynValue)> = Vec::with_capacity(3 + 2 * n_layers);
         let tensor_i64 =
             |shape: [usize; 2], v: Vec<i64>| Tensor::from_array((shape, v)).map(|t| t.into_dyn());
-        let mk = |r: Result<DynValue, ort::Error>| {
-            r.map_err(|e| BackendError::run(&self.id, phase, e))
-        };
+        let mk =
+            |r: Result<DynValue, ort::Error>| r.map_err(|e| BackendError::run(&self.id, phase, e));
         inputs.push(("input_ids".into(), mk(tensor_i64([1, s], ids))?));
         inputs.push((
             "attention_mask".into(),

@@ -22,7 +22,9 @@ use ndarray::Array2;
 pub use evidence::parse_profile;
 pub use graph::{graph_op_histogram, onnx_memory_traffic, onnx_weight_parameter_count};
 pub use runtime::{runtime, runtime_providers, OrtRuntime};
-pub use session::{profile_covers, BindTarget, KvCacheHome, OptLevel, OrtOptions, RequestedProvider};
+pub use session::{
+    profile_covers, BindTarget, KvCacheHome, OptLevel, OrtOptions, RequestedProvider,
+};
 
 use super::evidence::Evidence;
 use super::stretch::Stretch;
