@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use infergate::backend::registry::{self, Availability};
+use infergate::backend::{registry, Availability};
 use infergate::model::catalog;
 use infergate::workload::{prompt_ids, SCENARIOS};
 

@@ -56,7 +56,7 @@ pub const ONNXRUNTIME: PinnedAsset = PinnedAsset {
     archive_sha256: "5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f",
     member: "onnxruntime/capi/libonnxruntime.so.1.31.1",
     member_sha256: "fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3",
-    // onnxruntime-gpu 1.31.1's libonnxruntime.so.1.31.1 (see backend::ort_gpu).
+    // onnxruntime-gpu 1.31.1's libonnxruntime.so.1.31.1 (see backend::ort::gpu).
     also_accepted: &["5104254339ecadae808da771bd0b63b240f0dbd466514234905e54372435c303"],
     file_name: "libonnxruntime.so.1.31.1",
 };

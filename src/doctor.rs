@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use crate::assets::{self, PinnedAsset, Registry};
-use crate::backend::registry::{self, Availability};
+use crate::backend::{registry, Availability};
 use crate::model::catalog::{self, ModelSource};
 
 /// The backend every gate can fall back on; doctor fails only if it is unusable.

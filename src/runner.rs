@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::backend::ort::{OptLevel, RequestedProvider};
-use crate::backend::registry::{self, Availability, Engine};
 use crate::backend::Backend;
+use crate::backend::registry::{self, Engine};
+use crate::backend::Availability;
 use crate::error::{BackendError, GateFileError, ModelError};
 use crate::gate::verdict::fails_run;
 pub use crate::gate::verdict::strict;

@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use infergate::backend::ort::OptLevel;
-use infergate::backend::registry::{self, Availability};
 use infergate::backend::Backend;
+use infergate::backend::{registry, Availability};
 use infergate::error::BackendError;
 use infergate::gate::{
     BackendDoor, Check, Finding, GateSpec, TrialContext, TrialId, TrialResult, Unit, Verdict,

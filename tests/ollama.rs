@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use infergate::backend::ollama::{self, OllamaBackend, OllamaConfig};
-use infergate::backend::registry::Availability;
+use infergate::backend::Availability;
 use infergate::backend::{Backend, Recompute};
 use infergate::error::BackendError;
 use infergate::measure::{measured_ok, run_series, RunOutcome, SeriesPlan};

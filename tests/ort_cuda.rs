@@ -4,8 +4,8 @@
 //! provider: compute nodes on CUDA by ONNX Runtime's own profile, logits close to the CPU's.
 
 use infergate::backend::ort::{BindTarget, KvCacheHome, OptLevel, OrtBackend, OrtOptions};
-use infergate::backend::registry::{self, Availability};
 use infergate::backend::Backend;
+use infergate::backend::{registry, Availability};
 use infergate::model::catalog::{self, WeightSource};
 use infergate::model::onnx_export::WeightFormat;
 

@@ -4,8 +4,8 @@
 
 use std::sync::OnceLock;
 
-use infergate::backend::registry::{self, Availability};
 use infergate::backend::tch::{runtime, DecodeMode, TchBackend, TchDevice, TchDtype, TchOptions};
+use infergate::backend::{registry, Availability};
 use infergate::backend::{Backend, Recompute};
 use infergate::error::BackendError;
 use infergate::model::catalog::{self, WeightSource};

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stage ONNX Runtime's CUDA build (PyPI onnxruntime-gpu==1.31.1, CUDA 13) for the `ort-cuda`
 # backends: its libonnxruntime.so.1.31.1 and the provider libraries ONNX Runtime loads from the same
-# directory, each checked against the sha256 pinned below (and in src/backend/ort_gpu.rs).
+# directory, each checked against the sha256 pinned below (and in src/backend/ort/gpu.rs).
 #
 #   scripts/gpu/stage-onnxruntime-gpu.sh DEST
 #       pip-download the wheel (pinned sha256; ORT_GPU_WHEEL=FILE uses a copy you already have),

@@ -13,11 +13,25 @@ pub mod evidence;
 pub mod llama_cpp;
 pub mod ollama;
 pub mod ort;
-pub mod ort_gpu;
 pub mod perplexity;
 pub mod registry;
+pub mod stretch;
 #[cfg(feature = "torch")]
 pub mod tch;
+
+/// Whether a backend can run on this machine, and if not, what fixes it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Availability {
+    Available { detail: String },
+    Absent { reason: String, fix: String },
+}
+
+impl Availability {
+    pub fn is_available(&self) -> bool {
+        matches!(self, Availability::Available { .. })
+    }
+}
 
 /// What a backend is and where it came from (goes into the manifest and the report).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,7 +6,8 @@ use std::path::Path;
 
 use super::store::{record, FINGERPRINT_FILE};
 use super::*;
-use crate::baseline::slowdown::{Phases, Planted, Tweaks};
+use crate::backend::stretch::{Phases, Planted};
+use crate::baseline::slowdown::Tweaks;
 use crate::error::BaselineError;
 
 fn fp(cores: usize) -> Fingerprint {

@@ -228,7 +228,7 @@ pub fn check_claims(claims: &Claims, evidence: &Evidence, min_fraction: f64) -> 
 /// A silent-fallback negative control is one only where the real thing is absent.
 fn not_a_control_here(
     case: &Case,
-    availability: &dyn Fn(&str) -> crate::backend::registry::Availability,
+    availability: &dyn Fn(&str) -> crate::backend::Availability,
 ) -> Option<Skip> {
     let other = case.unless_available.as_deref()?;
     availability(other).is_available().then(|| {
@@ -591,7 +591,7 @@ mod tests {
 
     #[test]
     fn a_negative_control_whose_backend_cannot_run_here_is_skipped_not_caught() {
-        use crate::backend::registry::Availability;
+        use crate::backend::Availability;
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("gates/attribution.compile_real.toml");
         let spec = crate::gate::GateSpec::load(&path).unwrap();

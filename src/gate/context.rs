@@ -3,7 +3,7 @@
 //! test can hand in a backend of its own).
 
 use crate::backend::ort::OptLevel;
-use crate::backend::registry::Availability;
+use crate::backend::Availability;
 use crate::backend::Backend;
 use crate::error::{BackendError, ModelError};
 use crate::measure::{RunRecord, SeriesPlan};

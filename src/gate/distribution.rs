@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{Details, Evaluation, GateKind, Part, Skip, SkipCause, Threshold, TrialContext, Unit};
-use crate::backend::registry::Availability;
+use crate::backend::Availability;
 use crate::backend::Backend;
 use crate::error::BackendError;
 use crate::measure::{measured_ok, run_series, RunOutcome, RunRecord, RunTimings};

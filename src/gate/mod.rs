@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::registry::Availability;
+use crate::backend::Availability;
 use crate::measure::{RunOutcome, RunPhase, RunRecord};
 use crate::workload::Scenario;
 

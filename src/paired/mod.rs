@@ -26,9 +26,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::backend::stretch::Phases;
 use crate::backend::BackendInfo;
 use crate::baseline::metric::Metric;
-use crate::baseline::slowdown::{Phases, Tweaks};
+use crate::baseline::slowdown::Tweaks;
 use crate::pins::{Artifact, Fetched};
 
 pub mod cli;

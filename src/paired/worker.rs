@@ -15,9 +15,10 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::stretch::Stretch;
 use crate::backend::{Backend, BackendInfo};
 use crate::baseline::cpu;
-use crate::baseline::slowdown::{Stretch, Tweaks};
+use crate::baseline::slowdown::Tweaks;
 use crate::measure::{timings_of, RunTimings};
 
 /// Set (to `1`) in a worker's environment.
@@ -388,9 +389,9 @@ mod tests {
             backend: "ort-cpu".into(),
             model: "m".into(),
             tweaks: Tweaks {
-                planted: Some(crate::baseline::slowdown::Planted {
+                planted: Some(crate::backend::stretch::Planted {
                     fraction: 0.03,
-                    phases: crate::baseline::slowdown::Phases::Decode,
+                    phases: crate::backend::stretch::Phases::Decode,
                 }),
                 threads: None,
             },

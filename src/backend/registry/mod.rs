@@ -2,35 +2,20 @@
 //! and for each a cheap availability probe and a constructor, both read from its row and
 //! dispatched to the engine's own module.
 
-use serde::Serialize;
-
 use super::llama_cpp::server::LlamaCppBackend;
 use super::llama_cpp::setup;
 use super::ollama::{OllamaBackend, OllamaConfig};
 use super::ort::{BindTarget, KvCacheHome, OptLevel, OrtBackend, OrtOptions, RequestedProvider};
 use super::evidence::DecodeMode;
-use super::{Backend, ComputeDevice};
-use crate::baseline::slowdown::{Stretch, Tweaks};
+use super::stretch::Stretch;
+use super::{Availability, Backend, ComputeDevice};
+use crate::baseline::slowdown::Tweaks;
 use crate::error::BackendError;
 use crate::model::catalog::{self, CatalogModel, WeightSource};
 use crate::model::onnx_export::WeightFormat;
 
 mod table;
 pub use table::{spec, BackendSpec, Engine, OrtDevice, Recipe, TorchDevice, TorchDtype, BACKENDS};
-
-/// Whether a backend can run on this machine, and if not, what fixes it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum Availability {
-    Available { detail: String },
-    Absent { reason: String, fix: String },
-}
-
-impl Availability {
-    pub fn is_available(&self) -> bool {
-        matches!(self, Availability::Available { .. })
-    }
-}
 
 /// The fix for every `tch-*` id when this build has no libtorch backend.
 pub const TCH_FEATURE_FIX: &str = "build with --features torch after scripts/setup-libtorch.sh \
@@ -134,16 +119,16 @@ fn probe_ort_cpu() -> Availability {
 
 fn probe_ort_gpu(id: &str, device: OrtDevice) -> Availability {
     let wanted = ort_provider(id).map(|p| p.ort_name()).unwrap_or_default();
-    let gpu = if device == OrtDevice::TensorRt { super::ort_gpu::GpuProvider::TensorRt } else { super::ort_gpu::GpuProvider::Cuda };
+    let gpu = if device == OrtDevice::TensorRt { super::ort::gpu::GpuProvider::TensorRt } else { super::ort::gpu::GpuProvider::Cuda };
     match super::ort::runtime() {
         Ok(rt) if super::ort::runtime_providers().iter().any(|p| p == wanted) => {
-            match super::ort_gpu::check_provider(&rt.library_path, gpu) {
+            match super::ort::gpu::check_provider(&rt.library_path, gpu) {
                 Ok(c) => Availability::Available { detail: format!("ONNX Runtime {} with {wanted} at {} ({})", rt.version, c.provider_library.display(), c.resolved.iter().map(|(n, p)| format!("{n} → {p}")).collect::<Vec<_>>().join(", ")) },
                 Err(reason) => Availability::Absent {
                     reason,
                     fix: match gpu {
-                        super::ort_gpu::GpuProvider::Cuda => super::ort_gpu::FIX,
-                        super::ort_gpu::GpuProvider::TensorRt => super::ort_gpu::TENSORRT_FIX,
+                        super::ort::gpu::GpuProvider::Cuda => super::ort::gpu::FIX,
+                        super::ort::gpu::GpuProvider::TensorRt => super::ort::gpu::TENSORRT_FIX,
                     }
                     .into(),
                 },
