@@ -321,7 +321,7 @@ impl Runner {
         if let Some(v) = crate::backend::registry::libtorch_version() {
             runtimes.insert("libtorch".to_string(), v);
         }
-        let baseline_fingerprint = crate::baseline::fingerprint_of_suite(&self.specs);
+        let baseline_fingerprint = crate::gate::regression::fingerprint_of_suite(&self.specs);
         let models = self
             .specs
             .iter()
@@ -332,8 +332,8 @@ impl Runner {
             run_id: self.config.run_id.clone(),
             started_utc: chrono::Utc::now().to_rfc3339(),
             profile: self.config.profile.clone(),
-            machine: manifest::machine(),
-            gpus: crate::baseline::fingerprint::nvidia_gpus(),
+            machine: crate::host::machine(),
+            gpus: crate::host::nvidia_gpus(),
             baseline_fingerprint,
             runtimes,
             crate_versions: manifest::crate_versions(),

@@ -10,8 +10,8 @@
 //! - [`rule`]: CI of the slowdown factor vs the tolerance band, confirmation by re-measurement.
 //! - [`probe`]: a machine-speed probe timed around each run, to normalize away the machine's load.
 //! - [`cpu`]: CPU time of this process and its children (the load-robust `e2e_cpu_ms` metric).
+//! - [`session`]: one trial's baselines on this machine — what to compare with, and recording.
 //! - [`slowdown`]: the test-only `INFERGATE_TEST_SLOWDOWN` knob used to prove detection.
-//! - [`cli`]: `infergate baseline show|update`.
 //!
 //! Environment ([`Settings`]): `INFERGATE_UPDATE_BASELINES=1` (regression trials record instead of
 //! compare), `INFERGATE_REQUIRE_BASELINE=1` (no baseline is a failure, for release sign-off),
@@ -21,17 +21,17 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-pub mod cli;
 pub mod cpu;
 pub mod fingerprint;
 pub mod metric;
 pub mod migrate;
 pub mod probe;
 pub mod rule;
+pub mod session;
 pub mod slowdown;
 pub mod store;
 
-pub use fingerprint::{Fingerprint, Gpu};
+pub use fingerprint::Fingerprint;
 pub use rule::{
     compare, Comparison, Outcome, DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_TOLERANCE,
 };
@@ -39,17 +39,6 @@ pub use store::{
     BaselineRecord, BaselineStore, Change, Direction, GateBaselines, Provenance, ProvenanceChange,
     Workload, WritePolicy, WriteReport, SCHEMA_VERSION,
 };
-
-/// The fingerprint the suite's regression gate compares under (for the manifest), if it has one.
-pub fn fingerprint_of_suite(specs: &[crate::gate::GateSpec]) -> Option<String> {
-    specs
-        .iter()
-        .find(|s| matches!(s.check, crate::gate::Check::Regression(_)))
-        .and_then(|s| {
-            let model = crate::model::catalog::lookup(&s.model)?;
-            Some(Fingerprint::detect(&[model]).id())
-        })
-}
 
 /// How regression trials behave in this process.
 #[derive(Debug, Clone, PartialEq)]

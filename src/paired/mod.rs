@@ -31,7 +31,6 @@ use crate::baseline::metric::Metric;
 use crate::baseline::slowdown::{Phases, Tweaks};
 use crate::pins::{Artifact, Fetched};
 
-pub mod cli;
 pub mod stats;
 pub mod worker;
 
