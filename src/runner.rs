@@ -5,16 +5,16 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::backend::ort::{OptLevel, RequestedProvider};
+use crate::backend::ort::RequestedProvider;
 use crate::backend::registry::{self, Availability};
 use crate::backend::Backend;
 use crate::error::{BackendError, GateFileError, ModelError};
+use crate::gate::context::OnnxWeights;
 use crate::gate::verdict::fails_run;
 pub use crate::gate::verdict::strict;
 use crate::gate::{self, BackendDoor, Counts, GateSpec, Skip, TrialContext, TrialId, TrialResult};
 use crate::manifest::{self, GateFileRef, Manifest};
-use crate::model::catalog::{self, CatalogModel, WeightSource};
-use crate::model::onnx_export::WeightFormat;
+use crate::model::catalog::{self, CatalogModel};
 use crate::record::{PlanRecord, RunDir, RunLog};
 use crate::workload::{self, Scenario};
 
@@ -477,11 +477,9 @@ impl BackendDoor for RegistryDoor<'_> {
     fn open_onnx(
         &self,
         id: &str,
-        source: &WeightSource,
-        format: WeightFormat,
-        opt: OptLevel,
+        weights: &OnnxWeights<'_>,
     ) -> Result<Box<dyn Backend>, BackendError> {
-        registry::open_ort(id, source, format, opt)
+        registry::open_ort(id, weights.source, weights.format, weights.opt)
     }
 }
 

@@ -7,6 +7,7 @@
 //! - [`store`]: `baselines/<fingerprint>/{fingerprint.json, <gate-id>.json}` — records with their
 //!   samples, validated loading (corrupt / foreign / newer-schema files are typed errors naming the
 //!   file), atomic writes that report old → new medians.
+//! - [`provenance`]: when, from which code and on which runtime a record was measured.
 //! - [`rule`]: CI of the slowdown factor vs the tolerance band, confirmation by re-measurement.
 //! - [`probe`]: a machine-speed probe timed around each run, to normalize away the machine's load.
 //! - [`cpu`]: CPU time of this process and its children (the load-robust `e2e_cpu_ms` metric).
@@ -26,18 +27,20 @@ pub mod fingerprint;
 pub mod metric;
 pub mod migrate;
 pub mod probe;
+pub mod provenance;
 pub mod rule;
 pub mod session;
 pub mod slowdown;
 pub mod store;
 
 pub use fingerprint::Fingerprint;
+pub use provenance::{Provenance, ProvenanceChange};
 pub use rule::{
     compare, Comparison, Outcome, DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_TOLERANCE,
 };
 pub use store::{
-    BaselineRecord, BaselineStore, Change, Direction, GateBaselines, Provenance, ProvenanceChange,
-    Workload, WritePolicy, WriteReport, SCHEMA_VERSION,
+    BaselineRecord, BaselineStore, Change, Direction, GateBaselines, Workload, WritePolicy,
+    WriteReport, SCHEMA_VERSION,
 };
 
 /// How regression trials behave in this process.

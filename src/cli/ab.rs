@@ -12,11 +12,11 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::paired::{Answer, PairedResult, Settings, Side, SideRuntime, Workload};
 use crate::baseline::metric::Metric;
 use crate::baseline::slowdown::Tweaks;
 use crate::gate::regression::{PairedParams, RegressionParams};
 use crate::gate::Check;
+use crate::paired::{Answer, PairedResult, Settings, Side, SideRuntime, Workload};
 use crate::runner::RunnerConfig;
 
 /// The options of `infergate ab`.

@@ -219,7 +219,13 @@ pub fn main() -> ExitCode {
             if let Some(g) = gates {
                 config.gates_dir = g;
             }
-            run::run(config, filters.gate, filters.backend, filters.scenario, no_build_llama_cpp)
+            run::run(
+                config,
+                filters.gate,
+                filters.backend,
+                filters.scenario,
+                no_build_llama_cpp,
+            )
         }
         Command::List { repo } => run::list(RunnerConfig::from_env(&repo, "full")),
         Command::Baseline {
@@ -245,7 +251,13 @@ pub fn main() -> ExitCode {
         } => {
             let mut config = RunnerConfig::from_env(&repo, &profile);
             config.profile = profile;
-            baseline::update(config, filters.gate, filters.backend, filters.scenario, force)
+            baseline::update(
+                config,
+                filters.gate,
+                filters.backend,
+                filters.scenario,
+                force,
+            )
         }
         Command::Doctor => doctor::command(),
         Command::Report { run_dirs, into } => match run::merge_shards(&run_dirs, into.as_deref()) {

@@ -78,6 +78,5 @@ pub struct PairedSummary {
     pub elapsed_s: f64,
 }
 
-
 /// The sub-series of a re-measurement after a suspected regression.
 pub const REMEASURE: &str = "remeasure";

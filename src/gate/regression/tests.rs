@@ -6,7 +6,8 @@ use super::series::samples;
 use super::Metric;
 use crate::baseline::probe::PROBE_METRIC;
 use crate::baseline::session::{Mode, Session};
-use crate::baseline::store::{self, BaselineRecord, Direction, Provenance, Workload};
+use crate::baseline::store::{self, BaselineRecord, Direction, Workload};
+use crate::baseline::Provenance;
 use crate::baseline::{fingerprint::gpu_drivers, BaselineStore, Fingerprint};
 use crate::gate::{Check, GateSpec};
 use crate::measure::{run_series, RunTimings, SeriesPlan};
@@ -131,7 +132,8 @@ fn the_mode_follows_the_runtime_and_the_stored_numbers() {
     let old = ort_pin("1.31.1", true);
     let new = ort_pin("1.32.0", true);
     let store = store_with(tmp.path(), &here, p, Some(old.clone()));
-    let mode = |fp: &Fingerprint, cur: &RuntimePin| choose(&store, fp, "ort-cpu", &sc, p, Some(cur));
+    let mode =
+        |fp: &Fingerprint, cur: &RuntimePin| choose(&store, fp, "ort-cpu", &sc, p, Some(cur));
     // Same runtime: stored numbers, nothing changed.
     match mode(&here, &old) {
         Ok(Mode::Stored { changes, .. }) => assert!(changes.is_empty(), "{changes:?}"),

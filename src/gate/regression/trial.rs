@@ -9,9 +9,7 @@ use super::{paired, stored};
 use crate::baseline::fingerprint::current_runtime;
 use crate::baseline::session::{Mode, Session};
 use crate::baseline::{Fingerprint, Settings, Workload};
-use crate::gate::{
-    Evaluation, GateKind, GateSpec, PlanContext, Skip, SkipCause, TrialContext,
-};
+use crate::gate::{Evaluation, GateKind, GateSpec, PlanContext, Skip, SkipCause, TrialContext};
 use crate::workload::Scenario;
 
 impl GateKind for RegressionParams {
