@@ -319,3 +319,39 @@ impl Session<'_> {
             .write(&self.fingerprint, self.gate, records, policy)
     }
 }
+
+#[cfg(test)]
+impl Session<'_> {
+    /// Test fixture: every metric and the probe of this trial stored with `samples` and
+    /// `provenance` (written even in CI).
+    pub(crate) fn record_fixture(&self, provenance: Provenance, samples: Vec<f64>) {
+        let mut records: Vec<BaselineRecord> = self
+            .metrics
+            .iter()
+            .map(|m| (m.name(), m.direction(), m.unit()))
+            .chain([(PROBE_METRIC, Direction::LowerIsBetter, "ms")])
+            .map(|(name, d, unit)| {
+                store::record(
+                    self.backend,
+                    Some(self.scenario),
+                    name,
+                    d,
+                    unit,
+                    samples.clone(),
+                    self.workload,
+                    provenance.clone(),
+                )
+                .unwrap()
+            })
+            .collect();
+        records.sort_by_key(|r| r.key());
+        let policy = WritePolicy {
+            ci: false,
+            force: true,
+            tweaks: Default::default(),
+        };
+        self.store
+            .write(&self.fingerprint, self.gate, records, &policy)
+            .unwrap();
+    }
+}

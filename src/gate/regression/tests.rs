@@ -4,9 +4,8 @@ use std::path::Path;
 use super::params::RegressionParams;
 use super::series::samples;
 use super::Metric;
-use crate::baseline::probe::PROBE_METRIC;
 use crate::baseline::session::{Mode, Session};
-use crate::baseline::store::{self, BaselineRecord, Direction, Workload};
+use crate::baseline::store::{Direction, Workload};
 use crate::baseline::Provenance;
 use crate::baseline::{fingerprint::gpu_drivers, BaselineStore, Fingerprint};
 use crate::gate::{Check, GateSpec};
@@ -22,7 +21,6 @@ fn store_with(
     p: &RegressionParams,
     runtime: Option<RuntimePin>,
 ) -> BaselineStore {
-    let store = BaselineStore::new(dir);
     let sc = crate::workload::scenario("short").unwrap();
     let provenance = Provenance {
         recorded_utc: "2026-01-01T00:00:00Z".into(),
@@ -33,51 +31,19 @@ fn store_with(
         runtime,
         gpu_drivers: gpu_drivers(),
     };
-    let workload = Workload {
-        prompt_tokens: sc.prompt_tokens,
-        gen_tokens: p.gen_tokens,
-    };
-    let mut records: Vec<BaselineRecord> = p
-        .metrics
-        .iter()
-        .map(|m| (m.name(), m.direction(), m.unit()))
-        .chain([(PROBE_METRIC, Direction::LowerIsBetter, "ms")])
-        .map(|(name, d, unit)| {
-            store::record(
-                "ort-cpu",
-                Some("short"),
-                name,
-                d,
-                unit,
-                vec![1.0, 1.1, 1.2],
-                workload,
-                provenance.clone(),
-            )
-            .unwrap()
-        })
-        .collect();
-    records.sort_by_key(|r| r.key());
-    let policy = crate::baseline::WritePolicy {
-        ci: false,
-        force: true,
-        tweaks: Default::default(),
-    };
-    store
-        .write(fp, "regression.baseline", records, &policy)
-        .unwrap();
-    store
+    let session = session(&BaselineStore::new(dir), fp, "ort-cpu", &sc, p);
+    session.record_fixture(provenance, vec![1.0, 1.1, 1.2]);
+    session.store
 }
 
-/// The mode `store` gives the `regression.baseline` trial `backend` × `sc` on `fp` with the
-/// runtime `cur` (what the gate asks its baseline session).
-fn choose(
+/// The baseline session of the `regression.baseline` trial `backend` × `sc` on `fp`.
+fn session<'a>(
     store: &BaselineStore,
     fp: &Fingerprint,
-    backend: &str,
+    backend: &'a str,
     sc: &Scenario,
-    p: &RegressionParams,
-    cur: Option<&RuntimePin>,
-) -> Result<Mode, String> {
+    p: &'a RegressionParams,
+) -> Session<'a> {
     Session {
         store: store.clone(),
         fingerprint: fp.clone(),
@@ -90,8 +56,19 @@ fn choose(
         },
         metrics: &p.metrics,
     }
-    .choose(cur)
-    .unwrap()
+}
+
+/// The mode `store` gives the `regression.baseline` trial `backend` × `sc` on `fp` with the
+/// runtime `cur` (what the gate asks its baseline session).
+fn choose(
+    store: &BaselineStore,
+    fp: &Fingerprint,
+    backend: &str,
+    sc: &Scenario,
+    p: &RegressionParams,
+    cur: Option<&RuntimePin>,
+) -> Result<Mode, String> {
+    session(store, fp, backend, sc, p).choose(cur).unwrap()
 }
 
 /// The repository's regression gate file and its `[check]`.
