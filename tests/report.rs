@@ -14,7 +14,8 @@ use infergate::gate::{
     Details, KnownFailure, Metrics, NoDataNote, Outcome, Part, RunCounts, Skip, SkipCause,
     Threshold, TrialId, TrialResult, Unit,
 };
-use infergate::manifest::{GateFileRef, Machine, Manifest};
+use infergate::host::Machine;
+use infergate::manifest::{GateFileRef, Manifest};
 use infergate::measure::{RunOutcome, RunPhase, RunRecord, RunTimings};
 use infergate::record::{PlanRecord, TrialRecord};
 use quick_xml::events::Event;

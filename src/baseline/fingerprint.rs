@@ -13,22 +13,14 @@
 //! deliberately not part of it: identical CI runners share baselines.
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::host::{nvidia_gpus, Gpu};
 use crate::model::catalog::CatalogModel;
 use crate::pins::{Runtime, RuntimePin};
-
-/// One visible NVIDIA GPU, as `nvidia-smi --query-gpu=name,driver_version` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Gpu {
-    pub name: String,
-    pub driver_version: String,
-}
 
 /// Everything a baseline's comparability depends on. Serialized (in this field order, maps sorted)
 /// it is also the input of the hash.
@@ -172,39 +164,13 @@ struct Hardware {
 fn hardware() -> &'static Hardware {
     static HW: OnceLock<Hardware> = OnceLock::new();
     HW.get_or_init(|| {
-        let m = crate::manifest::machine();
+        let m = crate::host::machine();
         Hardware {
             cpu_model: m.cpu_model,
             available_cores: m.available_cores,
             gpus: nvidia_gpus(),
         }
     })
-}
-
-/// GPUs from `nvidia-smi --query-gpu=name,driver_version --format=csv,noheader`; none when the
-/// tool is absent or fails (a machine without a usable NVIDIA driver has no GPU to fingerprint).
-pub fn nvidia_gpus() -> Vec<Gpu> {
-    let out = Command::new("nvidia-smi")
-        .args(["--query-gpu=name,driver_version", "--format=csv,noheader"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output();
-    match out {
-        Ok(o) if o.status.success() => parse_nvidia_smi(&String::from_utf8_lossy(&o.stdout)),
-        _ => Vec::new(),
-    }
-}
-
-/// Parse `name, driver_version` lines.
-pub fn parse_nvidia_smi(text: &str) -> Vec<Gpu> {
-    text.lines()
-        .filter_map(|l| l.rsplit_once(','))
-        .map(|(name, driver)| Gpu {
-            name: name.trim().to_string(),
-            driver_version: driver.trim().to_string(),
-        })
-        .filter(|g| !g.name.is_empty())
-        .collect()
 }
 
 /// The GPU drivers visible here (`550.54.15`), distinct, for a record's provenance.
@@ -315,17 +281,11 @@ mod tests {
     }
 
     #[test]
-    fn slugs_and_nvidia_smi_lines() {
+    fn slugs() {
         assert_eq!(slug("AMD EPYC", 32), "amd-epyc");
         assert_eq!(
             slug("Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz", 20),
             "intel-core-i7-8700"
         );
-        let gpus = parse_nvidia_smi(
-            "NVIDIA H100 80GB HBM3, 550.54.15\nNVIDIA H100 80GB HBM3, 550.54.15\n",
-        );
-        assert_eq!(gpus.len(), 2);
-        assert_eq!(gpus[0].driver_version, "550.54.15");
-        assert!(parse_nvidia_smi("").is_empty());
     }
 }

@@ -14,12 +14,13 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::fingerprint::{Fingerprint, Gpu};
+use super::fingerprint::Fingerprint;
 use super::store::{
     write_atomic, BaselineRecord, BaselineStore, FingerprintFile, WritePolicy, FINGERPRINT_FILE,
     SCHEMA_VERSION,
 };
 use crate::error::BaselineError;
+use crate::host::Gpu;
 use crate::pins::{Runtime, RuntimePin};
 
 /// Schema 1's fingerprint components.

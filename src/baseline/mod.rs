@@ -7,11 +7,12 @@
 //! - [`store`]: `baselines/<fingerprint>/{fingerprint.json, <gate-id>.json}` — records with their
 //!   samples, validated loading (corrupt / foreign / newer-schema files are typed errors naming the
 //!   file), atomic writes that report old → new medians.
+//! - [`provenance`]: when, from which code and on which runtime a record was measured.
 //! - [`rule`]: CI of the slowdown factor vs the tolerance band, confirmation by re-measurement.
 //! - the machine-speed probe ([`crate::roofline::probe`]) timed around each run, to normalize away the machine's load.
 //! - [`cpu`]: CPU time of this process and its children (the load-robust `e2e_cpu_ms` metric).
+//! - [`session`]: one trial's baselines on this machine — what to compare with, and recording.
 //! - [`slowdown`]: the test-only `INFERGATE_TEST_SLOWDOWN` knob used to prove detection.
-//! - [`cli`]: `infergate baseline show|update`.
 //!
 //! Environment ([`Settings`]): `INFERGATE_UPDATE_BASELINES=1` (regression trials record instead of
 //! compare), `INFERGATE_REQUIRE_BASELINE=1` (no baseline is a failure, for release sign-off),
@@ -21,22 +22,24 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-pub mod cli;
 pub mod cpu;
 pub mod fingerprint;
 pub mod metric;
 pub mod migrate;
+pub mod provenance;
 pub mod rule;
+pub mod session;
 pub mod slowdown;
 pub mod store;
 
-pub use fingerprint::{Fingerprint, Gpu};
+pub use fingerprint::Fingerprint;
+pub use provenance::{Provenance, ProvenanceChange};
 pub use rule::{
     compare, Comparison, Outcome, DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_TOLERANCE,
 };
 pub use store::{
-    BaselineRecord, BaselineStore, Change, Direction, GateBaselines, Provenance, ProvenanceChange,
-    Workload, WritePolicy, WriteReport, SCHEMA_VERSION,
+    BaselineRecord, BaselineStore, Change, Direction, GateBaselines, Workload, WritePolicy,
+    WriteReport, SCHEMA_VERSION,
 };
 
 /// How regression trials behave in this process.

@@ -33,10 +33,16 @@ pub trait BackendDoor: Sync {
     fn open_onnx(
         &self,
         id: &str,
-        source: &WeightSource,
-        format: WeightFormat,
-        opt: OptLevel,
+        weights: &OnnxWeights<'_>,
     ) -> Result<Box<dyn Backend>, BackendError>;
+}
+
+/// Which ONNX weights [`BackendDoor::open_onnx`] opens.
+#[derive(Debug, Clone, Copy)]
+pub struct OnnxWeights<'a> {
+    pub source: &'a WeightSource,
+    pub format: WeightFormat,
+    pub opt: OptLevel,
 }
 
 /// What a check needs to run one trial.

@@ -20,6 +20,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::context::OnnxWeights;
 use super::{median, Details, Evaluation, GateKind, Part, Threshold, TrialContext};
 use crate::backend::ort::OptLevel;
 use crate::measure::{measured_ok, run_series, RunOutcome, RunRecord};
@@ -455,9 +456,14 @@ fn evaluate(ctx: &TrialContext<'_>, p: &ScalingFitParams) -> Evaluation {
             ));
             continue;
         }
-        let mut backend = ctx
-            .backends
-            .open_onnx(ctx.backend_id(), &source, format, opt);
+        let mut backend = ctx.backends.open_onnx(
+            ctx.backend_id(),
+            &OnnxWeights {
+                source: &source,
+                format,
+                opt,
+            },
+        );
         run_shapes += 1;
         let mut medians = Vec::new();
         for (s, prompt) in &prompts {

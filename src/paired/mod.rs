@@ -32,7 +32,6 @@ use crate::baseline::metric::Metric;
 use crate::baseline::slowdown::Tweaks;
 use crate::pins::{Artifact, Fetched};
 
-pub mod cli;
 pub mod stats;
 pub mod worker;
 

@@ -6,6 +6,7 @@
 //! backend is optional and its trials are skipped with the same fix printed here.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use crate::assets::{self, PinnedAsset, Registry};
 use crate::backend::{registry, Availability};
@@ -267,6 +268,17 @@ impl Doctor {
             format!("FAILED: the default backend {DEFAULT_BACKEND} is not usable, so no gate can run; apply its fix above")
         });
         out.join("\n")
+    }
+}
+
+/// `infergate doctor`: print the inspection; exit 1 only if the default backend is unusable.
+pub fn command() -> ExitCode {
+    let d = inspect();
+    println!("{}", d.render());
+    if d.default_usable() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

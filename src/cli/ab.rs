@@ -12,11 +12,11 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::{Answer, PairedResult, Settings, Side, SideRuntime, Workload};
 use crate::baseline::metric::Metric;
 use crate::baseline::slowdown::Tweaks;
 use crate::gate::regression::{PairedParams, RegressionParams};
 use crate::gate::Check;
+use crate::paired::{Answer, PairedResult, Settings, Side, SideRuntime, Workload};
 use crate::runner::RunnerConfig;
 
 /// The options of `infergate ab`.
@@ -174,7 +174,7 @@ fn run_ab(o: &AbOptions) -> Result<PairedResult, String> {
         workload.prompt.len(),
         gen_tokens
     );
-    super::run(
+    crate::paired::run(
         &workload,
         &baseline,
         &candidate,

@@ -1,9 +1,9 @@
-//! `infergate baseline show` and `infergate baseline update`.
+//! `infergate baseline show`, `update` and `migrate`.
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use super::{Fingerprint, Overrides, Settings};
+use crate::baseline::{Fingerprint, Overrides, Settings};
 use crate::gate::verdict::fails_run;
 use crate::gate::{Check, GateSpec, Verdict};
 use crate::runner::{verdict_line, Runner, RunnerConfig};
@@ -16,15 +16,20 @@ fn regression_specs(specs: &[GateSpec]) -> Vec<&GateSpec> {
         .collect()
 }
 
+/// The gate files of the checkout; an error is printed and is exit status 2.
+fn load_specs(config: &RunnerConfig) -> Result<Vec<GateSpec>, ExitCode> {
+    crate::gate::spec::load_dir(&config.gates_dir).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
 /// Print what is stored for this machine, gate by gate. Fails on a corrupt, foreign or
 /// newer-schema file (the error names it).
 pub fn show(config: &RunnerConfig, out: &mut dyn Write) -> ExitCode {
-    let specs = match crate::gate::spec::load_dir(&config.gates_dir) {
+    let specs = match load_specs(config) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let settings = Settings::current();
     let mut code = ExitCode::SUCCESS;
@@ -55,11 +60,11 @@ pub fn show(config: &RunnerConfig, out: &mut dyn Write) -> ExitCode {
             "  cpu: {}, {} cores; gpus: {gpus}; infergate build: {}",
             fp.cpu_model, fp.available_cores, fp.build_profile
         );
-        let drivers = super::fingerprint::gpu_drivers();
+        let drivers = crate::baseline::fingerprint::gpu_drivers();
         let runtimes: Vec<String> = spec
             .backends
             .iter()
-            .map(|b| match super::fingerprint::current_runtime(b) {
+            .map(|b| match crate::baseline::fingerprint::current_runtime(b) {
                 Some(pin) => format!("{b}: {}", pin.short()),
                 None => format!("{b}: (no pinnable runtime here)"),
             })
@@ -129,7 +134,7 @@ pub fn show(config: &RunnerConfig, out: &mut dyn Write) -> ExitCode {
                         r.provenance.run_id
                     );
                     let changes = r.provenance.changes(
-                        super::fingerprint::current_runtime(&r.backend).as_ref(),
+                        crate::baseline::fingerprint::current_runtime(&r.backend).as_ref(),
                         &drivers,
                     );
                     if !changes.is_empty() {
@@ -156,7 +161,7 @@ pub fn update(
         update: true,
         force_write: force,
     };
-    super::set_overrides(Some(overrides));
+    crate::baseline::set_overrides(Some(overrides));
     let settings = Settings::current();
     if let Err(e) = &settings.test_slowdown {
         eprintln!("error: {e}");
@@ -216,21 +221,18 @@ pub fn update(
 
 /// `infergate baseline migrate`: rewrite older-schema baselines of the checkout's regression gates.
 pub fn migrate(config: &RunnerConfig, out: &mut dyn Write) -> ExitCode {
-    let specs = match crate::gate::spec::load_dir(&config.gates_dir) {
+    let specs = match load_specs(config) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let settings = Settings::current();
-    let mut stores: Vec<super::BaselineStore> = regression_specs(&specs)
+    let mut stores: Vec<crate::baseline::BaselineStore> = regression_specs(&specs)
         .iter()
         .map(|s| settings.store_for(&s.path))
         .collect();
     stores.dedup();
     for store in stores {
-        match super::migrate::migrate(&store) {
+        match crate::baseline::migrate::migrate(&store) {
             Ok(done) if done.is_empty() => {
                 let _ = writeln!(out, "{}: nothing to migrate", store.root().display());
             }
