@@ -313,10 +313,7 @@ impl TchBackend {
             prefill_graphs: BTreeMap::new(),
         };
         if self.decode == DecodeMode::CudaGraph {
-            let Device::Cuda(index) = self.device else {
-                return Err(self.err("capture", "CUDA graphs need a CUDA device"));
-            };
-            let mut graph = CudaGraph::new(index).map_err(|e| self.err("capture", e))?;
+            let mut graph = self.new_graph()?;
             let (w, c, state) = (&self.model, &self.config, &mut decoder.state);
             let captured = tch::no_grad(|| {
                 graph.on_side_stream(|g| -> Result<GraphCounts, String> {
@@ -334,6 +331,14 @@ impl TchBackend {
             decoder.graph = Some(graph);
         }
         Ok(decoder)
+    }
+
+    /// An empty CUDA graph on this backend's device.
+    fn new_graph(&self) -> Result<CudaGraph, BackendError> {
+        let Device::Cuda(index) = self.device else {
+            return Err(self.err("capture", "CUDA graphs need a CUDA device"));
+        };
+        CudaGraph::new(index).map_err(|e| self.err("capture", e))
     }
 
     /// Greedy generation through the static prefill and step (both replayed as CUDA graphs in
@@ -387,10 +392,7 @@ impl TchBackend {
         if let Some(g) = decoder.prefill_graphs.remove(&s) {
             return Ok(g);
         }
-        let Device::Cuda(index) = self.device else {
-            return Err(self.err("capture", "CUDA graphs need a CUDA device"));
-        };
-        let mut graph = CudaGraph::new(index).map_err(|e| self.err("capture", e))?;
+        let mut graph = self.new_graph()?;
         let (w, c, state) = (&self.model, &self.config, &mut decoder.state);
         let captured = tch::no_grad(|| {
             graph.on_side_stream(|g| -> Result<GraphCounts, String> {
