@@ -3,7 +3,7 @@
 //! tch 0.24 has no CUDA-graph binding (its PR for one was never merged), so
 //! `native/cuda_graph/infergate_cuda_graph.cpp` wraps libtorch's own `CUDAGraph` in a C ABI;
 //! `scripts/gpu/build-cuda-graph-shim.sh` builds it against the machine's torch. It is loaded here
-//! with `dlopen` *after* `libtorch_cuda.so` (see [`super::runtime`]), so it shares libtorch's
+//! with `dlopen` *after* `libtorch_cuda.so` (see [`super::runtime()`]), so it shares libtorch's
 //! caching allocator and current-stream state with every tch tensor.
 //!
 //! Lookup: `INFERGATE_CUDA_GRAPH_SHIM`, else `<cache>/cuda-graph-shim/libinfergate_cuda_graph.so`.
@@ -50,7 +50,7 @@ pub struct Shim {
 
 static SHIM: OnceLock<Result<Shim, String>> = OnceLock::new();
 
-/// Load the shim once. Call only after [`super::runtime`] reported CUDA available (the shim's
+/// Load the shim once. Call only after [`super::runtime()`] reported CUDA available (the shim's
 /// symbols resolve against the `libtorch_cuda.so` loaded there).
 pub fn shim() -> Result<&'static Shim, String> {
     SHIM.get_or_init(load).as_ref().map_err(Clone::clone)

@@ -24,8 +24,10 @@ use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 use super::cuda_graph::{CudaGraph, GraphCounts};
-use super::{KvCache, TchBackend, TchResult, Weights};
-pub use crate::backend::evidence::{DecodeMode, GraphEvidence};
+use super::llama::{Block, KvCache, Llama};
+use super::runtime::TchResult;
+use super::TchBackend;
+use crate::backend::evidence::{DecodeMode, GraphEvidence};
 use crate::backend::Generation;
 use crate::error::BackendError;
 use crate::model::LlamaConfig;
@@ -76,13 +78,8 @@ impl StaticState {
         let l = len as i64;
         let hd = c.head_dim();
         let half = hd / 2;
-        let shape = [c.n_kv_heads as i64, l, hd as i64];
-        let (mut k, mut v) = (Vec::new(), Vec::new());
-        for _ in 0..c.n_layers {
-            // Zeros, not uninitialized memory: masked positions still enter Q·Kᵀ (NaN · 0 is NaN).
-            k.push(Tensor::f_zeros(shape, (kind, device))?);
-            v.push(Tensor::f_zeros(shape, (kind, device))?);
-        }
+        // Zeros, not uninitialized memory: masked positions still enter Q·Kᵀ (NaN · 0 is NaN).
+        let cache = KvCache::zeros(c, len, device, kind)?;
         let mut rope = vec![0f32; len * hd * hd];
         for pos in 0..len {
             let m = &mut rope[pos * hd * hd..(pos + 1) * hd * hd];
@@ -111,7 +108,7 @@ impl StaticState {
         let index = |v: i64| Tensor::f_from_slice(&[v])?.f_to_device(device);
         Ok(StaticState {
             len: l,
-            cache: KvCache { k, v, capacity: l },
+            cache,
             ids: Tensor::f_zeros([l], (Kind::Int64, device))?,
             tok: index(0)?,
             pos: index(0)?,
@@ -148,7 +145,6 @@ struct Dims {
     nkv: i64,
     /// Width of the K and V projections (`nkv · hd`).
     kv: i64,
-    ffn: i64,
     /// Query heads per KV head.
     group: i64,
     eps: f64,
@@ -170,7 +166,6 @@ impl Dims {
             nh,
             nkv,
             kv: nkv * hd,
-            ffn: c.ffn_dim as i64,
             group: nh / nkv,
             eps: f64::from(c.rms_norm_eps),
             scale: 1.0 / (hd as f64).sqrt(),
@@ -178,48 +173,46 @@ impl Dims {
     }
 }
 
+/// The MLP half of block `b` in the static formulation, residual included: fused RMSNorm, gate/up,
+/// SiLU times up, and the down projection with the residual add inside `addmm`.
+fn mlp_residual(x: &Tensor, b: &Block, m: &Dims) -> TchResult<Tensor> {
+    let ffn = b.mlp.ffn;
+    let h = x.f_rms_norm([m.d], Some(&b.ffn_norm.weight), m.eps)?;
+    let gate_up = h.f_linear(&b.mlp.w_gate_up, None::<Tensor>)?;
+    let act = gate_up
+        .f_narrow(1, 0, ffn)?
+        .f_silu()?
+        .f_mul(&gate_up.f_narrow(1, ffn, ffn)?)?;
+    x.f_addmm(&act, &b.mlp.w_down.f_tr()?)
+}
+
 /// One decode step on static tensors; returns the step's logits `[1, vocab]` (for evidence only:
 /// the step itself already wrote its token into the slots).
-fn step(w: &Weights, c: &LlamaConfig, s: &mut StaticState) -> TchResult<Tensor> {
-    let Dims {
-        d,
-        hd,
-        nh,
-        nkv,
-        kv,
-        ffn,
-        group,
-        eps,
-        scale,
-    } = Dims::of(c);
+fn step(w: &Llama, c: &LlamaConfig, s: &mut StaticState) -> TchResult<Tensor> {
+    let m = Dims::of(c);
+    let (d, hd, nh, nkv, kv) = (m.d, m.hd, m.nh, m.nkv, m.kv);
     let rope = s.rope.f_index_select(0, &s.pos)?.f_reshape([hd, hd])?;
     let mask = s.mask.f_index_select(0, &s.pos)?; // [1, 1, L], broadcast over heads
     let mut x = w.embed.f_index_select(0, &s.tok)?; // [1, d]
-    for (i, layer) in w.layers.iter().enumerate() {
-        let h = x.f_rms_norm([d], Some(&layer.attn_norm), eps)?;
-        let qkv = h.f_linear(&layer.wqkv, None::<Tensor>)?; // [1, d + 2 kv]
+    for (i, b) in w.blocks.iter().enumerate() {
+        let h = x.f_rms_norm([d], Some(&b.attn_norm.weight), m.eps)?;
+        let qkv = h.f_linear(&b.attn.wqkv, None::<Tensor>)?; // [1, d + 2 kv]
         let qk = qkv
             .f_narrow(1, 0, d + kv)?
             .f_reshape([nh + nkv, hd])?
             .f_mm(&rope)?;
-        let q = qk.f_narrow(0, 0, nh)?.f_reshape([nkv, group, hd])?;
+        let q = qk.f_narrow(0, 0, nh)?.f_reshape([nkv, m.group, hd])?;
         let k = qk.f_narrow(0, nh, nkv)?.f_reshape([nkv, 1, hd])?;
         let v = qkv.f_narrow(1, d + kv, kv)?.f_reshape([nkv, 1, hd])?;
         let _ = s.cache.k[i].f_index_copy_(1, &s.pos, &k)?;
         let _ = s.cache.v[i].f_index_copy_(1, &s.pos, &v)?;
-        let scores = mask.f_baddbmm(&q, &s.cache.k[i].f_transpose(1, 2)?, 1.0, scale)?; // [nkv, group, L]
+        let scores = mask.f_baddbmm(&q, &s.cache.k[i].f_transpose(1, 2)?, 1.0, m.scale)?; // [nkv, group, L]
         let probs = scores.f_softmax(-1, None::<Kind>)?;
         let attn = probs.f_bmm(&s.cache.v[i])?.f_reshape([1, d])?;
-        x = x.f_addmm(&attn, &layer.wo.f_tr()?)?;
-        let h = x.f_rms_norm([d], Some(&layer.ffn_norm), eps)?;
-        let gate_up = h.f_linear(&layer.w_gate_up, None::<Tensor>)?;
-        let act = gate_up
-            .f_narrow(1, 0, ffn)?
-            .f_silu()?
-            .f_mul(&gate_up.f_narrow(1, ffn, ffn)?)?;
-        x = x.f_addmm(&act, &layer.w_down.f_tr()?)?;
+        x = x.f_addmm(&attn, &b.attn.wo.f_tr()?)?;
+        x = mlp_residual(&x, b, &m)?;
     }
-    let x = x.f_rms_norm([d], Some(&w.final_norm), eps)?;
+    let x = x.f_rms_norm([d], Some(&w.norm.weight), m.eps)?;
     let logits = x.f_linear(w.head(), None::<Tensor>)?;
     let next = logits.f_argmax(-1, false)?; // [1] i64
     let _ = s.out.f_index_copy_(0, &s.step, &next)?;
@@ -235,18 +228,9 @@ fn step(w: &Weights, c: &LlamaConfig, s: &mut StaticState) -> TchResult<Tensor> 
 /// of the static and graph loops, and, called on a whole sequence with nothing cached, their full
 /// recompute: the KV-cached loop and the recompute then differ in nothing but the cache.
 /// Returns the logits of the last position, `[1, vocab]`.
-fn prefill(w: &Weights, c: &LlamaConfig, st: &mut StaticState, s: usize) -> TchResult<Tensor> {
-    let Dims {
-        d,
-        hd,
-        nh,
-        nkv,
-        kv,
-        ffn,
-        group,
-        eps,
-        scale,
-    } = Dims::of(c);
+fn prefill(w: &Llama, c: &LlamaConfig, st: &mut StaticState, s: usize) -> TchResult<Tensor> {
+    let m = Dims::of(c);
+    let (d, hd, nh, nkv, kv, group) = (m.d, m.hd, m.nh, m.nkv, m.kv, m.group);
     let s = s as i64;
     if s > st.len {
         return Err(tch::TchError::Shape(format!(
@@ -265,9 +249,9 @@ fn prefill(w: &Weights, c: &LlamaConfig, st: &mut StaticState, s: usize) -> TchR
         .f_narrow(1, 0, s)?
         .f_repeat([group, 1])?;
     let mut x = w.embed.f_index_select(0, &ids)?; // [s, d]
-    for (i, layer) in w.layers.iter().enumerate() {
-        let h = x.f_rms_norm([d], Some(&layer.attn_norm), eps)?;
-        let qkv = h.f_linear(&layer.wqkv, None::<Tensor>)?; // [s, d + 2 kv]
+    for (i, b) in w.blocks.iter().enumerate() {
+        let h = x.f_rms_norm([d], Some(&b.attn_norm.weight), m.eps)?;
+        let qkv = h.f_linear(&b.attn.wqkv, None::<Tensor>)?; // [s, d + 2 kv]
         let qk = qkv
             .f_narrow(1, 0, d + kv)?
             .f_reshape([s, nh + nkv, hd])?
@@ -284,32 +268,26 @@ fn prefill(w: &Weights, c: &LlamaConfig, st: &mut StaticState, s: usize) -> TchR
             .f_reshape([s, nkv, group, hd])?
             .f_permute([1, 2, 0, 3])?
             .f_reshape([nkv, group * s, hd])?;
-        let scores = mask.f_baddbmm(&q, &k.f_transpose(1, 2)?, 1.0, scale)?; // [nkv, group s, s]
+        let scores = mask.f_baddbmm(&q, &k.f_transpose(1, 2)?, 1.0, m.scale)?; // [nkv, group s, s]
         let attn = scores
             .f_softmax(-1, None::<Kind>)?
             .f_bmm(&v)? // [nkv, group s, hd]
             .f_reshape([nkv, group, s, hd])?
             .f_permute([2, 0, 1, 3])?
             .f_reshape([s, d])?;
-        x = x.f_addmm(&attn, &layer.wo.f_tr()?)?;
-        let h = x.f_rms_norm([d], Some(&layer.ffn_norm), eps)?;
-        let gate_up = h.f_linear(&layer.w_gate_up, None::<Tensor>)?;
-        let act = gate_up
-            .f_narrow(1, 0, ffn)?
-            .f_silu()?
-            .f_mul(&gate_up.f_narrow(1, ffn, ffn)?)?;
-        x = x.f_addmm(&act, &layer.w_down.f_tr()?)?;
+        x = x.f_addmm(&attn, &b.attn.wo.f_tr()?)?;
+        x = mlp_residual(&x, b, &m)?;
     }
     let x = x
         .f_narrow(0, s - 1, 1)?
-        .f_rms_norm([d], Some(&w.final_norm), eps)?;
+        .f_rms_norm([d], Some(&w.norm.weight), m.eps)?;
     x.f_linear(w.head(), None::<Tensor>)
 }
 
 /// [`prefill`] of the `s` ids in the prompt slot, then the greedy first token into the decode slots
 /// (no host synchronization: capturable).
 fn prefill_and_start(
-    w: &Weights,
+    w: &Llama,
     c: &LlamaConfig,
     st: &mut StaticState,
     s: usize,
@@ -335,11 +313,8 @@ impl TchBackend {
             prefill_graphs: BTreeMap::new(),
         };
         if self.decode == DecodeMode::CudaGraph {
-            let Device::Cuda(index) = self.device else {
-                return Err(self.err("capture", "CUDA graphs need a CUDA device"));
-            };
-            let mut graph = CudaGraph::new(index).map_err(|e| self.err("capture", e))?;
-            let (w, c, state) = (&self.weights, &self.config, &mut decoder.state);
+            let mut graph = self.new_graph()?;
+            let (w, c, state) = (&self.model, &self.config, &mut decoder.state);
             let captured = tch::no_grad(|| {
                 graph.on_side_stream(|g| -> Result<GraphCounts, String> {
                     // Warm up outside the capture (cuBLAS handles, workspaces, allocator blocks),
@@ -356,6 +331,14 @@ impl TchBackend {
             decoder.graph = Some(graph);
         }
         Ok(decoder)
+    }
+
+    /// An empty CUDA graph on this backend's device.
+    fn new_graph(&self) -> Result<CudaGraph, BackendError> {
+        let Device::Cuda(index) = self.device else {
+            return Err(self.err("capture", "CUDA graphs need a CUDA device"));
+        };
+        CudaGraph::new(index).map_err(|e| self.err("capture", e))
     }
 
     /// Greedy generation through the static prefill and step (both replayed as CUDA graphs in
@@ -409,11 +392,8 @@ impl TchBackend {
         if let Some(g) = decoder.prefill_graphs.remove(&s) {
             return Ok(g);
         }
-        let Device::Cuda(index) = self.device else {
-            return Err(self.err("capture", "CUDA graphs need a CUDA device"));
-        };
-        let mut graph = CudaGraph::new(index).map_err(|e| self.err("capture", e))?;
-        let (w, c, state) = (&self.weights, &self.config, &mut decoder.state);
+        let mut graph = self.new_graph()?;
+        let (w, c, state) = (&self.model, &self.config, &mut decoder.state);
         let captured = tch::no_grad(|| {
             graph.on_side_stream(|g| -> Result<GraphCounts, String> {
                 state.load_ids(prompt).map_err(|e| e.to_string())?;
@@ -452,7 +432,7 @@ impl TchBackend {
             }
             None => {
                 let logits = tch::no_grad(|| {
-                    prefill_and_start(&self.weights, &self.config, state, prompt.len())
+                    prefill_and_start(&self.model, &self.config, state, prompt.len())
                 })
                 .map_err(|e| self.err("prefill", e))?;
                 self.outputs_seen.add(&logits, 1);
@@ -464,7 +444,7 @@ impl TchBackend {
             match graphs.as_mut() {
                 Some((g, _)) => g.replay().map_err(|e| self.err("decode", e))?,
                 None => {
-                    let logits = tch::no_grad(|| step(&self.weights, &self.config, state))
+                    let logits = tch::no_grad(|| step(&self.model, &self.config, state))
                         .map_err(|e| self.err("decode", e))?;
                     self.outputs_seen.add(&logits, 1);
                 }
@@ -513,7 +493,7 @@ impl TchBackend {
             for _ in 0..gen_tokens {
                 let next = tch::no_grad(|| {
                     decoder.state.load_ids(&seq)?;
-                    prefill(&self.weights, &self.config, &mut decoder.state, seq.len())?
+                    prefill(&self.model, &self.config, &mut decoder.state, seq.len())?
                         .f_argmax(-1, false)?
                         .f_int64_value(&[0])
                 })
