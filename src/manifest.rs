@@ -38,7 +38,7 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline_fingerprint: Option<String>,
     /// `INFERGATE_TEST_SLOWDOWN` when set: this run's ONNX Runtime timings were deliberately slowed
-    /// (test-only, see `baseline::slowdown`); never a clean run.
+    /// (test-only, see `backend::tweaks`); never a clean run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_slowdown: Option<f64>,
 }

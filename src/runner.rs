@@ -345,7 +345,7 @@ impl Runner {
                 })
                 .collect(),
             models,
-            test_slowdown: crate::baseline::slowdown::planted().ok().flatten(),
+            test_slowdown: crate::backend::tweaks::planted().ok().flatten(),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod ort;
 pub mod perplexity;
 pub mod registry;
 pub mod stretch;
+pub mod tweaks;
 #[cfg(feature = "torch")]
 pub mod tch;
 

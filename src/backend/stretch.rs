@@ -2,7 +2,7 @@
 //! much ([`Planted`]), and the busy-wait an in-process backend runs after each timed forward pass
 //! ([`Stretch`]). Fixed when the backend is opened, never read inside a timed loop; where the
 //! setting comes from (`INFERGATE_TEST_SLOWDOWN`, a paired worker's open request) and how a run
-//! that used it is kept from ever becoming a baseline is the job of `baseline::slowdown`.
+//! that used it is kept from ever becoming a baseline is the job of [`super::tweaks`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

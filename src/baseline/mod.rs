@@ -12,7 +12,7 @@
 //! - the machine-speed probe ([`crate::roofline::probe`]) timed around each run, to normalize away the machine's load.
 //! - [`cpu`]: CPU time of this process and its children (the load-robust `e2e_cpu_ms` metric).
 //! - [`session`]: one trial's baselines on this machine — what to compare with, and recording.
-//! - [`slowdown`]: the test-only `INFERGATE_TEST_SLOWDOWN` knob used to prove detection.
+//! - the test-only `INFERGATE_TEST_SLOWDOWN` knob used to prove detection: [`crate::backend::tweaks`].
 //!
 //! Environment ([`Settings`]): `INFERGATE_UPDATE_BASELINES=1` (regression trials record instead of
 //! compare), `INFERGATE_REQUIRE_BASELINE=1` (no baseline is a failure, for release sign-off),
@@ -29,7 +29,6 @@ pub mod migrate;
 pub mod provenance;
 pub mod rule;
 pub mod session;
-pub mod slowdown;
 pub mod store;
 
 pub use fingerprint::Fingerprint;
@@ -56,7 +55,7 @@ pub struct Settings {
     /// `INFERGATE_TEST_SLOWDOWN`'s fraction, parsed (an invalid value is an error with the fix).
     pub test_slowdown: Result<Option<f64>, String>,
     /// Every test-only backend option (`INFERGATE_TEST_SLOWDOWN`, `INFERGATE_TEST_THREADS`).
-    pub tweaks: Result<slowdown::Tweaks, String>,
+    pub tweaks: Result<crate::backend::tweaks::Tweaks, String>,
     /// `INFERGATE_BASELINES_DIR`.
     pub baselines_dir: Option<PathBuf>,
 }
@@ -88,7 +87,7 @@ impl Settings {
                 "" | "0" | "false" | "no"
             )
         });
-        let tweaks = slowdown::Tweaks::from_lookup(&get);
+        let tweaks = crate::backend::tweaks::Tweaks::from_lookup(&get);
         let test_slowdown = tweaks.clone().map(|t| t.planted.map(|p| p.fraction));
         Settings {
             update: truthy(get("INFERGATE_UPDATE_BASELINES")),

@@ -130,7 +130,7 @@ pub struct WritePolicy {
     /// `INFERGATE_FORCE_BASELINE_WRITE=1` or `--force`.
     pub force: bool,
     /// A test-only backend option is set (a planted slowdown, fewer threads): never record.
-    pub tweaks: super::slowdown::Tweaks,
+    pub tweaks: crate::backend::tweaks::Tweaks,
 }
 
 impl WritePolicy {

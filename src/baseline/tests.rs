@@ -7,7 +7,7 @@ use std::path::Path;
 use super::store::{record, FINGERPRINT_FILE};
 use super::*;
 use crate::backend::stretch::{Phases, Planted};
-use crate::baseline::slowdown::Tweaks;
+use crate::backend::tweaks::Tweaks;
 use crate::error::BaselineError;
 
 fn fp(cores: usize) -> Fingerprint {

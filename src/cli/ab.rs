@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::baseline::metric::Metric;
-use crate::baseline::slowdown::Tweaks;
+use crate::backend::tweaks::Tweaks;
 use crate::gate::regression::{PairedParams, RegressionParams};
 use crate::gate::Check;
 use crate::paired::{Answer, PairedResult, Settings, Side, SideRuntime, Workload};

@@ -283,7 +283,7 @@ pub fn main() -> ExitCode {
             json,
         } => {
             let planted = |v: Option<String>| {
-                v.map(|v| crate::baseline::slowdown::parse_planted(&v))
+                v.map(|v| crate::backend::tweaks::parse_planted(&v))
                     .transpose()
             };
             let (candidate_planted, baseline_planted) =
@@ -300,11 +300,11 @@ pub fn main() -> ExitCode {
                 scenario,
                 baseline_runtime,
                 candidate_runtime,
-                baseline_tweaks: crate::baseline::slowdown::Tweaks {
+                baseline_tweaks: crate::backend::tweaks::Tweaks {
                     planted: baseline_planted,
                     threads: None,
                 },
-                candidate_tweaks: crate::baseline::slowdown::Tweaks {
+                candidate_tweaks: crate::backend::tweaks::Tweaks {
                     planted: candidate_planted,
                     threads: candidate_threads,
                 },

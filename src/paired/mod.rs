@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::stretch::Phases;
 use crate::backend::BackendInfo;
 use crate::baseline::metric::Metric;
-use crate::baseline::slowdown::Tweaks;
+use crate::backend::tweaks::Tweaks;
 use crate::pins::{Artifact, Fetched};
 
 pub mod stats;

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::stretch::Stretch;
 use crate::backend::{Backend, BackendInfo};
 use crate::baseline::cpu;
-use crate::baseline::slowdown::Tweaks;
+use crate::backend::tweaks::Tweaks;
 use crate::measure::{timings_of, RunTimings};
 
 /// Set (to `1`) in a worker's environment.
@@ -185,8 +185,8 @@ pub struct Worker {
 
 /// Environment variables a worker never inherits: test-only options reach it in its open request.
 const NOT_INHERITED: [&str; 2] = [
-    crate::baseline::slowdown::ENV,
-    crate::baseline::slowdown::THREADS_ENV,
+    crate::backend::tweaks::ENV,
+    crate::backend::tweaks::THREADS_ENV,
 ];
 
 impl Worker {

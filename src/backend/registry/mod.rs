@@ -9,7 +9,7 @@ use super::ort::{BindTarget, KvCacheHome, OptLevel, OrtBackend, OrtOptions, Requ
 use super::evidence::DecodeMode;
 use super::stretch::Stretch;
 use super::{Availability, Backend, ComputeDevice};
-use crate::baseline::slowdown::Tweaks;
+use super::tweaks::Tweaks;
 use crate::error::BackendError;
 use crate::model::catalog::{self, CatalogModel, WeightSource};
 use crate::model::onnx_export::WeightFormat;
@@ -226,7 +226,7 @@ fn tch_probe(_id: &str) -> Availability {
 }
 
 /// The test-only options of `INFERGATE_TEST_SLOWDOWN` / `INFERGATE_TEST_THREADS`, read once per
-/// open (never inside a timed loop; [`crate::baseline::slowdown`]).
+/// open (never inside a timed loop; [`crate::backend::tweaks`]).
 fn env_tweaks(id: &str) -> Result<Tweaks, BackendError> {
     Tweaks::from_env().map_err(|reason| BackendError::Unavailable {
         backend: id.into(),

@@ -44,7 +44,7 @@ use llama::{KvCache, Llama};
 pub use options::{TchDevice, TchDtype, TchOptions};
 use runtime::{checked, TchResult};
 pub use runtime::{
-    copy_bandwidth, runtime, CopyBandwidth, LibtorchCuda, TchRuntime, CUDA_FIX, EXPECTED_LIBTORCH,
+    copy_bandwidth, runtime, LibtorchCuda, TchRuntime, CUDA_FIX, EXPECTED_LIBTORCH,
     LIBTORCH_CUDA_ENV,
 };
 pub use static_decode::static_len;

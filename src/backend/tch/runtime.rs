@@ -11,7 +11,7 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 use super::options::TchDevice;
-pub use crate::roofline::CopyBandwidth;
+use crate::backend::CopyBandwidth;
 
 /// A fallible tch call's result (every tensor operation here uses tch's `f_*` form).
 pub(super) type TchResult<T> = Result<T, tch::TchError>;

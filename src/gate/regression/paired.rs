@@ -21,7 +21,7 @@ pub(super) fn evaluate(
     baseline: &RuntimePin,
     current: &RuntimePin,
     why: &str,
-    tweaks: crate::baseline::slowdown::Tweaks,
+    tweaks: crate::backend::tweaks::Tweaks,
 ) -> Evaluation {
     let mode = ComparisonMode::Paired;
     let change = ProvenanceChange::Runtime {

@@ -40,7 +40,7 @@ pub(super) fn evaluate(
     let mut stated = first_plan.stated_runs();
     let probe = Probe::for_this_machine();
     let mut opened = ctx.open();
-    // Only in-process ONNX Runtime timings can be stretched (see baseline::slowdown).
+    // Only in-process ONNX Runtime timings can be stretched (see backend::tweaks).
     let note = match (planted, &opened) {
         (None, _) => String::new(),
         (Some(f), Ok(b)) if b.info().engine == "onnxruntime" => format!("[planted test slowdown {f} active (INFERGATE_TEST_SLOWDOWN)] "),

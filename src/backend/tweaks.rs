@@ -17,11 +17,11 @@
 //! `INFERGATE_TEST_THREADS`, read once per open; a paired worker gets them in its open request.
 //! So that a run with them can never be mistaken for a clean one: the run manifest records the
 //! slowdown, every regression verdict names them, and no baseline is ever written while one is
-//! set ([`super::WritePolicy`]).
+//! set ([`crate::baseline::WritePolicy`]).
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::stretch::{Phases, Planted};
+use super::stretch::{Phases, Planted};
 
 /// The environment variable of the planted slowdown (`0.10`, `0.25:decode`).
 pub const ENV: &str = "INFERGATE_TEST_SLOWDOWN";
