@@ -14,7 +14,7 @@ pub use crate::gate::verdict::strict;
 use crate::gate::{self, BackendDoor, Counts, GateSpec, Skip, TrialContext, TrialId, TrialResult};
 use crate::manifest::{self, GateFileRef, Manifest};
 use crate::model::catalog::{self, CatalogModel, WeightSource};
-use crate::model::onnx_export::WeightFormat;
+use crate::model::onnx_graph::WeightFormat;
 use crate::record::{PlanRecord, RunDir, RunLog};
 use crate::workload::{self, Scenario};
 

@@ -10,7 +10,7 @@ use super::{Backend, ComputeDevice};
 use crate::baseline::slowdown::{Stretch, Tweaks};
 use crate::error::BackendError;
 use crate::model::catalog::{self, CatalogModel, WeightSource};
-use crate::model::onnx_export::WeightFormat;
+use crate::model::onnx_graph::WeightFormat;
 
 /// Whether a backend can run on this machine, and if not, what fixes it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
