@@ -14,7 +14,7 @@ use infergate::gate::{
     BackendDoor, Check, Finding, GateSpec, TrialContext, TrialId, TrialResult, Unit, Verdict,
 };
 use infergate::model::catalog::{self, CatalogModel, WeightSource};
-use infergate::model::onnx_export::WeightFormat;
+use infergate::model::onnx_graph::WeightFormat;
 use infergate::measure::RunLog;
 
 /// The registry, except that `ort-cpu-fault` opens the faulty weights.

@@ -16,7 +16,8 @@
 mod common;
 
 use infergate::model::config::Architecture;
-use infergate::model::gguf::{GgmlType, GgufFile};
+use infergate::model::ggml::GgmlType;
+use infergate::model::gguf::GgufFile;
 
 /// llama-quantize's names for the types under test, and the ggml type each must contain.
 const TYPES: [(&str, GgmlType); 11] = [

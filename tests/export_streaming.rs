@@ -5,7 +5,8 @@
 //! Measured numbers are printed and recorded in docs/models.md.
 
 use infergate::model::config::{Architecture, LlamaConfig, RopeScaling};
-use infergate::model::onnx_export::{self, WeightFormat};
+use infergate::model::onnx_export;
+use infergate::model::onnx_graph::WeightFormat;
 use infergate::model::tensors::RandomSource;
 
 fn vm_hwm_bytes() -> u64 {

@@ -11,12 +11,14 @@ mod common;
 use std::path::Path;
 
 use infergate::assets::sha256_file;
+use infergate::gate::finding::Finding;
 use infergate::gate::model_identity::{CONFIG_PARAMETERS, TRAINED_PERPLEXITY};
-use infergate::gate::verdict::{Finding, Outcome};
+use infergate::gate::verdict::Outcome;
 use infergate::gate::Verdict;
 use infergate::model::catalog::{ModelRegistry, DEFAULT_MODEL, MODELS_DIR_ENV};
 use infergate::model::config::Architecture;
-use infergate::model::gguf::{GgmlType, GgufFile};
+use infergate::model::ggml::GgmlType;
+use infergate::model::gguf::GgufFile;
 use infergate::model::gguf_writer;
 use infergate::model::tensors::RandomSource;
 use infergate::runner::{verdict_line, Runner, RunnerConfig};

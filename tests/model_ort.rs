@@ -3,7 +3,7 @@
 use infergate::backend::ort::{OptLevel, OrtBackend, OrtOptions};
 use infergate::backend::Backend;
 use infergate::model::catalog::{self, WeightSource};
-use infergate::model::onnx_export::WeightFormat;
+use infergate::model::onnx_graph::WeightFormat;
 use infergate::model::reference;
 
 mod common;

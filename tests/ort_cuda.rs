@@ -7,7 +7,7 @@ use infergate::backend::ort::{BindTarget, KvCacheHome, OptLevel, OrtBackend, Ort
 use infergate::backend::Backend;
 use infergate::backend::{registry, Availability};
 use infergate::model::catalog::{self, WeightSource};
-use infergate::model::onnx_export::WeightFormat;
+use infergate::model::onnx_graph::WeightFormat;
 
 const PROMPT: [u32; 8] = [504, 2365, 6354, 16438, 27003, 690, 260, 23790];
 

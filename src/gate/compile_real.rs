@@ -1,3 +1,5 @@
+//! Over 600 lines: 229 of them are this gate's tests.
+//!
 //! `attribution.compile_real` (TR120; conclusive C1, §5.4.4, §10.2 rule 2): a backend label is not
 //! evidence. Each case opens a backend for evidence collection and checks its label's claims against
 //! what the engine reports it did: which provider ran the compute nodes, whether the optimizer

@@ -8,7 +8,7 @@ use crate::backend::Backend;
 use crate::error::{BackendError, ModelError};
 use crate::measure::{RunRecord, SeriesPlan};
 use crate::model::catalog::{CatalogModel, WeightSource};
-use crate::model::onnx_export::WeightFormat;
+use crate::model::onnx_graph::WeightFormat;
 use crate::measure::RunLog;
 use crate::workload::Scenario;
 

@@ -292,19 +292,15 @@ mod tests {
         assert_eq!(verdict(failed), Verdict::Fail);
     }
 
+    /// The parts of an ort-cpu trial whose fraction held and whose KV check compared these tokens.
+    fn compared(cached: Vec<u32>, recomputed: Vec<u32>, gen_tokens: usize) -> Vec<Part> {
+        let kv = KvCheck::Compared { cached, recomputed };
+        judge(&[0.95], 0.9, Some(kv), gen_tokens, "ort-cpu", String::new())
+    }
+
     #[test]
     fn kv_tokens_that_differ_fail_with_the_position() {
-        let parts = judge(
-            &[0.95],
-            0.9,
-            Some(KvCheck::Compared {
-                cached: vec![1, 2, 3, 4],
-                recomputed: vec![1, 2, 9, 4],
-            }),
-            4,
-            "ort-cpu",
-            String::new(),
-        );
+        let parts = compared(vec![1, 2, 3, 4], vec![1, 2, 9, 4], 4);
         assert!(
             matches!(parts[1].finding, Finding::NotHeld { measured, .. } if measured == 2.0),
             "{:?}",
@@ -312,42 +308,11 @@ mod tests {
         );
         assert!(parts[1].detail.contains("position 2"), "{:?}", parts[1]);
         assert_eq!(verdict(parts), Verdict::Fail);
-        let same = judge(
-            &[0.95],
-            0.9,
-            Some(KvCheck::Compared {
-                cached: vec![1, 2],
-                recomputed: vec![1, 2],
-            }),
-            2,
-            "ort-cpu",
-            String::new(),
-        );
-        assert_eq!(verdict(same), Verdict::Pass);
+        assert_eq!(verdict(compared(vec![1, 2], vec![1, 2], 2)), Verdict::Pass);
         // A recompute cut short is not agreement, nor are equal but short sequences.
-        let short = judge(
-            &[0.95],
-            0.9,
-            Some(KvCheck::Compared {
-                cached: vec![1, 2, 3],
-                recomputed: vec![1, 2],
-            }),
-            3,
-            "ort-cpu",
-            String::new(),
-        );
+        let short = compared(vec![1, 2, 3], vec![1, 2], 3);
         assert_eq!(verdict(short), Verdict::Fail);
-        let both_short = judge(
-            &[0.95],
-            0.9,
-            Some(KvCheck::Compared {
-                cached: vec![1, 2],
-                recomputed: vec![1, 2],
-            }),
-            3,
-            "ort-cpu",
-            String::new(),
-        );
+        let both_short = compared(vec![1, 2], vec![1, 2], 3);
         assert_eq!(verdict(both_short), Verdict::Fail);
         assert_eq!(
             verdict(judge(&[], 0.9, None, 64, "x", String::new())),

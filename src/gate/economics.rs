@@ -1,3 +1,5 @@
+//! Over 600 lines: 182 of them are this gate's tests.
+//!
 //! `economics.cost` (TR119; conclusive report C3, §7, Appendix A, AV.3): throughput drives cost, so
 //! the backend ordering by cost per 1M tokens does not depend on the pricing tier.
 //!
@@ -28,7 +30,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::distribution::{backend_availability, measure_backend, prompts, require_scenarios};
+use super::across_backends::{backend_availability, measure_backend, prompts, require_scenarios};
 use super::{
     median, Details, Evaluation, GateKind, NoDataNote, Part, Skip, SkipCause, Threshold,
     TrialContext, Unit,

@@ -1,3 +1,5 @@
+//! Over 600 lines: 110 of them are this gate's tests.
+//!
 //! `energy.gating` (TR122; conclusive C6, C10, §3.8, §8.4): energy is attributed to an event only
 //! where the sensor can see it. A power poller (default 100 ms) runs alongside a measured series;
 //! every prefill and every KV-decode window becomes an event; each event gets energy from the

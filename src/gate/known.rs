@@ -70,7 +70,7 @@ impl KnownFailure {
         format!(
             "declared {}: measured {} on {}; {}",
             self.date,
-            super::verdict::number(self.measured),
+            super::finding::number(self.measured),
             self.machine,
             self.reason
         )

@@ -12,6 +12,7 @@ use crate::backend::Availability;
 use crate::measure::{RunOutcome, RunPhase, RunRecord};
 use crate::workload::Scenario;
 
+pub mod across_backends;
 pub mod compile_real;
 pub mod context;
 pub mod decode_fraction;
@@ -19,6 +20,7 @@ pub mod degraded_runs;
 pub mod distribution;
 pub mod economics;
 pub mod energy_gating;
+pub mod finding;
 pub mod known;
 pub mod model_identity;
 pub mod perplexity_delta;
@@ -30,9 +32,10 @@ pub mod warmup_ratio;
 
 pub use context::{BackendDoor, TrialContext};
 pub use crate::id::{TrialId, Unit};
+pub use finding::{Finding, Part, Threshold};
 pub use known::KnownFailure;
 pub use spec::{GateSpec, ProfileSettings};
-pub use verdict::{Counts, Finding, Outcome, Part, Skip, SkipCause, Threshold, Verdict};
+pub use verdict::{Counts, Outcome, Skip, SkipCause, Verdict};
 
 /// The check a gate performs, with its parameters (`[check]` of a gate file, `kind = "…"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,3 +1,5 @@
+//! Over 600 lines: 169 of them are this gate's tests.
+//!
 //! `scaling.fit_ci` (TR121; conclusive report C4, C5, §3.5, §3.10, §10.2 rule 1): scaling is a regime,
 //! not a law. Over a family of model shapes that vary depth and width (like TR121's HF set), the
 //! check fits `log(latency)` on `log(params)`, and on `log(params) + log(layers)`, and classifies
@@ -25,7 +27,7 @@ use super::{median, Details, Evaluation, GateKind, Part, Threshold, TrialContext
 use crate::backend::ort::OptLevel;
 use crate::measure::{measured_ok, run_series, RunOutcome, RunRecord};
 use crate::model::catalog::{self, WeightSource};
-use crate::model::onnx_export::WeightFormat;
+use crate::model::onnx_graph::WeightFormat;
 use crate::model::LlamaConfig;
 use crate::stats::{geometric_mean, identify_slopes, FitVerdict, Identifiability, SlopeVerdict};
 use crate::workload::{prompt_ids, scenario};

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{Check, KnownFailure, Unit};
 use crate::error::GateFileError;
 use crate::model::catalog;
+use crate::model::declared::toml_files;
 use crate::workload;
 
 /// Repetition counts for one profile.
@@ -168,15 +169,10 @@ impl GateSpec {
 
 /// Load every `*.toml` in `dir`, sorted by file name. The first bad file is an error naming it.
 pub fn load_dir(dir: &Path) -> Result<Vec<GateSpec>, GateFileError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| GateFileError::Io {
+    let paths = toml_files(dir).map_err(|e| GateFileError::Io {
         path: dir.to_path_buf(),
         source: e,
     })?;
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    paths.sort();
     let specs = paths
         .iter()
         .map(|p| GateSpec::load(p))

@@ -6,16 +6,18 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::onnx_export::{self, WeightFormat, EXPORTER_VERSION};
+use super::onnx_export::{self, EXPORTER_VERSION};
+use super::onnx_graph::WeightFormat;
 use super::tensors::{GgufSource, RandomSource, TensorSource};
 use super::{GgufFile, LlamaConfig, LlamaWeights};
 use crate::assets;
 use crate::error::ModelError;
 
 pub use super::declared::{
-    default_model, find, known_names, locate, lookup, models_dir, registry, CatalogModel,
-    ModelRegistry, ModelSource, DEFAULT_MODEL, MODELS_DIR_ENV,
+    default_model, find, known_names, lookup, models_dir, registry, CatalogModel, ModelRegistry,
+    ModelSource, DEFAULT_MODEL, MODELS_DIR_ENV,
 };
+pub use super::provision::locate;
 
 /// Where weights for an export come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

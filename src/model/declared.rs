@@ -16,17 +16,14 @@
 //! The models directory: `INFERGATE_MODELS_DIR`, else this checkout's `models/`.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Mutex, OnceLock};
-use std::time::SystemTime;
+use std::sync::OnceLock;
 
 use serde::Deserialize;
 
-use crate::assets::{self, PinnedAsset, Registry};
-use crate::backend::llama_cpp::setup;
-use crate::error::{HashMismatch, ModelError};
+use crate::assets::{PinnedAsset, Registry};
+use crate::error::ModelError;
 
 /// The model every shipped gate file names.
 pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
@@ -139,13 +136,24 @@ pub struct ModelRegistry {
     models: BTreeMap<String, CatalogModel>,
 }
 
+/// The `*.toml` files of `dir`, sorted by path (model declarations here; gate files are read the
+/// same way by [`crate::gate::spec::load_dir`]). Entries that cannot be read are left out.
+pub fn toml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut paths: Vec<PathBuf> = fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
 /// Registry strings live for the process (a registry is loaded once), so pinned models reuse
 /// [`PinnedAsset`] and its fetch code unchanged.
 fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
 }
 
-fn is_sha256(s: &str) -> bool {
+pub(super) fn is_sha256(s: &str) -> bool {
     s.len() == 64
         && s.chars()
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
@@ -162,15 +170,10 @@ fn file_error(path: &Path, detail: impl Into<String>, fix: impl Into<String>) ->
 impl ModelRegistry {
     /// Parse every `*.toml` in `dir` (sorted). The first bad file is an error naming it.
     pub fn load(dir: &Path) -> Result<Self, ModelError> {
-        let entries = fs::read_dir(dir).map_err(|e| ModelError::Io {
+        let paths = toml_files(dir).map_err(|e| ModelError::Io {
             path: dir.to_path_buf(),
             source: e,
         })?;
-        let mut paths: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect();
-        paths.sort();
         let mut models = BTreeMap::new();
         for path in paths {
             let model = parse_file(dir, &path)?;
@@ -436,185 +439,6 @@ pub fn default_model() -> Result<CatalogModel, ModelError> {
 /// Names of every declared model.
 pub fn known_names() -> Vec<String> {
     registry().map(|r| r.names()).unwrap_or_default()
-}
-
-/// Where a model's GGUF is, if it is already present (no fetch, no derivation, no hashing).
-pub fn locate(model: &CatalogModel) -> Option<PathBuf> {
-    match &model.source {
-        ModelSource::Pinned(a) => assets::locate(a),
-        ModelSource::Local(p) => p.exists().then(|| p.clone()),
-        ModelSource::LlamaQuantize { .. } => {
-            let p = derived_path(model);
-            p.exists().then_some(p)
-        }
-    }
-}
-
-/// Cache path of a derived model: keyed by name and declared hash.
-fn derived_path(model: &CatalogModel) -> PathBuf {
-    assets::cache_root()
-        .join("models")
-        .join(format!("{}-{}.gguf", model.name, &model.sha256[..16]))
-}
-
-impl CatalogModel {
-    /// The verified GGUF: fetched (pinned), checked (local) or derived (recipe) as declared.
-    pub fn gguf_path(&self) -> Result<PathBuf, ModelError> {
-        match &self.source {
-            ModelSource::Pinned(asset) => Ok(assets::ensure(asset)?),
-            ModelSource::Local(path) => self.verify_local(path),
-            ModelSource::LlamaQuantize { from, target, pure } => self.derive(from, target, *pure),
-        }
-    }
-
-    fn verify_local(&self, path: &Path) -> Result<PathBuf, ModelError> {
-        let meta = fs::metadata(path).map_err(|_| ModelError::WeightsMissing {
-            model: self.name.clone(),
-            path: path.to_path_buf(),
-            fix: format!(
-                "put the GGUF at that path, or change `source.path` in {}",
-                self.declared_in.display()
-            ),
-        })?;
-        let actual = verified_sha256(path, &meta).map_err(|e| ModelError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
-        if actual != self.sha256 {
-            return Err(ModelError::WeightsHashMismatch(Box::new(HashMismatch {
-                model: self.name.clone(),
-                path: path.to_path_buf(),
-                expected: self.sha256.clone(),
-                actual: actual.clone(),
-                fix: format!("if this file is the model you mean to gate, set sha256 = \"{actual}\" in {}; otherwise restore the file the declaration pins", self.declared_in.display()),
-            })));
-        }
-        Ok(path.to_path_buf())
-    }
-
-    /// Run the recipe once (locked, so parallel test processes derive once), verify, cache.
-    fn derive(&self, from: &str, target: &str, pure: bool) -> Result<PathBuf, ModelError> {
-        let out = derived_path(self);
-        if out.exists() {
-            return Ok(out);
-        }
-        let dir = out
-            .parent()
-            .expect("derived path has a parent")
-            .to_path_buf();
-        let io = |p: &Path, e: std::io::Error| ModelError::Io {
-            path: p.to_path_buf(),
-            source: e,
-        };
-        fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-        let lock_path = dir.join(format!("{}.lock", self.name));
-        let lock = File::create(&lock_path).map_err(|e| io(&lock_path, e))?;
-        lock.lock().map_err(|e| io(&lock_path, e))?;
-        if out.exists() {
-            return Ok(out);
-        }
-        let derive_error = |detail: String, fix: String| ModelError::Derive {
-            model: self.name.clone(),
-            declared_in: self.declared_in.clone(),
-            detail,
-            fix,
-        };
-        let parent = find(from)?.gguf_path()?;
-        let build = setup::locate().ok_or_else(|| {
-            derive_error(
-                "llama.cpp's llama-quantize is not built on this machine".into(),
-                "run `cargo run --release -- build-llama-cpp` (cached), then retry".into(),
-            )
-        })?;
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{}-", self.name))
-            .suffix(".gguf")
-            .tempfile_in(&dir)
-            .map_err(|e| io(&dir, e))?;
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let mut cmd = Command::new(&build.llama_quantize);
-        cmd.arg("--allow-requantize");
-        if pure {
-            cmd.arg("--pure");
-        }
-        cmd.arg(&parent)
-            .arg(tmp.path())
-            .arg(target)
-            .arg(threads.to_string())
-            .stdin(Stdio::null());
-        let shown = format!("{cmd:?}").replace('"', "");
-        let output = cmd.output().map_err(|e| {
-            derive_error(
-                format!("cannot run {}: {e}", build.llama_quantize.display()),
-                "rebuild llama.cpp with `cargo run --release -- build-llama-cpp`".into(),
-            )
-        })?;
-        if !output.status.success() {
-            let log = String::from_utf8_lossy(&output.stderr);
-            let tail: Vec<&str> = log.lines().rev().take(12).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            return Err(derive_error(
-                format!("`{shown}` failed ({}):\n{}", output.status, tail.join("\n")),
-                format!("check `source.type` in {}", self.declared_in.display()),
-            ));
-        }
-        let actual = assets::sha256_file(tmp.path()).map_err(|e| io(tmp.path(), e))?;
-        if actual != self.sha256 {
-            return Err(ModelError::WeightsHashMismatch(Box::new(HashMismatch {
-                model: self.name.clone(),
-                path: tmp.path().to_path_buf(),
-                expected: self.sha256.clone(),
-                actual: actual.clone(),
-                fix: format!(
-                    "the recipe's output differs from the pinned hash (a different llama.cpp, or a different parent?); \
-                     if {} built it and you mean to pin this output, set sha256 = \"{actual}\" in {}",
-                    build.version,
-                    self.declared_in.display()
-                ),
-            })));
-        }
-        tmp.persist(&out).map_err(|e| io(&out, e.error))?;
-        Ok(out)
-    }
-}
-
-/// sha256 of a local file, remembered per process and, across processes, in a stamp in the cache
-/// keyed by path, size and modification time (a multi-GB GGUF is hashed once, not once per trial).
-fn verified_sha256(path: &Path, meta: &fs::Metadata) -> std::io::Result<String> {
-    type Key = (PathBuf, u64, Option<SystemTime>);
-    static SEEN: OnceLock<Mutex<BTreeMap<Key, String>>> = OnceLock::new();
-    let canonical = path.canonicalize()?;
-    let key: Key = (canonical.clone(), meta.len(), meta.modified().ok());
-    let seen = SEEN.get_or_init(Default::default);
-    if let Some(h) = seen.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-        return Ok(h.clone());
-    }
-    let stamp_key = {
-        let mtime = key
-            .2
-            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos());
-        let id = format!("{}|{}|{mtime}", canonical.display(), key.1);
-        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(id.as_bytes()))
-    };
-    let stamp = assets::cache_root()
-        .join("verified")
-        .join(format!("{stamp_key}.sha256"));
-    let hash = match fs::read_to_string(&stamp) {
-        Ok(h) if is_sha256(h.trim()) => h.trim().to_string(),
-        _ => {
-            let h = assets::sha256_file(path)?;
-            if let Some(d) = stamp.parent() {
-                let _ = fs::create_dir_all(d);
-            }
-            let _ = fs::write(&stamp, &h);
-            h
-        }
-    };
-    seen.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key, hash.clone());
-    Ok(hash)
 }
 
 #[cfg(test)]

@@ -13,7 +13,8 @@ use std::path::Path;
 use half::{bf16, f16};
 
 use super::config::Architecture;
-use super::gguf::{GgmlType, GgufFile, MetaValue};
+use super::ggml::GgmlType;
+use super::gguf::{GgufFile, MetaValue};
 use super::tensors::{hf_row_order, LayerPart, TensorId, TensorSource};
 use crate::error::ModelError;
 

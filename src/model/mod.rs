@@ -2,6 +2,7 @@
 //! memory), ONNX export and a reference forward.
 
 pub mod config;
+pub mod ggml;
 pub mod gguf;
 pub mod tokenizer;
 pub mod weights;
@@ -15,6 +16,8 @@ pub mod declared;
 pub mod gguf_writer;
 pub mod onnx_export;
 pub mod onnx_external;
+pub mod onnx_graph;
 pub mod onnx_quant;
+pub mod provision;
 pub mod reference;
 pub mod tensors;

@@ -24,7 +24,8 @@
 
 use ndarray::ArrayView2;
 
-use super::gguf::{GgmlType, GgufFile, Q4_1Block};
+use super::ggml::{GgmlType, Q4_1Block};
+use super::gguf::GgufFile;
 
 /// Block size (along K) of every `MatMulNBits` weight: GGUF's Q4_1 and Q8_0 blocks are 32 wide.
 pub const BLOCK: usize = 32;
@@ -446,7 +447,7 @@ mod tests {
     #[test]
     fn exact_q4_1_reproduces_ggml_dequantization() {
         let raw = q4_1_block(0.25, -1.5, |i| i % 16);
-        let expected = crate::model::gguf::dequantize(GgmlType::Q4_1, &raw).unwrap();
+        let expected = crate::model::ggml::dequantize(GgmlType::Q4_1, &raw).unwrap();
         let w = q4_1_exact(&raw, 1, 32).unwrap();
         for (i, e) in expected.iter().enumerate() {
             assert!((w.value(0, i) - e).abs() < 1e-6, "element {i}");

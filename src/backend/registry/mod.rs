@@ -12,7 +12,7 @@ use super::{Availability, Backend, ComputeDevice};
 use super::tweaks::Tweaks;
 use crate::error::BackendError;
 use crate::model::catalog::{self, CatalogModel, WeightSource};
-use crate::model::onnx_export::WeightFormat;
+use crate::model::onnx_graph::WeightFormat;
 
 mod table;
 pub use table::{spec, BackendSpec, Engine, OrtDevice, Recipe, TorchDevice, TorchDtype, BACKENDS};

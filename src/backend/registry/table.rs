@@ -5,7 +5,7 @@
 //! backend a lower-precision variant was made from. Every place that needs per-backend knowledge
 //! reads this table ([`spec`]); a new backend id of an existing engine is one row here.
 
-use crate::model::onnx_export::WeightFormat;
+use crate::model::onnx_graph::WeightFormat;
 use crate::pins::Runtime;
 
 use crate::backend::evidence::DecodeMode;
