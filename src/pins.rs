@@ -45,19 +45,6 @@ impl Runtime {
             Runtime::Libtorch => "libtorch",
         }
     }
-
-    /// The runtime behind a backend id (`ort-*`, `llama-cpp`, `tch-*`); none for a remote server.
-    pub fn of_backend(backend: &str) -> Option<Runtime> {
-        if backend.starts_with("ort-") {
-            Some(Runtime::OnnxRuntime)
-        } else if backend == "llama-cpp" || backend == "llama-cpp-cuda" {
-            Some(Runtime::LlamaCpp)
-        } else if backend.starts_with("tch-") {
-            Some(Runtime::Libtorch)
-        } else {
-            None
-        }
-    }
 }
 
 impl std::fmt::Display for Runtime {
@@ -527,14 +514,5 @@ mod tests {
         };
         assert!(!torch.fetchable());
         assert_eq!(torch.short(), "libtorch 2.11.0+cu130");
-        assert_eq!(
-            Runtime::of_backend("ort-cpu-int8"),
-            Some(Runtime::OnnxRuntime)
-        );
-        assert_eq!(
-            Runtime::of_backend("llama-cpp-cuda"),
-            Some(Runtime::LlamaCpp)
-        );
-        assert_eq!(Runtime::of_backend("ollama"), None);
     }
 }

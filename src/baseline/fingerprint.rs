@@ -188,7 +188,7 @@ pub fn gpu_drivers() -> Vec<String> {
 /// from a pin infergate fetched, the artifact (so that another run can fetch it again). `None` for
 /// a backend without a pinnable runtime (a remote server) or a runtime that is absent here.
 pub fn current_runtime(backend: &str) -> Option<RuntimePin> {
-    match Runtime::of_backend(backend)? {
+    match crate::backend::registry::runtime_of(backend)? {
         Runtime::OnnxRuntime => {
             let rt = crate::backend::ort::runtime().ok()?;
             Some(RuntimePin {
@@ -202,7 +202,10 @@ pub fn current_runtime(backend: &str) -> Option<RuntimePin> {
             // The CUDA build is recorded by what it reports only: a pin re-fetches the CPU
             // build (the paired workers set INFERGATE_LLAMA_CPP_BIN), which is not what
             // `llama-cpp-cuda` runs, so its baselines are compared in stored mode.
-            let cuda = backend == "llama-cpp-cuda";
+            let cuda = matches!(
+                crate::backend::registry::spec(backend).map(|s| s.recipe),
+                Some(crate::backend::registry::Recipe::LlamaCpp { cuda: true })
+            );
             let build = if cuda {
                 setup::locate_cuda()?
             } else {

@@ -82,7 +82,7 @@ impl std::fmt::Display for Migrated {
 /// only for a version infergate pins (an ONNX Runtime wheel in [`crate::pins::KNOWN`], the
 /// default llama.cpp sdist), so a migrated baseline can be re-run in paired mode.
 fn runtime_of(backend: &str, runtimes: &BTreeMap<String, String>) -> Option<RuntimePin> {
-    let runtime = Runtime::of_backend(backend)?;
+    let runtime = crate::backend::registry::runtime_of(backend)?;
     let reported = runtimes.get(runtime.name())?.clone();
     let artifact = match runtime {
         Runtime::OnnxRuntime => crate::pins::parse(&format!("onnxruntime=={reported}")).ok(),

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::context::OnnxWeights;
 use super::{median, Details, Evaluation, GateKind, Part, Threshold, TrialContext};
 use crate::backend::ort::OptLevel;
+use crate::backend::registry::{self, OrtDevice, Recipe};
 use crate::measure::{measured_ok, run_series, RunOutcome, RunRecord};
 use crate::model::catalog::{self, WeightSource};
 use crate::model::onnx_graph::WeightFormat;
@@ -275,15 +276,18 @@ pub fn judge(points: &[ShapePoint], p: &ScalingFitParams) -> Vec<JudgedSlope> {
     out
 }
 
-/// The backend's weight format and optimization level for the synthetic family.
+/// The backend's weight format and optimization level for the synthetic family: its row in the
+/// backend table, when that is an ONNX Runtime CPU backend whose weight format can be made from
+/// random fp32 weights (the 4-bit forms refit a GGUF's own Q4_1 blocks, which the family lacks).
 fn ort_setup(backend: &str) -> Option<(WeightFormat, OptLevel)> {
-    Some(match backend {
-        "ort-cpu" => (WeightFormat::Fp32, OptLevel::All),
-        "ort-cpu-ref" => (WeightFormat::Fp32, OptLevel::Disabled),
-        "ort-cpu-int8" => (WeightFormat::Int8, OptLevel::All),
-        "ort-cpu-fp16" => (WeightFormat::Fp16, OptLevel::All),
-        _ => return None,
-    })
+    match registry::spec(backend)?.recipe {
+        Recipe::Ort {
+            format: format @ (WeightFormat::Fp32 | WeightFormat::Int8 | WeightFormat::Fp16),
+            opt,
+            device: OrtDevice::Cpu,
+        } => Some((format, opt)),
+        _ => None,
+    }
 }
 
 /// `id mod vocab` for ids outside the vocabulary; whether any was folded.

@@ -15,7 +15,7 @@ use crate::model::catalog::{self, CatalogModel, WeightSource};
 use crate::model::onnx_graph::WeightFormat;
 
 mod table;
-pub use table::{spec, BackendSpec, Engine, OrtDevice, Recipe, TorchDevice, TorchDtype, BACKENDS};
+pub use table::{runtime_of, spec, BackendSpec, Engine, OrtDevice, Recipe, TorchDevice, TorchDtype, BACKENDS};
 
 /// The fix for every `tch-*` id when this build has no libtorch backend.
 pub const TCH_FEATURE_FIX: &str = "build with --features torch after scripts/setup-libtorch.sh \

@@ -190,6 +190,12 @@ pub fn spec(id: &str) -> Option<&'static BackendSpec> {
     BACKENDS.iter().find(|s| s.id == id)
 }
 
+/// The runtime backend `id` loads (what its baselines record); `None` for a remote server or an
+/// unknown id.
+pub fn runtime_of(id: &str) -> Option<Runtime> {
+    spec(id)?.engine().runtime()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,5 +215,9 @@ mod tests {
         assert_eq!(spec("ort-cpu-ref").and_then(|s| s.fp32_parent), None);
         assert_eq!(spec("tch-cuda-graph-bf16").and_then(|s| s.fp32_parent), None);
         assert!(spec("tch-gpu").is_none());
+        assert_eq!(runtime_of("ort-cpu-int8"), Some(Runtime::OnnxRuntime));
+        assert_eq!(runtime_of("llama-cpp-cuda"), Some(Runtime::LlamaCpp));
+        assert_eq!(runtime_of("tch-cuda-graph-bf16"), Some(Runtime::Libtorch));
+        assert_eq!(runtime_of("ollama"), None);
     }
 }

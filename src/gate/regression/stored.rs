@@ -2,6 +2,7 @@
 //! (after a suspected regression) a re-measured one; and update mode, which records the series
 //! instead.
 
+use crate::backend::registry::{self, Engine};
 use super::attempt::{clean, compare_attempt, Attempt, MachineState};
 use super::details::{ComparisonMode, RegressionDetails, NO_REGRESSION, REMEASURE};
 use super::params::RegressionParams;
@@ -43,7 +44,7 @@ pub(super) fn evaluate(
     // Only in-process ONNX Runtime timings can be stretched (see backend::tweaks).
     let note = match (planted, &opened) {
         (None, _) => String::new(),
-        (Some(f), Ok(b)) if b.info().engine == "onnxruntime" => format!("[planted test slowdown {f} active (INFERGATE_TEST_SLOWDOWN)] "),
+        (Some(f), Ok(b)) if registry::spec(&b.info().id).map(|s| s.engine()) == Some(Engine::OnnxRuntime) => format!("[planted test slowdown {f} active (INFERGATE_TEST_SLOWDOWN)] "),
         (Some(f), _) => format!("[INFERGATE_TEST_SLOWDOWN={f} is set but does not affect this backend's engine-reported timings] "),
     };
     let (mut records, first) = measure(&mut opened, &first_plan, &probe, &p.metrics);

@@ -219,7 +219,7 @@ fn the_committed_baselines_need_no_second_runtime_for_this_build() {
         ("ort-cpu", crate::pins::default_onnxruntime()),
         ("llama-cpp", crate::pins::default_llama_cpp()),
     ] {
-        let runtime = crate::pins::Runtime::of_backend(backend).unwrap();
+        let runtime = crate::backend::registry::runtime_of(backend).unwrap();
         let reported = file
             .records
             .iter()
