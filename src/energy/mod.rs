@@ -25,12 +25,15 @@
 pub mod attribute;
 pub mod baseline;
 pub mod detect;
+pub mod device;
 pub mod nvml;
 pub mod poller;
 pub mod rapl;
 pub mod sensor;
 pub mod settle;
 
+#[cfg(test)]
+mod test_sensor;
 #[cfg(test)]
 mod tests;
 
@@ -43,6 +46,7 @@ pub use detect::{
     detect_sensors, detect_sensors_with, sensor_for_device, sensor_for_device_with,
     DetectedSensors, SensorKind, SensorProbe, SensorUnavailable, SystemProbe, UnreadableSensor,
 };
+pub use device::ComputeDevice;
 pub use nvml::{
     default_averaging_window, AveragingWindowSetting, NvmlConfig, NvmlPowerSource, NvmlSensor,
 };
@@ -53,8 +57,6 @@ pub use poller::{
 pub use rapl::{RaplPackages, RaplSensor};
 pub use sensor::{CounterReading, DeviceState, NoSensor, PowerSensor, SensorInfo};
 pub use settle::{settle_and_calibrate, IdleReference, SettleParams, SettledIdle};
-
-use crate::backend::ComputeDevice;
 
 /// Lines for `infergate doctor`: each readable sensor with what it reads and one live reading,
 /// each unreadable sensor kind with the reason, and what the gates imply for the best sensor.

@@ -586,6 +586,24 @@ mod tests {
     }
 
     #[test]
+    fn every_registry_backend_with_a_fixed_device_names_it() {
+        use crate::backend::registry::{known_ids, requested_device};
+        assert_eq!(requested_device("llama-cpp"), Some(ComputeDevice::Cpu));
+        assert_eq!(requested_device("ort-cpu-q4"), Some(ComputeDevice::Cpu));
+        assert_eq!(
+            requested_device("tch-cuda-bf16"),
+            Some(ComputeDevice::Cuda(0))
+        );
+        assert_eq!(requested_device("ollama"), None);
+        assert_eq!(requested_device("tch-auto"), None);
+        let undecided: Vec<&str> = known_ids()
+            .into_iter()
+            .filter(|id| requested_device(id).is_none())
+            .collect();
+        assert_eq!(undecided, ["ollama", "tch-auto"]);
+    }
+
+    #[test]
     fn no_events_of_a_class_is_no_data_not_a_pass() {
         // Item 4: "prefill 0/0 good, decode 0/0 good" was a PASS when every run errored.
         let parts = vec![
