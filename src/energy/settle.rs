@@ -310,10 +310,14 @@ mod tests {
     /// Power that decays from `hot` to `rest` with time constant `tau` seconds after creation.
     fn cooling(hot: f64, rest: f64, tau: f64) -> Arc<dyn PowerSensor> {
         let start = Instant::now();
-        Arc::new(PowerFn::new("cooling", "synthetic cooling GPU", move || {
-            let t = start.elapsed().as_secs_f64();
-            rest + (hot - rest) * (-t / tau).exp()
-        }))
+        Arc::new(PowerFn::new(
+            "cooling",
+            "synthetic cooling GPU",
+            move || {
+                let t = start.elapsed().as_secs_f64();
+                rest + (hot - rest) * (-t / tau).exp()
+            },
+        ))
     }
 
     fn params(max: f64) -> SettleParams {
@@ -340,12 +344,8 @@ mod tests {
     #[test]
     fn a_cooling_device_is_waited_for_until_it_is_back_at_rest() {
         // 130 W decaying to 80 W with τ = 0.15 s: within ±8 W of 80 W after ≈ 0.3 s.
-        let s = settle_and_calibrate(
-            cooling(130.0, 80.0, 0.15),
-            &params(5.0),
-            reference(80.0),
-        )
-        .unwrap();
+        let s = settle_and_calibrate(cooling(130.0, 80.0, 0.15), &params(5.0), reference(80.0))
+            .unwrap();
         assert!(s.at_rest && s.subtracts(), "{}", s.statement);
         assert!(
             s.waited_s >= 0.2 && s.waited_s < 4.0,
@@ -364,12 +364,8 @@ mod tests {
     #[test]
     fn a_device_that_stays_hot_reports_gross_energy_only_with_the_reason() {
         // τ = 100 s: still ≈ 130 W when the 0.3 s limit is reached.
-        let s = settle_and_calibrate(
-            cooling(130.0, 80.0, 100.0),
-            &params(0.3),
-            reference(80.0),
-        )
-        .unwrap();
+        let s = settle_and_calibrate(cooling(130.0, 80.0, 100.0), &params(0.3), reference(80.0))
+            .unwrap();
         assert!(!s.at_rest && !s.subtracts());
         assert!(
             s.statement.starts_with("gross energy only"),
