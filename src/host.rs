@@ -1,6 +1,7 @@
-//! Facts about the machine this process runs on: CPU, cores, OS, NVIDIA GPUs. The ground floor both
-//! the run manifest ([`crate::manifest`]) and the baseline fingerprint
-//! ([`crate::baseline::fingerprint`]) read; it imports nothing else of the crate.
+//! Facts about the machine this process runs on: CPU, cores, OS, NVIDIA GPUs, and the devices a
+//! backend computes on ([`ComputeDevice`], what an energy sensor must cover). The ground floor the run
+//! manifest ([`crate::manifest`]), the baseline fingerprint ([`crate::baseline::fingerprint`]), the
+//! backends and the energy sensors read; it imports nothing else of the crate.
 
 use std::process::{Command, Stdio};
 
@@ -73,6 +74,75 @@ pub fn parse_nvidia_smi(text: &str) -> Vec<Gpu> {
         })
         .filter(|g| !g.name.is_empty())
         .collect()
+}
+
+/// Where a backend computes: what an energy sensor must cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum ComputeDevice {
+    /// The host CPU (every package).
+    Cpu,
+    /// CUDA device N, in CUDA's order (`cuda:N`).
+    Cuda(u32),
+}
+
+impl std::fmt::Display for ComputeDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ComputeDevice::Cpu => f.write_str("cpu"),
+            ComputeDevice::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for ComputeDevice {
+    type Err = String;
+    /// `cpu`, `cuda` (device 0) or `cuda:N`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "cpu" => Ok(ComputeDevice::Cpu),
+            "cuda" => Ok(ComputeDevice::Cuda(0)),
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(ComputeDevice::Cuda)
+                .ok_or_else(|| format!("`{s}` is not a device (cpu, cuda or cuda:N)")),
+        }
+    }
+}
+
+impl From<ComputeDevice> for String {
+    fn from(d: ComputeDevice) -> String {
+        d.to_string()
+    }
+}
+
+impl TryFrom<String> for ComputeDevice {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+#[cfg(test)]
+mod device_tests {
+    use super::*;
+
+    #[test]
+    fn devices_parse_from_backend_info_strings() {
+        assert_eq!("cpu".parse(), Ok(ComputeDevice::Cpu));
+        assert_eq!("cuda".parse(), Ok(ComputeDevice::Cuda(0)));
+        assert_eq!("cuda:3".parse(), Ok(ComputeDevice::Cuda(3)));
+        assert!("chosen by the Ollama server"
+            .parse::<ComputeDevice>()
+            .is_err());
+        assert!("cuda:x".parse::<ComputeDevice>().is_err());
+        assert_eq!(ComputeDevice::Cuda(2).to_string(), "cuda:2");
+        assert_eq!(
+            serde_json::to_value(ComputeDevice::Cuda(2)).unwrap(),
+            serde_json::json!("cuda:2")
+        );
+    }
 }
 
 #[cfg(test)]

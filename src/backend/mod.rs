@@ -8,6 +8,7 @@ use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
 use crate::error::BackendError;
+use crate::host::ComputeDevice;
 
 pub mod evidence;
 pub mod llama_cpp;
@@ -56,54 +57,6 @@ impl BackendInfo {
     /// Ollama server").
     pub fn compute_device(&self) -> Option<ComputeDevice> {
         self.device.parse().ok()
-    }
-}
-
-/// Where a backend computes: what an energy sensor must cover.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(into = "String", try_from = "String")]
-pub enum ComputeDevice {
-    /// The host CPU (every package).
-    Cpu,
-    /// CUDA device N, in CUDA's order (`cuda:N`).
-    Cuda(u32),
-}
-
-impl std::fmt::Display for ComputeDevice {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ComputeDevice::Cpu => f.write_str("cpu"),
-            ComputeDevice::Cuda(n) => write!(f, "cuda:{n}"),
-        }
-    }
-}
-
-impl std::str::FromStr for ComputeDevice {
-    type Err = String;
-    /// `cpu`, `cuda` (device 0) or `cuda:N`.
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim() {
-            "cpu" => Ok(ComputeDevice::Cpu),
-            "cuda" => Ok(ComputeDevice::Cuda(0)),
-            other => other
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse().ok())
-                .map(ComputeDevice::Cuda)
-                .ok_or_else(|| format!("`{s}` is not a device (cpu, cuda or cuda:N)")),
-        }
-    }
-}
-
-impl From<ComputeDevice> for String {
-    fn from(d: ComputeDevice) -> String {
-        d.to_string()
-    }
-}
-
-impl TryFrom<String> for ComputeDevice {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
     }
 }
 

@@ -14,10 +14,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::host::ComputeDevice;
 use super::nvml::{NvmlConfig, NvmlSensor};
 use super::rapl::{RaplPackages, RaplSensor, POWERCAP_ROOT};
 use super::sensor::{NoSensor, PowerSensor};
-use crate::backend::ComputeDevice;
 
 /// A sensor kind that is not readable here, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -250,41 +250,9 @@ pub fn sensor_for_device_with(
 #[cfg(test)]
 mod tests {
     use std::path::Path;
-    use std::time::Duration;
 
     use super::*;
-    use crate::energy::CounterReading;
-    use crate::error::EnergyError;
-
-    /// A GPU sensor this machine lacks: named after the NVML index it stands for.
-    struct FakeGpu(String);
-
-    impl PowerSensor for FakeGpu {
-        fn name(&self) -> &str {
-            &self.0
-        }
-        fn describe(&self) -> String {
-            "test double for an NVML device".into()
-        }
-        fn has_power(&self) -> bool {
-            true
-        }
-        fn read_power_w(&self) -> Result<f64, EnergyError> {
-            Ok(300.0)
-        }
-        fn averaging_window(&self) -> Option<Duration> {
-            None
-        }
-        fn read_energy_counter_j(&self) -> Result<Option<CounterReading>, EnergyError> {
-            Ok(None)
-        }
-        fn counter_update_period(&self) -> Option<Duration> {
-            None
-        }
-        fn counter_wraps_at_j(&self) -> Option<f64> {
-            None
-        }
-    }
+    use crate::energy::test_sensor::PowerFn;
 
     /// NVML devices `0..gpus` readable; RAPL zones from a fake powercap tree.
     struct Probe {
@@ -295,7 +263,12 @@ mod tests {
     impl SensorProbe for Probe {
         fn nvml(&self, index: u32) -> Result<Arc<dyn PowerSensor>, String> {
             if index < self.gpus {
-                Ok(Arc::new(FakeGpu(format!("nvml:{index}"))))
+                // A GPU sensor this machine lacks: named after the NVML index it stands for.
+                Ok(Arc::new(PowerFn::new(
+                    format!("nvml:{index}"),
+                    "test double for an NVML device",
+                    || 300.0,
+                )))
             } else {
                 Err(format!(
                     "device index {index} not present: NVML sees {} device(s)",
@@ -391,39 +364,5 @@ mod tests {
             .err()
             .expect("no package, no psys");
         assert!(e.reason.contains("none is a CPU package"), "{e}");
-    }
-
-    #[test]
-    fn devices_parse_from_backend_info_strings() {
-        assert_eq!("cpu".parse(), Ok(ComputeDevice::Cpu));
-        assert_eq!("cuda".parse(), Ok(ComputeDevice::Cuda(0)));
-        assert_eq!("cuda:3".parse(), Ok(ComputeDevice::Cuda(3)));
-        assert!("chosen by the Ollama server"
-            .parse::<ComputeDevice>()
-            .is_err());
-        assert!("cuda:x".parse::<ComputeDevice>().is_err());
-        assert_eq!(ComputeDevice::Cuda(2).to_string(), "cuda:2");
-        assert_eq!(
-            serde_json::to_value(ComputeDevice::Cuda(2)).unwrap(),
-            serde_json::json!("cuda:2")
-        );
-    }
-
-    #[test]
-    fn every_registry_backend_with_a_fixed_device_names_it() {
-        use crate::backend::registry::{known_ids, requested_device};
-        assert_eq!(requested_device("llama-cpp"), Some(ComputeDevice::Cpu));
-        assert_eq!(requested_device("ort-cpu-q4"), Some(ComputeDevice::Cpu));
-        assert_eq!(
-            requested_device("tch-cuda-bf16"),
-            Some(ComputeDevice::Cuda(0))
-        );
-        assert_eq!(requested_device("ollama"), None);
-        assert_eq!(requested_device("tch-auto"), None);
-        let undecided: Vec<&str> = known_ids()
-            .into_iter()
-            .filter(|id| requested_device(id).is_none())
-            .collect();
-        assert_eq!(undecided, ["ollama", "tch-auto"]);
     }
 }

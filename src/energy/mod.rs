@@ -32,7 +32,11 @@ pub mod sensor;
 pub mod settle;
 
 #[cfg(test)]
+mod test_sensor;
+#[cfg(test)]
 mod tests;
+
+use crate::host::ComputeDevice;
 
 pub use attribute::{
     attribute, energy_per_token, EnergyMethod, EnergyOutcome, EnergyPerToken, EnergyQuality,
@@ -53,8 +57,6 @@ pub use poller::{
 pub use rapl::{RaplPackages, RaplSensor};
 pub use sensor::{CounterReading, DeviceState, NoSensor, PowerSensor, SensorInfo};
 pub use settle::{settle_and_calibrate, IdleReference, SettleParams, SettledIdle};
-
-use crate::backend::ComputeDevice;
 
 /// Lines for `infergate doctor`: each readable sensor with what it reads and one live reading,
 /// each unreadable sensor kind with the reason, and what the gates imply for the best sensor.

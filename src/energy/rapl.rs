@@ -148,6 +148,15 @@ impl RaplSensor {
     }
 }
 
+/// RAPL zones have no power reading, only energy counters: the error a power read returns.
+fn no_power_reading(sensor: &str, reason: &str) -> Result<f64, EnergyError> {
+    Err(EnergyError::NotSupported {
+        sensor: sensor.into(),
+        what: "power reading".into(),
+        reason: reason.into(),
+    })
+}
+
 impl PowerSensor for RaplSensor {
     fn name(&self) -> &str {
         &self.name
@@ -169,11 +178,7 @@ impl PowerSensor for RaplSensor {
     }
 
     fn read_power_w(&self) -> Result<f64, EnergyError> {
-        Err(EnergyError::NotSupported {
-            sensor: self.name.clone(),
-            what: "power reading".into(),
-            reason: "RAPL exposes only a cumulative energy counter".into(),
-        })
+        no_power_reading(&self.name, "RAPL exposes only a cumulative energy counter")
     }
 
     fn averaging_window(&self) -> Option<Duration> {
@@ -274,11 +279,7 @@ impl PowerSensor for RaplPackages {
     }
 
     fn read_power_w(&self) -> Result<f64, EnergyError> {
-        Err(EnergyError::NotSupported {
-            sensor: self.name.clone(),
-            what: "power reading".into(),
-            reason: "RAPL exposes only cumulative energy counters".into(),
-        })
+        no_power_reading(&self.name, "RAPL exposes only cumulative energy counters")
     }
 
     fn averaging_window(&self) -> Option<Duration> {

@@ -305,57 +305,19 @@ pub fn settle_and_calibrate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::energy::sensor::CounterReading;
-    use std::sync::Mutex;
+    use crate::energy::test_sensor::PowerFn;
 
     /// Power that decays from `hot` to `rest` with time constant `tau` seconds after creation.
-    struct Cooling {
-        start: Instant,
-        hot: f64,
-        rest: f64,
-        tau: f64,
-        reads: Mutex<u64>,
-    }
-
-    impl Cooling {
-        fn new(hot: f64, rest: f64, tau: f64) -> Arc<Self> {
-            Arc::new(Cooling {
-                start: Instant::now(),
-                hot,
-                rest,
-                tau,
-                reads: Mutex::new(0),
-            })
-        }
-    }
-
-    impl PowerSensor for Cooling {
-        fn name(&self) -> &str {
-            "cooling"
-        }
-        fn describe(&self) -> String {
-            "synthetic cooling GPU".into()
-        }
-        fn has_power(&self) -> bool {
-            true
-        }
-        fn read_power_w(&self) -> Result<f64, EnergyError> {
-            *self.reads.lock().unwrap() += 1;
-            let t = self.start.elapsed().as_secs_f64();
-            Ok(self.rest + (self.hot - self.rest) * (-t / self.tau).exp())
-        }
-        fn averaging_window(&self) -> Option<Duration> {
-            None
-        }
-        fn read_energy_counter_j(&self) -> Result<Option<CounterReading>, EnergyError> {
-            Ok(None)
-        }
-        fn counter_update_period(&self) -> Option<Duration> {
-            None
-        }
-        fn counter_wraps_at_j(&self) -> Option<f64> {
-            None
-        }
+    fn cooling(hot: f64, rest: f64, tau: f64) -> Arc<dyn PowerSensor> {
+        let start = Instant::now();
+        Arc::new(PowerFn::new(
+            "cooling",
+            "synthetic cooling GPU",
+            move || {
+                let t = start.elapsed().as_secs_f64();
+                rest + (hot - rest) * (-t / tau).exp()
+            },
+        ))
     }
 
     fn params(max: f64) -> SettleParams {
@@ -382,12 +344,8 @@ mod tests {
     #[test]
     fn a_cooling_device_is_waited_for_until_it_is_back_at_rest() {
         // 130 W decaying to 80 W with τ = 0.15 s: within ±8 W of 80 W after ≈ 0.3 s.
-        let s = settle_and_calibrate(
-            Cooling::new(130.0, 80.0, 0.15),
-            &params(5.0),
-            reference(80.0),
-        )
-        .unwrap();
+        let s = settle_and_calibrate(cooling(130.0, 80.0, 0.15), &params(5.0), reference(80.0))
+            .unwrap();
         assert!(s.at_rest && s.subtracts(), "{}", s.statement);
         assert!(
             s.waited_s >= 0.2 && s.waited_s < 4.0,
@@ -406,12 +364,8 @@ mod tests {
     #[test]
     fn a_device_that_stays_hot_reports_gross_energy_only_with_the_reason() {
         // τ = 100 s: still ≈ 130 W when the 0.3 s limit is reached.
-        let s = settle_and_calibrate(
-            Cooling::new(130.0, 80.0, 100.0),
-            &params(0.3),
-            reference(80.0),
-        )
-        .unwrap();
+        let s = settle_and_calibrate(cooling(130.0, 80.0, 100.0), &params(0.3), reference(80.0))
+            .unwrap();
         assert!(!s.at_rest && !s.subtracts());
         assert!(
             s.statement.starts_with("gross energy only"),
@@ -427,7 +381,7 @@ mod tests {
 
     #[test]
     fn without_a_reference_a_flat_idle_becomes_the_reference() {
-        let s = settle_and_calibrate(Cooling::new(80.0, 80.0, 1.0), &params(2.0), None).unwrap();
+        let s = settle_and_calibrate(cooling(80.0, 80.0, 1.0), &params(2.0), None).unwrap();
         assert!(s.at_rest, "{}", s.statement);
         let r = s.as_reference("energy.gating::x").unwrap();
         assert_eq!(r.source, "settled idle of energy.gating::x");

@@ -1,3 +1,4 @@
+//! Over 600 lines because it is all tests (attribution properties, edge cases, poller, sensors).
 //! Property tests over synthetic traces (no GPU here, so the traces are test doubles), plus the
 //! real path: sensor detection and polling on this machine.
 

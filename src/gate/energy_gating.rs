@@ -27,7 +27,8 @@ use super::{
     Threshold, TrialContext,
 };
 use crate::backend::registry::requested_device;
-use crate::backend::{Backend, ComputeDevice};
+use crate::backend::Backend;
+use crate::host::ComputeDevice;
 use crate::energy::{
     self, attribute, EnergyQuality, EnergyResult, EventWindow, PowerPoller, PowerSensor,
     SensorProbe, SensorUnavailable, SystemProbe,
@@ -585,6 +586,24 @@ mod tests {
                 skip.reason
             );
         }
+    }
+
+    #[test]
+    fn every_registry_backend_with_a_fixed_device_names_it() {
+        use crate::backend::registry::{known_ids, requested_device};
+        assert_eq!(requested_device("llama-cpp"), Some(ComputeDevice::Cpu));
+        assert_eq!(requested_device("ort-cpu-q4"), Some(ComputeDevice::Cpu));
+        assert_eq!(
+            requested_device("tch-cuda-bf16"),
+            Some(ComputeDevice::Cuda(0))
+        );
+        assert_eq!(requested_device("ollama"), None);
+        assert_eq!(requested_device("tch-auto"), None);
+        let undecided: Vec<&str> = known_ids()
+            .into_iter()
+            .filter(|id| requested_device(id).is_none())
+            .collect();
+        assert_eq!(undecided, ["ollama", "tch-auto"]);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::evidence::{DecodeMode, GraphEvidence};
-use crate::backend::ComputeDevice;
+use crate::host::ComputeDevice;
 use crate::roofline::CopyBandwidth;
 
 /// The folder of a run directory that holds the tools' outputs.

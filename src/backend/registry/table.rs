@@ -10,7 +10,7 @@ use crate::pins::Runtime;
 
 use crate::backend::evidence::DecodeMode;
 use crate::backend::ort::OptLevel;
-use crate::backend::ComputeDevice;
+use crate::host::ComputeDevice;
 use DecodeMode::{CudaGraph, Eager, Static};
 use OptLevel::{All, Disabled};
 use TorchDevice::{Cuda, CudaIfAvailable};

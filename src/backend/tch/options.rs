@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind};
 
 use crate::backend::evidence::DecodeMode;
-use crate::backend::ComputeDevice;
+use crate::host::ComputeDevice;
 
 /// Precision of weights and activations (RMSNorm statistics are always taken in fp32).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
