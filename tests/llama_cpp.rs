@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 
 use infergate::backend::llama_cpp::server::{completion_body, LlamaCppBackend};
-use infergate::backend::llama_cpp::setup;
+use infergate::assets::llama_cpp;
 use infergate::backend::{Backend, Recompute};
 use infergate::model::tokenizer::Tokenizer;
 use infergate::model::GgufFile;
@@ -19,7 +19,7 @@ fn gguf() -> std::path::PathBuf {
 }
 
 fn backend() -> LlamaCppBackend {
-    let build = setup::ensure_built().unwrap_or_else(|e| panic!("llama.cpp build: {e}"));
+    let build = llama_cpp::ensure_built().unwrap_or_else(|e| panic!("llama.cpp build: {e}"));
     LlamaCppBackend::open("llama-cpp", &build, &gguf(), "q4_1", None).expect("llama-server starts")
 }
 
@@ -44,7 +44,7 @@ fn prompt(scenario: &str) -> Vec<u32> {
 #[test]
 fn the_kv_cache_is_exact_against_a_per_token_full_recompute() {
     use infergate::backend::llama_cpp::server::CompletionResponse;
-    let build = setup::ensure_built().unwrap_or_else(|e| panic!("llama.cpp build: {e}"));
+    let build = llama_cpp::ensure_built().unwrap_or_else(|e| panic!("llama.cpp build: {e}"));
     let mut b =
         LlamaCppBackend::open_with("llama-cpp", &build, &gguf(), "q4_1", None, &["-ub", "1"])
             .expect("llama-server starts");
@@ -137,7 +137,7 @@ fn a_prompt_served_from_the_cache_is_visible_in_prompt_n() {
 #[ignore = "exploration: logit margins where KV-cached and recomputed tokens differ"]
 fn explore_kv_versus_recompute_margins() {
     use infergate::backend::llama_cpp::server::{CompletionResponse, TokenProbabilities};
-    let build = setup::ensure_built().unwrap_or_else(|e| panic!("llama.cpp build: {e}"));
+    let build = llama_cpp::ensure_built().unwrap_or_else(|e| panic!("llama.cpp build: {e}"));
     let mut lines = Vec::new();
     for (label, args) in [
         ("batched prefill (default)", &[][..]),

@@ -134,13 +134,13 @@ fn special_ids_and_vocabulary_come_from_the_gguf() {
 /// is not cached (about 6 minutes on 2 cores), hence ignored by default:
 /// `cargo test --test tokenizer -- --ignored`.
 #[test]
-#[ignore = "needs llama.cpp built (infergate::backend::llama_cpp::setup::ensure_built)"]
+#[ignore = "needs llama.cpp built (infergate::assets::llama_cpp::ensure_built)"]
 fn wiki_100kb_matches_live_llama_tokenize() {
     use std::io::Write;
     use std::process::{Command, Stdio};
 
     let build =
-        infergate::backend::llama_cpp::setup::ensure_built().unwrap_or_else(|e| panic!("{e}"));
+        infergate::assets::llama_cpp::ensure_built().unwrap_or_else(|e| panic!("{e}"));
     let gguf = infergate::model::catalog::default_model()
         .and_then(|m| m.gguf_path())
         .unwrap_or_else(|e| panic!("{e}"));

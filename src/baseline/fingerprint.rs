@@ -198,7 +198,7 @@ pub fn current_runtime(backend: &str) -> Option<RuntimePin> {
             })
         }
         Runtime::LlamaCpp => {
-            use crate::backend::llama_cpp::setup::{self, BuildOrigin};
+            use crate::assets::llama_cpp::{self, BuildOrigin};
             // The CUDA build is recorded by what it reports only: a pin re-fetches the CPU
             // build (the paired workers set INFERGATE_LLAMA_CPP_BIN), which is not what
             // `llama-cpp-cuda` runs, so its baselines are compared in stored mode.
@@ -207,9 +207,9 @@ pub fn current_runtime(backend: &str) -> Option<RuntimePin> {
                 Some(crate::backend::registry::Recipe::LlamaCpp { cuda: true })
             );
             let build = if cuda {
-                setup::locate_cuda()?
+                llama_cpp::locate_cuda()?
             } else {
-                setup::locate()?
+                llama_cpp::locate()?
             };
             let artifact =
                 (build.origin == BuildOrigin::Cache && !cuda).then(crate::pins::default_llama_cpp);

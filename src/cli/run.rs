@@ -48,7 +48,7 @@ pub fn run(
         .iter()
         .any(|p| p.id.unit.backends().contains(&"llama-cpp"))
     {
-        use crate::backend::llama_cpp::setup::{prepare_for_run, RunSetup};
+        use crate::assets::llama_cpp::{prepare_for_run, RunSetup};
         if let RunSetup::NotBuilt { reason } =
             prepare_for_run(no_build_llama_cpp, &mut std::io::stderr())
         {

@@ -4,11 +4,11 @@
 use std::process::ExitCode;
 
 /// `build-llama-cpp [--sdist PIN] [--cuda]`: the pinned sdist (or the one named) in the CPU or
-/// CUDA flavor; every build lands in its own cache directory (`setup::build_key`).
+/// CUDA flavor; every build lands in its own cache directory (`llama_cpp::build_key`).
 pub fn build_llama_cpp(sdist: Option<&str>, cuda: bool) -> ExitCode {
-    use crate::backend::llama_cpp::setup;
+    use crate::assets::llama_cpp;
     let flavor = if cuda {
-        match setup::Flavor::cuda_from_env() {
+        match llama_cpp::Flavor::cuda_from_env() {
             Ok(f) => f,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -16,17 +16,17 @@ pub fn build_llama_cpp(sdist: Option<&str>, cuda: bool) -> ExitCode {
             }
         }
     } else {
-        setup::Flavor::Cpu
+        llama_cpp::Flavor::Cpu
     };
     let built = match sdist {
         None => {
-            setup::ensure_flavor_built(&flavor, &mut std::io::stderr()).map_err(|e| e.to_string())
+            llama_cpp::ensure_flavor_built(&flavor, &mut std::io::stderr()).map_err(|e| e.to_string())
         }
         Some(text) => match crate::pins::parse(text) {
             Ok(crate::pins::Artifact::Sdist {
                 version, sha256, ..
-            }) => setup::ensure_built_sdist(
-                &setup::Sdist { version, sha256 },
+            }) => llama_cpp::ensure_built_sdist(
+                &llama_cpp::Sdist { version, sha256 },
                 &flavor,
                 &mut std::io::stderr(),
             )

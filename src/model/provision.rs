@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use super::declared::{find, is_sha256, CatalogModel, ModelSource};
 use crate::assets;
-use crate::backend::llama_cpp::setup;
+use crate::assets::llama_cpp;
 use crate::error::{HashMismatch, ModelError};
 
 /// Where a model's GGUF is, if it is already present (no fetch, no derivation, no hashing).
@@ -95,7 +95,7 @@ impl CatalogModel {
             fix,
         };
         let parent = find(from)?.gguf_path()?;
-        let build = setup::locate().ok_or_else(|| {
+        let build = llama_cpp::locate().ok_or_else(|| {
             derive_error(
                 "llama.cpp's llama-quantize is not built on this machine".into(),
                 "run `cargo run --release -- build-llama-cpp` (cached), then retry".into(),

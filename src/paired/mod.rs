@@ -233,7 +233,7 @@ pub fn prepare(side: &Side, progress: &mut dyn std::io::Write) -> Result<Launch,
                 }),
                 Fetched::LlamaCppBin { bin_dir, .. } => Ok(Launch {
                     set: vec![(
-                        crate::backend::llama_cpp::setup::ENV_BIN.into(),
+                        crate::assets::llama_cpp::ENV_BIN.into(),
                         bin_dir.display().to_string(),
                     )],
                     remove: Vec::new(),

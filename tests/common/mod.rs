@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use infergate::backend::llama_cpp::kld::{self, KldAgreement};
-use infergate::backend::llama_cpp::setup::{self, LlamaCppBuild};
+use infergate::assets::llama_cpp::{self, LlamaCppBuild};
 use infergate::backend::ort::{OptLevel, OrtBackend, OrtOptions};
 use infergate::backend::Backend;
 use infergate::model::config::{Architecture, LlamaConfig, RopeScaling};
@@ -24,7 +24,7 @@ use infergate::workload::{leading_tokens, Corpus};
 
 /// The llama.cpp build, or a failure that says how to get it (never a silent pass).
 pub fn llama_cpp() -> LlamaCppBuild {
-    setup::locate().unwrap_or_else(|| {
+    llama_cpp::locate().unwrap_or_else(|| {
         panic!(
             "llama.cpp is not built: run `cargo run --release -- build-llama-cpp` first (CI does)"
         )

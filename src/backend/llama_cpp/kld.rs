@@ -14,7 +14,7 @@ use std::process::Command;
 
 use ndarray::Array2;
 
-use super::setup::LlamaCppBuild;
+use crate::assets::llama_cpp::LlamaCppBuild;
 
 /// What `llama-perplexity --kl-divergence` printed (Q = llama.cpp on the GGUF, base = the file).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]

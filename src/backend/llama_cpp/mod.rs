@@ -1,5 +1,5 @@
-//! llama.cpp: the engine inside Ollama. `setup` builds it; the server backend drives `llama-server`.
+//! llama.cpp: the engine inside Ollama. [`crate::assets::llama_cpp`] builds it from the pinned sdist;
+//! the server backend drives `llama-server`, [`kld`] compares logits with `llama-perplexity`.
 
 pub mod kld;
 pub mod server;
-pub mod setup;

@@ -3,7 +3,7 @@
 //! dispatched to the engine's own module.
 
 use super::llama_cpp::server::LlamaCppBackend;
-use super::llama_cpp::setup;
+use crate::assets::llama_cpp as llama_build;
 use super::ollama::{OllamaBackend, OllamaConfig};
 use super::ort::{BindTarget, KvCacheHome, OptLevel, OrtBackend, OrtOptions, RequestedProvider};
 use super::evidence::DecodeMode;
@@ -62,7 +62,7 @@ fn unknown(id: &str) -> Availability {
 pub fn runtime_version(engine: Engine) -> Option<String> {
     match engine {
         Engine::OnnxRuntime => super::ort::runtime().ok().map(|rt| rt.version.clone()),
-        Engine::LlamaCpp => setup::locate().map(|b| b.version),
+        Engine::LlamaCpp => llama_build::locate().map(|b| b.version),
         Engine::Libtorch => libtorch_version(),
         Engine::Ollama => None,
     }
@@ -86,18 +86,18 @@ pub fn probe(id: &str) -> Availability {
     match spec.recipe {
         Recipe::Ort { device: OrtDevice::Cpu, .. } => probe_ort_cpu(),
         Recipe::Ort { device, .. } => probe_ort_gpu(id, device),
-        Recipe::LlamaCpp { cuda: false } => match setup::locate() {
+        Recipe::LlamaCpp { cuda: false } => match llama_build::locate() {
             Some(b) => Availability::Available { detail: format!("{} at {}", b.version, b.bin_dir.display()) },
             None => Availability::Absent {
                 reason: "llama.cpp is not built on this machine".into(),
-                fix: format!("run `cargo run --release -- build-llama-cpp` (about 6 min on 2 cores, cached) or set {}", setup::ENV_BIN),
+                fix: format!("run `cargo run --release -- build-llama-cpp` (about 6 min on 2 cores, cached) or set {}", llama_build::ENV_BIN),
             },
         },
-        Recipe::LlamaCpp { cuda: true } => match setup::locate_cuda() {
+        Recipe::LlamaCpp { cuda: true } => match llama_build::locate_cuda() {
             Some(b) => Availability::Available { detail: format!("{} at {} (all layers on the GPU: -ngl {})", b.version, b.bin_dir.display(), super::llama_cpp::server::ALL_LAYERS) },
             None => Availability::Absent {
                 reason: "no CUDA build of llama.cpp on this machine".into(),
-                fix: format!("on a machine with nvcc run `infergate build-llama-cpp --cuda` (set {} for the GPU architecture, e.g. 90), or set {}", setup::ENV_CUDA_ARCHS, setup::ENV_CUDA_BIN),
+                fix: format!("on a machine with nvcc run `infergate build-llama-cpp --cuda` (set {} for the GPU architecture, e.g. 90), or set {}", llama_build::ENV_CUDA_ARCHS, llama_build::ENV_CUDA_BIN),
             },
         },
         Recipe::Ollama => match OllamaConfig::from_env() {
@@ -327,11 +327,11 @@ fn open_llama_cpp(
 ) -> Result<Box<dyn Backend>, BackendError> {
     let (build, gpu_layers) = if cuda {
         (
-            setup::locate_cuda(),
+            llama_build::locate_cuda(),
             Some(super::llama_cpp::server::ALL_LAYERS),
         )
     } else {
-        (setup::locate(), None)
+        (llama_build::locate(), None)
     };
     let build = build.ok_or_else(|| BackendError::Unavailable {
         backend: id.into(),

@@ -17,8 +17,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::setup::LlamaCppBuild;
-use crate::accuracy::{PerplexityProtocol, PerplexityResult};
+use crate::assets::llama_cpp::LlamaCppBuild;
+use crate::backend::perplexity::{PerplexityProtocol, PerplexityResult};
 use crate::backend::{Backend, BackendInfo, Generation, MemoryTraffic, Recompute};
 use crate::error::BackendError;
 

@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use super::super::setup::LlamaCppBuild;
-use crate::accuracy::{PerplexityProtocol, PerplexityResult};
+use crate::assets::llama_cpp::LlamaCppBuild;
+use crate::backend::perplexity::{PerplexityProtocol, PerplexityResult};
 
 /// Run `llama-perplexity` on `text` with infergate's protocol (same chunking and scored span) and
 /// parse its final estimate.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::super::setup::LlamaCppBuild;
+use crate::assets::llama_cpp::LlamaCppBuild;
 use crate::error::BackendError;
 
 /// A running `llama-server`; stopped when dropped.

@@ -125,11 +125,11 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::backend::llama_cpp::setup::cache::version_of;
-    use crate::backend::llama_cpp::setup::recipe::BUILD_COMMIT;
+    use crate::assets::llama_cpp::cache::version_of;
+    use crate::assets::llama_cpp::recipe::BUILD_COMMIT;
 
     /// The real cold build (≈ 6 min on 2 cores the first time; instant once cached):
-    /// `cargo test --lib backend::llama_cpp::setup -- --ignored --nocapture`.
+    /// `cargo test --lib assets::llama_cpp -- --ignored --nocapture`.
     #[test]
     #[ignore = "builds llama.cpp from source (minutes) on first run"]
     fn ensure_built_produces_binaries_that_run() {

@@ -138,7 +138,7 @@ pub(super) fn describe_source(llama_dir: &Path, sdist_version: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::llama_cpp::setup::recipe::SDIST_VERSION;
+    use crate::assets::llama_cpp::recipe::SDIST_VERSION;
 
     #[test]
     fn describe_source_reads_the_ggml_version() {

@@ -15,6 +15,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::AssetError;
 
+pub mod llama_cpp;
+
 /// Where an archive comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Registry<'a> {

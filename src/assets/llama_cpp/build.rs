@@ -197,8 +197,8 @@ pub(super) fn cuda_cmake_args(archs: &str, nvcc: &Path) -> Vec<std::ffi::OsStrin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::llama_cpp::setup::cache::{cache_dir, cache_dir_for};
-    use crate::backend::llama_cpp::setup::recipe::{BUILD_COMMIT, BUILD_KEY, ENV_CUDA_BIN};
+    use crate::assets::llama_cpp::cache::{cache_dir, cache_dir_for};
+    use crate::assets::llama_cpp::recipe::{BUILD_COMMIT, BUILD_KEY, ENV_CUDA_BIN};
 
     /// Every flag of `wants` is one of `args`.
     fn assert_has(args: &[std::ffi::OsString], wants: &[&str]) {

@@ -203,7 +203,7 @@ pub(super) fn from_cache(bin: &Path) -> Option<LlamaCppBuild> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::llama_cpp::setup::recipe::{
+    use crate::assets::llama_cpp::recipe::{
         BUILD_COMMIT, CMAKE_REQUIREMENT, ENV_BIN, NINJA_REQUIREMENT, RECIPE_REVISION,
         SDIST_REQUIREMENT, SDIST_SHA256,
     };
