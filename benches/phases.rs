@@ -98,7 +98,7 @@ fn phases(c: &mut Criterion) {
                         .map(|_| {
                             backend
                                 .generate(&prompt, 1)
-                                .map(|g| ms(g.prefill_ms))
+                                .map(|g| ms(g.timings.prefill_ms))
                                 .unwrap_or_else(|e| panic!("{backend_id} prefill failed: {e}"))
                         })
                         .sum()
@@ -122,7 +122,7 @@ fn phases(c: &mut Criterion) {
                         .map(|_| {
                             backend
                                 .generate(&prompt, DECODE_TOKENS)
-                                .map(|g| ms(g.decode_ms))
+                                .map(|g| ms(g.timings.decode_ms))
                                 .unwrap_or_else(|e| panic!("{backend_id} decode failed: {e}"))
                         })
                         .sum()

@@ -30,11 +30,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..reps {
         let g = backend.generate(&prompt, gen)?;
         runs.push(serde_json::json!({
-            "prefill_ms": g.prefill_ms,
-            "decode_ms": g.decode_ms,
-            "decode_steps": g.decode_steps,
-            "e2e_ms": g.e2e_ms,
-            "timing_source": g.timing_source,
+            "prefill_ms": g.timings.prefill_ms,
+            "decode_ms": g.timings.decode_ms,
+            "decode_steps": g.timings.decode_steps,
+            "e2e_ms": g.timings.e2e_ms,
+            "timing_source": g.timings.timing_source,
             "tokens": g.tokens,
         }));
     }

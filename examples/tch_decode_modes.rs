@@ -136,8 +136,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (mut decode, mut prefill, mut tokens) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..reps {
             let g = b.generate(&prompt, gen)?;
-            decode.push(g.decode_ms);
-            prefill.push(g.prefill_ms);
+            decode.push(g.timings.decode_ms);
+            prefill.push(g.timings.prefill_ms);
             tokens = g.tokens;
         }
         decode.sort_by(f64::total_cmp);

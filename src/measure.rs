@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, Generation, MemoryTraffic, TimingSource};
+use crate::backend::{Backend, Generation};
 use crate::error::{BackendError, ReportError};
 use crate::id::TrialId;
 
@@ -24,40 +24,9 @@ pub enum RunPhase {
     Measured,
 }
 
-/// Phase timings of one successful run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunTimings {
-    pub prompt_tokens: usize,
-    pub gen_tokens: usize,
-    pub prefill_ms: f64,
-    pub decode_ms: f64,
-    pub e2e_ms: f64,
-    pub decode_steps: usize,
-    pub timing_source: TimingSource,
-    /// See [`Generation`]: engine-reported load time, prompt-cache reuse.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cold_start_ms: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cached_prompt_tokens: Option<usize>,
-    /// What the backend's decode step reads from memory, where it can tell (the roofline's input).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_traffic: Option<MemoryTraffic>,
-}
-
-impl RunTimings {
-    /// `kv_decode_ms / e2e_ms` (TR121).
-    pub fn decode_fraction(&self) -> f64 {
-        self.decode_ms / self.e2e_ms
-    }
-    /// Generated tokens per second over the decode loop.
-    pub fn decode_tokens_per_s(&self) -> f64 {
-        self.decode_steps as f64 / (self.decode_ms / 1e3)
-    }
-    /// Generated tokens per second end to end.
-    pub fn e2e_tokens_per_s(&self) -> f64 {
-        self.gen_tokens as f64 / (self.e2e_ms / 1e3)
-    }
-}
+/// A successful run's timings are its generation's ([`Generation::timings`]), with the backend's
+/// memory traffic added.
+pub use crate::backend::RunTimings;
 
 /// A run whose engine stopped before the requested length (EOS it cannot be told to ignore): what it
 /// measured, and the fixed-length projection (TR121) for reading only. Never part of an aggregate.
@@ -279,28 +248,22 @@ pub fn outcome_of(g: &Generation, gen_tokens: usize) -> RunOutcome {
 /// `g`'s phases as timings over `tokens` generated tokens, if they are plausible: finite, prefill
 /// and e2e positive, decode positive when a decode step was taken, e2e ≥ prefill + decode.
 fn measured_timings(g: &Generation, tokens: usize) -> Result<RunTimings, String> {
-    let finite = [g.prefill_ms, g.decode_ms, g.e2e_ms]
+    let t = &g.timings;
+    let finite = [t.prefill_ms, t.decode_ms, t.e2e_ms]
         .iter()
         .all(|v| v.is_finite() && *v >= 0.0);
     let positive =
-        g.prefill_ms > 0.0 && g.e2e_ms > 0.0 && (g.decode_ms > 0.0 || g.decode_steps == 0);
-    if !finite || !positive || g.e2e_ms + 1e-9 < g.prefill_ms + g.decode_ms - 1e-6 * g.e2e_ms {
+        t.prefill_ms > 0.0 && t.e2e_ms > 0.0 && (t.decode_ms > 0.0 || t.decode_steps == 0);
+    if !finite || !positive || t.e2e_ms + 1e-9 < t.prefill_ms + t.decode_ms - 1e-6 * t.e2e_ms {
         return Err(format!(
             "implausible timings: prefill {} ms, decode {} ms, e2e {} ms",
-            g.prefill_ms, g.decode_ms, g.e2e_ms
+            t.prefill_ms, t.decode_ms, t.e2e_ms
         ));
     }
     Ok(RunTimings {
-        prompt_tokens: g.prompt_tokens,
         gen_tokens: tokens,
-        prefill_ms: g.prefill_ms,
-        decode_ms: g.decode_ms,
-        e2e_ms: g.e2e_ms,
-        decode_steps: g.decode_steps,
-        timing_source: g.timing_source,
-        cold_start_ms: g.cold_start_ms,
-        cached_prompt_tokens: g.cached_prompt_tokens,
         memory_traffic: None,
+        ..t.clone()
     })
 }
 

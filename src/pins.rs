@@ -19,8 +19,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::assets::{self, Pinned, Registry};
 use crate::assets::llama_cpp::{self, Sdist};
+use crate::assets::{self, Pinned, Registry};
 use crate::error::AssetError;
 
 /// The environment variable that selects another ONNX Runtime for this process.

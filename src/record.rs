@@ -22,8 +22,8 @@ use crate::error::ReportError;
 use crate::gate::{Skip, TrialResult};
 use crate::id::TrialId;
 use crate::jsonl;
-use crate::measure::RunLog;
 pub use crate::manifest::Manifest;
+use crate::measure::RunLog;
 pub use crate::measure::RunRecord;
 
 pub const RUNS: &str = "runs.jsonl";
@@ -192,4 +192,3 @@ impl RunDir {
             })
     }
 }
-

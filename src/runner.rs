@@ -6,17 +6,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::backend::ort::RequestedProvider;
-use crate::backend::Backend;
 use crate::backend::registry::{self, Engine};
 use crate::backend::Availability;
+use crate::backend::Backend;
 use crate::error::{BackendError, GateFileError, ModelError};
 use crate::gate::context::OnnxWeights;
 use crate::gate::verdict::fails_run;
 pub use crate::gate::verdict::strict;
 use crate::gate::{self, BackendDoor, Counts, GateSpec, Skip, TrialContext, TrialId, TrialResult};
 use crate::manifest::{self, GateFileRef, Manifest};
-use crate::model::catalog::{self, CatalogModel};
 use crate::measure::RunLog;
+use crate::model::catalog::{self, CatalogModel};
 use crate::record::{PlanRecord, RunDir};
 use crate::workload::{self, Scenario};
 

@@ -13,9 +13,9 @@ use infergate::gate::context::OnnxWeights;
 use infergate::gate::{
     BackendDoor, Check, Finding, GateSpec, TrialContext, TrialId, TrialResult, Unit, Verdict,
 };
+use infergate::measure::RunLog;
 use infergate::model::catalog::{self, CatalogModel, WeightSource};
 use infergate::model::onnx_graph::WeightFormat;
-use infergate::measure::RunLog;
 
 /// The registry, except that `ort-cpu-fault` opens the faulty weights.
 struct Faulty {

@@ -57,14 +57,18 @@ fn src_dir() -> PathBuf {
 fn is_cfg_test(attrs: &[syn::Attribute]) -> bool {
     attrs.iter().any(|a| {
         a.path().is_ident("cfg")
-            && a.parse_args::<syn::Meta>().is_ok_and(|m| m.path().is_ident("test"))
+            && a.parse_args::<syn::Meta>()
+                .is_ok_and(|m| m.path().is_ident("test"))
     })
 }
 
 fn path_attr(attrs: &[syn::Attribute]) -> Option<String> {
     attrs.iter().find_map(|a| match &a.meta {
         syn::Meta::NameValue(nv) if nv.path.is_ident("path") => match &nv.value {
-            syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => Some(s.value()),
+            syn::Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Str(s),
+                ..
+            }) => Some(s.value()),
             _ => None,
         },
         _ => None,
@@ -78,13 +82,19 @@ fn module_tree() -> Vec<ModFile> {
     while let Some((path, file)) = queue.pop() {
         let text = std::fs::read_to_string(&file)
             .unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
-        let ast = syn::parse_file(&text)
-            .unwrap_or_else(|e| panic!("parse {}: {e}", file.display()));
-        let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        let ast =
+            syn::parse_file(&text).unwrap_or_else(|e| panic!("parse {}: {e}", file.display()));
+        let stem = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
         let dir = file.parent().unwrap_or(Path::new("."));
         // Children of `a.rs` live in `a/`; children of `lib.rs`/`mod.rs` beside it.
-        let child_dir =
-            if stem == "lib" || stem == "mod" { dir.to_path_buf() } else { dir.join(stem) };
+        let child_dir = if stem == "lib" || stem == "mod" {
+            dir.to_path_buf()
+        } else {
+            dir.join(stem)
+        };
         let mut children = BTreeSet::new();
         for item in &ast.items {
             let syn::Item::Mod(m) = item else { continue };
@@ -104,7 +114,11 @@ fn module_tree() -> Vec<ModFile> {
             children.insert(name);
             queue.push((child_path, child_file));
         }
-        out.push(ModFile { path, file, children });
+        out.push(ModFile {
+            path,
+            file,
+            children,
+        });
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
     out
@@ -179,13 +193,19 @@ impl<'ast> Visit<'ast> for Collector {
         let mut paths = Vec::new();
         use_paths(&u.tree, &mut Vec::new(), &mut paths);
         let reexport = !matches!(u.vis, syn::Visibility::Inherited);
-        self.named
-            .extend(paths.into_iter().map(|segments| Named { segments, reexport }));
+        self.named.extend(
+            paths
+                .into_iter()
+                .map(|segments| Named { segments, reexport }),
+        );
     }
 
     fn visit_path(&mut self, p: &'ast syn::Path) {
         let segments = p.segments.iter().map(|s| s.ident.to_string()).collect();
-        self.named.push(Named { segments, reexport: false });
+        self.named.push(Named {
+            segments,
+            reexport: false,
+        });
         syn::visit::visit_path(self, p);
     }
 }
@@ -210,7 +230,10 @@ fn resolve(here: &ModFile, segments: &[String], modules: &BTreeSet<ModPath>) -> 
     };
     abs.extend(rest.iter().cloned());
     // The deepest module that is a prefix of the path.
-    (0..=abs.len()).rev().map(|n| abs[..n].to_vec()).find(|p| modules.contains(p))
+    (0..=abs.len())
+        .rev()
+        .map(|n| abs[..n].to_vec())
+        .find(|p| modules.contains(p))
 }
 
 struct Edge {
@@ -229,7 +252,9 @@ fn edges(tree: &[ModFile]) -> Vec<Edge> {
         let mut c = Collector::default();
         c.visit_file(&ast);
         for n in c.named {
-            let Some(to) = resolve(m, &n.segments, &modules) else { continue };
+            let Some(to) = resolve(m, &n.segments, &modules) else {
+                continue;
+            };
             if to == m.path || to.is_empty() {
                 continue;
             }
@@ -237,10 +262,13 @@ fn edges(tree: &[ModFile]) -> Vec<Edge> {
             if n.reexport && to.starts_with(&m.path) {
                 continue;
             }
-            out.entry((m.path.clone(), to)).or_insert_with(|| n.segments.join("::"));
+            out.entry((m.path.clone(), to))
+                .or_insert_with(|| n.segments.join("::"));
         }
     }
-    out.into_iter().map(|((from, to), via)| Edge { from, to, via }).collect()
+    out.into_iter()
+        .map(|((from, to), via)| Edge { from, to, via })
+        .collect()
 }
 
 fn name(p: &ModPath) -> String {
@@ -325,7 +353,10 @@ fn floor_of(top: &str) -> Option<usize> {
 /// inside it are one unit to the outside, so an edge between a module and its own ancestor (a child
 /// using its folder's shared vocabulary) does not count; a circle between two folders does, at the
 /// level where they are siblings.
-fn levelized_circles(tree: &[ModFile], edges: &[Edge]) -> Vec<(ModPath, Vec<ModPath>, Vec<String>)> {
+fn levelized_circles(
+    tree: &[ModFile],
+    edges: &[Edge],
+) -> Vec<(ModPath, Vec<ModPath>, Vec<String>)> {
     let mut found = Vec::new();
     for folder in tree.iter().filter(|m| !m.children.is_empty()) {
         let f = &folder.path;
@@ -344,8 +375,11 @@ fn levelized_circles(tree: &[ModFile], edges: &[Edge]) -> Vec<(ModPath, Vec<ModP
                 })
             })
             .collect();
-        let nodes: Vec<ModPath> =
-            folder.children.iter().map(|c| [f.clone(), vec![c.clone()]].concat()).collect();
+        let nodes: Vec<ModPath> = folder
+            .children
+            .iter()
+            .map(|c| [f.clone(), vec![c.clone()]].concat())
+            .collect();
         for comp in circles(&nodes, &level) {
             let mut vias: Vec<String> = level
                 .iter()
@@ -398,7 +432,9 @@ fn no_import_runs_up_a_floor() {
     let upward: Vec<String> = edges(&tree)
         .iter()
         .filter(|e| {
-            let (Some(a), Some(b)) = (e.from.first(), e.to.first()) else { return false };
+            let (Some(a), Some(b)) = (e.from.first(), e.to.first()) else {
+                return false;
+            };
             a != b && floor_of(b) > floor_of(a)
         })
         .map(|e| format!("  {} → {} (via `{}`)", name(&e.from), name(&e.to), e.via))
@@ -419,7 +455,8 @@ fn long_files_say_why() {
             let text = std::fs::read_to_string(&m.file).ok()?;
             let lines = text.lines().count();
             let says_why = text.lines().take(5).any(|l| l.contains(LONG_FILE_MARK));
-            (lines > MAX_LINES && !says_why).then(|| format!("  {} ({lines} lines)", m.file.display()))
+            (lines > MAX_LINES && !says_why)
+                .then(|| format!("  {} ({lines} lines)", m.file.display()))
         })
         .collect();
     assert!(
@@ -436,21 +473,49 @@ fn the_checker_finds_a_planted_circle() {
     let a: ModPath = vec!["gate".into()];
     let b: ModPath = vec!["backend".into()];
     let planted = vec![
-        Edge { from: a.clone(), to: b.clone(), via: "crate::backend::Backend".into() },
-        Edge { from: b.clone(), to: a.clone(), via: "crate::gate::Verdict".into() },
+        Edge {
+            from: a.clone(),
+            to: b.clone(),
+            via: "crate::backend::Backend".into(),
+        },
+        Edge {
+            from: b.clone(),
+            to: a.clone(),
+            via: "crate::gate::Verdict".into(),
+        },
     ];
-    assert_eq!(circles(&[a.clone(), b.clone()], &planted), vec![vec![b.clone(), a.clone()]]);
+    assert_eq!(
+        circles(&[a.clone(), b.clone()], &planted),
+        vec![vec![b.clone(), a.clone()]]
+    );
     let folder = |p: &ModPath, children: &[&str]| ModFile {
         path: p.clone(),
         file: PathBuf::new(),
         children: children.iter().map(|c| c.to_string()).collect(),
     };
-    let tree = [folder(&vec![], &["backend", "gate"]), folder(&a, &[]), folder(&b, &[])];
-    assert_eq!(levelized_circles(&tree, &planted).len(), 1, "the planted circle, at the crate's level");
-    let to_parent =
-        vec![Edge { from: vec!["gate".into(), "x".into()], to: a.clone(), via: "super::median".into() }];
-    assert!(levelized_circles(&tree, &to_parent).is_empty(), "a child using its folder is no circle");
-    assert!(floor_of("gate") > floor_of("backend"), "backend → gate is upward");
+    let tree = [
+        folder(&vec![], &["backend", "gate"]),
+        folder(&a, &[]),
+        folder(&b, &[]),
+    ];
+    assert_eq!(
+        levelized_circles(&tree, &planted).len(),
+        1,
+        "the planted circle, at the crate's level"
+    );
+    let to_parent = vec![Edge {
+        from: vec!["gate".into(), "x".into()],
+        to: a.clone(),
+        via: "super::median".into(),
+    }];
+    assert!(
+        levelized_circles(&tree, &to_parent).is_empty(),
+        "a child using its folder is no circle"
+    );
+    assert!(
+        floor_of("gate") > floor_of("backend"),
+        "backend → gate is upward"
+    );
     let here = ModFile {
         path: vec!["backend".into(), "ort".into()],
         file: PathBuf::new(),
@@ -458,7 +523,13 @@ fn the_checker_finds_a_planted_circle() {
     };
     let modules: BTreeSet<ModPath> = [vec![], b.clone(), here.path.clone()].into_iter().collect();
     let seg = |s: &str| s.split("::").map(String::from).collect::<Vec<_>>();
-    assert_eq!(resolve(&here, &seg("super::Backend"), &modules), Some(b.clone()));
-    assert_eq!(resolve(&here, &seg("crate::backend::ort::X"), &modules), Some(here.path.clone()));
+    assert_eq!(
+        resolve(&here, &seg("super::Backend"), &modules),
+        Some(b.clone())
+    );
+    assert_eq!(
+        resolve(&here, &seg("crate::backend::ort::X"), &modules),
+        Some(here.path.clone())
+    );
     assert_eq!(resolve(&here, &seg("ndarray::Array2"), &modules), None);
 }

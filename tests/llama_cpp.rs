@@ -3,8 +3,8 @@
 
 use std::sync::OnceLock;
 
-use infergate::backend::llama_cpp::server::{completion_body, LlamaCppBackend};
 use infergate::assets::llama_cpp;
+use infergate::backend::llama_cpp::server::{completion_body, LlamaCppBackend};
 use infergate::backend::{Backend, Recompute};
 use infergate::model::tokenizer::Tokenizer;
 use infergate::model::GgufFile;

@@ -177,12 +177,12 @@ fn generate_sends_a_greedy_raw_request_and_reads_engine_phases() {
 
     let reply: serde_json::Value = serde_json::from_str(NORMAL).unwrap();
     let ms = |k: &str| reply[k].as_f64().unwrap() / 1e6;
-    assert_eq!(g.prompt_tokens, 8);
+    assert_eq!(g.timings.prompt_tokens, 8);
     assert_eq!(g.tokens.len(), 16);
-    assert_eq!(g.prefill_ms, ms("prompt_eval_duration"));
-    assert_eq!(g.decode_ms, ms("eval_duration"));
-    assert_eq!(g.e2e_ms, ms("total_duration"));
-    assert_eq!(g.cold_start_ms, Some(ms("load_duration")));
+    assert_eq!(g.timings.prefill_ms, ms("prompt_eval_duration"));
+    assert_eq!(g.timings.decode_ms, ms("eval_duration"));
+    assert_eq!(g.timings.e2e_ms, ms("total_duration"));
+    assert_eq!(g.timings.cold_start_ms, Some(ms("load_duration")));
     assert_eq!(g.early_stop, None);
     assert_eq!(backend.last_reply().map(|r| r.eval_count), Some(Some(16)));
 }
@@ -396,10 +396,14 @@ fn live_ollama_generates_a_fixed_length_run() {
     let prompt = micro_prompt();
     let g = backend.generate(prompt, 32).expect("a live generation");
     eprintln!("live: {g:?}");
-    assert_eq!(g.prompt_tokens, prompt.len());
+    assert_eq!(g.timings.prompt_tokens, prompt.len());
     let generated = g.early_stop.as_ref().map_or(32, |s| s.generated_tokens);
-    assert_eq!(g.decode_steps, generated - 1);
-    assert!(g.prefill_ms > 0.0 && g.decode_ms > 0.0 && g.e2e_ms >= g.prefill_ms + g.decode_ms);
+    assert_eq!(g.timings.decode_steps, generated - 1);
+    assert!(
+        g.timings.prefill_ms > 0.0
+            && g.timings.decode_ms > 0.0
+            && g.timings.e2e_ms >= g.timings.prefill_ms + g.timings.decode_ms
+    );
     match &g.early_stop {
         None => assert_eq!(g.tokens.len(), 32),
         Some(s) => assert!(s.generated_tokens <= 32 && s.requested_tokens == 32),

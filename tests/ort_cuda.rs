@@ -31,7 +31,7 @@ fn the_bound_cache_loop_decodes_the_plain_loops_tokens() {
     let mut bound = open(KvCacheHome::Bound(BindTarget::Cpu));
     let a = plain.generate(&PROMPT, 24).unwrap();
     let b = bound.generate(&PROMPT, 24).unwrap();
-    assert_eq!(b.decode_steps, 23);
+    assert_eq!(b.timings.decode_steps, 23);
     assert_eq!(a.tokens, b.tokens);
     let (la, lb) = (
         plain.logits(&PROMPT[..4]).unwrap(),
@@ -77,6 +77,6 @@ fn ort_cuda_runs_its_compute_nodes_on_cuda_and_agrees_with_the_cpu() {
     let g = cuda.generate(&PROMPT, 64).unwrap();
     eprintln!(
         "ort-cuda: prefill {:.2} ms, decode {:.2} ms for {} steps",
-        g.prefill_ms, g.decode_ms, g.decode_steps
+        g.timings.prefill_ms, g.timings.decode_ms, g.timings.decode_steps
     );
 }

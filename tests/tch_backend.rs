@@ -86,8 +86,8 @@ fn tch_kv_cached_greedy_tokens_equal_full_recompute_tokens() {
     let mut tch = open("tch-cpu", TchDevice::Cpu, TchDtype::Fp32).unwrap();
     let cached = tch.generate(&PROMPT, 64).unwrap();
     assert_eq!(cached.tokens.len(), 64);
-    assert_eq!(cached.decode_steps, 63);
-    assert!(cached.e2e_ms >= cached.prefill_ms + cached.decode_ms);
+    assert_eq!(cached.timings.decode_steps, 63);
+    assert!(cached.timings.e2e_ms >= cached.timings.prefill_ms + cached.timings.decode_ms);
     let recomputed = tch.generate_full_recompute(&PROMPT, 64).unwrap();
     assert_eq!(cached.tokens, recomputed);
     let distinct: std::collections::BTreeSet<_> = cached.tokens.iter().collect();
@@ -113,7 +113,7 @@ fn tch_static_decode_step_gives_the_eager_tokens() {
     let expected = eager.generate(&PROMPT, 64).unwrap();
     for round in 0..2 {
         let got = fixed.generate(&PROMPT, 64).unwrap();
-        assert_eq!(got.decode_steps, 63);
+        assert_eq!(got.timings.decode_steps, 63);
         assert_eq!(got.tokens, expected.tokens, "round {round}");
     }
     // A different prompt length on the same static buffers: stale cache entries stay masked.
@@ -183,7 +183,7 @@ fn tch_cuda_graph_replays_every_decode_step() {
     assert!(ev.kernels_per_step > 30, "{ev:?}");
     eprintln!(
         "graph: {} kernels per step; decode {:.2} ms for 63 steps",
-        ev.kernels_per_step, again.decode_ms
+        ev.kernels_per_step, again.timings.decode_ms
     );
 }
 
@@ -277,7 +277,7 @@ fn tch_cuda_fp32_bf16_fp16_run_on_the_gpu_in_their_dtype() {
         let gen = b.generate(&PROMPT, 64).unwrap();
         eprintln!(
             "{id}: prefill {:.2} ms, decode {:.2} ms for 63 steps",
-            gen.prefill_ms, gen.decode_ms
+            gen.timings.prefill_ms, gen.timings.decode_ms
         );
         if dtype == TchDtype::Fp32 {
             assert_eq!(
@@ -313,12 +313,12 @@ fn decode_tokens_per_second_tch_cpu_vs_ort_cpu() {
         let g = b.generate(&PROMPT, 64).unwrap();
         eprintln!(
             "{id}: prefill {:.1} ms ({} tokens), decode {:.1} ms for {} steps = {:.1} tokens/s, e2e {:.1} ms",
-            g.prefill_ms,
-            g.prompt_tokens,
-            g.decode_ms,
-            g.decode_steps,
-            g.decode_steps as f64 / (g.decode_ms / 1e3),
-            g.e2e_ms
+            g.timings.prefill_ms,
+            g.timings.prompt_tokens,
+            g.timings.decode_ms,
+            g.timings.decode_steps,
+            g.timings.decode_steps as f64 / (g.timings.decode_ms / 1e3),
+            g.timings.e2e_ms
         );
     }
 }

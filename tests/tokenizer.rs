@@ -139,8 +139,7 @@ fn wiki_100kb_matches_live_llama_tokenize() {
     use std::io::Write;
     use std::process::{Command, Stdio};
 
-    let build =
-        infergate::assets::llama_cpp::ensure_built().unwrap_or_else(|e| panic!("{e}"));
+    let build = infergate::assets::llama_cpp::ensure_built().unwrap_or_else(|e| panic!("{e}"));
     let gguf = infergate::model::catalog::default_model()
         .and_then(|m| m.gguf_path())
         .unwrap_or_else(|e| panic!("{e}"));

@@ -17,9 +17,9 @@ pub mod ort;
 pub mod perplexity;
 pub mod registry;
 pub mod stretch;
-pub mod tweaks;
 #[cfg(feature = "torch")]
 pub mod tch;
+pub mod tweaks;
 
 /// Whether a backend can run on this machine, and if not, what fixes it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -70,12 +70,15 @@ pub enum TimingSource {
     Engine,
 }
 
-/// One fixed-length greedy generation.
+/// The timings of one generation: its phases as the backend measured them at its own boundary (the
+/// harness's clock for in-process engines, the engine's own timings for servers), and over how
+/// many tokens. A backend returns them in its [`Generation`]; a run record keeps them
+/// ([`crate::measure::RunOutcome`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Generation {
+pub struct RunTimings {
     pub prompt_tokens: usize,
-    /// Generated token ids; EOS does not stop generation.
-    pub tokens: Vec<u32>,
+    /// Tokens generated: the engine's own count when it stopped on its own, else the tokens returned.
+    pub gen_tokens: usize,
     /// One forward over the prompt (produces the first generated token).
     pub prefill_ms: f64,
     /// The cached decode loop that produces the remaining tokens.
@@ -93,8 +96,64 @@ pub struct Generation {
     /// `None` where nothing was reused or the engine cannot reuse.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_prompt_tokens: Option<usize>,
+    /// What the backend's decode step reads from memory, where it can tell (the roofline's input):
+    /// [`Backend::memory_traffic`], added when the run is recorded ([`crate::measure::run_series`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_traffic: Option<MemoryTraffic>,
+}
+
+impl RunTimings {
+    /// Phases timed by the harness's own clock at the phase boundaries (in-process backends):
+    /// prefill = `start..prefill_done`, decode = `prefill_done..end`, over `generated` tokens.
+    pub fn harness_timed(
+        prompt_tokens: usize,
+        generated: usize,
+        start: std::time::Instant,
+        prefill_done: std::time::Instant,
+        end: std::time::Instant,
+    ) -> RunTimings {
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        let (prefill_ms, decode_ms) = (ms(prefill_done - start), ms(end - prefill_done));
+        RunTimings {
+            prompt_tokens,
+            gen_tokens: generated,
+            prefill_ms,
+            decode_ms,
+            // (prefill_done − start) + (end − prefill_done) is end − start exactly; the sum of the
+            // rounded parts keeps e2e ≥ prefill + decode in floating point too (ms(end − start)
+            // can round one ulp below it).
+            e2e_ms: prefill_ms + decode_ms,
+            decode_steps: generated.saturating_sub(1),
+            timing_source: TimingSource::Harness,
+            cold_start_ms: None,
+            cached_prompt_tokens: None,
+            memory_traffic: None,
+        }
+    }
+
+    /// `kv_decode_ms / e2e_ms` (TR121).
+    pub fn decode_fraction(&self) -> f64 {
+        self.decode_ms / self.e2e_ms
+    }
+    /// Generated tokens per second over the decode loop.
+    pub fn decode_tokens_per_s(&self) -> f64 {
+        self.decode_steps as f64 / (self.decode_ms / 1e3)
+    }
+    /// Generated tokens per second end to end.
+    pub fn e2e_tokens_per_s(&self) -> f64 {
+        self.gen_tokens as f64 / (self.e2e_ms / 1e3)
+    }
+}
+
+/// One fixed-length greedy generation: its tokens and its timings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Generation {
+    /// Generated token ids; EOS does not stop generation.
+    pub tokens: Vec<u32>,
+    #[serde(flatten)]
+    pub timings: RunTimings,
     /// Set when the engine stopped on its own (end-of-sequence or a stop string it cannot be told to
-    /// ignore): the phases above are what was measured over the tokens it generated, nothing is
+    /// ignore): the timings are what was measured over the tokens it generated, nothing is
     /// projected here. [`crate::measure::timings_of`] records a run that stopped short of the request
     /// as `projected`, outside every aggregate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -103,7 +162,7 @@ pub struct Generation {
 
 impl Generation {
     /// A generation timed by the harness's own clock at the phase boundaries (in-process backends):
-    /// prefill = `start..prefill_done`, decode = `prefill_done..end`.
+    /// see [`RunTimings::harness_timed`].
     pub fn harness_timed(
         prompt_tokens: usize,
         tokens: Vec<u32>,
@@ -111,21 +170,11 @@ impl Generation {
         prefill_done: std::time::Instant,
         end: std::time::Instant,
     ) -> Generation {
-        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-        let (prefill_ms, decode_ms) = (ms(prefill_done - start), ms(end - prefill_done));
+        let timings =
+            RunTimings::harness_timed(prompt_tokens, tokens.len(), start, prefill_done, end);
         Generation {
-            prompt_tokens,
-            decode_steps: tokens.len().saturating_sub(1),
             tokens,
-            prefill_ms,
-            decode_ms,
-            // (prefill_done − start) + (end − prefill_done) is end − start exactly; the sum of the
-            // rounded parts keeps e2e ≥ prefill + decode in floating point too (ms(end − start)
-            // can round one ulp below it).
-            e2e_ms: prefill_ms + decode_ms,
-            timing_source: TimingSource::Harness,
-            cold_start_ms: None,
-            cached_prompt_tokens: None,
+            timings,
             early_stop: None,
         }
     }

@@ -9,12 +9,12 @@ use std::path::Path;
 
 use super::fingerprint::{current_runtime, gpu_drivers};
 use super::metric::Metric;
-use crate::roofline::probe::PROBE_METRIC;
 use super::provenance::{Provenance, ProvenanceChange};
 use super::store::{self, BaselineRecord, Direction, Workload};
 use super::{record_command, BaselineStore, Fingerprint, WritePolicy, WriteReport};
 use crate::error::BaselineError;
 use crate::pins::RuntimePin;
+use crate::roofline::probe::PROBE_METRIC;
 
 /// The stored side of a trial: one record per metric (in the session's `metrics` order) and the
 /// probe times of the same runs.

@@ -12,8 +12,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::baseline::metric::Metric;
 use crate::backend::tweaks::Tweaks;
+use crate::baseline::metric::Metric;
 use crate::gate::regression::{PairedParams, RegressionParams};
 use crate::gate::Check;
 use crate::paired::{Answer, PairedResult, Settings, Side, SideRuntime, Workload};

@@ -19,9 +19,8 @@ pub fn build_llama_cpp(sdist: Option<&str>, cuda: bool) -> ExitCode {
         llama_cpp::Flavor::Cpu
     };
     let built = match sdist {
-        None => {
-            llama_cpp::ensure_flavor_built(&flavor, &mut std::io::stderr()).map_err(|e| e.to_string())
-        }
+        None => llama_cpp::ensure_flavor_built(&flavor, &mut std::io::stderr())
+            .map_err(|e| e.to_string()),
         Some(text) => match crate::pins::parse(text) {
             Ok(crate::pins::Artifact::Sdist {
                 version, sha256, ..

@@ -14,10 +14,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::host::ComputeDevice;
 use super::nvml::{NvmlConfig, NvmlSensor};
 use super::rapl::{RaplPackages, RaplSensor, POWERCAP_ROOT};
 use super::sensor::{NoSensor, PowerSensor};
+use crate::host::ComputeDevice;
 
 /// A sensor kind that is not readable here, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,10 +6,10 @@ use crate::backend::ort::OptLevel;
 use crate::backend::Availability;
 use crate::backend::Backend;
 use crate::error::{BackendError, ModelError};
+use crate::measure::RunLog;
 use crate::measure::{RunRecord, SeriesPlan};
 use crate::model::catalog::{CatalogModel, WeightSource};
 use crate::model::onnx_graph::WeightFormat;
-use crate::measure::RunLog;
 use crate::workload::Scenario;
 
 use super::{GateSpec, ProfileSettings, TrialId};

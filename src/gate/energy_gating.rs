@@ -28,11 +28,11 @@ use super::{
 };
 use crate::backend::registry::requested_device;
 use crate::backend::Backend;
-use crate::host::ComputeDevice;
 use crate::energy::{
     self, attribute, EnergyQuality, EnergyResult, EventWindow, PowerPoller, PowerSensor,
     SensorProbe, SensorUnavailable, SystemProbe,
 };
+use crate::host::ComputeDevice;
 use crate::measure::{RunOutcome, RunPhase, RunRecord};
 use crate::workload::prompt_ids;
 
@@ -329,13 +329,17 @@ fn evaluate(ctx: &TrialContext<'_>, p: &EnergyGatingParams) -> Evaluation {
             Ok(g) => {
                 events.push((
                     EventClass::Prefill,
-                    EventWindow::new(format!("prefill#{rep}"), t0, t0 + g.prefill_ms / 1e3),
-                    g.prompt_tokens as u64,
+                    EventWindow::new(
+                        format!("prefill#{rep}"),
+                        t0,
+                        t0 + g.timings.prefill_ms / 1e3,
+                    ),
+                    g.timings.prompt_tokens as u64,
                 ));
                 events.push((
                     EventClass::Decode,
-                    EventWindow::new(format!("decode#{rep}"), t1 - g.decode_ms / 1e3, t1),
-                    g.decode_steps as u64,
+                    EventWindow::new(format!("decode#{rep}"), t1 - g.timings.decode_ms / 1e3, t1),
+                    g.timings.decode_steps as u64,
                 ));
                 crate::measure::outcome_of(&g, plan.gen_tokens)
             }

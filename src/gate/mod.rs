@@ -30,8 +30,8 @@ pub mod spec;
 pub mod verdict;
 pub mod warmup_ratio;
 
-pub use context::{BackendDoor, TrialContext};
 pub use crate::id::{TrialId, Unit};
+pub use context::{BackendDoor, TrialContext};
 pub use finding::{Finding, Part, Threshold};
 pub use known::KnownFailure;
 pub use spec::{GateSpec, ProfileSettings};

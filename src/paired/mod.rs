@@ -27,9 +27,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::stretch::Phases;
+use crate::backend::tweaks::Tweaks;
 use crate::backend::BackendInfo;
 use crate::baseline::metric::Metric;
-use crate::backend::tweaks::Tweaks;
 use crate::pins::{Artifact, Fetched};
 
 pub mod stats;

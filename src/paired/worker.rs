@@ -16,9 +16,9 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::stretch::Stretch;
+use crate::backend::tweaks::Tweaks;
 use crate::backend::{Backend, BackendInfo};
 use crate::baseline::cpu;
-use crate::backend::tweaks::Tweaks;
 use crate::measure::{timings_of, RunTimings};
 
 /// Set (to `1`) in a worker's environment.

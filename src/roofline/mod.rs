@@ -66,7 +66,6 @@ impl BandwidthSample {
     }
 }
 
-
 fn load_average() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg")
         .ok()?

@@ -8,8 +8,8 @@ pub mod logits;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use infergate::backend::llama_cpp::kld::{self, KldAgreement};
 use infergate::assets::llama_cpp::{self, LlamaCppBuild};
+use infergate::backend::llama_cpp::kld::{self, KldAgreement};
 use infergate::backend::ort::{OptLevel, OrtBackend, OrtOptions};
 use infergate::backend::Backend;
 use infergate::model::config::{Architecture, LlamaConfig, RopeScaling};

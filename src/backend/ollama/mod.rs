@@ -48,7 +48,7 @@ pub use wire::{
     TagsResponse, VersionResponse,
 };
 
-use super::{Backend, BackendInfo, EarlyStop, Generation, Recompute, TimingSource};
+use super::{Backend, BackendInfo, EarlyStop, Generation, Recompute, RunTimings, TimingSource};
 use crate::error::{BackendError, ModelError};
 use crate::model::tokenizer::Tokenizer;
 use config::{pull_fix, ENGINE};
@@ -133,20 +133,24 @@ pub fn generation_from_response(
         )));
     }
     Ok(Generation {
-        prompt_tokens: prompt_tokens as usize,
         tokens,
-        prefill_ms,
-        decode_ms,
-        e2e_ms,
-        // `eval_duration` starts after the prompt's forward pass, which produced the first of the
-        // `eval_count` tokens: it covers the other `eval_count − 1` forward passes.
-        decode_steps: generated - 1,
-        timing_source: TimingSource::Engine,
-        cold_start_ms: reply.load_duration.map(ns_to_ms),
-        cached_prompt_tokens: reply
-            .prompt_eval_cached_count
-            .filter(|&n| n > 0)
-            .map(|n| n as usize),
+        timings: RunTimings {
+            prompt_tokens: prompt_tokens as usize,
+            gen_tokens: generated,
+            prefill_ms,
+            decode_ms,
+            e2e_ms,
+            // `eval_duration` starts after the prompt's forward pass, which produced the first of the
+            // `eval_count` tokens: it covers the other `eval_count − 1` forward passes.
+            decode_steps: generated - 1,
+            timing_source: TimingSource::Engine,
+            cold_start_ms: reply.load_duration.map(ns_to_ms),
+            cached_prompt_tokens: reply
+                .prompt_eval_cached_count
+                .filter(|&n| n > 0)
+                .map(|n| n as usize),
+            memory_traffic: None,
+        },
         early_stop,
     })
 }
@@ -243,12 +247,12 @@ impl Backend for OllamaBackend {
     fn generate(&mut self, prompt: &[u32], gen_tokens: usize) -> Result<Generation, BackendError> {
         let text = self.tokenizer.decode(prompt)?;
         let generation = self.generate_text(&text, gen_tokens)?;
-        if generation.prompt_tokens != prompt.len() {
+        if generation.timings.prompt_tokens != prompt.len() {
             return Err(BackendError::Invariant {
                 backend: self.info.id.clone(),
                 detail: format!(
                     "Ollama counted {} prompt tokens for a {}-token prompt: `{}` does not tokenize like the catalog model (set {MODEL_ENV} to the same model)",
-                    generation.prompt_tokens,
+                    generation.timings.prompt_tokens,
                     prompt.len(),
                     self.client.config().model
                 ),
@@ -304,17 +308,23 @@ mod tests {
         let r = reply(NORMAL);
         let n = r.eval_count.unwrap() as usize;
         let g = generation_from_response("ollama", &r, n, encode).unwrap();
-        assert_eq!(g.prompt_tokens as u64, r.prompt_eval_count.unwrap());
+        assert_eq!(g.timings.prompt_tokens as u64, r.prompt_eval_count.unwrap());
         assert_eq!(g.tokens.len(), n);
-        assert_eq!(g.prefill_ms, r.prompt_eval_duration.unwrap() as f64 / 1e6);
-        assert_eq!(g.decode_ms, r.eval_duration.unwrap() as f64 / 1e6);
-        assert_eq!(g.e2e_ms, r.total_duration.unwrap() as f64 / 1e6);
-        assert_eq!(g.cold_start_ms, Some(r.load_duration.unwrap() as f64 / 1e6));
-        assert_eq!(g.decode_steps, n - 1);
-        assert_eq!(g.timing_source, TimingSource::Engine);
+        assert_eq!(
+            g.timings.prefill_ms,
+            r.prompt_eval_duration.unwrap() as f64 / 1e6
+        );
+        assert_eq!(g.timings.decode_ms, r.eval_duration.unwrap() as f64 / 1e6);
+        assert_eq!(g.timings.e2e_ms, r.total_duration.unwrap() as f64 / 1e6);
+        assert_eq!(
+            g.timings.cold_start_ms,
+            Some(r.load_duration.unwrap() as f64 / 1e6)
+        );
+        assert_eq!(g.timings.decode_steps, n - 1);
+        assert_eq!(g.timings.timing_source, TimingSource::Engine);
         assert_eq!(g.early_stop, None);
-        assert_eq!(g.cached_prompt_tokens, None);
-        assert!(g.e2e_ms >= g.prefill_ms + g.decode_ms);
+        assert_eq!(g.timings.cached_prompt_tokens, None);
+        assert!(g.timings.e2e_ms >= g.timings.prefill_ms + g.timings.decode_ms);
     }
 
     #[test]
@@ -335,10 +345,10 @@ mod tests {
             (generated, requested, "stop")
         );
         // Nothing is projected in the generation: the durations are Ollama's.
-        assert_eq!(g.decode_ms, measured);
-        assert_eq!(g.e2e_ms, r.total_duration.unwrap() as f64 / 1e6);
+        assert_eq!(g.timings.decode_ms, measured);
+        assert_eq!(g.timings.e2e_ms, r.total_duration.unwrap() as f64 / 1e6);
         assert_eq!(
-            g.decode_steps,
+            g.timings.decode_steps,
             generated - 1,
             "eval_duration covers eval_count − 1 passes"
         );
@@ -354,7 +364,7 @@ mod tests {
         assert_eq!(p.measured.decode_ms, measured);
         let want = measured / (generated - 1) as f64 * (requested - 1) as f64;
         assert!((p.projected_decode_ms.unwrap() - want).abs() < 1e-9);
-        assert!((p.projected_e2e_ms.unwrap() - (g.e2e_ms + want - measured)).abs() < 1e-9);
+        assert!((p.projected_e2e_ms.unwrap() - (g.timings.e2e_ms + want - measured)).abs() < 1e-9);
         // Stopped by EOS exactly at the requested count: measured at full length, an ok run.
         let exact = generation_from_response("ollama", &r, generated, encode).unwrap();
         assert_eq!(
@@ -377,7 +387,7 @@ mod tests {
             ..reply(EARLY_STOP)
         };
         let g = generation_from_response("ollama", &r, 64, encode).unwrap();
-        assert_eq!(g.decode_steps, 0);
+        assert_eq!(g.timings.decode_steps, 0);
         let RunOutcome::Projected(p) = outcome_of(&g, 64) else {
             panic!("projected")
         };
@@ -409,11 +419,11 @@ mod tests {
         let g =
             generation_from_response("ollama", &r, r.eval_count.unwrap() as usize, encode).unwrap();
         assert_eq!(
-            g.cached_prompt_tokens,
+            g.timings.cached_prompt_tokens,
             r.prompt_eval_cached_count.map(|n| n as usize)
         );
-        assert!(g.cached_prompt_tokens.is_some());
-        assert_eq!(g.prompt_tokens as u64, r.prompt_eval_count.unwrap());
+        assert!(g.timings.cached_prompt_tokens.is_some());
+        assert_eq!(g.timings.prompt_tokens as u64, r.prompt_eval_count.unwrap());
     }
 
     #[test]

@@ -2,21 +2,23 @@
 //! and for each a cheap availability probe and a constructor, both read from its row and
 //! dispatched to the engine's own module.
 
+use super::evidence::DecodeMode;
 use super::llama_cpp::server::LlamaCppBackend;
-use crate::assets::llama_cpp as llama_build;
 use super::ollama::{OllamaBackend, OllamaConfig};
 use super::ort::{BindTarget, KvCacheHome, OptLevel, OrtBackend, OrtOptions, RequestedProvider};
-use super::evidence::DecodeMode;
 use super::stretch::Stretch;
-use super::{Availability, Backend};
-use crate::host::ComputeDevice;
 use super::tweaks::Tweaks;
+use super::{Availability, Backend};
+use crate::assets::llama_cpp as llama_build;
 use crate::error::BackendError;
+use crate::host::ComputeDevice;
 use crate::model::catalog::{self, CatalogModel, WeightSource};
 use crate::model::onnx_graph::WeightFormat;
 
 mod table;
-pub use table::{runtime_of, spec, BackendSpec, Engine, OrtDevice, Recipe, TorchDevice, TorchDtype, BACKENDS};
+pub use table::{
+    runtime_of, spec, BackendSpec, Engine, OrtDevice, Recipe, TorchDevice, TorchDtype, BACKENDS,
+};
 
 /// The fix for every `tch-*` id when this build has no libtorch backend.
 pub const TCH_FEATURE_FIX: &str = "build with --features torch after scripts/setup-libtorch.sh \
@@ -82,7 +84,9 @@ pub fn libtorch_version() -> Option<String> {
 
 /// Probe without running a model. May fetch a pinned runtime from its registry (cached afterwards).
 pub fn probe(id: &str) -> Availability {
-    let Some(spec) = spec(id) else { return unknown(id) };
+    let Some(spec) = spec(id) else {
+        return unknown(id);
+    };
     match spec.recipe {
         Recipe::Ort { device: OrtDevice::Cpu, .. } => probe_ort_cpu(),
         Recipe::Ort { device, .. } => probe_ort_gpu(id, device),
@@ -120,7 +124,11 @@ fn probe_ort_cpu() -> Availability {
 
 fn probe_ort_gpu(id: &str, device: OrtDevice) -> Availability {
     let wanted = ort_provider(id).map(|p| p.ort_name()).unwrap_or_default();
-    let gpu = if device == OrtDevice::TensorRt { super::ort::gpu::GpuProvider::TensorRt } else { super::ort::gpu::GpuProvider::Cuda };
+    let gpu = if device == OrtDevice::TensorRt {
+        super::ort::gpu::GpuProvider::TensorRt
+    } else {
+        super::ort::gpu::GpuProvider::Cuda
+    };
     match super::ort::runtime() {
         Ok(rt) if super::ort::runtime_providers().iter().any(|p| p == wanted) => {
             match super::ort::gpu::check_provider(&rt.library_path, gpu) {
@@ -154,12 +162,21 @@ pub fn tch_decode_mode(id: &str) -> Option<DecodeMode> {
 /// Device and dtype of each `tch-*` id.
 #[cfg(feature = "torch")]
 fn tch_options(id: &str) -> Option<super::tch::TchOptions> {
-        use super::tch::{TchDevice, TchDtype, TchOptions};
-    let Recipe::Tch { device, dtype, decode } = spec(id)?.recipe else { return None };
+    use super::tch::{TchDevice, TchDtype, TchOptions};
+    let Recipe::Tch {
+        device,
+        dtype,
+        decode,
+    } = spec(id)?.recipe
+    else {
+        return None;
+    };
     let device = match device {
         TorchDevice::Cpu => TchDevice::Cpu,
         TorchDevice::Cuda => TchDevice::Cuda(0),
-        TorchDevice::CudaIfAvailable if super::tch::runtime().cuda_unavailable_reason().is_none() => {
+        TorchDevice::CudaIfAvailable
+            if super::tch::runtime().cuda_unavailable_reason().is_none() =>
+        {
             TchDevice::Cuda(0)
         }
         TorchDevice::CudaIfAvailable => TchDevice::Cpu,
@@ -385,8 +402,14 @@ pub fn ort_export(
 /// The execution provider an ORT backend id requests (none for the CPU variants).
 pub fn ort_provider(id: &str) -> Option<RequestedProvider> {
     match spec(id)?.recipe {
-        Recipe::Ort { device: OrtDevice::Cuda, .. } => Some(RequestedProvider::Cuda { device_id: 0 }),
-        Recipe::Ort { device: OrtDevice::TensorRt, .. } => Some(tensorrt_request()),
+        Recipe::Ort {
+            device: OrtDevice::Cuda,
+            ..
+        } => Some(RequestedProvider::Cuda { device_id: 0 }),
+        Recipe::Ort {
+            device: OrtDevice::TensorRt,
+            ..
+        } => Some(tensorrt_request()),
         _ => None,
     }
 }

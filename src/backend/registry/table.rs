@@ -31,7 +31,12 @@ pub enum Engine {
 
 impl Engine {
     /// Every engine, in report order.
-    pub const ALL: [Engine; 4] = [Engine::OnnxRuntime, Engine::LlamaCpp, Engine::Ollama, Engine::Libtorch];
+    pub const ALL: [Engine; 4] = [
+        Engine::OnnxRuntime,
+        Engine::LlamaCpp,
+        Engine::Ollama,
+        Engine::Libtorch,
+    ];
 
     /// The engine's name as its backends report it ([`crate::backend::BackendInfo::engine`]).
     pub fn name(self) -> &'static str {
@@ -89,14 +94,22 @@ pub enum TorchDtype {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recipe {
     /// An ONNX Runtime session over the cached export of the model in `format`.
-    Ort { format: WeightFormat, opt: OptLevel, device: OrtDevice },
+    Ort {
+        format: WeightFormat,
+        opt: OptLevel,
+        device: OrtDevice,
+    },
     /// `llama-server` over the model's GGUF: the CPU build, or the CUDA build with every layer
     /// offloaded.
     LlamaCpp { cuda: bool },
     /// The Ollama server named by `OLLAMA_HOST`.
     Ollama,
     /// The libtorch LLaMA forward over the model's dequantized weights.
-    Tch { device: TorchDevice, dtype: TorchDtype, decode: DecodeMode },
+    Tch {
+        device: TorchDevice,
+        dtype: TorchDtype,
+        decode: DecodeMode,
+    },
 }
 
 /// One backend id and what it is.
@@ -126,34 +139,72 @@ impl BackendSpec {
     /// backend's [`crate::backend::BackendInfo::compute_device`]).
     pub fn requested_device(&self) -> Option<ComputeDevice> {
         match self.recipe {
-            Recipe::Ort { device: OrtDevice::Cpu, .. } => Some(ComputeDevice::Cpu),
+            Recipe::Ort {
+                device: OrtDevice::Cpu,
+                ..
+            } => Some(ComputeDevice::Cpu),
             Recipe::Ort { .. } => Some(ComputeDevice::Cuda(0)),
             Recipe::LlamaCpp { cuda: false } => Some(ComputeDevice::Cpu),
             Recipe::LlamaCpp { cuda: true } => Some(ComputeDevice::Cuda(0)),
             Recipe::Ollama => None,
-            Recipe::Tch { device: TorchDevice::Cpu, .. } => Some(ComputeDevice::Cpu),
-            Recipe::Tch { device: TorchDevice::Cuda, .. } => Some(ComputeDevice::Cuda(0)),
-            Recipe::Tch { device: TorchDevice::CudaIfAvailable, .. } => None,
+            Recipe::Tch {
+                device: TorchDevice::Cpu,
+                ..
+            } => Some(ComputeDevice::Cpu),
+            Recipe::Tch {
+                device: TorchDevice::Cuda,
+                ..
+            } => Some(ComputeDevice::Cuda(0)),
+            Recipe::Tch {
+                device: TorchDevice::CudaIfAvailable,
+                ..
+            } => None,
         }
     }
 }
 
-const fn ort(id: &'static str, format: WeightFormat, opt: OptLevel, device: OrtDevice) -> BackendSpec {
+const fn ort(
+    id: &'static str,
+    format: WeightFormat,
+    opt: OptLevel,
+    device: OrtDevice,
+) -> BackendSpec {
     let fp32_parent = match (format, device) {
         (WeightFormat::Fp32, _) => None,
         (_, OrtDevice::Cpu) => Some("ort-cpu"),
         (_, _) => Some("ort-cuda"),
     };
-    BackendSpec { id, recipe: Recipe::Ort { format, opt, device }, fp32_parent }
+    BackendSpec {
+        id,
+        recipe: Recipe::Ort {
+            format,
+            opt,
+            device,
+        },
+        fp32_parent,
+    }
 }
 
-const fn tch(id: &'static str, device: TorchDevice, dtype: TorchDtype, decode: DecodeMode) -> BackendSpec {
+const fn tch(
+    id: &'static str,
+    device: TorchDevice,
+    dtype: TorchDtype,
+    decode: DecodeMode,
+) -> BackendSpec {
     // The static and graph steps are their own decode loops, not variants of the eager fp32 one.
     let fp32_parent = match (dtype, decode) {
         (TorchDtype::Bf16 | TorchDtype::Fp16, DecodeMode::Eager) => Some("tch-cuda"),
         _ => None,
     };
-    BackendSpec { id, recipe: Recipe::Tch { device, dtype, decode }, fp32_parent }
+    BackendSpec {
+        id,
+        recipe: Recipe::Tch {
+            device,
+            dtype,
+            decode,
+        },
+        fp32_parent,
+    }
 }
 
 /// Every backend id, in report order.
@@ -166,14 +217,31 @@ pub const BACKENDS: &[BackendSpec] = &[
     ort("ort-cpu-q4", WeightFormat::Q4, All, OrtDevice::Cpu),
     // The bit-exact Q4_1 blocks (fp32 zero points, ONNX Runtime's slow path): an accuracy
     // reference for the 4-bit form, never a speed candidate.
-    ort("ort-cpu-q4-exact", WeightFormat::GgufQ4_1, All, OrtDevice::Cpu),
+    ort(
+        "ort-cpu-q4-exact",
+        WeightFormat::GgufQ4_1,
+        All,
+        OrtDevice::Cpu,
+    ),
     ort("ort-cpu-fp16", WeightFormat::Fp16, All, OrtDevice::Cpu),
     ort("ort-cuda", WeightFormat::Fp32, All, OrtDevice::Cuda),
     ort("ort-cuda-fp16", WeightFormat::Fp16, All, OrtDevice::Cuda),
     ort("ort-tensorrt", WeightFormat::Fp32, All, OrtDevice::TensorRt),
-    BackendSpec { id: "llama-cpp", recipe: Recipe::LlamaCpp { cuda: false }, fp32_parent: None },
-    BackendSpec { id: "llama-cpp-cuda", recipe: Recipe::LlamaCpp { cuda: true }, fp32_parent: None },
-    BackendSpec { id: "ollama", recipe: Recipe::Ollama, fp32_parent: None },
+    BackendSpec {
+        id: "llama-cpp",
+        recipe: Recipe::LlamaCpp { cuda: false },
+        fp32_parent: None,
+    },
+    BackendSpec {
+        id: "llama-cpp-cuda",
+        recipe: Recipe::LlamaCpp { cuda: true },
+        fp32_parent: None,
+    },
+    BackendSpec {
+        id: "ollama",
+        recipe: Recipe::Ollama,
+        fp32_parent: None,
+    },
     tch("tch-cpu", TorchDevice::Cpu, Fp32, Eager),
     tch("tch-auto", CudaIfAvailable, Fp32, Eager),
     tch("tch-cuda", Cuda, Fp32, Eager),
@@ -211,9 +279,15 @@ mod tests {
                 assert!(parent.fp32_parent.is_none(), "{p} is itself a variant");
             }
         }
-        assert_eq!(spec("ort-cpu-int8").and_then(|s| s.fp32_parent), Some("ort-cpu"));
+        assert_eq!(
+            spec("ort-cpu-int8").and_then(|s| s.fp32_parent),
+            Some("ort-cpu")
+        );
         assert_eq!(spec("ort-cpu-ref").and_then(|s| s.fp32_parent), None);
-        assert_eq!(spec("tch-cuda-graph-bf16").and_then(|s| s.fp32_parent), None);
+        assert_eq!(
+            spec("tch-cuda-graph-bf16").and_then(|s| s.fp32_parent),
+            None
+        );
         assert!(spec("tch-gpu").is_none());
         assert_eq!(runtime_of("ort-cpu-int8"), Some(Runtime::OnnxRuntime));
         assert_eq!(runtime_of("llama-cpp-cuda"), Some(Runtime::LlamaCpp));

@@ -306,7 +306,7 @@ impl Backend for TchBackend {
             )],
             cuda_graph: Some(crate::backend::evidence::GraphReplayEvidence {
                 decode_mode: t.decode_mode.clone(),
-                decode_steps: probe.decode_steps as u64,
+                decode_steps: probe.timings.decode_steps as u64,
                 replays: t.graph.as_ref().map_or(0, |g| g.replays) - replays_before,
                 kernels_per_step: t.graph.as_ref().map(|g| g.kernels_per_step),
             }),

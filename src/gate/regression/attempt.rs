@@ -5,11 +5,11 @@
 use super::details::{ComparisonRow, RegressionDetails, NO_REGRESSION};
 use super::params::RegressionParams;
 use super::series::Series;
-use crate::roofline::probe::PROBE_METRIC;
 use crate::baseline::rule::{self, Comparison, Outcome};
 use crate::baseline::session::Stored;
 use crate::baseline::Direction;
 use crate::gate::{Part, Skip, SkipCause, Threshold, TrialContext};
+use crate::roofline::probe::PROBE_METRIC;
 
 type Compared = Vec<(String, Comparison)>;
 

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use crate::backend::Backend;
 use crate::baseline::cpu;
 use crate::baseline::metric::Metric;
-use crate::roofline::probe::Probe;
 use crate::error::BackendError;
 use crate::measure::{run_series, RunOutcome, RunPhase, RunRecord, SeriesPlan};
+use crate::roofline::probe::Probe;
 
 /// A measured series: per measured run, each metric's value and the probe time around it (mean of
 /// the probe just before and just after the run).

@@ -2,17 +2,17 @@
 //! (after a suspected regression) a re-measured one; and update mode, which records the series
 //! instead.
 
-use crate::backend::registry::{self, Engine};
 use super::attempt::{clean, compare_attempt, Attempt, MachineState};
 use super::details::{ComparisonMode, RegressionDetails, NO_REGRESSION, REMEASURE};
 use super::params::RegressionParams;
 use super::series::measure;
-use crate::roofline::probe::Probe;
+use crate::backend::registry::{self, Engine};
 use crate::baseline::rule;
 use crate::baseline::session::{Recording, Session, Stored};
 use crate::baseline::{record_command, ProvenanceChange, Settings};
 use crate::gate::{Details, Evaluation, Part, Skip, SkipCause, Threshold, TrialContext};
 use crate::measure::RunRecord;
+use crate::roofline::probe::Probe;
 use crate::workload::{prompt_ids, Scenario};
 
 /// Stored mode (`against` = this machine's stored numbers and what changed since their recording)

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::backend::{Generation, TimingSource};
+use crate::backend::{Generation, RunTimings, TimingSource};
 
 const SEED: u64 = 42;
 
@@ -97,15 +97,19 @@ pub struct RecomputeStep {
 pub fn generation_from(resp: &CompletionResponse, gen_tokens: usize, wall_ms: f64) -> Generation {
     let t = &resp.timings;
     Generation {
-        prompt_tokens: t.prompt_n,
         tokens: resp.tokens.clone(),
-        prefill_ms: t.prompt_ms,
-        decode_ms: t.predicted_ms,
-        e2e_ms: wall_ms.max(t.prompt_ms + t.predicted_ms),
-        decode_steps: t.predicted_n.saturating_sub(1).min(gen_tokens),
-        timing_source: TimingSource::Engine,
-        cold_start_ms: None,
-        cached_prompt_tokens: None,
+        timings: RunTimings {
+            prompt_tokens: t.prompt_n,
+            gen_tokens: resp.tokens.len(),
+            prefill_ms: t.prompt_ms,
+            decode_ms: t.predicted_ms,
+            e2e_ms: wall_ms.max(t.prompt_ms + t.predicted_ms),
+            decode_steps: t.predicted_n.saturating_sub(1).min(gen_tokens),
+            timing_source: TimingSource::Engine,
+            cold_start_ms: None,
+            cached_prompt_tokens: None,
+            memory_traffic: None,
+        },
         early_stop: None,
     }
 }
@@ -121,14 +125,14 @@ mod tests {
         let g = generation_from(&r, 3, 50.0);
         assert_eq!(
             (
-                g.prompt_tokens,
-                g.prefill_ms,
-                g.decode_ms,
-                g.e2e_ms,
-                g.decode_steps
+                g.timings.prompt_tokens,
+                g.timings.prefill_ms,
+                g.timings.decode_ms,
+                g.timings.e2e_ms,
+                g.timings.decode_steps
             ),
             (8, 12.5, 30.0, 50.0, 2)
         );
-        assert_eq!(g.timing_source, TimingSource::Engine);
+        assert_eq!(g.timings.timing_source, TimingSource::Engine);
     }
 }
