@@ -14,7 +14,7 @@
 #     provenance.json          wheels and hashes this tree came from
 #
 # libtorch_cuda.so is deliberately left out: it pulls in ~2 GB of CUDA libraries. On a GPU machine
-# the backend dlopens the machine's own libtorch_cuda.so at start-up (src/backend/tch.rs).
+# the backend dlopens the machine's own libtorch_cuda.so at start-up (src/backend/tch/runtime.rs).
 # libtorch_cpu.so NEEDS libcudart.so.13 and libcupti.so.13 even for CPU work, hence those two.
 #
 # CACHE = $INFERGATE_CACHE, else $XDG_CACHE_HOME/infergate, else ~/.cache/infergate (as

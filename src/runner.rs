@@ -23,6 +23,9 @@ use crate::workload::{self, Scenario};
 /// Type of a tokenizer's `encode`.
 pub type Encoder = Box<dyn Fn(&str) -> Result<Vec<u32>, ModelError> + Send + Sync>;
 
+/// A model's encoder, built once on first use (or why it could not be), shared across threads.
+type LazyEncoder = Arc<OnceLock<Result<Encoder, String>>>;
+
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
     pub gates_dir: PathBuf,
@@ -90,7 +93,7 @@ pub struct Runner {
     pub specs: Vec<GateSpec>,
     availability: Mutex<BTreeMap<String, Availability>>,
     /// One tokenizer per model, built on first use.
-    encoders: Mutex<BTreeMap<String, Arc<OnceLock<Result<Encoder, String>>>>>,
+    encoders: Mutex<BTreeMap<String, LazyEncoder>>,
     dir: RunDir,
     run_log: RunLog,
 }

@@ -119,25 +119,6 @@ pub fn strip_doc_tags(raw: &str) -> String {
     out.trim().to_string()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn doc_tags_are_removed_and_text_kept() {
-        let raw =
-            "<doc id=\"1\" title=\"A\">\nAlpha text.\n</doc>\n<doc id=\"2\">\nBeta.\n</doc>\n";
-        assert_eq!(strip_doc_tags(raw), "Alpha text.\n\nBeta.");
-    }
-
-    #[test]
-    fn prompt_is_an_exact_prefix() {
-        let encode = |s: &str| Ok(s.split(' ').enumerate().map(|(i, _)| i as u32).collect());
-        let p = prompt_ids(&SCENARIOS[0], encode).unwrap();
-        assert_eq!(p, (0..8).collect::<Vec<u32>>());
-    }
-}
-
 /// The first `n` tokens of `text`, tokenizing only a prefix long enough to hold them (whole-text
 /// tokenization of a 2 MB corpus is wasted work). The prefix grows until it yields `n + 1` tokens, so
 /// the last kept token is never cut by the prefix boundary.
@@ -163,5 +144,24 @@ pub fn leading_tokens(
             )));
         }
         chars *= 2;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doc_tags_are_removed_and_text_kept() {
+        let raw =
+            "<doc id=\"1\" title=\"A\">\nAlpha text.\n</doc>\n<doc id=\"2\">\nBeta.\n</doc>\n";
+        assert_eq!(strip_doc_tags(raw), "Alpha text.\n\nBeta.");
+    }
+
+    #[test]
+    fn prompt_is_an_exact_prefix() {
+        let encode = |s: &str| Ok(s.split(' ').enumerate().map(|(i, _)| i as u32).collect());
+        let p = prompt_ids(&SCENARIOS[0], encode).unwrap();
+        assert_eq!(p, (0..8).collect::<Vec<u32>>());
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 
 use infergate::assets::llama_cpp;
-use infergate::backend::llama_cpp::server::{completion_body, LlamaCppBackend};
+use infergate::backend::llama_cpp::server::{completion_body, LlamaCppBackend, ServerSettings};
 use infergate::backend::{Backend, Recompute};
 use infergate::model::tokenizer::Tokenizer;
 use infergate::model::GgufFile;
@@ -20,7 +20,14 @@ fn gguf() -> std::path::PathBuf {
 
 fn backend() -> LlamaCppBackend {
     let build = llama_cpp::ensure_built().unwrap_or_else(|e| panic!("llama.cpp build: {e}"));
-    LlamaCppBackend::open("llama-cpp", &build, &gguf(), "q4_1", None).expect("llama-server starts")
+    LlamaCppBackend::open(
+        "llama-cpp",
+        &build,
+        &gguf(),
+        "q4_1",
+        &ServerSettings::default(),
+    )
+    .expect("llama-server starts")
 }
 
 fn prompt(scenario: &str) -> Vec<u32> {
@@ -45,9 +52,17 @@ fn prompt(scenario: &str) -> Vec<u32> {
 fn the_kv_cache_is_exact_against_a_per_token_full_recompute() {
     use infergate::backend::llama_cpp::server::CompletionResponse;
     let build = llama_cpp::ensure_built().unwrap_or_else(|e| panic!("llama.cpp build: {e}"));
-    let mut b =
-        LlamaCppBackend::open_with("llama-cpp", &build, &gguf(), "q4_1", None, &["-ub", "1"])
-            .expect("llama-server starts");
+    let mut b = LlamaCppBackend::open(
+        "llama-cpp",
+        &build,
+        &gguf(),
+        "q4_1",
+        &ServerSettings {
+            extra_args: &["-ub", "1"],
+            ..Default::default()
+        },
+    )
+    .expect("llama-server starts");
     // micro and short: the prompts where the batched recompute differs from the KV-cached loop.
     for scenario in ["micro", "short"] {
         let prompt = prompt(scenario);
@@ -143,8 +158,17 @@ fn explore_kv_versus_recompute_margins() {
         ("batched prefill (default)", &[][..]),
         ("-ub 1", &["-ub", "1"][..]),
     ] {
-        let b = LlamaCppBackend::open_with("llama-cpp", &build, &gguf(), "q4_1", None, args)
-            .expect("llama-server starts");
+        let b = LlamaCppBackend::open(
+            "llama-cpp",
+            &build,
+            &gguf(),
+            "q4_1",
+            &ServerSettings {
+                extra_args: args,
+                ..Default::default()
+            },
+        )
+        .expect("llama-server starts");
         for scenario in workload::scenario_names() {
             let prompt = prompt(scenario);
             let kv: CompletionResponse = serde_json::from_value(

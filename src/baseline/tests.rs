@@ -167,7 +167,8 @@ fn a_file_that_is_not_json_is_corrupt_and_named() {
 
 #[test]
 fn inconsistent_records_are_corrupt() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+    type Corrupt = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Corrupt)> = vec![
         (
             "states median",
             Box::new(|v| v["records"][0]["median"] = 99.0.into()),

@@ -3,7 +3,7 @@
 //! dispatched to the engine's own module.
 
 use super::evidence::DecodeMode;
-use super::llama_cpp::server::LlamaCppBackend;
+use super::llama_cpp::server::{LlamaCppBackend, ServerSettings};
 use super::ollama::{OllamaBackend, OllamaConfig};
 use super::ort::{BindTarget, KvCacheHome, OptLevel, OrtBackend, OrtOptions, RequestedProvider};
 use super::stretch::Stretch;
@@ -361,8 +361,13 @@ fn open_llama_cpp(
     let precision = crate::model::GgufFile::open(gguf)
         .map(|g| g.dominant_matrix_type().name().to_lowercase())
         .unwrap_or_else(|_| "gguf".into());
-    Ok(Box::new(LlamaCppBackend::open_with_threads(
-        id, &build, gguf, &precision, gpu_layers, threads,
+    let settings = ServerSettings {
+        gpu_layers,
+        threads,
+        extra_args: &[],
+    };
+    Ok(Box::new(LlamaCppBackend::open(
+        id, &build, gguf, &precision, &settings,
     )?))
 }
 

@@ -289,6 +289,15 @@ mod tests {
             None
         );
         assert!(spec("tch-gpu").is_none());
+        // `Engine::ALL` is a fixed-size list the compiler does not extend with a new variant.
+        for s in BACKENDS {
+            assert!(
+                Engine::ALL.contains(&s.engine()),
+                "{}: {:?} missing from Engine::ALL",
+                s.id,
+                s.engine()
+            );
+        }
         assert_eq!(runtime_of("ort-cpu-int8"), Some(Runtime::OnnxRuntime));
         assert_eq!(runtime_of("llama-cpp-cuda"), Some(Runtime::LlamaCpp));
         assert_eq!(runtime_of("tch-cuda-graph-bf16"), Some(Runtime::Libtorch));

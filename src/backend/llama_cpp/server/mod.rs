@@ -38,6 +38,19 @@ pub use wire::{
 /// Layers llama.cpp offloads to the GPU for the CUDA backend id: all of them.
 pub const ALL_LAYERS: u32 = 99;
 
+/// How `llama-server` is started for a backend.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServerSettings<'a> {
+    /// `-ngl` for the server and `llama-perplexity` (`None` on the CPU build).
+    pub gpu_layers: Option<u32>,
+    /// The server's thread count (`None`: every core).
+    pub threads: Option<usize>,
+    /// Extra `llama-server` arguments. `["-ub", "1"]` makes the server evaluate every prompt one
+    /// token at a time, with the single-token kernels of the decode loop: its full recompute then
+    /// isolates the KV cache from the batched-prefill arithmetic.
+    pub extra_args: &'a [&'a str],
+}
+
 pub struct LlamaCppBackend {
     info: BackendInfo,
     server: LlamaServer,
@@ -49,63 +62,22 @@ pub struct LlamaCppBackend {
 }
 
 impl LlamaCppBackend {
-    /// `gpu_layers`: `-ngl` for the server and `llama-perplexity` (`None` on the CPU build).
+    /// `llama-server` over `gguf`, started as `settings` says.
     pub fn open(
         id: &str,
         build: &LlamaCppBuild,
         gguf: &Path,
         precision: &str,
-        gpu_layers: Option<u32>,
+        settings: &ServerSettings,
     ) -> Result<Self, BackendError> {
-        Self::open_configured(id, build, gguf, precision, gpu_layers, None, &[])
-    }
-
-    /// [`LlamaCppBackend::open`] with the server's thread count (`None`: every core).
-    pub fn open_with_threads(
-        id: &str,
-        build: &LlamaCppBuild,
-        gguf: &Path,
-        precision: &str,
-        gpu_layers: Option<u32>,
-        threads: Option<usize>,
-    ) -> Result<Self, BackendError> {
-        Self::open_configured(id, build, gguf, precision, gpu_layers, threads, &[])
-    }
-
-    /// As [`open`](Self::open), with extra `llama-server` arguments. `["-ub", "1"]` makes the server
-    /// evaluate every prompt one token at a time, with the single-token kernels of the decode loop:
-    /// its full recompute then isolates the KV cache from the batched-prefill arithmetic.
-    pub fn open_with(
-        id: &str,
-        build: &LlamaCppBuild,
-        gguf: &Path,
-        precision: &str,
-        gpu_layers: Option<u32>,
-        extra_server_args: &[&str],
-    ) -> Result<Self, BackendError> {
-        Self::open_configured(
-            id,
-            build,
-            gguf,
-            precision,
+        let ServerSettings {
             gpu_layers,
-            None,
-            extra_server_args,
-        )
-    }
-
-    fn open_configured(
-        id: &str,
-        build: &LlamaCppBuild,
-        gguf: &Path,
-        precision: &str,
-        gpu_layers: Option<u32>,
-        threads: Option<usize>,
-        extra_server_args: &[&str],
-    ) -> Result<Self, BackendError> {
+            threads,
+            extra_args: extra_server_args,
+        } = *settings;
         let threads =
             threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let server = LlamaServer::start_with(
+        let server = LlamaServer::start(
             build,
             gguf,
             threads,

@@ -26,20 +26,9 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 impl LlamaServer {
-    /// `gpu_layers`: `-ngl` (layers offloaded to the GPU; `None` leaves llama.cpp's default).
+    /// `gpu_layers`: `-ngl` (layers offloaded to the GPU; `None` leaves llama.cpp's default);
+    /// `extra_args`: more `llama-server` arguments (e.g. `["-ub", "1"]`).
     pub fn start(
-        build: &LlamaCppBuild,
-        model: &Path,
-        threads: usize,
-        context: usize,
-        id: &str,
-        gpu_layers: Option<u32>,
-    ) -> Result<Self, BackendError> {
-        Self::start_with(build, model, threads, context, id, gpu_layers, &[])
-    }
-
-    /// As [`start`](Self::start), with extra `llama-server` arguments (e.g. `["-ub", "1"]`).
-    pub fn start_with(
         build: &LlamaCppBuild,
         model: &Path,
         threads: usize,
