@@ -160,18 +160,47 @@ pub struct Generation {
     pub early_stop: Option<EarlyStop>,
 }
 
-impl Generation {
-    /// A generation timed by the harness's own clock at the phase boundaries (in-process backends):
-    /// see [`RunTimings::harness_timed`].
-    pub fn harness_timed(
-        prompt_tokens: usize,
-        tokens: Vec<u32>,
-        start: std::time::Instant,
-        prefill_done: std::time::Instant,
-        end: std::time::Instant,
-    ) -> Generation {
+/// The harness's clock at an in-process backend's phase boundaries: started just before the
+/// prompt's forward pass, marked when its first token is out, stopped when the last one is. Prefill
+/// is `start..prefill_done`, decode `prefill_done..stop`.
+#[derive(Debug, Clone, Copy)]
+pub struct PhaseClock {
+    start: std::time::Instant,
+    prefill_done: Option<std::time::Instant>,
+    stop: Option<std::time::Instant>,
+}
+
+impl PhaseClock {
+    pub fn start() -> PhaseClock {
+        PhaseClock {
+            start: std::time::Instant::now(),
+            prefill_done: None,
+            stop: None,
+        }
+    }
+
+    /// When the clock started (the prefill's own start, for work timed against it).
+    pub fn started_at(&self) -> std::time::Instant {
+        self.start
+    }
+
+    /// The prompt's forward pass is done and its token is out.
+    pub fn prefill_done(&mut self) {
+        self.prefill_done = Some(std::time::Instant::now());
+    }
+
+    /// The last token is out (what follows, e.g. copying tokens to the host, is not timed).
+    pub fn stop(&mut self) {
+        self.stop = Some(std::time::Instant::now());
+    }
+
+    /// The generation of `tokens` after a prompt of `prompt_tokens`, stopping the clock now if it
+    /// was not stopped. A clock never marked at the prefill counts the whole time as prefill.
+    pub fn finish(self, prompt_tokens: usize, tokens: Vec<u32>) -> Generation {
+        let stop = self.stop.unwrap_or_else(std::time::Instant::now);
+        let prefill_done = self.prefill_done.unwrap_or(stop);
         let timings =
-            RunTimings::harness_timed(prompt_tokens, tokens.len(), start, prefill_done, end);
+            RunTimings::harness_timed(prompt_tokens, tokens.len(), self.start, prefill_done, stop);
         Generation {
             tokens,
             timings,

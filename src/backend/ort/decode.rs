@@ -9,7 +9,7 @@ use ort::value::{DynValue, Tensor};
 
 use super::session::{BindTarget, KvCacheHome};
 use crate::backend::stretch::{Phase, Stretch};
-use crate::backend::Generation;
+use crate::backend::{Generation, PhaseClock};
 use crate::error::BackendError;
 use crate::model::onnx_export::{
     past_key_name, past_value_name, present_key_name, present_value_name,
@@ -180,11 +180,11 @@ impl Decoder {
         gen_tokens: usize,
         stretch: &Stretch,
     ) -> Result<Generation, BackendError> {
-        let start = Instant::now();
+        let mut clock = PhaseClock::start();
         let (logits, mut cache) = self.forward(prompt, 0, None, "prefill")?;
-        stretch.apply(Phase::Prefill, start);
+        stretch.apply(Phase::Prefill, clock.started_at());
         let mut next = self.last_argmax(&logits);
-        let prefill_done = Instant::now();
+        clock.prefill_done();
         let mut tokens = vec![next];
         for step in 1..gen_tokens {
             let past_len = prompt.len() + step - 1;
@@ -195,14 +195,7 @@ impl Decoder {
             next = self.last_argmax(&logits);
             tokens.push(next);
         }
-        let end = Instant::now();
-        Ok(Generation::harness_timed(
-            prompt.len(),
-            tokens,
-            start,
-            prefill_done,
-            end,
-        ))
+        Ok(clock.finish(prompt.len(), tokens))
     }
 
     /// Greedy tokens by recomputing the whole sequence at every step (no cache).

@@ -19,12 +19,11 @@
 //! static-shape step and its CUDA graph); this file holds the backend itself.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use ndarray::Array2;
 use tch::{Device, Kind, Tensor};
 
-use super::{Backend, BackendInfo, Generation, MemoryTraffic};
+use super::{Backend, BackendInfo, Generation, MemoryTraffic, PhaseClock};
 use crate::error::BackendError;
 use crate::model::{LlamaConfig, LlamaWeights};
 
@@ -344,13 +343,13 @@ impl Backend for TchBackend {
             .new_cache(prompt.len() + gen_tokens)
             .map_err(|e| self.err("generate", format!("KV cache: {e}")))?;
         self.synchronize("prefill")?;
-        let start = Instant::now();
+        let mut clock = PhaseClock::start();
         let logits = self
             .forward(prompt, 0, Some(&mut cache), true)
             .map_err(|e| self.err("prefill", e))?;
         let mut next = self.argmax_last(&logits, "prefill")?;
         self.synchronize("prefill")?;
-        let prefill_done = Instant::now();
+        clock.prefill_done();
         let mut tokens = vec![next];
         for step in 1..gen_tokens {
             let past_len = prompt.len() + step - 1;
@@ -361,14 +360,7 @@ impl Backend for TchBackend {
             tokens.push(next);
         }
         self.synchronize("decode")?;
-        let end = Instant::now();
-        Ok(Generation::harness_timed(
-            prompt.len(),
-            tokens,
-            start,
-            prefill_done,
-            end,
-        ))
+        Ok(clock.finish(prompt.len(), tokens))
     }
 
     /// Elements of the weight tensors on the device (the tied head is one tensor, counted once).

@@ -19,7 +19,6 @@
 //! add (`addmm`), gate/up, SiLU, multiply, down projection with the residual add.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use tch::{Device, Kind, Tensor};
 
@@ -28,7 +27,7 @@ use super::llama::{Block, KvCache, Llama};
 use super::runtime::TchResult;
 use super::TchBackend;
 use crate::backend::evidence::{DecodeMode, GraphEvidence};
-use crate::backend::Generation;
+use crate::backend::{Generation, PhaseClock};
 use crate::error::BackendError;
 use crate::model::LlamaConfig;
 
@@ -424,7 +423,7 @@ impl TchBackend {
             ));
         }
         self.synchronize("prefill")?;
-        let start = Instant::now();
+        let mut clock = PhaseClock::start();
         state.load_ids(prompt).map_err(|e| self.err("prefill", e))?;
         match graphs.as_mut() {
             Some((_, prefill_graph)) => {
@@ -439,7 +438,7 @@ impl TchBackend {
             }
         }
         self.synchronize("prefill")?;
-        let prefill_done = Instant::now();
+        clock.prefill_done();
         for _ in 1..gen_tokens {
             match graphs.as_mut() {
                 Some((g, _)) => g.replay().map_err(|e| self.err("decode", e))?,
@@ -458,18 +457,12 @@ impl TchBackend {
             .and_then(|t| t.f_copy_data(&mut tokens, gen_tokens))
             .map_err(|e| self.err("decode", e))?;
         self.synchronize("decode")?;
-        let end = Instant::now();
+        clock.stop();
         let tokens = tokens
             .into_iter()
             .map(|t| u32::try_from(t).map_err(|_| self.err("decode", format!("token {t}"))))
             .collect::<Result<Vec<u32>, _>>()?;
-        Ok(Generation::harness_timed(
-            prompt.len(),
-            tokens,
-            start,
-            prefill_done,
-            end,
-        ))
+        Ok(clock.finish(prompt.len(), tokens))
     }
 
     /// Greedy tokens by recomputing the whole sequence at every step with the static formulation and
