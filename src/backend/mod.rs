@@ -160,6 +160,24 @@ pub struct Generation {
     pub early_stop: Option<EarlyStop>,
 }
 
+/// Greedy tokens by recomputing the whole sequence at every step, no cache reused: `next` gives the
+/// greedy token after a sequence (one full forward). The check that a KV-cached loop computes the
+/// same thing ([`Backend::full_recompute_tokens`]).
+pub fn greedy_by_recompute(
+    prompt: &[u32],
+    gen_tokens: usize,
+    mut next: impl FnMut(&[u32]) -> Result<u32, BackendError>,
+) -> Result<Vec<u32>, BackendError> {
+    let mut seq = prompt.to_vec();
+    let mut out = Vec::with_capacity(gen_tokens);
+    for _ in 0..gen_tokens {
+        let token = next(&seq)?;
+        out.push(token);
+        seq.push(token);
+    }
+    Ok(out)
+}
+
 /// The harness's clock at an in-process backend's phase boundaries: started just before the
 /// prompt's forward pass, marked when its first token is out, stopped when the last one is. Prefill
 /// is `start..prefill_done`, decode `prefill_done..stop`.

@@ -9,7 +9,7 @@ use ort::value::{DynValue, Tensor};
 
 use super::session::{BindTarget, KvCacheHome};
 use crate::backend::stretch::{Phase, Stretch};
-use crate::backend::{Generation, PhaseClock};
+use crate::backend::{greedy_by_recompute, Generation, PhaseClock};
 use crate::error::BackendError;
 use crate::model::onnx_export::{
     past_key_name, past_value_name, present_key_name, present_value_name,
@@ -204,15 +204,10 @@ impl Decoder {
         prompt: &[u32],
         gen_tokens: usize,
     ) -> Result<Vec<u32>, BackendError> {
-        let mut seq = prompt.to_vec();
-        let mut out = Vec::with_capacity(gen_tokens);
-        for _ in 0..gen_tokens {
-            let (logits, _) = self.forward(&seq, 0, None, "full_recompute")?;
-            let next = self.last_argmax(&logits);
-            out.push(next);
-            seq.push(next);
-        }
-        Ok(out)
+        greedy_by_recompute(prompt, gen_tokens, |seq| {
+            let (logits, _) = self.forward(seq, 0, None, "full_recompute")?;
+            Ok(self.last_argmax(&logits))
+        })
     }
 }
 

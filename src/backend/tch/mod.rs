@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use ndarray::Array2;
 use tch::{Device, Kind, Tensor};
 
-use super::{Backend, BackendInfo, Generation, MemoryTraffic, PhaseClock};
+use super::{greedy_by_recompute, Backend, BackendInfo, Generation, MemoryTraffic, PhaseClock};
 use crate::error::BackendError;
 use crate::model::{LlamaConfig, LlamaWeights};
 
@@ -249,18 +249,13 @@ impl TchBackend {
         prompt: &[u32],
         gen_tokens: usize,
     ) -> Result<Vec<u32>, BackendError> {
-        let mut seq = prompt.to_vec();
-        let mut out = Vec::with_capacity(gen_tokens);
-        for _ in 0..gen_tokens {
-            self.check_tokens(&seq, 0, "full_recompute")?;
+        greedy_by_recompute(prompt, gen_tokens, |seq| {
+            self.check_tokens(seq, 0, "full_recompute")?;
             let logits = self
-                .forward(&seq, 0, None, true)
+                .forward(seq, 0, None, true)
                 .map_err(|e| self.err("full_recompute", e))?;
-            let next = self.argmax_last(&logits, "full_recompute")?;
-            out.push(next);
-            seq.push(next);
-        }
-        Ok(out)
+            self.argmax_last(&logits, "full_recompute")
+        })
     }
 }
 
